@@ -1,0 +1,36 @@
+//! The contract between `bootsvc` and the `installer`.
+//!
+//! Only data types and pure parsing live here: no I/O. Both sides depend on this crate, so a
+//! change here is a change of the wire format — keep fields additive and defaulted.
+//!
+//! - [`cmdline`]: the kernel command-line keys bootsvc writes into the iPXE script and the
+//!   installer reads from `/proc/cmdline`.
+//! - [`metadata`]: what `GET /metadata` returns for one machine.
+//! - [`events`]: what the installer (and the installed OS) `POST /events`.
+//! - [`hardware`]: the inventory the installer sends with its first event.
+
+pub mod cmdline;
+pub mod events;
+pub mod hardware;
+pub mod mac;
+pub mod metadata;
+pub mod size;
+pub mod time;
+
+pub use cmdline::{BootParams, StaticIp};
+pub use events::{Event, EventAck, Phase, Progress};
+pub use hardware::Hardware;
+pub use mac::MacAddr;
+pub use metadata::{ChecksumOf, CloudInit, DiskHints, Finish, Image, ImageFormat, InstallPlan, Metadata};
+
+/// HTTP header the installer sets on every request to say which NIC it booted from.
+/// bootsvc checks it together with the source address before answering.
+pub const MAC_HEADER: &str = "X-Osie-Mac";
+
+/// Paths on bootsvc's HTTP service, relative to the base URL (`osie.url`).
+pub mod paths {
+    /// Native metadata for the installer (JSON, [`crate::Metadata`]).
+    pub const METADATA: &str = "/metadata";
+    /// Progress events (JSON, [`crate::Event`]).
+    pub const EVENTS: &str = "/events";
+}

@@ -1,0 +1,210 @@
+//! `bootsvc.toml`: the service's configuration. The reference for every field is
+//! `bootsvc/docs/config.md`; keep the two in step.
+//!
+//! Relative paths are relative to the directory of the config file.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub listen: Listen,
+    #[serde(default)]
+    pub dhcp: Dhcp,
+    pub tftp: Tftp,
+    pub http: Http,
+    pub artifacts: Artifacts,
+    pub state: State,
+    pub inventory: Inventory,
+    #[serde(default)]
+    pub admin: Admin,
+    #[serde(default)]
+    pub log: Log,
+}
+
+/// Where the service meets the machines' network.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listen {
+    /// Interface DHCP and TFTP bind to (`SO_BINDTODEVICE`), e.g. `br0`.
+    pub interface: String,
+    /// This server's IPv4 address on that interface: DHCP server identifier, `siaddr`,
+    /// TFTP server for the boot file.
+    pub address: Ipv4Addr,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DhcpMode {
+    /// Full DHCP server for the machines in the inventory.
+    #[default]
+    Reservation,
+    /// Beside a site DHCP server: answer PXE clients with boot information only.
+    Proxy,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dhcp {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default)]
+    pub mode: DhcpMode,
+    /// Lease time handed out, seconds.
+    #[serde(default = "default_lease_secs")]
+    pub lease_secs: u32,
+    /// Addresses for inventory machines that have no fixed address.
+    #[serde(default)]
+    pub pool: Option<Pool>,
+    /// Also answer port 4011 (PXE boot server discovery; UEFI asks there in proxy mode).
+    #[serde(default = "yes")]
+    pub port_4011: bool,
+}
+
+impl Default for Dhcp {
+    fn default() -> Self {
+        Dhcp {
+            enabled: true,
+            mode: DhcpMode::Reservation,
+            lease_secs: default_lease_secs(),
+            pool: None,
+            port_4011: true,
+        }
+    }
+}
+
+/// A dynamic range; leases are persisted under `state.dir`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pool {
+    pub start: Ipv4Addr,
+    pub end: Ipv4Addr,
+    pub prefix: u8,
+    #[serde(default)]
+    pub gateway: Option<Ipv4Addr>,
+    #[serde(default)]
+    pub dns: Vec<Ipv4Addr>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tftp {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Directory served read-only; holds `undionly.kpxe`, `ipxe.efi`, `snponly.efi`.
+    pub root: PathBuf,
+    /// Seconds without an ACK before a block is sent again.
+    #[serde(default = "default_tftp_timeout")]
+    pub timeout_secs: u64,
+    /// Retransmissions of one block before the transfer is dropped. Low, so abandoned
+    /// transfers (UEFI's tsize probe) end within seconds.
+    #[serde(default = "default_tftp_retries")]
+    pub max_send_retries: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Http {
+    /// Socket address to bind, e.g. `0.0.0.0:8080`.
+    pub listen: SocketAddr,
+    /// Base URL machines use to reach this service, e.g. `http://192.0.2.1:8080`. Goes into
+    /// DHCP replies, iPXE scripts and `osie.url=`.
+    pub public_url: String,
+    /// Largest request body accepted (events, admin), bytes.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Artifacts {
+    /// Directory with the installer's kernel and initramfs, served under `/artifacts/`.
+    pub dir: PathBuf,
+    #[serde(default = "default_kernel")]
+    pub kernel: String,
+    #[serde(default = "default_initrd")]
+    pub initrd: String,
+    /// Directory with OS images and their manifests, served under `/images/`.
+    pub images_dir: PathBuf,
+    /// Kernel arguments added for every machine (before the machine's own).
+    #[serde(default = "default_kernel_args")]
+    pub kernel_args: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct State {
+    /// Directory for the state store (events, machine state, leases).
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Inventory {
+    /// Directory of machine records: `*.json`, one machine each, or Tinkerbell `Hardware`
+    /// objects / lists.
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    /// File holding the bearer token for the admin API. Without it the admin API is off.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Log {
+    #[serde(default)]
+    pub format: LogFormat,
+    /// `tracing` filter, e.g. `info` or `bootsvc::dhcp=debug,info`. `RUST_LOG` overrides.
+    #[serde(default = "default_log_level")]
+    pub level: String,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log { format: LogFormat::Text, level: default_log_level() }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_lease_secs() -> u32 {
+    3600
+}
+fn default_tftp_timeout() -> u64 {
+    1
+}
+fn default_tftp_retries() -> u32 {
+    3
+}
+fn default_max_body() -> usize {
+    1 << 20
+}
+fn default_kernel() -> String {
+    "vmlinuz".into()
+}
+fn default_initrd() -> String {
+    "initramfs.img".into()
+}
+fn default_kernel_args() -> String {
+    "console=tty0 console=ttyS0,115200n8".into()
+}
+fn default_log_level() -> String {
+    "info".into()
+}

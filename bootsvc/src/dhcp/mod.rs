@@ -1,0 +1,1 @@
+//! DHCP: classification, reply building (pure), and the socket loops.

@@ -1,0 +1,1 @@
+//! HTTP service: iPXE scripts, artifacts, metadata, events, admin API, health, metrics.

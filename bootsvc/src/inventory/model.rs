@@ -1,0 +1,133 @@
+//! One machine record, as written in the inventory directory (`<name>.json`). The reference
+//! for every field is `bootsvc/docs/inventory.md`; keep the two in step.
+
+use std::net::Ipv4Addr;
+
+use osie_api::metadata::{ChecksumOf, DiskHints, Finish, GptPlan, ImageFormat};
+use osie_api::MacAddr;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Machine {
+    pub hostname: String,
+    /// cloud-init instance id; defaults to `i-<first mac without colons>`.
+    #[serde(default)]
+    pub instance_id: Option<String>,
+    /// The machine's NICs. The first is the one it is expected to boot from.
+    pub macs: Vec<MacAddr>,
+    /// Fixed addressing. Absent: an address from `dhcp.pool`, if configured.
+    #[serde(default)]
+    pub ip: Option<IpConfig>,
+    /// Architecture hint, used when a DHCP client's own arch is ambiguous.
+    #[serde(default)]
+    pub arch: Arch,
+    #[serde(default)]
+    pub netboot: Netboot,
+    #[serde(default)]
+    pub install: Option<Install>,
+    #[serde(default)]
+    pub cloud_init: CloudInit,
+    #[serde(default)]
+    pub ssh_keys: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IpConfig {
+    pub address: Ipv4Addr,
+    pub prefix: u8,
+    #[serde(default)]
+    pub gateway: Option<Ipv4Addr>,
+    #[serde(default)]
+    pub dns: Vec<Ipv4Addr>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Arch {
+    #[default]
+    X86_64,
+    Aarch64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Netboot {
+    /// Operator's intent: this machine may netboot (and so be (re)installed). A finished
+    /// install clears it in the state store until `bootsvc machine <mac> reinstall`.
+    #[serde(default)]
+    pub allow: bool,
+    /// A whole custom iPXE script served instead of the installer's.
+    #[serde(default)]
+    pub ipxe_script: Option<String>,
+    /// Or: a URL the machine's script chains to.
+    #[serde(default)]
+    pub ipxe_script_url: Option<String>,
+    /// Extra kernel arguments for the installer (after `artifacts.kernel_args`). No secrets:
+    /// the command line is world-readable.
+    #[serde(default)]
+    pub kernel_args: Option<String>,
+}
+
+
+/// What to install. `image` names an image in `artifacts.images_dir` (by its manifest) or
+/// gives a URL and checksum.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Install {
+    pub image: ImageRef,
+    #[serde(default)]
+    pub disk: DiskHints,
+    #[serde(default)]
+    pub gpt: GptPlan,
+    #[serde(default)]
+    pub finish: Finish,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageRef {
+    /// Name of an image in `artifacts.images_dir` (its manifest gives URL, sha256, sizes).
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub url: Option<String>,
+    #[serde(default)]
+    pub sha256: Option<String>,
+    #[serde(default)]
+    pub size: Option<u64>,
+    #[serde(default)]
+    pub raw_size: Option<u64>,
+    #[serde(default)]
+    pub format: ImageFormat,
+    #[serde(default)]
+    pub checksum_of: ChecksumOf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CloudInit {
+    #[serde(default)]
+    pub user_data: Option<String>,
+    /// YAML; generated from hostname, instance id and SSH keys when absent.
+    #[serde(default)]
+    pub meta_data: Option<String>,
+    #[serde(default)]
+    pub network_config: Option<String>,
+    #[serde(default)]
+    pub vendor_data: Option<String>,
+}
+
+impl Machine {
+    pub fn instance_id(&self) -> String {
+        self.instance_id.clone().unwrap_or_else(|| match self.macs.first() {
+            Some(m) => format!("i-{}", m.to_string().replace(':', "")),
+            None => format!("i-{}", self.hostname),
+        })
+    }
+
+    pub fn boot_mac(&self) -> Option<MacAddr> {
+        self.macs.first().copied()
+    }
+}

@@ -1,0 +1,4 @@
+fn main() {
+    eprintln!("bootsvc: not built yet");
+    std::process::exit(2);
+}

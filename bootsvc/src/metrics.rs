@@ -1,0 +1,126 @@
+//! Prometheus metrics, served at `/metrics`. One place defines every family so the names
+//! stay consistent; protocol code calls the small helpers below.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub route: String,
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    /// DHCP replies sent, by message type (`offer`, `ack`, `nak`, `proxy-offer`…).
+    pub dhcp_replies: Family<KindLabel, Counter>,
+    /// Packets dropped, by protocol and reason (`dhcp-malformed`, `tftp-traversal`…).
+    pub dropped: Family<ReasonLabel, Counter>,
+    /// TFTP transfers, by outcome (`complete`, `aborted`, `refused`).
+    pub tftp_transfers: Family<OutcomeLabel, Counter>,
+    pub tftp_bytes: Counter,
+    /// HTTP requests, by route template and status code.
+    pub http_requests: Family<RouteLabels, Counter>,
+    /// Installs finished, by outcome (`installed`, `failed`).
+    pub installs: Family<OutcomeLabel, Counter>,
+    /// Events stored, by phase.
+    pub events: Family<KindLabel, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("osie");
+        let m = Metrics {
+            registry: Registry::default(),
+            dhcp_replies: Family::default(),
+            dropped: Family::default(),
+            tftp_transfers: Family::default(),
+            tftp_bytes: Counter::default(),
+            http_requests: Family::default(),
+            installs: Family::default(),
+            events: Family::default(),
+        };
+        registry.register("dhcp_replies", "DHCP replies sent, by message type", m.dhcp_replies.clone());
+        registry.register("dropped_packets", "Requests or packets refused, by reason", m.dropped.clone());
+        registry.register("tftp_transfers", "TFTP transfers, by outcome", m.tftp_transfers.clone());
+        registry.register("tftp_bytes", "TFTP payload bytes sent", m.tftp_bytes.clone());
+        registry.register("http_requests", "HTTP requests, by route and status", m.http_requests.clone());
+        registry.register("installs", "Installs finished, by outcome", m.installs.clone());
+        registry.register("events", "Events stored, by phase", m.events.clone());
+        Metrics { registry, ..m }
+    }
+
+    pub fn dhcp_reply(&self, kind: &str) {
+        self.dhcp_replies.get_or_create(&KindLabel { kind: kind.to_string() }).inc();
+    }
+
+    /// Count a refused packet or request. `reason` is short and stable, e.g.
+    /// `dhcp-malformed`, `dhcp-unknown-mac`, `tftp-traversal`, `tftp-write`, `http-body-too-large`.
+    pub fn drop_reason(&self, reason: &str) {
+        self.dropped.get_or_create(&ReasonLabel { reason: reason.to_string() }).inc();
+    }
+
+    pub fn tftp_transfer(&self, outcome: &str) {
+        self.tftp_transfers.get_or_create(&OutcomeLabel { outcome: outcome.to_string() }).inc();
+    }
+
+    pub fn http_request(&self, route: &str, status: u16) {
+        self.http_requests.get_or_create(&RouteLabels { route: route.to_string(), status: status.to_string() }).inc();
+    }
+
+    pub fn install(&self, outcome: &str) {
+        self.installs.get_or_create(&OutcomeLabel { outcome: outcome.to_string() }).inc();
+    }
+
+    pub fn event(&self, phase: &str) {
+        self.events.get_or_create(&KindLabel { kind: phase.to_string() }).inc();
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut s, &self.registry);
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counted_families() {
+        let m = Metrics::new();
+        m.dhcp_reply("offer");
+        m.dhcp_reply("offer");
+        m.drop_reason("dhcp-malformed");
+        let s = m.render();
+        assert!(s.contains("osie_dhcp_replies_total{kind=\"offer\"} 2"), "{s}");
+        assert!(s.contains("osie_dropped_packets_total{reason=\"dhcp-malformed\"} 1"), "{s}");
+    }
+}

@@ -1,0 +1,1 @@
+//! Events and per-machine state in an embedded, crash-safe store.

@@ -1,0 +1,1 @@
+//! TFTP: read-only, jailed to its root.

@@ -1,0 +1,1 @@
+//! osie installer library.

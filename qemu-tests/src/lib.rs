@@ -1,0 +1,1 @@
+//! End-to-end QEMU tests live in tests/.
