@@ -22,3 +22,10 @@ pub trait Backend: Send + Sync + 'static {
     /// has cleared it in the state store.
     fn netboot_allowed(&self, mac: &MacAddr) -> bool;
 }
+
+/// Dynamic leases, as the DHCP server knows them: lets the HTTP side tell which machine a
+/// pool address belongs to (metadata and events are answered only for their own machine).
+pub trait Leases: Send + Sync + 'static {
+    /// The MAC currently holding `ip`, if the lease has not expired.
+    fn mac_for_ip(&self, ip: Ipv4Addr) -> Option<MacAddr>;
+}

@@ -70,7 +70,6 @@ pub struct Netboot {
     pub kernel_args: Option<String>,
 }
 
-
 /// What to install. `image` names an image in `artifacts.images_dir` (by its manifest) or
 /// gives a URL and checksum.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -66,6 +66,26 @@ impl Netns {
         self.ip(&["link", "set", tap, "up"])
     }
 
+    /// Run `f` on a new thread that has entered this namespace: sockets it creates (for
+    /// example a current-thread tokio runtime serving DHCP) live in the namespace, while the
+    /// rest of the test stays outside.
+    pub fn spawn<F, T>(&self, f: F) -> std::thread::JoinHandle<Result<T>>
+    where
+        F: FnOnce() -> Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let path = format!("/var/run/netns/{}", self.name);
+        std::thread::spawn(move || {
+            use std::os::fd::AsRawFd;
+            let f_ns = std::fs::File::open(&path).with_context(|| format!("opening {path}"))?;
+            // SAFETY: setns on a valid fd; it changes only this thread's network namespace.
+            if unsafe { libc::setns(f_ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                bail!("setns {path}: {}", std::io::Error::last_os_error());
+            }
+            f()
+        })
+    }
+
     /// PIDs of processes whose network namespace is this one.
     pub fn pids(&self) -> Vec<i32> {
         Command::new("ip")
