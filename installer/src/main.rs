@@ -1,4 +1,8 @@
 fn main() {
-    eprintln!("installer: not built yet");
+    // As /init in the initramfs the kernel starts us as PID 1 with no arguments.
+    if std::process::id() == 1 {
+        installer::init::main();
+    }
+    eprintln!("installer: command mode not implemented yet");
     std::process::exit(2);
 }
