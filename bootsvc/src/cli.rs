@@ -86,8 +86,8 @@ pub struct Connect {
     /// admin.token_file.
     #[arg(long, short, env = "BOOTSVC_CONFIG", global = true)]
     pub config: Option<PathBuf>,
-    /// Or: the service's base URL (http://host:port).
-    #[arg(long, env = "BOOTSVC_URL", global = true, conflicts_with = "config")]
+    /// Or: the service's base URL (http://host:port); wins over --config.
+    #[arg(long, env = "BOOTSVC_URL", global = true)]
     pub url: Option<String>,
     /// With --url: the file holding the admin bearer token (or, with --config, instead of
     /// admin.token_file).

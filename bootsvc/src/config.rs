@@ -7,6 +7,9 @@
 mod load;
 mod validate;
 
+#[cfg(test)]
+pub(crate) use load::sample;
+
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 

@@ -155,31 +155,14 @@ fn key_name(k: &str, i: usize) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     use super::*;
-    use crate::inventory::images::{ImageManifest, ManifestFormat};
-    use crate::inventory::load::parse_file;
-    use crate::problem::Problems;
 
     fn machine(json: &str) -> Machine {
-        let mut p = Problems::default();
-        let e = parse_file(Path::new("m.json"), json, &mut p);
-        assert!(p.is_empty(), "{p}");
-        (*e[0].machine).clone()
+        (*crate::inventory::load::test_entry(json).machine).clone()
     }
 
     fn images() -> Images {
-        let m = ImageManifest {
-            name: "deb".into(),
-            file: "deb.raw.zst".into(),
-            format: ManifestFormat::Zstd,
-            size: 10,
-            raw_size: Some(100),
-            sha256: "AB".repeat(32),
-            checksum_of: Default::default(),
-        };
-        [("deb".to_string(), m)].into()
+        crate::inventory::images::test_images("deb")
     }
 
     #[test]

@@ -70,6 +70,14 @@ impl Config {
     }
 }
 
+/// A parsed config for unit tests elsewhere in the crate (its paths are not checked).
+#[cfg(test)]
+pub(crate) fn sample() -> Config {
+    let mut c = Config::parse(tests::MINIMAL, Path::new("bootsvc.toml")).expect("the sample config parses");
+    c.http.public_url = c.http.public_url.trim_end_matches('/').to_string();
+    c
+}
+
 /// `line N, column M` for a byte span, for errors that have no field path.
 fn at_line(text: &str, span: Option<std::ops::Range<usize>>) -> String {
     let Some(span) = span else { return String::new() };
@@ -83,7 +91,7 @@ fn at_line(text: &str, span: Option<std::ops::Range<usize>>) -> String {
 mod tests {
     use super::*;
 
-    const MINIMAL: &str = r#"
+    pub(super) const MINIMAL: &str = r#"
 [listen]
 interface = "br0"
 address = "192.0.2.1"

@@ -116,39 +116,16 @@ pub async fn script(
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path as FsPath;
-
     use super::*;
-    use crate::inventory::load::parse_file;
-    use crate::problem::Problems;
 
     fn cfg() -> Config {
-        let text = r#"
-[listen]
-interface = "br0"
-address = "192.0.2.1"
-[tftp]
-root = "/t"
-[http]
-listen = "0.0.0.0:8080"
-public_url = "http://192.0.2.1:8080"
-[artifacts]
-dir = "/a"
-images_dir = "/i"
-kernel_args = "console=ttyS0,115200n8"
-[state]
-dir = "/s"
-[inventory]
-dir = "/m"
-"#;
-        Config::parse(text, FsPath::new("bootsvc.toml")).unwrap()
+        let mut c = crate::config::sample();
+        c.artifacts.kernel_args = "console=ttyS0,115200n8".into();
+        c
     }
 
     fn entry(json: &str) -> Entry {
-        let mut p = Problems::default();
-        let e = parse_file(FsPath::new("m.json"), json, &mut p);
-        assert!(p.is_empty(), "{p}");
-        e.into_iter().next().unwrap()
+        crate::inventory::load::test_entry(json)
     }
 
     const MAC: &str = "52:54:00:00:00:01";

@@ -147,6 +147,21 @@ pub fn json_files(dir: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
     Ok(v)
 }
 
+/// One zstd image `<name>` (file `<name>.raw.zst`, 10 bytes, sha256 `ABAB…`), for unit tests.
+#[cfg(test)]
+pub(crate) fn test_images(name: &str) -> Images {
+    let m = ImageManifest {
+        name: name.into(),
+        file: format!("{name}.raw.zst"),
+        format: ManifestFormat::Zstd,
+        size: 10,
+        raw_size: Some(100),
+        sha256: "AB".repeat(32),
+        checksum_of: Default::default(),
+    };
+    [(name.to_string(), m)].into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -114,6 +114,15 @@ pub fn parse_file(file: &Path, text: &str, problems: &mut Problems) -> Vec<Entry
     }
 }
 
+/// The one record in `json` (as file `m.json`), for unit tests; panics on any problem.
+#[cfg(test)]
+pub(crate) fn test_entry(json: &str) -> Entry {
+    let mut p = Problems::default();
+    let mut e = parse_file(Path::new("m.json"), json, &mut p);
+    assert!(p.is_empty() && e.len() == 1, "{p}");
+    e.remove(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -267,43 +267,22 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::inventory::images::{ImageManifest, ManifestFormat};
     use crate::inventory::load::parse_file;
 
     fn cfg() -> Config {
-        let text = r#"
-[listen]
-interface = "br0"
-address = "192.0.2.1"
-[dhcp]
-pool = { start = "192.0.2.100", end = "192.0.2.199", prefix = 24 }
-[tftp]
-root = "/t"
-[http]
-listen = "0.0.0.0:8080"
-public_url = "http://192.0.2.1:8080"
-[artifacts]
-dir = "/a"
-images_dir = "/i"
-[state]
-dir = "/s"
-[inventory]
-dir = "/m"
-"#;
-        Config::parse(text, Path::new("bootsvc.toml")).unwrap()
+        let mut c = crate::config::sample();
+        c.dhcp.pool = Some(crate::config::Pool {
+            start: "192.0.2.100".parse().unwrap(),
+            end: "192.0.2.199".parse().unwrap(),
+            prefix: 24,
+            gateway: None,
+            dns: vec![],
+        });
+        c
     }
 
     fn images() -> Images {
-        let m = ImageManifest {
-            name: "debian-12".into(),
-            file: "debian-12.raw.zst".into(),
-            format: ManifestFormat::Zstd,
-            size: 10,
-            raw_size: Some(100),
-            sha256: "ab".repeat(32),
-            checksum_of: Default::default(),
-        };
-        [("debian-12".to_string(), m)].into()
+        crate::inventory::images::test_images("debian-12")
     }
 
     fn problems_of(json: &str) -> Vec<String> {
