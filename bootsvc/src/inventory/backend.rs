@@ -76,8 +76,11 @@ impl InventoryBackend {
         if let Some(fixed) = &m.ip {
             return (fixed.address == ip).then_some(Matched::FixedIp);
         }
-        if self.leases().mac_for_ip(ip).is_some_and(|mac| m.macs.contains(&mac)) {
-            return Some(Matched::Lease);
+        match self.leases().mac_for_ip(ip) {
+            Some(mac) if m.macs.contains(&mac) => return Some(Matched::Lease),
+            // Leased to another machine now: an old script fetch from there proves nothing.
+            Some(_) => return None,
+            None => {}
         }
         (self.state_of(m).last_seen_ip == Some(ip)).then_some(Matched::ScriptFetch)
     }
@@ -177,6 +180,17 @@ mod tests {
         b.store().saw_script_fetch(mac("52:54:00:00:00:02"), ip("192.0.2.77"), "t").unwrap();
         assert_eq!(b.matches(pooled, ip("192.0.2.77")), Some(Matched::ScriptFetch));
         assert_eq!(b.entry_by_source(&snap, ip("192.0.2.77")).unwrap().machine.hostname, "pooled");
+        // Once that address is leased to another NIC, the old fetch no longer counts.
+        b.store().saw_script_fetch(mac("52:54:00:00:00:02"), ip("192.0.2.100"), "t").unwrap();
+        assert_eq!(b.matches(pooled, ip("192.0.2.100")), Some(Matched::Lease), "its own lease");
+        let other = parse_file(
+            Path::new("c.json"),
+            r#"{"hostname":"other","macs":["52:54:00:00:00:09"]}"#,
+            &mut Problems::default(),
+        )
+        .remove(0);
+        b.store().saw_script_fetch(mac("52:54:00:00:00:09"), ip("192.0.2.100"), "t").unwrap();
+        assert_eq!(b.matches(&other, ip("192.0.2.100")), None, "leased to someone else");
         // A fixed-address machine is never matched by a script fetch from elsewhere.
         b.store().saw_script_fetch(mac("52:54:00:00:00:01"), ip("192.0.2.78"), "t").unwrap();
         assert_eq!(b.matches(fixed, ip("192.0.2.78")), None);
