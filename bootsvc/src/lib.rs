@@ -13,3 +13,4 @@ pub mod ipxe;
 pub mod metrics;
 pub mod state;
 pub mod tftp;
+pub mod udp;
