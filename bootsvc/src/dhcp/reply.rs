@@ -15,7 +15,7 @@
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 
-use dhcproto::v4::{DhcpOption, Flags, Message, MessageType, Opcode, OptionCode, UnknownOption};
+use dhcproto::v4::{DhcpOption, Flags, Message, MessageType, Opcode};
 use dhcproto::{Encodable, Encoder};
 use osie_api::MacAddr;
 
@@ -108,13 +108,36 @@ pub struct Reply {
     pub kind: &'static str,
     pub msg: Message,
     pub dest: SocketAddrV4,
+    /// The request's option 82, echoed byte for byte as the last option (RFC 3046 2.2).
+    /// Kept out of `msg`: dhcproto would re-encode it (or, as an unknown option, twice).
+    pub relay_agent: Option<Vec<u8>>,
 }
 
 impl Reply {
-    /// The UDP payload: dhcproto's encoding padded with zeros to [`MIN_REPLY_LEN`].
+    fn new(kind: &'static str, msg: Message, dest: SocketAddrV4, req: &Request) -> Reply {
+        Reply { kind, msg, dest, relay_agent: req.options.get(code::RELAY_AGENT).map(<[u8]>::to_vec) }
+    }
+
+    /// The UDP payload: dhcproto's encoding, option 82 before END, padded with zeros to
+    /// [`MIN_REPLY_LEN`].
     pub fn encode(&self) -> Result<Vec<u8>, dhcproto::error::EncodeError> {
         let mut buf = Vec::with_capacity(512);
         self.msg.encode(&mut Encoder::new(&mut buf))?;
+        if let Some(ra) = &self.relay_agent {
+            // The options always end with END (the message type is always set).
+            if buf.last() == Some(&code::END) {
+                buf.pop();
+            }
+            for chunk in ra.chunks(255) {
+                buf.push(code::RELAY_AGENT);
+                buf.push(chunk.len() as u8);
+                buf.extend_from_slice(chunk);
+            }
+            if ra.is_empty() {
+                buf.extend_from_slice(&[code::RELAY_AGENT, 0]);
+            }
+            buf.push(code::END);
+        }
         if buf.len() < MIN_REPLY_LEN {
             buf.resize(MIN_REPLY_LEN, 0);
         }
@@ -190,7 +213,7 @@ fn proxy(req: &Request, d: &Decision, ctx: &Ctx<'_>) -> Outcome {
     };
     let mut msg = base(req, MessageType::Offer, ctx.settings.server_ip);
     add_boot(&mut msg, req, d.class, boot, true, ctx.settings.server_ip);
-    Outcome::Reply(Reply { kind: "proxy-offer", dest: dest_for(req, false), msg })
+    Outcome::Reply(Reply::new("proxy-offer", msg, dest_for(req, false), req))
 }
 
 /// Port 4011, either mode: the PXE/iPXE client already has an address and asks for its boot
@@ -206,7 +229,7 @@ fn pxe_port(req: &Request, src: SocketAddrV4, d: &Decision, ctx: &Ctx<'_>) -> Ou
     msg.set_ciaddr(req.ciaddr());
     add_boot(&mut msg, req, d.class, boot, true, ctx.settings.server_ip);
     let dest = if src.ip().is_unspecified() { SocketAddrV4::new(Ipv4Addr::BROADCAST, src.port()) } else { src };
-    Outcome::Reply(Reply { kind: "proxy-ack", dest, msg })
+    Outcome::Reply(Reply::new("proxy-ack", msg, dest, req))
 }
 
 /// Reservation mode, port 67.
@@ -277,7 +300,7 @@ fn reservation(req: &Request, machine: &Machine, d: &Decision, ctx: &Ctx<'_>) ->
             } else {
                 SocketAddrV4::new(Ipv4Addr::BROADCAST, CLIENT_PORT)
             };
-            Outcome::Reply(Reply { kind: "inform-ack", msg, dest })
+            Outcome::Reply(Reply::new("inform-ack", msg, dest, req))
         }
         MessageType::Release => {
             let ip = req.ciaddr();
@@ -344,7 +367,7 @@ fn offer_or_ack(req: &Request, t: MessageType, kind: &'static str, a: &Assigned,
     }
     // RENEWING: the client has its address and listens on it.
     let unicast_ok = t == MessageType::Ack && !req.ciaddr().is_unspecified();
-    Reply { kind, dest: dest_for(req, unicast_ok), msg }
+    Reply::new(kind, msg, dest_for(req, unicast_ok), req)
 }
 
 fn nak(req: &Request, ctx: &Ctx<'_>, why: String) -> Outcome {
@@ -354,7 +377,7 @@ fn nak(req: &Request, ctx: &Ctx<'_>, why: String) -> Outcome {
         // The relay must broadcast it on the client's segment.
         msg.set_flags(Flags::default().set_broadcast());
     }
-    Outcome::Reply(Reply { kind: "nak", dest: dest_for(req, false), msg })
+    Outcome::Reply(Reply::new("nak", msg, dest_for(req, false), req))
 }
 
 /// RFC 2131 4.1: relayed → the relay's server port; a client that has its address →
@@ -371,7 +394,7 @@ fn dest_for(req: &Request, unicast_to_ciaddr: bool) -> SocketAddrV4 {
 }
 
 /// A reply skeleton: header fields copied from the request, message type, server id, and
-/// the relay agent option echoed byte for byte (RFC 3046 2.2).
+/// (option 82 is added by [`Reply::encode`]).
 fn base(req: &Request, t: MessageType, me: Ipv4Addr) -> Message {
     let h = &req.header;
     let mut msg = Message::new_with_id(
@@ -386,9 +409,6 @@ fn base(req: &Request, t: MessageType, me: Ipv4Addr) -> Message {
     let opts = msg.opts_mut();
     opts.insert(DhcpOption::MessageType(t));
     opts.insert(DhcpOption::ServerIdentifier(me));
-    if let Some(ra) = req.options.get(code::RELAY_AGENT) {
-        opts.insert(DhcpOption::Unknown(UnknownOption::new(OptionCode::RelayAgentInformation, ra.to_vec())));
-    }
     msg
 }
 
