@@ -10,36 +10,12 @@ use std::time::Duration;
 
 use bootsvc::dhcp::request::{code, Options, HEADER_LEN};
 use bootsvc::metrics::Metrics;
+use common::clients::{dhclient, udhcpc};
 use common::{config, dropped, env_value, machine, replies, start_dhcp, MapBackend};
-use osie_testkit::{require_root, require_tools, ChildGuard, Pair};
+use osie_testkit::{require_root, require_tools, Pair};
 
 const MAC_A: &str = "02:00:00:00:0a:01";
 const MAC_B: &str = "02:00:00:00:0b:01";
-
-/// A udhcpc/dhclient hook script that saves the environment of a successful lease.
-fn env_script(dir: &Path, out: &Path) -> PathBuf {
-    let p = dir.join(format!("hook-{}.sh", osie_testkit::unique("")));
-    let body = format!(
-        "#!/bin/sh\ncase \"$1$reason\" in bound|renew|BOUND|RENEW|REBOOT) env > {out}.tmp && mv {out}.tmp {out} ;; esac\nexit 0\n",
-        out = out.display()
-    );
-    std::fs::write(&p, body).unwrap();
-    std::process::Command::new("chmod").arg("+x").arg(&p).status().unwrap();
-    p
-}
-
-/// Run busybox udhcpc once in the client namespace; its lease environment.
-fn udhcpc(pair: &Pair, dir: &Path, extra: &[&str]) -> anyhow::Result<String> {
-    let out = dir.join(osie_testkit::unique("udhcpc-env"));
-    let script = env_script(dir, &out);
-    let mut args = vec!["-f", "-q", "-n", "-t", "4", "-T", "1", "-i", &pair.client_if, "-s"];
-    let script_s = script.to_string_lossy().to_string();
-    args.push(&script_s);
-    args.extend_from_slice(&["-O", "bootfile", "-O", "hostname"]);
-    args.extend_from_slice(extra);
-    pair.client.run("udhcpc", &args)?;
-    Ok(std::fs::read_to_string(&out)?)
-}
 
 fn server(pair: &Pair, dir: &Path, dhcp_extra: &str, backend: MapBackend) -> (common::Running, Arc<Metrics>) {
     let cfg = Arc::new(config(dir, &pair.server_if, dhcp_extra, dir));
@@ -60,7 +36,7 @@ fn udhcpc_gets_its_reservation_and_the_boot_file_for_its_class() {
     let (_srv, m) = server(&pair, dir.path(), "", backend);
 
     // A plain client names no architecture: BIOS, undionly.kpxe over TFTP.
-    let env = udhcpc(&pair, dir.path(), &[]).unwrap();
+    let env = udhcpc(&pair.client, &pair.client_if, dir.path(), &[]).unwrap();
     let v = |k: &str| env_value(&env, k);
     assert_eq!(v("ip").as_deref(), Some("192.0.2.10"), "{env}");
     assert_eq!(v("subnet").as_deref(), Some("255.255.255.0"));
@@ -75,11 +51,17 @@ fn udhcpc_gets_its_reservation_and_the_boot_file_for_its_class() {
     assert_eq!(v("bootfile").as_deref(), Some("undionly.kpxe"), "option 67");
 
     // The same client saying it is UEFI x64 PXE (option 93 = 7, option 60 PXEClient).
-    let env = udhcpc(&pair, dir.path(), &["-V", "PXEClient:Arch:00007:UNDI:003000", "-x", "0x5d:0007"]).unwrap();
+    let env = udhcpc(
+        &pair.client,
+        &pair.client_if,
+        dir.path(),
+        &["-V", "PXEClient:Arch:00007:UNDI:003000", "-x", "0x5d:0007"],
+    )
+    .unwrap();
     assert_eq!(env_value(&env, "boot_file").as_deref(), Some("ipxe.efi"), "{env}");
 
     // And as iPXE (user class iPXE): the per-machine script URL.
-    let env = udhcpc(&pair, dir.path(), &["-x", "0x4d:69505845"]).unwrap();
+    let env = udhcpc(&pair.client, &pair.client_if, dir.path(), &["-x", "0x4d:69505845"]).unwrap();
     assert_eq!(
         env_value(&env, "bootfile").as_deref(),
         Some("http://192.0.2.1:8080/boot/02:00:00:00:0a:01.ipxe"),
@@ -102,7 +84,7 @@ fn dhclient_gets_its_reservation() {
     let backend = MapBackend::new(vec![machine("node-b", MAC_B, Some("192.0.2.11/24"), true)]);
     let (_srv, m) = server(&pair, dir.path(), "", backend);
 
-    let env = dhclient(&pair, dir.path(), None).unwrap();
+    let env = dhclient(&pair.client, &pair.client_if, dir.path(), None).unwrap();
     let v = |k: &str| env_value(&env, k);
     assert_eq!(v("new_ip_address").as_deref(), Some("192.0.2.11"), "{env}");
     assert_eq!(v("new_subnet_mask").as_deref(), Some("255.255.255.0"));
@@ -112,48 +94,6 @@ fn dhclient_gets_its_reservation() {
     assert_eq!(v("new_dhcp_server_identifier").as_deref(), Some("192.0.2.1"));
     assert_eq!(v("new_filename").as_deref(), Some("undionly.kpxe"), "BOOTP file field");
     assert_eq!(replies(&m, "ack"), 1.0);
-}
-
-/// ISC dhclient in the foreground until it is bound; `old_lease` makes it start in
-/// INIT-REBOOT, asking for that address first.
-fn dhclient(pair: &Pair, dir: &Path, old_lease: Option<&str>) -> anyhow::Result<String> {
-    let out = dir.join(osie_testkit::unique("dhclient-env"));
-    let script = env_script(dir, &out);
-    let conf = dir.join(osie_testkit::unique("dhclient.conf"));
-    std::fs::write(
-        &conf,
-        "request subnet-mask, routers, domain-name-servers, host-name, bootfile-name, dhcp-server-identifier;\n\
-         timeout 20;\nretry 1;\ninitial-interval 1;\n",
-    )?;
-    let leases = dir.join(osie_testkit::unique("dhclient.leases"));
-    let lease_text = match old_lease {
-        Some(ip) => format!(
-            "lease {{\n  interface \"{}\";\n  fixed-address {ip};\n  option subnet-mask 255.255.255.0;\n  \
-             option dhcp-server-identifier 192.0.2.1;\n  renew 4 2037/01/01 00:00:01;\n  \
-             rebind 4 2037/01/01 00:00:01;\n  expire 4 2037/01/01 00:00:01;\n}}\n",
-            pair.client_if
-        ),
-        None => String::new(),
-    };
-    std::fs::write(&leases, lease_text)?;
-    let pid = dir.join(osie_testkit::unique("dhclient.pid"));
-    let _c = ChildGuard::spawn(
-        "dhclient",
-        pair.client
-            .cmd("dhclient")
-            .args(["-4", "-d", "-1", "-v", "-cf"])
-            .arg(&conf)
-            .arg("-sf")
-            .arg(&script)
-            .arg("-lf")
-            .arg(&leases)
-            .arg("-pf")
-            .arg(&pid)
-            .arg(&pair.client_if)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null()),
-    )?;
-    osie_testkit::wait_for("dhclient to be bound", Duration::from_secs(30), || std::fs::read_to_string(&out).ok())
 }
 
 #[test]
@@ -170,7 +110,7 @@ fn wrong_requested_address_is_naked_and_the_client_recovers() {
     let (_srv, m) = server(&pair, dir.path(), "", backend);
 
     // dhclient remembers 192.0.2.99 and asks for it first (INIT-REBOOT): NAK, then DISCOVER.
-    let env = dhclient(&pair, dir.path(), Some("192.0.2.99")).unwrap();
+    let env = dhclient(&pair.client, &pair.client_if, dir.path(), Some("192.0.2.99")).unwrap();
     assert_eq!(env_value(&env, "new_ip_address").as_deref(), Some("192.0.2.11"), "{env}");
     assert_eq!(replies(&m, "nak"), 1.0);
     assert_eq!(replies(&m, "ack"), 1.0);
@@ -189,7 +129,7 @@ fn pool_lease_survives_a_restart() {
 
     pair.set_client_mac(MAC_A).unwrap();
     let (srv, _m) = server(&pair, dir.path(), pool, inventory());
-    let env = udhcpc(&pair, dir.path(), &[]).unwrap();
+    let env = udhcpc(&pair.client, &pair.client_if, dir.path(), &[]).unwrap();
     let a_ip = env_value(&env, "ip").unwrap();
     assert_eq!(a_ip, "192.0.2.100", "{env}");
     assert_eq!(env_value(&env, "router").as_deref(), Some("192.0.2.1"));
@@ -202,10 +142,10 @@ fn pool_lease_survives_a_restart() {
     // A new server process state: B asks first and must not get A's address.
     let (_srv, m) = server(&pair, dir.path(), pool, inventory());
     pair.set_client_mac(MAC_B).unwrap();
-    let env = udhcpc(&pair, dir.path(), &[]).unwrap();
+    let env = udhcpc(&pair.client, &pair.client_if, dir.path(), &[]).unwrap();
     assert_eq!(env_value(&env, "ip").as_deref(), Some("192.0.2.101"), "{env}");
     pair.set_client_mac(MAC_A).unwrap();
-    let env = udhcpc(&pair, dir.path(), &[]).unwrap();
+    let env = udhcpc(&pair.client, &pair.client_if, dir.path(), &[]).unwrap();
     assert_eq!(env_value(&env, "ip").as_deref(), Some("192.0.2.100"), "{env}");
     assert_eq!(replies(&m, "ack"), 2.0);
 }
@@ -319,7 +259,7 @@ fn malformed_packets_are_dropped_counted_and_service_continues() {
         .unwrap();
 
     // The server still answers a real client, and counted what it refused.
-    let env = udhcpc(&pair, dir.path(), &[]).unwrap();
+    let env = udhcpc(&pair.client, &pair.client_if, dir.path(), &[]).unwrap();
     assert_eq!(env_value(&env, "ip").as_deref(), Some("192.0.2.10"), "{env}");
     assert_eq!(dropped(&m, "dhcp-truncated"), 6.0);
     assert_eq!(dropped(&m, "dhcp-malformed"), 1.0);

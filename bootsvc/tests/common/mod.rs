@@ -3,6 +3,9 @@
 //! servers running inside a test's network namespace.
 #![allow(dead_code)]
 
+pub mod clients;
+pub mod lan;
+
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -139,7 +142,16 @@ enum Which {
     Tftp,
 }
 
+/// Server logs go to the test's output (shown with `--nocapture` or on failure).
+pub fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_test_writer()
+        .try_init();
+}
+
 fn start(ns: &Netns, cfg: Arc<Config>, metrics: Arc<Metrics>, which: Which) -> Result<Running> {
+    init_logs();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<Option<Arc<dyn Leases>>, String>>();
     let thread = ns.spawn(move || {

@@ -1,0 +1,40 @@
+//! Reservation mode with real UEFI firmware: OVMF's PXE client gets its reserved address
+//! and `ipxe.efi` (DHCP + TFTP from bootsvc), iPXE starts and is sent to its script URL.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bootsvc::metrics::Metrics;
+use common::lan::{boot, Firmware, Lan, OVMF_CODE};
+use common::{config, machine, metric, replies, start_dhcp, start_tftp, tftp_root, MapBackend};
+use osie_testkit::{require_root, require_tools};
+
+#[test]
+fn ovmf_pxe_boots_ipxe_efi_from_bootsvc() {
+    let t = "reservation_ovmf_pxe";
+    if !require_root(t) || !require_tools(t, &["qemu-system-x86_64"]) {
+        return;
+    }
+    assert!(Path::new(OVMF_CODE).is_file(), "{OVMF_CODE} missing: scripts/setup installs ovmf");
+    let dir = tempfile::tempdir().unwrap();
+    let mac = "52:54:00:0f:00:01";
+    let lan = Lan::new().unwrap();
+    let cfg = Arc::new(config(dir.path(), &lan.bridge, "", &tftp_root()));
+    let metrics = Arc::new(Metrics::new());
+    let backend = MapBackend::new(vec![machine("uefi-node", mac, Some("192.0.2.20/24"), true)]);
+    let _dhcp = start_dhcp(&lan.ns, cfg.clone(), Arc::new(backend), metrics.clone()).unwrap();
+    let _tftp = start_tftp(&lan.ns, cfg, metrics.clone()).unwrap();
+
+    let started = Instant::now();
+    let vm = boot(&lan, Firmware::OvmfPxe, mac, dir.path()).unwrap();
+    let url = format!("Filename: http://192.0.2.1:8080/boot/{mac}.ipxe");
+    let console = vm.wait_console(&["iPXE initialising devices", &url], Duration::from_secs(240)).unwrap();
+    eprintln!("OVMF → ipxe.efi → script URL after {:?}", started.elapsed());
+    assert!(console.contains("net0: 192.0.2.20/255.255.255.0 gw 192.0.2.254"), "{console}");
+    // Firmware and iPXE each: OFFER then ACK.
+    assert!(replies(&metrics, "offer") >= 2.0 && replies(&metrics, "ack") >= 2.0);
+    assert!(metric(&metrics, "osie_tftp_transfers_total{outcome=\"complete\"}") >= 1.0);
+}
