@@ -228,7 +228,7 @@ fn abandoned_transfer_is_freed_within_seconds() {
     assert_eq!(&oack[..2], &[0, 6], "OACK");
     let text = String::from_utf8_lossy(&oack[2..]).to_string();
     assert!(text.contains(&format!("tsize\0{size}\0")), "OACK carries the size: {text:?}");
-    assert!(text.contains("blksize\01468\0"), "{text:?}");
+    assert!(text.contains("blksize\u{0}1468\u{0}"), "{text:?}");
     assert_eq!(in_flight(&s.metrics), 1.0);
 
     osie_testkit::wait_for("the abandoned transfer to be freed", Duration::from_secs(8), || {
