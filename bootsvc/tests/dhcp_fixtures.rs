@@ -338,3 +338,23 @@ fn long_urls_go_in_option_67_only() {
     assert!(w.opts.get(code::BOOTFILE).unwrap().len() > 128);
     assert_eq!(w.msg.fname(), None, "does not fit the 128-byte file field");
 }
+
+#[test]
+fn proxy_mode_sets_aside_other_traffic_before_the_inventory() {
+    // An OS client and the site server's REQUESTs are neither refused nor logged as unknown
+    // machines: they are simply not bootsvc's business in proxy mode.
+    let os_client = rewrite(&fixture("ovmf-pxe-discover.bin"), |o| {
+        set(o, code::CLASS_ID, Some(b"udhcp 1.35.0"));
+        set(o, code::CLIENT_ARCH, None);
+    });
+    let backend = MapBackend::new(vec![]);
+    let leases = LeaseStore::in_memory(None).unwrap();
+    let s = settings(DhcpMode::Proxy);
+    let ctx = Ctx { settings: &s, backend: &backend, leases: &leases, now: 1 };
+    let d = reply::respond(&request::parse(&os_client).unwrap(), Via::Dhcp, &ctx);
+    assert!(matches!(d.outcome, Outcome::Ignore { reason: "dhcp-not-pxe", .. }), "{d:?}");
+    let d = reply::respond(&request::parse(&fixture("ovmf-pxe-request.bin")).unwrap(), Via::Dhcp, &ctx);
+    assert!(matches!(d.outcome, Outcome::Ignore { reason: "dhcp-proxy-not-discover", .. }), "{d:?}");
+    let d = reply::respond(&request::parse(&fixture("ovmf-pxe-discover.bin")).unwrap(), Via::Dhcp, &ctx);
+    assert!(matches!(d.outcome, Outcome::Ignore { reason: "dhcp-unknown-mac", .. }), "{d:?}");
+}

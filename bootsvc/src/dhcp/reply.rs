@@ -169,6 +169,19 @@ pub fn respond(req: &Request, via: Via, ctx: &Ctx<'_>) -> Decision {
         no_boot: None,
         outcome: Outcome::Done(String::new()),
     };
+    // Proxy mode shares the segment with a site server: its other traffic is not ours to
+    // judge (and not worth an info line per OS client).
+    if via == Via::Dhcp && ctx.settings.mode == DhcpMode::Proxy {
+        if req.msg_type != MessageType::Discover {
+            d.outcome =
+                ignore("dhcp-proxy-not-discover", "proxy mode answers DISCOVER on 67; the rest is the site server's");
+            return d;
+        }
+        if !is_netboot_client(&d) {
+            d.outcome = ignore("dhcp-not-pxe", "not a PXE, HTTP-boot or iPXE client");
+            return d;
+        }
+    }
     let Some(machine) = machine else {
         d.outcome = ignore("dhcp-unknown-mac", "MAC not in the inventory");
         return d;
@@ -200,14 +213,9 @@ fn is_netboot_client(d: &Decision) -> bool {
     d.client.ipxe || d.client.vendor != classify::Vendor::Other
 }
 
-/// Proxy mode, port 67: a boot-information-only offer to PXE clients' DISCOVERs.
+/// Proxy mode, port 67: a boot-information-only offer to a PXE client's DISCOVER (other
+/// messages and clients were set aside in [`respond`]).
 fn proxy(req: &Request, d: &Decision, ctx: &Ctx<'_>) -> Outcome {
-    if req.msg_type != MessageType::Discover {
-        return ignore("dhcp-proxy-not-discover", "proxy mode answers DISCOVER on 67; the rest is the site server's");
-    }
-    if !is_netboot_client(d) {
-        return ignore("dhcp-not-pxe", "not a PXE, HTTP-boot or iPXE client");
-    }
     let Some(boot) = &d.boot_file else {
         return ignore("dhcp-no-boot-file", d.no_boot.unwrap_or("no boot file"));
     };

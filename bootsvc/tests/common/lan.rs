@@ -42,6 +42,19 @@ impl Lan {
     }
 }
 
+/// busybox httpd serving `root` on 192.0.2.1:8080 in `ns` (the test's stand-in for
+/// bootsvc's HTTP side, which lives elsewhere).
+pub fn httpd(ns: &Netns, root: &Path) -> Result<ChildGuard> {
+    let g = ChildGuard::spawn(
+        "busybox httpd",
+        ns.cmd("busybox").args(["httpd", "-f", "-p", "192.0.2.1:8080", "-h"]).arg(root).stdout(Stdio::null()),
+    )?;
+    wait_for("httpd to listen", Duration::from_secs(10), || {
+        ns.run("busybox", &["wget", "-q", "-O", "/dev/null", "http://192.0.2.1:8080/ipxe/ipxe.efi"]).ok().map(|_| ())
+    })?;
+    Ok(g)
+}
+
 /// A site DHCP server (dnsmasq) handing out 192.0.2.150–199 and nothing about booting.
 pub fn dnsmasq(ns: &Netns, iface: &str, dir: &Path) -> Result<(ChildGuard, PathBuf)> {
     let leases = dir.join("dnsmasq.leases");
@@ -75,6 +88,9 @@ pub enum Firmware {
     SeabiosIpxeRom,
     /// OVMF with the NIC ROM disabled: its own UEFI PXE client.
     OvmfPxe,
+    /// OVMF with the NIC ROM disabled and both PXE boot options switched off, so its first
+    /// network boot option is UEFI HTTP boot (IPv4).
+    OvmfHttp,
 }
 
 pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
@@ -105,7 +121,11 @@ pub fn boot(lan: &Lan, fw: Firmware, mac: &str, dir: &Path) -> Result<Vm> {
                 .arg(format!("virtio-net-pci,netdev=n0,mac={mac}"))
                 .args(["-boot", "n"]);
         }
-        Firmware::OvmfPxe => {
+        Firmware::OvmfPxe | Firmware::OvmfHttp => {
+            if matches!(fw, Firmware::OvmfHttp) {
+                cmd.args(["-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=n"])
+                    .args(["-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=n"]);
+            }
             let vars = dir.join(unique("vars") + ".fd");
             std::fs::copy(OVMF_VARS, &vars).with_context(|| format!("copying {OVMF_VARS}"))?;
             cmd.args(["-machine", "q35", "-drive"])
