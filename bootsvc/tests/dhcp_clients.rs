@@ -24,16 +24,31 @@ fn server(pair: &Pair, dir: &Path, dhcp_extra: &str, backend: MapBackend) -> (co
     (running, metrics)
 }
 
-#[test]
-fn udhcpc_gets_its_reservation_and_the_boot_file_for_its_class() {
-    if !require_root("udhcpc_gets_its_reservation") || !require_tools("udhcpc_gets_its_reservation", &["udhcpc"]) {
-        return;
+/// A server (reservation mode) and a client namespace whose interface has `mac`, which
+/// the inventory reserves `ip` for. `None` when the test is skipped.
+fn reserved(
+    test: &str,
+    tools: &[&str],
+    mac: &str,
+    ip: &str,
+) -> Option<(tempfile::TempDir, Pair, common::Running, Arc<Metrics>)> {
+    if !require_root(test) || !require_tools(test, tools) {
+        return None;
     }
     let dir = tempfile::tempdir().unwrap();
     let pair = Pair::new("192.0.2.1/24").unwrap();
-    pair.set_client_mac(MAC_A).unwrap();
-    let backend = MapBackend::new(vec![machine("node-a", MAC_A, Some("192.0.2.10/24"), true)]);
-    let (_srv, m) = server(&pair, dir.path(), "", backend);
+    pair.set_client_mac(mac).unwrap();
+    let backend = MapBackend::new(vec![machine(&format!("node-{}", &mac[12..14]), mac, Some(ip), true)]);
+    let (srv, m) = server(&pair, dir.path(), "", backend);
+    Some((dir, pair, srv, m))
+}
+
+#[test]
+fn udhcpc_gets_its_reservation_and_the_boot_file_for_its_class() {
+    let Some((dir, pair, _srv, m)) = reserved("udhcpc_gets_its_reservation", &["udhcpc"], MAC_A, "192.0.2.10/24")
+    else {
+        return;
+    };
 
     // A plain client names no architecture: BIOS, undionly.kpxe over TFTP.
     let env = udhcpc(&pair.client, &pair.client_if, dir.path(), &[]).unwrap();
@@ -43,7 +58,7 @@ fn udhcpc_gets_its_reservation_and_the_boot_file_for_its_class() {
     assert_eq!(v("mask").as_deref(), Some("24"));
     assert_eq!(v("router").as_deref(), Some("192.0.2.254"));
     assert_eq!(v("dns").as_deref().map(str::trim), Some("192.0.2.53 198.51.100.53"));
-    assert_eq!(v("hostname").as_deref(), Some("node-a"));
+    assert_eq!(v("hostname").as_deref(), Some("node-0a"));
     assert_eq!(v("serverid").as_deref(), Some("192.0.2.1"));
     assert_eq!(v("siaddr").as_deref(), Some("192.0.2.1"));
     assert_eq!(v("lease").as_deref(), Some("600"));
@@ -74,15 +89,10 @@ fn udhcpc_gets_its_reservation_and_the_boot_file_for_its_class() {
 
 #[test]
 fn dhclient_gets_its_reservation() {
-    if !require_root("dhclient_gets_its_reservation") || !require_tools("dhclient_gets_its_reservation", &["dhclient"])
-    {
+    let Some((dir, pair, _srv, m)) = reserved("dhclient_gets_its_reservation", &["dhclient"], MAC_B, "192.0.2.11/24")
+    else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let pair = Pair::new("192.0.2.1/24").unwrap();
-    pair.set_client_mac(MAC_B).unwrap();
-    let backend = MapBackend::new(vec![machine("node-b", MAC_B, Some("192.0.2.11/24"), true)]);
-    let (_srv, m) = server(&pair, dir.path(), "", backend);
+    };
 
     let env = dhclient(&pair.client, &pair.client_if, dir.path(), None).unwrap();
     let v = |k: &str| env_value(&env, k);
@@ -90,7 +100,7 @@ fn dhclient_gets_its_reservation() {
     assert_eq!(v("new_subnet_mask").as_deref(), Some("255.255.255.0"));
     assert_eq!(v("new_routers").as_deref(), Some("192.0.2.254"));
     assert_eq!(v("new_domain_name_servers").as_deref(), Some("192.0.2.53 198.51.100.53"));
-    assert_eq!(v("new_host_name").as_deref(), Some("node-b"));
+    assert_eq!(v("new_host_name").as_deref(), Some("node-0b"));
     assert_eq!(v("new_dhcp_server_identifier").as_deref(), Some("192.0.2.1"));
     assert_eq!(v("new_filename").as_deref(), Some("undionly.kpxe"), "BOOTP file field");
     assert_eq!(replies(&m, "ack"), 1.0);
@@ -98,16 +108,11 @@ fn dhclient_gets_its_reservation() {
 
 #[test]
 fn wrong_requested_address_is_naked_and_the_client_recovers() {
-    if !require_root("wrong_requested_address_is_naked")
-        || !require_tools("wrong_requested_address_is_naked", &["dhclient"])
-    {
+    let Some((dir, pair, _srv, m)) =
+        reserved("wrong_requested_address_is_naked", &["dhclient"], MAC_B, "192.0.2.11/24")
+    else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let pair = Pair::new("192.0.2.1/24").unwrap();
-    pair.set_client_mac(MAC_B).unwrap();
-    let backend = MapBackend::new(vec![machine("node-b", MAC_B, Some("192.0.2.11/24"), true)]);
-    let (_srv, m) = server(&pair, dir.path(), "", backend);
+    };
 
     // dhclient remembers 192.0.2.99 and asks for it first (INIT-REBOOT): NAK, then DISCOVER.
     let env = dhclient(&pair.client, &pair.client_if, dir.path(), Some("192.0.2.99")).unwrap();
@@ -214,15 +219,11 @@ fn relayed_request_is_answered_unicast_to_the_relay_with_option_82() {
 
 #[test]
 fn malformed_packets_are_dropped_counted_and_service_continues() {
-    if !require_root("malformed_packets_are_dropped") || !require_tools("malformed_packets_are_dropped", &["udhcpc"]) {
+    let Some((dir, pair, _srv, m)) = reserved("malformed_packets_are_dropped", &["udhcpc"], MAC_A, "192.0.2.10/24")
+    else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let pair = Pair::new("192.0.2.1/24").unwrap();
+    };
     pair.client.ip(&["addr", "add", "192.0.2.3/24", "dev", &pair.client_if]).unwrap();
-    pair.set_client_mac(MAC_A).unwrap();
-    let backend = MapBackend::new(vec![machine("node-a", MAC_A, Some("192.0.2.10/24"), true)]);
-    let (_srv, m) = server(&pair, dir.path(), "", backend);
 
     let good = relayed_discover([2, 0, 0, 0, 0x0a, 1], Ipv4Addr::UNSPECIFIED, &[1, 1, 1]);
     let mut bad: Vec<Vec<u8>> = vec![
