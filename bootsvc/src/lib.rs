@@ -23,3 +23,4 @@ pub mod problem;
 pub mod serve;
 pub mod state;
 pub mod tftp;
+pub mod udp;
