@@ -137,6 +137,21 @@ pub fn seed(t: &Target, md: &Metadata) -> Result<Seeded> {
     };
     let (fs, label) = fs.clone().context("checked mountable")?;
     tracing::info!("root filesystem: partition {} ({}, label {label:?})", root.number, fs.kernel_name());
+    if fs == Fs::Ext4 {
+        // A filesystem block smaller than the disk's sector cannot be mounted (EINVAL).
+        let mut sb = [0u8; 4];
+        use std::os::unix::fs::FileExt;
+        t.file.read_exact_at(&mut sb, root.start + 1024 + 24)?;
+        let block = 1024u64 << u32::from_le_bytes(sb).min(16);
+        if block < u64::from(t.logical_sector) {
+            bail!(
+                "the root filesystem (partition {}) has {block}-byte blocks, smaller than the {}-byte sectors of {}: it cannot be mounted there; use an image made for 4K-sector disks",
+                root.number,
+                t.logical_sector,
+                t.path.display()
+            );
+        }
+    }
     let node = PartNode::create(t, root)?;
     let mnt = Mount::new(&node.path, fs)?;
     let mut written = Vec::new();
@@ -170,14 +185,25 @@ impl PartNode {
     fn create(t: &Target, p: &Part) -> Result<PartNode> {
         let name = crate::disk::kernel_name(&t.path)?;
         let sys = Path::new("/sys/class/block").join(&name);
-        let dev = crate::disk::sysfs::read_disk(&sys, &name)?
-            .partitions
-            .into_iter()
-            .find(|sp| sp.start == p.start)
-            .map(|sp| sp.dev)
-            .with_context(|| {
-                format!("the kernel lists no partition of {name} at byte {} (BLKRRPART did not take?)", p.start)
-            })?;
+        let listed = || -> Result<Option<String>> {
+            Ok(crate::disk::sysfs::read_disk(&sys, &name)?
+                .partitions
+                .into_iter()
+                .find(|sp| sp.start == p.start)
+                .map(|sp| sp.dev))
+        };
+        let dev = match listed()? {
+            Some(d) => d,
+            None => {
+                tracing::info!(
+                    "the kernel did not list {name} partition {} after BLKRRPART; adding it with BLKPG",
+                    p.number
+                );
+                crate::disk::ioctl::add_partition(&t.file, p.number, p.start, p.len)
+                    .with_context(|| format!("adding partition {} of {name} (BLKPG)", p.number))?;
+                listed()?.with_context(|| format!("the kernel lists no partition of {name} at byte {}", p.start))?
+            }
+        };
         let (maj, min) = dev.split_once(':').with_context(|| format!("bad dev {dev:?}"))?;
         let (maj, min): (u64, u64) = (maj.parse()?, min.parse()?);
         let dir = private_dir("part")?;

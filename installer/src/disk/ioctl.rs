@@ -92,3 +92,48 @@ pub fn reread_partitions(f: &File) -> io::Result<()> {
         }
     }
 }
+
+/// `struct blkpg_partition` (linux/blkpg.h).
+#[repr(C)]
+struct BlkpgPartition {
+    start: libc::c_longlong,
+    length: libc::c_longlong,
+    pno: libc::c_int,
+    devname: [libc::c_char; 64],
+    volname: [libc::c_char; 64],
+}
+
+/// `struct blkpg_ioctl_arg`.
+#[repr(C)]
+struct BlkpgIoctlArg {
+    op: libc::c_int,
+    flags: libc::c_int,
+    datalen: libc::c_int,
+    data: *mut libc::c_void,
+}
+
+nix::ioctl_write_ptr_bad!(blkpg, nix::request_code_none!(0x12, 105), BlkpgIoctlArg);
+const BLKPG_ADD_PARTITION: libc::c_int = 1;
+
+/// Tell the kernel about one partition (what `partx -a` does). Used when BLKRRPART did not
+/// make the kernel list a partition the table has: some kernels and sandboxes do not scan.
+pub fn add_partition(f: &File, number: u32, start: u64, len: u64) -> io::Result<()> {
+    let mut p = BlkpgPartition {
+        start: start as libc::c_longlong,
+        length: len as libc::c_longlong,
+        pno: number as libc::c_int,
+        devname: [0; 64],
+        volname: [0; 64],
+    };
+    let arg = BlkpgIoctlArg {
+        op: BLKPG_ADD_PARTITION,
+        flags: 0,
+        datalen: std::mem::size_of::<BlkpgPartition>() as libc::c_int,
+        data: (&raw mut p).cast(),
+    };
+    // SAFETY: arg points at a valid blkpg_partition that outlives the call.
+    match unsafe { blkpg(f.as_raw_fd(), &arg) } {
+        Ok(_) | Err(nix::errno::Errno::EBUSY) => Ok(()), // EBUSY: it is already there
+        Err(e) => Err(io::Error::from(e)),
+    }
+}

@@ -70,10 +70,17 @@ pub(super) fn run(
                 None => (downloaded, Meter::new(dl_total)),
             };
             let mut last = Instant::now();
-            while let Err(RecvTimeoutError::Timeout) = progress_stopped.recv_timeout(tuning.progress_every) {
+            // One report per interval, and a last one when the stream ends (so even a short
+            // stream reports its progress once).
+            loop {
+                let stopped =
+                    !matches!(progress_stopped.recv_timeout(tuning.progress_every), Err(RecvTimeoutError::Timeout));
                 let p = meter.sample(counter.load(Ordering::Relaxed), last.elapsed());
                 last = Instant::now();
                 on_progress(&p);
+                if stopped {
+                    break;
+                }
             }
         });
 

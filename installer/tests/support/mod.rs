@@ -102,7 +102,7 @@ pub fn build_image(dir: &Path, size: u64, sector: u64) -> TestImage {
     }
     std::fs::write(root.join("var/lib/noise.bin"), &noise).unwrap();
     let fs_start = 12 * MIB;
-    let fs_len = size - fs_start - 1 * MIB; // leave room for the backup GPT
+    let fs_len = size - fs_start - MIB; // leave room for the backup GPT
     let fs = dir.join(format!("root-{sector}.ext4"));
     run(Command::new("mke2fs")
         .args(["-q", "-F", "-t", "ext4", "-L", "root", "-b", "4096", "-d"])
