@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 
 use crate::compress::{compress, Compression};
-use crate::cpio::{self, Header, S_IFCHR, S_IFDIR, S_IFREG};
+use crate::cpio::{self, Header, S_IFCHR, S_IFDIR, S_IFLNK, S_IFREG};
 use crate::modindex::{self, Alias, SoftDep};
 use crate::tree::{KernelTree, Selection};
 
@@ -82,6 +82,12 @@ pub fn archive(release: &str, init: &[u8], sel: &Selection, builtin: &BTreeSet<S
     let mut files: BTreeMap<String, (Header, Vec<u8>)> = BTreeMap::new();
     let reg = |mode| Header { mode: S_IFREG | mode, rdev_major: 0, rdev_minor: 0 };
     files.insert("init".into(), (reg(0o755), init.to_vec()));
+    // The kernel runs /sbin/modprobe to load modules on demand (fs-ext4 at mount time); the
+    // installer does that job when started under this name.
+    files.insert(
+        "sbin/modprobe".into(),
+        (Header { mode: S_IFLNK | 0o777, rdev_major: 0, rdev_minor: 0 }, b"/init".to_vec()),
+    );
     files.insert("dev/console".into(), (Header { mode: S_IFCHR | 0o600, rdev_major: 5, rdev_minor: 1 }, vec![]));
     files.insert("dev/null".into(), (Header { mode: S_IFCHR | 0o666, rdev_major: 1, rdev_minor: 3 }, vec![]));
     let moddir = format!("lib/modules/{release}");

@@ -62,6 +62,8 @@ fn archive_holds_init_modules_and_an_index_depmod_agrees_with() {
     assert_eq!(by_name["init"].mode, cpio::S_IFREG | 0o755);
     assert_eq!(by_name["init"].data, std::fs::read("/bin/true").unwrap());
     assert_eq!(by_name["dev/console"].rdev, (5, 1));
+    assert_eq!(by_name["sbin/modprobe"].mode, cpio::S_IFLNK | 0o777);
+    assert_eq!(by_name["sbin/modprobe"].data, b"/init");
     for d in ["proc", "sys", "dev", "run", "tmp", "etc"] {
         assert_eq!(by_name[d].mode & 0o170000, cpio::S_IFDIR, "{d}");
     }

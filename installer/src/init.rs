@@ -3,8 +3,9 @@
 //!
 //! 1. API filesystems, stdio on the console, logging ([`crate::pid1`]).
 //! 2. The kernel command line ([`osie_api::BootParams`]).
-//! 3. Kernel modules for every device present, repeated until no new device appears, then
-//!    the filesystem modules; wait for the boot NIC and a disk ([`crate::modules`]).
+//! 3. Kernel modules for every device present, repeated until no new device appears; wait
+//!    for the boot NIC and a disk ([`crate::modules`]). Filesystem and crypto modules load
+//!    on demand: the kernel runs `/sbin/modprobe`, which is this binary.
 //! 4. The boot NIC up, by DHCP or `osie.ip=` ([`crate::net`]).
 //! 5. The hardware inventory ([`crate::hardware`]) and the install itself
 //!    ([`crate::install::run`]).
@@ -75,8 +76,8 @@ pub fn main() -> ! {
 fn boot(params: &BootParams, reporter: &Reporter) -> Result<Metadata> {
     let started = Instant::now();
     let mut loader = Loader::for_running_kernel().context("reading the initramfs module index")?;
-    let mut loaded = coldplug::run(&mut loader, Path::new("/sys"), Duration::from_millis(300), 30).names;
-    loaded.extend(loader.load_filesystems().names);
+    pid1::mounts::set_modprobe()?;
+    let loaded = coldplug::run(&mut loader, Path::new("/sys"), Duration::from_millis(300), 30).names;
     wait_until("the boot NIC", params.mac.to_string(), NIC_WAIT, &mut loader, || nic_present(params.mac))
         .with_context(|| format!("no network interface with MAC {} (osie.mac) appeared", params.mac))?;
     if wait_until("a disk", String::new(), DISK_WAIT, &mut loader, || !hardware::disks(Path::new("/sys")).is_empty())

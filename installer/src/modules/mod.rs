@@ -6,6 +6,7 @@
 
 pub mod coldplug;
 pub mod kmod;
+pub mod modprobe;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -66,8 +67,13 @@ impl Loader {
         &self.index
     }
 
+    /// Loaded by us, earlier, or built in. A fresh check of `/proc/modules` too, since the
+    /// kernel's own `modprobe` calls (another process) load modules behind our back.
     pub fn is_loaded(&self, name: &str) -> bool {
-        self.loaded.contains(&normalize(name))
+        let name = normalize(name);
+        self.loaded.contains(&name)
+            || std::fs::read_to_string("/proc/modules")
+                .is_ok_and(|m| m.lines().any(|l| l.split_whitespace().next().map(normalize).as_deref() == Some(&name)))
     }
 
     /// Load every module matching `modalias` (or named so), as `modprobe -q` would. Errors
@@ -124,8 +130,8 @@ impl Loader {
     }
 
     /// Modules that provide filesystems (an `fs-<type>` alias) and the code pages vfat
-    /// mounts need: devices do not ask for these, so they are loaded up front (there is no
-    /// `/sbin/modprobe` for the kernel to call when `mount` needs one).
+    /// mounts need. Not needed at boot, where the kernel calls [`modprobe`] on demand; for
+    /// environments without that path (`/proc/sys/kernel/modprobe` pointing elsewhere).
     pub fn load_filesystems(&mut self) -> Loaded {
         let mut names: Vec<String> = self
             .index

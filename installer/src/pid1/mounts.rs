@@ -74,3 +74,17 @@ pub fn mount_early() -> Result<()> {
     }
     Ok(())
 }
+
+/// Where the kernel finds `modprobe` for on-demand loads (`request_module`): the installer
+/// itself, through the `/sbin/modprobe -> /init` symlink the initramfs carries.
+pub const MODPROBE: &str = "/sbin/modprobe";
+
+/// Point the kernel at [`MODPROBE`] (the default path, set explicitly in case the kernel was
+/// built with another one).
+pub fn set_modprobe() -> Result<()> {
+    if !Path::new(MODPROBE).exists() {
+        tracing::warn!("{MODPROBE} is missing: the kernel cannot load filesystem modules on demand");
+        return Ok(());
+    }
+    std::fs::write("/proc/sys/kernel/modprobe", MODPROBE).context("setting /proc/sys/kernel/modprobe")
+}
