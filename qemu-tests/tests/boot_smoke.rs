@@ -7,7 +7,7 @@
 //! virtio_blk), the DHCP lease, the hardware inventory (the virtio disk and the NIC's MAC),
 //! the metadata fetch, a `failed` event with the error chain, the chain on the console, and
 //! the reboot that follows (`-no-reboot` turns it into QEMU exiting). Serial logs are kept
-//! under `qemu-tests/artifacts/` when it fails.
+//! under `qemu-tests/artifacts/` when it fails (always with `OSIE_KEEP_ARTIFACTS=1`).
 //!
 //! `scripts/build` makes `build/boot/`; without it the test skips (fails under
 //! `OSIE_REQUIRE_ALL=1`).
@@ -165,7 +165,7 @@ struct Artifacts(PathBuf);
 
 impl Drop for Artifacts {
     fn drop(&mut self) {
-        if std::thread::panicking() {
+        if std::thread::panicking() || std::env::var_os("OSIE_KEEP_ARTIFACTS").is_some() {
             eprintln!("boot_smoke: logs kept in {}", self.0.display());
         } else {
             let _ = std::fs::remove_dir_all(&self.0);
