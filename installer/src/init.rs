@@ -76,7 +76,9 @@ pub fn main() -> ! {
 fn boot(params: &BootParams, reporter: &Reporter) -> Result<Metadata> {
     let started = Instant::now();
     let mut loader = Loader::for_running_kernel().context("reading the initramfs module index")?;
-    pid1::mounts::set_modprobe()?;
+    if let Err(e) = pid1::mounts::set_modprobe() {
+        tracing::warn!("on-demand module loading is off: {e:#}");
+    }
     let loaded = coldplug::run(&mut loader, Path::new("/sys"), Duration::from_millis(300), 30).names;
     wait_until("the boot NIC", params.mac.to_string(), NIC_WAIT, &mut loader, || nic_present(params.mac))
         .with_context(|| format!("no network interface with MAC {} (osie.mac) appeared", params.mac))?;
