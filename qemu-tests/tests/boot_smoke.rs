@@ -1,0 +1,363 @@
+//! Smoke test of the boot environment: `build/boot/vmlinuz` + `initramfs.img` booted
+//! directly by QEMU (`-kernel/-initrd/-append`, TCG) on a bridge in a network namespace with
+//! dnsmasq for DHCP and a small HTTP server standing in for bootsvc (`/metadata` gives an
+//! install plan whose image 404s, `/events` records what the installer posts).
+//!
+//! It checks the boot side end to end: modules from coldplug (virtio_pci → virtio_net,
+//! virtio_blk), the DHCP lease, the hardware inventory (the virtio disk and the NIC's MAC),
+//! the metadata fetch, a `failed` event with the error chain, the chain on the console, and
+//! the reboot that follows (`-no-reboot` turns it into QEMU exiting). Serial logs are kept
+//! under `qemu-tests/artifacts/` when it fails (always with `OSIE_KEEP_ARTIFACTS=1`).
+//!
+//! `scripts/build` makes `build/boot/`; without it the test skips (fails under
+//! `OSIE_REQUIRE_ALL=1`).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use osie_api::metadata::{DiskHints, GptPlan};
+use osie_api::{ChecksumOf, CloudInit, Event, Finish, Image, ImageFormat, InstallPlan, MacAddr, Metadata, Phase};
+use osie_testkit::{require_root, require_tools, unique, workspace_root, ChildGuard, Netns};
+
+const SERVER: &str = "192.0.2.1";
+const PORT: u16 = 8080;
+const MAC: &str = "52:54:00:05:0e:01";
+const DISK_BYTES: u64 = 2 << 30;
+/// Kernel to `/init` is ~6 s under TCG, modules and DHCP a few more, then the 10 s pause
+/// before the reboot: a minute is plenty, the limit is for a hung guest.
+const BOOT_LIMIT: Duration = Duration::from_secs(240);
+
+/// One request the stand-in bootsvc saw.
+#[derive(Debug, Clone)]
+struct Request {
+    method: String,
+    path: String,
+    mac_header: Option<String>,
+    body: Vec<u8>,
+}
+
+/// A minimal HTTP/1.1 server in the namespace: `GET /metadata`, `POST /events`, 404 for
+/// everything else (the image). One thread per connection, `Connection: close`.
+struct Bootsvc {
+    requests: Arc<Mutex<Vec<Request>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Bootsvc {
+    fn start(ns: &Netns, metadata: String) -> Bootsvc {
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (r, s) = (Arc::clone(&requests), Arc::clone(&stop));
+        let thread = ns.spawn(move || {
+            let l = TcpListener::bind((SERVER, PORT))?;
+            l.set_nonblocking(true)?;
+            while !s.load(Ordering::Relaxed) {
+                match l.accept() {
+                    Ok((c, _)) => {
+                        let (r, md) = (Arc::clone(&r), metadata.clone());
+                        std::thread::spawn(move || serve(c, &r, &md));
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(20))
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Ok(())
+        });
+        Bootsvc { requests, stop, thread: Some(thread) }
+    }
+
+    fn requests(&self) -> Vec<Request> {
+        self.requests.lock().unwrap().clone()
+    }
+
+    fn events(&self) -> Vec<Event> {
+        self.requests()
+            .iter()
+            .filter(|r| r.method == "POST" && r.path == "/events")
+            .map(|r| serde_json::from_slice(&r.body).expect("an event that parses as osie_api::Event"))
+            .collect()
+    }
+}
+
+impl Drop for Bootsvc {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn serve(c: TcpStream, log: &Mutex<Vec<Request>>, metadata: &str) -> anyhow::Result<()> {
+    c.set_nonblocking(false)?;
+    c.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut r = BufReader::new(c.try_clone()?);
+    let mut line = String::new();
+    r.read_line(&mut line)?;
+    let mut parts = line.split_whitespace();
+    let (method, path) = (parts.next().unwrap_or("").to_string(), parts.next().unwrap_or("").to_string());
+    let (mut len, mut mac_header) = (0usize, None);
+    loop {
+        let mut h = String::new();
+        if r.read_line(&mut h)? == 0 || h == "\r\n" {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            match k.trim().to_ascii_lowercase().as_str() {
+                "content-length" => len = v.trim().parse()?,
+                "x-osie-mac" => mac_header = Some(v.trim().to_string()),
+                _ => {}
+            }
+        }
+    }
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body)?;
+    let (status, reply) = match (method.as_str(), path.as_str()) {
+        ("GET", "/metadata") => ("200 OK", metadata.to_string()),
+        ("POST", "/events") => ("200 OK", r#"{"stored":true,"duplicate":false}"#.to_string()),
+        _ => ("404 Not Found", "not found\n".to_string()),
+    };
+    log.lock().unwrap().push(Request { method, path, mac_header, body });
+    let mut w = c;
+    write!(
+        w,
+        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{reply}",
+        reply.len()
+    )?;
+    Ok(())
+}
+
+fn metadata(mac: MacAddr) -> String {
+    let md = Metadata {
+        instance_id: "i-smoke".into(),
+        hostname: "smoke".into(),
+        mac,
+        install: Some(InstallPlan {
+            image: Image {
+                url: format!("http://{SERVER}:{PORT}/images/missing.raw.zst"),
+                sha256: "0".repeat(64),
+                size: None,
+                raw_size: None,
+                format: ImageFormat::Zstd,
+                checksum_of: ChecksumOf::Compressed,
+            },
+            disk: DiskHints::default(),
+            gpt: GptPlan::default(),
+            finish: Finish::Reboot,
+        }),
+        cloud_init: CloudInit::default(),
+        ssh_keys: vec![],
+        metadata_base_url: None,
+        phone_home_url: None,
+    };
+    serde_json::to_string(&md).unwrap()
+}
+
+/// Where logs go; removed when the test passes, kept (and named) when it fails.
+struct Artifacts(PathBuf);
+
+impl Drop for Artifacts {
+    fn drop(&mut self) {
+        if std::thread::panicking() || std::env::var_os("OSIE_KEEP_ARTIFACTS").is_some() {
+            eprintln!("boot_smoke: logs kept in {}", self.0.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+fn boot_files(test: &str) -> Option<(PathBuf, PathBuf)> {
+    let dir = workspace_root().join("build/boot");
+    let (k, i) = (dir.join("vmlinuz"), dir.join("initramfs.img"));
+    if k.is_file() && i.is_file() {
+        return Some((k, i));
+    }
+    let why = format!("{} has no vmlinuz + initramfs.img (run scripts/build)", dir.display());
+    if std::env::var_os("OSIE_REQUIRE_ALL").is_some_and(|v| v == "1") {
+        panic!("{test}: {why}");
+    }
+    eprintln!("SKIP {test}: {why}");
+    None
+}
+
+fn serial_has(serial: &Path, needle: &str) -> bool {
+    std::fs::read_to_string(serial).is_ok_and(|s| s.contains(needle))
+}
+
+#[test]
+fn installer_boots_gets_a_lease_reports_failure_and_reboots() {
+    let test = "installer_boots_gets_a_lease_reports_failure_and_reboots";
+    if !require_root(test) || !require_tools(test, &["ip", "dnsmasq", "qemu-system-x86_64"]) {
+        return;
+    }
+    let Some((kernel, initrd)) = boot_files(test) else { return };
+    let art = Artifacts(workspace_root().join("qemu-tests/artifacts").join(unique("smoke-")));
+    std::fs::create_dir_all(&art.0).unwrap();
+    let serial = art.0.join("serial.log");
+    let mac: MacAddr = MAC.parse().unwrap();
+
+    let ns = Netns::new().unwrap();
+    ns.add_bridge("br0", &format!("{SERVER}/24")).unwrap();
+    ns.add_tap("tap0", "br0").unwrap();
+    let mut dnsmasq = ns.cmd("dnsmasq");
+    dnsmasq
+        .args([
+            "--no-daemon",
+            "--conf-file=/dev/null",
+            "--port=0",
+            "--bind-interfaces",
+            "--interface=br0",
+            "--user=root",
+            "--log-dhcp",
+            // No ping-before-offer: saves 3 s per boot, nothing else is on this bridge.
+            "--no-ping",
+            "--dhcp-range=192.0.2.100,192.0.2.150,255.255.255.0,1h",
+            "--dhcp-option=option:router,192.0.2.1",
+            "--dhcp-option=option:dns-server,192.0.2.1",
+        ])
+        .arg(format!("--dhcp-leasefile={}", art.0.join("leases").display()))
+        .stdout(std::fs::File::create(art.0.join("dnsmasq.log")).unwrap())
+        .stderr(std::fs::File::create(art.0.join("dnsmasq.err")).unwrap());
+    let _dnsmasq = ChildGuard::spawn("dnsmasq", &mut dnsmasq).unwrap();
+    let bootsvc = Bootsvc::start(&ns, metadata(mac));
+
+    let disk = art.0.join("disk.raw");
+    std::fs::File::create(&disk).unwrap().set_len(DISK_BYTES).unwrap();
+    let mut qemu = qemu(&ns, &art.0, &kernel, &initrd, &format!("osie.url=http://{SERVER}:{PORT} osie.mac={MAC}"));
+    qemu.arg("-drive").arg(format!("file={},if=virtio,format=raw", disk.display()));
+    let mut vm = ChildGuard::spawn("qemu", &mut qemu).unwrap();
+
+    // -no-reboot: the installer's reboot after the failure ends QEMU.
+    let start = Instant::now();
+    let status = loop {
+        if let Some(st) = vm.child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            start.elapsed() < BOOT_LIMIT,
+            "QEMU still running after {BOOT_LIMIT:?}; last phase on the console: {}",
+            last_osie_line(&serial)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let elapsed = start.elapsed();
+    let log = std::fs::read_to_string(&serial).unwrap();
+    let phase = |needle: &str, what: &str| {
+        assert!(
+            log.contains(needle),
+            "{what} never came (no {needle:?} on the console); last: {}",
+            last_osie_line(&serial)
+        )
+    };
+    assert!(status.success(), "QEMU exited with {status}");
+    phase("Run /init as init process", "the kernel starting /init");
+    phase("osie: installer", "the installer starting as PID 1");
+    let modules = log.lines().find(|l| l.starts_with("osie: modules loaded:")).unwrap_or_default().to_string();
+    for m in ["virtio_pci", "virtio_net", "virtio_blk"] {
+        assert!(modules.split_whitespace().any(|w| w == m), "{m} not loaded by coldplug: {modules:?}");
+    }
+    let net = log.lines().find(|l| l.starts_with("osie: network ")).unwrap_or_default().to_string();
+    assert!(
+        net.contains(&format!("({MAC}) 192.0.2.1")) && net.contains("via 192.0.2.1 (dhcp)"),
+        "no DHCP lease: {net:?}"
+    );
+    let leases = std::fs::read_to_string(art.0.join("leases")).unwrap_or_default();
+    assert!(leases.contains(MAC), "dnsmasq has no lease for {MAC}: {leases:?}");
+    phase(&format!("/dev/vda {DISK_BYTES} B"), "the hardware inventory with the virtio disk");
+    phase("osie: INSTALL FAILED", "the failure on the console");
+    phase("missing.raw.zst", "the error chain naming the image");
+    phase("osie: rebooting", "the reboot after the failure");
+    assert!(serial_has(&serial, "osie:   caused by:"), "the console shows the causes, not just the outermost error");
+
+    // What the stand-in bootsvc saw.
+    let reqs = bootsvc.requests();
+    let md = reqs.iter().find(|r| r.method == "GET" && r.path == "/metadata").expect("metadata was never fetched");
+    assert_eq!(md.mac_header.as_deref(), Some(MAC), "X-Osie-Mac on the metadata request");
+    assert!(reqs.iter().any(|r| r.path == "/images/missing.raw.zst"), "the image was never requested");
+    let events = bootsvc.events();
+    assert!(!events.is_empty(), "no events received");
+    assert!(events.iter().all(|e| e.machine == mac));
+    let first = &events[0];
+    let hw = first.hardware.as_ref().expect("the first event carries the hardware inventory");
+    assert!(hw.disks.iter().any(|d| d.path == "/dev/vda" && d.size == DISK_BYTES), "{:?}", hw.disks);
+    assert!(hw.nics.iter().any(|n| n.mac == mac && n.driver.as_deref() == Some("virtio_net")), "{:?}", hw.nics);
+    assert!(hw.cpu.threads >= 1 && hw.memory_bytes > 512 << 20);
+    let failed = events.iter().find(|e| e.phase == Phase::Failed).expect("a failed event");
+    assert!(failed.error.len() >= 2, "the whole chain, not one line: {:?}", failed.error);
+    assert!(failed.error.iter().any(|e| e.contains("missing.raw.zst") || e.contains("404")), "{:?}", failed.error);
+    eprintln!("boot_smoke: QEMU booted, failed as planned and rebooted in {:.1} s", elapsed.as_secs_f64());
+}
+
+/// QEMU in `ns`: direct kernel boot, serial to `<dir>/serial.log`, a virtio NIC on `tap0`,
+/// `-no-reboot` so a reboot ends the process.
+fn qemu(ns: &Netns, dir: &Path, kernel: &Path, initrd: &Path, osie_args: &str) -> std::process::Command {
+    let mut qemu = ns.cmd("qemu-system-x86_64");
+    qemu.args(["-accel", "tcg", "-m", "1024", "-smp", "1", "-display", "none", "-monitor", "none", "-no-reboot"])
+        .arg("-serial")
+        .arg(format!("file:{}", dir.join("serial.log").display()))
+        .arg("-kernel")
+        .arg(kernel)
+        .arg("-initrd")
+        .arg(initrd)
+        .arg("-append")
+        .arg(format!("console=ttyS0 {osie_args}"))
+        .args(["-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no"])
+        .arg("-device")
+        .arg(format!("virtio-net-pci,netdev=n0,mac={MAC},romfile="))
+        .stdout(std::fs::File::create(dir.join("qemu.out")).unwrap())
+        .stderr(std::fs::File::create(dir.join("qemu.err")).unwrap());
+    qemu
+}
+
+/// `osie.rescue`: a failure (here a command line without `osie.mac`) leaves the machine up
+/// with the error on the console instead of rebooting. The initramfs has no shell, so it
+/// says so and waits.
+#[test]
+fn rescue_mode_stays_up_after_a_failure() {
+    let test = "rescue_mode_stays_up_after_a_failure";
+    if !require_root(test) || !require_tools(test, &["ip", "qemu-system-x86_64"]) {
+        return;
+    }
+    let Some((kernel, initrd)) = boot_files(test) else { return };
+    let art = Artifacts(workspace_root().join("qemu-tests/artifacts").join(unique("rescue-")));
+    std::fs::create_dir_all(&art.0).unwrap();
+    let serial = art.0.join("serial.log");
+    let ns = Netns::new().unwrap();
+    ns.add_bridge("br0", &format!("{SERVER}/24")).unwrap();
+    ns.add_tap("tap0", "br0").unwrap();
+    let mut vm = ChildGuard::spawn(
+        "qemu",
+        &mut qemu(&ns, &art.0, &kernel, &initrd, &format!("osie.url=http://{SERVER}:{PORT} osie.rescue")),
+    )
+    .unwrap();
+    osie_testkit::wait_for("the rescue message", BOOT_LIMIT, || {
+        serial_has(&serial, "osie.rescue: no shell in this initramfs; staying up").then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}; last: {}", last_osie_line(&serial)));
+    let log = std::fs::read_to_string(&serial).unwrap();
+    assert!(log.contains("osie: INSTALL FAILED"), "{log}");
+    assert!(log.contains("caused by: kernel command line has no osie.mac="), "the cause is on the console");
+    assert!(!log.contains("osie: rebooting"));
+    // Still up a while later: no reboot, no kernel panic (PID 1 did not exit).
+    std::thread::sleep(Duration::from_secs(5));
+    vm.check_running().unwrap();
+    assert!(!serial_has(&serial, "Kernel panic"), "PID 1 must never exit");
+}
+
+/// The last line the installer printed, for failure messages that say where it stopped.
+fn last_osie_line(serial: &Path) -> String {
+    std::fs::read_to_string(serial)
+        .unwrap_or_default()
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("osie:") || l.contains(" INFO ") || l.contains(" ERROR "))
+        .unwrap_or("(nothing from the installer)")
+        .to_string()
+}
