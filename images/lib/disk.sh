@@ -68,7 +68,8 @@ assemble_disk() {
     local dir=$work/root
     mkdir -p "$dir"
     tar --numeric-owner --xattrs --xattrs-include='*' -xpf "$tar" -C "$dir"
-    write_boot_config "$dir" "$root_uuid" "${esp_id:0:4}-${esp_id:4:4}"
+    # FAT volume ids show up in upper case in /dev/disk/by-uuid.
+    write_boot_config "$dir" "$root_uuid" "$(echo "${esp_id:0:4}-${esp_id:4:4}" | tr a-f A-F)"
     write_grub_cores "$root_uuid" "$dir"
 
     log "making the ext4 root (label root, UUID $root_uuid)"
@@ -115,7 +116,7 @@ EOF
     cat > "$dir/etc/fstab" <<EOF
 # Written by the osie image recipe (images/lib/disk.sh).
 UUID=$uuid / ext4 rw,discard,errors=remount-ro 0 1
-UUID=$esp /boot/efi vfat umask=0077,nofail 0 2
+UUID=$esp /boot/efi vfat umask=0077,nofail,x-systemd.device-timeout=10s 0 2
 EOF
 }
 
