@@ -8,41 +8,81 @@
 //! tested without sockets.
 
 use std::io::SeekFrom;
+use std::net::SocketAddr;
 use std::path::{Component, Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
-use axum::extract::{Path as UrlPath, State};
+use axum::extract::{ConnectInfo, Path as UrlPath, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
+use super::identify::source_ipv4;
 use super::AppState;
+use crate::inventory::Backend;
 
 /// Bytes read from disk per body chunk.
 pub const CHUNK: usize = 256 << 10;
 
 pub async fn artifact(
     State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     method: Method,
     h: HeaderMap,
     UrlPath(p): UrlPath<String>,
 ) -> Response {
-    serve(&app.cfg.artifacts.dir, &p, &method, &h).await
+    let resp = serve(&app.cfg.artifacts.dir, &p, &method, &h).await;
+    log_served(&app, "artifact", peer, &p, &method, resp)
 }
 
-pub async fn image(State(app): State<AppState>, method: Method, h: HeaderMap, UrlPath(p): UrlPath<String>) -> Response {
-    serve(&app.cfg.artifacts.images_dir, &p, &method, &h).await
+pub async fn image(
+    State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    method: Method,
+    h: HeaderMap,
+    UrlPath(p): UrlPath<String>,
+) -> Response {
+    let resp = serve(&app.cfg.artifacts.images_dir, &p, &method, &h).await;
+    log_served(&app, "image", peer, &p, &method, resp)
 }
 
 pub async fn tftp_root(
     State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     method: Method,
     h: HeaderMap,
     UrlPath(p): UrlPath<String>,
 ) -> Response {
-    serve(&app.cfg.tftp.root, &p, &method, &h).await
+    let resp = serve(&app.cfg.tftp.root, &p, &method, &h).await;
+    log_served(&app, "boot-program", peer, &p, &method, resp)
+}
+
+/// One line per file sent (a GET answered 200 or 206), naming the machine when the caller's
+/// address is one of the inventory's: operators (and `scripts/demo`'s timeline) see which
+/// machine fetched its kernel, initramfs, image or iPXE binary, and when. Other answers
+/// (HEAD, 304, 404) are debug.
+fn log_served(
+    app: &AppState,
+    what: &'static str,
+    peer: SocketAddr,
+    file: &str,
+    method: &Method,
+    resp: Response,
+) -> Response {
+    let status = resp.status();
+    let sent = *method == Method::GET && matches!(status, StatusCode::OK | StatusCode::PARTIAL_CONTENT);
+    let bytes = resp.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).unwrap_or("-").to_string();
+    if sent {
+        let machine = source_ipv4(peer).and_then(|ip| app.backend.by_ip(ip));
+        let host = machine.as_ref().map(|m| m.hostname.as_str()).unwrap_or("-");
+        let mac = machine.as_ref().and_then(|m| m.macs.first()).map(|m| m.to_string()).unwrap_or_else(|| "-".into());
+        tracing::info!(%peer, what, file, status = status.as_u16(), bytes, host, mac, "file served: {what} {file} to {peer} ({host})");
+    } else {
+        tracing::debug!(%peer, what, file, %method, status = status.as_u16(), "file request answered");
+    }
+    resp
 }
 
 /// Why a path was refused (logged; the client only sees 404).

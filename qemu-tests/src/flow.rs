@@ -1,0 +1,172 @@
+//! The path of one machine, phase by phase, as the scenarios and `scripts/demo` expect it:
+//! firmware DHCP → (iPXE binary) → iPXE's script → kernel + initramfs → installer phases →
+//! `installed` → reboot (DHCP without a boot file) → the installed OS's user-data on the
+//! console → its `first-boot` event. Each phase has its own time limit, so a failure names
+//! the phase that never came.
+
+use std::time::Duration;
+
+use anyhow::{ensure, Result};
+use bootsvc::state::Status;
+use osie_api::Phase;
+
+use crate::lab::{Lab, PUBLIC_URL};
+use crate::machine::{Firmware, Machine};
+use crate::record::Record;
+use crate::timeline::{Mark, Step, Timeline, Who};
+use crate::watch::Watch;
+
+/// Time limits per phase. Generous: a loaded 2-core CI machine runs two TCG guests at once,
+/// and a limit is for a hung machine, not a slow one.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub firmware: Duration,
+    pub installer: Duration,
+    pub install: Duration,
+    pub reboot: Duration,
+    pub first_boot: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            firmware: Duration::from_secs(240),
+            installer: Duration::from_secs(300),
+            install: Duration::from_secs(900),
+            reboot: Duration::from_secs(300),
+            first_boot: Duration::from_secs(900),
+        }
+    }
+}
+
+/// Labels of the console lines a provisioning run watches for.
+pub const OS_KERNEL: &str = "installed OS kernel";
+pub const USER_DATA: &str = "user-data ran";
+
+/// Who the timeline is about: the record's MAC and address, the lab's file names.
+pub fn who(rec: &Record) -> Who {
+    Who { mac: rec.mac.clone(), ip: rec.ip, kernel: "vmlinuz".into(), initrd: "initramfs.img".into() }
+}
+
+/// A watch over `machine` for `rec`, with the console lines of a provisioning run.
+pub fn watch<'a>(lab: &'a Lab, machine: &'a mut Machine, rec: &Record) -> Watch<'a> {
+    let mut w = Watch::new(lab, machine, who(rec));
+    // The image's kernel is Debian's cloud flavour; the installer's is not.
+    w.watch_console(OS_KERNEL, "-cloud-amd64 (");
+    w.watch_console(USER_DATA, &rec.marker());
+    w
+}
+
+pub fn is_dhcp_reply(m: &Mark) -> bool {
+    m.step == Step::Dhcp
+}
+
+fn dhcp_of(m: &Mark, class: &str, arch: Option<u16>) -> bool {
+    m.dhcp.as_ref().is_some_and(|d| d.class == class && (arch.is_none() || d.arch == arch) && d.boot_file.is_some())
+}
+
+/// From power-on to the installer's `installed` event.
+pub fn install(w: &mut Watch, fw: Firmware, mac: &str, limits: &Limits) -> Result<()> {
+    let script_url = format!("{PUBLIC_URL}/boot/{mac}.ipxe");
+    match fw {
+        Firmware::Bios => {
+            // The NIC ROM is iPXE: its very first DHCP gets the script URL.
+            w.until("DHCP answer to the iPXE ROM (class ipxe, script URL)", limits.firmware, |t| {
+                t.first(|m| dhcp_of(m, "ipxe", None)).is_some()
+            })?;
+        }
+        Firmware::UefiPxe => {
+            w.until("DHCP answer to OVMF's PXE client (uefi-pxe, arch 7, ipxe.efi)", limits.firmware, |t| {
+                t.first(|m| dhcp_of(m, "uefi-pxe", Some(7))).is_some()
+            })?;
+            w.until("ipxe.efi over TFTP", limits.firmware, |t| {
+                t.first(|m| {
+                    m.step == Step::BootProgram && m.detail.contains("TFTP ipxe.efi") && m.detail.contains("complete")
+                })
+                .is_some()
+            })?;
+        }
+        Firmware::UefiHttp => {
+            w.until("DHCP answer to OVMF's HTTP boot (uefi-http, arch 16, ipxe.efi URL)", limits.firmware, |t| {
+                t.first(|m| dhcp_of(m, "uefi-http", Some(16))).is_some()
+            })?;
+            w.until("ipxe.efi over HTTP", limits.firmware, |t| {
+                t.first(|m| m.step == Step::BootProgram && m.detail.contains("HTTP ipxe.efi")).is_some()
+            })?;
+        }
+    }
+    if fw.is_uefi() {
+        w.until("DHCP answer to iPXE (class ipxe, script URL)", limits.firmware, |t| {
+            t.first(|m| dhcp_of(m, "ipxe", None)).is_some()
+        })?;
+    }
+    let t = w.timeline();
+    if let Some(d) = t.first(|m| dhcp_of(m, "ipxe", None)).and_then(|m| m.dhcp.as_ref()) {
+        ensure!(
+            d.boot_file.as_deref() == Some(script_url.as_str()),
+            "iPXE was given {:?}, not {script_url}",
+            d.boot_file
+        );
+    }
+    w.until("iPXE script (installer)", limits.firmware, |t| {
+        t.first(|m| m.step == Step::Script && m.detail == "kind installer").is_some()
+    })?;
+    w.until("kernel over HTTP", limits.firmware, |t| t.first(|m| m.step == Step::Kernel).is_some())?;
+    w.until("initramfs over HTTP", limits.firmware, |t| t.first(|m| m.step == Step::Initrd).is_some())?;
+    w.phase(Phase::BootedInstaller, limits.installer)?;
+    w.until("the image download", limits.installer, |t| t.first(|m| m.step == Step::Image).is_some())?;
+    w.phase(Phase::ImageVerified, limits.install)?;
+    w.phase(Phase::Installed, limits.installer)?;
+    Ok(())
+}
+
+/// From `installed` to the installed OS's `first-boot`: the reboot's DHCP without a boot
+/// file, the OS's kernel, the user-data's marker on the console, the phone-home.
+pub fn first_boot(w: &mut Watch, limits: &Limits) -> Result<()> {
+    w.until("DHCP after the reboot, without a boot file (netboot cleared)", limits.reboot, |t| {
+        let Some(installed) = t.event(Phase::Installed) else { return false };
+        t.first_after(installed, |m| m.dhcp.as_ref().is_some_and(|d| d.boot_file.is_none())).is_some()
+    })?;
+    w.until("the installed OS's kernel on the console", limits.reboot, |t| console_mark(t, OS_KERNEL))?;
+    w.until("the user-data's marker on the console (cloud-init runcmd)", limits.first_boot, |t| {
+        console_mark(t, USER_DATA)
+    })?;
+    w.phase(Phase::FirstBoot, limits.first_boot)?;
+    Ok(())
+}
+
+fn console_mark(t: &Timeline, label: &str) -> bool {
+    t.first(|m| m.step == Step::Console && m.label == label).is_some()
+}
+
+/// After [`install`] and [`first_boot`]: what bootsvc and the timeline must show for a
+/// machine provisioned once. Used by the install scenarios.
+pub fn check_provisioned(lab: &Lab, rec: &Record, t: &Timeline) -> Result<()> {
+    ensure!(
+        t.count(|m| m.step == Step::Event(Phase::BootedInstaller)) == 1,
+        "the installer ran more than once:\n{}",
+        t.render()
+    );
+    ensure!(t.event(Phase::Failed).is_none(), "a failed event:\n{}", t.render());
+    let installed = t.event(Phase::Installed).map(|m| m.time);
+    // After `installed` nothing fetched the installer again.
+    ensure!(
+        !t.marks
+            .iter()
+            .any(|m| Some(m.time) > installed && matches!(m.step, Step::Script | Step::Kernel | Step::Initrd)),
+        "the machine fetched the installer again after it was installed:\n{}",
+        t.render()
+    );
+    let fb = lab.events(&rec.mac)?.into_iter().find(|e| e.event.phase == Phase::FirstBoot);
+    let fb = fb.ok_or_else(|| anyhow::anyhow!("no first-boot event stored"))?;
+    ensure!(fb.source == Some(rec.ip), "first-boot came from {:?}, not the machine's {}", fb.source, rec.ip);
+    let view = lab.machine(&rec.mac)?;
+    ensure!(
+        view.netboot.cleared && !view.netboot.allowed,
+        "netboot should be cleared after the install: {:?}",
+        view.netboot
+    );
+    ensure!(view.state.status == Status::Installed, "machine status {} (want installed)", view.state.status.as_str());
+    ensure!(view.state.first_boot_at.is_some(), "bootsvc did not record the first boot: {:?}", view.state);
+    Ok(())
+}

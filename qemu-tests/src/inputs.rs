@@ -1,0 +1,134 @@
+//! What the end-to-end runs need from the build, found in one place, with errors that say
+//! which command makes what is missing:
+//!
+//! | input | made by |
+//! |---|---|
+//! | `build/boot/{vmlinuz,initramfs.img}` | `scripts/build` |
+//! | `build/images/debian-12.{json,raw.zst}` | `images/build` |
+//! | `build/tftp/{ipxe.efi,undionly.kpxe}` | `scripts/setup` |
+//! | the `bootsvc` binary | cargo (`cargo build -p bootsvc`; `cargo nextest run --workspace` builds it) |
+//!
+//! `OSIE_BUILD` moves `build/`; `OSIE_BOOTSVC` names the bootsvc binary.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use osie_testkit::{require_file, require_root, require_tools, workspace_root};
+use serde_json::Value;
+
+/// The OS image every scenario installs.
+pub const IMAGE: &str = "debian-12";
+
+/// Programs the harness runs.
+pub const TOOLS: [&str; 3] = ["qemu-system-x86_64", "ip", "zstd"];
+pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+
+#[derive(Debug, Clone)]
+pub struct Inputs {
+    pub build: PathBuf,
+    pub bootsvc: PathBuf,
+    /// `build/boot`: kernel + initramfs, served as bootsvc's artifacts.
+    pub boot: PathBuf,
+    pub tftp: PathBuf,
+    pub images: PathBuf,
+    /// The image manifest (`build/images/debian-12.json`), as `images/build` wrote it.
+    pub manifest: Value,
+}
+
+impl Inputs {
+    /// Everything, or an error naming the first missing input and what makes it.
+    pub fn locate() -> Result<Inputs> {
+        let build = build_dir();
+        for (f, by) in Self::files(&build) {
+            if !f.exists() {
+                bail!("{} is missing ({by} makes it)", f.display());
+            }
+        }
+        for f in [OVMF_CODE, OVMF_VARS] {
+            if !Path::new(f).is_file() {
+                bail!("{f} is missing (scripts/setup installs the ovmf package)");
+            }
+        }
+        let bootsvc = bootsvc_binary()?;
+        let manifest_path = build.join("images").join(format!("{IMAGE}.json"));
+        let text =
+            std::fs::read_to_string(&manifest_path).with_context(|| format!("reading {}", manifest_path.display()))?;
+        let manifest: Value =
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", manifest_path.display()))?;
+        Ok(Inputs {
+            boot: build.join("boot"),
+            tftp: build.join("tftp"),
+            images: build.join("images"),
+            build,
+            bootsvc,
+            manifest,
+        })
+    }
+
+    /// For a test: root, tools and inputs present, or skip (fail under `OSIE_REQUIRE_ALL=1`)
+    /// with the reason. `None` means skipped.
+    pub fn for_test(test: &str) -> Option<Inputs> {
+        if !require_root(test) || !require_tools(test, &TOOLS) {
+            return None;
+        }
+        let build = build_dir();
+        for (f, by) in Self::files(&build) {
+            if !require_file(test, &f, by) {
+                return None;
+            }
+        }
+        match Inputs::locate() {
+            Ok(i) => Some(i),
+            // Everything the build makes is there: what is left is the machine's setup or
+            // the bootsvc binary, which a test cannot do without.
+            Err(e) => panic!("{test}: {e:#}"),
+        }
+    }
+
+    fn files(build: &Path) -> Vec<(PathBuf, &'static str)> {
+        vec![
+            (build.join("boot/vmlinuz"), "scripts/build"),
+            (build.join("boot/initramfs.img"), "scripts/build"),
+            (build.join("images").join(format!("{IMAGE}.json")), "images/build"),
+            (build.join("images").join(format!("{IMAGE}.raw.zst")), "images/build"),
+            (build.join("tftp/ipxe.efi"), "scripts/setup"),
+            (build.join("tftp/undionly.kpxe"), "scripts/setup"),
+        ]
+    }
+
+    /// The image file (`build/images/debian-12.raw.zst`).
+    pub fn image_file(&self) -> PathBuf {
+        let file = self.manifest["file"].as_str().unwrap_or("debian-12.raw.zst");
+        self.images.join(file)
+    }
+
+    /// The image's sha256 as the manifest gives it.
+    pub fn image_sha256(&self) -> &str {
+        self.manifest["sha256"].as_str().unwrap_or_default()
+    }
+}
+
+fn build_dir() -> PathBuf {
+    std::env::var_os("OSIE_BUILD").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("build"))
+}
+
+/// `OSIE_BOOTSVC`, else the `bootsvc` cargo built beside this executable: tests run from
+/// `target/<profile>/deps/`, the demo from `target/<profile>/`.
+fn bootsvc_binary() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("OSIE_BOOTSVC") {
+        let p = PathBuf::from(p);
+        if !p.is_file() {
+            bail!("OSIE_BOOTSVC={} is not a file", p.display());
+        }
+        return Ok(p);
+    }
+    let exe = std::env::current_exe().context("finding this executable")?;
+    let candidates: Vec<PathBuf> = exe.ancestors().skip(1).take(2).map(|d| d.join("bootsvc")).collect();
+    candidates.iter().find(|p| p.is_file()).cloned().with_context(|| {
+        format!(
+            "no bootsvc binary at {} (build it: cargo build -p bootsvc, or set OSIE_BOOTSVC)",
+            candidates.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" or ")
+        )
+    })
+}

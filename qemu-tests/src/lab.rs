@@ -1,0 +1,288 @@
+//! A lab: one provisioning network and the real `bootsvc serve` on it.
+//!
+//! A network namespace holds a bridge (`br0`, 192.0.2.1/24) and one tap per machine; bootsvc
+//! runs inside it with a generated `bootsvc.toml`: DHCP in reservation mode on the bridge,
+//! TFTP from `build/tftp`, the installer's kernel and initramfs from `build/boot`, images
+//! from `build/images`, state and inventory in the lab's own directory, JSON logs to
+//! `bootsvc.log`. The harness talks to it the way an operator does: machine records written
+//! into the inventory directory, events and state read with `bootsvc machine …` (the admin
+//! API).
+//!
+//! Everything lives in a temporary directory that goes away with the lab. When the lab is
+//! dropped during a panic, or after [`Lab::failed`], the logs (bootsvc's, every machine's
+//! serial console and QEMU's) and each machine's events are first copied to
+//! `qemu-tests/artifacts/<scenario>/`. The namespace is deleted with every process still in
+//! it (QEMU, bootsvc), whatever happened.
+
+use std::cell::Cell;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use bootsvc::http::admin::MachineView;
+use bootsvc::state::StoredEvent;
+use osie_testkit::{unique, wait_for, workspace_root, ChildGuard, Netns};
+
+use crate::bootlog;
+use crate::inputs::Inputs;
+use crate::record::Record;
+use crate::signals;
+
+/// bootsvc's address on the lab network.
+pub const SERVER: &str = "192.0.2.1";
+pub const BRIDGE: &str = "br0";
+pub const PUBLIC_URL: &str = "http://192.0.2.1:8080";
+
+pub struct Lab {
+    pub scenario: String,
+    pub inputs: Inputs,
+    pub ns: Netns,
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub log: PathBuf,
+    bootsvc: std::cell::RefCell<Option<ChildGuard>>,
+    taps: Cell<u32>,
+    macs: std::cell::RefCell<Vec<String>>,
+    failed: Cell<bool>,
+}
+
+impl Lab {
+    /// Make the network, write the config and start bootsvc; ready when its admin API
+    /// answers.
+    pub fn start(scenario: &str, inputs: &Inputs) -> Result<Lab> {
+        let dir = std::env::temp_dir().join(unique(&format!("osie-e2e-{scenario}-")));
+        std::fs::create_dir_all(dir.join("machines")).with_context(|| format!("creating {}", dir.display()))?;
+        let ns = Netns::new()?;
+        ns.add_bridge(BRIDGE, &format!("{SERVER}/24"))?;
+        let config = dir.join("bootsvc.toml");
+        write_config(&dir, &config, inputs)?;
+        let mut lab = Lab {
+            scenario: scenario.to_string(),
+            inputs: inputs.clone(),
+            ns,
+            log: dir.join("bootsvc.log"),
+            config,
+            dir,
+            bootsvc: Default::default(),
+            taps: Cell::new(0),
+            macs: Default::default(),
+            failed: Cell::new(false),
+        };
+        lab.start_bootsvc()?;
+        Ok(lab)
+    }
+
+    fn start_bootsvc(&mut self) -> Result<()> {
+        let log = std::fs::File::create(&self.log).with_context(|| format!("creating {}", self.log.display()))?;
+        let mut cmd = self.ns.cmd(&self.inputs.bootsvc);
+        cmd.args(["serve", "--config"])
+            .arg(&self.config)
+            .env_remove("RUST_LOG")
+            .env_remove("BOOTSVC_CONFIG")
+            .stdout(Stdio::null())
+            .stderr(log);
+        let mut child = ChildGuard::spawn("bootsvc serve", signals::guard_child(&mut cmd))?;
+        let ready = wait_for("bootsvc's admin API", Duration::from_secs(30), || {
+            if let Err(e) = child.check_running() {
+                return Some(Err(e));
+            }
+            self.cli(&["machines", "--json"]).ok().map(|_| Ok(()))
+        });
+        match ready.and_then(|r| r) {
+            Ok(()) => {
+                *self.bootsvc.borrow_mut() = Some(child);
+                Ok(())
+            }
+            Err(e) => {
+                self.failed.set(true);
+                let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+                bail!("bootsvc did not start: {e:#}\n{}", crate::console::tail(&log, 20))
+            }
+        }
+    }
+
+    /// An error when bootsvc is no longer running, with the end of its log.
+    pub fn check_bootsvc(&self) -> Result<()> {
+        match self.bootsvc.borrow_mut().as_mut() {
+            Some(b) => b.check_running().with_context(|| crate::console::tail(&self.log_text(), 20)),
+            None => bail!("bootsvc is not running"),
+        }
+    }
+
+    /// Run `bootsvc <args> --config <lab config>` in the namespace; its stdout, or an
+    /// error with its stderr.
+    pub fn cli(&self, args: &[&str]) -> Result<String> {
+        let out = self
+            .ns
+            .cmd(&self.inputs.bootsvc)
+            .args(args)
+            .arg("--config")
+            .arg(&self.config)
+            .env_remove("BOOTSVC_CONFIG")
+            .env_remove("BOOTSVC_URL")
+            .output()
+            .with_context(|| format!("running bootsvc {}", args.join(" ")))?;
+        if !out.status.success() {
+            bail!("bootsvc {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Put a machine record into the inventory and wait until bootsvc serves it (the
+    /// inventory is polled every second).
+    pub fn add(&self, rec: &Record) -> Result<()> {
+        let name = format!("{}.json", rec.hostname);
+        let tmp = self.dir.join("machines").join(format!(".{name}.tmp"));
+        let text = serde_json::to_string_pretty(&rec.to_json())?;
+        std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, self.dir.join("machines").join(&name)).context("moving the record into place")?;
+        self.macs.borrow_mut().push(rec.mac.clone());
+        wait_for(&format!("bootsvc to load {name}"), Duration::from_secs(20), || self.machine(&rec.mac).ok())
+            .with_context(|| format!("bootsvc log:\n{}", crate::console::tail(&self.log_text(), 10)))?;
+        Ok(())
+    }
+
+    /// The machine as the admin API shows it (record summary, netboot, state).
+    pub fn machine(&self, mac: &str) -> Result<MachineView> {
+        let out = self.cli(&["machine", mac, "show", "--json"])?;
+        serde_json::from_str(&out).context("bootsvc machine show: undecodable JSON")
+    }
+
+    /// Every stored event of the machine, oldest first.
+    pub fn events(&self, mac: &str) -> Result<Vec<StoredEvent>> {
+        let out = self.cli(&["machine", mac, "events", "--json", "--limit", "100000"])?;
+        serde_json::from_str(&out).context("bootsvc machine events: undecodable JSON")
+    }
+
+    /// What bootsvc's log says so far.
+    pub fn log_entries(&self) -> Vec<bootlog::Entry> {
+        bootlog::read(&self.log)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// A new tap on the bridge, for one machine.
+    pub fn add_tap(&self) -> Result<String> {
+        let n = self.taps.get();
+        self.taps.set(n + 1);
+        let tap = format!("tap{n}");
+        self.ns.add_tap(&tap, BRIDGE)?;
+        Ok(tap)
+    }
+
+    /// A fresh directory inside the lab (a machine's disk, serial log, firmware variables).
+    pub fn subdir(&self, name: &str) -> Result<PathBuf> {
+        let d = self.dir.join(name);
+        std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
+        Ok(d)
+    }
+
+    /// Where the logs are kept when the scenario fails.
+    pub fn kept_dir(&self) -> PathBuf {
+        workspace_root().join("qemu-tests/artifacts").join(&self.scenario)
+    }
+
+    /// Mark the scenario failed: the logs are kept when the lab goes away.
+    pub fn failed(&self) {
+        self.failed.set(true);
+    }
+
+    /// Copy logs, events and the bootsvc config to [`Lab::kept_dir`] now.
+    pub fn keep_logs(&self) -> PathBuf {
+        let dest = self.kept_dir();
+        let _ = std::fs::remove_dir_all(&dest);
+        let _ = std::fs::create_dir_all(&dest);
+        copy_logs(&self.dir, &self.dir, &dest);
+        let _ = std::fs::copy(&self.config, dest.join("bootsvc.toml"));
+        for mac in self.macs.borrow().iter() {
+            if let Ok(out) = self.cli(&["machine", mac, "events", "--json", "--limit", "100000"]) {
+                let _ = std::fs::write(dest.join(format!("events-{}.json", mac.replace(':', "-"))), out);
+            }
+        }
+        dest
+    }
+
+    /// The address machine `n` (1-based) of this lab gets: 192.0.2.(20+n).
+    pub fn address(n: u8) -> Ipv4Addr {
+        Ipv4Addr::new(192, 0, 2, 20 + n)
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if self.failed.get() || std::thread::panicking() {
+            let dest = self.keep_logs();
+            eprintln!("{}: logs kept in {}", self.scenario, dest.display());
+        }
+        if let Some(mut b) = self.bootsvc.borrow_mut().take() {
+            b.signal(libc::SIGTERM);
+            let _ = wait_for("bootsvc to stop", Duration::from_secs(5), || b.child.try_wait().ok().flatten());
+        }
+        // The namespace (and what still runs in it) goes when `ns` drops, after this.
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `*.log` and `*.txt` files under `dir`, to `dest` with their relative path flattened
+/// (`m1/serial.log` → `m1-serial.log`).
+fn copy_logs(root: &Path, dir: &Path, dest: &Path) {
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            copy_logs(root, &p, dest);
+        } else if p.extension().is_some_and(|x| x == "log" || x == "txt") {
+            let rel = p.strip_prefix(root).unwrap_or(&p).to_string_lossy().replace('/', "-");
+            let _ = std::fs::copy(&p, dest.join(rel));
+        }
+    }
+}
+
+fn write_config(dir: &Path, config: &Path, inputs: &Inputs) -> Result<()> {
+    let token = dir.join("admin.token");
+    std::fs::write(&token, format!("{}\n", unique("osie-e2e-admin-token-")))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600))?;
+    let toml = format!(
+        r#"# Generated by osie-qemu-tests for one lab.
+[listen]
+interface = "{BRIDGE}"
+address = "{SERVER}"
+
+[dhcp]
+mode = "reservation"
+lease_secs = 3600
+
+[tftp]
+root = "{tftp}"
+
+[http]
+listen = "{SERVER}:8080"
+public_url = "{PUBLIC_URL}"
+
+[artifacts]
+dir = "{boot}"
+images_dir = "{images}"
+
+[state]
+dir = "state"
+
+[inventory]
+dir = "machines"
+
+[admin]
+token_file = "admin.token"
+
+[log]
+format = "json"
+level = "info"
+"#,
+        tftp = inputs.tftp.display(),
+        boot = inputs.boot.display(),
+        images = inputs.images.display(),
+    );
+    std::fs::write(config, toml).with_context(|| format!("writing {}", config.display()))
+}

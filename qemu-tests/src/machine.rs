@@ -1,0 +1,235 @@
+//! A QEMU machine on a lab's network: TCG (no KVM here), a virtio NIC on its own tap that
+//! boots first, a virtio disk that boots second, the serial console in a file.
+//!
+//! Firmware, as real servers have it:
+//! - [`Firmware::Bios`]: SeaBIOS with QEMU's default virtio NIC ROM, which is an iPXE build
+//!   (Debian's `ipxe-qemu`), so the machine is iPXE from its first DHCP request. SeaBIOS and
+//!   the ROM print on the serial port (`etc/sercon-port`).
+//! - [`Firmware::UefiPxe`]: OVMF with the NIC ROM disabled (`romfile=`), so OVMF's own UEFI
+//!   PXE client (arch 7) does DHCP and fetches `ipxe.efi` over TFTP, as a UEFI server does.
+//! - [`Firmware::UefiHttp`]: the same with OVMF's PXE boot options switched off
+//!   (`opt/org.tianocore/IPv{4,6}PXESupport=n`), which leaves UEFI HTTP boot (arch 16,
+//!   `HTTPClient`) as its first network boot option.
+//!
+//! Each machine has its own copy of OVMF's variable store, so boot entries OVMF writes do not
+//! leak between machines. The machine dies with its [`Machine`] (QEMU is killed).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::SystemTime;
+
+use anyhow::{bail, Context, Result};
+use osie_testkit::netns::run;
+use osie_testkit::ChildGuard;
+
+use crate::inputs::{OVMF_CODE, OVMF_VARS};
+use crate::lab::Lab;
+use crate::signals;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Firmware {
+    Bios,
+    UefiPxe,
+    UefiHttp,
+}
+
+impl Firmware {
+    pub fn describe(&self) -> &'static str {
+        match self {
+            Firmware::Bios => "SeaBIOS with QEMU's iPXE NIC ROM",
+            Firmware::UefiPxe => "OVMF, NIC ROM disabled: UEFI PXE (arch 7)",
+            Firmware::UefiHttp => "OVMF, NIC ROM disabled, PXE off: UEFI HTTP boot (arch 16)",
+        }
+    }
+
+    pub fn is_uefi(&self) -> bool {
+        !matches!(self, Firmware::Bios)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Spec {
+    pub name: String,
+    pub mac: String,
+    pub firmware: Firmware,
+    pub memory_mb: u32,
+    pub cpus: u32,
+    /// Without a NIC the machine can only boot its disk.
+    pub nic: bool,
+    /// More disks after the boot disk (not bootable), e.g. a NoCloud seed.
+    pub extra_disks: Vec<Disk>,
+}
+
+impl Spec {
+    pub fn new(name: &str, mac: &str, firmware: Firmware) -> Spec {
+        Spec {
+            name: name.to_string(),
+            mac: mac.to_string(),
+            firmware,
+            memory_mb: 1024,
+            cpus: 1,
+            nic: true,
+            extra_disks: Vec::new(),
+        }
+    }
+}
+
+/// A raw disk image file, sparse.
+#[derive(Debug, Clone)]
+pub struct Disk {
+    pub path: PathBuf,
+}
+
+impl Disk {
+    /// An empty disk of `bytes` (all zeros, no blocks allocated).
+    pub fn blank(dir: &Path, bytes: u64) -> Result<Disk> {
+        let path = dir.join("disk.raw");
+        let f = std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+        f.set_len(bytes).with_context(|| format!("sizing {}", path.display()))?;
+        Ok(Disk { path })
+    }
+
+    /// A disk that already holds the OS image (as a finished install leaves it, less the
+    /// cloud-init seed), sparse, grown to `bytes`.
+    pub fn from_image(dir: &Path, image: &Path, bytes: u64) -> Result<Disk> {
+        let path = dir.join("disk.raw");
+        let out = Command::new("zstd")
+            .args(["-d", "-q", "-f", "--sparse", "--long=31", "-o"])
+            .arg(&path)
+            .arg(image)
+            .output()
+            .context("running zstd")?;
+        if !out.status.success() {
+            bail!("zstd -d {}: {}", image.display(), String::from_utf8_lossy(&out.stderr).trim());
+        }
+        let f = std::fs::OpenOptions::new().write(true).open(&path)?;
+        if f.metadata()?.len() < bytes {
+            f.set_len(bytes).with_context(|| format!("growing {}", path.display()))?;
+        }
+        Ok(Disk { path })
+    }
+
+    /// A small FAT disk labelled `CIDATA` holding `meta-data` and `user-data`: cloud-init's
+    /// NoCloud seed on a disk of its own (made with mkfs.vfat and mtools, no mount).
+    pub fn nocloud_seed(dir: &Path, meta_data: &str, user_data: &str) -> Result<Disk> {
+        let path = dir.join("seed.img");
+        let f = std::fs::File::create(&path)?;
+        f.set_len(4 << 20)?;
+        drop(f);
+        run(Command::new("mkfs.vfat").args(["-n", "CIDATA"]).arg(&path))?;
+        for (name, text) in [("meta-data", meta_data), ("user-data", user_data)] {
+            let src = dir.join(name);
+            std::fs::write(&src, text)?;
+            run(Command::new("mcopy")
+                .env("MTOOLS_SKIP_CHECK", "1")
+                .arg("-i")
+                .arg(&path)
+                .arg(&src)
+                .arg(format!("::{name}")))?;
+        }
+        Ok(Disk { path })
+    }
+
+    /// The first `n` bytes as the machine would read them.
+    pub fn head(&self, n: usize) -> Result<Vec<u8>> {
+        use std::io::Read;
+        let mut buf = vec![0u8; n];
+        let mut f = std::fs::File::open(&self.path).with_context(|| format!("opening {}", self.path.display()))?;
+        f.read_exact(&mut buf).with_context(|| format!("reading {}", self.path.display()))?;
+        Ok(buf)
+    }
+}
+
+pub struct Machine {
+    pub spec: Spec,
+    pub dir: PathBuf,
+    pub serial: PathBuf,
+    pub disk: Disk,
+    /// When QEMU was started: the timeline's zero.
+    pub powered_on: SystemTime,
+    qemu: ChildGuard,
+}
+
+impl Machine {
+    /// Start QEMU in the lab's namespace on a new tap.
+    pub fn power_on(lab: &Lab, spec: &Spec, disk: &Disk) -> Result<Machine> {
+        let dir = lab.subdir(&spec.name)?;
+        let serial = dir.join("serial.log");
+        let mut cmd = lab.ns.cmd("qemu-system-x86_64");
+        let machine = if spec.firmware.is_uefi() { "q35" } else { "pc" };
+        cmd.args(["-name", &spec.name, "-accel", "tcg", "-machine", machine, "-cpu", "max"])
+            .args(["-m", &spec.memory_mb.to_string(), "-smp", &spec.cpus.to_string()])
+            .args(["-nodefaults", "-display", "none", "-monitor", "none"])
+            .arg("-serial")
+            .arg(format!("file:{}", serial.display()))
+            .arg("-drive")
+            // cache=unsafe: flushes are not forced to the host disk (the machine's data lives
+            // as long as the test); discard/zeroes keep the file sparse as the installer
+            // zeroes runs of the image.
+            .arg(format!(
+                "file={},format=raw,if=none,id=disk0,cache=unsafe,discard=unmap,detect-zeroes=unmap",
+                disk.path.display()
+            ))
+            .args(["-device", "virtio-blk-pci,drive=disk0,bootindex=2"]);
+        for (i, d) in spec.extra_disks.iter().enumerate() {
+            cmd.arg("-drive")
+                .arg(format!("file={},format=raw,if=none,id=extra{i},cache=unsafe", d.path.display()))
+                .arg("-device")
+                .arg(format!("virtio-blk-pci,drive=extra{i}"));
+        }
+        if spec.nic {
+            let tap = lab.add_tap()?;
+            let rom = if spec.firmware.is_uefi() { ",romfile=" } else { "" };
+            cmd.arg("-netdev")
+                .arg(format!("tap,id=net0,ifname={tap},script=no,downscript=no"))
+                .arg("-device")
+                .arg(format!("virtio-net-pci,netdev=net0,mac={},bootindex=1{rom}", spec.mac));
+        }
+        match spec.firmware {
+            Firmware::Bios => {
+                // SeaBIOS (and the option ROMs it runs) print on this I/O port: COM1.
+                let sercon = dir.join("sercon-port");
+                std::fs::write(&sercon, 0x3f8u16.to_le_bytes())?;
+                cmd.arg("-fw_cfg").arg(format!("name=etc/sercon-port,file={}", sercon.display()));
+            }
+            Firmware::UefiPxe | Firmware::UefiHttp => {
+                let vars = dir.join("OVMF_VARS.fd");
+                std::fs::copy(OVMF_VARS, &vars).with_context(|| format!("copying {OVMF_VARS}"))?;
+                cmd.arg("-drive")
+                    .arg(format!("if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"))
+                    .arg("-drive")
+                    .arg(format!("if=pflash,format=raw,unit=1,file={}", vars.display()));
+                if spec.firmware == Firmware::UefiHttp {
+                    cmd.args(["-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=n"])
+                        .args(["-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=n"]);
+                }
+            }
+        }
+        let qemu_log = std::fs::File::create(dir.join("qemu.log"))?;
+        cmd.stdout(Stdio::from(qemu_log.try_clone()?)).stderr(Stdio::from(qemu_log));
+        std::fs::write(dir.join("qemu-command.txt"), format!("{cmd:?}\n"))?;
+        let powered_on = SystemTime::now();
+        let qemu = ChildGuard::spawn(&format!("QEMU ({})", spec.name), signals::guard_child(&mut cmd))?;
+        Ok(Machine { spec: spec.clone(), dir, serial, disk: disk.clone(), powered_on, qemu })
+    }
+
+    /// The serial console so far, as plain text.
+    pub fn console(&self) -> String {
+        crate::console::read(&self.serial)
+    }
+
+    /// An error when QEMU is no longer running (it should be until powered off), with what
+    /// it printed.
+    pub fn check_running(&mut self) -> Result<()> {
+        self.qemu.check_running().with_context(|| {
+            let log = std::fs::read_to_string(self.dir.join("qemu.log")).unwrap_or_default();
+            format!("QEMU output: {}", log.trim())
+        })
+    }
+
+    /// Pull the plug: kill QEMU and wait for it.
+    pub fn power_off(mut self) {
+        let _ = self.qemu.child.kill();
+        let _ = self.qemu.child.wait();
+    }
+}

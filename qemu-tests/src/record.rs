@@ -1,0 +1,100 @@
+//! Machine records for bootsvc's inventory (native format, `bootsvc/docs/inventory.md`),
+//! as the scenarios need them: a fixed address on the lab's network, netboot allowed or
+//! not, the debian-12 image (by name, or by URL with a checksum of the scenario's choosing)
+//! and user-data whose `runcmd` prints a marker on the serial console.
+
+use std::net::Ipv4Addr;
+
+use serde_json::{json, Value};
+
+use crate::inputs::IMAGE;
+
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub hostname: String,
+    pub mac: String,
+    pub ip: Ipv4Addr,
+    pub netboot: bool,
+    pub image: ImageRef,
+    /// What `runcmd` prints to `/dev/ttyS0`; see [`Record::marker`].
+    pub nonce: String,
+}
+
+#[derive(Debug, Clone)]
+pub enum ImageRef {
+    /// The image by its manifest in bootsvc's image directory.
+    Named,
+    /// The image file by URL, with this sha256 (of the compressed file) and size.
+    Url { url: String, sha256: String, size: u64, raw_size: Option<u64> },
+}
+
+impl Record {
+    pub fn new(hostname: &str, mac: &str, ip: Ipv4Addr) -> Record {
+        Record {
+            hostname: hostname.to_string(),
+            mac: mac.to_string(),
+            ip,
+            netboot: true,
+            image: ImageRef::Named,
+            nonce: osie_testkit::unique("n"),
+        }
+    }
+
+    /// The line the installed OS prints on its serial console when cloud-init runs the
+    /// user-data. The user-data holds `$((6*7))`, not `42`: seeing the marker means the
+    /// shell ran the command, not that something echoed the user-data.
+    pub fn marker(&self) -> String {
+        format!("osie-e2e {} user-data ran: 42", self.nonce)
+    }
+
+    pub fn user_data(&self) -> String {
+        format!(
+            "#cloud-config\n\
+             runcmd:\n\
+             \x20 - [ sh, -c, 'echo \"osie-e2e {} user-data ran: $((6*7))\" > /dev/ttyS0' ]\n",
+            self.nonce
+        )
+    }
+
+    pub fn to_json(&self) -> Value {
+        let image = match &self.image {
+            ImageRef::Named => json!({ "name": IMAGE }),
+            ImageRef::Url { url, sha256, size, raw_size } => {
+                let mut v = json!({ "url": url, "sha256": sha256, "size": size, "format": "zstd" });
+                if let Some(r) = raw_size {
+                    v["raw_size"] = json!(r);
+                }
+                v
+            }
+        };
+        json!({
+            "hostname": self.hostname,
+            "macs": [self.mac],
+            "ip": { "address": self.ip.to_string(), "prefix": 24, "gateway": crate::lab::SERVER },
+            "netboot": { "allow": self.netboot },
+            "install": {
+                "image": image,
+                "gpt": { "grow_last_partition": true },
+                "finish": "reboot"
+            },
+            "cloud_init": { "user_data": self.user_data() }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_is_what_bootsvc_reads() {
+        let r = Record::new("node1", "52:54:00:e2:00:01", Ipv4Addr::new(192, 0, 2, 21));
+        let v = r.to_json();
+        assert_eq!(v["macs"][0], "52:54:00:e2:00:01");
+        assert_eq!(v["ip"]["address"], "192.0.2.21");
+        assert_eq!(v["install"]["image"]["name"], IMAGE);
+        let ud = v["cloud_init"]["user_data"].as_str().unwrap();
+        assert!(ud.starts_with("#cloud-config\n") && ud.contains("$((6*7))") && !ud.contains(": 42"), "{ud}");
+        assert!(r.marker().ends_with("user-data ran: 42"));
+    }
+}

@@ -1,0 +1,222 @@
+//! End-to-end scenarios: real QEMU machines (TCG) network-booted by the real `bootsvc serve`
+//! in a namespace of their own, installed by the real installer with the real debian-12
+//! image, rebooted into the installed OS. See `qemu-tests/README.md`.
+//!
+//! | test | firmware | what it proves |
+//! |---|---|---|
+//! | `a_bios_ipxe_rom_installs_and_first_boots` | SeaBIOS + iPXE NIC ROM | DHCP (class ipxe) → script → kernel + initramfs → install → reboot from disk → user-data marker + `first-boot` from the OS |
+//! | `b_uefi_pxe_installs_and_first_boots` | OVMF, ROM disabled | UEFI PXE (arch 7) → `ipxe.efi` over TFTP → iPXE → the same |
+//! | `c_netboot_not_allowed_boots_its_disk` | SeaBIOS + iPXE NIC ROM | a machine with an OS on its disk and `netboot.allow = false`: no boot file, no installer, its OS runs |
+//! | `d_bad_checksum_fails_and_disk_does_not_boot` | SeaBIOS + iPXE NIC ROM | wrong sha256: `failed` with the error chain, netboot kept, the next boot netboots again, the disk's first MiB is not the image's, the disk alone does not boot |
+//! | `e_uefi_http_boot_installs_and_first_boots` | OVMF, ROM disabled, PXE off | UEFI HTTP boot (arch 16) → `ipxe.efi` over HTTP → the same as (a) |
+//!
+//! Logs of a failed scenario are kept in `qemu-tests/artifacts/<test>/`.
+
+use std::time::Duration;
+
+use osie_api::Phase;
+use osie_qemu_tests::flow::{self, Limits};
+use osie_qemu_tests::lab::PUBLIC_URL;
+use osie_qemu_tests::record::ImageRef;
+use osie_qemu_tests::timeline::Step;
+use osie_qemu_tests::{signals, Disk, Firmware, Inputs, Lab, Machine, Record, Spec};
+
+const DISK_BYTES: u64 = 4 << 30;
+
+/// Fail the test with the error (which already says what never came and where the logs are).
+fn check<T>(r: anyhow::Result<T>) -> T {
+    r.unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+/// Install a blank machine with `fw`, let it boot its OS, and check what bootsvc saw.
+fn install_and_first_boot(test: &str, fw: Firmware, mac: &str) {
+    let Some(inputs) = Inputs::for_test(test) else { return };
+    signals::install();
+    let lab = check(Lab::start(test, &inputs));
+    let rec = Record::new("node1", mac, Lab::address(1));
+    check(lab.add(&rec));
+    let spec = Spec::new("node1", mac, fw);
+    let disk = check(lab.subdir("node1").and_then(|d| Disk::blank(&d, DISK_BYTES)));
+    let mut machine = check(Machine::power_on(&lab, &spec, &disk));
+    let limits = Limits::default();
+    let mut w = flow::watch(&lab, &mut machine, &rec);
+    check(flow::install(&mut w, fw, mac, &limits));
+    check(flow::first_boot(&mut w, &limits));
+    let t = w.timeline().clone();
+    if let Err(e) = flow::check_provisioned(&lab, &rec, &t) {
+        panic!("{}", w.fail("a correctly provisioned machine", &format!("{e:#}")));
+    }
+    eprintln!("{test}: {}\n{}", fw.describe(), t.render());
+}
+
+#[test]
+fn a_bios_ipxe_rom_installs_and_first_boots() {
+    install_and_first_boot("a_bios_ipxe_rom_installs_and_first_boots", Firmware::Bios, "52:54:00:e2:0a:01");
+}
+
+#[test]
+fn b_uefi_pxe_installs_and_first_boots() {
+    install_and_first_boot("b_uefi_pxe_installs_and_first_boots", Firmware::UefiPxe, "52:54:00:e2:0b:01");
+}
+
+#[test]
+fn e_uefi_http_boot_installs_and_first_boots() {
+    install_and_first_boot("e_uefi_http_boot_installs_and_first_boots", Firmware::UefiHttp, "52:54:00:e2:0e:01");
+}
+
+/// (c) The disk already holds the OS (the image, with a NoCloud seed beside it); the record
+/// does not allow netboot. The machine gets an address but no boot file, iPXE gives up, the
+/// disk boots, its OS runs its user-data and gets its own lease; nothing is installed.
+#[test]
+fn c_netboot_not_allowed_boots_its_disk() {
+    let test = "c_netboot_not_allowed_boots_its_disk";
+    let Some(inputs) = Inputs::for_test(test) else { return };
+    if !osie_testkit::require_tools(test, &["mkfs.vfat", "mcopy"]) {
+        return;
+    }
+    signals::install();
+    let mac = "52:54:00:e2:0c:01";
+    let lab = check(Lab::start(test, &inputs));
+    let mut rec = Record::new("node1", mac, Lab::address(1));
+    rec.netboot = false;
+    check(lab.add(&rec));
+    let dir = check(lab.subdir("node1"));
+    let disk = check(Disk::from_image(&dir, &inputs.image_file(), DISK_BYTES));
+    let seed = check(Disk::nocloud_seed(
+        &dir,
+        &format!("instance-id: i-{}\nlocal-hostname: node1\n", rec.nonce),
+        &rec.user_data(),
+    ));
+    let mut spec = Spec::new("node1", mac, Firmware::Bios);
+    spec.extra_disks.push(seed);
+    let mut machine = check(Machine::power_on(&lab, &spec, &disk));
+    let limits = Limits::default();
+    let mut w = flow::watch(&lab, &mut machine, &rec);
+    check(w.until("DHCP answer without a boot file (netboot not allowed)", limits.firmware, |t| {
+        t.first(|m| m.dhcp.as_ref().is_some_and(|d| d.why_not.as_deref() == Some("netboot not allowed"))).is_some()
+    }));
+    check(w.until("the disk's OS kernel on the console", limits.reboot, |t| {
+        t.first(|m| m.step == Step::Console && m.label == flow::OS_KERNEL).is_some()
+    }));
+    check(w.until("the user-data's marker on the console (cloud-init runcmd)", limits.first_boot, |t| {
+        t.first(|m| m.step == Step::Console && m.label == flow::USER_DATA).is_some()
+    }));
+    check(w.until("a DHCP lease for the OS's own client", limits.first_boot, |t| {
+        t.first(|m| m.dhcp.as_ref().is_some_and(|d| d.arch.is_none() && d.reply.as_deref() == Some("ack"))).is_some()
+    }));
+    let t = w.timeline().clone();
+    let bad = |what: &str| panic!("{}", w.fail("a machine left alone", what));
+    if let Some(m) = t.first(|m| m.dhcp.as_ref().is_some_and(|d| d.boot_file.is_some())) {
+        bad(&format!("bootsvc handed out a boot file: {}", m.detail));
+    }
+    if let Some(m) = t.first(|m| matches!(m.step, Step::Kernel | Step::Initrd | Step::Image | Step::BootProgram)) {
+        bad(&format!("the machine fetched part of the installer: {}", m.detail));
+    }
+    if let Some(m) = t.first(|m| m.step == Step::Script && m.detail != "kind local-boot") {
+        bad(&format!("bootsvc served an iPXE script other than local boot: {}", m.detail));
+    }
+    let events = check(lab.events(mac));
+    if !events.is_empty() {
+        bad(&format!("bootsvc stored events for a machine that was not installed: {events:?}"));
+    }
+    let view = check(lab.machine(mac));
+    assert!(!view.netboot.allowed && !view.netboot.allow, "{:?}", view.netboot);
+    assert!(w.machine.console().contains("Welcome to") || w.machine.console().contains("Debian"), "the OS booted");
+    eprintln!("{test}:\n{}", t.render());
+}
+
+/// (d) The record's sha256 does not match the image. The installer streams it all, finds the
+/// mismatch, reports `failed` with the error chain and reboots; netboot stays allowed, so the
+/// next boot netboots again. The disk never got the image's first MiB (the installer holds
+/// it back until the checksum matched, and wiped it first), so the disk alone does not boot.
+#[test]
+fn d_bad_checksum_fails_and_disk_does_not_boot() {
+    let test = "d_bad_checksum_fails_and_disk_does_not_boot";
+    let Some(inputs) = Inputs::for_test(test) else { return };
+    signals::install();
+    let mac = "52:54:00:e2:0d:01";
+    let lab = check(Lab::start(test, &inputs));
+    let mut rec = Record::new("node1", mac, Lab::address(1));
+    let real = inputs.image_sha256().to_string();
+    // The real checksum with its first digit changed: right shape, wrong value.
+    let wrong = format!("{}{}", if real.starts_with('0') { '1' } else { '0' }, &real[1..]);
+    rec.image = ImageRef::Url {
+        url: format!("{PUBLIC_URL}/images/{}", inputs.image_file().file_name().unwrap().to_string_lossy()),
+        sha256: wrong.clone(),
+        size: inputs.manifest["size"].as_u64().unwrap(),
+        raw_size: inputs.manifest["raw_size"].as_u64(),
+    };
+    check(lab.add(&rec));
+    let dir = check(lab.subdir("node1"));
+    let disk = check(Disk::blank(&dir, DISK_BYTES));
+    let spec = Spec::new("node1", mac, Firmware::Bios);
+    let mut machine = check(Machine::power_on(&lab, &spec, &disk));
+    let limits = Limits::default();
+    {
+        let mut w = flow::watch(&lab, &mut machine, &rec);
+        w.expect_failure = true;
+        check(w.phase(Phase::BootedInstaller, limits.firmware + limits.installer));
+        check(w.until("the image download", limits.installer, |t| t.first(|m| m.step == Step::Image).is_some()));
+        check(w.phase(Phase::Failed, limits.install));
+        let t = w.timeline().clone();
+        let failed = t.event(Phase::Failed).unwrap().clone();
+        let ev = check(lab.events(mac)).into_iter().find(|e| e.event.phase == Phase::Failed).unwrap();
+        let chain = ev.event.error.join(" / ");
+        if ev.event.error.len() < 2 || !chain.to_lowercase().contains("sha256") || !chain.contains(&wrong[..12]) {
+            panic!("{}", w.fail("a failed event with the checksum error chain", &format!("error chain: {chain}")));
+        }
+        if t.event(Phase::Installed).is_some() || t.event(Phase::ImageVerified).is_some() {
+            panic!("{}", w.fail("no verified image", "the image was reported verified or installed"));
+        }
+        let view = check(lab.machine(mac));
+        assert!(view.netboot.allowed && !view.netboot.cleared, "a failure keeps netboot: {:?}", view.netboot);
+        assert_eq!(view.state.status, bootsvc::state::Status::Failed);
+        // The next boot: the installer reboots after the failure, and the machine netboots
+        // again (iPXE fetches the installer's script) instead of starting the disk.
+        check(w.until("the next boot fetching the installer's script again", limits.reboot, |t| {
+            t.first_after(&failed, |m| m.step == Step::Script && m.detail == "kind installer").is_some()
+        }));
+        assert!(w.machine.console().contains("osie: INSTALL FAILED"), "the failure is on the console");
+        eprintln!("{test}: install run:\n{}", w.timeline().render());
+    }
+    machine.power_off();
+
+    // The disk as the failed install left it: not the image's first MiB, no partition table.
+    let head = check(disk.head(1 << 20));
+    let image_head = image_first_mib(&inputs);
+    assert_ne!(head, image_head, "the disk starts with the image's first MiB");
+    assert_ne!(&head[510..512], &[0x55, 0xaa], "the disk has an MBR boot signature");
+    assert_ne!(&head[512..520], b"EFI PART", "the disk has a GPT header");
+
+    // And booted alone (no NIC: nothing but the disk), the firmware finds nothing to boot.
+    let mut spec = Spec::new("disk-only", mac, Firmware::Bios);
+    spec.nic = false;
+    let mut alone = check(Machine::power_on(&lab, &spec, &disk));
+    let seen = osie_testkit::wait_for("SeaBIOS to give up on the disk", Duration::from_secs(120), || {
+        let c = alone.console();
+        (c.contains("not a bootable disk") || c.contains("No bootable device")).then_some(c)
+    });
+    let console = match seen {
+        Ok(c) => c,
+        Err(e) => {
+            lab.failed();
+            panic!("{e:#}; console:\n{}", alone.console());
+        }
+    };
+    check(alone.check_running());
+    assert!(!console.contains("GRUB") && !console.contains("Linux version"), "something booted:\n{console}");
+    eprintln!("{test}: the disk alone:\n{}", osie_qemu_tests::console::tail(&console, 5));
+}
+
+/// The first MiB of the decompressed image.
+fn image_first_mib(inputs: &Inputs) -> Vec<u8> {
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("zstd -dc --long=31 \"$1\" | head -c 1048576")
+        .arg("sh")
+        .arg(inputs.image_file())
+        .output()
+        .unwrap();
+    assert_eq!(out.stdout.len(), 1 << 20, "decompressing the image's first MiB");
+    out.stdout
+}
