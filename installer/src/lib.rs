@@ -29,4 +29,3 @@ pub mod pid1;
 pub mod random;
 pub mod report;
 pub mod target;
-
