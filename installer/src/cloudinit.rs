@@ -174,10 +174,14 @@ fn write_file(path: &Path, contents: &str, mode: u32) -> Result<()> {
     Ok(())
 }
 
-/// A private device node for one partition, made from its `major:minor` in sysfs, so the
-/// seed does not wait for udev or depend on `/dev` naming (`sda1`, `nvme0n1p1`, `loop3p1`).
+/// A device node for one partition, found by its `major:minor` in sysfs: the kernel's own
+/// `/dev/<name>` when devtmpfs made it (the initramfs), else a private node made with
+/// mknod, so the seed does not wait for udev or depend on `/dev` naming (`sda1`,
+/// `nvme0n1p1`, `loop3p1`). The private node is the fallback only: its directory is under
+/// `/run`, which PID 1 mounts `nodev` (a node there cannot be opened).
 struct PartNode {
-    dir: PathBuf,
+    /// The private directory holding a node we made; `None` for the kernel's node.
+    dir: Option<PathBuf>,
     path: PathBuf,
 }
 
@@ -185,14 +189,14 @@ impl PartNode {
     fn create(t: &Target, p: &Part) -> Result<PartNode> {
         let name = crate::disk::kernel_name(&t.path)?;
         let sys = Path::new("/sys/class/block").join(&name);
-        let listed = || -> Result<Option<String>> {
+        let listed = || -> Result<Option<(String, String)>> {
             Ok(crate::disk::sysfs::read_disk(&sys, &name)?
                 .partitions
                 .into_iter()
                 .find(|sp| sp.start == p.start)
-                .map(|sp| sp.dev))
+                .map(|sp| (sp.name, sp.dev)))
         };
-        let dev = match listed()? {
+        let (part_name, dev) = match listed()? {
             Some(d) => d,
             None => {
                 tracing::info!(
@@ -206,23 +210,32 @@ impl PartNode {
         };
         let (maj, min) = dev.split_once(':').with_context(|| format!("bad dev {dev:?}"))?;
         let (maj, min): (u64, u64) = (maj.parse()?, min.parse()?);
+        let rdev = nix::sys::stat::makedev(maj, min);
+        let kernels = Path::new("/dev").join(&part_name);
+        if let Ok(st) = nix::sys::stat::stat(&kernels) {
+            if st.st_mode & libc::S_IFMT == libc::S_IFBLK && st.st_rdev == rdev {
+                return Ok(PartNode { dir: None, path: kernels });
+            }
+        }
         let dir = private_dir("part")?;
         let path = dir.join(format!("{name}-{}", p.number));
         nix::sys::stat::mknod(
             &path,
             nix::sys::stat::SFlag::S_IFBLK,
             nix::sys::stat::Mode::from_bits_truncate(0o600),
-            nix::sys::stat::makedev(maj, min),
+            rdev,
         )
         .with_context(|| format!("creating a device node for {name} partition {}", p.number))?;
-        Ok(PartNode { dir, path })
+        Ok(PartNode { dir: Some(dir), path })
     }
 }
 
 impl Drop for PartNode {
     fn drop(&mut self) {
-        let _ = fs::remove_file(&self.path);
-        let _ = fs::remove_dir(&self.dir);
+        if let Some(dir) = &self.dir {
+            let _ = fs::remove_file(&self.path);
+            let _ = fs::remove_dir(dir);
+        }
     }
 }
 

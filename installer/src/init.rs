@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
-use osie_api::{BootParams, MacAddr, Metadata};
+use osie_api::{BootParams, MacAddr, Metadata, Phase};
 
 use crate::install::{self, InstallRequest};
 use crate::modules::{coldplug, Loader};
@@ -109,7 +109,18 @@ fn boot(params: &BootParams, reporter: &Reporter) -> Result<Metadata> {
             .collect::<Vec<_>>()
             .join(", ")
     ));
-    let req = InstallRequest { base_url: params.url.clone(), mac: params.mac, disk: None, hardware: Some(hw) };
+    // The first event of the run: bootsvc learns the installer is up (and the hardware)
+    // before the metadata fetch, which may wait.
+    reporter.set_hardware(hw);
+    reporter.event(
+        Phase::BootedInstaller,
+        format!(
+            "installer {} up in {:.1} s; network {net}",
+            env!("CARGO_PKG_VERSION"),
+            started.elapsed().as_secs_f64()
+        ),
+    );
+    let req = InstallRequest { base_url: params.url.clone(), mac: params.mac, disk: None, hardware: None };
     install::run(&req, reporter)
 }
 

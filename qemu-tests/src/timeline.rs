@@ -171,7 +171,7 @@ fn log_mark(powered_on: SystemTime, who: &Who, e: &Entry) -> Option<Mark> {
     match &e.seen {
         Seen::Dhcp(d) if d.mac == who.mac && d.reply.is_some() => {
             let client = match (d.arch, d.class.as_str()) {
-                (None, _) => "OS client".to_string(),
+                (None, _) => "a plain client (no arch option: installer or OS)".to_string(),
                 (Some(a), "ipxe") => format!("iPXE, arch {a}"),
                 (Some(a), c) => format!("{c}, arch {a}"),
             };
@@ -338,6 +338,9 @@ mod tests {
         ))
         .unwrap()];
         let t = Timeline::build(at(0), &who(), &log, &[], &[]);
-        assert_eq!(t.marks[1].detail, "ack 192.0.2.21 to OS client: no boot file (netboot not allowed)");
+        assert_eq!(
+            t.marks[1].detail,
+            "ack 192.0.2.21 to a plain client (no arch option: installer or OS): no boot file (netboot not allowed)"
+        );
     }
 }
