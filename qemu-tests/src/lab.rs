@@ -9,7 +9,8 @@
 //! API).
 //!
 //! Everything lives in a temporary directory that goes away with the lab. When the lab is
-//! dropped during a panic, or after [`Lab::failed`], the logs (bootsvc's, every machine's
+//! dropped during a panic, or after [`Lab::failed`] (or always, with `OSIE_KEEP_ARTIFACTS=1`),
+//! the logs (bootsvc's, every machine's
 //! serial console and QEMU's) and each machine's events are first copied to
 //! `qemu-tests/artifacts/<scenario>/`. The namespace is deleted with every process still in
 //! it (QEMU, bootsvc), whatever happened.
@@ -214,7 +215,8 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        if self.failed.get() || std::thread::panicking() {
+        let keep = std::env::var_os("OSIE_KEEP_ARTIFACTS").is_some_and(|v| v == "1");
+        if keep || self.failed.get() || std::thread::panicking() {
             let dest = self.keep_logs();
             eprintln!("{}: logs kept in {}", self.scenario, dest.display());
         }

@@ -199,9 +199,13 @@ impl Machine {
                     .arg(format!("if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"))
                     .arg("-drive")
                     .arg(format!("if=pflash,format=raw,unit=1,file={}", vars.display()));
+                // An IPv4-only provisioning network, as the lab is: without IPv6 boot options
+                // OVMF reaches the disk right after its IPv4 network options fail (each IPv6
+                // one would first wait out DHCPv6).
+                cmd.args(["-fw_cfg", "name=opt/org.tianocore/IPv6Support,string=n"])
+                    .args(["-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=n"]);
                 if spec.firmware == Firmware::UefiHttp {
-                    cmd.args(["-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=n"])
-                        .args(["-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=n"]);
+                    cmd.args(["-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=n"]);
                 }
             }
         }
