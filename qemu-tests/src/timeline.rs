@@ -97,7 +97,7 @@ impl Timeline {
             marks.push(mark(powered_on, time, Step::Event(ev.event.phase), ev.event.phase.as_str(), event_detail(ev)));
         }
         for c in console.iter().filter(|c| c.time >= since) {
-            marks.push(mark(powered_on, c.time, Step::Console, &c.label, c.line.clone()));
+            marks.push(mark(powered_on, c.time, Step::Console, &c.label, console_detail(&c.line)));
         }
         // Stable: within one instant the sources keep their order (power on first).
         marks.sort_by_key(|m| m.time);
@@ -142,7 +142,8 @@ impl Timeline {
                 j += 1;
             }
             let last = &self.marks[j];
-            let at = if i == j { fmt_offset(m.at) } else { format!("{}…{}", fmt_offset(m.at), fmt_offset(last.at)) };
+            let (from, to) = (fmt_offset(m.at), fmt_offset(last.at));
+            let at = if from == to { from } else { format!("{from}…{to}") };
             let _ = writeln!(out, "  {at:>22}  {:<18} {}", last.label, last.detail);
             i = j + 1;
         }
@@ -202,6 +203,19 @@ fn log_mark(powered_on: SystemTime, who: &Who, e: &Entry) -> Option<Mark> {
             }
         }
         _ => None,
+    }
+}
+
+/// A console line without the kernel's `[    1.234567] ` stamp, cut to a readable length.
+fn console_detail(line: &str) -> String {
+    let l = line.trim();
+    let l = match l.strip_prefix('[').and_then(|r| r.split_once("] ")) {
+        Some((stamp, rest)) if stamp.trim().parse::<f64>().is_ok() => rest,
+        _ => l,
+    };
+    match l.char_indices().nth(72) {
+        Some((i, _)) => format!("{}…", &l[..i]),
+        None => l.to_string(),
     }
 }
 
@@ -328,6 +342,15 @@ mod tests {
             text.contains("+0.0 s…+1.0 s") && text.contains("ack 192.0.2.21 to uefi-pxe, arch 7: boot file ipxe.efi")
         );
         assert!(text.contains("kernel") && text.contains("vmlinuz (0.0 MB) over HTTP"), "{text}");
+    }
+
+    #[test]
+    fn console_lines_are_shortened() {
+        assert_eq!(
+            console_detail("[    0.000000] Linux version 6.1.0-56-cloud-amd64 (debian-kernel@lists.debian.org) (gcc-12 (Debian 12.2.0-14+deb12u1) 12.2.0)"),
+            "Linux version 6.1.0-56-cloud-amd64 (debian-kernel@lists.debian.org) (gcc…"
+        );
+        assert_eq!(console_detail("  osie-e2e n1 user-data ran: 42 "), "osie-e2e n1 user-data ran: 42");
     }
 
     #[test]

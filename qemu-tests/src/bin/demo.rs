@@ -94,6 +94,8 @@ fn run(args: &Args) -> Result<()> {
     println!();
     summary(&timeline);
     machine.power_off();
+    let kept = lab.keep_logs();
+    println!("\nbootsvc's log, the serial console and the events are in {}", kept.display());
     Ok(())
 }
 
