@@ -14,9 +14,9 @@ use bootsvc::dhcp::classify::Class;
 use bootsvc::dhcp::leases::LeaseStore;
 use bootsvc::dhcp::reply::{self, Ctx, Decision, Outcome, Settings, Via};
 use bootsvc::dhcp::request::{self, code, Options, HEADER_LEN};
-use net::{machine, MapBackend, PUBLIC_URL};
 use dhcproto::v4::{Message, MessageType};
 use dhcproto::{Decodable, Decoder};
+use net::{machine, MapBackend, PUBLIC_URL};
 
 fn fixture(name: &str) -> Vec<u8> {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dhcp").join(name);
