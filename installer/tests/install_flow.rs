@@ -254,8 +254,16 @@ fn layout_mode_writes_the_image_into_its_partition() {
                 {"name": "swap", "type": "swap", "size": "8MiB"},
             ]}}),
         );
+        // bootsvc restarting: the first metadata request and the first events get 503.
+        {
+            let mut st = srv.state.lock().unwrap();
+            st.fail_metadata = 1;
+            st.fail_events = 3;
+        }
         let (ok, log) = install(&srv, &["--disk", dev.path.to_str().unwrap()]);
         assert!(ok, "{sector}: {log}");
+        let fails = srv.log().iter().filter(|l| l.status == 503).count();
+        assert_eq!(fails, 4, "the injected failures were hit and retried");
         assert_sgdisk_clean(&dev.path);
         let parts = sgdisk_parts(&dev.path);
         let ss = u64::from(sector);

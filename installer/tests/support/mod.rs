@@ -37,7 +37,7 @@ pub fn run(cmd: &mut Command) -> Output {
 pub fn installer(args: &[&str]) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_installer"))
         .args(args)
-        .env("RUST_LOG", "info")
+        .env("RUST_LOG", std::env::var("OSIE_TEST_RUST_LOG").unwrap_or_else(|_| "info".into()))
         .output()
         .expect("running the installer");
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
