@@ -216,3 +216,24 @@ fn four_k_sector_disk() {
     assert!(ok, "{log}");
     assert!(read_dev(&dev.path, 0, raw.len() as u64) == raw);
 }
+
+#[test]
+fn an_image_larger_than_the_disk_stops_cleanly() {
+    if !disk_prereqs("an_image_larger_than_the_disk_stops_cleanly") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let raw = patterned(40 * MIB as usize);
+    let dev = loopdev(dir.path(), 16 * MIB, 512);
+    let srv = Server::start();
+    srv.put("/i.zst", File::new(zstd(&raw), "a"));
+    let body = srv.state.lock().unwrap().files["/i.zst"].body.clone();
+    // No raw size given: the writer finds out mid-stream and the pipeline winds down.
+    let (ok, log) = write_image(&srv.url("/i.zst"), &sha256_hex(&body), &dev.path, &[]);
+    assert!(!ok);
+    assert!(log.contains("larger than") && log.contains(&dev.path.display().to_string()), "{log}");
+    assert!(read_dev(&dev.path, 0, MIB).iter().all(|&b| b == 0), "first MiB blank");
+    // Given up front, it is refused before anything is written.
+    let (ok, log) = write_image(&srv.url("/i.zst"), &sha256_hex(&body), &dev.path, &["--raw-size", "41943040"]);
+    assert!(!ok && log.contains("does not fit"), "{log}");
+}

@@ -348,6 +348,35 @@ fn hints_choose_among_loop_devices_and_refuse_the_wrong_ones() {
 }
 
 #[test]
+fn a_corrupt_image_fails_the_install_and_reports_the_chain() {
+    if !disk_prereqs("a_corrupt_image_fails_the_install_and_reports_the_chain") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let t = build_image(dir.path(), 64 * MIB, 512);
+    let mut img = Img { compressed: zstd(&t.raw), raw: t.raw, sector: 512 };
+    let dev = loopdev(dir.path(), 128 * MIB, 512);
+    // An earlier install left a bootable disk behind.
+    std::fs::write(&dev.backing, &img.raw).unwrap();
+    let srv = serve(&img, json!({}));
+    // The served file gets one byte flipped after the metadata named the good one.
+    let mid = img.compressed.len() / 2;
+    img.compressed[mid] ^= 1;
+    srv.put("/images/os.raw.zst", File::new(img.compressed.clone(), "os-2"));
+    let (ok, log) = install(&srv, &["--disk", dev.path.to_str().unwrap()]);
+    assert!(!ok && log.contains("sha256"), "{log}");
+    assert!(read_dev(&dev.path, 0, MIB).iter().all(|&b| b == 0), "the disk's first MiB is not blank");
+    let p = phases(&srv);
+    assert_eq!(p.first(), Some(&Phase::Metadata));
+    assert_eq!(p.last(), Some(&Phase::Failed));
+    assert!(!p.contains(&Phase::ImageVerified) && !p.contains(&Phase::Installed), "{p:?}");
+    let failed = srv.events().into_iter().find(|e| e.phase == Phase::Failed).unwrap();
+    assert!(failed.error.len() >= 3, "the chain, outermost first: {:?}", failed.error);
+    assert!(failed.error[0].contains("writing the image to"), "{:?}", failed.error);
+    assert!(failed.error.iter().any(|e| e.contains("sha256")), "{:?}", failed.error);
+}
+
+#[test]
 fn malformed_metadata_names_the_field_and_touches_no_disk() {
     if !disk_prereqs("malformed_metadata_names_the_field_and_touches_no_disk") {
         return;
