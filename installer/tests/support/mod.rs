@@ -127,7 +127,7 @@ pub fn debian_image() -> Option<(Vec<u8>, serde_json::Value)> {
     if !img.exists() || !man.exists() {
         if std::env::var_os("OSIE_REQUIRE_ALL").is_some_and(|v| v == "1") {
             panic!(
-                "{} or its manifest is missing and OSIE_REQUIRE_ALL=1: build it first (images/, `make -C images` or scripts/test does)",
+                "{} or its manifest is missing and OSIE_REQUIRE_ALL=1: build the Debian image first (images/ builds it; see images/README.md)",
                 img.display()
             );
         }
