@@ -142,7 +142,6 @@ fn run(cli: Cli) -> Result<()> {
                 }
                 Err(e) => {
                     reporter.failed(&e);
-                    reporter.flush();
                     Err(e)
                 }
             }
