@@ -1,7 +1,14 @@
 //! `bootsvc.toml`: the service's configuration. The reference for every field is
 //! `bootsvc/docs/config.md`; keep the two in step.
 //!
-//! Relative paths are relative to the directory of the config file.
+//! Relative paths are relative to the directory of the config file. Loading (with field
+//! paths in every error) is in [`load`], the checks in [`validate`].
+
+mod load;
+mod validate;
+
+#[cfg(test)]
+pub(crate) use load::sample;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -23,6 +30,9 @@ pub struct Config {
     pub admin: Admin,
     #[serde(default)]
     pub log: Log,
+    /// The file this was loaded from (not part of the file itself).
+    #[serde(skip)]
+    pub source: PathBuf,
 }
 
 /// Where the service meets the machines' network.
@@ -116,6 +126,13 @@ pub struct Http {
     /// Largest request body accepted (events, admin), bytes.
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
+    /// Largest request head (request line and headers) accepted, bytes; larger gets 431.
+    #[serde(default = "default_max_header")]
+    pub max_header_bytes: usize,
+    /// Seconds a client has to send its request head, and a handler to produce a response
+    /// head (file bodies stream on after that without a deadline).
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -195,6 +212,12 @@ fn default_tftp_retries() -> u32 {
 }
 fn default_max_body() -> usize {
     1 << 20
+}
+fn default_max_header() -> usize {
+    16 << 10
+}
+fn default_request_timeout() -> u64 {
+    30
 }
 fn default_kernel() -> String {
     "vmlinuz".into()

@@ -1,1 +1,347 @@
-//! iPXE script rendering.
+//! iPXE scripts, rendered as pure functions.
+//!
+//! How iPXE reads a script (`src/image/script.c`, `src/core/exec.c`) decides what a value we
+//! put into one may contain:
+//! - lines end at `\n` (a trailing `\r` is dropped); a line ending in `\` is joined with the
+//!   next one;
+//! - a line is split on whitespace into tokens, so a value with a space becomes two arguments;
+//! - a token starting with `#` starts a comment, and the tokens `||`, `&&` and `;` end a
+//!   command and start another;
+//! - every token is then expanded: `${name}` is replaced by a setting's value;
+//! - a command's options end at its first non-option argument (a URL, for us).
+//!
+//! So every value interpolated here must be one *safe word* ([`check_word`]): printable
+//! ASCII without whitespace, `\` or `${`, not starting with `#`, and not a separator token.
+//! Values that fail are refused (validation reports them with file and field; rendering
+//! returns an error rather than a script). Free text (banners) is reduced to a harmless
+//! character set instead. An operator's whole custom script is served as written: it is
+//! the operator's program, not a value.
+
+/// Why a value cannot go into a script.
+pub type Unsafe = String;
+
+/// `Ok` if `w` stays exactly one inert token in an iPXE command line.
+pub fn check_word(w: &str) -> Result<(), Unsafe> {
+    if w.is_empty() {
+        return Err("is empty".into());
+    }
+    if let Some(c) = w.chars().find(|c| !matches!(c, '!'..='~')) {
+        return Err(format!(
+            "contains {c:?}: only printable ASCII without spaces can go into an iPXE command (iPXE splits on whitespace)"
+        ));
+    }
+    if w.contains('\\') {
+        return Err("contains a backslash (iPXE joins a line ending in one with the next line)".into());
+    }
+    if w.contains("${") {
+        return Err("contains \"${\" (iPXE would expand it as a setting)".into());
+    }
+    if w.starts_with('#') {
+        return Err("starts with '#' (iPXE would read the rest of the line as a comment)".into());
+    }
+    if matches!(w, "||" | "&&" | ";") {
+        return Err(format!("is {w:?}, an iPXE command separator"));
+    }
+    Ok(())
+}
+
+/// Split kernel arguments written as one string (`"console=ttyS0 quiet"`) into safe words.
+/// Only spaces separate; any other whitespace or control character is refused, so a newline
+/// can never start a new command.
+pub fn split_args(s: &str) -> Result<Vec<String>, Unsafe> {
+    if let Some(c) = s.chars().find(|c| *c != ' ' && !matches!(c, '!'..='~')) {
+        return Err(format!("contains {c:?}: kernel arguments are printable ASCII separated by spaces"));
+    }
+    s.split(' ')
+        .filter(|w| !w.is_empty())
+        .map(|w| check_word(w).map(|()| w.to_string()).map_err(|e| format!("argument {w:?} {e}")))
+        .collect()
+}
+
+/// `Ok` if `url` is a safe word with one of `schemes` (`"http"`, `"https"`…) and a host.
+pub fn check_url(url: &str, schemes: &[&str]) -> Result<(), Unsafe> {
+    check_word(url)?;
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Err(format!("is not a URL: expected {}://host/…", schemes.join("|")));
+    };
+    if !schemes.contains(&scheme) {
+        return Err(format!("has scheme {scheme:?}: expected {}", schemes.join(" or ")));
+    }
+    let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if host.is_empty() || host.starts_with(':') {
+        return Err("has no host".into());
+    }
+    Ok(())
+}
+
+/// The installer boot: kernel and initramfs over HTTP, kernel command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Installer<'a> {
+    pub kernel_url: &'a str,
+    pub initrd_url: &'a str,
+    /// Kernel command-line words (after the `initrd=` this adds).
+    pub args: &'a [String],
+    /// Shown on the console, e.g. `node1 (52:54:00:00:00:01)`.
+    pub banner: &'a str,
+}
+
+/// Name iPXE gives the initramfs image; the kernel's EFI stub loads it by this name
+/// (`initrd=`). Harmless for BIOS boots, needed for UEFI.
+const INITRD_NAME: &str = "initrd";
+
+/// The installer script. Retries every 10 s if the kernel or initramfs cannot be loaded.
+pub fn installer(i: &Installer) -> Result<String, Unsafe> {
+    check_url(i.kernel_url, &["http", "https"]).map_err(|e| format!("kernel URL {:?} {e}", i.kernel_url))?;
+    check_url(i.initrd_url, &["http", "https"]).map_err(|e| format!("initrd URL {:?} {e}", i.initrd_url))?;
+    for a in i.args {
+        check_word(a).map_err(|e| format!("kernel argument {a:?} {e}"))?;
+    }
+    let mut s = String::from("#!ipxe\n");
+    s += &echo(&format!("installing {}", i.banner));
+    s += ":osie_retry\n";
+    s += &format!("kernel --name vmlinuz {} initrd={INITRD_NAME}", i.kernel_url);
+    for a in i.args {
+        s.push(' ');
+        s.push_str(a);
+    }
+    s += " || goto osie_failed\n";
+    s += &format!("initrd --name {INITRD_NAME} {} || goto osie_failed\n", i.initrd_url);
+    s += "boot || goto osie_failed\n";
+    s += ":osie_failed\n";
+    s += &echo("could not load the installer, trying again in 10 seconds");
+    s += "sleep 10\n";
+    s += "goto osie_retry\n";
+    Ok(s)
+}
+
+/// Chain to the machine's own script URL; back to local boot if that fails.
+pub fn chain(url: &str, banner: &str) -> Result<String, Unsafe> {
+    check_url(url, &["http", "https", "tftp"]).map_err(|e| format!("script URL {url:?} {e}"))?;
+    let mut s = String::from("#!ipxe\n");
+    s += &echo(&format!("chaining to the script of {banner}"));
+    s += &format!("chain --autofree {url} || goto osie_failed\n");
+    s += "exit\n";
+    s += ":osie_failed\n";
+    s += &echo("the script could not be loaded, booting from local disk");
+    s += "exit 1\n";
+    Ok(s)
+}
+
+/// The operator's own script, as written; the `#!ipxe` magic is added if missing.
+pub fn custom(script: &str) -> String {
+    let has_magic = script.starts_with("#!ipxe") || script.starts_with("#!gpxe");
+    let mut s = if has_magic { String::new() } else { String::from("#!ipxe\n") };
+    s.push_str(script);
+    if !s.ends_with('\n') {
+        s.push('\n');
+    }
+    s
+}
+
+/// Leave iPXE so the firmware boots the next device (the local disk).
+pub fn local_boot(reason: &str) -> String {
+    let mut s = String::from("#!ipxe\n");
+    s += &echo(&format!("{reason}, booting from local disk"));
+    s += "exit\n";
+    s
+}
+
+/// An `echo osie: …` line whose text cannot be anything but text.
+fn echo(text: &str) -> String {
+    format!("echo osie: {}\n", banner_text(text))
+}
+
+/// Free text reduced to characters that mean nothing to iPXE's parser; at most 200 of them.
+pub fn banner_text(text: &str) -> String {
+    text.chars()
+        .take(200)
+        .map(|c| if c.is_ascii_alphanumeric() || " .,:/()_+=@-".contains(c) { c } else { '_' })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// iPXE's reading of a script, after script.c and exec.c: continuation lines, labels,
+    /// comments, separators. Returns (label, command tokens) per command, before expansion.
+    fn ipxe_commands(script: &str) -> Vec<(Option<String>, Vec<String>)> {
+        let mut out = Vec::new();
+        let mut line = String::new();
+        for raw in script.split('\n') {
+            let raw = raw.strip_suffix('\r').unwrap_or(raw);
+            if let Some(cont) = raw.strip_suffix('\\') {
+                line.push_str(cont);
+                continue;
+            }
+            line.push_str(raw);
+            let mut rest = line.trim_start();
+            let mut label = None;
+            if let Some(l) = rest.strip_prefix(':') {
+                let (name, cmd) = l.split_once(char::is_whitespace).unwrap_or((l, ""));
+                label = Some(name.to_string());
+                rest = cmd;
+            }
+            let mut cmd = Vec::new();
+            for tok in rest.split(|c: char| c.is_ascii_whitespace() || c == '\x0b').filter(|t| !t.is_empty()) {
+                if tok.starts_with('#') {
+                    break;
+                }
+                if matches!(tok, "||" | "&&" | ";") {
+                    out.push((label.take(), std::mem::take(&mut cmd)));
+                    continue;
+                }
+                cmd.push(tok.to_string());
+            }
+            out.push((label, cmd));
+            line.clear();
+        }
+        out.retain(|(l, c)| l.is_some() || !c.is_empty());
+        out
+    }
+
+    fn names(cmds: &[(Option<String>, Vec<String>)]) -> Vec<String> {
+        cmds.iter()
+            .map(|(l, c)| match l {
+                Some(l) => format!(":{l}"),
+                None => c.first().cloned().unwrap_or_default(),
+            })
+            .collect()
+    }
+
+    fn args(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn installer_script_shape() {
+        let a = args(&["console=ttyS0,115200n8", "osie.url=http://192.0.2.1:8080", "osie.mac=52:54:00:00:00:01"]);
+        let s = installer(&Installer {
+            kernel_url: "http://192.0.2.1:8080/artifacts/vmlinuz",
+            initrd_url: "http://192.0.2.1:8080/artifacts/initramfs.img",
+            args: &a,
+            banner: "node1 (52:54:00:00:00:01)",
+        })
+        .unwrap();
+        assert!(s.starts_with("#!ipxe\n"));
+        let cmds = ipxe_commands(&s);
+        assert_eq!(
+            names(&cmds),
+            [
+                "echo",
+                ":osie_retry",
+                "kernel",
+                "goto",
+                "initrd",
+                "goto",
+                "boot",
+                "goto",
+                ":osie_failed",
+                "echo",
+                "sleep",
+                "goto"
+            ]
+        );
+        let kernel = &cmds[2].1;
+        assert_eq!(
+            kernel,
+            &args(&[
+                "kernel",
+                "--name",
+                "vmlinuz",
+                "http://192.0.2.1:8080/artifacts/vmlinuz",
+                "initrd=initrd",
+                "console=ttyS0,115200n8",
+                "osie.url=http://192.0.2.1:8080",
+                "osie.mac=52:54:00:00:00:01"
+            ])
+        );
+        assert_eq!(cmds[4].1, args(&["initrd", "--name", "initrd", "http://192.0.2.1:8080/artifacts/initramfs.img"]));
+    }
+
+    #[test]
+    fn hostile_words_are_refused() {
+        for bad in [
+            "a\nchain",
+            "quiet\r",
+            "x\\",
+            "${net0/ip}",
+            "a${x}",
+            "#",
+            "#rest",
+            "||",
+            "&&",
+            ";",
+            "tab\there",
+            "nul\0",
+            "é",
+            "",
+        ] {
+            assert!(check_word(bad).is_err(), "{bad:?} accepted");
+        }
+        for good in ["quiet", "console=ttyS0,115200n8", "a;b", "x||y", "$HOME", "50%", "-"] {
+            check_word(good).unwrap();
+        }
+    }
+
+    #[test]
+    fn split_args_refuses_control_characters() {
+        assert_eq!(split_args("  console=tty0   quiet ").unwrap(), args(&["console=tty0", "quiet"]));
+        assert_eq!(split_args("").unwrap(), Vec::<String>::new());
+        for bad in ["quiet\nchain http://evil/x", "a\tb", "quiet ${x}", "quiet || shell", "a \\", "x #comment"] {
+            let e = split_args(bad).unwrap_err();
+            assert!(!e.is_empty(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn urls_need_a_scheme_and_host() {
+        check_url("http://192.0.2.1:8080/x.ipxe", &["http"]).unwrap();
+        check_url("https://boot.example/a?b=c", &["http", "https"]).unwrap();
+        for bad in
+            ["ftp://x/y", "http://", "http:///x", "192.0.2.1/x", "http://x/${mac}", "http://x/a b", "http://:80/"]
+        {
+            assert!(check_url(bad, &["http", "https"]).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn rendering_refuses_what_validation_would() {
+        let a = args(&["quiet", "|| shell"]);
+        let i = Installer { kernel_url: "http://s/k", initrd_url: "http://s/i", args: &a, banner: "x" };
+        assert!(installer(&i).is_err());
+        let i = Installer { kernel_url: "http://s/k\nshell", initrd_url: "http://s/i", args: &[], banner: "x" };
+        assert!(installer(&i).is_err());
+        assert!(chain("http://s/x\nshell", "x").is_err());
+        assert!(chain("http://s/${x}", "x").is_err());
+    }
+
+    #[test]
+    fn hostile_banners_stay_one_echo() {
+        for evil in ["n1\nshell", "n1 || shell", "n1 ; shell", "${ip}", "n1 #", "n1\\", "n1\r\nkernel http://evil/"] {
+            let s = local_boot(evil);
+            let cmds = ipxe_commands(&s);
+            assert_eq!(names(&cmds), ["echo", "exit"], "{evil:?} -> {s:?}");
+            assert!(!s.contains("${"), "{s}");
+            let s = chain("http://s/x.ipxe", evil).unwrap();
+            assert_eq!(names(&ipxe_commands(&s)), ["echo", "chain", "goto", "exit", ":osie_failed", "echo", "exit"]);
+        }
+    }
+
+    #[test]
+    fn chain_and_local_boot_shapes() {
+        let s = chain("http://192.0.2.9/boot.ipxe", "node1").unwrap();
+        let cmds = ipxe_commands(&s);
+        assert_eq!(cmds[1].1, args(&["chain", "--autofree", "http://192.0.2.9/boot.ipxe"]));
+        assert_eq!(
+            local_boot("unknown machine"),
+            "#!ipxe\necho osie: unknown machine, booting from local disk\nexit\n"
+        );
+    }
+
+    #[test]
+    fn custom_scripts_get_the_magic() {
+        assert_eq!(custom("echo hi\nshell"), "#!ipxe\necho hi\nshell\n");
+        assert_eq!(custom("#!ipxe\nshell\n"), "#!ipxe\nshell\n");
+    }
+}

@@ -1,15 +1,26 @@
 //! bootsvc: osie's netboot service.
 //!
-//! One module per concern: [`config`] (bootsvc.toml), [`inventory`] (machine records),
-//! [`dhcp`], [`tftp`], [`http`] (iPXE scripts, artifacts, metadata, events, admin),
-//! [`ipxe`] (script rendering), [`state`] (events and per-machine state), [`metrics`].
+//! One module per concern: [`config`] (bootsvc.toml), [`inventory`] (machine records,
+//! images, hot reload, the [`inventory::Backend`]), [`state`] (events and per-machine
+//! state), [`dhcp`], [`tftp`], [`http`] (iPXE scripts, artifacts, metadata, events, admin),
+//! [`ipxe`] (script rendering), [`metadata`] (what a machine is told), [`metrics`],
+//! [`serve`] (wiring), [`cli`] with [`admin_client`], [`logging`]. Shared pieces:
+//! [`problem`] (file/field/what errors) and [`checks`] (small validators).
 //! Protocol logic is pure functions; the socket loops are small.
 
+pub mod admin_client;
+pub mod checks;
+pub mod cli;
 pub mod config;
 pub mod dhcp;
 pub mod http;
 pub mod inventory;
 pub mod ipxe;
+pub mod logging;
+pub mod metadata;
 pub mod metrics;
+pub mod problem;
+pub mod serve;
 pub mod state;
 pub mod tftp;
+pub mod udp;

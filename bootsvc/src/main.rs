@@ -1,4 +1,3 @@
-fn main() {
-    eprintln!("bootsvc: not built yet");
-    std::process::exit(2);
+fn main() -> std::process::ExitCode {
+    bootsvc::cli::main()
 }

@@ -5,6 +5,7 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -37,6 +38,8 @@ pub struct Metrics {
     /// TFTP transfers, by outcome (`complete`, `aborted`, `refused`).
     pub tftp_transfers: Family<OutcomeLabel, Counter>,
     pub tftp_bytes: Counter,
+    /// TFTP transfers open now (a file handed to a client and not yet finished or given up).
+    pub tftp_in_flight: Gauge,
     /// HTTP requests, by route template and status code.
     pub http_requests: Family<RouteLabels, Counter>,
     /// Installs finished, by outcome (`installed`, `failed`).
@@ -60,6 +63,7 @@ impl Metrics {
             dropped: Family::default(),
             tftp_transfers: Family::default(),
             tftp_bytes: Counter::default(),
+            tftp_in_flight: Gauge::default(),
             http_requests: Family::default(),
             installs: Family::default(),
             events: Family::default(),
@@ -68,6 +72,7 @@ impl Metrics {
         registry.register("dropped_packets", "Requests or packets refused, by reason", m.dropped.clone());
         registry.register("tftp_transfers", "TFTP transfers, by outcome", m.tftp_transfers.clone());
         registry.register("tftp_bytes", "TFTP payload bytes sent", m.tftp_bytes.clone());
+        registry.register("tftp_transfers_in_flight", "TFTP transfers open now", m.tftp_in_flight.clone());
         registry.register("http_requests", "HTTP requests, by route and status", m.http_requests.clone());
         registry.register("installs", "Installs finished, by outcome", m.installs.clone());
         registry.register("events", "Events stored, by phase", m.events.clone());

@@ -1,31 +1,22 @@
-//! DHCP: classification, reply building (pure), and the socket loops.
+//! DHCP: classification, reply building (pure), leases, and the socket loops.
+//!
+//! - [`request`]: parse and validate a received packet (malformed and truncated ones are
+//!   refused with a reason that goes into `osie_dropped_packets_total`).
+//! - [`classify`]: firmware class and architecture → boot file (DESIGN.md's table).
+//! - [`reply`]: request in, reply out, for reservation and proxy mode, and why.
+//! - [`leases`]: the dynamic pool, persisted under `state.dir`.
+//! - [`server`]: sockets on UDP 67 and 4011, bound to `listen.interface`.
+//!
+//! The operator's view (classification table, proxy mode, relays, leases) is in
+//! `bootsvc/docs/dhcp.md`.
 //!
 //! Interface used by the service wiring (`serve`): bind first (ports below 1024, before
 //! privileges are dropped), then run.
 
-use std::sync::Arc;
+pub mod classify;
+pub mod leases;
+pub mod reply;
+pub mod request;
+pub mod server;
 
-use crate::config::Config;
-use crate::inventory::{Backend, Leases};
-use crate::metrics::Metrics;
-
-/// The bound DHCP service (UDP 67, and 4011 when configured).
-pub struct DhcpServer {
-    _private: (),
-}
-
-impl DhcpServer {
-    pub fn bind(_cfg: Arc<Config>, _backend: Arc<dyn Backend>, _metrics: Arc<Metrics>) -> anyhow::Result<DhcpServer> {
-        anyhow::bail!("DHCP server not implemented yet")
-    }
-
-    /// The dynamic-pool leases, for the HTTP side's source-address checks.
-    pub fn leases(&self) -> Arc<dyn Leases> {
-        unimplemented!("DHCP server not implemented yet")
-    }
-
-    /// Serve until the task is dropped.
-    pub async fn run(self) -> anyhow::Result<()> {
-        anyhow::bail!("DHCP server not implemented yet")
-    }
-}
+pub use server::DhcpServer;

@@ -2,15 +2,34 @@
 //!
 //! Protocol code asks a [`Backend`] (by MAC, by IP), never the files: the same interface
 //! serves the file inventory here and any other source later.
+//!
+//! - [`model`]: the native record; [`tinkerbell`]: Tinkerbell `Hardware` converted to it;
+//! - [`load`]: reading the directory; [`validate`]: per-record and cross-record checks;
+//! - [`images`]: the image manifests records refer to by name;
+//! - [`Snapshot`]: one consistent, validated inventory; [`Inventory`]: the current one;
+//! - [`watch`]: hot reload; [`backend`]: the [`Backend`] over inventory, state and leases.
 
+pub mod backend;
+pub mod images;
+pub mod load;
 pub mod model;
+pub mod tinkerbell;
+pub mod validate;
+pub mod watch;
 
+use std::collections::HashMap;
 use std::net::Ipv4Addr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use osie_api::MacAddr;
 
+pub use backend::InventoryBackend;
+pub use images::Images;
+pub use load::{Entry, Source};
 pub use model::Machine;
+
+use crate::config::Config;
+use crate::problem::Problems;
 
 /// What the protocol servers need to know about machines.
 pub trait Backend: Send + Sync + 'static {
@@ -28,4 +47,105 @@ pub trait Backend: Send + Sync + 'static {
 pub trait Leases: Send + Sync + 'static {
     /// The MAC currently holding `ip`, if the lease has not expired.
     fn mac_for_ip(&self, ip: Ipv4Addr) -> Option<MacAddr>;
+}
+
+/// No dynamic leases (DHCP disabled, or not bound yet).
+pub struct NoLeases;
+
+impl Leases for NoLeases {
+    fn mac_for_ip(&self, _ip: Ipv4Addr) -> Option<MacAddr> {
+        None
+    }
+}
+
+/// One validated inventory, indexed. Immutable: a reload builds a new one.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    entries: Vec<Entry>,
+    by_mac: HashMap<MacAddr, usize>,
+    by_ip: HashMap<Ipv4Addr, usize>,
+    by_instance: HashMap<String, usize>,
+    pub images: Images,
+}
+
+impl Snapshot {
+    /// Read and validate the inventory and image manifests the config names. Every problem,
+    /// or a snapshot with none.
+    pub fn load(cfg: &Config) -> Result<Snapshot, Problems> {
+        let mut problems = Problems::default();
+        let images = images::load(&cfg.artifacts.images_dir, &mut problems);
+        let entries = load::read_dir(&cfg.inventory.dir, &mut problems);
+        for e in &entries {
+            validate::machine(e, cfg, &images, &mut problems);
+        }
+        validate::across(&entries, &mut problems);
+        if problems.is_empty() {
+            Ok(Snapshot::new(entries, images))
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// Index validated entries (duplicates already refused: the first one wins here).
+    pub fn new(entries: Vec<Entry>, images: Images) -> Snapshot {
+        let mut s = Snapshot { images, ..Default::default() };
+        for (i, e) in entries.iter().enumerate() {
+            for mac in &e.machine.macs {
+                s.by_mac.entry(*mac).or_insert(i);
+            }
+            if let Some(ip) = &e.machine.ip {
+                s.by_ip.entry(ip.address).or_insert(i);
+            }
+            s.by_instance.entry(e.machine.instance_id()).or_insert(i);
+        }
+        s.entries = entries;
+        s
+    }
+
+    pub fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn by_mac(&self, mac: &MacAddr) -> Option<&Entry> {
+        self.by_mac.get(mac).map(|i| &self.entries[*i])
+    }
+
+    /// By fixed address only (leases are the backend's business).
+    pub fn by_fixed_ip(&self, ip: Ipv4Addr) -> Option<&Entry> {
+        self.by_ip.get(&ip).map(|i| &self.entries[*i])
+    }
+
+    pub fn by_instance_id(&self, id: &str) -> Option<&Entry> {
+        self.by_instance.get(id).map(|i| &self.entries[*i])
+    }
+}
+
+/// The current inventory. Readers take a cheap `Arc` of the snapshot; a reload swaps it.
+pub struct Inventory {
+    current: RwLock<Arc<Snapshot>>,
+}
+
+impl Inventory {
+    pub fn new(s: Snapshot) -> Inventory {
+        Inventory { current: RwLock::new(Arc::new(s)) }
+    }
+
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        // A panic while holding this lock cannot leave the Arc half-written.
+        Arc::clone(&self.current.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    pub fn replace(&self, s: Snapshot) -> Arc<Snapshot> {
+        let new = Arc::new(s);
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::clone(&new);
+        new
+    }
 }

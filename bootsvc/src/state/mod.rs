@@ -1,1 +1,280 @@
-//! Events and per-machine state in an embedded, crash-safe store.
+//! Events and per-machine state in an embedded, crash-safe store (redb, one file:
+//! `<state.dir>/bootsvc.redb`).
+//!
+//! An event is committed durably (fsync) before [`Store::record_event`] returns, and the
+//! HTTP side answers 2xx only after that: an acknowledged event survives a crash. A re-sent
+//! event (same machine, `run_id` and `seq`) is recognised and not stored twice.
+//!
+//! Machine state is keyed by the machine's first MAC (its record's `macs[0]`), whichever NIC
+//! an event names. Reads come from an in-memory copy kept in step with the file.
+
+pub mod machine;
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, RwLock};
+
+use anyhow::{Context, Result};
+use osie_api::{Event, MacAddr};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+pub use machine::{EventSummary, MachineState, Status};
+
+/// Machine key (MAC) → JSON [`MachineState`].
+const MACHINES: TableDefinition<&str, &[u8]> = TableDefinition::new("machines");
+/// (machine key, event number) → JSON [`StoredEvent`].
+const EVENTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("events");
+/// `key|run_id|seq` → event number: events already stored.
+const EVENT_IDS: TableDefinition<&str, u64> = TableDefinition::new("event_ids");
+
+/// One event as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredEvent {
+    /// Number of the event for its machine: 0, 1, 2…
+    pub n: u64,
+    /// When bootsvc stored it (RFC 3339).
+    pub received: String,
+    /// Who sent it.
+    #[serde(default)]
+    pub source: Option<Ipv4Addr>,
+    pub event: Event,
+}
+
+/// The outcome of [`Store::record_event`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recorded {
+    /// The same event had been stored before; nothing changed.
+    pub duplicate: bool,
+    pub state: MachineState,
+}
+
+pub struct Store {
+    db: Database,
+    path: PathBuf,
+    cache: RwLock<HashMap<MacAddr, MachineState>>,
+    /// Serialises writers so the cache is updated in commit order.
+    writer: Mutex<()>,
+}
+
+impl Store {
+    /// Open (or create) the store in `dir`, creating the directory if needed.
+    pub fn open(dir: &Path) -> Result<Store> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating state directory {}", dir.display()))?;
+        let path = dir.join("bootsvc.redb");
+        let db = Database::create(&path).with_context(|| format!("opening state store {}", path.display()))?;
+        let txn = db.begin_write().context("state store: starting a write")?;
+        {
+            txn.open_table(MACHINES).context("state store: machines table")?;
+            txn.open_table(EVENTS).context("state store: events table")?;
+            txn.open_table(EVENT_IDS).context("state store: event ids table")?;
+        }
+        txn.commit().context("state store: creating tables")?;
+        let mut cache = HashMap::new();
+        let read = db.begin_read().context("state store: starting a read")?;
+        let machines = read.open_table(MACHINES).context("state store: machines table")?;
+        for row in machines.iter().context("state store: reading machines")? {
+            let (k, v) = row.context("state store: reading a machine")?;
+            let mac: MacAddr =
+                k.value().parse().with_context(|| format!("state store: bad machine key {:?}", k.value()))?;
+            let st: MachineState = serde_json::from_slice(v.value())
+                .with_context(|| format!("state store: machine {mac}: undecodable state"))?;
+            cache.insert(mac, st);
+        }
+        Ok(Store { db, path, cache: RwLock::new(cache), writer: Mutex::new(()) })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The state of the machine keyed `key` (default when never seen).
+    pub fn state(&self, key: &MacAddr) -> MachineState {
+        self.cache.read().unwrap_or_else(|e| e.into_inner()).get(key).cloned().unwrap_or_default()
+    }
+
+    /// Every machine with stored state.
+    pub fn all(&self) -> HashMap<MacAddr, MachineState> {
+        self.cache.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Store `ev` for the machine keyed `key` and update its state, durably, before
+    /// returning. A re-sent event (same `run_id` and `seq`) changes nothing.
+    pub fn record_event(&self, key: MacAddr, ev: &Event, source: Option<Ipv4Addr>, now: &str) -> Result<Recorded> {
+        let _w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let k = key.to_string();
+        let id = match (&ev.run_id, ev.seq) {
+            (Some(run), Some(seq)) => Some(format!("{k}|{run}|{seq}")),
+            _ => None,
+        };
+        let txn = self.db.begin_write().context("state store: starting a write")?;
+        let state = {
+            let mut ids = txn.open_table(EVENT_IDS).context("state store: event ids table")?;
+            if let Some(id) = &id {
+                if ids.get(id.as_str()).context("state store: looking up an event id")?.is_some() {
+                    drop(ids);
+                    txn.abort().context("state store: abandoning a duplicate")?;
+                    return Ok(Recorded { duplicate: true, state: self.state(&key) });
+                }
+            }
+            let mut machines = txn.open_table(MACHINES).context("state store: machines table")?;
+            let current = match machines.get(k.as_str()).context("state store: reading a machine")? {
+                Some(v) => serde_json::from_slice(v.value()).context("state store: undecodable machine state")?,
+                None => MachineState::default(),
+            };
+            let state = current.apply(ev, now);
+            let n = state.events - 1;
+            let stored = StoredEvent { n, received: now.to_string(), source, event: ev.clone() };
+            let mut events = txn.open_table(EVENTS).context("state store: events table")?;
+            events
+                .insert((k.as_str(), n), serde_json::to_vec(&stored)?.as_slice())
+                .context("state store: storing the event")?;
+            machines
+                .insert(k.as_str(), serde_json::to_vec(&state)?.as_slice())
+                .context("state store: storing state")?;
+            if let Some(id) = &id {
+                ids.insert(id.as_str(), n).context("state store: storing the event id")?;
+            }
+            state
+        };
+        // Default durability: fsync before commit returns.
+        txn.commit().context("state store: committing the event")?;
+        self.cache.write().unwrap_or_else(|e| e.into_inner()).insert(key, state.clone());
+        Ok(Recorded { duplicate: false, state })
+    }
+
+    /// Allow netboot again after an install; durable before returning.
+    pub fn reinstall(&self, key: MacAddr, now: &str) -> Result<MachineState> {
+        self.update(key, Durability::Immediate, |s| Some(s.reinstall(now)))
+            .map(|s| s.unwrap_or_else(|| self.state(&key)))
+    }
+
+    /// Remember the address a machine fetched its iPXE script from. Written only when it
+    /// changed, and without fsync: it is a hint, losing it in a crash costs nothing.
+    pub fn saw_script_fetch(&self, key: MacAddr, ip: Ipv4Addr, now: &str) -> Result<()> {
+        if self.state(&key).last_seen_ip == Some(ip) {
+            return Ok(());
+        }
+        self.update(key, Durability::None, |s| {
+            let mut s = s.clone();
+            s.last_seen_ip = Some(ip);
+            s.last_seen_at = Some(now.to_string());
+            Some(s)
+        })?;
+        Ok(())
+    }
+
+    fn update(
+        &self,
+        key: MacAddr,
+        durability: Durability,
+        f: impl FnOnce(&MachineState) -> Option<MachineState>,
+    ) -> Result<Option<MachineState>> {
+        let _w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let k = key.to_string();
+        let mut txn = self.db.begin_write().context("state store: starting a write")?;
+        txn.set_durability(durability).map_err(|e| anyhow::anyhow!("state store: setting durability: {e}"))?;
+        let new = {
+            let mut machines = txn.open_table(MACHINES).context("state store: machines table")?;
+            let current = match machines.get(k.as_str()).context("state store: reading a machine")? {
+                Some(v) => serde_json::from_slice(v.value()).context("state store: undecodable machine state")?,
+                None => MachineState::default(),
+            };
+            let Some(new) = f(&current) else { return Ok(None) };
+            machines.insert(k.as_str(), serde_json::to_vec(&new)?.as_slice()).context("state store: storing state")?;
+            new
+        };
+        txn.commit().context("state store: committing")?;
+        self.cache.write().unwrap_or_else(|e| e.into_inner()).insert(key, new.clone());
+        Ok(Some(new))
+    }
+
+    /// The last `limit` events of the machine keyed `key`, oldest first.
+    pub fn events(&self, key: &MacAddr, limit: usize) -> Result<Vec<StoredEvent>> {
+        let k = key.to_string();
+        let read = self.db.begin_read().context("state store: starting a read")?;
+        let events = read.open_table(EVENTS).context("state store: events table")?;
+        let range = events.range((k.as_str(), 0)..=(k.as_str(), u64::MAX)).context("state store: reading events")?;
+        let mut out = Vec::new();
+        for row in range.rev().take(limit) {
+            let (_, v) = row.context("state store: reading an event")?;
+            out.push(serde_json::from_slice(v.value()).context("state store: undecodable event")?);
+        }
+        out.reverse();
+        Ok(out)
+    }
+}
+
+/// Now, as RFC 3339 UTC.
+pub fn now() -> String {
+    let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+    osie_api::time::rfc3339(ms as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use osie_api::Phase;
+
+    use super::*;
+
+    fn ev(phase: Phase, run: &str, seq: u64) -> Event {
+        Event {
+            machine: "52:54:00:00:00:01".parse().unwrap(),
+            phase,
+            progress: None,
+            message: format!("{phase}"),
+            time: "2026-01-01T00:00:00Z".into(),
+            run_id: Some(run.into()),
+            seq: Some(seq),
+            error: Vec::new(),
+            hardware: None,
+        }
+    }
+
+    #[test]
+    fn events_survive_reopen_and_duplicates_are_noops() {
+        let d = tempfile::tempdir().unwrap();
+        let key: MacAddr = "52:54:00:00:00:01".parse().unwrap();
+        let ip = Some(Ipv4Addr::new(192, 0, 2, 10));
+        {
+            let s = Store::open(d.path()).unwrap();
+            assert!(!s.record_event(key, &ev(Phase::BootedInstaller, "r1", 0), ip, "t0").unwrap().duplicate);
+            assert!(!s.record_event(key, &ev(Phase::Installed, "r1", 1), ip, "t1").unwrap().duplicate);
+            let again = s.record_event(key, &ev(Phase::Installed, "r1", 1), ip, "t2").unwrap();
+            assert!(again.duplicate);
+            assert_eq!(again.state.events, 2);
+            s.saw_script_fetch(key, Ipv4Addr::new(192, 0, 2, 10), "t3").unwrap();
+        }
+        let s = Store::open(d.path()).unwrap();
+        let st = s.state(&key);
+        assert_eq!((st.status, st.netboot_cleared, st.events), (Status::Installed, true, 2));
+        let evs = s.events(&key, 10).unwrap();
+        assert_eq!(evs.iter().map(|e| e.event.phase).collect::<Vec<_>>(), [Phase::BootedInstaller, Phase::Installed]);
+        assert_eq!(evs[1].n, 1);
+        assert_eq!(s.events(&key, 1).unwrap()[0].event.phase, Phase::Installed);
+        assert!(s.record_event(key, &ev(Phase::Installed, "r1", 1), ip, "t4").unwrap().duplicate);
+        let st = s.reinstall(key, "t5").unwrap();
+        assert!(!st.netboot_cleared);
+        drop(s);
+        let s = Store::open(d.path()).unwrap();
+        assert_eq!(s.state(&key).status, Status::ReinstallPending);
+        assert_eq!(s.all().len(), 1);
+    }
+
+    #[test]
+    fn events_without_ids_are_all_stored() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(d.path()).unwrap();
+        let key: MacAddr = "52:54:00:00:00:02".parse().unwrap();
+        let mut e = ev(Phase::FirstBoot, "x", 0);
+        e.run_id = None;
+        e.seq = None;
+        for _ in 0..3 {
+            assert!(!s.record_event(key, &e, None, "t").unwrap().duplicate);
+        }
+        assert_eq!(s.events(&key, 100).unwrap().len(), 3);
+        let other: MacAddr = "52:54:00:00:00:03".parse().unwrap();
+        assert!(s.events(&other, 100).unwrap().is_empty());
+    }
+}

@@ -1,0 +1,258 @@
+//! The CLI's side of the admin API: a small HTTP/1 client (hyper) and the table output of
+//! `bootsvc machines`.
+
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Context, Result};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::header::{AUTHORIZATION, HOST};
+use hyper::{Method, Request};
+use hyper_util::rt::TokioIo;
+use serde::de::DeserializeOwned;
+
+use crate::config::Config;
+use crate::http::admin::MachineView;
+use crate::state::StoredEvent;
+
+/// Where the admin API is and how to authenticate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Client {
+    /// `host:port`
+    authority: String,
+    /// Path prefix of the service (`""` or `/osie`).
+    prefix: String,
+    token: String,
+}
+
+impl Client {
+    /// From `--url` + `--token-file`, or from the service's own config file.
+    pub fn new(config: Option<&Path>, url: Option<&str>, token_file: Option<&Path>) -> Result<Client> {
+        let (url, token) = match (url, config) {
+            (Some(url), _) => {
+                let tf = token_file.ok_or_else(|| anyhow!("--url needs --token-file (the admin bearer token)"))?;
+                (url.to_string(), read_token(tf)?)
+            }
+            (None, Some(cfg_path)) => {
+                let cfg = Config::load_unchecked(cfg_path).map_err(|p| anyhow!("{p}"))?;
+                let token = match (token_file, cfg.admin_token()?) {
+                    (Some(tf), _) => read_token(tf)?,
+                    (None, Some(t)) => t,
+                    (None, None) => bail!("{}: admin.token_file is not set: the admin API is off", cfg_path.display()),
+                };
+                (cfg.local_url(), token)
+            }
+            (None, None) => {
+                bail!("say where bootsvc runs: --config <bootsvc.toml>, or --url <URL> --token-file <file>")
+            }
+        };
+        let rest = url.strip_prefix("http://").ok_or_else(|| {
+            anyhow!("{url}: only http:// URLs (run the CLI on the bootsvc host, or through a tunnel)")
+        })?;
+        let (authority, prefix) = match rest.find('/') {
+            Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
+            None => (rest, ""),
+        };
+        if authority.is_empty() {
+            bail!("{url}: no host");
+        }
+        let authority = if authority.contains(':') { authority.to_string() } else { format!("{authority}:80") };
+        Ok(Client { authority, prefix: prefix.to_string(), token })
+    }
+
+    async fn call<T: DeserializeOwned>(&self, method: Method, path: &str) -> Result<T> {
+        let what = format!("{method} http://{}{}{path}", self.authority, self.prefix);
+        let stream =
+            tokio::net::TcpStream::connect(&self.authority).await.with_context(|| format!("{what}: connecting"))?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.with_context(|| what.clone())?;
+        tokio::spawn(conn);
+        let req = Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.prefix))
+            .header(HOST, &self.authority)
+            .header(AUTHORIZATION, format!("Bearer {}", self.token))
+            .body(Empty::<Bytes>::new())
+            .with_context(|| what.clone())?;
+        let resp = sender.send_request(req).await.with_context(|| what.clone())?;
+        let status = resp.status();
+        let body = resp.into_body().collect().await.with_context(|| format!("{what}: reading the answer"))?.to_bytes();
+        if !status.is_success() {
+            bail!("{what}: {status}: {}", String::from_utf8_lossy(&body).trim());
+        }
+        serde_json::from_slice(&body).with_context(|| format!("{what}: undecodable answer"))
+    }
+
+    pub async fn machines(&self) -> Result<Vec<MachineView>> {
+        self.call(Method::GET, "/admin/machines").await
+    }
+
+    pub async fn machine(&self, mac: &str) -> Result<MachineView> {
+        self.call(Method::GET, &format!("/admin/machines/{mac}")).await
+    }
+
+    pub async fn events(&self, mac: &str, limit: usize) -> Result<Vec<StoredEvent>> {
+        self.call(Method::GET, &format!("/admin/machines/{mac}/events?limit={limit}")).await
+    }
+
+    pub async fn reinstall(&self, mac: &str) -> Result<MachineView> {
+        self.call(Method::POST, &format!("/admin/machines/{mac}/reinstall")).await
+    }
+}
+
+fn read_token(f: &Path) -> Result<String> {
+    let t = std::fs::read_to_string(f).with_context(|| format!("reading token file {}", f.display()))?;
+    Ok(t.trim().to_string())
+}
+
+/// `bootsvc machines` as a table: one line per machine.
+pub fn machines_table(v: &[MachineView]) -> String {
+    let rows: Vec<[String; 8]> = v
+        .iter()
+        .map(|m| {
+            let s = &m.state;
+            let netboot = match (m.netboot.allow, m.netboot.allowed) {
+                (_, true) => "allowed",
+                (true, false) => "cleared",
+                (false, false) => "off",
+            };
+            let progress = match &s.progress {
+                Some(p) => match p.percent() {
+                    Some(pc) => format!("{pc:.0}%"),
+                    None => format!("{} B", p.bytes_done),
+                },
+                None => "-".into(),
+            };
+            let last = match &s.last_event {
+                Some(e) if e.message.is_empty() => format!("{} {}", e.received, e.phase),
+                Some(e) => format!("{} {}: {}", e.received, e.phase, e.message),
+                None => "-".into(),
+            };
+            [
+                m.hostname.clone(),
+                m.macs.first().map(|m| m.to_string()).unwrap_or_default(),
+                m.ip.clone().unwrap_or_else(|| "-".into()),
+                netboot.into(),
+                s.status.as_str().into(),
+                s.phase.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+                progress,
+                last.chars().take(80).collect(),
+            ]
+        })
+        .collect();
+    table(&["HOSTNAME", "MAC", "IP", "NETBOOT", "STATUS", "PHASE", "PROGRESS", "LAST EVENT"], &rows)
+}
+
+/// `bootsvc machine <mac> events` as a table.
+pub fn events_table(v: &[StoredEvent]) -> String {
+    let rows: Vec<[String; 4]> = v
+        .iter()
+        .map(|e| {
+            let detail = match (&e.event.progress, e.event.error.is_empty()) {
+                (_, false) => e.event.error.join(": "),
+                (Some(p), true) => match p.percent() {
+                    Some(pc) => format!("{pc:.0}% {}", e.event.message),
+                    None => e.event.message.clone(),
+                },
+                (None, true) => e.event.message.clone(),
+            };
+            [e.received.clone(), e.event.phase.to_string(), e.source.map(|s| s.to_string()).unwrap_or_default(), detail]
+        })
+        .collect();
+    table(&["RECEIVED", "PHASE", "FROM", "MESSAGE"], &rows)
+}
+
+fn table<const N: usize>(head: &[&str; N], rows: &[[String; N]]) -> String {
+    let mut w: Vec<usize> = head.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            w[i] = w[i].max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == N {
+                s.push_str(c);
+            } else {
+                s.push_str(&format!("{c:<width$}  ", width = w[i]));
+            }
+        }
+        s.trim_end().to_string() + "\n"
+    };
+    let mut out = line(head.to_vec());
+    for r in rows {
+        out += &line(r.iter().map(String::as_str).collect());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use osie_api::{Phase, Progress};
+
+    use super::*;
+    use crate::http::admin::NetbootView;
+    use crate::state::{EventSummary, MachineState, Status};
+
+    #[test]
+    fn url_forms() {
+        let d = tempfile::tempdir().unwrap();
+        let tf = d.path().join("t");
+        std::fs::write(&tf, "0123456789abcdef\n").unwrap();
+        let c = Client::new(None, Some("http://192.0.2.1:8080/"), Some(&tf)).unwrap();
+        assert_eq!(
+            (c.authority.as_str(), c.prefix.as_str(), c.token.as_str()),
+            ("192.0.2.1:8080", "", "0123456789abcdef")
+        );
+        let c = Client::new(None, Some("http://boot.example/osie"), Some(&tf)).unwrap();
+        assert_eq!((c.authority.as_str(), c.prefix.as_str()), ("boot.example:80", "/osie"));
+        assert!(Client::new(None, Some("https://x"), Some(&tf)).is_err());
+        assert!(Client::new(None, Some("http://x"), None).is_err());
+        assert!(Client::new(None, None, None).unwrap_err().to_string().contains("--config"));
+    }
+
+    #[test]
+    fn table_output() {
+        let m = MachineView {
+            hostname: "node1".into(),
+            instance_id: "i-1".into(),
+            macs: vec!["52:54:00:00:00:01".parse().unwrap()],
+            ip: Some("192.0.2.10/24".into()),
+            source: "node1.json".into(),
+            netboot: NetbootView { allow: true, cleared: false, allowed: true },
+            state: MachineState {
+                status: Status::Installing,
+                phase: Some(Phase::ImageStreaming),
+                progress: Some(Progress { bytes_done: 1, bytes_total: Some(4), ..Default::default() }),
+                last_event: Some(EventSummary {
+                    phase: Phase::ImageStreaming,
+                    message: "writing".into(),
+                    time: "t".into(),
+                    received: "2026-01-01T00:00:00.000Z".into(),
+                }),
+                ..Default::default()
+            },
+        };
+        let t = machines_table(&[m]);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines.len(), 2);
+        assert!(lines[0].starts_with("HOSTNAME  MAC"), "{t}");
+        let cols: Vec<&str> = lines[1].split_whitespace().collect();
+        assert_eq!(
+            cols,
+            [
+                "node1",
+                "52:54:00:00:00:01",
+                "192.0.2.10/24",
+                "allowed",
+                "installing",
+                "image-streaming",
+                "25%",
+                "2026-01-01T00:00:00.000Z",
+                "image-streaming:",
+                "writing"
+            ]
+        );
+    }
+}

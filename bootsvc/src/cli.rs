@@ -1,0 +1,208 @@
+//! Command line: `serve`, `check`, `machines`, `machine <mac> …`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use crate::admin_client::{self, Client};
+use crate::config::Config;
+use crate::inventory::Snapshot;
+use crate::problem::Problems;
+
+/// osie's netboot service: DHCP, TFTP and HTTP (iPXE scripts, kernel and initramfs, OS
+/// images, installer metadata, events) for the machines in an inventory directory.
+///
+/// A machine listed in the inventory with netboot allowed PXE-boots into the osie installer,
+/// which writes its OS image, reports back, and the machine boots from disk from then on
+/// (one-shot install) until `bootsvc machine <mac> reinstall`.
+#[derive(Debug, Parser)]
+#[command(name = "bootsvc", version)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the service (binds HTTP, and DHCP and TFTP when enabled; usually needs root).
+    Serve {
+        /// The service's configuration (bootsvc/docs/config.md explains every field).
+        #[arg(long, short, env = "BOOTSVC_CONFIG")]
+        config: PathBuf,
+    },
+    /// Validate the configuration, the inventory and the image manifests without starting.
+    ///
+    /// Prints every problem as `<file>: <field>: <what is wrong>` and exits 1, or prints a
+    /// one-line summary and exits 0.
+    Check {
+        #[arg(long, short, env = "BOOTSVC_CONFIG")]
+        config: PathBuf,
+    },
+    /// List machines with their netboot permission, install status, phase, progress and last
+    /// event (through the admin API of the running service).
+    Machines {
+        #[command(flatten)]
+        conn: Connect,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Act on one machine (through the admin API).
+    Machine {
+        /// The machine's MAC address (any of its NICs).
+        mac: String,
+        #[command(subcommand)]
+        action: MachineAction,
+        #[command(flatten)]
+        conn: Connect,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MachineAction {
+    /// Allow netboot again after an install: the next boot reinstalls the machine.
+    Reinstall,
+    /// Show the machine's record summary and state.
+    Show {
+        #[arg(long)]
+        json: bool,
+    },
+    /// The machine's stored events, oldest first.
+    Events {
+        /// At most this many (the newest).
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// How the CLI reaches the admin API.
+#[derive(Debug, Clone, Args)]
+pub struct Connect {
+    /// The service's config file: the admin API is reached on http.listen with the token from
+    /// admin.token_file.
+    #[arg(long, short, env = "BOOTSVC_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    /// Or: the service's base URL (http://host:port); wins over --config.
+    #[arg(long, env = "BOOTSVC_URL", global = true)]
+    pub url: Option<String>,
+    /// With --url: the file holding the admin bearer token (or, with --config, instead of
+    /// admin.token_file).
+    #[arg(long, env = "BOOTSVC_TOKEN_FILE", global = true)]
+    pub token_file: Option<PathBuf>,
+}
+
+impl Connect {
+    fn client(&self) -> Result<Client> {
+        Client::new(self.config.as_deref(), self.url.as_deref(), self.token_file.as_deref())
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("bootsvc: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Serve { config } => {
+            let cfg = Config::load(&config).map_err(|p| anyhow::anyhow!("the configuration has problems:\n{p}"))?;
+            crate::logging::init(cfg.log.format, &cfg.log.level)?;
+            runtime()?.block_on(crate::serve::serve(cfg))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check { config } => Ok(check(&config)),
+        Command::Machines { conn, json } => {
+            let v = runtime()?.block_on(async { conn.client()?.machines().await })?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                print!("{}", admin_client::machines_table(&v));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Machine { mac, action, conn } => {
+            let client = conn.client()?;
+            let rt = runtime()?;
+            match action {
+                MachineAction::Reinstall => {
+                    let m = rt.block_on(client.reinstall(&mac))?;
+                    println!("{} ({mac}): netboot allowed again; its next boot reinstalls it", m.hostname);
+                }
+                MachineAction::Show { json } => {
+                    let m = rt.block_on(client.machine(&mac))?;
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&m)?);
+                    } else {
+                        print!("{}", admin_client::machines_table(std::slice::from_ref(&m)));
+                    }
+                }
+                MachineAction::Events { limit, json } => {
+                    let v = rt.block_on(client.events(&mac, limit))?;
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&v)?);
+                    } else {
+                        print!("{}", admin_client::events_table(&v));
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// `bootsvc check`: every problem of config, inventory and image manifests.
+fn check(path: &Path) -> ExitCode {
+    let (problems, summary) = check_all(path);
+    if problems.is_empty() {
+        println!("{summary}");
+        return ExitCode::SUCCESS;
+    }
+    for p in problems.iter() {
+        println!("{p}");
+    }
+    eprintln!("bootsvc check: {} problem{}", problems.len(), if problems.len() == 1 { "" } else { "s" });
+    ExitCode::FAILURE
+}
+
+/// The problems, and the summary line when there are none.
+pub fn check_all(path: &Path) -> (Problems, String) {
+    let cfg = match Config::load_unchecked(path) {
+        Ok(c) => c,
+        Err(p) => return (Problems(vec![p]), String::new()),
+    };
+    let mut problems = cfg.validate();
+    // The inventory is checked even when the config has problems, as long as its
+    // directories are there: one run shows everything to fix.
+    if cfg.inventory.dir.is_dir() && cfg.artifacts.images_dir.is_dir() {
+        match Snapshot::load(&cfg) {
+            Ok(snap) => {
+                let allowed = snap.entries().iter().filter(|e| e.machine.netboot.allow).count();
+                let summary = format!(
+                    "ok: {}: {} machine{} ({allowed} may netboot), {} image{}",
+                    cfg.source.display(),
+                    snap.len(),
+                    if snap.len() == 1 { "" } else { "s" },
+                    snap.images.len(),
+                    if snap.images.len() == 1 { "" } else { "s" },
+                );
+                return (problems, summary);
+            }
+            Err(p) => problems.0.extend(p),
+        }
+    }
+    (problems, String::new())
+}

@@ -1,0 +1,305 @@
+//! Every check on a parsed `bootsvc.toml`, each reported with its field path. Paths must be
+//! resolved first ([`Config::load`] does both).
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use super::{Config, DhcpMode};
+use crate::checks;
+use crate::problem::{Collector, Problems};
+
+impl Config {
+    /// All problems with this configuration; empty when it is usable.
+    pub fn validate(&self) -> Problems {
+        let mut out = Problems::default();
+        let mut c = out.collector(&self.source, "");
+        self.check_listen(&mut c);
+        self.check_dhcp(&mut c);
+        self.check_tftp(&mut c);
+        self.check_http(&mut c);
+        self.check_artifacts(&mut c);
+        self.check_dirs(&mut c);
+        self.check_admin(&mut c);
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            c.add("log.level", format!("{:?} is not a tracing filter: {e}", self.log.level));
+        }
+        out
+    }
+
+    fn check_listen(&self, c: &mut Collector) {
+        let i = &self.listen.interface;
+        let needs_if = self.dhcp.enabled || self.tftp.enabled;
+        if i.is_empty() && needs_if {
+            c.add("listen.interface", "is empty; DHCP and TFTP bind to this interface");
+        } else if i.len() > 15 || i.contains(['/', ' ', ':', '\0']) || i == "." || i == ".." {
+            c.add("listen.interface", format!("{i:?} is not a Linux interface name (at most 15 characters, no '/')"));
+        }
+        let a = self.listen.address;
+        if a.is_unspecified() || a.is_broadcast() || a.is_multicast() {
+            c.add("listen.address", format!("{a} cannot be this server's address on the machines' network"));
+        }
+    }
+
+    fn check_dhcp(&self, c: &mut Collector) {
+        let d = &self.dhcp;
+        if !(30..=31_536_000).contains(&d.lease_secs) {
+            c.add("dhcp.lease_secs", format!("{} is out of range: 30 s to one year", d.lease_secs));
+        }
+        let Some(p) = &d.pool else { return };
+        if d.mode == DhcpMode::Proxy {
+            c.add("dhcp.pool", "proxy mode hands out no addresses; remove the pool or use mode = \"reservation\"");
+        }
+        if !(8..=30).contains(&p.prefix) {
+            c.add("dhcp.pool.prefix", format!("/{} is not a sane pool network: 8 to 30", p.prefix));
+            return;
+        }
+        let (net, bcast) = checks::subnet(self.listen.address, p.prefix);
+        for (field, a) in [("dhcp.pool.start", p.start), ("dhcp.pool.end", p.end)] {
+            if checks::subnet(a, p.prefix).0 != net {
+                c.add(
+                    field,
+                    format!("{a} is outside {net}/{}, the network of listen.address {}", p.prefix, self.listen.address),
+                );
+            } else if a == net || a == bcast {
+                c.add(field, format!("{a} is the network or broadcast address of {net}/{}", p.prefix));
+            }
+        }
+        if u32::from(p.start) > u32::from(p.end) {
+            c.add("dhcp.pool.end", format!("{} comes before start {}", p.end, p.start));
+        } else if u32::from(p.end) - u32::from(p.start) >= 65_536 {
+            c.add("dhcp.pool.end", "the pool is larger than 65536 addresses");
+        }
+        let me = u32::from(self.listen.address);
+        if (u32::from(p.start)..=u32::from(p.end)).contains(&me) {
+            c.add("dhcp.pool", format!("the pool includes this server's own address {}", self.listen.address));
+        }
+        if let Some(g) = p.gateway {
+            if checks::subnet(g, p.prefix).0 != net || g == net || g == bcast {
+                c.add("dhcp.pool.gateway", format!("{g} is not a host of {net}/{}", p.prefix));
+            }
+        }
+        for (i, d) in p.dns.iter().enumerate() {
+            c.check(&format!("dhcp.pool.dns[{i}]"), checks::host_address(*d));
+        }
+    }
+
+    fn check_tftp(&self, c: &mut Collector) {
+        let t = &self.tftp;
+        c.check("tftp.root", checks::existing_dir(&t.root));
+        if !(1..=255).contains(&t.timeout_secs) {
+            c.add("tftp.timeout_secs", format!("{} is out of range: 1 to 255 (RFC 2349)", t.timeout_secs));
+        }
+        if t.max_send_retries > 20 {
+            c.add(
+                "tftp.max_send_retries",
+                format!("{} is too many: abandoned transfers would linger", t.max_send_retries),
+            );
+        }
+    }
+
+    fn check_http(&self, c: &mut Collector) {
+        let h = &self.http;
+        match h.listen.ip() {
+            IpAddr::V4(a) if a.is_broadcast() || a.is_multicast() => {
+                c.add("http.listen", format!("{a} cannot be listened on"));
+            }
+            IpAddr::V4(_) => {}
+            IpAddr::V6(_) => {
+                c.add("http.listen", "must be an IPv4 address: machines are identified by their IPv4 source address")
+            }
+        }
+        if h.listen.port() == 0 {
+            c.add("http.listen", "port 0 is not a fixed port; machines need to know it through http.public_url");
+        }
+        c.check("http.public_url", checks::base_url(&h.public_url));
+        if !(1024..=(64 << 20)).contains(&h.max_body_bytes) {
+            c.add("http.max_body_bytes", format!("{} is out of range: 1 KiB to 64 MiB", h.max_body_bytes));
+        }
+        if !(1024..=(256 << 10)).contains(&h.max_header_bytes) {
+            c.add("http.max_header_bytes", format!("{} is out of range: 1 KiB to 256 KiB", h.max_header_bytes));
+        }
+        if !(1..=3600).contains(&h.request_timeout_secs) {
+            c.add("http.request_timeout_secs", format!("{} is out of range: 1 to 3600", h.request_timeout_secs));
+        }
+    }
+
+    fn check_artifacts(&self, c: &mut Collector) {
+        let a = &self.artifacts;
+        let dir_ok = checks::existing_dir(&a.dir);
+        let have_dir = dir_ok.is_ok();
+        c.check("artifacts.dir", dir_ok);
+        for (field, name) in [("artifacts.kernel", &a.kernel), ("artifacts.initrd", &a.initrd)] {
+            if let Err(e) = checks::file_name(name) {
+                c.add(field, e);
+            } else if have_dir {
+                c.check(field, checks::existing_file(&a.dir.join(name)).map(|_| ()));
+            }
+        }
+        c.check("artifacts.images_dir", checks::existing_dir(&a.images_dir));
+        c.check("artifacts.kernel_args", crate::ipxe::split_args(&a.kernel_args).map(|_| ()));
+    }
+
+    fn check_dirs(&self, c: &mut Collector) {
+        c.check("inventory.dir", checks::existing_dir(&self.inventory.dir));
+        let s = &self.state.dir;
+        if s.exists() {
+            c.check("state.dir", checks::existing_dir(s));
+        } else if let Some(parent) = s.parent() {
+            // Created on first start; its parent must be there.
+            if let Err(e) = checks::existing_dir(parent) {
+                c.add("state.dir", format!("does not exist and cannot be created: {e}"));
+            }
+        }
+    }
+
+    fn check_admin(&self, c: &mut Collector) {
+        let Some(f) = &self.admin.token_file else { return };
+        match std::fs::read_to_string(f) {
+            Err(e) => c.add("admin.token_file", format!("cannot read {}: {e}", f.display())),
+            Ok(t) => c.check("admin.token_file", check_token(t.trim()).map_err(|e| format!("{}: {e}", f.display()))),
+        }
+    }
+
+    /// The admin token, read from `admin.token_file`; `None` when the admin API is off.
+    pub fn admin_token(&self) -> anyhow::Result<Option<String>> {
+        use anyhow::Context;
+        let Some(f) = &self.admin.token_file else { return Ok(None) };
+        let t = std::fs::read_to_string(f).with_context(|| format!("reading admin token file {}", f.display()))?;
+        let t = t.trim().to_string();
+        check_token(&t).map_err(|e| anyhow::anyhow!("admin token file {}: {e}", f.display()))?;
+        Ok(Some(t))
+    }
+
+    /// This server as machines see it, for DHCP/TFTP.
+    pub fn server_address(&self) -> Ipv4Addr {
+        self.listen.address
+    }
+}
+
+/// A bearer token: one word of at least 16 printable characters.
+pub fn check_token(t: &str) -> Result<(), String> {
+    if t.len() < 16 {
+        return Err("the token is shorter than 16 characters".into());
+    }
+    if !t.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("the token must be one word of printable ASCII".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    /// A config whose directories exist, in a temp dir.
+    fn fixture() -> (tempfile::TempDir, Config) {
+        let d = tempfile::tempdir().unwrap();
+        for sub in ["tftp", "artifacts", "images", "machines"] {
+            std::fs::create_dir(d.path().join(sub)).unwrap();
+        }
+        std::fs::write(d.path().join("artifacts/vmlinuz"), b"k").unwrap();
+        std::fs::write(d.path().join("artifacts/initramfs.img"), b"i").unwrap();
+        let text = r#"
+[listen]
+interface = "br0"
+address = "192.0.2.1"
+[dhcp]
+pool = { start = "192.0.2.100", end = "192.0.2.199", prefix = 24, gateway = "192.0.2.1" }
+[tftp]
+root = "tftp"
+[http]
+listen = "0.0.0.0:8080"
+public_url = "http://192.0.2.1:8080"
+[artifacts]
+dir = "artifacts"
+images_dir = "images"
+[state]
+dir = "state"
+[inventory]
+dir = "machines"
+"#;
+        let f = d.path().join("bootsvc.toml");
+        std::fs::write(&f, text).unwrap();
+        let c = Config::load(&f).unwrap();
+        (d, c)
+    }
+
+    fn fields(p: &Problems) -> Vec<&str> {
+        p.iter().map(|p| p.field.as_str()).collect()
+    }
+
+    #[test]
+    fn a_good_config_has_no_problems() {
+        let (_d, c) = fixture();
+        assert!(c.validate().is_empty());
+        assert!(c.tftp.root.is_absolute());
+    }
+
+    #[test]
+    fn every_problem_is_reported() {
+        let (d, mut c) = fixture();
+        c.listen.address = Ipv4Addr::UNSPECIFIED;
+        c.http.public_url = "192.0.2.1:8080".into();
+        c.http.listen = "[::]:8080".parse().unwrap();
+        c.artifacts.kernel = "../vmlinuz".into();
+        c.artifacts.initrd = "missing.img".into();
+        c.artifacts.kernel_args = "console=ttyS0\nchain http://evil/".into();
+        c.inventory.dir = d.path().join("nope");
+        c.tftp.timeout_secs = 0;
+        c.log.level = "info,,=x[".into();
+        let p = c.validate();
+        let f = fields(&p);
+        for want in [
+            "listen.address",
+            "http.public_url",
+            "http.listen",
+            "artifacts.kernel",
+            "artifacts.initrd",
+            "artifacts.kernel_args",
+            "inventory.dir",
+            "tftp.timeout_secs",
+            "log.level",
+        ] {
+            assert!(f.contains(&want), "{want} missing from {p}");
+        }
+        assert!(p.iter().all(|x| x.file == c.source), "{p}");
+    }
+
+    #[test]
+    fn pool_must_be_sane() {
+        let (_d, mut c) = fixture();
+        let pool = c.dhcp.pool.as_mut().unwrap();
+        pool.start = "198.51.100.10".parse().unwrap();
+        pool.end = "192.0.2.255".parse().unwrap();
+        pool.gateway = Some("198.51.100.1".parse().unwrap());
+        let p = c.validate();
+        assert_eq!(fields(&p), ["dhcp.pool.start", "dhcp.pool.end", "dhcp.pool.end", "dhcp.pool.gateway"], "{p}");
+
+        let (_d, mut c) = fixture();
+        let pool = c.dhcp.pool.as_mut().unwrap();
+        pool.start = "192.0.2.1".parse().unwrap();
+        pool.prefix = 24;
+        c.dhcp.mode = DhcpMode::Proxy;
+        let p = c.validate();
+        assert_eq!(fields(&p), ["dhcp.pool", "dhcp.pool"], "{p}");
+
+        let (_d, mut c) = fixture();
+        c.dhcp.pool.as_mut().unwrap().prefix = 31;
+        assert_eq!(fields(&c.validate()), ["dhcp.pool.prefix"]);
+    }
+
+    #[test]
+    fn admin_token_file_is_checked() {
+        let (d, mut c) = fixture();
+        let f = d.path().join("token");
+        c.admin.token_file = Some(f.clone());
+        assert_eq!(fields(&c.validate()), ["admin.token_file"]);
+        std::fs::write(&f, "short\n").unwrap();
+        assert!(c.validate().to_string().contains("shorter than 16"));
+        std::fs::write(&f, "0123456789abcdef0123\n").unwrap();
+        assert!(c.validate().is_empty());
+        assert_eq!(c.admin_token().unwrap().as_deref(), Some("0123456789abcdef0123"));
+        assert!(Path::new(&c.source).is_absolute());
+    }
+}

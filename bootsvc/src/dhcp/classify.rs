@@ -1,0 +1,298 @@
+//! Who is asking: the client's firmware class and architecture, and the boot file that
+//! class gets (DESIGN.md's table, RFC 4578, the PXE and UEFI specifications).
+//!
+//! | option 93 | class | boot file |
+//! |---|---|---|
+//! | 0 | BIOS PXE | `undionly.kpxe` via TFTP |
+//! | 6, 7, 9 | UEFI PXE x86/x64 | `ipxe.efi` via TFTP |
+//! | 10, 11 | UEFI PXE ARM | `snp.efi` via TFTP |
+//! | 15, 16 | UEFI HTTP boot x86/x64 | `{public_url}/ipxe/ipxe.efi`, option 60 `HTTPClient` |
+//! | 19 | UEFI HTTP boot ARM64 | `{public_url}/ipxe/snp.efi`, option 60 `HTTPClient` |
+//! | any, with option 77 `iPXE` or option 175 | iPXE | `{public_url}/boot/<mac>.ipxe` |
+//!
+//! Option 93 missing or unreadable: the decimal arch in option 60
+//! (`PXEClient:Arch:00007:UNDI:003016`). Neither: an `HTTPClient` is taken as x64 HTTP
+//! boot; otherwise the machine's arch hint decides (aarch64 → ARM UEFI, else BIOS, which
+//! is what pre-RFC 4578 PXE ROMs are).
+
+use std::fmt;
+
+use osie_api::MacAddr;
+
+use super::request::{code, Options};
+use crate::inventory::model::Arch;
+
+/// What option 60 says the client is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Vendor {
+    /// `PXEClient…`: a PXE ROM, UEFI PXE, or iPXE.
+    Pxe,
+    /// `HTTPClient…`: UEFI HTTP boot.
+    Http,
+    /// Something else (an OS DHCP client, …) or no option 60.
+    Other,
+}
+
+/// Where the architecture came from, for the decision log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArchSource {
+    Option93,
+    Option60,
+    /// Neither option: the class was inferred (vendor class or machine hint).
+    Inferred,
+}
+
+/// What classification reads from a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Client {
+    pub mac: MacAddr,
+    pub arch: Option<u16>,
+    pub arch_source: ArchSource,
+    pub vendor: Vendor,
+    /// iPXE is already running (user class `iPXE` or option 175 present).
+    pub ipxe: bool,
+}
+
+/// The firmware class, which decides the boot file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    BiosPxe,
+    UefiPxe,
+    UefiPxeArm,
+    UefiHttp,
+    UefiHttpArm,
+    Ipxe,
+    /// An architecture with no iPXE build here (Itanium, RISC-V, U-Boot…).
+    Unsupported(u16),
+}
+
+impl fmt::Display for Class {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Class::BiosPxe => f.write_str("bios-pxe"),
+            Class::UefiPxe => f.write_str("uefi-pxe"),
+            Class::UefiPxeArm => f.write_str("uefi-pxe-arm"),
+            Class::UefiHttp => f.write_str("uefi-http"),
+            Class::UefiHttpArm => f.write_str("uefi-http-arm"),
+            Class::Ipxe => f.write_str("ipxe"),
+            Class::Unsupported(a) => write!(f, "unsupported-arch-{a}"),
+        }
+    }
+}
+
+/// A boot file and how the client fetches it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BootFile {
+    /// A file in the TFTP root, fetched from `siaddr`.
+    Tftp(&'static str),
+    /// A URL (UEFI HTTP boot, or iPXE's script).
+    Url(String),
+}
+
+impl BootFile {
+    pub fn as_str(&self) -> &str {
+        match self {
+            BootFile::Tftp(f) => f,
+            BootFile::Url(u) => u,
+        }
+    }
+}
+
+impl fmt::Display for BootFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Boot file names in the TFTP root (and under `{public_url}/ipxe/`).
+pub const UNDIONLY: &str = "undionly.kpxe";
+pub const IPXE_EFI: &str = "ipxe.efi";
+pub const SNP_EFI: &str = "snp.efi";
+
+/// Read the client's identity from its options.
+pub fn client(mac: MacAddr, opts: &Options) -> Client {
+    let class_id = opts.get(code::CLASS_ID).unwrap_or_default();
+    let vendor = if class_id.starts_with(b"PXEClient") {
+        Vendor::Pxe
+    } else if class_id.starts_with(b"HTTPClient") {
+        Vendor::Http
+    } else {
+        Vendor::Other
+    };
+    let (arch, arch_source) = match opts.get(code::CLIENT_ARCH) {
+        // RFC 4578 allows a list, most preferred first; the first is what the firmware runs.
+        Some(&[hi, lo, ..]) => (Some(u16::from_be_bytes([hi, lo])), ArchSource::Option93),
+        _ => match arch_from_class_id(class_id) {
+            Some(a) => (Some(a), ArchSource::Option60),
+            None => (None, ArchSource::Inferred),
+        },
+    };
+    let ipxe = opts.contains(code::IPXE_ENCAP) || opts.get(code::USER_CLASS).is_some_and(user_class_is_ipxe);
+    Client { mac, arch, arch_source, vendor, ipxe }
+}
+
+/// `PXEClient:Arch:00011:UNDI:003000` → 11. The number is decimal (PXE spec).
+pub fn arch_from_class_id(class_id: &[u8]) -> Option<u16> {
+    let s = std::str::from_utf8(class_id).ok()?;
+    let mut parts = s.split(':');
+    parts.find(|p| *p == "Arch")?;
+    let n = parts.next()?;
+    if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    n.parse().ok()
+}
+
+/// iPXE sends option 77 as the bare string `iPXE`; RFC 3004 clients send length-prefixed
+/// class names. Accept both.
+fn user_class_is_ipxe(v: &[u8]) -> bool {
+    if v == b"iPXE" {
+        return true;
+    }
+    let mut rest = v;
+    while let Some((&len, tail)) = rest.split_first() {
+        let len = usize::from(len);
+        if len == 0 || tail.len() < len {
+            return false;
+        }
+        if &tail[..len] == b"iPXE" {
+            return true;
+        }
+        rest = &tail[len..];
+    }
+    false
+}
+
+impl Client {
+    /// The firmware class. `hint` is the inventory's arch for this machine, used only when
+    /// the request names no architecture.
+    pub fn class(&self, hint: Option<Arch>) -> Class {
+        if self.ipxe {
+            return Class::Ipxe;
+        }
+        match self.arch {
+            Some(0) => Class::BiosPxe,
+            Some(6 | 7 | 9) => Class::UefiPxe,
+            Some(10 | 11) => Class::UefiPxeArm,
+            Some(15 | 16) => Class::UefiHttp,
+            Some(19) => Class::UefiHttpArm,
+            Some(a) => Class::Unsupported(a),
+            None => match (self.vendor, hint) {
+                (Vendor::Http, Some(Arch::Aarch64)) => Class::UefiHttpArm,
+                (Vendor::Http, _) => Class::UefiHttp,
+                (_, Some(Arch::Aarch64)) => Class::UefiPxeArm,
+                _ => Class::BiosPxe,
+            },
+        }
+    }
+}
+
+impl Class {
+    /// The boot file for this class. `public_url` is `http.public_url` without a trailing
+    /// slash. `None` for unsupported architectures.
+    pub fn boot_file(self, mac: &MacAddr, public_url: &str) -> Option<BootFile> {
+        Some(match self {
+            Class::BiosPxe => BootFile::Tftp(UNDIONLY),
+            Class::UefiPxe => BootFile::Tftp(IPXE_EFI),
+            Class::UefiPxeArm => BootFile::Tftp(SNP_EFI),
+            Class::UefiHttp => BootFile::Url(format!("{public_url}/ipxe/{IPXE_EFI}")),
+            Class::UefiHttpArm => BootFile::Url(format!("{public_url}/ipxe/{SNP_EFI}")),
+            Class::Ipxe => BootFile::Url(format!("{public_url}/boot/{mac}.ipxe")),
+            Class::Unsupported(_) => return None,
+        })
+    }
+
+    /// UEFI HTTP boot only accepts offers that carry option 60 `HTTPClient`.
+    pub fn is_http_boot(self) -> bool {
+        matches!(self, Class::UefiHttp | Class::UefiHttpArm)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(list: &[(u8, &[u8])]) -> Options {
+        let mut b = Vec::new();
+        for (c, v) in list {
+            b.push(*c);
+            b.push(v.len() as u8);
+            b.extend_from_slice(v);
+        }
+        b.push(255);
+        Options::parse(&b).unwrap()
+    }
+
+    const MAC: MacAddr = MacAddr::new([0x52, 0x54, 0, 0xab, 0xcd, 0xef]);
+    const URL: &str = "http://192.0.2.1:8080";
+
+    fn class_of(list: &[(u8, &[u8])]) -> Class {
+        client(MAC, &opts(list)).class(None)
+    }
+
+    #[test]
+    fn option_93_decides_each_row() {
+        for (arch, want) in [
+            (0u16, Class::BiosPxe),
+            (6, Class::UefiPxe),
+            (7, Class::UefiPxe),
+            (9, Class::UefiPxe),
+            (10, Class::UefiPxeArm),
+            (11, Class::UefiPxeArm),
+            (15, Class::UefiHttp),
+            (16, Class::UefiHttp),
+            (19, Class::UefiHttpArm),
+            (2, Class::Unsupported(2)),
+            (27, Class::Unsupported(27)),
+        ] {
+            assert_eq!(class_of(&[(93, &arch.to_be_bytes())]), want, "arch {arch}");
+        }
+    }
+
+    #[test]
+    fn boot_files_follow_the_table() {
+        let f = |c: Class| c.boot_file(&MAC, URL).map(|b| b.to_string());
+        assert_eq!(f(Class::BiosPxe).as_deref(), Some("undionly.kpxe"));
+        assert_eq!(f(Class::UefiPxe).as_deref(), Some("ipxe.efi"));
+        assert_eq!(f(Class::UefiPxeArm).as_deref(), Some("snp.efi"));
+        assert_eq!(f(Class::UefiHttp).as_deref(), Some("http://192.0.2.1:8080/ipxe/ipxe.efi"));
+        assert_eq!(f(Class::UefiHttpArm).as_deref(), Some("http://192.0.2.1:8080/ipxe/snp.efi"));
+        assert_eq!(f(Class::Ipxe).as_deref(), Some("http://192.0.2.1:8080/boot/52:54:00:ab:cd:ef.ipxe"));
+        assert_eq!(f(Class::Unsupported(2)), None);
+    }
+
+    #[test]
+    fn ipxe_wins_over_any_arch() {
+        assert_eq!(class_of(&[(93, &[0, 0]), (77, b"iPXE")]), Class::Ipxe);
+        assert_eq!(class_of(&[(93, &[0, 7]), (175, &[177, 5, 1, 0x10, 0xec, 0x81, 0x39])]), Class::Ipxe);
+        // RFC 3004 encoding of the same user class.
+        assert_eq!(class_of(&[(93, &[0, 7]), (77, b"\x04iPXE")]), Class::Ipxe);
+        assert_eq!(class_of(&[(93, &[0, 7]), (77, b"\x03foo\x04iPXE")]), Class::Ipxe);
+        assert_eq!(class_of(&[(93, &[0, 7]), (77, b"iPXE-not")]), Class::UefiPxe);
+    }
+
+    #[test]
+    fn option_60_is_the_decimal_fallback() {
+        assert_eq!(arch_from_class_id(b"PXEClient:Arch:00011:UNDI:003000"), Some(11));
+        assert_eq!(arch_from_class_id(b"HTTPClient:Arch:00016:UNDI:003001"), Some(16));
+        assert_eq!(arch_from_class_id(b"PXEClient:Arch:0001a:UNDI:003000"), None);
+        assert_eq!(arch_from_class_id(b"PXEClient"), None);
+        assert_eq!(arch_from_class_id(b"\xff\xfe"), None);
+        // Missing option 93: decimal 00011 is ARM64, not 0x11.
+        let c = client(MAC, &opts(&[(60, b"PXEClient:Arch:00011:UNDI:003000")]));
+        assert_eq!((c.arch, c.arch_source), (Some(11), ArchSource::Option60));
+        assert_eq!(c.class(None), Class::UefiPxeArm);
+        // Odd option 93 (one byte): fall back to option 60.
+        assert_eq!(class_of(&[(93, &[7]), (60, b"PXEClient:Arch:00007:UNDI:003016")]), Class::UefiPxe);
+    }
+
+    #[test]
+    fn no_arch_at_all_uses_vendor_then_hint() {
+        assert_eq!(class_of(&[]), Class::BiosPxe);
+        assert_eq!(class_of(&[(60, b"HTTPClient")]), Class::UefiHttp);
+        let c = client(MAC, &opts(&[(60, b"udhcp 1.35.0")]));
+        assert_eq!(c.vendor, Vendor::Other);
+        assert_eq!(c.class(Some(Arch::Aarch64)), Class::UefiPxeArm);
+        assert_eq!(c.class(Some(Arch::X86_64)), Class::BiosPxe);
+    }
+}

@@ -1,0 +1,190 @@
+//! The DHCP socket loops: UDP 67 (and 4011), bound to `listen.interface`.
+//!
+//! Each packet is parsed, answered by [`reply::respond`], logged as one line and counted.
+//! Packets are handled one at a time, in arrival order: the work per packet is a lookup in
+//! memory (plus a small fsync'd write when a pool lease changes), so replies go out within
+//! microseconds, well inside the 2 s iPXE waits for ProxyDHCP offers.
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use tokio::net::UdpSocket;
+use tracing::{debug, info, warn};
+
+use super::leases::{self, LeaseStore};
+use super::reply::{self, Ctx, Decision, Outcome, Settings, Via};
+use super::request;
+use crate::config::{Config, DhcpMode};
+use crate::inventory::{Backend, Leases};
+use crate::metrics::Metrics;
+
+pub const PXE_PORT: u16 = 4011;
+
+/// The bound DHCP service (UDP 67, and 4011 when configured).
+pub struct DhcpServer {
+    sockets: Option<(std::net::UdpSocket, Option<std::net::UdpSocket>)>,
+    settings: Settings,
+    backend: Arc<dyn Backend>,
+    metrics: Arc<Metrics>,
+    leases: Arc<LeaseStore>,
+}
+
+impl DhcpServer {
+    /// Open the lease file and bind the sockets. With `dhcp.enabled = false` nothing is
+    /// bound and [`DhcpServer::run`] waits forever.
+    pub fn bind(cfg: Arc<Config>, backend: Arc<dyn Backend>, metrics: Arc<Metrics>) -> Result<DhcpServer> {
+        let settings = Settings::from_config(&cfg);
+        // Proxy mode hands out no addresses: no pool, no lease file.
+        let leases = match (cfg.dhcp.enabled, cfg.dhcp.mode, &cfg.dhcp.pool) {
+            (true, DhcpMode::Reservation, Some(pool)) => LeaseStore::open(&cfg.state.dir, Some(pool))?,
+            _ => LeaseStore::in_memory(None)?,
+        };
+        let sockets = if cfg.dhcp.enabled {
+            let iface = Some(cfg.listen.interface.as_str());
+            let s67 = crate::udp::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, reply::SERVER_PORT), iface, "DHCP")?;
+            let s4011 = if cfg.dhcp.port_4011 {
+                Some(crate::udp::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, PXE_PORT), iface, "DHCP (PXE port)")?)
+            } else {
+                None
+            };
+            Some((s67, s4011))
+        } else {
+            None
+        };
+        Ok(DhcpServer { sockets, settings, backend, metrics, leases: Arc::new(leases) })
+    }
+
+    /// The dynamic-pool leases, for the HTTP side's source-address checks.
+    pub fn leases(&self) -> Arc<dyn Leases> {
+        self.leases.clone()
+    }
+
+    /// Serve until the task is dropped.
+    pub async fn run(self) -> Result<()> {
+        let Some((s67, s4011)) = self.sockets else {
+            info!("DHCP disabled (dhcp.enabled = false)");
+            return std::future::pending().await;
+        };
+        let s67 = UdpSocket::from_std(s67).context("DHCP: registering the socket with tokio")?;
+        let s4011 = match s4011 {
+            Some(s) => Some(UdpSocket::from_std(s).context("DHCP: registering the PXE port socket with tokio")?),
+            None => None,
+        };
+        let h = Handler { settings: self.settings, backend: self.backend, metrics: self.metrics, leases: self.leases };
+        info!(
+            mode = ?h.settings.mode,
+            server = %h.settings.server_ip,
+            port_4011 = s4011.is_some(),
+            pool = h.leases.has_pool(),
+            "DHCP serving"
+        );
+        let mut b67 = vec![0u8; 1500];
+        let mut b4011 = vec![0u8; 1500];
+        loop {
+            tokio::select! {
+                r = s67.recv_from(&mut b67) => match r {
+                    Ok((n, from)) => h.handle(&s67, &b67[..n], from, Via::Dhcp).await,
+                    Err(e) => h.recv_error(67, e).await,
+                },
+                r = recv_opt(s4011.as_ref(), &mut b4011) => match (r, &s4011) {
+                    (Ok((n, from @ SocketAddr::V4(a))), Some(s)) => h.handle(s, &b4011[..n], from, Via::Pxe(a)).await,
+                    (Ok(_), _) => {}
+                    (Err(e), _) => h.recv_error(PXE_PORT, e).await,
+                },
+            }
+        }
+    }
+}
+
+async fn recv_opt(s: Option<&UdpSocket>, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
+    match s {
+        Some(s) => s.recv_from(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+struct Handler {
+    settings: Settings,
+    backend: Arc<dyn Backend>,
+    metrics: Arc<Metrics>,
+    leases: Arc<LeaseStore>,
+}
+
+impl Handler {
+    /// A failed receive (an ICMP error surfacing, a full buffer) loses one packet, not the
+    /// service: count it, pause briefly so a persistent error cannot spin, go on.
+    async fn recv_error(&self, port: u16, e: std::io::Error) {
+        self.metrics.drop_reason("dhcp-receive-error");
+        warn!(port, "DHCP: receiving failed, continuing: {e}");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+
+    async fn handle(&self, sock: &UdpSocket, bytes: &[u8], from: SocketAddr, via: Via) {
+        let req = match request::parse(bytes) {
+            Ok(r) => r,
+            Err(e) => {
+                self.metrics.drop_reason(e.reason());
+                info!(from = %from, len = bytes.len(), reason = e.reason(), "DHCP packet dropped: {e}");
+                return;
+            }
+        };
+        let ctx = Ctx { settings: &self.settings, backend: &*self.backend, leases: &self.leases, now: leases::now() };
+        let d = reply::respond(&req, via, &ctx);
+        let port = match via {
+            Via::Dhcp => reply::SERVER_PORT,
+            Via::Pxe(_) => PXE_PORT,
+        };
+        match &d.outcome {
+            Outcome::Reply(r) => {
+                let sent = match r.encode() {
+                    Ok(buf) => {
+                        sock.send_to(&buf, SocketAddr::V4(r.dest)).await.map(|_| ()).map_err(anyhow::Error::from)
+                    }
+                    Err(e) => Err(anyhow::Error::from(e)),
+                };
+                match sent {
+                    Ok(()) => {
+                        self.metrics.dhcp_reply(r.kind);
+                        log_decision(&d, port, &from);
+                    }
+                    Err(e) => {
+                        self.metrics.drop_reason("dhcp-send-failed");
+                        warn!(mac = %d.mac, dest = %r.dest, kind = r.kind, "DHCP reply not sent: {e:#}");
+                    }
+                }
+            }
+            Outcome::Ignore { reason, .. } => {
+                self.metrics.drop_reason(reason);
+                log_decision(&d, port, &from);
+            }
+            Outcome::Done(_) => log_decision(&d, port, &from),
+        }
+    }
+}
+
+/// The one line per decision: who asked, what they are, what they got and why.
+fn log_decision(d: &Decision, port: u16, from: &SocketAddr) {
+    let msg = format!("{:?}", d.msg_type).to_lowercase();
+    let arch = d.client.arch.map(|a| a.to_string()).unwrap_or_else(|| "-".into());
+    let class = d.class.to_string();
+    let host = d.hostname.as_deref().unwrap_or("-");
+    let boot =
+        d.boot_file.as_ref().map(|b| b.to_string()).unwrap_or_else(|| format!("none ({})", d.no_boot.unwrap_or("-")));
+    match &d.outcome {
+        Outcome::Reply(r) => info!(
+            mac = %d.mac, msg, port, from = %from, class, arch, arch_from = ?d.client.arch_source, host,
+            reply = r.kind, yiaddr = %r.msg.yiaddr(), dest = %r.dest, boot_file = %boot,
+            "DHCP {msg} from {}: {} {} ({class}), boot file {boot}", d.mac, r.kind, r.msg.yiaddr()
+        ),
+        Outcome::Ignore { reason, why } => {
+            // Noise on a shared segment: other clients' traffic for the site server.
+            if matches!(*reason, "dhcp-not-pxe" | "dhcp-other-server" | "dhcp-proxy-not-discover") {
+                debug!(mac = %d.mac, msg, port, class, arch, host, reason, "DHCP {msg} from {} ignored: {why}", d.mac);
+            } else {
+                info!(mac = %d.mac, msg, port, from = %from, class, arch, host, reason, "DHCP {msg} from {} ignored: {why}", d.mac);
+            }
+        }
+        Outcome::Done(what) => info!(mac = %d.mac, msg, port, host, "DHCP {msg} from {}: {what}", d.mac),
+    }
+}

@@ -1,0 +1,207 @@
+//! The admin API, behind a bearer token (`Authorization: Bearer <token>`, the contents of
+//! `admin.token_file`, compared in constant time). Off (403) when no token file is
+//! configured; 401 without the right token.
+//!
+//! - `GET /admin/machines`: every machine with its state ([`MachineView`]);
+//! - `GET /admin/machines/{mac}`, `GET /admin/machines/{mac}/events?limit=N`;
+//! - `POST /admin/machines/{mac}/reinstall`: allow netboot again after an install.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use osie_api::MacAddr;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::AppState;
+use crate::inventory::{Entry, InventoryBackend};
+use crate::state::{MachineState, StoredEvent};
+
+/// One machine as the admin API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MachineView {
+    pub hostname: String,
+    pub instance_id: String,
+    pub macs: Vec<MacAddr>,
+    /// Fixed address as `addr/prefix`, if any.
+    #[serde(default)]
+    pub ip: Option<String>,
+    /// The inventory file (and list item) the record comes from.
+    pub source: String,
+    pub netboot: NetbootView,
+    pub state: MachineState,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetbootView {
+    /// The record's `netboot.allow`.
+    pub allow: bool,
+    /// Cleared by a finished install.
+    pub cleared: bool,
+    /// What DHCP and `/boot` act on: `allow && !cleared`.
+    pub allowed: bool,
+}
+
+fn view(app: &AppState, e: &Entry) -> MachineView {
+    let m = &e.machine;
+    let state = app.backend.state_of(m);
+    MachineView {
+        hostname: m.hostname.clone(),
+        instance_id: m.instance_id(),
+        macs: m.macs.clone(),
+        ip: m.ip.as_ref().map(|i| format!("{}/{}", i.address, i.prefix)),
+        source: e.source.describe(),
+        netboot: NetbootView {
+            allow: m.netboot.allow,
+            cleared: state.netboot_cleared,
+            allowed: InventoryBackend::allowed(m, &state),
+        },
+        state,
+    }
+}
+
+/// Constant-time comparison: both sides hashed to fixed length, then compared without an
+/// early exit, so neither the token's content nor its length shows in the timing.
+fn token_ok(given: &str, expected: &str) -> bool {
+    let a = Sha256::digest(given.as_bytes());
+    let b = Sha256::digest(expected.as_bytes());
+    a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Why an admin request was not done.
+#[derive(Debug)]
+pub enum AdminError {
+    Off,
+    Unauthorized,
+    BadRequest(String),
+    NotFound(String),
+    Conflict(String),
+    Internal(String),
+}
+
+impl IntoResponse for AdminError {
+    fn into_response(self) -> Response {
+        match self {
+            AdminError::Off => {
+                (StatusCode::FORBIDDEN, "the admin API is off: set admin.token_file\n".to_string()).into_response()
+            }
+            AdminError::Unauthorized => {
+                (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], "a valid bearer token is required\n")
+                    .into_response()
+            }
+            AdminError::BadRequest(m) => (StatusCode::BAD_REQUEST, m + "\n").into_response(),
+            AdminError::NotFound(m) => (StatusCode::NOT_FOUND, m + "\n").into_response(),
+            AdminError::Conflict(m) => (StatusCode::CONFLICT, m + "\n").into_response(),
+            AdminError::Internal(m) => (StatusCode::INTERNAL_SERVER_ERROR, m + "\n").into_response(),
+        }
+    }
+}
+
+fn authorize(app: &AppState, h: &HeaderMap) -> Result<(), AdminError> {
+    let Some(expected) = &app.admin_token else { return Err(AdminError::Off) };
+    let given = h.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(t) if token_ok(t.trim(), expected) => Ok(()),
+        _ => {
+            app.metrics.drop_reason("http-admin-unauthorized");
+            tracing::warn!("admin request without a valid token refused");
+            Err(AdminError::Unauthorized)
+        }
+    }
+}
+
+fn find(app: &AppState, mac: &str) -> Result<Entry, AdminError> {
+    let mac: MacAddr = mac.parse().map_err(|_| AdminError::BadRequest(format!("{mac:?} is not a MAC address")))?;
+    app.backend
+        .snapshot()
+        .by_mac(&mac)
+        .cloned()
+        .ok_or_else(|| AdminError::NotFound(format!("no machine with MAC {mac} in the inventory")))
+}
+
+/// Run blocking store work off the async threads.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> anyhow::Result<T> + Send + 'static) -> Result<T, AdminError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(AdminError::Internal(format!("{e:#}"))),
+        Err(e) => Err(AdminError::Internal(e.to_string())),
+    }
+}
+
+pub async fn list(State(app): State<AppState>, h: HeaderMap) -> Result<Json<Vec<MachineView>>, AdminError> {
+    authorize(&app, &h)?;
+    let snap = app.backend.snapshot();
+    Ok(Json(snap.entries().iter().map(|e| view(&app, e)).collect()))
+}
+
+pub async fn one(
+    State(app): State<AppState>,
+    h: HeaderMap,
+    Path(mac): Path<String>,
+) -> Result<Json<MachineView>, AdminError> {
+    authorize(&app, &h)?;
+    let e = find(&app, &mac)?;
+    Ok(Json(view(&app, &e)))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct EventsQuery {
+    #[serde(default = "default_limit")]
+    pub limit: usize,
+}
+
+fn default_limit() -> usize {
+    100
+}
+
+pub async fn events(
+    State(app): State<AppState>,
+    h: HeaderMap,
+    Path(mac): Path<String>,
+    Query(q): Query<EventsQuery>,
+) -> Result<Json<Vec<StoredEvent>>, AdminError> {
+    authorize(&app, &h)?;
+    let e = find(&app, &mac)?;
+    let Some(key) = InventoryBackend::state_key(&e.machine) else { return Ok(Json(Vec::new())) };
+    let store = Arc::clone(app.backend.store());
+    Ok(Json(blocking(move || store.events(&key, q.limit.min(10_000))).await?))
+}
+
+pub async fn reinstall(
+    State(app): State<AppState>,
+    h: HeaderMap,
+    Path(mac): Path<String>,
+) -> Result<Json<MachineView>, AdminError> {
+    authorize(&app, &h)?;
+    let e = find(&app, &mac)?;
+    if !e.machine.netboot.allow {
+        return Err(AdminError::Conflict(format!(
+            "{}: netboot.allow is false in {}; set it to true there to let the machine netboot",
+            e.machine.hostname,
+            e.source.describe()
+        )));
+    }
+    let key =
+        InventoryBackend::state_key(&e.machine).ok_or_else(|| AdminError::Internal("machine has no MAC".into()))?;
+    let store = Arc::clone(app.backend.store());
+    let now = crate::state::now();
+    blocking(move || store.reinstall(key, &now)).await?;
+    tracing::info!(mac = %key, host = %e.machine.hostname, "reinstall requested: netboot allowed again");
+    Ok(Json(view(&app, &e)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_comparison() {
+        assert!(token_ok("0123456789abcdef", "0123456789abcdef"));
+        assert!(!token_ok("0123456789abcdeg", "0123456789abcdef"));
+        assert!(!token_ok("", "0123456789abcdef"));
+        assert!(!token_ok("0123456789abcdef0", "0123456789abcdef"));
+    }
+}

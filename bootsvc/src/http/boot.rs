@@ -1,0 +1,194 @@
+//! `GET /boot/{mac}.ipxe`: what a machine's iPXE runs next. The choice is a pure function
+//! ([`choose`]) of the config, the machine's record and its state:
+//!
+//! - unknown MAC, or netboot not allowed (by the record, or cleared by a finished install):
+//!   a script that exits to the next boot device (the local disk);
+//! - the record's own inline script, or a `chain` to its script URL;
+//! - otherwise the installer: kernel and initramfs from `/artifacts/`, with
+//!   `artifacts.kernel_args`, the machine's `netboot.kernel_args`, then `osie.url` and
+//!   `osie.mac` (last, so nothing before can override them).
+
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use osie_api::{BootParams, MacAddr};
+
+use super::identify::source_ipv4;
+use super::AppState;
+use crate::config::Config;
+use crate::inventory::{Entry, InventoryBackend};
+use crate::ipxe;
+use crate::state::MachineState;
+
+/// A script and what kind it is (for logs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Choice {
+    pub kind: &'static str,
+    pub script: String,
+    /// Why the machine is sent to its local disk, or why its script could not be rendered.
+    pub why: Option<String>,
+}
+
+pub fn choose(cfg: &Config, entry: Option<&Entry>, state: &MachineState, mac: MacAddr) -> Choice {
+    let Some(entry) = entry else {
+        let why = format!("no machine with MAC {mac} in the inventory");
+        return Choice { kind: "unknown", script: ipxe::local_boot(&why), why: Some(why) };
+    };
+    let m = &entry.machine;
+    if !InventoryBackend::allowed(m, state) {
+        let why = if m.netboot.allow {
+            format!(
+                "{} is installed, netboot was cleared (bootsvc machine {mac} reinstall allows it again)",
+                m.hostname
+            )
+        } else {
+            format!("netboot is not allowed for {}", m.hostname)
+        };
+        return Choice { kind: "local-boot", script: ipxe::local_boot(&why), why: Some(why) };
+    }
+    let banner = format!("{} ({mac})", m.hostname);
+    if let Some(s) = &m.netboot.ipxe_script {
+        return Choice { kind: "custom", script: ipxe::custom(s), why: None };
+    }
+    let rendered = match &m.netboot.ipxe_script_url {
+        Some(url) => ipxe::chain(url, &banner).map(|s| ("chain", s)),
+        None => installer_script(cfg, entry, mac, &banner).map(|s| ("installer", s)),
+    };
+    match rendered {
+        Ok((kind, script)) => Choice { kind, script, why: None },
+        // Validation refuses such records; this is the last line of defence.
+        Err(e) => {
+            let why = format!("{}: cannot render its script: {e}", entry.source.describe());
+            Choice { kind: "error", script: ipxe::local_boot("configuration error"), why: Some(why) }
+        }
+    }
+}
+
+fn installer_script(cfg: &Config, entry: &Entry, mac: MacAddr, banner: &str) -> Result<String, ipxe::Unsafe> {
+    let base = &cfg.http.public_url;
+    let mut args = ipxe::split_args(&cfg.artifacts.kernel_args)?;
+    if let Some(a) = &entry.machine.netboot.kernel_args {
+        args.extend(ipxe::split_args(a)?);
+    }
+    let params = BootParams { url: base.clone(), mac, ip: None, debug: false, rescue: false };
+    args.extend(params.to_args());
+    let kernel_url = format!("{base}/artifacts/{}", cfg.artifacts.kernel);
+    let initrd_url = format!("{base}/artifacts/{}", cfg.artifacts.initrd);
+    ipxe::installer(&ipxe::Installer { kernel_url: &kernel_url, initrd_url: &initrd_url, args: &args, banner })
+}
+
+pub async fn script(
+    State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(file): Path<String>,
+) -> Response {
+    let Some(mac) = file.strip_suffix(".ipxe").and_then(|m| m.parse::<MacAddr>().ok()) else {
+        return (StatusCode::NOT_FOUND, "expected /boot/<mac>.ipxe\n").into_response();
+    };
+    let snap = app.backend.snapshot();
+    let entry = snap.by_mac(&mac);
+    let state = entry.map(|e| app.backend.state_of(&e.machine)).unwrap_or_default();
+    let choice = choose(&app.cfg, entry, &state, mac);
+    let host = entry.map(|e| e.machine.hostname.as_str()).unwrap_or("-");
+    match (&choice.why, choice.kind) {
+        (Some(why), "error") => tracing::error!(%mac, host, %peer, why, "iPXE script"),
+        (Some(why), _) => tracing::info!(%mac, host, %peer, kind = choice.kind, why, "iPXE script"),
+        (None, _) => tracing::info!(%mac, host, %peer, kind = choice.kind, "iPXE script"),
+    }
+    // Remember where an allowed machine booted from: it identifies the machine later when
+    // it has no fixed address (metadata, events).
+    if let (Some(e), Some(ip), None) = (entry, source_ipv4(peer), &choice.why) {
+        if let Some(key) = InventoryBackend::state_key(&e.machine) {
+            let store = std::sync::Arc::clone(app.backend.store());
+            let now = crate::state::now();
+            match tokio::task::spawn_blocking(move || store.saw_script_fetch(key, ip, &now)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(%mac, error = %format!("{e:#}"), "recording the script fetch failed"),
+                Err(e) => tracing::warn!(%mac, error = %e, "recording the script fetch failed"),
+            }
+        }
+    }
+    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8"), (header::CACHE_CONTROL, "no-store")], choice.script)
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> Config {
+        let mut c = crate::config::sample();
+        c.artifacts.kernel_args = "console=ttyS0,115200n8".into();
+        c
+    }
+
+    fn entry(json: &str) -> Entry {
+        crate::inventory::load::test_entry(json)
+    }
+
+    const MAC: &str = "52:54:00:00:00:01";
+
+    #[test]
+    fn known_allowed_machine_gets_the_installer() {
+        let e = entry(&format!(
+            r#"{{"hostname":"n1","macs":["{MAC}"],"netboot":{{"allow":true,"kernel_args":"osie.debug osie.url=http://evil"}}}}"#
+        ));
+        let c = choose(&cfg(), Some(&e), &MachineState::default(), MAC.parse().unwrap());
+        assert_eq!(c.kind, "installer");
+        let kernel = c.script.lines().find(|l| l.starts_with("kernel ")).unwrap();
+        assert_eq!(
+            kernel,
+            "kernel --name vmlinuz http://192.0.2.1:8080/artifacts/vmlinuz initrd=initrd console=ttyS0,115200n8 \
+             osie.debug osie.url=http://evil osie.url=http://192.0.2.1:8080 osie.mac=52:54:00:00:00:01 || goto osie_failed"
+        );
+        let params = BootParams::parse(kernel).unwrap();
+        assert_eq!(params.url, "http://192.0.2.1:8080", "our osie.url comes last and wins");
+        assert!(params.debug);
+        assert!(c.script.contains("initrd --name initrd http://192.0.2.1:8080/artifacts/initramfs.img"));
+    }
+
+    #[test]
+    fn unknown_and_disallowed_machines_boot_locally() {
+        let c = choose(&cfg(), None, &MachineState::default(), MAC.parse().unwrap());
+        assert_eq!(c.kind, "unknown");
+        assert!(c.script.ends_with("\nexit\n") && !c.script.contains("kernel"), "{}", c.script);
+
+        let e = entry(&format!(r#"{{"hostname":"n1","macs":["{MAC}"]}}"#));
+        let c = choose(&cfg(), Some(&e), &MachineState::default(), MAC.parse().unwrap());
+        assert_eq!(c.kind, "local-boot");
+        assert!(c.why.unwrap().contains("not allowed"));
+
+        let e = entry(&format!(r#"{{"hostname":"n1","macs":["{MAC}"],"netboot":{{"allow":true}}}}"#));
+        let installed = MachineState { netboot_cleared: true, ..Default::default() };
+        let c = choose(&cfg(), Some(&e), &installed, MAC.parse().unwrap());
+        assert_eq!(c.kind, "local-boot");
+        assert!(c.why.unwrap().contains("reinstall"));
+    }
+
+    #[test]
+    fn custom_script_and_chain() {
+        let e =
+            entry(&format!(r#"{{"hostname":"n1","macs":["{MAC}"],"netboot":{{"allow":true,"ipxe_script":"shell"}}}}"#));
+        let c = choose(&cfg(), Some(&e), &MachineState::default(), MAC.parse().unwrap());
+        assert_eq!((c.kind, c.script.as_str()), ("custom", "#!ipxe\nshell\n"));
+        let e = entry(&format!(
+            r#"{{"hostname":"n1","macs":["{MAC}"],"netboot":{{"allow":true,"ipxe_script_url":"http://192.0.2.9/s.ipxe"}}}}"#
+        ));
+        let c = choose(&cfg(), Some(&e), &MachineState::default(), MAC.parse().unwrap());
+        assert_eq!(c.kind, "chain");
+        assert!(c.script.contains("\nchain --autofree http://192.0.2.9/s.ipxe || goto osie_failed\n"));
+    }
+
+    #[test]
+    fn unrenderable_records_boot_locally() {
+        // Validation would refuse this; rendering must not emit it either.
+        let e = entry(&format!(
+            r#"{{"hostname":"n1","macs":["{MAC}"],"netboot":{{"allow":true,"kernel_args":"quiet\nchain http://evil/"}}}}"#
+        ));
+        let c = choose(&cfg(), Some(&e), &MachineState::default(), MAC.parse().unwrap());
+        assert_eq!(c.kind, "error");
+        assert!(!c.script.contains("evil") && !c.script.contains("kernel"), "{}", c.script);
+    }
+}

@@ -1,0 +1,131 @@
+//! `POST /events` from the installer, and `POST /phone-home/{instance_id}` from cloud-init in
+//! the installed OS (recorded as `first-boot`). An event is accepted only from its machine's
+//! address, and answered 200 only once it is durable in the state store; a storage failure
+//! answers 503 so the sender retries.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Form, Json};
+use osie_api::{Event, EventAck, Phase};
+
+use super::identify::{self, Caller, Refused};
+use super::AppState;
+use crate::inventory::InventoryBackend;
+use crate::state::Recorded;
+
+pub async fn post(
+    State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    h: HeaderMap,
+    Json(ev): Json<Event>,
+) -> Response {
+    let caller = identify::mac_header(&h).and_then(|claimed| match claimed {
+        Some(m) if m != ev.machine => Err(Refused {
+            status: StatusCode::FORBIDDEN,
+            reason: "http-forbidden",
+            message: format!("{} {m} differs from the event's machine {}", osie_api::MAC_HEADER, ev.machine),
+        }),
+        _ => identify::by_mac(&app, ev.machine, peer),
+    });
+    let caller = match caller {
+        Ok(c) => c,
+        Err(r) => return r.respond(&app, "/events", peer),
+    };
+    store(&app, &caller, ev).await
+}
+
+/// Store durably, count, log, answer.
+async fn store(app: &AppState, caller: &Caller, ev: Event) -> Response {
+    let Some(key) = InventoryBackend::state_key(&caller.entry.machine) else {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "machine has no MAC\n").into_response();
+    };
+    let st = Arc::clone(app.backend.store());
+    let source = Some(caller.ip);
+    let now = crate::state::now();
+    let ev2 = ev.clone();
+    let rec = tokio::task::spawn_blocking(move || st.record_event(key, &ev2, source, &now)).await;
+    let rec: Recorded = match rec {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            tracing::error!(mac = %caller.mac, error = %format!("{e:#}"), "storing an event failed");
+            return (StatusCode::SERVICE_UNAVAILABLE, "could not store the event, retry\n").into_response();
+        }
+        Err(e) => {
+            tracing::error!(mac = %caller.mac, error = %e, "storing an event failed");
+            return (StatusCode::SERVICE_UNAVAILABLE, "could not store the event, retry\n").into_response();
+        }
+    };
+    let host = &caller.entry.machine.hostname;
+    if rec.duplicate {
+        tracing::debug!(mac = %caller.mac, host, phase = %ev.phase, "duplicate event acknowledged");
+    } else {
+        app.metrics.event(ev.phase.as_str());
+        if ev.phase.is_terminal() {
+            app.metrics.install(ev.phase.as_str());
+        }
+        let percent = ev.progress.as_ref().and_then(|p| p.percent()).map(|p| format!("{p:.0}%"));
+        match ev.phase {
+            Phase::Failed => tracing::warn!(
+                mac = %caller.mac, host, error = ?ev.error, message = %ev.message, "install failed"
+            ),
+            Phase::Installed => tracing::info!(
+                mac = %caller.mac, host, "installed; netboot cleared until `bootsvc machine {} reinstall`", caller.mac
+            ),
+            _ => tracing::info!(
+                mac = %caller.mac, host, phase = %ev.phase, progress = percent.as_deref().unwrap_or("-"),
+                message = %ev.message, "event"
+            ),
+        }
+    }
+    Json(EventAck { stored: true, duplicate: rec.duplicate }).into_response()
+}
+
+/// cloud-init's `phone_home` module posts `instance_id`, `hostname`, `fqdn` and host keys,
+/// form-encoded.
+pub async fn phone_home(
+    State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(instance_id): Path<String>,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let snap = app.backend.snapshot();
+    let ip = identify::source_ipv4(peer);
+    let matched = snap
+        .by_instance_id(&instance_id)
+        .and_then(|e| ip.and_then(|ip| app.backend.matches(e, ip)).map(|how| (e.clone(), how)));
+    let Some((entry, how)) = matched else {
+        let r = Refused {
+            status: StatusCode::FORBIDDEN,
+            reason: "http-forbidden",
+            message: format!("{} is not the address of instance {instance_id}", peer.ip()),
+        };
+        return r.respond(&app, "/phone-home/{instance_id}", peer);
+    };
+    let Some(mac) = entry.machine.boot_mac() else {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "machine has no MAC\n").into_response();
+    };
+    let field = |k: &str| form.get(k).map(String::as_str).unwrap_or("-").chars().take(255).collect::<String>();
+    let ev = Event {
+        machine: mac,
+        phase: Phase::FirstBoot,
+        progress: None,
+        message: format!("phone home: hostname {} fqdn {}", field("hostname"), field("fqdn")),
+        time: crate::state::now(),
+        run_id: None,
+        seq: None,
+        error: Vec::new(),
+        hardware: None,
+    };
+    let caller = Caller { entry, mac, ip: ip.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED), how };
+    let resp = store(&app, &caller, ev).await;
+    if resp.status().is_success() {
+        (StatusCode::OK, "recorded first boot\n").into_response()
+    } else {
+        resp
+    }
+}

@@ -1,0 +1,337 @@
+//! Static files: artifacts (kernel, initramfs), OS images and the TFTP root (for UEFI HTTP
+//! boot). GET and HEAD, one byte range (206/416), `ETag` with `If-None-Match` and
+//! `If-Range`, `Last-Modified` with `If-Modified-Since`. Bodies stream from disk in 256 KiB
+//! chunks. Paths are jailed to their directory: no `..`, no hidden files, no symlink that
+//! leads outside.
+//!
+//! The header logic is pure ([`parse_range`], [`etag_matches`], [`if_range_allows`]) and
+//! tested without sockets.
+
+use std::io::SeekFrom;
+use std::path::{Component, Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::body::Body;
+use axum::extract::{Path as UrlPath, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::{BufMut, Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+use super::AppState;
+
+/// Bytes read from disk per body chunk.
+pub const CHUNK: usize = 256 << 10;
+
+pub async fn artifact(
+    State(app): State<AppState>,
+    method: Method,
+    h: HeaderMap,
+    UrlPath(p): UrlPath<String>,
+) -> Response {
+    serve(&app.cfg.artifacts.dir, &p, &method, &h).await
+}
+
+pub async fn image(State(app): State<AppState>, method: Method, h: HeaderMap, UrlPath(p): UrlPath<String>) -> Response {
+    serve(&app.cfg.artifacts.images_dir, &p, &method, &h).await
+}
+
+pub async fn tftp_root(
+    State(app): State<AppState>,
+    method: Method,
+    h: HeaderMap,
+    UrlPath(p): UrlPath<String>,
+) -> Response {
+    serve(&app.cfg.tftp.root, &p, &method, &h).await
+}
+
+/// Why a path was refused (logged; the client only sees 404).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JailError {
+    #[error("path {0:?} has an empty, '.', '..' or hidden component, a backslash or a NUL")]
+    BadComponent(String),
+    #[error("path {0:?} does not exist")]
+    Missing(String),
+    #[error("path {0:?} leads outside the served directory")]
+    Escapes(String),
+}
+
+/// `rel` (as decoded from the URL) inside `root`, with symlinks resolved and still inside.
+pub fn jail(root: &Path, rel: &str) -> Result<PathBuf, JailError> {
+    let bad = || JailError::BadComponent(rel.to_string());
+    if rel.is_empty() || rel.contains(['\0', '\\']) {
+        return Err(bad());
+    }
+    let mut p = root.to_path_buf();
+    for part in rel.split('/') {
+        if part.is_empty() || part.starts_with('.') {
+            return Err(bad());
+        }
+        let mut comps = Path::new(part).components();
+        if !matches!((comps.next(), comps.next()), (Some(Component::Normal(_)), None)) {
+            return Err(bad());
+        }
+        p.push(part);
+    }
+    let real = p.canonicalize().map_err(|_| JailError::Missing(rel.to_string()))?;
+    let real_root = root.canonicalize().map_err(|_| JailError::Missing(root.display().to_string()))?;
+    if !real.starts_with(&real_root) {
+        return Err(JailError::Escapes(rel.to_string()));
+    }
+    Ok(real)
+}
+
+/// What a `Range` header asks of a file of `size` bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RangeReq {
+    /// No usable range: send everything (also for several ranges, which RFC 9110 allows).
+    Full,
+    /// Bytes `start..=end`.
+    Partial(u64, u64),
+    Unsatisfiable,
+}
+
+pub fn parse_range(h: &str, size: u64) -> RangeReq {
+    let Some(spec) = h.trim().strip_prefix("bytes=") else { return RangeReq::Full };
+    if spec.contains(',') {
+        return RangeReq::Full;
+    }
+    let Some((a, b)) = spec.trim().split_once('-') else { return RangeReq::Full };
+    let num = |s: &str| -> Option<u64> {
+        if s.is_empty() || !s.bytes().all(|c| c.is_ascii_digit()) {
+            None
+        } else {
+            s.parse().ok()
+        }
+    };
+    match (a.trim(), b.trim()) {
+        ("", "") => RangeReq::Full,
+        ("", n) => match num(n) {
+            None => RangeReq::Full,
+            Some(0) => RangeReq::Unsatisfiable,
+            Some(_) if size == 0 => RangeReq::Unsatisfiable,
+            Some(n) => RangeReq::Partial(size.saturating_sub(n), size - 1),
+        },
+        (s, e) => {
+            let Some(start) = num(s) else { return RangeReq::Full };
+            let end = if e.is_empty() {
+                None
+            } else {
+                match num(e) {
+                    Some(e) if e >= start => Some(e),
+                    _ => return RangeReq::Full,
+                }
+            };
+            if start >= size {
+                return RangeReq::Unsatisfiable;
+            }
+            RangeReq::Partial(start, end.map_or(size - 1, |e| e.min(size - 1)))
+        }
+    }
+}
+
+/// Strong validator from inode, size and modification time: changes whenever the file does.
+pub fn etag(meta: &std::fs::Metadata) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let mtime_ns = meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128;
+    format!("\"{:x}-{:x}-{:x}\"", meta.ino(), meta.len(), mtime_ns)
+}
+
+/// `If-None-Match`: a list of tags or `*`, compared weakly (RFC 9110 13.1.2).
+pub fn etag_matches(header: &str, etag: &str) -> bool {
+    let bare = |t: &str| t.trim().trim_start_matches("W/").to_string();
+    header.trim() == "*" || header.split(',').any(|t| bare(t) == bare(etag))
+}
+
+/// `If-Range`: the range applies only if the validator still matches: the strong ETag, or
+/// exactly the `Last-Modified` date.
+pub fn if_range_allows(header: &str, etag: &str, last_modified: &str) -> bool {
+    let h = header.trim();
+    if h.starts_with('"') {
+        return h == etag;
+    }
+    if h.starts_with("W/") {
+        return false;
+    }
+    h == last_modified
+}
+
+/// Serve `rel` from `root`.
+pub async fn serve(root: &Path, rel: &str, method: &Method, headers: &HeaderMap) -> Response {
+    let path = match jail(root, rel) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::debug!(root = %root.display(), error = %e, "file request refused");
+            return (StatusCode::NOT_FOUND, "not found\n").into_response();
+        }
+    };
+    let mut file = match tokio::fs::File::open(&path).await {
+        Ok(f) => f,
+        Err(_) => return (StatusCode::NOT_FOUND, "not found\n").into_response(),
+    };
+    let meta = match file.metadata().await {
+        Ok(m) if m.is_file() => m,
+        _ => return (StatusCode::NOT_FOUND, "not found\n").into_response(),
+    };
+    let size = meta.len();
+    let mtime = meta.modified().unwrap_or(UNIX_EPOCH);
+    let tag = etag(&meta);
+    let last_modified = httpdate::fmt_http_date(mtime);
+    let hv = |s: &str| HeaderValue::from_str(s).unwrap_or(HeaderValue::from_static(""));
+    let mut resp = Response::builder()
+        .header(header::ETAG, hv(&tag))
+        .header(header::LAST_MODIFIED, hv(&last_modified))
+        .header(header::ACCEPT_RANGES, "bytes")
+        .header(header::CONTENT_TYPE, content_type(&path));
+
+    let get = |h: header::HeaderName| headers.get(h).and_then(|v| v.to_str().ok());
+    let not_modified = match (get(header::IF_NONE_MATCH), get(header::IF_MODIFIED_SINCE)) {
+        (Some(inm), _) => etag_matches(inm, &tag),
+        (None, Some(ims)) => httpdate::parse_http_date(ims).is_ok_and(|t| secs(mtime) <= secs(t)),
+        _ => false,
+    };
+    if not_modified {
+        return resp.status(StatusCode::NOT_MODIFIED).body(Body::empty()).unwrap_or_default();
+    }
+    let range = match get(header::RANGE) {
+        Some(r) if get(header::IF_RANGE).is_none_or(|ir| if_range_allows(ir, &tag, &last_modified)) => {
+            parse_range(r, size)
+        }
+        _ => RangeReq::Full,
+    };
+    let (start, len) = match range {
+        RangeReq::Full => {
+            resp = resp.status(StatusCode::OK);
+            (0, size)
+        }
+        RangeReq::Partial(s, e) => {
+            resp =
+                resp.status(StatusCode::PARTIAL_CONTENT).header(header::CONTENT_RANGE, format!("bytes {s}-{e}/{size}"));
+            (s, e - s + 1)
+        }
+        RangeReq::Unsatisfiable => {
+            return resp
+                .status(StatusCode::RANGE_NOT_SATISFIABLE)
+                .header(header::CONTENT_RANGE, format!("bytes */{size}"))
+                .body(Body::empty())
+                .unwrap_or_default();
+        }
+    };
+    resp = resp.header(header::CONTENT_LENGTH, len);
+    if *method == Method::HEAD {
+        return resp.body(Body::empty()).unwrap_or_default();
+    }
+    if start > 0 {
+        if let Err(e) = file.seek(SeekFrom::Start(start)).await {
+            tracing::warn!(path = %path.display(), error = %e, "seeking for a range failed");
+            return (StatusCode::INTERNAL_SERVER_ERROR, "read error\n").into_response();
+        }
+    }
+    resp.body(file_body(file, len)).unwrap_or_default()
+}
+
+fn secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn content_type(p: &Path) -> &'static str {
+    match p.extension().and_then(|e| e.to_str()) {
+        Some("ipxe") | Some("txt") => "text/plain; charset=utf-8",
+        Some("json") => "application/json",
+        _ => "application/octet-stream",
+    }
+}
+
+/// `len` bytes from the file's current position, in chunks of [`CHUNK`] bytes.
+fn file_body(file: tokio::fs::File, len: u64) -> Body {
+    let stream = futures_util::stream::unfold((file, len), |(mut f, left)| async move {
+        if left == 0 {
+            return None;
+        }
+        let want = CHUNK.min(usize::try_from(left).unwrap_or(CHUNK));
+        let mut buf = BytesMut::with_capacity(want);
+        while buf.len() < want {
+            let room = want - buf.len();
+            match f.read_buf(&mut (&mut buf).limit(room)).await {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) => return Some((Err(e), (f, 0))),
+            }
+        }
+        if buf.is_empty() {
+            // The file shrank under us; the short body makes the client see the error.
+            return None;
+        }
+        let n = buf.len() as u64;
+        Some((Ok::<Bytes, std::io::Error>(buf.freeze()), (f, left - n)))
+    });
+    Body::from_stream(stream)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        use RangeReq::*;
+        let cases = [
+            ("bytes=0-99", 1000, Partial(0, 99)),
+            ("bytes=100-", 1000, Partial(100, 999)),
+            ("bytes=-100", 1000, Partial(900, 999)),
+            ("bytes=-5000", 1000, Partial(0, 999)),
+            ("bytes=990-5000", 1000, Partial(990, 999)),
+            ("bytes=999-999", 1000, Partial(999, 999)),
+            ("bytes=1000-", 1000, Unsatisfiable),
+            ("bytes=-0", 1000, Unsatisfiable),
+            ("bytes=0-", 0, Unsatisfiable),
+            ("bytes=-1", 0, Unsatisfiable),
+            ("bytes=0-1,5-6", 1000, Full),
+            ("bytes=5-1", 1000, Full),
+            ("bytes=+5-", 1000, Full),
+            ("bytes=a-b", 1000, Full),
+            ("items=0-1", 1000, Full),
+            ("bytes=-", 1000, Full),
+            (" bytes= 2 - 3 ", 1000, Partial(2, 3)),
+        ];
+        for (h, size, want) in cases {
+            assert_eq!(parse_range(h, size), want, "{h:?} of {size}");
+        }
+    }
+
+    #[test]
+    fn conditionals() {
+        let tag = "\"1-2-3\"";
+        assert!(etag_matches("\"1-2-3\"", tag));
+        assert!(etag_matches("W/\"1-2-3\"", tag));
+        assert!(etag_matches("\"x\", \"1-2-3\"", tag));
+        assert!(etag_matches("*", tag));
+        assert!(!etag_matches("\"1-2-4\"", tag));
+        let lm = "Sun, 06 Nov 1994 08:49:37 GMT";
+        assert!(if_range_allows("\"1-2-3\"", tag, lm));
+        assert!(!if_range_allows("W/\"1-2-3\"", tag, lm), "If-Range needs a strong validator");
+        assert!(!if_range_allows("\"old\"", tag, lm));
+        assert!(if_range_allows(lm, tag, lm));
+        assert!(!if_range_allows("Mon, 07 Nov 1994 08:49:37 GMT", tag, lm));
+    }
+
+    #[test]
+    fn jail_keeps_requests_inside() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("root");
+        std::fs::create_dir_all(root.join("sub")).unwrap();
+        std::fs::write(root.join("sub/a.bin"), b"a").unwrap();
+        std::fs::write(root.join(".hidden"), b"h").unwrap();
+        std::fs::write(d.path().join("secret"), b"s").unwrap();
+        std::os::unix::fs::symlink(d.path().join("secret"), root.join("out")).unwrap();
+        std::os::unix::fs::symlink(root.join("sub/a.bin"), root.join("in")).unwrap();
+        assert!(jail(&root, "sub/a.bin").unwrap().ends_with("sub/a.bin"));
+        assert!(jail(&root, "in").is_ok(), "a symlink inside the root is fine");
+        assert!(matches!(jail(&root, "out"), Err(JailError::Escapes(_))));
+        for bad in ["../secret", "sub/../../secret", "/etc/passwd", ".hidden", "sub//a.bin", "./sub/a.bin", "a\\b", ""]
+        {
+            assert!(matches!(jail(&root, bad), Err(JailError::BadComponent(_))), "{bad:?}");
+        }
+        assert!(matches!(jail(&root, "nope"), Err(JailError::Missing(_))));
+    }
+}

@@ -1,0 +1,176 @@
+//! Reading the inventory directory: every `*.json` file holds one native machine record, or
+//! Tinkerbell `Hardware` (one object, or a `List`/`HardwareList` with `items`).
+//!
+//! Nothing here decides whether a record is *valid* beyond its shape; [`super::validate`]
+//! does that on the parsed records, with the same field paths.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::model::Machine;
+use super::tinkerbell;
+use crate::problem::{join_path, Problem, Problems};
+
+/// Where a machine record came from, so problems can name the file and field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    pub file: PathBuf,
+    /// `items[3]` for an entry of a list, else empty.
+    pub item: String,
+    pub format: Format,
+    /// For converted records: which source field each osie field came from, as
+    /// (osie field path, source field path), e.g. (`ip.prefix`, `spec.interfaces[0].dhcp.ip.netmask`).
+    pub origins: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Native,
+    Tinkerbell,
+}
+
+impl Source {
+    pub fn native(file: &Path) -> Source {
+        Source { file: file.to_path_buf(), item: String::new(), format: Format::Native, origins: Vec::new() }
+    }
+
+    /// The path, in the file as written, of the osie field `field` (`macs[1]`, `ip.prefix`).
+    pub fn field(&self, field: &str) -> String {
+        if self.format == Format::Native {
+            return join_path(&self.item, field);
+        }
+        // The longest recorded osie prefix of `field`, with the rest of the path appended.
+        let best = self
+            .origins
+            .iter()
+            .filter(|(osie, _)| {
+                field == osie || field.strip_prefix(osie.as_str()).is_some_and(|r| r.starts_with(['.', '[']))
+            })
+            .max_by_key(|(osie, _)| osie.len());
+        match best {
+            Some((osie, src)) => join_path(&self.item, &format!("{src}{}", &field[osie.len()..])),
+            None => join_path(&self.item, &format!("(osie field {field})")),
+        }
+    }
+
+    /// `file` or `file items[2]`, for logs.
+    pub fn describe(&self) -> String {
+        if self.item.is_empty() {
+            self.file.display().to_string()
+        } else {
+            format!("{} {}", self.file.display(), self.item)
+        }
+    }
+}
+
+/// One machine as loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub machine: Arc<Machine>,
+    pub source: Source,
+}
+
+/// Parse every record file in `dir`. Files that cannot be parsed become problems; the rest
+/// are returned in file order.
+pub fn read_dir(dir: &Path, problems: &mut Problems) -> Vec<Entry> {
+    let files = match super::images::json_files(dir) {
+        Ok(f) => f,
+        Err(e) => {
+            problems.0.push(Problem::new(dir, "", format!("cannot list the inventory directory: {e}")));
+            return Vec::new();
+        }
+    };
+    let mut out = Vec::new();
+    for f in files {
+        match std::fs::read_to_string(&f) {
+            Ok(text) => out.extend(parse_file(&f, &text, problems)),
+            Err(e) => problems.0.push(Problem::new(&f, "", format!("cannot read: {e}"))),
+        }
+    }
+    out
+}
+
+/// The records in one file's text.
+pub fn parse_file(file: &Path, text: &str, problems: &mut Problems) -> Vec<Entry> {
+    let value: serde_json::Value = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(e) => {
+            problems.0.push(Problem::new(file, "", format!("not valid JSON: {e}")));
+            return Vec::new();
+        }
+    };
+    if value.get("apiVersion").is_some() || value.get("kind").is_some() {
+        return tinkerbell::parse(file, value, problems);
+    }
+    // Native: deserialize from the text again, for field paths and line numbers.
+    match serde_path_to_error::deserialize::<_, Machine>(&mut serde_json::Deserializer::from_str(text)) {
+        Ok(m) => vec![Entry { machine: Arc::new(m), source: Source::native(file) }],
+        Err(e) => {
+            let field = e.path().to_string();
+            let field = if field == "." { String::new() } else { field };
+            problems.0.push(Problem::new(file, field, e.into_inner().to_string()));
+            Vec::new()
+        }
+    }
+}
+
+/// The one record in `json` (as file `m.json`), for unit tests; panics on any problem.
+#[cfg(test)]
+pub(crate) fn test_entry(json: &str) -> Entry {
+    let mut p = Problems::default();
+    let mut e = parse_file(Path::new("m.json"), json, &mut p);
+    assert!(p.is_empty() && e.len() == 1, "{p}");
+    e.remove(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> (Vec<Entry>, Problems) {
+        let mut p = Problems::default();
+        let e = parse_file(Path::new("m.json"), text, &mut p);
+        (e, p)
+    }
+
+    #[test]
+    fn native_record_parses() {
+        let (e, p) = parse(r#"{"hostname":"n1","macs":["52:54:00:00:00:01"],"netboot":{"allow":true}}"#);
+        assert!(p.is_empty(), "{p}");
+        assert_eq!(e[0].machine.hostname, "n1");
+        assert!(e[0].machine.netboot.allow);
+        assert_eq!(e[0].source.field("macs[0]"), "macs[0]");
+    }
+
+    #[test]
+    fn native_errors_name_the_field() {
+        let (_, p) = parse(r#"{"hostname":"n1","macs":["52:54:00:00:00:01","nope"]}"#);
+        assert_eq!(p.0[0].field, "macs[1]", "{p}");
+        let (_, p) = parse(r#"{"hostname":"n1","macs":[],"netboot":{"allow":true,"colour":1}}"#);
+        assert_eq!(p.0[0].field, "netboot.colour", "{p}");
+        assert!(p.0[0].what.contains("unknown field"), "{p}");
+        let (_, p) = parse(r#"{"hostname":"n1","macs":[],"ip":{"address":"192.0.2.300","prefix":24}}"#);
+        assert_eq!(p.0[0].field, "ip.address", "{p}");
+        let (_, p) = parse("{\"hostname\":\n");
+        assert!(p.0[0].what.starts_with("not valid JSON") && p.0[0].what.contains("line 2"), "{p}");
+    }
+
+    #[test]
+    fn converted_fields_map_back_to_their_source() {
+        let s = Source {
+            file: "hw.json".into(),
+            item: "items[1]".into(),
+            format: Format::Tinkerbell,
+            origins: vec![
+                ("ip".into(), "spec.interfaces[0].dhcp.ip".into()),
+                ("ip.prefix".into(), "spec.interfaces[0].dhcp.ip.netmask".into()),
+                ("ssh_keys".into(), "spec.metadata.instance.ssh_keys".into()),
+            ],
+        };
+        assert_eq!(s.field("ip.prefix"), "items[1].spec.interfaces[0].dhcp.ip.netmask");
+        assert_eq!(s.field("ip.gateway"), "items[1].spec.interfaces[0].dhcp.ip.gateway");
+        assert_eq!(s.field("ssh_keys[2]"), "items[1].spec.metadata.instance.ssh_keys[2]");
+        assert_eq!(s.field("hostname"), "items[1].(osie field hostname)");
+        assert_eq!(s.field("ipx"), "items[1].(osie field ipx)");
+    }
+}

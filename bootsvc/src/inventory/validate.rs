@@ -1,0 +1,385 @@
+//! Checks on parsed machine records: each record on its own (against the config and the
+//! image catalog), then across records (MACs, fixed addresses and instance ids are unique).
+//! Problems name the file and the field as written in that file.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+
+use osie_api::MacAddr;
+
+use super::images::Images;
+use super::load::{Entry, Source};
+use super::model::{ImageRef, Install, IpConfig, Machine};
+use crate::checks;
+use crate::config::{Config, DhcpMode};
+use crate::ipxe;
+use crate::problem::{Problem, Problems};
+
+/// Problems of one record, each at `source.field(osie_path)`.
+struct Report<'a> {
+    source: &'a Source,
+    out: &'a mut Problems,
+}
+
+impl Report<'_> {
+    fn add(&mut self, field: &str, what: impl Into<String>) {
+        self.out.0.push(Problem::new(&self.source.file, self.source.field(field), what));
+    }
+
+    fn check(&mut self, field: &str, r: Result<(), String>) {
+        if let Err(e) = r {
+            self.add(field, e);
+        }
+    }
+}
+
+/// Check one record.
+pub fn machine(e: &Entry, cfg: &Config, images: &Images, out: &mut Problems) {
+    let m = &e.machine;
+    let mut r = Report { source: &e.source, out };
+    r.check("hostname", checks::hostname(&m.hostname));
+    if let Some(id) = &m.instance_id {
+        r.check("instance_id", checks::instance_id(id));
+    }
+    macs(m, &mut r);
+    match &m.ip {
+        Some(ip) => ip_config(ip, cfg, &mut r),
+        None if cfg.dhcp.enabled && cfg.dhcp.mode == DhcpMode::Reservation && cfg.dhcp.pool.is_none() => r.add(
+            "ip",
+            "no fixed address and dhcp.pool is not configured: the machine would get no address in reservation mode",
+        ),
+        None => {}
+    }
+    netboot(m, &mut r);
+    if let Some(install) = &m.install {
+        install_plan(install, images, &mut r);
+    }
+    for (i, k) in m.ssh_keys.iter().enumerate() {
+        r.check(&format!("ssh_keys[{i}]"), checks::ssh_key(k));
+    }
+    for (field, v) in [
+        ("cloud_init.user_data", &m.cloud_init.user_data),
+        ("cloud_init.meta_data", &m.cloud_init.meta_data),
+        ("cloud_init.network_config", &m.cloud_init.network_config),
+        ("cloud_init.vendor_data", &m.cloud_init.vendor_data),
+    ] {
+        if v.as_deref().is_some_and(|s| s.contains('\0')) {
+            r.add(field, "contains a NUL byte");
+        }
+    }
+}
+
+fn macs(m: &Machine, r: &mut Report) {
+    if m.macs.is_empty() {
+        r.add("macs", "no MAC address: a machine is found by its MACs");
+    }
+    for (i, mac) in m.macs.iter().enumerate() {
+        let o = mac.octets();
+        if o == [0; 6] || o[0] & 1 == 1 {
+            r.add(&format!("macs[{i}]"), format!("{mac} is not a NIC's address (zero, multicast or broadcast)"));
+        }
+        if m.macs[..i].contains(mac) {
+            r.add(&format!("macs[{i}]"), format!("{mac} is listed twice"));
+        }
+    }
+}
+
+fn ip_config(ip: &IpConfig, cfg: &Config, r: &mut Report) {
+    if !(8..=32).contains(&ip.prefix) {
+        r.add("ip.prefix", format!("/{} is not a sane prefix: 8 to 32", ip.prefix));
+        return;
+    }
+    let (net, bcast) = checks::subnet(ip.address, ip.prefix);
+    if let Err(e) = checks::host_address(ip.address) {
+        r.add("ip.address", e);
+    } else if ip.prefix < 31 && (ip.address == net || ip.address == bcast) {
+        r.add("ip.address", format!("{} is the network or broadcast address of {net}/{}", ip.address, ip.prefix));
+    }
+    if ip.address == cfg.listen.address {
+        r.add("ip.address", format!("{} is bootsvc's own address (listen.address)", ip.address));
+    }
+    if let Some(pool) = cfg.dhcp.pool.as_ref().filter(|_| cfg.dhcp.mode == DhcpMode::Reservation) {
+        if (u32::from(pool.start)..=u32::from(pool.end)).contains(&u32::from(ip.address)) {
+            r.add(
+                "ip.address",
+                format!(
+                    "{} is inside dhcp.pool ({}-{}), which may lease it to another machine",
+                    ip.address, pool.start, pool.end
+                ),
+            );
+        }
+    }
+    if let Some(g) = ip.gateway {
+        if checks::subnet(g, ip.prefix).0 != net || g == ip.address {
+            r.add("ip.gateway", format!("{g} is not another host of {net}/{}", ip.prefix));
+        }
+    }
+    for (i, d) in ip.dns.iter().enumerate() {
+        r.check(&format!("ip.dns[{i}]"), checks::host_address(*d));
+    }
+}
+
+fn netboot(m: &Machine, r: &mut Report) {
+    let nb = &m.netboot;
+    if nb.ipxe_script.is_some() && nb.ipxe_script_url.is_some() {
+        r.add("netboot.ipxe_script_url", "give ipxe_script or ipxe_script_url, not both");
+    }
+    if let Some(u) = &nb.ipxe_script_url {
+        r.check("netboot.ipxe_script_url", ipxe::check_url(u, &["http", "https", "tftp"]));
+    }
+    if nb.ipxe_script.as_deref().is_some_and(|s| s.trim().is_empty()) {
+        r.add("netboot.ipxe_script", "is empty");
+    }
+    if let Some(a) = &nb.kernel_args {
+        r.check("netboot.kernel_args", ipxe::split_args(a).map(|_| ()));
+    }
+    if nb.allow && nb.ipxe_script.is_none() && nb.ipxe_script_url.is_none() && m.install.is_none() {
+        r.add("install", "missing: netboot.allow is true but there is nothing to install (or set netboot.allow false)");
+    }
+}
+
+fn install_plan(i: &Install, images: &Images, r: &mut Report) {
+    image_ref(&i.image, images, r);
+    let d = &i.disk;
+    if d.path.as_deref().is_some_and(|p| !p.starts_with("/dev/")) {
+        r.add("install.disk.path", "must be a /dev/… path");
+    }
+    if let (Some(min), Some(max)) = (d.min_size, d.max_size) {
+        if min > max {
+            r.add("install.disk.max_size", format!("{max} is smaller than min_size {min}"));
+        }
+    }
+    let layout = &i.gpt.layout;
+    if !layout.is_empty() {
+        let images_in = layout.iter().filter(|p| p.image).count();
+        if images_in != 1 {
+            r.add("install.gpt.layout", format!("exactly one partition must have \"image\": true, not {images_in}"));
+        }
+        for (n, p) in layout.iter().enumerate() {
+            let at = format!("install.gpt.layout[{n}]");
+            if p.name.is_empty() || p.name.chars().count() > 36 {
+                r.add(&format!("{at}.name"), "1 to 36 characters (the GPT limit)");
+            }
+            r.check(&format!("{at}.type"), partition_type(&p.type_guid));
+            if p.size == osie_api::size::SizeSpec::Rest && n + 1 != layout.len() {
+                r.add(&format!("{at}.size"), "\"rest\" only for the last partition");
+            }
+        }
+        if i.gpt.grow_last_partition {
+            r.add("install.gpt.grow_last_partition", "has no meaning with a layout (size the last partition \"rest\")");
+        }
+    }
+}
+
+fn image_ref(img: &ImageRef, images: &Images, r: &mut Report) {
+    match (&img.name, &img.url) {
+        (Some(_), Some(_)) => r.add("install.image", "give name or url, not both"),
+        (None, None) => r.add("install.image", "give name (an image in artifacts.images_dir) or url"),
+        (Some(name), None) => {
+            if !images.contains_key(name) {
+                let known: Vec<&str> = images.keys().map(String::as_str).collect();
+                r.add(
+                    "install.image.name",
+                    format!("no image {name:?} in artifacts.images_dir (known: {})", list_or_none(&known)),
+                );
+            }
+            for (field, set) in [
+                ("install.image.sha256", img.sha256.is_some()),
+                ("install.image.size", img.size.is_some()),
+                ("install.image.raw_size", img.raw_size.is_some()),
+            ] {
+                if set {
+                    r.add(field, "comes from the image's manifest when the image is given by name");
+                }
+            }
+        }
+        (None, Some(url)) => {
+            if let Err(e) = ipxe::check_url(url, &["http", "https"]) {
+                r.add("install.image.url", e);
+            }
+            match &img.sha256 {
+                None => r.add("install.image.sha256", "missing: an image given by URL needs its sha256"),
+                Some(s) => r.check("install.image.sha256", checks::sha256_hex(s)),
+            }
+        }
+    }
+}
+
+fn partition_type(t: &str) -> Result<(), String> {
+    const ALIASES: [&str; 5] = ["linux", "esp", "bios-boot", "swap", "linux-root-x86-64"];
+    let is_guid = t.len() == 36
+        && t.char_indices().all(|(i, c)| if [8, 13, 18, 23].contains(&i) { c == '-' } else { c.is_ascii_hexdigit() });
+    if is_guid || ALIASES.contains(&t) {
+        Ok(())
+    } else {
+        Err(format!("{t:?} is not a GUID or one of {}", ALIASES.join(", ")))
+    }
+}
+
+fn list_or_none(v: &[&str]) -> String {
+    if v.is_empty() {
+        "none".into()
+    } else {
+        v.join(", ")
+    }
+}
+
+/// Checks across records: a MAC, a fixed address or an instance id belongs to one machine.
+pub fn across(entries: &[Entry], out: &mut Problems) {
+    let mut macs: HashMap<MacAddr, &Entry> = HashMap::new();
+    let mut ips: HashMap<Ipv4Addr, &Entry> = HashMap::new();
+    let mut ids: HashMap<String, &Entry> = HashMap::new();
+    for e in entries {
+        let m = &e.machine;
+        for (i, mac) in m.macs.iter().enumerate() {
+            if m.macs[..i].contains(mac) {
+                continue; // reported by `machine`
+            }
+            if let Some(first) = macs.insert(*mac, e) {
+                dup(out, e, &format!("macs[{i}]"), &format!("MAC {mac}"), first);
+                macs.insert(*mac, first);
+            }
+        }
+        if let Some(ip) = &m.ip {
+            if let Some(first) = ips.insert(ip.address, e) {
+                dup(out, e, "ip.address", &format!("address {}", ip.address), first);
+                ips.insert(ip.address, first);
+            }
+        }
+        let id = m.instance_id();
+        if let Some(first) = ids.insert(id.clone(), e) {
+            dup(out, e, "instance_id", &format!("instance id {id:?}"), first);
+            ids.insert(id, first);
+        }
+    }
+}
+
+fn dup(out: &mut Problems, e: &Entry, field: &str, what: &str, first: &Entry) {
+    out.0.push(Problem::new(
+        &e.source.file,
+        e.source.field(field),
+        format!("{what} is already used by {} ({})", first.machine.hostname, first.source.describe()),
+    ));
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::inventory::load::parse_file;
+
+    fn cfg() -> Config {
+        let mut c = crate::config::sample();
+        c.dhcp.pool = Some(crate::config::Pool {
+            start: "192.0.2.100".parse().unwrap(),
+            end: "192.0.2.199".parse().unwrap(),
+            prefix: 24,
+            gateway: None,
+            dns: vec![],
+        });
+        c
+    }
+
+    fn images() -> Images {
+        crate::inventory::images::test_images("debian-12")
+    }
+
+    fn problems_of(json: &str) -> Vec<String> {
+        let mut p = Problems::default();
+        let entries = parse_file(Path::new("m.json"), json, &mut p);
+        assert!(p.is_empty(), "{p}");
+        for e in &entries {
+            machine(e, &cfg(), &images(), &mut p);
+        }
+        p.iter().map(|p| format!("{}: {}", p.field, p.what)).collect()
+    }
+
+    #[test]
+    fn good_record_passes() {
+        let p = problems_of(
+            r#"{"hostname":"n1","macs":["52:54:00:00:00:01"],"ip":{"address":"192.0.2.10","prefix":24,"gateway":"192.0.2.1"},
+                "netboot":{"allow":true,"kernel_args":"quiet"},"install":{"image":{"name":"debian-12"}},
+                "ssh_keys":["ssh-ed25519 AAAA ops"]}"#,
+        );
+        assert!(p.is_empty(), "{p:?}");
+    }
+
+    #[test]
+    fn every_field_problem_is_reported() {
+        let p = problems_of(
+            r#"{"hostname":"n_1","instance_id":"a b","macs":["01:00:5e:00:00:01","52:54:00:00:00:01","52:54:00:00:00:01"],
+                "ip":{"address":"192.0.2.150","prefix":24,"gateway":"198.51.100.1"},
+                "netboot":{"allow":true,"ipxe_script":"shell","ipxe_script_url":"http://x/${mac}","kernel_args":"a\nb"},
+                "install":{"image":{"name":"ubuntu","sha256":"00"},"disk":{"path":"sda","min_size":10,"max_size":5},
+                           "gpt":{"layout":[{"name":"root","type":"ext4","size":"rest"},{"name":"b","type":"esp","size":"1MiB"}]}},
+                "ssh_keys":["AAAA"]}"#,
+        );
+        let fields: Vec<&str> = p.iter().map(|s| s.split(':').next().unwrap()).collect();
+        assert_eq!(
+            fields,
+            [
+                "hostname",
+                "instance_id",
+                "macs[0]",
+                "macs[2]",
+                "ip.address",
+                "ip.gateway",
+                "netboot.ipxe_script_url",
+                "netboot.ipxe_script_url",
+                "netboot.kernel_args",
+                "install.image.name",
+                "install.image.sha256",
+                "install.disk.path",
+                "install.disk.max_size",
+                "install.gpt.layout",
+                "install.gpt.layout[0].type",
+                "install.gpt.layout[0].size",
+                "ssh_keys[0]",
+            ],
+            "{p:#?}"
+        );
+        assert!(p[9].contains("known: debian-12"), "{}", p[9]);
+    }
+
+    #[test]
+    fn nothing_to_install_and_no_address() {
+        let p = problems_of(r#"{"hostname":"n1","macs":["52:54:00:00:00:01"],"netboot":{"allow":true}}"#);
+        assert_eq!(p.len(), 1);
+        assert!(p[0].starts_with("install: missing"), "{p:?}");
+        let mut c = cfg();
+        c.dhcp.pool = None;
+        let mut out = Problems::default();
+        let e = parse_file(Path::new("m.json"), r#"{"hostname":"n1","macs":["52:54:00:00:00:01"]}"#, &mut out);
+        machine(&e[0], &c, &images(), &mut out);
+        assert_eq!(out.0[0].field, "ip");
+    }
+
+    #[test]
+    fn image_by_url_needs_a_checksum() {
+        let p = problems_of(
+            r#"{"hostname":"n1","macs":["52:54:00:00:00:01"],"install":{"image":{"url":"http://192.0.2.9/x.raw"}}}"#,
+        );
+        assert_eq!(p, ["install.image.sha256: missing: an image given by URL needs its sha256"]);
+    }
+
+    #[test]
+    fn duplicates_across_files_name_both() {
+        let mut p = Problems::default();
+        let mk = |file: &str, json: &str, p: &mut Problems| parse_file(Path::new(file), json, p);
+        let mut entries = mk(
+            "a.json",
+            r#"{"hostname":"a","macs":["52:54:00:00:00:01"],"ip":{"address":"192.0.2.10","prefix":24}}"#,
+            &mut p,
+        );
+        entries.extend(mk(
+            "b.json",
+            r#"{"hostname":"b","instance_id":"i-525400000001","macs":["52:54:00:00:00:02","52:54:00:00:00:01"],"ip":{"address":"192.0.2.10","prefix":24}}"#,
+            &mut p,
+        ));
+        across(&entries, &mut p);
+        let got: Vec<String> = p.iter().map(|x| format!("{}: {}", x.file.display(), x.field)).collect();
+        assert_eq!(got, ["b.json: macs[1]", "b.json: ip.address", "b.json: instance_id"]);
+        assert!(p.0[0].what.contains("already used by a (a.json)"), "{p}");
+    }
+}

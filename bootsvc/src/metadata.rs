@@ -1,0 +1,224 @@
+//! What a machine is told about itself, built from its record (pure functions): the native
+//! [`Metadata`] for the installer, the EC2-compatible meta-data tree and the NoCloud
+//! documents for cloud-init in the installed OS.
+
+use std::net::Ipv4Addr;
+
+use osie_api::{Image, InstallPlan, MacAddr, Metadata};
+
+use crate::inventory::images::Images;
+use crate::inventory::model::{ImageRef, Machine};
+
+/// The install plan with the image resolved (by manifest name, or as given by URL).
+/// `None` when the record has no plan, or names an image that no longer exists.
+pub fn install_plan(m: &Machine, images: &Images, public_url: &str) -> Option<InstallPlan> {
+    let i = m.install.as_ref()?;
+    let image = resolve_image(&i.image, images, public_url)?;
+    Some(InstallPlan { image, disk: i.disk.clone(), gpt: i.gpt.clone(), finish: i.finish })
+}
+
+fn resolve_image(r: &ImageRef, images: &Images, public_url: &str) -> Option<Image> {
+    if let Some(name) = &r.name {
+        return images.get(name).map(|m| m.to_api(public_url));
+    }
+    Some(Image {
+        url: r.url.clone()?,
+        sha256: r.sha256.clone()?.to_ascii_lowercase(),
+        size: r.size,
+        raw_size: r.raw_size,
+        format: r.format,
+        checksum_of: r.checksum_of,
+    })
+}
+
+/// `GET /metadata` for `m`, booted from `mac`.
+pub fn for_installer(m: &Machine, mac: MacAddr, images: &Images, public_url: &str) -> Metadata {
+    let mut cloud_init = osie_api::CloudInit {
+        user_data: m.cloud_init.user_data.clone(),
+        meta_data: m.cloud_init.meta_data.clone(),
+        network_config: m.cloud_init.network_config.clone(),
+        vendor_data: m.cloud_init.vendor_data.clone(),
+    };
+    if cloud_init.meta_data.is_none() {
+        cloud_init.meta_data = Some(nocloud_meta_data(m));
+    }
+    Metadata {
+        instance_id: m.instance_id(),
+        hostname: m.hostname.clone(),
+        mac,
+        install: install_plan(m, images, public_url),
+        cloud_init,
+        ssh_keys: m.ssh_keys.clone(),
+        metadata_base_url: Some(public_url.to_string()),
+        phone_home_url: Some(phone_home_url(m, public_url)),
+    }
+}
+
+/// Where cloud-init's `phone_home` module in the installed OS posts (form-encoded).
+pub fn phone_home_url(m: &Machine, public_url: &str) -> String {
+    format!("{public_url}/phone-home/{}", m.instance_id())
+}
+
+/// NoCloud `meta-data` (YAML): the record's own, or instance-id, hostname and SSH keys.
+/// Strings are written as JSON strings, which YAML reads as double-quoted scalars: no value
+/// can add keys.
+pub fn nocloud_meta_data(m: &Machine) -> String {
+    if let Some(md) = &m.cloud_init.meta_data {
+        return md.clone();
+    }
+    let q = |s: &str| serde_json::Value::String(s.to_string()).to_string();
+    let mut s = format!(
+        "instance-id: {}\nlocal-hostname: {}\nhostname: {}\n",
+        q(&m.instance_id()),
+        q(&m.hostname),
+        q(&m.hostname)
+    );
+    if !m.ssh_keys.is_empty() {
+        s += "public-keys:\n";
+        for k in &m.ssh_keys {
+            s += &format!("  - {}\n", q(k));
+        }
+    }
+    s
+}
+
+/// One answer from the EC2 meta-data tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ec2 {
+    /// A directory listing: one entry per line, sub-directories with a trailing `/`.
+    Listing(Vec<String>),
+    Value(String),
+    NotFound,
+}
+
+impl Ec2 {
+    pub fn body(&self) -> Option<String> {
+        match self {
+            Ec2::Listing(v) => Some(v.join("\n")),
+            Ec2::Value(v) => Some(v.clone()),
+            Ec2::NotFound => None,
+        }
+    }
+}
+
+/// `…/meta-data/<path>` for `m`, called from `ip` (its `local-ipv4`). `path` is relative
+/// (`""`, `instance-id`, `public-keys/0/openssh-key`); trailing slashes are ignored.
+pub fn ec2_meta_data(m: &Machine, ip: Ipv4Addr, path: &str) -> Ec2 {
+    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+    let local_ipv4 = m.ip.as_ref().map_or(ip, |i| i.address);
+    let mac = m.boot_mac().map(|m| m.to_string()).unwrap_or_default();
+    match parts.as_slice() {
+        [] => {
+            let mut v: Vec<String> =
+                ["hostname", "instance-id", "local-hostname", "local-ipv4", "mac"].map(String::from).to_vec();
+            if !m.ssh_keys.is_empty() {
+                v.push("public-keys/".into());
+            }
+            Ec2::Listing(v)
+        }
+        ["instance-id"] => Ec2::Value(m.instance_id()),
+        ["hostname"] | ["local-hostname"] => Ec2::Value(m.hostname.clone()),
+        ["local-ipv4"] => Ec2::Value(local_ipv4.to_string()),
+        ["mac"] => Ec2::Value(mac),
+        ["public-keys"] if !m.ssh_keys.is_empty() => {
+            // EC2 lists `<index>=<key name>`; cloud-init then reads `<index>/openssh-key`.
+            Ec2::Listing(m.ssh_keys.iter().enumerate().map(|(i, k)| format!("{i}={}", key_name(k, i))).collect())
+        }
+        ["public-keys", i] => match key_at(m, i) {
+            Some(_) => Ec2::Listing(vec!["openssh-key".into()]),
+            None => Ec2::NotFound,
+        },
+        ["public-keys", i, "openssh-key"] => key_at(m, i).map_or(Ec2::NotFound, |k| Ec2::Value(k.to_string())),
+        _ => Ec2::NotFound,
+    }
+}
+
+fn key_at<'a>(m: &'a Machine, i: &str) -> Option<&'a str> {
+    m.ssh_keys.get(i.parse::<usize>().ok()?).map(String::as_str)
+}
+
+/// The key's comment as its name (what EC2 shows), or `key-<i>`.
+fn key_name(k: &str, i: usize) -> String {
+    let name: String = k
+        .split_whitespace()
+        .nth(2)
+        .unwrap_or_default()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || "@._-".contains(*c))
+        .collect();
+    if name.is_empty() {
+        format!("key-{i}")
+    } else {
+        name
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn machine(json: &str) -> Machine {
+        (*crate::inventory::load::test_entry(json).machine).clone()
+    }
+
+    fn images() -> Images {
+        crate::inventory::images::test_images("deb")
+    }
+
+    #[test]
+    fn installer_metadata_resolves_the_image() {
+        let m = machine(
+            r#"{"hostname":"n1","macs":["52:54:00:00:00:01"],"install":{"image":{"name":"deb"},"finish":"kexec"},
+                "ssh_keys":["ssh-ed25519 AAAA ops@example"]}"#,
+        );
+        let md = for_installer(&m, m.macs[0], &images(), "http://192.0.2.1:8080");
+        let plan = md.install.unwrap();
+        assert_eq!(plan.image.url, "http://192.0.2.1:8080/images/deb.raw.zst");
+        assert_eq!(plan.image.sha256, "ab".repeat(32));
+        assert_eq!(plan.finish, osie_api::Finish::Kexec);
+        assert_eq!(md.instance_id, "i-525400000001");
+        assert_eq!(md.phone_home_url.as_deref(), Some("http://192.0.2.1:8080/phone-home/i-525400000001"));
+        let meta = md.cloud_init.meta_data.unwrap();
+        assert!(meta.contains("instance-id: \"i-525400000001\"\n"), "{meta}");
+        assert!(meta.contains("  - \"ssh-ed25519 AAAA ops@example\"\n"), "{meta}");
+    }
+
+    #[test]
+    fn hostile_values_stay_scalars_in_meta_data() {
+        let mut m = machine(r#"{"hostname":"n1","macs":["52:54:00:00:00:01"]}"#);
+        m.instance_id = Some("x\"\nuser-data: evil".into());
+        let md = nocloud_meta_data(&m);
+        assert_eq!(md.lines().count(), 3, "{md}");
+        assert!(md.starts_with("instance-id: \"x\\\"\\nuser-data: evil\"\n"), "{md}");
+    }
+
+    #[test]
+    fn ec2_tree() {
+        let m = machine(
+            r#"{"hostname":"n1","macs":["52:54:00:00:00:01"],"ssh_keys":["ssh-ed25519 AAAA ops@example","ssh-rsa BBBB"]}"#,
+        );
+        let ip = Ipv4Addr::new(192, 0, 2, 55);
+        assert_eq!(
+            ec2_meta_data(&m, ip, "").body().unwrap(),
+            "hostname\ninstance-id\nlocal-hostname\nlocal-ipv4\nmac\npublic-keys/"
+        );
+        assert_eq!(ec2_meta_data(&m, ip, "local-ipv4/"), Ec2::Value("192.0.2.55".into()));
+        assert_eq!(ec2_meta_data(&m, ip, "public-keys").body().unwrap(), "0=ops@example\n1=key-1");
+        assert_eq!(ec2_meta_data(&m, ip, "public-keys/1/").body().unwrap(), "openssh-key");
+        assert_eq!(ec2_meta_data(&m, ip, "public-keys/1/openssh-key"), Ec2::Value("ssh-rsa BBBB".into()));
+        assert_eq!(ec2_meta_data(&m, ip, "public-keys/2/openssh-key"), Ec2::NotFound);
+        assert_eq!(ec2_meta_data(&m, ip, "placement/"), Ec2::NotFound);
+    }
+
+    #[test]
+    fn image_by_url_passes_through() {
+        let m = machine(&format!(
+            r#"{{"hostname":"n1","macs":["52:54:00:00:00:01"],"install":{{"image":{{"url":"http://192.0.2.9/x.raw.xz","sha256":"{}","format":"xz"}}}}}}"#,
+            "C".repeat(64)
+        ));
+        let p = install_plan(&m, &images(), "http://s").unwrap();
+        assert_eq!(p.image.url, "http://192.0.2.9/x.raw.xz");
+        assert_eq!(p.image.sha256, "c".repeat(64));
+        assert_eq!(p.image.format, osie_api::ImageFormat::Xz);
+    }
+}

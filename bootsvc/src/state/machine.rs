@@ -1,0 +1,200 @@
+//! What bootsvc remembers about one machine, and how an event changes it (pure).
+
+use std::net::Ipv4Addr;
+
+use osie_api::{Event, Phase, Progress};
+use serde::{Deserialize, Serialize};
+
+/// Where a machine stands. Stored as JSON in the state store; fields are additive.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct MachineState {
+    #[serde(default)]
+    pub status: Status,
+    /// Phase of the last event acted on.
+    #[serde(default)]
+    pub phase: Option<Phase>,
+    /// Progress of the current phase, when it reports any.
+    #[serde(default)]
+    pub progress: Option<Progress>,
+    #[serde(default)]
+    pub last_event: Option<EventSummary>,
+    /// The error chain of the last `failed` event.
+    #[serde(default)]
+    pub last_error: Vec<String>,
+    /// A finished install took netboot away (one-shot install) until a reinstall.
+    #[serde(default)]
+    pub netboot_cleared: bool,
+    /// Installer run the last events came from.
+    #[serde(default)]
+    pub run_id: Option<String>,
+    #[serde(default)]
+    pub installed_at: Option<String>,
+    #[serde(default)]
+    pub first_boot_at: Option<String>,
+    #[serde(default)]
+    pub reinstall_requested_at: Option<String>,
+    /// Address the machine last fetched its iPXE script from (identifies it later when it
+    /// has no fixed address and no lease of ours, e.g. in proxy mode).
+    #[serde(default)]
+    pub last_seen_ip: Option<Ipv4Addr>,
+    #[serde(default)]
+    pub last_seen_at: Option<String>,
+    /// Events stored for this machine; also the next event's number.
+    #[serde(default)]
+    pub events: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Status {
+    /// No event yet.
+    #[default]
+    New,
+    Installing,
+    Installed,
+    Failed,
+    /// An operator allowed netboot again after an install.
+    ReinstallPending,
+}
+
+impl Status {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Status::New => "new",
+            Status::Installing => "installing",
+            Status::Installed => "installed",
+            Status::Failed => "failed",
+            Status::ReinstallPending => "reinstall-pending",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventSummary {
+    pub phase: Phase,
+    #[serde(default)]
+    pub message: String,
+    /// When the sender says it happened.
+    pub time: String,
+    /// When bootsvc stored it.
+    pub received: String,
+}
+
+impl MachineState {
+    /// The state after `ev`, received at `now` (RFC 3339).
+    pub fn apply(&self, ev: &Event, now: &str) -> MachineState {
+        let mut s = self.clone();
+        s.events += 1;
+        s.last_event = Some(EventSummary {
+            phase: ev.phase,
+            message: ev.message.clone(),
+            time: ev.time.clone(),
+            received: now.into(),
+        });
+        if ev.phase == Phase::Unknown {
+            // Stored and shown, never acted on.
+            return s;
+        }
+        if s.phase != Some(ev.phase) {
+            s.progress = None;
+        }
+        if ev.progress.is_some() {
+            s.progress = ev.progress.clone();
+        }
+        s.phase = Some(ev.phase);
+        if ev.run_id.is_some() {
+            s.run_id = ev.run_id.clone();
+        }
+        match ev.phase {
+            Phase::Installed => {
+                s.status = Status::Installed;
+                s.netboot_cleared = true;
+                s.installed_at = Some(now.into());
+                s.last_error.clear();
+            }
+            Phase::Failed => {
+                // Netboot stays allowed: the next boot tries again.
+                s.status = Status::Failed;
+                s.last_error = ev.error.clone();
+            }
+            Phase::FirstBoot => s.first_boot_at = Some(now.into()),
+            Phase::BootedInstaller => {
+                s.status = Status::Installing;
+                s.last_error.clear();
+            }
+            _ => {
+                if s.status != Status::Installed {
+                    s.status = Status::Installing;
+                }
+            }
+        }
+        s
+    }
+
+    /// The state after an operator asked for a reinstall.
+    pub fn reinstall(&self, now: &str) -> MachineState {
+        let mut s = self.clone();
+        s.netboot_cleared = false;
+        s.status = Status::ReinstallPending;
+        s.reinstall_requested_at = Some(now.into());
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(phase: Phase) -> Event {
+        Event {
+            machine: "52:54:00:00:00:01".parse().unwrap(),
+            phase,
+            progress: None,
+            message: String::new(),
+            time: "2026-01-01T00:00:00Z".into(),
+            run_id: Some("r1".into()),
+            seq: Some(0),
+            error: Vec::new(),
+            hardware: None,
+        }
+    }
+
+    #[test]
+    fn install_run_clears_netboot_once() {
+        let s = MachineState::default();
+        let s = s.apply(&ev(Phase::BootedInstaller), "t1");
+        assert_eq!(s.status, Status::Installing);
+        let mut streaming = ev(Phase::ImageStreaming);
+        streaming.progress = Some(Progress { bytes_done: 5, bytes_total: Some(10), ..Default::default() });
+        let s = s.apply(&streaming, "t2");
+        assert_eq!(s.progress.as_ref().unwrap().percent(), Some(50.0));
+        let s = s.apply(&ev(Phase::ImageVerified), "t3");
+        assert!(s.progress.is_none(), "progress belongs to its phase");
+        let s = s.apply(&ev(Phase::Installed), "t4");
+        assert_eq!((s.status, s.netboot_cleared, s.installed_at.as_deref()), (Status::Installed, true, Some("t4")));
+        let s = s.apply(&ev(Phase::FirstBoot), "t5");
+        assert_eq!((s.status, s.first_boot_at.as_deref()), (Status::Installed, Some("t5")));
+        assert_eq!(s.events, 5);
+        let s = s.reinstall("t6");
+        assert_eq!((s.status, s.netboot_cleared), (Status::ReinstallPending, false));
+    }
+
+    #[test]
+    fn failure_keeps_netboot_and_the_error() {
+        let mut f = ev(Phase::Failed);
+        f.error = vec!["writing image".into(), "disk full".into()];
+        let s = MachineState::default().apply(&f, "t");
+        assert_eq!(s.status, Status::Failed);
+        assert!(!s.netboot_cleared);
+        assert_eq!(s.last_error.len(), 2);
+    }
+
+    #[test]
+    fn unknown_phases_are_recorded_not_acted_on() {
+        let s = MachineState::default().apply(&ev(Phase::Installed), "t");
+        let s2 = s.apply(&ev(Phase::Unknown), "t2");
+        assert_eq!(s2.phase, Some(Phase::Installed));
+        assert_eq!(s2.last_event.as_ref().unwrap().phase, Phase::Unknown);
+        assert_eq!(s2.events, 2);
+    }
+}

@@ -1,0 +1,137 @@
+//! `bootsvc check` (the real binary) on broken configurations and inventories: every problem
+//! is printed as `<file>: <field>: <what>`, all of them, and the exit status says so.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::{write_tree, Options};
+
+fn check(config: &Path) -> (i32, String, String) {
+    let out =
+        Command::new(common::bin()).args(["check", "--config"]).arg(config).env_remove("RUST_LOG").output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The lines of `out` that are problems in `file` at `field`.
+fn has(out: &str, file: &Path, field: &str) -> bool {
+    let prefix = format!("{}: {field}: ", file.display());
+    out.lines().any(|l| l.starts_with(&prefix))
+}
+
+fn edit(path: &Path, from: &str, to: &str) {
+    let s = std::fs::read_to_string(path).unwrap();
+    assert!(s.contains(from), "{from:?} not in {}", path.display());
+    std::fs::write(path, s.replacen(from, to, 1)).unwrap();
+}
+
+#[test]
+fn a_good_site_passes_with_a_summary() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = write_tree(d.path(), &Options::default());
+    std::fs::write(
+        d.path().join("machines/n1.json"),
+        r#"{"hostname":"n1","macs":["52:54:00:00:00:01"],"ip":{"address":"192.0.2.11","prefix":24},"netboot":{"allow":true},"install":{"image":{"name":"debian-12"}}}"#,
+    )
+    .unwrap();
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tinkerbell/hardware.json"),
+        d.path().join("machines/tink.json"),
+    )
+    .unwrap();
+    let (code, out, err) = check(&cfg);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(out.starts_with("ok: ") && out.contains("2 machines (2 may netboot), 1 image"), "{out}");
+}
+
+#[test]
+fn syntax_and_type_errors_name_the_place() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = write_tree(d.path(), &Options::default());
+    let good = std::fs::read_to_string(&cfg).unwrap();
+
+    std::fs::write(&cfg, good.replace("[tftp]", "[tftp")).unwrap();
+    let (code, out, _) = check(&cfg);
+    assert_eq!(code, 1);
+    assert!(out.starts_with(&format!("{}: line ", cfg.display())), "{out}");
+
+    std::fs::write(&cfg, good.replace("max_body_bytes = 65536", "max_body_bytes = \"lots\"")).unwrap();
+    let (code, out, _) = check(&cfg);
+    assert_eq!(code, 1);
+    assert!(has(&out, &cfg, "http.max_body_bytes"), "{out}");
+
+    std::fs::write(&cfg, good.replace("[state]", "[state]\ncolour = \"blue\"")).unwrap();
+    let (_, out, _) = check(&cfg);
+    assert!(has(&out, &cfg, "state.colour"), "{out}");
+
+    let (code, out, _) = check(&d.path().join("missing.toml"));
+    assert_eq!(code, 1);
+    assert!(out.contains("missing.toml: cannot read"), "{out}");
+}
+
+#[test]
+fn every_problem_in_config_inventory_and_images_is_listed() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = write_tree(d.path(), &Options { pool: true, ..Default::default() });
+    // Config problems.
+    edit(&cfg, "public_url = \"http://192.0.2.1:8080/\"", "public_url = \"192.0.2.1:8080\"");
+    edit(&cfg, "kernel_args = \"console=ttyS0,115200n8\"", "kernel_args = \"console=ttyS0 ${evil}\"");
+    edit(&cfg, "end = \"192.0.2.199\"", "end = \"198.51.100.9\"");
+    std::fs::remove_file(d.path().join("artifacts/initramfs.img")).unwrap();
+    // Inventory problems, in several files.
+    let m = |name: &str, json: &str| {
+        let p = d.path().join("machines").join(name);
+        std::fs::write(&p, json).unwrap();
+        p
+    };
+    let a = m(
+        "a.json",
+        r#"{"hostname":"a","macs":["52:54:00:00:00:01"],"ip":{"address":"192.0.2.11","prefix":24},
+            "netboot":{"allow":true,"kernel_args":"quiet\nchain http://evil/"},"install":{"image":{"name":"ubuntu"}}}"#,
+    );
+    let b = m("b.json", r#"{"hostname":"b_b","macs":["52:54:00:00:00:01"],"ip":{"address":"192.0.2.11","prefix":24}}"#);
+    let c = m("c.json", r#"{"hostname":"c","macs":["52:54:00:00:00:03"],"ip":{"address":"192.0.2.13","prefix":"24"}}"#);
+    let t = m(
+        "tink.json",
+        r#"{"apiVersion":"v1","kind":"List","items":[{"apiVersion":"tinkerbell.org/v1alpha1","kind":"Hardware",
+            "metadata":{"name":"t1"},"spec":{"interfaces":[{"dhcp":{"mac":"52:54:00:00:00:04",
+            "ip":{"address":"192.0.2.14","netmask":"255.0.255.0"}},"netboot":{"allowPXE":true}}]}}]}"#,
+    );
+    let broken = m("broken.json", "{\"hostname\": ");
+    // Image manifest problem.
+    let manifest = d.path().join("images/debian-12.json");
+    edit(&manifest, "\"sha256\":\"", "\"sha256\":\"zz");
+
+    let (code, out, err) = check(&cfg);
+    assert_eq!(code, 1, "{out}");
+    let expected = [
+        (&cfg, "http.public_url"),
+        (&cfg, "artifacts.kernel_args"),
+        (&cfg, "artifacts.initrd"),
+        (&cfg, "dhcp.pool.end"),
+        (&a, "netboot.kernel_args"),
+        (&a, "install.image.name"),
+        (&b, "hostname"),
+        (&b, "macs[0]"),
+        (&b, "ip.address"),
+        (&c, "ip.prefix"),
+        (&t, "items[0].spec.interfaces[0].dhcp.ip.netmask"),
+        (&manifest, "sha256"),
+    ];
+    for (file, field) in expected {
+        assert!(has(&out, file, field), "missing {}: {field}:\n{out}", file.display());
+    }
+    assert!(out.lines().any(|l| l.starts_with(&format!("{}: not valid JSON", broken.display()))), "{out}");
+    assert!(out.contains("already used by a"), "{out}");
+    assert!(err.contains(&format!("bootsvc check: {} problems", out.lines().count())), "{err}");
+    // Every line has the file: field: what shape (or file: what for whole-file problems).
+    for l in out.lines() {
+        assert!(l.starts_with(d.path().to_str().unwrap()) && l.matches(": ").count() >= 1, "{l}");
+    }
+}

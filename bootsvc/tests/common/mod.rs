@@ -1,0 +1,297 @@
+//! A test site: a network namespace with bootsvc's address (192.0.2.1) and a few machine
+//! addresses on its loopback, a temp directory with config, artifacts, an image,
+//! machines and state, and the real `bootsvc serve` binary running in the namespace with
+//! DHCP and TFTP off. Clients are real `curl` processes in the same namespace, bound to a
+//! machine's address with `--interface`.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use osie_testkit::{unique, wait_for, ChildGuard, Netns};
+use sha2::{Digest, Sha256};
+
+pub const SERVER: &str = "192.0.2.1";
+pub const BASE: &str = "http://192.0.2.1:8080";
+pub const TOKEN: &str = "test-token-0123456789abcdef";
+/// Addresses on the dummy interface besides the server's: machines call from these.
+pub const CLIENTS: [&str; 4] = ["192.0.2.11", "192.0.2.12", "192.0.2.13", "192.0.2.14"];
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_bootsvc")
+}
+
+/// `true` when this test can run (root, curl); otherwise it was skipped with a message.
+pub fn prerequisites(test: &str) -> bool {
+    osie_testkit::require_root(test) && osie_testkit::require_tools(test, &["curl", "ip"])
+}
+
+pub struct Site {
+    pub dir: tempfile::TempDir,
+    pub ns: Netns,
+    pub config: PathBuf,
+    server: Option<ChildGuard>,
+    log: PathBuf,
+}
+
+/// Extra TOML appended to the generated config (sections given whole).
+#[derive(Default)]
+pub struct Options {
+    pub log_json: bool,
+    pub pool: bool,
+}
+
+/// Fixture files only (no namespace): for `bootsvc check` tests.
+pub fn write_tree(root: &Path, opts: &Options) -> PathBuf {
+    for sub in ["tftp", "artifacts", "images", "machines"] {
+        std::fs::create_dir_all(root.join(sub)).unwrap();
+    }
+    // Artifacts big enough to need several 256 KiB chunks, not a multiple of them.
+    std::fs::write(root.join("artifacts/vmlinuz"), pattern(3 * 1024 * 1024 + 777, 1)).unwrap();
+    std::fs::write(root.join("artifacts/initramfs.img"), pattern(1024 * 1024 + 5, 2)).unwrap();
+    std::fs::write(root.join("tftp/undionly.kpxe"), pattern(70_000, 3)).unwrap();
+    let image = pattern(512 * 1024 + 3, 4);
+    std::fs::write(root.join("images/debian-12.raw.zst"), &image).unwrap();
+    let manifest = serde_json::json!({
+        "name": "debian-12", "file": "debian-12.raw.zst", "format": "zstd", "size": image.len(),
+        "raw_size": 4 * 1024 * 1024, "sha256": hex(&Sha256::digest(&image)), "checksum_of": "compressed"
+    });
+    std::fs::write(root.join("images/debian-12.json"), manifest.to_string()).unwrap();
+    std::fs::write(root.join("admin.token"), format!("{TOKEN}\n")).unwrap();
+    let pool = if opts.pool {
+        "pool = { start = \"192.0.2.100\", end = \"192.0.2.199\", prefix = 24, gateway = \"192.0.2.1\" }\n"
+    } else {
+        ""
+    };
+    let format = if opts.log_json { "json" } else { "text" };
+    let cfg = format!(
+        r#"[listen]
+interface = "lo"
+address = "{SERVER}"
+
+[dhcp]
+enabled = false
+{pool}
+[tftp]
+enabled = false
+root = "tftp"
+
+[http]
+listen = "{SERVER}:8080"
+public_url = "{BASE}/"
+max_body_bytes = 65536
+max_header_bytes = 8192
+request_timeout_secs = 5
+
+[artifacts]
+dir = "artifacts"
+images_dir = "images"
+kernel_args = "console=ttyS0,115200n8"
+
+[state]
+dir = "state"
+
+[inventory]
+dir = "machines"
+
+[admin]
+token_file = "admin.token"
+
+[log]
+format = "{format}"
+level = "info"
+"#
+    );
+    let path = root.join("bootsvc.toml");
+    std::fs::write(&path, cfg).unwrap();
+    path
+}
+
+impl Site {
+    pub fn new(opts: Options) -> Site {
+        let dir = tempfile::Builder::new().prefix("osie-bootsvc-").tempdir().unwrap();
+        let config = write_tree(dir.path(), &opts);
+        let ns = Netns::new().unwrap();
+        // The namespace's own loopback carries every address (the kernel here has no dummy
+        // interfaces); traffic between them never leaves the namespace.
+        for a in std::iter::once(SERVER).chain(CLIENTS) {
+            ns.ip(&["addr", "add", &format!("{a}/32"), "dev", "lo"]).unwrap();
+        }
+        let log = dir.path().join(format!("{}.log", unique("bootsvc")));
+        Site { dir, ns, config, server: None, log }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// Write `machines/<name>.json`.
+    pub fn machine(&self, name: &str, json: &str) {
+        // Write then rename: the reload poll never sees half a file.
+        let tmp = self.path(&format!("machines/.{name}.json.tmp"));
+        std::fs::write(&tmp, json).unwrap();
+        std::fs::rename(&tmp, self.path(&format!("machines/{name}.json"))).unwrap();
+    }
+
+    /// Start `bootsvc serve` in the namespace and wait until it answers.
+    pub fn start(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let mut cmd = self.ns.cmd(bin());
+        cmd.args(["serve", "--config"]).arg(&self.config).env_remove("RUST_LOG").stdout(Stdio::null()).stderr(log);
+        let mut child = ChildGuard::spawn("bootsvc serve", &mut cmd).unwrap();
+        let ok = wait_for("bootsvc to answer /healthz", Duration::from_secs(20), || {
+            if child.check_running().is_err() {
+                return Some(false);
+            }
+            (self.get("/healthz").status == 200).then_some(true)
+        })
+        .unwrap();
+        assert!(ok, "bootsvc exited early:\n{}", self.logs());
+        self.server = Some(child);
+    }
+
+    /// SIGTERM the server and wait for it to exit.
+    pub fn stop(&mut self) {
+        if let Some(mut s) = self.server.take() {
+            s.signal(libc::SIGTERM);
+            let status = wait_for("bootsvc to exit", Duration::from_secs(10), || s.child.try_wait().ok().flatten());
+            assert!(status.unwrap().success(), "bootsvc did not exit cleanly:\n{}", self.logs());
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `curl` in the namespace: `args` go before the URL (`--interface`, `-H`, `-X`…).
+    pub fn curl(&self, args: &[&str], path: &str) -> Resp {
+        let id = unique("c");
+        let hdr = self.path(&format!("{id}.hdr"));
+        let body = self.path(&format!("{id}.body"));
+        let out: Output = self
+            .ns
+            .cmd("curl")
+            .args(["-sS", "--path-as-is", "--max-time", "20", "-D"])
+            .arg(&hdr)
+            .arg("-o")
+            .arg(&body)
+            .args(["-w", "%{http_code}"])
+            .args(args)
+            .arg(format!("{BASE}{path}"))
+            .output()
+            .unwrap();
+        let status = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0);
+        let headers = std::fs::read_to_string(&hdr).unwrap_or_default();
+        let body_bytes = std::fs::read(&body).unwrap_or_default();
+        let _ = std::fs::remove_file(&hdr);
+        let _ = std::fs::remove_file(&body);
+        Resp { status, headers, body: body_bytes, stderr: String::from_utf8_lossy(&out.stderr).into() }
+    }
+
+    pub fn get(&self, path: &str) -> Resp {
+        self.curl(&[], path)
+    }
+
+    /// GET from a machine's address, optionally naming its MAC.
+    pub fn get_as(&self, from: &str, mac: Option<&str>, path: &str) -> Resp {
+        let h = mac.map(|m| format!("X-Osie-Mac: {m}"));
+        let mut args = vec!["--interface", from];
+        if let Some(h) = &h {
+            args.extend(["-H", h.as_str()]);
+        }
+        self.curl(&args, path)
+    }
+
+    /// POST JSON from a machine's address.
+    pub fn post_json_as(&self, from: &str, path: &str, json: &str) -> Resp {
+        self.curl(&["--interface", from, "-H", "Content-Type: application/json", "--data-binary", json], path)
+    }
+
+    /// The value of a Prometheus counter line starting with `prefix` (0 when absent).
+    pub fn metric(&self, prefix: &str) -> u64 {
+        let m = self.get("/metrics");
+        m.text()
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Raw TCP from inside the namespace, for requests curl will not send: writes `request`,
+    /// reads until the server closes (or `read_timeout`), returns what came back and how long
+    /// it took.
+    pub fn raw(&self, request: Vec<u8>, read_timeout: Duration) -> (String, Duration) {
+        use std::io::{Read, Write};
+        let h = self.ns.spawn(move || {
+            let mut s = std::net::TcpStream::connect((SERVER, 8080))?;
+            s.set_read_timeout(Some(read_timeout))?;
+            let start = std::time::Instant::now();
+            s.write_all(&request)?;
+            let mut out = Vec::new();
+            let _ = s.read_to_end(&mut out);
+            Ok((String::from_utf8_lossy(&out).into_owned(), start.elapsed()))
+        });
+        h.join().unwrap().unwrap()
+    }
+
+    /// Run the CLI (outside the namespace's network? no: inside, to reach the server).
+    pub fn cli(&self, args: &[&str]) -> Output {
+        self.ns.cmd(bin()).args(args).env_remove("BOOTSVC_CONFIG").output().unwrap()
+    }
+}
+
+impl Drop for Site {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("---- bootsvc log ----\n{}", self.logs());
+        }
+    }
+}
+
+pub struct Resp {
+    pub status: u16,
+    pub headers: String,
+    pub body: Vec<u8>,
+    pub stderr: String,
+}
+
+impl Resp {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+        })
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+}
+
+/// Deterministic, non-repeating-looking bytes.
+pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    let mut x: u32 = 0x9e37_79b9 ^ u32::from(seed);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Run a command outside any namespace.
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.output().unwrap()
+}

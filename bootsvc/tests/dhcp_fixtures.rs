@@ -1,0 +1,360 @@
+//! Every captured client packet (tests/fixtures/dhcp, see its README) through parsing,
+//! classification and reply building, in reservation and proxy mode; DESIGN.md's table row
+//! by row. Rows no client here can produce (BIOS PXE without iPXE, ARM, x86 UEFI, arch 9,
+//! option 93 missing) use a captured packet with only the deciding options rewritten.
+//! No sockets.
+
+mod net;
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::PathBuf;
+
+use bootsvc::config::DhcpMode;
+use bootsvc::dhcp::classify::Class;
+use bootsvc::dhcp::leases::LeaseStore;
+use bootsvc::dhcp::reply::{self, Ctx, Decision, Outcome, Settings, Via};
+use bootsvc::dhcp::request::{self, code, Options, HEADER_LEN};
+use dhcproto::v4::{Message, MessageType};
+use dhcproto::{Decodable, Decoder};
+use net::{machine, MapBackend, PUBLIC_URL};
+
+fn fixture(name: &str) -> Vec<u8> {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dhcp").join(name);
+    std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// Rewrite a packet's options: `f` gets them in wire order and may change them.
+fn rewrite(pkt: &[u8], f: impl FnOnce(&mut Vec<(u8, Vec<u8>)>)) -> Vec<u8> {
+    let mut list = Vec::new();
+    let mut b = &pkt[HEADER_LEN..];
+    while let Some((&c, rest)) = b.split_first() {
+        match c {
+            255 => break,
+            0 => b = rest,
+            _ => {
+                let len = rest[0] as usize;
+                list.push((c, rest[1..1 + len].to_vec()));
+                b = &rest[1 + len..];
+            }
+        }
+    }
+    f(&mut list);
+    let mut out = pkt[..HEADER_LEN].to_vec();
+    for (c, v) in list {
+        out.push(c);
+        out.push(v.len() as u8);
+        out.extend_from_slice(&v);
+    }
+    out.push(255);
+    out
+}
+
+fn set(list: &mut Vec<(u8, Vec<u8>)>, code: u8, value: Option<&[u8]>) {
+    list.retain(|(c, _)| *c != code);
+    if let Some(v) = value {
+        list.push((code, v.to_vec()));
+    }
+}
+
+/// A UEFI PXE packet (captured from OVMF) turned into arch `arch`.
+fn with_arch(arch: u16) -> Vec<u8> {
+    rewrite(&fixture("ovmf-pxe-discover.bin"), |o| {
+        set(o, code::CLIENT_ARCH, Some(&arch.to_be_bytes()));
+        set(o, code::CLASS_ID, Some(format!("PXEClient:Arch:{arch:05}:UNDI:003000").as_bytes()));
+    })
+}
+
+/// The BIOS PXE ROM row: the captured iPXE BIOS ROM request without its iPXE markers.
+fn bios_pxe_rom() -> Vec<u8> {
+    rewrite(&fixture("seabios-ipxe-rom-discover.bin"), |o| {
+        set(o, code::USER_CLASS, None);
+        set(o, code::IPXE_ENCAP, None);
+    })
+}
+
+const SERVER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+
+fn settings(mode: DhcpMode) -> Settings {
+    Settings { server_ip: SERVER, mode, lease_secs: 600, public_url: PUBLIC_URL.into(), pool: None }
+}
+
+/// Run one packet through parse + respond against a backend that knows its MAC with
+/// `fixed_ip` and netboot `allow`.
+fn decide(pkt: &[u8], mode: DhcpMode, fixed_ip: &str, allow: bool, via: Via) -> Decision {
+    let req = request::parse(pkt).unwrap();
+    let backend = MapBackend::new(vec![machine("node1", &req.mac.to_string(), Some(fixed_ip), allow)]);
+    let leases = LeaseStore::in_memory(None).unwrap();
+    let s = settings(mode);
+    reply::respond(&req, via, &Ctx { settings: &s, backend: &backend, leases: &leases, now: 1 })
+}
+
+struct Wire {
+    msg: Message,
+    opts: Options,
+    len: usize,
+    dest: SocketAddrV4,
+    kind: &'static str,
+}
+
+fn wire(d: &Decision) -> Wire {
+    let Outcome::Reply(r) = &d.outcome else { panic!("no reply: {d:?}") };
+    let bytes = r.encode().unwrap();
+    let msg = Message::decode(&mut Decoder::new(&bytes)).unwrap();
+    let opts = Options::parse(&bytes[HEADER_LEN..]).unwrap();
+    Wire { msg, opts, len: bytes.len(), dest: r.dest, kind: r.kind }
+}
+
+/// Option 67 and the `file` field both carry `want`, NUL-terminated; the reply is padded.
+fn assert_boot_file(w: &Wire, want: &str) {
+    let mut nul = want.as_bytes().to_vec();
+    nul.push(0);
+    assert_eq!(w.opts.get(code::BOOTFILE), Some(&nul[..]), "option 67");
+    assert_eq!(w.msg.fname(), Some(&nul[..]), "BOOTP file field");
+    assert_eq!(w.msg.siaddr(), SERVER, "siaddr");
+    assert!(w.len >= reply::MIN_REPLY_LEN, "reply is {} bytes", w.len);
+}
+
+/// Each table row: (packet, class, boot file).
+fn rows() -> Vec<(&'static str, Vec<u8>, Class, String)> {
+    let mac_url = |pkt: &[u8]| {
+        let m = request::parse(pkt).unwrap().mac;
+        format!("{PUBLIC_URL}/boot/{m}.ipxe")
+    };
+    let mut v = vec![
+        ("BIOS PXE ROM (derived)", bios_pxe_rom(), Class::BiosPxe, "undionly.kpxe".to_string()),
+        ("OVMF UEFI PXE", fixture("ovmf-pxe-discover.bin"), Class::UefiPxe, "ipxe.efi".into()),
+        ("OVMF UEFI PXE request", fixture("ovmf-pxe-request.bin"), Class::UefiPxe, "ipxe.efi".into()),
+        ("arch 6 (derived)", with_arch(6), Class::UefiPxe, "ipxe.efi".into()),
+        ("arch 9 (derived)", with_arch(9), Class::UefiPxe, "ipxe.efi".into()),
+        ("arch 10 (derived)", with_arch(10), Class::UefiPxeArm, "snp.efi".into()),
+        ("arch 11 (derived)", with_arch(11), Class::UefiPxeArm, "snp.efi".into()),
+        (
+            "OVMF HTTP boot",
+            fixture("ovmf-httpboot-discover.bin"),
+            Class::UefiHttp,
+            format!("{PUBLIC_URL}/ipxe/ipxe.efi"),
+        ),
+        (
+            "OVMF HTTP boot request",
+            fixture("ovmf-httpboot-request.bin"),
+            Class::UefiHttp,
+            format!("{PUBLIC_URL}/ipxe/ipxe.efi"),
+        ),
+        ("arch 15 (derived)", with_arch(15), Class::UefiHttp, format!("{PUBLIC_URL}/ipxe/ipxe.efi")),
+        ("arch 19 (derived)", with_arch(19), Class::UefiHttpArm, format!("{PUBLIC_URL}/ipxe/snp.efi")),
+    ];
+    for f in [
+        "seabios-ipxe-rom-discover.bin",
+        "seabios-ipxe-rom-request.bin",
+        "ipxe-lkrn-discover.bin",
+        "ipxe-lkrn-request.bin",
+        "ovmf-ipxe-rom-discover.bin",
+        "ovmf-ipxe-rom-request.bin",
+        "ovmf-pxe-chain-ipxe-efi-discover.bin",
+        "ovmf-pxe-chain-ipxe-efi-request.bin",
+    ] {
+        let p = fixture(f);
+        let url = mac_url(&p);
+        v.push((f, p, Class::Ipxe, url));
+    }
+    v
+}
+
+#[test]
+fn every_fixture_parses_and_classifies_as_captured() {
+    for (name, pkt, class, _) in rows() {
+        let req = request::parse(&pkt).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let c = bootsvc::dhcp::classify::client(req.mac, &req.options);
+        assert_eq!(c.class(None), class, "{name}");
+    }
+    // What the captures themselves say (see the README): arch 0 + iPXE from the BIOS
+    // builds, arch 7 from OVMF and iPXE EFI, arch 16 from OVMF HTTP boot.
+    let arch = |f: &str| request::parse(&fixture(f)).unwrap().options.get(code::CLIENT_ARCH).map(|a| a.to_vec());
+    assert_eq!(arch("seabios-ipxe-rom-discover.bin"), Some(vec![0, 0]));
+    assert_eq!(arch("ipxe-lkrn-discover.bin"), Some(vec![0, 0]));
+    assert_eq!(arch("ovmf-pxe-discover.bin"), Some(vec![0, 7]));
+    assert_eq!(arch("ovmf-ipxe-rom-discover.bin"), Some(vec![0, 7]));
+    assert_eq!(arch("ovmf-httpboot-discover.bin"), Some(vec![0, 16]));
+}
+
+#[test]
+fn reservation_mode_serves_each_row_its_boot_file() {
+    for (name, pkt, class, boot) in rows() {
+        let req = request::parse(&pkt).unwrap();
+        // A REQUEST names the address dnsmasq gave it in the capture: reserve that one.
+        let ip = req.requested_ip.unwrap_or(Ipv4Addr::new(192, 0, 2, 10));
+        let d = decide(&pkt, DhcpMode::Reservation, &format!("{ip}/24"), true, Via::Dhcp);
+        assert_eq!(d.class, class, "{name}");
+        let w = wire(&d);
+        let want_kind = if req.msg_type == MessageType::Discover { "offer" } else { "ack" };
+        assert_eq!(w.kind, want_kind, "{name}");
+        assert_eq!(w.msg.yiaddr(), ip, "{name}");
+        assert_eq!(w.msg.xid(), req.header.xid(), "{name}");
+        assert_eq!(w.msg.chaddr()[..6], req.mac.octets(), "{name}");
+        assert_boot_file(&w, &boot);
+        assert_eq!(w.opts.get(code::SUBNET_MASK), Some(&[255, 255, 255, 0][..]), "{name}");
+        assert_eq!(w.opts.get(code::ROUTER), Some(&[192, 0, 2, 254][..]), "{name}");
+        assert_eq!(w.opts.get(code::DNS), Some(&[192, 0, 2, 53, 198, 51, 100, 53][..]), "{name}");
+        assert_eq!(w.opts.get(code::HOSTNAME), Some(&b"node1"[..]), "{name}");
+        assert_eq!(w.opts.get(code::SERVER_ID), Some(&[192, 0, 2, 1][..]), "{name}");
+        assert_eq!(w.opts.get(code::LEASE_TIME), Some(&600u32.to_be_bytes()[..]), "{name}");
+        // HTTP boot firmware only takes offers that say HTTPClient; PXE needs no option 60
+        // from a full DHCP server.
+        let want60: Option<&[u8]> = if class.is_http_boot() { Some(b"HTTPClient") } else { None };
+        assert_eq!(w.opts.get(code::CLASS_ID), want60, "{name}");
+        assert_eq!(w.opts.get(code::VENDOR_SPECIFIC), None, "{name}: no option 43 outside proxy mode");
+        // Option 97 (client UUID) echoed, as the PXE spec asks.
+        assert_eq!(w.opts.get(code::CLIENT_UUID), req.options.get(code::CLIENT_UUID), "{name}");
+        assert_eq!(w.dest, SocketAddrV4::new(Ipv4Addr::BROADCAST, 68), "{name}");
+    }
+}
+
+#[test]
+fn proxy_mode_offers_boot_information_only() {
+    for (name, pkt, class, boot) in rows() {
+        let req = request::parse(&pkt).unwrap();
+        let d = decide(&pkt, DhcpMode::Proxy, "192.0.2.10/24", true, Via::Dhcp);
+        if req.msg_type != MessageType::Discover {
+            // The REQUEST on 67 belongs to the site server.
+            assert!(matches!(d.outcome, Outcome::Ignore { reason: "dhcp-proxy-not-discover", .. }), "{name}");
+            continue;
+        }
+        let w = wire(&d);
+        assert_eq!(w.kind, "proxy-offer", "{name}");
+        assert_eq!(w.msg.yiaddr(), Ipv4Addr::UNSPECIFIED, "{name}");
+        assert_boot_file(&w, &boot);
+        let want60: &[u8] = if class.is_http_boot() { b"HTTPClient" } else { b"PXEClient" };
+        assert_eq!(w.opts.get(code::CLASS_ID), Some(want60), "{name}");
+        let want43: Option<&[u8]> = (class == Class::BiosPxe).then_some(&reply::PXE_DISCOVERY_CONTROL[..]);
+        assert_eq!(w.opts.get(code::VENDOR_SPECIFIC), want43, "{name}");
+        for absent in [code::SUBNET_MASK, code::ROUTER, code::LEASE_TIME] {
+            assert_eq!(w.opts.get(absent), None, "{name}: option {absent} in a proxy offer");
+        }
+    }
+}
+
+#[test]
+fn port_4011_requests_get_a_proxy_ack_back_to_the_sender() {
+    // UEFI PXE (and iPXE) after a proxy offer: a REQUEST to 4011 from its leased address.
+    let pkt = rewrite(&fixture("ovmf-pxe-request.bin"), |o| {
+        set(o, code::REQUESTED_IP, None);
+        set(o, code::SERVER_ID, None);
+    });
+    let mut pkt = pkt;
+    pkt[12..16].copy_from_slice(&[192, 0, 2, 77]); // ciaddr
+    let src = SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 77), 68);
+    for mode in [DhcpMode::Proxy, DhcpMode::Reservation] {
+        let d = decide(&pkt, mode, "192.0.2.10/24", true, Via::Pxe(src));
+        let w = wire(&d);
+        assert_eq!(w.kind, "proxy-ack");
+        assert_eq!(w.dest, src, "answered where it came from");
+        assert_eq!(w.msg.yiaddr(), Ipv4Addr::UNSPECIFIED);
+        assert_eq!(w.msg.ciaddr(), Ipv4Addr::new(192, 0, 2, 77));
+        assert_boot_file(&w, "ipxe.efi");
+        assert_eq!(w.opts.get(code::CLASS_ID), Some(&b"PXEClient"[..]));
+    }
+}
+
+#[test]
+fn option_60_decimal_arch_when_93_is_missing() {
+    let no93 = |class_id: &str| {
+        rewrite(&fixture("ovmf-pxe-discover.bin"), |o| {
+            set(o, code::CLIENT_ARCH, None);
+            set(o, code::CLASS_ID, Some(class_id.as_bytes()));
+        })
+    };
+    let d = decide(&no93("PXEClient:Arch:00007:UNDI:003000"), DhcpMode::Reservation, "192.0.2.10/24", true, Via::Dhcp);
+    assert_eq!(d.class, Class::UefiPxe);
+    assert_boot_file(&wire(&d), "ipxe.efi");
+    // 00011 is decimal eleven (ARM64), not 0x11.
+    let d = decide(&no93("PXEClient:Arch:00011:UNDI:003000"), DhcpMode::Reservation, "192.0.2.10/24", true, Via::Dhcp);
+    assert_eq!(d.class, Class::UefiPxeArm);
+    assert_boot_file(&wire(&d), "snp.efi");
+}
+
+#[test]
+fn disallowed_and_unknown_machines_get_no_boot_file() {
+    // Known, netboot not allowed: the address, no boot file (it boots from disk).
+    let pkt = fixture("ovmf-pxe-discover.bin");
+    let d = decide(&pkt, DhcpMode::Reservation, "192.0.2.10/24", false, Via::Dhcp);
+    assert_eq!(d.no_boot, Some("netboot not allowed"));
+    let w = wire(&d);
+    assert_eq!(w.msg.yiaddr(), Ipv4Addr::new(192, 0, 2, 10));
+    assert_eq!(w.opts.get(code::BOOTFILE), None);
+    assert_eq!(w.msg.fname(), None);
+    // Proxy mode has nothing else to give: silence.
+    let d = decide(&pkt, DhcpMode::Proxy, "192.0.2.10/24", false, Via::Dhcp);
+    assert!(matches!(d.outcome, Outcome::Ignore { reason: "dhcp-no-boot-file", .. }), "{d:?}");
+    // Unknown MAC: nothing, in either mode.
+    let req = request::parse(&pkt).unwrap();
+    let backend = MapBackend::new(vec![machine("other", "02:00:00:00:00:99", Some("192.0.2.10/24"), true)]);
+    let leases = LeaseStore::in_memory(None).unwrap();
+    for mode in [DhcpMode::Reservation, DhcpMode::Proxy] {
+        let s = settings(mode);
+        let d = reply::respond(&req, Via::Dhcp, &Ctx { settings: &s, backend: &backend, leases: &leases, now: 1 });
+        assert!(matches!(d.outcome, Outcome::Ignore { reason: "dhcp-unknown-mac", .. }), "{d:?}");
+    }
+    // An architecture without an iPXE build: an address, no boot file.
+    let d = decide(&with_arch(2), DhcpMode::Reservation, "192.0.2.10/24", true, Via::Dhcp);
+    assert_eq!(d.class, Class::Unsupported(2));
+    assert_eq!(wire(&d).opts.get(code::BOOTFILE), None);
+}
+
+#[test]
+fn wrong_requested_address_is_naked() {
+    let pkt = fixture("seabios-ipxe-rom-request.bin");
+    let d = decide(&pkt, DhcpMode::Reservation, "192.0.2.10/24", true, Via::Dhcp);
+    let w = wire(&d);
+    assert_eq!(w.kind, "nak");
+    assert_eq!(w.msg.yiaddr(), Ipv4Addr::UNSPECIFIED);
+    assert_eq!(w.opts.get(code::BOOTFILE), None);
+    assert_eq!(w.opts.get(code::MESSAGE_TYPE), Some(&[6u8][..]));
+    assert_eq!(w.dest, SocketAddrV4::new(Ipv4Addr::BROADCAST, 68));
+}
+
+#[test]
+fn relayed_requests_go_back_to_the_relay_with_option_82() {
+    let agent = [1u8, 4, b'p', b'o', b'r', b't', 2, 3, 0xaa, 0xbb, 0xcc];
+    let mut pkt = rewrite(&fixture("ovmf-pxe-discover.bin"), |o| set(o, code::RELAY_AGENT, Some(&agent)));
+    pkt[24..28].copy_from_slice(&[198, 51, 100, 1]); // giaddr
+    pkt[3] = 1; // hops
+    let d = decide(&pkt, DhcpMode::Reservation, "198.51.100.20/24", true, Via::Dhcp);
+    let w = wire(&d);
+    assert_eq!(w.dest, SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 1), 67));
+    assert_eq!(w.msg.giaddr(), Ipv4Addr::new(198, 51, 100, 1));
+    assert_eq!(w.opts.get(code::RELAY_AGENT), Some(&agent[..]));
+    assert_boot_file(&w, "ipxe.efi");
+}
+
+#[test]
+fn long_urls_go_in_option_67_only() {
+    let req = request::parse(&fixture("ovmf-ipxe-rom-discover.bin")).unwrap();
+    let backend = MapBackend::new(vec![machine("n", &req.mac.to_string(), Some("192.0.2.10/24"), true)]);
+    let leases = LeaseStore::in_memory(None).unwrap();
+    let mut s = settings(DhcpMode::Reservation);
+    s.public_url = format!("http://{}.example:8080", "x".repeat(100));
+    let d = reply::respond(&req, Via::Dhcp, &Ctx { settings: &s, backend: &backend, leases: &leases, now: 1 });
+    let w = wire(&d);
+    assert!(w.opts.get(code::BOOTFILE).unwrap().len() > 128);
+    assert_eq!(w.msg.fname(), None, "does not fit the 128-byte file field");
+}
+
+#[test]
+fn proxy_mode_sets_aside_other_traffic_before_the_inventory() {
+    // An OS client and the site server's REQUESTs are neither refused nor logged as unknown
+    // machines: they are simply not bootsvc's business in proxy mode.
+    let os_client = rewrite(&fixture("ovmf-pxe-discover.bin"), |o| {
+        set(o, code::CLASS_ID, Some(b"udhcp 1.35.0"));
+        set(o, code::CLIENT_ARCH, None);
+    });
+    let backend = MapBackend::new(vec![]);
+    let leases = LeaseStore::in_memory(None).unwrap();
+    let s = settings(DhcpMode::Proxy);
+    let ctx = Ctx { settings: &s, backend: &backend, leases: &leases, now: 1 };
+    let d = reply::respond(&request::parse(&os_client).unwrap(), Via::Dhcp, &ctx);
+    assert!(matches!(d.outcome, Outcome::Ignore { reason: "dhcp-not-pxe", .. }), "{d:?}");
+    let d = reply::respond(&request::parse(&fixture("ovmf-pxe-request.bin")).unwrap(), Via::Dhcp, &ctx);
+    assert!(matches!(d.outcome, Outcome::Ignore { reason: "dhcp-proxy-not-discover", .. }), "{d:?}");
+    let d = reply::respond(&request::parse(&fixture("ovmf-pxe-discover.bin")).unwrap(), Via::Dhcp, &ctx);
+    assert!(matches!(d.outcome, Outcome::Ignore { reason: "dhcp-unknown-mac", .. }), "{d:?}");
+}

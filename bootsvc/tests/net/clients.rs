@@ -1,0 +1,72 @@
+//! Real DHCP clients run inside a test namespace: busybox udhcpc and ISC dhclient. Each
+//! runs a hook script that saves the environment of the lease it got.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use osie_testkit::{unique, wait_for, ChildGuard, Netns};
+
+/// A udhcpc/dhclient hook script that saves the environment of a successful lease.
+fn env_script(dir: &Path, out: &Path) -> PathBuf {
+    let p = dir.join(format!("hook-{}.sh", unique("")));
+    let body = format!(
+        "#!/bin/sh\ncase \"$1$reason\" in bound|renew|BOUND|RENEW|REBOOT) env > {out}.tmp && mv {out}.tmp {out} ;; esac\nexit 0\n",
+        out = out.display()
+    );
+    std::fs::write(&p, body).unwrap();
+    std::process::Command::new("chmod").arg("+x").arg(&p).status().unwrap();
+    p
+}
+
+/// Run busybox udhcpc once on `iface`; the environment of its lease.
+pub fn udhcpc(ns: &Netns, iface: &str, dir: &Path, extra: &[&str]) -> anyhow::Result<String> {
+    let out = dir.join(unique("udhcpc-env"));
+    let script = env_script(dir, &out);
+    let script_s = script.to_string_lossy().to_string();
+    let mut args = vec!["-f", "-q", "-n", "-t", "4", "-T", "1", "-i", iface, "-s", &script_s];
+    args.extend_from_slice(&["-O", "bootfile", "-O", "hostname"]);
+    args.extend_from_slice(extra);
+    ns.run("udhcpc", &args)?;
+    Ok(std::fs::read_to_string(&out)?)
+}
+
+/// ISC dhclient in the foreground until it is bound; `old_lease` makes it start in
+/// INIT-REBOOT, asking for that address first.
+pub fn dhclient(ns: &Netns, iface: &str, dir: &Path, old_lease: Option<&str>) -> anyhow::Result<String> {
+    let out = dir.join(unique("dhclient-env"));
+    let script = env_script(dir, &out);
+    let conf = dir.join(unique("dhclient.conf"));
+    std::fs::write(
+        &conf,
+        "request subnet-mask, routers, domain-name-servers, host-name, bootfile-name, dhcp-server-identifier;\n\
+         timeout 20;\nretry 1;\ninitial-interval 1;\n",
+    )?;
+    let leases = dir.join(unique("dhclient.leases"));
+    let lease_text = match old_lease {
+        Some(ip) => format!(
+            "lease {{\n  interface \"{iface}\";\n  fixed-address {ip};\n  option subnet-mask 255.255.255.0;\n  \
+             option dhcp-server-identifier 192.0.2.1;\n  renew 4 2037/01/01 00:00:01;\n  \
+             rebind 4 2037/01/01 00:00:01;\n  expire 4 2037/01/01 00:00:01;\n}}\n"
+        ),
+        None => String::new(),
+    };
+    std::fs::write(&leases, lease_text)?;
+    let pid = dir.join(unique("dhclient.pid"));
+    let _c = ChildGuard::spawn(
+        "dhclient",
+        ns.cmd("dhclient")
+            .args(["-4", "-d", "-1", "-v", "-cf"])
+            .arg(&conf)
+            .arg("-sf")
+            .arg(&script)
+            .arg("-lf")
+            .arg(&leases)
+            .arg("-pf")
+            .arg(&pid)
+            .arg(iface)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null()),
+    )?;
+    wait_for("dhclient to be bound", Duration::from_secs(30), || std::fs::read_to_string(&out).ok())
+}

@@ -1,0 +1,242 @@
+//! bootsvc's TFTP server over real sockets in a namespace pair, fetched from with real
+//! clients (curl, atftp), and refusing what it must.
+
+mod net;
+
+use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bootsvc::metrics::Metrics;
+use net::{config, dropped, metric, start_tftp, tftp_root, Running};
+use osie_testkit::{require_root, require_tools, Pair};
+
+struct Setup {
+    pair: Pair,
+    dir: tempfile::TempDir,
+    root: PathBuf,
+    metrics: Arc<Metrics>,
+    _srv: Running,
+}
+
+/// A root with the iPXE binaries, a file outside it and a symlink pointing there.
+fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("tftp");
+    std::fs::create_dir_all(&root).unwrap();
+    for f in ["undionly.kpxe", "ipxe.efi", "snponly.efi"] {
+        std::fs::copy(tftp_root().join(f), root.join(f)).unwrap();
+    }
+    std::fs::write(dir.path().join("secret"), b"outside the root").unwrap();
+    std::os::unix::fs::symlink(dir.path().join("secret"), root.join("escape")).unwrap();
+    let pair = Pair::new("192.0.2.1/24").unwrap();
+    pair.client.ip(&["addr", "add", "192.0.2.2/24", "dev", &pair.client_if]).unwrap();
+    let cfg = Arc::new(config(dir.path(), &pair.server_if, "", &root));
+    let metrics = Arc::new(Metrics::new());
+    let srv = start_tftp(&pair.server, cfg, metrics.clone()).unwrap();
+    Setup { pair, dir, root, metrics, _srv: srv }
+}
+
+fn transfers(m: &Metrics, outcome: &str) -> f64 {
+    metric(m, &format!("osie_tftp_transfers_total{{outcome=\"{outcome}\"}}"))
+}
+
+fn in_flight(m: &Metrics) -> f64 {
+    metric(m, "osie_tftp_transfers_in_flight")
+}
+
+/// Wait until the in-flight gauge is back to zero (transfers are counted when they end).
+fn settle(m: &Metrics) {
+    osie_testkit::wait_for("TFTP transfers to end", Duration::from_secs(10), || (in_flight(m) == 0.0).then_some(()))
+        .unwrap();
+}
+
+fn same_bytes(a: &Path, b: &Path) {
+    let (x, y) = (std::fs::read(a).unwrap(), std::fs::read(b).unwrap());
+    assert!(x == y, "{} ({} bytes) differs from {} ({} bytes)", a.display(), x.len(), b.display(), y.len());
+}
+
+#[test]
+fn curl_and_atftp_fetch_byte_identical_files() {
+    if !require_root("tftp_fetch") || !require_tools("tftp_fetch", &["curl", "atftp"]) {
+        return;
+    }
+    let s = setup();
+    let out = s.dir.path().join("curl.kpxe");
+    s.pair
+        .client
+        .run(
+            "curl",
+            &[
+                "-sS",
+                "--max-time",
+                "30",
+                "--tftp-blksize",
+                "1468",
+                "-o",
+                out.to_str().unwrap(),
+                "tftp://192.0.2.1/undionly.kpxe",
+            ],
+        )
+        .unwrap();
+    same_bytes(&out, &s.root.join("undionly.kpxe"));
+
+    let out2 = s.dir.path().join("atftp.efi");
+    s.pair
+        .client
+        .run(
+            "atftp",
+            &["--get", "-r", "ipxe.efi", "-l", out2.to_str().unwrap(), "--option", "blksize 1468", "192.0.2.1"],
+        )
+        .unwrap();
+    same_bytes(&out2, &s.root.join("ipxe.efi"));
+
+    settle(&s.metrics);
+    assert_eq!(transfers(&s.metrics, "complete"), 2.0);
+    let bytes = std::fs::metadata(&out).unwrap().len() + std::fs::metadata(&out2).unwrap().len();
+    assert_eq!(metric(&s.metrics, "osie_tftp_bytes_total"), bytes as f64);
+}
+
+#[test]
+fn windowsize_is_negotiated_and_used() {
+    if !require_root("tftp_windowsize") || !require_tools("tftp_windowsize", &["atftp"]) {
+        return;
+    }
+    let s = setup();
+    let out = s.dir.path().join("w.efi");
+    let o = s
+        .pair
+        .client
+        .run(
+            "atftp",
+            &[
+                "--trace",
+                "--get",
+                "-r",
+                "ipxe.efi",
+                "-l",
+                out.to_str().unwrap(),
+                "--option",
+                "blksize 1428",
+                "--option",
+                "windowsize 16",
+                "192.0.2.1",
+            ],
+        )
+        .unwrap();
+    same_bytes(&out, &s.root.join("ipxe.efi"));
+    let trace = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(trace.contains("windowsize: 16"), "OACK should grant windowsize 16: {trace}");
+    // One ACK per window, not per block.
+    let blocks = std::fs::metadata(&out).unwrap().len() / 1428 + 1;
+    let acks = trace.lines().filter(|l| l.contains("sent ACK")).count() as u64;
+    eprintln!("windowsize 16: {acks} ACKs for {blocks} blocks");
+    // Without a window it would be one per block.
+    assert!(acks > 0 && acks <= blocks / 8, "{acks} ACKs for {blocks} blocks");
+}
+
+#[test]
+fn escapes_and_writes_are_refused_counted_and_service_continues() {
+    if !require_root("tftp_refusals") || !require_tools("tftp_refusals", &["curl", "atftp"]) {
+        return;
+    }
+    let s = setup();
+    let get = |remote: &str| {
+        let local = s.dir.path().join(osie_testkit::unique("got"));
+        let o = s
+            .pair
+            .client
+            .cmd("atftp")
+            .args(["--get", "-r", remote, "-l", local.to_str().unwrap(), "192.0.2.1"])
+            .output()
+            .unwrap();
+        let content = std::fs::read(&local).unwrap_or_default();
+        (o.status.success(), content, String::from_utf8_lossy(&o.stderr).to_string())
+    };
+    for (remote, reason) in [
+        ("../secret", "tftp-traversal"),
+        ("ipxe/../../secret", "tftp-traversal"),
+        ("/etc/passwd", "tftp-absolute-path"),
+        ("escape", "tftp-symlink-escape"),
+    ] {
+        let (ok, content, _) = get(remote);
+        assert!(!ok, "{remote} was served");
+        assert!(!String::from_utf8_lossy(&content).contains("outside"), "{remote}: leaked");
+        assert!(!content.starts_with(b"root:"), "{remote}: leaked");
+        assert_eq!(dropped(&s.metrics, reason), if remote.starts_with("ipxe/") { 2.0 } else { 1.0 }, "{remote}");
+    }
+    // curl too, keeping "../" in the URL.
+    let o = s.pair.client.cmd("curl").args(["-sS", "--path-as-is", "tftp://192.0.2.1/../secret"]).output().unwrap();
+    assert!(!o.status.success() && !String::from_utf8_lossy(&o.stdout).contains("outside"));
+    assert_eq!(dropped(&s.metrics, "tftp-traversal"), 3.0);
+
+    // A write request: refused, nothing created.
+    let src = s.dir.path().join("upload");
+    std::fs::write(&src, b"payload").unwrap();
+    let o = s
+        .pair
+        .client
+        .cmd("atftp")
+        .args(["--put", "-l", src.to_str().unwrap(), "-r", "uploaded", "192.0.2.1"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "write accepted");
+    assert!(!s.root.join("uploaded").exists());
+    assert_eq!(dropped(&s.metrics, "tftp-write"), 1.0);
+    assert_eq!(transfers(&s.metrics, "refused"), 6.0);
+
+    // Still serving.
+    let (ok, content, err) = get("undionly.kpxe");
+    assert!(ok, "{err}");
+    assert_eq!(content, std::fs::read(s.root.join("undionly.kpxe")).unwrap());
+}
+
+/// The UEFI tsize probe: RRQ with tsize, OACK, then the client sends ERROR and walks away.
+/// The transfer must be gone within seconds (timeout 1 s × (3 retries + 1) by default).
+#[test]
+fn abandoned_transfer_is_freed_within_seconds() {
+    if !require_root("tftp_abandoned") {
+        return;
+    }
+    let s = setup();
+    let size = std::fs::metadata(s.root.join("ipxe.efi")).unwrap().len();
+    let (oack, started) = s
+        .pair
+        .client
+        .spawn(|| {
+            let sock = UdpSocket::bind("192.0.2.2:0")?;
+            sock.set_read_timeout(Some(Duration::from_secs(5)))?;
+            let mut rrq = vec![0, 1];
+            for part in ["ipxe.efi", "octet", "tsize", "0", "blksize", "1468"] {
+                rrq.extend_from_slice(part.as_bytes());
+                rrq.push(0);
+            }
+            sock.send_to(&rrq, "192.0.2.1:69")?;
+            let mut buf = [0u8; 1500];
+            let (n, from) = sock.recv_from(&mut buf)?;
+            let started = Instant::now();
+            // ERROR 0 "abort", to the transfer's own port, as EDK2 does after reading tsize.
+            let mut err = vec![0, 5, 0, 0];
+            err.extend_from_slice(b"tsize probe done\0");
+            sock.send_to(&err, from)?;
+            Ok((buf[..n].to_vec(), started))
+        })
+        .join()
+        .unwrap()
+        .unwrap();
+    assert_eq!(&oack[..2], &[0, 6], "OACK");
+    let text = String::from_utf8_lossy(&oack[2..]).to_string();
+    assert!(text.contains(&format!("tsize\0{size}\0")), "OACK carries the size: {text:?}");
+    assert!(text.contains("blksize\u{0}1468\u{0}"), "{text:?}");
+    assert_eq!(in_flight(&s.metrics), 1.0);
+
+    osie_testkit::wait_for("the abandoned transfer to be freed", Duration::from_secs(8), || {
+        (in_flight(&s.metrics) == 0.0).then_some(())
+    })
+    .unwrap();
+    let freed_after = started.elapsed();
+    eprintln!("abandoned transfer freed after {freed_after:?}");
+    assert!(freed_after < Duration::from_secs(6), "{freed_after:?}");
+    assert_eq!(transfers(&s.metrics, "aborted"), 1.0);
+}
