@@ -35,7 +35,8 @@ fn write_image(url: &str, sha: &str, dev: &std::path::Path, extra: &[&str]) -> (
 
 #[test]
 fn streams_byte_for_byte_in_every_format() {
-    if !disk_prereqs("streams_byte_for_byte_in_every_format") {
+    let test = "streams_byte_for_byte_in_every_format";
+    if !disk_prereqs(test) || !osie_testkit::require_tools(test, &["gzip", "xz"]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -18,7 +18,7 @@ pub fn sha256_hex(b: &[u8]) -> String {
 
 /// Root and the tools every disk test uses; false = skip (outside CI).
 pub fn disk_prereqs(test: &str) -> bool {
-    require_root(test) && require_tools(test, &["losetup", "partx", "sgdisk", "mke2fs", "debugfs", "e2fsck"])
+    require_root(test) && require_tools(test, &["losetup", "partx", "sgdisk", "mke2fs", "debugfs", "e2fsck", "blkid"])
 }
 
 pub fn run(cmd: &mut Command) -> Output {
