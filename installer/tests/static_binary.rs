@@ -9,8 +9,16 @@ fn release_binary_is_statically_linked() {
     }
     let root = osie_testkit::workspace_root();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    // A no-op when scripts/test or the initramfs builder already built it.
-    let st = Command::new(cargo)
+    // A no-op when scripts/test or the initramfs builder already built it — provided the
+    // environment is theirs: the test runner's CARGO_MANIFEST_DIR & co. would make build
+    // scripts (ring's) rerun and rebuild half the tree.
+    let mut cmd = Command::new(cargo);
+    for (k, _) in std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v))) {
+        if k.starts_with("CARGO_") && k != "CARGO_HOME" && k != "CARGO_TARGET_DIR" {
+            cmd.env_remove(&k);
+        }
+    }
+    let st = cmd
         .current_dir(&root)
         .args(["build", "--profile", "release-installer", "--target", "x86_64-unknown-linux-musl", "-p", "installer"])
         .status()
