@@ -95,6 +95,9 @@ fn boot(params: &BootParams, reporter: &Reporter) -> Result<Metadata> {
     let net = net::bring_up(params.mac, params.ip.as_ref(), &NetOptions::default())
         .with_context(|| format!("bringing up the boot NIC {}", params.mac))?;
     say(&format!("osie: network {net}"));
+    if let Some(lease) = net.lease.clone() {
+        net::dhcp_client::spawn_renewal(net.ifname.clone(), params.mac, lease);
+    }
 
     let hw = hardware::collect();
     say(&format!(
