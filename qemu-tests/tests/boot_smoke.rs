@@ -12,6 +12,7 @@
 //! `scripts/build` makes `build/boot/`; without it the test skips (fails under
 //! `OSIE_REQUIRE_ALL=1`).
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -40,8 +41,9 @@ struct Request {
     body: Vec<u8>,
 }
 
-/// A minimal HTTP/1.1 server in the namespace: `GET /metadata`, `POST /events`, 404 for
-/// everything else (the image). One thread per connection, `Connection: close`.
+/// A minimal HTTP/1.1 server in the namespace: `GET /metadata`, `POST /events`, `GET` of
+/// the files it was given (an image), 404 for everything else. One thread per connection,
+/// `Connection: close`.
 struct Bootsvc {
     requests: Arc<Mutex<Vec<Request>>>,
     stop: Arc<AtomicBool>,
@@ -50,6 +52,11 @@ struct Bootsvc {
 
 impl Bootsvc {
     fn start(ns: &Netns, metadata: String) -> Bootsvc {
+        Self::with_files(ns, metadata, HashMap::new())
+    }
+
+    fn with_files(ns: &Netns, metadata: String, files: HashMap<String, Vec<u8>>) -> Bootsvc {
+        let files = Arc::new(files);
         let requests = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let (r, s) = (Arc::clone(&requests), Arc::clone(&stop));
@@ -59,8 +66,8 @@ impl Bootsvc {
             while !s.load(Ordering::Relaxed) {
                 match l.accept() {
                     Ok((c, _)) => {
-                        let (r, md) = (Arc::clone(&r), metadata.clone());
-                        std::thread::spawn(move || serve(c, &r, &md));
+                        let (r, md, f) = (Arc::clone(&r), metadata.clone(), Arc::clone(&files));
+                        std::thread::spawn(move || serve(c, &r, &md, &f));
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                         std::thread::sleep(Duration::from_millis(20))
@@ -95,7 +102,12 @@ impl Drop for Bootsvc {
     }
 }
 
-fn serve(c: TcpStream, log: &Mutex<Vec<Request>>, metadata: &str) -> anyhow::Result<()> {
+fn serve(
+    c: TcpStream,
+    log: &Mutex<Vec<Request>>,
+    metadata: &str,
+    files: &HashMap<String, Vec<u8>>,
+) -> anyhow::Result<()> {
     c.set_nonblocking(false)?;
     c.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut r = BufReader::new(c.try_clone()?);
@@ -119,39 +131,37 @@ fn serve(c: TcpStream, log: &Mutex<Vec<Request>>, metadata: &str) -> anyhow::Res
     }
     let mut body = vec![0u8; len];
     r.read_exact(&mut body)?;
-    let (status, reply) = match (method.as_str(), path.as_str()) {
-        ("GET", "/metadata") => ("200 OK", metadata.to_string()),
-        ("POST", "/events") => ("200 OK", r#"{"stored":true,"duplicate":false}"#.to_string()),
-        _ => ("404 Not Found", "not found\n".to_string()),
+    let (status, reply): (&str, &[u8]) = match (method.as_str(), path.as_str()) {
+        ("GET", "/metadata") => ("200 OK", metadata.as_bytes()),
+        ("POST", "/events") => ("200 OK", br#"{"stored":true,"duplicate":false}"#),
+        ("GET", p) if files.contains_key(p) => ("200 OK", &files[p]),
+        _ => ("404 Not Found", b"not found\n"),
     };
     log.lock().unwrap().push(Request { method, path, mac_header, body });
     let mut w = c;
-    write!(
-        w,
-        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{reply}",
-        reply.len()
-    )?;
+    write!(w, "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", reply.len())?;
+    w.write_all(reply)?;
     Ok(())
 }
 
 fn metadata(mac: MacAddr) -> String {
+    let image = Image {
+        url: format!("http://{SERVER}:{PORT}/images/missing.raw.zst"),
+        sha256: "0".repeat(64),
+        size: None,
+        raw_size: None,
+        format: ImageFormat::Zstd,
+        checksum_of: ChecksumOf::Compressed,
+    };
+    metadata_for(mac, image, Finish::Reboot)
+}
+
+fn metadata_for(mac: MacAddr, image: Image, finish: Finish) -> String {
     let md = Metadata {
         instance_id: "i-smoke".into(),
         hostname: "smoke".into(),
         mac,
-        install: Some(InstallPlan {
-            image: Image {
-                url: format!("http://{SERVER}:{PORT}/images/missing.raw.zst"),
-                sha256: "0".repeat(64),
-                size: None,
-                raw_size: None,
-                format: ImageFormat::Zstd,
-                checksum_of: ChecksumOf::Compressed,
-            },
-            disk: DiskHints::default(),
-            gpt: GptPlan::default(),
-            finish: Finish::Reboot,
-        }),
+        install: Some(InstallPlan { image, disk: DiskHints::default(), gpt: GptPlan::default(), finish }),
         cloud_init: CloudInit::default(),
         ssh_keys: vec![],
         metadata_base_url: None,
@@ -206,26 +216,7 @@ fn installer_boots_gets_a_lease_reports_failure_and_reboots() {
     let ns = Netns::new().unwrap();
     ns.add_bridge("br0", &format!("{SERVER}/24")).unwrap();
     ns.add_tap("tap0", "br0").unwrap();
-    let mut dnsmasq = ns.cmd("dnsmasq");
-    dnsmasq
-        .args([
-            "--no-daemon",
-            "--conf-file=/dev/null",
-            "--port=0",
-            "--bind-interfaces",
-            "--interface=br0",
-            "--user=root",
-            "--log-dhcp",
-            // No ping-before-offer: saves 3 s per boot, nothing else is on this bridge.
-            "--no-ping",
-            "--dhcp-range=192.0.2.100,192.0.2.150,255.255.255.0,1h",
-            "--dhcp-option=option:router,192.0.2.1",
-            "--dhcp-option=option:dns-server,192.0.2.1",
-        ])
-        .arg(format!("--dhcp-leasefile={}", art.0.join("leases").display()))
-        .stdout(std::fs::File::create(art.0.join("dnsmasq.log")).unwrap())
-        .stderr(std::fs::File::create(art.0.join("dnsmasq.err")).unwrap());
-    let _dnsmasq = ChildGuard::spawn("dnsmasq", &mut dnsmasq).unwrap();
+    let _dnsmasq = ChildGuard::spawn("dnsmasq", &mut dnsmasq(&ns, &art.0)).unwrap();
     let bootsvc = Bootsvc::start(&ns, metadata(mac));
 
     let disk = art.0.join("disk.raw");
@@ -236,17 +227,7 @@ fn installer_boots_gets_a_lease_reports_failure_and_reboots() {
 
     // -no-reboot: the installer's reboot after the failure ends QEMU.
     let start = Instant::now();
-    let status = loop {
-        if let Some(st) = vm.child.try_wait().unwrap() {
-            break st;
-        }
-        assert!(
-            start.elapsed() < BOOT_LIMIT,
-            "QEMU still running after {BOOT_LIMIT:?}; last phase on the console: {}",
-            last_osie_line(&serial)
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let status = wait_exit(&mut vm, &serial);
     let elapsed = start.elapsed();
     let log = std::fs::read_to_string(&serial).unwrap();
     let phase = |needle: &str, what: &str| {
@@ -349,6 +330,167 @@ fn rescue_mode_stays_up_after_a_failure() {
     std::thread::sleep(Duration::from_secs(5));
     vm.check_running().unwrap();
     assert!(!serial_has(&serial, "Kernel panic"), "PID 1 must never exit");
+}
+
+/// A small OS image to install: GPT, one ext4 partition labelled `root` holding our own
+/// kernel and initramfs as `/boot/vmlinuz` and `/boot/initrd.img`, and a grub.cfg whose
+/// command line marks the second boot (and, lacking `osie.mac`, makes it fail and reboot).
+fn kexec_image(dir: &Path, kernel: &Path, initrd: &Path) -> Vec<u8> {
+    let root = dir.join("root");
+    std::fs::create_dir_all(root.join("boot/grub")).unwrap();
+    std::fs::copy(kernel, root.join("boot/vmlinuz")).unwrap();
+    std::fs::copy(initrd, root.join("boot/initrd.img")).unwrap();
+    std::fs::write(
+        root.join("boot/grub/grub.cfg"),
+        format!(
+            "set default=0\nmenuentry 'osie test' {{\n\tlinux /boot/vmlinuz root=LABEL=root ro console=ttyS0 osie.url=http://{SERVER}:{PORT} {KEXEC_MARK}\n\tinitrd /boot/initrd.img\n}}\n"
+        ),
+    )
+    .unwrap();
+    let fs = dir.join("root.ext4");
+    let run = |cmd: &mut std::process::Command| {
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    std::fs::File::create(&fs).unwrap().set_len(PART_MIB << 20).unwrap();
+    run(std::process::Command::new("mkfs.ext4").args(["-q", "-F", "-L", "root", "-d"]).arg(&root).arg(&fs));
+    let img = dir.join("kexec.raw");
+    std::fs::File::create(&img).unwrap().set_len((PART_MIB + 2) << 20).unwrap();
+    run(std::process::Command::new("sgdisk")
+        .args(["-n", &format!("1:2048:+{PART_MIB}M"), "-t", "1:8300", "-c", "1:root"])
+        .arg(&img));
+    let mut raw = std::fs::read(&img).unwrap();
+    let part = std::fs::read(&fs).unwrap();
+    raw[1 << 20..(1 << 20) + part.len()].copy_from_slice(&part);
+    raw
+}
+
+const PART_MIB: u64 = 48;
+const KEXEC_MARK: &str = "osie.test-second-boot";
+
+fn sha256_hex(data: &[u8], dir: &Path) -> String {
+    let f = dir.join("sha-input");
+    std::fs::write(&f, data).unwrap();
+    let out = std::process::Command::new("sha256sum").arg(&f).output().unwrap();
+    String::from_utf8(out.stdout).unwrap().split_whitespace().next().unwrap().to_string()
+}
+
+/// A whole install ending in `finish: kexec`: the image is streamed onto the virtio disk,
+/// then the installer finds the installed kernel on it and kexecs into it. The second boot
+/// shows our marker on its command line (read from the installed grub.cfg) — without going
+/// through the firmware: QEMU runs with `-no-reboot`, so a firmware reboot would end it.
+#[test]
+fn install_then_kexec_into_the_installed_kernel() {
+    let test = "install_then_kexec_into_the_installed_kernel";
+    if !require_root(test)
+        || !require_tools(test, &["ip", "dnsmasq", "qemu-system-x86_64", "sgdisk", "mkfs.ext4", "sha256sum"])
+    {
+        return;
+    }
+    let Some((kernel, initrd)) = boot_files(test) else { return };
+    let art = Artifacts(workspace_root().join("qemu-tests/artifacts").join(unique("kexec-")));
+    std::fs::create_dir_all(&art.0).unwrap();
+    let serial = art.0.join("serial.log");
+    let mac: MacAddr = MAC.parse().unwrap();
+    let image = kexec_image(&art.0, &kernel, &initrd);
+    let sha = sha256_hex(&image, &art.0);
+    let spec = Image {
+        url: format!("http://{SERVER}:{PORT}/images/kexec.raw"),
+        sha256: sha,
+        size: Some(image.len() as u64),
+        raw_size: Some(image.len() as u64),
+        format: ImageFormat::Raw,
+        checksum_of: ChecksumOf::Raw,
+    };
+
+    let ns = Netns::new().unwrap();
+    ns.add_bridge("br0", &format!("{SERVER}/24")).unwrap();
+    ns.add_tap("tap0", "br0").unwrap();
+    let _dnsmasq = ChildGuard::spawn("dnsmasq", &mut dnsmasq(&ns, &art.0)).unwrap();
+    let files = HashMap::from([("/images/kexec.raw".to_string(), image)]);
+    let bootsvc = Bootsvc::with_files(&ns, metadata_for(mac, spec, Finish::Kexec), files);
+    let disk = art.0.join("disk.raw");
+    std::fs::File::create(&disk).unwrap().set_len(DISK_BYTES).unwrap();
+    let mut qemu = qemu(&ns, &art.0, &kernel, &initrd, &format!("osie.url=http://{SERVER}:{PORT} osie.mac={MAC}"));
+    qemu.arg("-drive").arg(format!("file={},if=virtio,format=raw", disk.display()));
+    let mut vm = ChildGuard::spawn("qemu", &mut qemu).unwrap();
+
+    // The second boot fails on purpose (no osie.mac) and reboots: QEMU exits.
+    let status = wait_exit(&mut vm, &serial);
+    let log = std::fs::read_to_string(&serial).unwrap();
+    let phase = |needle: &str, what: &str| {
+        assert!(
+            log.contains(needle),
+            "{what} never came (no {needle:?} on the console); last: {}",
+            last_osie_line(&serial)
+        )
+    };
+    assert!(status.success(), "QEMU exited with {status}");
+    phase("osie: install finished; next: kexec", "the end of the install");
+    phase("osie: kexec into /boot/vmlinuz", "the kexec load");
+    assert_eq!(
+        log.matches("Run /init as init process").count(),
+        2,
+        "two boots: the installer, then the kexec'd kernel"
+    );
+    let second = log.rsplit("Run /init as init process").next().unwrap_or_default();
+    let cmdline = log.lines().filter(|l| l.contains("Command line:")).nth(1).unwrap_or_default();
+    assert!(
+        cmdline.contains(KEXEC_MARK) && cmdline.contains("root=LABEL=root"),
+        "second kernel's command line: {cmdline:?}"
+    );
+    assert!(
+        second.contains("kernel command line has no osie.mac="),
+        "the second boot ran our /init from the installed initrd"
+    );
+    let events = bootsvc.events();
+    assert!(
+        events.iter().any(|e| e.phase == Phase::Installed),
+        "no installed event: {:?}",
+        events.iter().map(|e| e.phase).collect::<Vec<_>>()
+    );
+    // The disk holds the image: its partition table names our root partition.
+    let out = std::process::Command::new("sgdisk").arg("-p").arg(&disk).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("root"), "{}", String::from_utf8_lossy(&out.stdout));
+}
+
+fn dnsmasq(ns: &Netns, dir: &Path) -> std::process::Command {
+    let mut d = ns.cmd("dnsmasq");
+    d.args([
+        "--no-daemon",
+        "--conf-file=/dev/null",
+        "--port=0",
+        "--bind-interfaces",
+        "--interface=br0",
+        "--user=root",
+        "--log-dhcp",
+        // No ping-before-offer: saves 3 s per boot, nothing else is on this bridge.
+        "--no-ping",
+        "--dhcp-range=192.0.2.100,192.0.2.150,255.255.255.0,1h",
+        "--dhcp-option=option:router,192.0.2.1",
+        "--dhcp-option=option:dns-server,192.0.2.1",
+    ])
+    .arg(format!("--dhcp-leasefile={}", dir.join("leases").display()))
+    .stdout(std::fs::File::create(dir.join("dnsmasq.log")).unwrap())
+    .stderr(std::fs::File::create(dir.join("dnsmasq.err")).unwrap());
+    d
+}
+
+/// Wait for QEMU to exit (a reboot under `-no-reboot`), failing after [`BOOT_LIMIT`] with the
+/// last thing the installer said.
+fn wait_exit(vm: &mut ChildGuard, serial: &Path) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(st) = vm.child.try_wait().unwrap() {
+            return st;
+        }
+        assert!(
+            start.elapsed() < BOOT_LIMIT,
+            "QEMU still running after {BOOT_LIMIT:?}; last phase on the console: {}",
+            last_osie_line(serial)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// The last line the installer printed, for failure messages that say where it stopped.
