@@ -217,30 +217,18 @@ fn installer_boots_gets_a_lease_reports_failure_and_reboots() {
     let serial = art.0.join("serial.log");
     let mac: MacAddr = MAC.parse().unwrap();
 
-    let ns = Netns::new().unwrap();
-    ns.add_bridge("br0", &format!("{SERVER}/24")).unwrap();
-    ns.add_tap("tap0", "br0").unwrap();
+    let ns = lab();
     let _dnsmasq = ChildGuard::spawn("dnsmasq", &mut dnsmasq(&ns, &art.0)).unwrap();
     let bootsvc = Bootsvc::start(&ns, metadata(mac));
 
-    let disk = art.0.join("disk.raw");
-    std::fs::File::create(&disk).unwrap().set_len(DISK_BYTES).unwrap();
-    let mut qemu = qemu(&ns, &art.0, &kernel, &initrd, &format!("osie.url=http://{SERVER}:{PORT} osie.mac={MAC}"));
-    qemu.arg("-drive").arg(format!("file={},if=virtio,format=raw", disk.display()));
-    let mut vm = ChildGuard::spawn("qemu", &mut qemu).unwrap();
+    let (mut vm, _disk) = boot_installer(&ns, &art.0, &kernel, &initrd);
 
     // -no-reboot: the installer's reboot after the failure ends QEMU.
     let start = Instant::now();
     let status = wait_exit(&mut vm, &serial);
     let elapsed = start.elapsed();
     let log = std::fs::read_to_string(&serial).unwrap();
-    let phase = |needle: &str, what: &str| {
-        assert!(
-            log.contains(needle),
-            "{what} never came (no {needle:?} on the console); last: {}",
-            last_osie_line(&serial)
-        )
-    };
+    let phase = |needle: &str, what: &str| expect_on_console(&log, &serial, needle, what);
     assert!(status.success(), "QEMU exited with {status}");
     phase("Run /init as init process", "the kernel starting /init");
     phase("osie: installer", "the installer starting as PID 1");
@@ -280,6 +268,28 @@ fn installer_boots_gets_a_lease_reports_failure_and_reboots() {
     eprintln!("boot_smoke: QEMU booted, failed as planned and rebooted in {:.1} s", elapsed.as_secs_f64());
 }
 
+/// A namespace with the bridge (holding the server address) and the tap QEMU's NIC uses.
+fn lab() -> Netns {
+    let ns = Netns::new().unwrap();
+    ns.add_bridge("br0", &format!("{SERVER}/24")).unwrap();
+    ns.add_tap("tap0", "br0").unwrap();
+    ns
+}
+
+/// The installer booting with the test's `osie.*` arguments and a blank 2 GiB virtio disk.
+fn boot_installer(ns: &Netns, dir: &Path, kernel: &Path, initrd: &Path) -> (ChildGuard, PathBuf) {
+    let disk = dir.join("disk.raw");
+    std::fs::File::create(&disk).unwrap().set_len(DISK_BYTES).unwrap();
+    let mut qemu = qemu(ns, dir, kernel, initrd, &format!("osie.url=http://{SERVER}:{PORT} osie.mac={MAC}"));
+    qemu.arg("-drive").arg(format!("file={},if=virtio,format=raw", disk.display()));
+    (ChildGuard::spawn("qemu", &mut qemu).unwrap(), disk)
+}
+
+/// Fail naming the phase that never came and the last thing the installer said.
+fn expect_on_console(log: &str, serial: &Path, needle: &str, what: &str) {
+    assert!(log.contains(needle), "{what} never came (no {needle:?} on the console); last: {}", last_osie_line(serial));
+}
+
 /// QEMU in `ns`: direct kernel boot, serial to `<dir>/serial.log`, a virtio NIC on `tap0`,
 /// `-no-reboot` so a reboot ends the process.
 fn qemu(ns: &Netns, dir: &Path, kernel: &Path, initrd: &Path, osie_args: &str) -> std::process::Command {
@@ -314,9 +324,7 @@ fn rescue_mode_stays_up_after_a_failure() {
     let art = Artifacts(workspace_root().join("qemu-tests/artifacts").join(unique("rescue-")));
     std::fs::create_dir_all(&art.0).unwrap();
     let serial = art.0.join("serial.log");
-    let ns = Netns::new().unwrap();
-    ns.add_bridge("br0", &format!("{SERVER}/24")).unwrap();
-    ns.add_tap("tap0", "br0").unwrap();
+    let ns = lab();
     let mut vm = ChildGuard::spawn(
         "qemu",
         &mut qemu(&ns, &art.0, &kernel, &initrd, &format!("osie.url=http://{SERVER}:{PORT} osie.rescue")),
@@ -407,28 +415,16 @@ fn install_then_kexec_into_the_installed_kernel() {
         checksum_of: ChecksumOf::Raw,
     };
 
-    let ns = Netns::new().unwrap();
-    ns.add_bridge("br0", &format!("{SERVER}/24")).unwrap();
-    ns.add_tap("tap0", "br0").unwrap();
+    let ns = lab();
     let _dnsmasq = ChildGuard::spawn("dnsmasq", &mut dnsmasq(&ns, &art.0)).unwrap();
     let files = HashMap::from([("/images/kexec.raw".to_string(), image)]);
     let bootsvc = Bootsvc::with_files(&ns, metadata_for(mac, spec, Finish::Kexec), files);
-    let disk = art.0.join("disk.raw");
-    std::fs::File::create(&disk).unwrap().set_len(DISK_BYTES).unwrap();
-    let mut qemu = qemu(&ns, &art.0, &kernel, &initrd, &format!("osie.url=http://{SERVER}:{PORT} osie.mac={MAC}"));
-    qemu.arg("-drive").arg(format!("file={},if=virtio,format=raw", disk.display()));
-    let mut vm = ChildGuard::spawn("qemu", &mut qemu).unwrap();
+    let (mut vm, disk) = boot_installer(&ns, &art.0, &kernel, &initrd);
 
     // The second boot fails on purpose (no osie.mac) and reboots: QEMU exits.
     let status = wait_exit(&mut vm, &serial);
     let log = std::fs::read_to_string(&serial).unwrap();
-    let phase = |needle: &str, what: &str| {
-        assert!(
-            log.contains(needle),
-            "{what} never came (no {needle:?} on the console); last: {}",
-            last_osie_line(&serial)
-        )
-    };
+    let phase = |needle: &str, what: &str| expect_on_console(&log, &serial, needle, what);
     assert!(status.success(), "QEMU exited with {status}");
     phase("osie: install finished; next: kexec", "the end of the install");
     phase("osie: kexec into /boot/vmlinuz", "the kexec load");
