@@ -61,9 +61,9 @@ pub fn main() -> ! {
     let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| boot(&params, &reporter)));
     match outcome {
         Ok(Ok(md)) => {
-            let action = md.install.map(|p| p.finish).unwrap_or_default();
+            let action = md.install.as_ref().map(|p| p.finish).unwrap_or_default();
             say(&format!("osie: install finished; next: {}", format!("{action:?}").to_lowercase()));
-            finish::finish(action)
+            finish::finish(action, &md.instance_id)
         }
         Ok(Err(e)) => fail(e, Some(reporter), params.rescue),
         Err(p) => {

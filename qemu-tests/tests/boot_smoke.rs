@@ -157,15 +157,15 @@ fn metadata(mac: MacAddr) -> String {
         format: ImageFormat::Zstd,
         checksum_of: ChecksumOf::Compressed,
     };
-    metadata_for(mac, image, Finish::Reboot)
+    metadata_for(mac, image, Finish::Reboot, DiskHints::default())
 }
 
-fn metadata_for(mac: MacAddr, image: Image, finish: Finish) -> String {
+fn metadata_for(mac: MacAddr, image: Image, finish: Finish, disk: DiskHints) -> String {
     let md = Metadata {
         instance_id: "i-smoke".into(),
         hostname: "smoke".into(),
         mac,
-        install: Some(InstallPlan { image, disk: DiskHints::default(), gpt: GptPlan::default(), finish }),
+        install: Some(InstallPlan { image, disk, gpt: GptPlan::default(), finish }),
         cloud_init: CloudInit::default(),
         ssh_keys: vec![],
         metadata_base_url: None,
@@ -221,7 +221,7 @@ fn installer_boots_gets_a_lease_reports_failure_and_reboots() {
     let _dnsmasq = ChildGuard::spawn("dnsmasq", &mut dnsmasq(&ns, &art.0)).unwrap();
     let bootsvc = Bootsvc::start(&ns, metadata(mac));
 
-    let (mut vm, _disk) = boot_installer(&ns, &art.0, &kernel, &initrd);
+    let (mut vm, _disk) = boot_installer(&ns, &art.0, &kernel, &initrd, &[]);
 
     // -no-reboot: the installer's reboot after the failure ends QEMU.
     let start = Instant::now();
@@ -276,12 +276,15 @@ fn lab() -> Netns {
     ns
 }
 
-/// The installer booting with the test's `osie.*` arguments and a blank 2 GiB virtio disk.
-fn boot_installer(ns: &Netns, dir: &Path, kernel: &Path, initrd: &Path) -> (ChildGuard, PathBuf) {
+/// The installer booting with the test's `osie.*` arguments, a blank 2 GiB virtio disk
+/// (`/dev/vda`) and `more` disks after it.
+fn boot_installer(ns: &Netns, dir: &Path, kernel: &Path, initrd: &Path, more: &[&Path]) -> (ChildGuard, PathBuf) {
     let disk = dir.join("disk.raw");
     std::fs::File::create(&disk).unwrap().set_len(DISK_BYTES).unwrap();
     let mut qemu = qemu(ns, dir, kernel, initrd, &format!("osie.url=http://{SERVER}:{PORT} osie.mac={MAC}"));
-    qemu.arg("-drive").arg(format!("file={},if=virtio,format=raw", disk.display()));
+    for d in std::iter::once(disk.as_path()).chain(more.iter().copied()) {
+        qemu.arg("-drive").arg(format!("file={},if=virtio,format=raw", d.display()));
+    }
     (ChildGuard::spawn("qemu", &mut qemu).unwrap(), disk)
 }
 
@@ -347,7 +350,8 @@ fn rescue_mode_stays_up_after_a_failure() {
 /// A small OS image to install: GPT, one ext4 partition labelled `root` holding our own
 /// kernel and initramfs as `/boot/vmlinuz` and `/boot/initrd.img`, and a grub.cfg whose
 /// command line marks the second boot (and, lacking `osie.mac`, makes it fail and reboot).
-fn kexec_image(dir: &Path, kernel: &Path, initrd: &Path) -> Vec<u8> {
+fn kexec_image(dir: &Path, kernel: &Path, initrd: &Path, mark: &str) -> Vec<u8> {
+    std::fs::create_dir_all(dir).unwrap();
     let root = dir.join("root");
     std::fs::create_dir_all(root.join("boot/grub")).unwrap();
     std::fs::copy(kernel, root.join("boot/vmlinuz")).unwrap();
@@ -355,7 +359,7 @@ fn kexec_image(dir: &Path, kernel: &Path, initrd: &Path) -> Vec<u8> {
     std::fs::write(
         root.join("boot/grub/grub.cfg"),
         format!(
-            "set default=0\nmenuentry 'osie test' {{\n\tlinux /boot/vmlinuz root=LABEL=root ro console=ttyS0 {TEST_KERNEL_ARGS} osie.url=http://{SERVER}:{PORT} {KEXEC_MARK}\n\tinitrd /boot/initrd.img\n}}\n"
+            "set default=0\nmenuentry 'osie test' {{\n\tlinux /boot/vmlinuz root=LABEL=root ro console=ttyS0 {TEST_KERNEL_ARGS} osie.url=http://{SERVER}:{PORT} {mark}\n\tinitrd /boot/initrd.img\n}}\n"
         ),
     )
     .unwrap();
@@ -379,6 +383,8 @@ fn kexec_image(dir: &Path, kernel: &Path, initrd: &Path) -> Vec<u8> {
 
 const PART_MIB: u64 = 48;
 const KEXEC_MARK: &str = "osie.test-second-boot";
+/// On a second disk: another system with a kernel but not this install's seed.
+const DECOY_MARK: &str = "osie.test-decoy";
 
 fn sha256_hex(data: &[u8], dir: &Path) -> String {
     let f = dir.join("sha-input");
@@ -388,7 +394,8 @@ fn sha256_hex(data: &[u8], dir: &Path) -> String {
 }
 
 /// A whole install ending in `finish: kexec`: the image is streamed onto the virtio disk,
-/// then the installer finds the installed kernel on it and kexecs into it. The second boot
+/// then the installer finds the installed kernel on it and kexecs into it — not into the
+/// other system on the second disk, which has a kernel but not this install's seed. The second boot
 /// shows our marker on its command line (read from the installed grub.cfg) — without going
 /// through the firmware: QEMU runs with `-no-reboot`, so a firmware reboot would end it.
 #[test]
@@ -404,7 +411,9 @@ fn install_then_kexec_into_the_installed_kernel() {
     std::fs::create_dir_all(&art.0).unwrap();
     let serial = art.0.join("serial.log");
     let mac: MacAddr = MAC.parse().unwrap();
-    let image = kexec_image(&art.0, &kernel, &initrd);
+    let image = kexec_image(&art.0, &kernel, &initrd, KEXEC_MARK);
+    let decoy = art.0.join("decoy.raw");
+    std::fs::write(&decoy, kexec_image(&art.0.join("decoy"), &kernel, &initrd, DECOY_MARK)).unwrap();
     let sha = sha256_hex(&image, &art.0);
     let spec = Image {
         url: format!("http://{SERVER}:{PORT}/images/kexec.raw"),
@@ -418,8 +427,10 @@ fn install_then_kexec_into_the_installed_kernel() {
     let ns = lab();
     let _dnsmasq = ChildGuard::spawn("dnsmasq", &mut dnsmasq(&ns, &art.0)).unwrap();
     let files = HashMap::from([("/images/kexec.raw".to_string(), image)]);
-    let bootsvc = Bootsvc::with_files(&ns, metadata_for(mac, spec, Finish::Kexec), files);
-    let (mut vm, disk) = boot_installer(&ns, &art.0, &kernel, &initrd);
+    // The decoy is the smaller disk: without the hint it would be the one installed to.
+    let hints = DiskHints { path: Some("/dev/vda".into()), ..Default::default() };
+    let bootsvc = Bootsvc::with_files(&ns, metadata_for(mac, spec, Finish::Kexec, hints), files);
+    let (mut vm, disk) = boot_installer(&ns, &art.0, &kernel, &initrd, &[&decoy]);
 
     // The second boot fails on purpose (no osie.mac) and reboots: QEMU exits.
     let status = wait_exit(&mut vm, &serial);
@@ -435,6 +446,7 @@ fn install_then_kexec_into_the_installed_kernel() {
     );
     let second = log.rsplit("Run /init as init process").next().unwrap_or_default();
     let cmdline = log.lines().filter(|l| l.contains("Command line:")).nth(1).unwrap_or_default();
+    assert!(!cmdline.contains(DECOY_MARK), "kexec picked the other disk's system: {cmdline:?}");
     assert!(
         cmdline.contains(KEXEC_MARK) && cmdline.contains("root=LABEL=root"),
         "second kernel's command line: {cmdline:?}"

@@ -36,20 +36,8 @@ pub fn early() -> Vec<Mount> {
         },
         // No `nodev` on /run and /tmp: the installer makes partition nodes there (mknod) when
         // it cannot rely on udev, and opening a device through a nodev mount is EACCES.
-        Mount {
-            source: "tmpfs",
-            target: "/run",
-            fstype: "tmpfs",
-            flags: MsFlags::MS_NOSUID,
-            data: Some("mode=0755"),
-        },
-        Mount {
-            source: "tmpfs",
-            target: "/tmp",
-            fstype: "tmpfs",
-            flags: MsFlags::MS_NOSUID,
-            data: Some("mode=1777"),
-        },
+        Mount { source: "tmpfs", target: "/run", fstype: "tmpfs", flags: MsFlags::MS_NOSUID, data: Some("mode=0755") },
+        Mount { source: "tmpfs", target: "/tmp", fstype: "tmpfs", flags: MsFlags::MS_NOSUID, data: Some("mode=1777") },
     ]
 }
 
