@@ -9,7 +9,12 @@
 //! the reboot that follows (`-no-reboot` turns it into QEMU exiting). Serial logs are kept
 //! under `qemu-tests/artifacts/` when it fails (always with `OSIE_KEEP_ARTIFACTS=1`).
 //!
-//! `scripts/build` makes `build/boot/`; without it the test skips (fails under
+//! The scenarios: the failure path above; `osie.rescue` keeping a failed machine up; an
+//! install that ends in kexec into the installed kernel (not into another disk's system);
+//! drivers loaded from xz-compressed modules. The first and third need the install side
+//! (`installer::install`, `report`) to be real.
+//!
+//! `scripts/build` makes `build/boot/`; without it the tests skip (fail under
 //! `OSIE_REQUIRE_ALL=1`).
 
 use std::collections::HashMap;
