@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
+use osie_api::cmdline::{KEY_DEBUG, KEY_RESCUE};
 use osie_api::{BootParams, MacAddr, Metadata};
 
 use crate::install::{self, InstallRequest};
@@ -38,12 +39,21 @@ const DISK_WAIT: Duration = Duration::from_secs(20);
 /// Entry when running as PID 1. Never returns: it reboots, powers off or kexecs.
 pub fn main() -> ! {
     std::panic::set_hook(Box::new(|info| say(&format!("osie: PANIC: {info}"))));
+    // `run` catches panics of the install itself (and reports them); this catches the rest,
+    // so that nothing unwinds out of PID 1 (the kernel would panic).
+    let _ = std::panic::catch_unwind(|| {
+        run();
+    });
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    fail(anyhow!("the installer panicked (the message is above)"), None, flag(&cmdline, KEY_RESCUE))
+}
+
+fn run() -> ! {
     let mounted = pid1::mounts::mount_early();
     let console = pid1::console::attach();
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
     // Known before the full parse, so a broken command line can still be inspected.
-    let rescue = cmdline.split_whitespace().any(|w| w == "osie.rescue" || w == "osie.rescue=1");
-    let debug = cmdline.split_whitespace().any(|w| w == "osie.debug" || w == "osie.debug=1");
+    let (rescue, debug) = (flag(&cmdline, KEY_RESCUE), flag(&cmdline, KEY_DEBUG));
     init_logging(debug);
     say(&format!("osie: installer {} starting as PID 1", env!("CARGO_PKG_VERSION")));
     if let Err(e) = console {
@@ -140,6 +150,11 @@ fn wait_until(
     Ok(())
 }
 
+/// A boolean `osie.*` key set on `cmdline` (`key` or `key=1`), read without the full parse.
+fn flag(cmdline: &str, key: &str) -> bool {
+    cmdline.split_whitespace().any(|w| w == key || w.strip_prefix(key) == Some("=1"))
+}
+
 fn nic_present(mac: MacAddr) -> bool {
     hardware::nics(Path::new("/sys")).iter().any(|n| n.mac == mac)
 }
@@ -154,4 +169,18 @@ fn init_logging(debug: bool) {
         .with_target(false)
         .with_timer(tracing_subscriber::fmt::time::uptime())
         .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_read_before_the_full_parse() {
+        assert!(flag("console=ttyS0 osie.rescue", KEY_RESCUE));
+        assert!(flag("osie.rescue=1 osie.mac=nonsense", KEY_RESCUE));
+        assert!(!flag("osie.rescue=0", KEY_RESCUE));
+        assert!(!flag("osie.rescuer", KEY_RESCUE));
+        assert!(flag("osie.debug", KEY_DEBUG));
+    }
 }
