@@ -51,7 +51,11 @@ fn main() -> Result<()> {
         level: args.level,
         module_compression: args.module_compression,
     })?;
-    let tmp = args.output.with_extension("tmp");
+    // Write beside the target and rename: readers never see half an image, and concurrent
+    // builds (tests calling scripts/build in parallel) do not share a temporary file.
+    let mut tmp = args.output.clone().into_os_string();
+    tmp.push(format!(".tmp.{}", std::process::id()));
+    let tmp = PathBuf::from(tmp);
     std::fs::write(&tmp, &built.image).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, &args.output).with_context(|| format!("renaming to {}", args.output.display()))?;
     // A summary on stdout (scripts/build keeps it beside the image).
