@@ -9,7 +9,7 @@
 //! - `tftp_throughput`: a 100 MB file over TFTP with curl (blksize 1468) and atftp
 //!   (blksize 1468, windowsize 32), as the ratio the design notes compare.
 
-mod common;
+mod net;
 
 use std::net::{Ipv4Addr, UdpSocket};
 use std::sync::Arc;
@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use bootsvc::dhcp::request::HEADER_LEN;
 use bootsvc::metrics::Metrics;
-use common::{config, machine, start_dhcp, start_tftp, MapBackend};
+use net::{config, machine, start_dhcp, start_tftp, MapBackend};
 use osie_testkit::{require_root, require_tools, Pair};
 
 #[test]

@@ -1,7 +1,7 @@
 //! bootsvc's DHCP server over real sockets, in a network namespace pair (server | client
 //! joined by a veth), answering real clients: busybox udhcpc and ISC dhclient.
 
-mod common;
+mod net;
 
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -10,14 +10,14 @@ use std::time::Duration;
 
 use bootsvc::dhcp::request::{code, Options, HEADER_LEN};
 use bootsvc::metrics::Metrics;
-use common::clients::{dhclient, udhcpc};
-use common::{config, dropped, env_value, machine, replies, start_dhcp, MapBackend};
+use net::clients::{dhclient, udhcpc};
+use net::{config, dropped, env_value, machine, replies, start_dhcp, MapBackend};
 use osie_testkit::{require_root, require_tools, Pair};
 
 const MAC_A: &str = "02:00:00:00:0a:01";
 const MAC_B: &str = "02:00:00:00:0b:01";
 
-fn server(pair: &Pair, dir: &Path, dhcp_extra: &str, backend: MapBackend) -> (common::Running, Arc<Metrics>) {
+fn server(pair: &Pair, dir: &Path, dhcp_extra: &str, backend: MapBackend) -> (net::Running, Arc<Metrics>) {
     let cfg = Arc::new(config(dir, &pair.server_if, dhcp_extra, dir));
     let metrics = Arc::new(Metrics::new());
     let running = start_dhcp(&pair.server, cfg, Arc::new(backend), metrics.clone()).unwrap();
@@ -31,7 +31,7 @@ fn reserved(
     tools: &[&str],
     mac: &str,
     ip: &str,
-) -> Option<(tempfile::TempDir, Pair, common::Running, Arc<Metrics>)> {
+) -> Option<(tempfile::TempDir, Pair, net::Running, Arc<Metrics>)> {
     if !require_root(test) || !require_tools(test, tools) {
         return None;
     }

@@ -2,15 +2,15 @@
 //! and `ipxe.efi` (DHCP + TFTP from bootsvc), OVMF's HTTP boot gets the `ipxe.efi` URL;
 //! either way iPXE starts and is sent to its script URL.
 
-mod common;
+mod net;
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bootsvc::metrics::Metrics;
-use common::lan::{boot, httpd, Firmware, Lan, OVMF_CODE};
-use common::{config, machine, metric, replies, start_dhcp, start_tftp, tftp_root, MapBackend};
+use net::lan::{boot, httpd, Firmware, Lan, OVMF_CODE};
+use net::{config, machine, metric, replies, start_dhcp, start_tftp, tftp_root, MapBackend};
 use osie_testkit::{require_root, require_tools};
 
 #[test]

@@ -4,7 +4,7 @@
 //! option 93 missing) use a captured packet with only the deciding options rewritten.
 //! No sockets.
 
-mod common;
+mod net;
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
@@ -14,9 +14,9 @@ use bootsvc::dhcp::classify::Class;
 use bootsvc::dhcp::leases::LeaseStore;
 use bootsvc::dhcp::reply::{self, Ctx, Decision, Outcome, Settings, Via};
 use bootsvc::dhcp::request::{self, code, Options, HEADER_LEN};
-use common::{machine, MapBackend, PUBLIC_URL};
 use dhcproto::v4::{Message, MessageType};
 use dhcproto::{Decodable, Decoder};
+use net::{machine, MapBackend, PUBLIC_URL};
 
 fn fixture(name: &str) -> Vec<u8> {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dhcp").join(name);

@@ -4,16 +4,16 @@
 //! SeaBIOS), which takes the boot file from the proxy offer, and OVMF's UEFI PXE, which asks
 //! again on port 4011 and then fetches ipxe.efi over bootsvc's TFTP.
 
-mod common;
+mod net;
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bootsvc::metrics::Metrics;
-use common::clients::dhclient;
-use common::lan::{boot, dnsmasq, Firmware, Lan, OVMF_CODE};
-use common::{
+use net::clients::dhclient;
+use net::lan::{boot, dnsmasq, Firmware, Lan, OVMF_CODE};
+use net::{
     config, dropped, env_value, machine, metric, replies, start_dhcp, start_tftp, tftp_root, MapBackend, Running,
 };
 use osie_testkit::{require_root, require_tools, ChildGuard, Netns};

@@ -2,7 +2,7 @@
 //! RENEW, RELEASE, DECLINE, INFORM, requests meant for another server, and a lease store
 //! that cannot write.
 
-mod common;
+mod net;
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 
@@ -10,7 +10,7 @@ use bootsvc::config::{DhcpMode, Pool};
 use bootsvc::dhcp::leases::LeaseStore;
 use bootsvc::dhcp::reply::{self, Ctx, Decision, Outcome, Settings, Via};
 use bootsvc::dhcp::request::{self, code, Options, HEADER_LEN};
-use common::{machine, MapBackend, PUBLIC_URL};
+use net::{machine, MapBackend, PUBLIC_URL};
 
 const A: &str = "02:00:00:00:aa:01";
 const B: &str = "02:00:00:00:bb:01";

@@ -1,7 +1,7 @@
 //! bootsvc's TFTP server over real sockets in a namespace pair, fetched from with real
 //! clients (curl, atftp), and refusing what it must.
 
-mod common;
+mod net;
 
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bootsvc::metrics::Metrics;
-use common::{config, dropped, metric, start_tftp, tftp_root, Running};
+use net::{config, dropped, metric, start_tftp, tftp_root, Running};
 use osie_testkit::{require_root, require_tools, Pair};
 
 struct Setup {

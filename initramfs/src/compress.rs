@@ -14,6 +14,42 @@ pub enum Compression {
     None,
 }
 
+/// How module files are stored in the archive. Plain is the default (the archive as a whole
+/// is compressed, which packs better); xz and zstd make the initramfs look like a distribution
+/// kernel's module tree, and exercise the installer's compressed-module path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ModuleCompression {
+    #[default]
+    None,
+    Xz,
+    Zstd,
+}
+
+impl ModuleCompression {
+    pub fn suffix(self) -> &'static str {
+        match self {
+            ModuleCompression::None => "",
+            ModuleCompression::Xz => ".xz",
+            ModuleCompression::Zstd => ".zst",
+        }
+    }
+}
+
+/// Compress one module as kmod's build does: xz with CRC32 checks (the kernel's own xz
+/// decoder knows no other), or a single zstd frame.
+pub fn compress_module(elf: &[u8], how: ModuleCompression) -> Result<Vec<u8>> {
+    match how {
+        ModuleCompression::None => Ok(elf.to_vec()),
+        ModuleCompression::Xz => {
+            let stream = liblzma::stream::Stream::new_easy_encoder(6, liblzma::stream::Check::Crc32)?;
+            let mut e = liblzma::write::XzEncoder::new_stream(Vec::new(), stream);
+            e.write_all(elf)?;
+            Ok(e.finish()?)
+        }
+        ModuleCompression::Zstd => Ok(zstd::encode_all(elf, 9)?),
+    }
+}
+
 /// The module's ELF bytes, decompressing by file suffix.
 pub fn decompress_module(rel: &str, raw: Vec<u8>) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(raw.len() * 3);
@@ -65,6 +101,20 @@ mod tests {
         assert_eq!(decompress_module("a.ko.zst", zst).unwrap(), elf);
         assert_eq!(decompress_module("a.ko", elf.clone()).unwrap(), elf);
         assert!(decompress_module("a.ko.xz", b"garbage".to_vec()).is_err());
+    }
+
+    #[test]
+    fn modules_compress_and_come_back() {
+        let elf = b"\x7fELF module".repeat(500);
+        for how in [ModuleCompression::Xz, ModuleCompression::Zstd] {
+            let c = compress_module(&elf, how).unwrap();
+            assert!(c.len() < elf.len());
+            assert_eq!(decompress_module(&format!("m.ko{}", how.suffix()), c).unwrap(), elf);
+        }
+        // xz with CRC32 (check id 1 in the stream flags), as the kernel's decoder needs.
+        let xz = compress_module(&elf, ModuleCompression::Xz).unwrap();
+        assert_eq!(&xz[..6], b"\xfd7zXZ\0");
+        assert_eq!(xz[7], 1);
     }
 
     #[test]

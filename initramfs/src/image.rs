@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use crate::compress::{compress, Compression};
+use crate::compress::{compress, compress_module, Compression, ModuleCompression};
 use crate::cpio::{self, Header, S_IFCHR, S_IFDIR, S_IFLNK, S_IFREG};
 use crate::modindex::{self, Alias, SoftDep};
 use crate::tree::{KernelTree, Selection};
@@ -55,6 +55,7 @@ pub struct Options {
     pub modules: Vec<String>,
     pub compression: Compression,
     pub level: Option<i32>,
+    pub module_compression: ModuleCompression,
 }
 
 /// The result and what went into it.
@@ -67,7 +68,14 @@ pub struct Built {
 
 pub fn build(opts: &Options) -> Result<Built> {
     let tree = KernelTree::open(&opts.kernel_root, opts.release.as_deref())?;
-    let selection = tree.resolve(&opts.modules).context("resolving module dependencies")?;
+    let mut selection = tree.resolve(&opts.modules).context("resolving module dependencies")?;
+    if opts.module_compression != ModuleCompression::None {
+        for m in selection.modules.values_mut() {
+            m.bytes = compress_module(&m.bytes, opts.module_compression)
+                .with_context(|| format!("compressing {}", m.path))?;
+            m.path.push_str(opts.module_compression.suffix());
+        }
+    }
     let init = std::fs::read(&opts.init).with_context(|| format!("reading the init binary {}", opts.init.display()))?;
     if init.get(..4) != Some(b"\x7fELF") {
         anyhow::bail!("{} is not an ELF executable", opts.init.display());

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use osie_initramfs::compress::Compression;
+use osie_initramfs::compress::{Compression, ModuleCompression};
 use osie_initramfs::image::{self, Options, DEFAULT_MODULES};
 
 #[derive(Parser)]
@@ -31,6 +31,10 @@ struct Args {
     /// Compression level (zstd 1-19, gzip 1-9).
     #[arg(long)]
     level: Option<i32>,
+    /// Store each module compressed (as distributions ship them); default: plain, the whole
+    /// archive being compressed anyway.
+    #[arg(long, value_enum, default_value = "none")]
+    module_compression: ModuleCompression,
 }
 
 fn main() -> Result<()> {
@@ -45,8 +49,13 @@ fn main() -> Result<()> {
         modules,
         compression: args.compression,
         level: args.level,
+        module_compression: args.module_compression,
     })?;
-    let tmp = args.output.with_extension("tmp");
+    // Write beside the target and rename: readers never see half an image, and concurrent
+    // builds (tests calling scripts/build in parallel) do not share a temporary file.
+    let mut tmp = args.output.clone().into_os_string();
+    tmp.push(format!(".tmp.{}", std::process::id()));
+    let tmp = PathBuf::from(tmp);
     std::fs::write(&tmp, &built.image).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, &args.output).with_context(|| format!("renaming to {}", args.output.display()))?;
     // A summary on stdout (scripts/build keeps it beside the image).

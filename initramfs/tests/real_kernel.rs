@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::Command;
 
-use osie_initramfs::compress::Compression;
+use osie_initramfs::compress::{Compression, ModuleCompression};
 use osie_initramfs::cpio;
 use osie_initramfs::image::{build, Options, DEFAULT_MODULES};
 use osie_initramfs::modindex::ModIndex;
@@ -32,6 +32,7 @@ fn options(root: PathBuf, compression: Compression) -> Options {
         modules: DEFAULT_MODULES.iter().map(|s| s.to_string()).collect(),
         compression,
         level: Some(3),
+        module_compression: Default::default(),
     }
 }
 
@@ -114,4 +115,26 @@ fn archive_holds_init_modules_and_an_index_depmod_agrees_with() {
     assert_eq!(ours.softdeps, kmod.softdeps, "modules.softdep differs from depmod's");
     // A virtio NIC's modalias resolves to virtio_net.
     assert_eq!(ours.lookup("virtio:d00000001v00001AF4"), ["virtio_net"]);
+}
+
+#[test]
+fn compressed_modules_keep_the_index_consistent() {
+    let Some(root) = kernel_root("compressed_modules_keep_the_index_consistent") else { return };
+    let mut o = options(root, Compression::None);
+    o.modules = vec!["virtio_net".into()];
+    o.module_compression = ModuleCompression::Xz;
+    let built = build(&o).unwrap();
+    let entries = cpio::read(&built.image).unwrap();
+    let dep = entries.iter().find(|e| e.name.ends_with("/modules.dep")).unwrap();
+    let dep = String::from_utf8(dep.data.clone()).unwrap();
+    let (idx, bad) = ModIndex::parse(&dep, "", "", "");
+    assert!(bad.is_empty());
+    let (file, deps) = &idx.deps["virtio_net"];
+    assert!(file.ends_with("virtio_net.ko.xz"), "{file}");
+    assert!(!deps.is_empty() && deps.iter().all(|d| idx.deps[d].0.ends_with(".ko.xz")));
+    for (_, (f, _)) in idx.deps.iter() {
+        let e =
+            entries.iter().find(|e| e.name.ends_with(f.as_str())).unwrap_or_else(|| panic!("{f} not in the archive"));
+        assert_eq!(&e.data[..6], b"\xfd7zXZ\0", "{f} is xz");
+    }
 }

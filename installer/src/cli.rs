@@ -30,6 +30,9 @@ struct Cli {
     /// Extra trusted CA certificate (PEM) for https:// URLs.
     #[arg(long, global = true, value_name = "PEM")]
     ca_cert: Option<PathBuf>,
+    /// Seconds a download may stall before it counts as dropped (and is resumed).
+    #[arg(long, global = true, default_value_t = 30.0, value_name = "SECS")]
+    read_timeout: f64,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -124,6 +127,7 @@ fn run(cli: Cli) -> Result<()> {
     if let Some(ca) = cli.ca_cert {
         http.ca_file = Some(ca);
     }
+    http.read_timeout = Duration::from_secs_f64(cli.read_timeout.max(0.1));
     match cli.cmd {
         Cmd::Install { metadata_url, mac, disk, candidates, no_events } => {
             let base = metadata_url.trim_end_matches('/').trim_end_matches(osie_api::paths::METADATA).to_string();
@@ -138,7 +142,6 @@ fn run(cli: Cli) -> Result<()> {
                 }
                 Err(e) => {
                     reporter.failed(&e);
-                    reporter.flush();
                     Err(e)
                 }
             }

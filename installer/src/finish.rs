@@ -11,13 +11,13 @@ use osie_api::Finish;
 
 use crate::pid1::console::say;
 
-/// Carry out `action`. Never returns.
-pub fn finish(action: Finish) -> ! {
+/// Carry out `action`; `instance_id` picks this install's root for kexec. Never returns.
+pub fn finish(action: Finish, instance_id: &str) -> ! {
     match action {
         Finish::Reboot => reboot(),
         Finish::Poweroff => power_off(),
         Finish::Kexec => {
-            match kexec::load_installed() {
+            match kexec::load_installed(instance_id) {
                 Ok(loaded) => {
                     say(&format!("osie: kexec into {} ({})", loaded.kernel.display(), loaded.cmdline));
                     settle();

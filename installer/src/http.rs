@@ -51,3 +51,16 @@ impl HttpConfig {
 pub fn retryable_status(s: reqwest::StatusCode) -> bool {
     s.is_server_error() || s == reqwest::StatusCode::REQUEST_TIMEOUT || s == reqwest::StatusCode::TOO_MANY_REQUESTS
 }
+
+/// Errors no retry can fix: the server's certificate is not trusted (wrong CA, wrong name,
+/// expired). Retrying would only delay the clear error by minutes.
+pub fn permanent(e: &reqwest::Error) -> bool {
+    let mut src: Option<&dyn std::error::Error> = Some(e);
+    while let Some(s) = src {
+        if s.to_string().contains("certificate") {
+            return true;
+        }
+        src = s.source();
+    }
+    false
+}

@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
+use osie_api::cmdline::{KEY_DEBUG, KEY_RESCUE};
 use osie_api::{BootParams, MacAddr, Metadata, Phase};
 
 use crate::install::{self, InstallRequest};
@@ -38,12 +39,21 @@ const DISK_WAIT: Duration = Duration::from_secs(20);
 /// Entry when running as PID 1. Never returns: it reboots, powers off or kexecs.
 pub fn main() -> ! {
     std::panic::set_hook(Box::new(|info| say(&format!("osie: PANIC: {info}"))));
+    // `run` catches panics of the install itself (and reports them); this catches the rest,
+    // so that nothing unwinds out of PID 1 (the kernel would panic).
+    let _ = std::panic::catch_unwind(|| {
+        run();
+    });
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    fail(anyhow!("the installer panicked (the message is above)"), None, flag(&cmdline, KEY_RESCUE))
+}
+
+fn run() -> ! {
     let mounted = pid1::mounts::mount_early();
     let console = pid1::console::attach();
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
     // Known before the full parse, so a broken command line can still be inspected.
-    let rescue = cmdline.split_whitespace().any(|w| w == "osie.rescue" || w == "osie.rescue=1");
-    let debug = cmdline.split_whitespace().any(|w| w == "osie.debug" || w == "osie.debug=1");
+    let (rescue, debug) = (flag(&cmdline, KEY_RESCUE), flag(&cmdline, KEY_DEBUG));
     init_logging(debug);
     say(&format!("osie: installer {} starting as PID 1", env!("CARGO_PKG_VERSION")));
     if let Err(e) = console {
@@ -61,9 +71,9 @@ pub fn main() -> ! {
     let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| boot(&params, &reporter)));
     match outcome {
         Ok(Ok(md)) => {
-            let action = md.install.map(|p| p.finish).unwrap_or_default();
+            let action = md.install.as_ref().map(|p| p.finish).unwrap_or_default();
             say(&format!("osie: install finished; next: {}", format!("{action:?}").to_lowercase()));
-            finish::finish(action)
+            finish::finish(action, &md.instance_id)
         }
         Ok(Err(e)) => fail(e, Some(reporter), params.rescue),
         Err(p) => {
@@ -95,6 +105,9 @@ fn boot(params: &BootParams, reporter: &Reporter) -> Result<Metadata> {
     let net = net::bring_up(params.mac, params.ip.as_ref(), &NetOptions::default())
         .with_context(|| format!("bringing up the boot NIC {}", params.mac))?;
     say(&format!("osie: network {net}"));
+    if let Some(lease) = net.lease.clone() {
+        net::dhcp_client::spawn_renewal(net.ifname.clone(), params.mac, lease);
+    }
 
     let hw = hardware::collect();
     say(&format!(
@@ -148,6 +161,11 @@ fn wait_until(
     Ok(())
 }
 
+/// A boolean `osie.*` key set on `cmdline` (`key` or `key=1`), read without the full parse.
+fn flag(cmdline: &str, key: &str) -> bool {
+    cmdline.split_whitespace().any(|w| w == key || w.strip_prefix(key) == Some("=1"))
+}
+
 fn nic_present(mac: MacAddr) -> bool {
     hardware::nics(Path::new("/sys")).iter().any(|n| n.mac == mac)
 }
@@ -162,4 +180,18 @@ fn init_logging(debug: bool) {
         .with_target(false)
         .with_timer(tracing_subscriber::fmt::time::uptime())
         .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_read_before_the_full_parse() {
+        assert!(flag("console=ttyS0 osie.rescue", KEY_RESCUE));
+        assert!(flag("osie.rescue=1 osie.mac=nonsense", KEY_RESCUE));
+        assert!(!flag("osie.rescue=0", KEY_RESCUE));
+        assert!(!flag("osie.rescuer", KEY_RESCUE));
+        assert!(flag("osie.debug", KEY_DEBUG));
+    }
 }

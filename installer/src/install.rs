@@ -110,7 +110,8 @@ pub fn run_with(req: &InstallRequest, reporter: &Reporter, opts: &Options) -> Re
     let out = image::stream(&client, &spec, &target, &opts.tuning, &|p| {
         tracing::info!("image: {}", progress::describe(p));
         reporter.progress(Phase::ImageStreaming, p, progress::describe(p));
-    })?;
+    })
+    .with_context(|| format!("writing the image to {}", target.describe()))?;
     let secs = out.elapsed.as_secs_f64().max(1e-3);
     reporter.event(
         Phase::ImageVerified,

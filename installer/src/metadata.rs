@@ -22,7 +22,10 @@ pub fn fetch(client: &Client, base_url: &str, mac: MacAddr, backoff: Backoff) ->
                 .header(osie_api::MAC_HEADER, mac.to_string())
                 .header(reqwest::header::ACCEPT, "application/json")
                 .send()
-                .map_err(|e| (anyhow!(e), true))?;
+                .map_err(|e| {
+                    let retry = !crate::http::permanent(&e);
+                    (anyhow!(e), retry)
+                })?;
             let status = resp.status();
             if !status.is_success() {
                 let text = resp.text().unwrap_or_default();

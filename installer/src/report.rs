@@ -163,12 +163,10 @@ fn sender(client: Client, url: String, mac: MacAddr, rx: Receiver<Cmd>) {
 }
 
 fn post(client: &Client, url: &str, mac: MacAddr, ev: &Event) -> Result<(), (String, bool)> {
-    let resp = client
-        .post(url)
-        .header(osie_api::MAC_HEADER, mac.to_string())
-        .json(ev)
-        .send()
-        .map_err(|e| (format!("POST {url}: {e}"), true))?;
+    let resp = client.post(url).header(osie_api::MAC_HEADER, mac.to_string()).json(ev).send().map_err(|e| {
+        let retry = !crate::http::permanent(&e);
+        (format!("POST {url}: {:#}", anyhow::anyhow!(e.without_url())), retry)
+    })?;
     let status = resp.status();
     if !status.is_success() {
         let body = resp.text().unwrap_or_default();

@@ -17,7 +17,7 @@ fn patterned(len: usize) -> Vec<u8> {
     let mut x: u32 = 12345;
     for (i, b) in v.iter_mut().enumerate() {
         let mb = i / MIB as usize;
-        if mb % 3 == 1 || (mb == 7 && i % (MIB as usize) < 1000) {
+        if mb % 3 == 1 || (mb == 8 && i % (MIB as usize) < 1000) {
             continue; // zero regions
         }
         x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
@@ -35,7 +35,8 @@ fn write_image(url: &str, sha: &str, dev: &std::path::Path, extra: &[&str]) -> (
 
 #[test]
 fn streams_byte_for_byte_in_every_format() {
-    if !disk_prereqs("streams_byte_for_byte_in_every_format") {
+    let test = "streams_byte_for_byte_in_every_format";
+    if !disk_prereqs(test) || !osie_testkit::require_tools(test, &["gzip", "xz"]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -57,6 +58,9 @@ fn streams_byte_for_byte_in_every_format() {
         let extra: &[&str] = if of_raw { &["--checksum-of", "raw"] } else { &[] };
         let (ok, log) = write_image(&srv.url(path), &sha, &dev.path, extra);
         assert!(ok, "{path}: {log}");
+        // Eight whole zero MiBs (1, 4, … 22) go out as zero runs; the 1000 zero bytes at
+        // MiB 8 are written as data.
+        assert!(log.contains(", 8388608 zeroed)"), "{path}: {log}");
         let got = read_dev(&dev.path, 0, raw.len() as u64);
         assert!(got == raw, "{path}: the disk differs from the image");
         assert_eq!(read_dev(&dev.path, raw.len() as u64, 4096), vec![0xAA; 4096], "{path}: wrote past the image");
@@ -132,37 +136,29 @@ fn dropped_connections_resume_byte_identical() {
     let srv = Server::start();
     srv.put("/i.zst", File::new(z.clone(), "v1"));
     // Early, inside the first chunk, mid-stream twice, one byte before the end; plus a stall
-    // longer than nothing but shorter than the read timeout.
+    // longer than the read timeout (counts as a drop).
     srv.faults(
         "/i.zst",
         Faults {
             drop_at: vec![1000, n / 3, n / 3 + 70_000, n - 1],
-            stall_at: Some((n / 2, Duration::from_millis(300))),
+            stall_at: Some((n / 2, Duration::from_secs(4))),
             ..Default::default()
         },
     );
-    let (ok, log) = write_image(&srv.url("/i.zst"), &sha256_hex(&z), &dev.path, &[]);
+    let (ok, log) = write_image(&srv.url("/i.zst"), &sha256_hex(&z), &dev.path, &["--read-timeout", "1"]);
     assert!(ok, "{log}");
     assert!(read_dev(&dev.path, 0, raw.len() as u64) == raw, "the disk differs from the image");
     let log_entries = srv.log();
     let ranges: Vec<String> = log_entries.iter().filter_map(|l| l.headers.get("range").cloned()).collect();
-    assert_eq!(
-        ranges,
-        vec![
-            format!("bytes={}-", 1000),
-            format!("bytes={}-", n / 3),
-            format!("bytes={}-", n / 3 + 70_000),
-            format!("bytes={}-", n - 1)
-        ],
-        "each drop resumes exactly where it stopped"
-    );
-    assert!(log_entries.iter().filter(|l| l.headers.contains_key("range")).all(|l| l
-        .headers
-        .get("if-range")
-        .map(String::as_str)
-        == Some("\"v1\"")
-        && l.status == 206));
-    assert!(log.contains("4 resumes, 0 restarts"), "{log}");
+    // Everything the server sent before the stall reached the client: the resume after the
+    // read timeout starts exactly at the stall.
+    let want: Vec<String> = [1000, n / 3, n / 3 + 70_000, n / 2, n - 1].iter().map(|o| format!("bytes={o}-")).collect();
+    assert_eq!(ranges, want, "each drop resumes exactly where it stopped");
+    for l in log_entries.iter().filter(|l| l.headers.contains_key("range")) {
+        assert_eq!(l.headers.get("if-range").map(String::as_str), Some("\"v1\""));
+        assert_eq!(l.status, 206);
+    }
+    assert!(log.contains("5 resumes, 0 restarts"), "{log}");
 }
 
 #[test]
@@ -220,4 +216,25 @@ fn four_k_sector_disk() {
     let (ok, log) = write_image(&srv.url("/i.zst"), &sha256_hex(&body), &dev.path, &[]);
     assert!(ok, "{log}");
     assert!(read_dev(&dev.path, 0, raw.len() as u64) == raw);
+}
+
+#[test]
+fn an_image_larger_than_the_disk_stops_cleanly() {
+    if !disk_prereqs("an_image_larger_than_the_disk_stops_cleanly") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let raw = patterned(40 * MIB as usize);
+    let dev = loopdev(dir.path(), 16 * MIB, 512);
+    let srv = Server::start();
+    srv.put("/i.zst", File::new(zstd(&raw), "a"));
+    let body = srv.state.lock().unwrap().files["/i.zst"].body.clone();
+    // No raw size given: the writer finds out mid-stream and the pipeline winds down.
+    let (ok, log) = write_image(&srv.url("/i.zst"), &sha256_hex(&body), &dev.path, &[]);
+    assert!(!ok);
+    assert!(log.contains("larger than") && log.contains(&dev.path.display().to_string()), "{log}");
+    assert!(read_dev(&dev.path, 0, MIB).iter().all(|&b| b == 0), "first MiB blank");
+    // Given up front, it is refused before anything is written.
+    let (ok, log) = write_image(&srv.url("/i.zst"), &sha256_hex(&body), &dev.path, &["--raw-size", "41943040"]);
+    assert!(!ok && log.contains("does not fit"), "{log}");
 }

@@ -17,6 +17,8 @@ struct Img {
     compressed: Vec<u8>,
     raw: Vec<u8>,
     sector: u64,
+    /// sha256 and what it covers, as a manifest says (`None`: of the compressed bytes).
+    checksum: Option<(String, String)>,
 }
 
 /// The real Debian image when built (CI), else the test image shaped like it.
@@ -24,19 +26,23 @@ fn whole_disk_image(dir: &Path, sector: u64) -> Img {
     if sector == 512 {
         if let Some((z, manifest)) = debian_image() {
             let raw = zstd::decode_all(&z[..]).unwrap();
-            assert_eq!(manifest["sha256"].as_str().unwrap(), sha256_hex(&z), "manifest sha256 matches the file");
-            return Img { compressed: z, raw, sector };
+            let of = manifest["checksum_of"].as_str().unwrap_or("compressed").to_string();
+            let sha = manifest["sha256"].as_str().expect("manifest has sha256").to_string();
+            let covered = if of == "raw" { &raw } else { &z };
+            assert_eq!(sha, sha256_hex(covered), "the manifest's sha256 ({of}) matches the file");
+            return Img { compressed: z, raw, sector, checksum: Some((sha, of)) };
         }
     }
     let t = build_image(dir, 64 * MIB, sector);
-    Img { compressed: zstd(&t.raw), raw: t.raw, sector }
+    Img { compressed: zstd(&t.raw), raw: t.raw, sector, checksum: None }
 }
 
 fn metadata(srv: &Server, img: &Img, install_extra: serde_json::Value) -> serde_json::Value {
     let mut install = json!({
         "image": {
             "url": srv.url("/images/os.raw.zst"),
-            "sha256": sha256_hex(&img.compressed),
+            "sha256": img.checksum.as_ref().map(|c| c.0.clone()).unwrap_or_else(|| sha256_hex(&img.compressed)),
+            "checksum_of": img.checksum.as_ref().map(|c| c.1.clone()).unwrap_or_else(|| "compressed".into()),
             "size": img.compressed.len(),
             "raw_size": img.raw.len(),
             "format": "auto",
@@ -155,12 +161,15 @@ fn whole_disk(sector: u32) {
     let srv = serve(&img, json!({}));
 
     // First the bare stream: the disk holds the image byte for byte.
+    let (sha, of) = img.checksum.clone().unwrap_or_else(|| (sha256_hex(&img.compressed), "compressed".into()));
     let (ok, log) = installer(&[
         "write-image",
         "--url",
         &srv.url("/images/os.raw.zst"),
         "--sha256",
-        &sha256_hex(&img.compressed),
+        &sha,
+        "--checksum-of",
+        &of,
         "--disk",
         dev.path.to_str().unwrap(),
     ]);
@@ -243,7 +252,7 @@ fn layout_mode_writes_the_image_into_its_partition() {
         .arg(&fsimg)
         .arg("40M"));
     let raw = std::fs::read(&fsimg).unwrap();
-    let img = Img { compressed: zstd(&raw), raw, sector: 4096 };
+    let img = Img { compressed: zstd(&raw), raw, sector: 4096, checksum: None };
     for sector in [512u32, 4096] {
         let dev = loopdev(dir.path(), 128 * MIB, sector);
         let srv = serve(
@@ -254,8 +263,16 @@ fn layout_mode_writes_the_image_into_its_partition() {
                 {"name": "swap", "type": "swap", "size": "8MiB"},
             ]}}),
         );
+        // bootsvc restarting: the first metadata request and the first events get 503.
+        {
+            let mut st = srv.state.lock().unwrap();
+            st.fail_metadata = 1;
+            st.fail_events = 3;
+        }
         let (ok, log) = install(&srv, &["--disk", dev.path.to_str().unwrap()]);
         assert!(ok, "{sector}: {log}");
+        let fails = srv.log().iter().filter(|l| l.status == 503).count();
+        assert_eq!(fails, 4, "the injected failures were hit and retried");
         assert_sgdisk_clean(&dev.path);
         let parts = sgdisk_parts(&dev.path);
         let ss = u64::from(sector);
@@ -284,7 +301,8 @@ fn hints_choose_among_loop_devices_and_refuse_the_wrong_ones() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let img = Img { raw: build_image(dir.path(), 64 * MIB, 512).raw, compressed: Vec::new(), sector: 512 };
+    let img =
+        Img { raw: build_image(dir.path(), 64 * MIB, 512).raw, compressed: Vec::new(), sector: 512, checksum: None };
     let img = Img { compressed: zstd(&img.raw), ..img };
     let small = loopdev(dir.path(), 48 * MIB, 512);
     let mid = loopdev(dir.path(), 96 * MIB, 512);
@@ -337,6 +355,35 @@ fn hints_choose_among_loop_devices_and_refuse_the_wrong_ones() {
     let (ok, log) = install(&srv, &["--disk", ro.0.to_str().unwrap(), "--no-events"]);
     assert!(!ok && log.contains("read-only"), "{log}");
     assert!(srv.events().is_empty(), "--no-events sends nothing");
+}
+
+#[test]
+fn a_corrupt_image_fails_the_install_and_reports_the_chain() {
+    if !disk_prereqs("a_corrupt_image_fails_the_install_and_reports_the_chain") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let t = build_image(dir.path(), 64 * MIB, 512);
+    let mut img = Img { compressed: zstd(&t.raw), raw: t.raw, sector: 512, checksum: None };
+    let dev = loopdev(dir.path(), 128 * MIB, 512);
+    // An earlier install left a bootable disk behind.
+    std::fs::write(&dev.backing, &img.raw).unwrap();
+    let srv = serve(&img, json!({}));
+    // The served file gets one byte flipped after the metadata named the good one.
+    let mid = img.compressed.len() / 2;
+    img.compressed[mid] ^= 1;
+    srv.put("/images/os.raw.zst", File::new(img.compressed.clone(), "os-2"));
+    let (ok, log) = install(&srv, &["--disk", dev.path.to_str().unwrap()]);
+    assert!(!ok && log.contains("sha256"), "{log}");
+    assert!(read_dev(&dev.path, 0, MIB).iter().all(|&b| b == 0), "the disk's first MiB is not blank");
+    let p = phases(&srv);
+    assert_eq!(p.first(), Some(&Phase::Metadata));
+    assert_eq!(p.last(), Some(&Phase::Failed));
+    assert!(!p.contains(&Phase::ImageVerified) && !p.contains(&Phase::Installed), "{p:?}");
+    let failed = srv.events().into_iter().find(|e| e.phase == Phase::Failed).unwrap();
+    assert!(failed.error.len() >= 3, "the chain, outermost first: {:?}", failed.error);
+    assert!(failed.error[0].contains("writing the image to"), "{:?}", failed.error);
+    assert!(failed.error.iter().any(|e| e.contains("sha256")), "{:?}", failed.error);
 }
 
 #[test]

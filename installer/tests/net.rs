@@ -114,8 +114,19 @@ fn dhcp_lease_from_dnsmasq_configures_address_route_and_dns() {
     // dnsmasq recorded the lease for our MAC and address.
     let leases = std::fs::read_to_string(dir.path().join("leases")).unwrap();
     assert!(leases.contains(&mac.to_string()) && leases.contains(&cfg.address.to_string()), "{leases}");
-    // And the address works: the server answers a ping from the client.
+    // And the address works: traffic flows to the server.
     assert_reaches_server(&pair);
+
+    // Renewal: a unicast REQUEST from the configured address, ACKed by dnsmasq.
+    let (ifname, lease) = (cfg.ifname.clone(), cfg.lease.clone().unwrap());
+    let renewed = pair
+        .client
+        .spawn(move || dhcp_client::renew_once(&ifname, mac, &lease, Duration::from_secs(5)))
+        .join()
+        .unwrap()
+        .unwrap();
+    assert_eq!(renewed.address, cfg.address);
+    assert_eq!(renewed.lease_secs, Some(3600));
 }
 
 #[test]

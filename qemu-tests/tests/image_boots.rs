@@ -1,11 +1,12 @@
 //! The OS image that `images/build` makes boots by itself, under SeaBIOS and under OVMF, and
 //! cloud-init in it runs the machine's user-data.
 //!
-//! Each test decompresses the image as bootsvc serves it (`build/images/debian-12.raw.zst`),
-//! writes a NoCloud seed into its root filesystem the way the installer does (ext4 mounted
-//! from a loop device, files in `/var/lib/cloud/seed/nocloud/`), and boots it in QEMU (TCG,
-//! 1 GiB, virtio disk and NIC) on a bridge in a network namespace of its own, where dnsmasq
-//! answers DHCP and a small HTTP server takes the machine's POST. The user-data's runcmd
+//! Each test decompresses the image as bootsvc serves it (`build/images/debian-12.raw.zst`;
+//! `OSIE_TEST_IMAGE` names another), writes a NoCloud seed into its root filesystem the way
+//! the installer does (ext4 mounted from a loop device, files in
+//! `/var/lib/cloud/seed/nocloud/`), and boots it in QEMU (TCG, 1 GiB, virtio disk and NIC)
+//! on a bridge in a network namespace of its own, where dnsmasq answers DHCP and a small
+//! HTTP server takes the machine's POST. The user-data's runcmd
 //! prints a marker on the serial console and posts the machine's network state back, so the
 //! test proves: the firmware found GRUB, GRUB the kernel, the initramfs the virtio disk,
 //! cloud-init the seed, cloud-init's fallback network config got an address by DHCP, and
@@ -30,7 +31,10 @@ use anyhow::{bail, ensure, Context, Result};
 use osie_testkit::{require_file, require_root, require_tools, unique, wait_for, workspace_root, ChildGuard, Netns};
 use serde_json::Value;
 
-const IMAGE: &str = "debian-12";
+/// The image under test; `OSIE_TEST_IMAGE=debian-12-generic` tests another recipe's image.
+fn image_name() -> String {
+    std::env::var("OSIE_TEST_IMAGE").unwrap_or_else(|_| "debian-12".into())
+}
 /// Boot to cloud-init's final stage takes 1.5 to 3 minutes under TCG on this 2-core
 /// machine, depending on what else runs; the limit leaves room for a loaded CI run.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(600);
@@ -86,7 +90,7 @@ fn boot_test(test: &str, fw: Firmware) {
 /// The built image and its manifest, or `None` (test skipped) when `images/build` has not run.
 fn built_image(test: &str) -> Option<Image> {
     let dir = std::env::var_os("OSIE_BUILD").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("build"));
-    let manifest_path = dir.join("images").join(format!("{IMAGE}.json"));
+    let manifest_path = dir.join("images").join(format!("{}.json", image_name()));
     if !require_file(test, &manifest_path, "images/build") {
         return None;
     }
@@ -230,7 +234,8 @@ fn seed_nocloud(disk: &Path, mnt: &Path, meta_data: &str, user_data: &str) -> Re
 
 fn check_layout(image: &Image, scratch: &Scratch) -> Result<()> {
     let m = &image.manifest;
-    ensure!(m["name"] == IMAGE && m["format"] == "zstd", "manifest names {IMAGE}, format zstd: {m}");
+    let name = image_name();
+    ensure!(m["name"] == name.as_str() && m["format"] == "zstd", "manifest names {name}, format zstd: {m}");
     ensure!(m["checksum_of"] == "compressed", "manifest checksum_of: {m}");
     let size = std::fs::metadata(&image.zst)?.len();
     ensure!(m["size"] == size, "manifest size {} but {} has {size} bytes", m["size"], image.zst.display());

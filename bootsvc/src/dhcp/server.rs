@@ -36,8 +36,8 @@ impl DhcpServer {
     pub fn bind(cfg: Arc<Config>, backend: Arc<dyn Backend>, metrics: Arc<Metrics>) -> Result<DhcpServer> {
         let settings = Settings::from_config(&cfg);
         // Proxy mode hands out no addresses: no pool, no lease file.
-        let leases = match (cfg.dhcp.mode, &cfg.dhcp.pool) {
-            (DhcpMode::Reservation, Some(pool)) => LeaseStore::open(&cfg.state.dir, Some(pool))?,
+        let leases = match (cfg.dhcp.enabled, cfg.dhcp.mode, &cfg.dhcp.pool) {
+            (true, DhcpMode::Reservation, Some(pool)) => LeaseStore::open(&cfg.state.dir, Some(pool))?,
             _ => LeaseStore::in_memory(None)?,
         };
         let sockets = if cfg.dhcp.enabled {
@@ -83,20 +83,15 @@ impl DhcpServer {
         let mut b4011 = vec![0u8; 1500];
         loop {
             tokio::select! {
-                r = s67.recv_from(&mut b67) => {
-                    let (n, from) = r.context("DHCP: receiving on port 67")?;
-                    h.handle(&s67, &b67[..n], from, Via::Dhcp).await;
-                }
-                r = recv_opt(s4011.as_ref(), &mut b4011) => {
-                    let (n, from) = r.context("DHCP: receiving on port 4011")?;
-                    let via = match from {
-                        SocketAddr::V4(a) => Via::Pxe(a),
-                        SocketAddr::V6(_) => continue,
-                    };
-                    if let Some(s) = &s4011 {
-                        h.handle(s, &b4011[..n], from, via).await;
-                    }
-                }
+                r = s67.recv_from(&mut b67) => match r {
+                    Ok((n, from)) => h.handle(&s67, &b67[..n], from, Via::Dhcp).await,
+                    Err(e) => h.recv_error(67, e).await,
+                },
+                r = recv_opt(s4011.as_ref(), &mut b4011) => match (r, &s4011) {
+                    (Ok((n, from @ SocketAddr::V4(a))), Some(s)) => h.handle(s, &b4011[..n], from, Via::Pxe(a)).await,
+                    (Ok(_), _) => {}
+                    (Err(e), _) => h.recv_error(PXE_PORT, e).await,
+                },
             }
         }
     }
@@ -117,6 +112,14 @@ struct Handler {
 }
 
 impl Handler {
+    /// A failed receive (an ICMP error surfacing, a full buffer) loses one packet, not the
+    /// service: count it, pause briefly so a persistent error cannot spin, go on.
+    async fn recv_error(&self, port: u16, e: std::io::Error) {
+        self.metrics.drop_reason("dhcp-receive-error");
+        warn!(port, "DHCP: receiving failed, continuing: {e}");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+
     async fn handle(&self, sock: &UdpSocket, bytes: &[u8], from: SocketAddr, via: Via) {
         let req = match request::parse(bytes) {
             Ok(r) => r,

@@ -42,8 +42,8 @@ const OVERHEAD: u32 = 20 + 8 + 4;
 
 /// The bound TFTP service (UDP 69).
 pub struct TftpServer {
-    socket: Option<std::net::UdpSocket>,
-    jail: Arc<Jail>,
+    /// Nothing when TFTP is disabled.
+    bound: Option<(std::net::UdpSocket, Arc<Jail>)>,
     timeout: Duration,
     max_send_retries: u32,
     blksize_limit: u16,
@@ -54,16 +54,16 @@ impl TftpServer {
     /// Open the root and bind `listen.address:69` on `listen.interface`. With
     /// `tftp.enabled = false` nothing is bound and [`TftpServer::run`] waits forever.
     pub fn bind(cfg: Arc<Config>, metrics: Arc<Metrics>) -> Result<TftpServer> {
-        let jail = Jail::new(&cfg.tftp.root)?;
         let iface = cfg.listen.interface.as_str();
-        let socket = if cfg.tftp.enabled {
-            Some(crate::udp::bind(SocketAddrV4::new(cfg.listen.address, TFTP_PORT), Some(iface), "TFTP")?)
+        let bound = if cfg.tftp.enabled {
+            let jail = Jail::new(&cfg.tftp.root)?;
+            let socket = crate::udp::bind(SocketAddrV4::new(cfg.listen.address, TFTP_PORT), Some(iface), "TFTP")?;
+            Some((socket, Arc::new(jail)))
         } else {
             None
         };
         Ok(TftpServer {
-            socket,
-            jail: Arc::new(jail),
+            bound,
             timeout: Duration::from_secs(cfg.tftp.timeout_secs.max(1)),
             max_send_retries: cfg.tftp.max_send_retries,
             blksize_limit: blksize_limit(link_mtu(iface)),
@@ -73,16 +73,16 @@ impl TftpServer {
 
     /// Serve until the task is dropped.
     pub async fn run(self) -> Result<()> {
-        let Some(socket) = self.socket else {
+        let Some((socket, jail)) = self.bound else {
             info!("TFTP disabled (tftp.enabled = false)");
             return std::future::pending().await;
         };
         let addr = socket.local_addr().context("TFTP: socket address")?;
         info!(
-            addr = %addr, root = %self.jail.root().display(), blksize_limit = self.blksize_limit,
+            addr = %addr, root = %jail.root().display(), blksize_limit = self.blksize_limit,
             timeout_secs = self.timeout.as_secs(), max_send_retries = self.max_send_retries, "TFTP serving"
         );
-        let handler = handler::Handler { jail: self.jail, metrics: self.metrics };
+        let handler = handler::Handler { jail, metrics: self.metrics };
         let builder = TftpServerBuilder::with_handler(handler)
             .std_socket(socket)
             .context("TFTP: registering the socket with async-io")?

@@ -239,4 +239,37 @@ mod tests {
         assert!(matches!(e, SelectError::NoneMatches { .. }), "{e:?}");
         assert!(e.to_string().contains("does not match the serial hint"), "{e}");
     }
+
+    #[test]
+    fn selection_over_a_sys_tree() {
+        use crate::disk::sysfs::{self, fake};
+        let t = tempfile::tempdir().unwrap();
+        let sectors = |g: u64| g * G / 512;
+        fake::write(
+            t.path(),
+            &[
+                fake::FakeDisk { serial: Some("BOOT-1"), model: Some("SSD"), ..fake::disk("sda", sectors(240)) },
+                fake::FakeDisk { wwid: Some("naa.600508b1001c4d7a"), ..fake::disk("sdb", sectors(4000)) },
+                fake::FakeDisk { removable: true, serial: Some("USB-9"), ..fake::disk("sdc", sectors(16)) },
+                fake::FakeDisk { ro: true, ..fake::disk("sdd", sectors(100)) },
+                fake::disk("nvme0n1", sectors(960)),
+            ],
+        );
+        let disks = sysfs::enumerate(t.path()).unwrap();
+        assert_eq!(disks.len(), 5);
+        let none = HashSet::new();
+        let pick = |h: DiskHints| select(&disks, &h, 10 * G, None, &none).map(|d| d.name.clone());
+        assert_eq!(
+            pick(DiskHints::default()),
+            Ok("sda".into()),
+            "smallest usable: not the USB stick, not the read-only one"
+        );
+        assert_eq!(pick(DiskHints { wwn: Some("0x600508B1001C4D7A".into()), ..Default::default() }), Ok("sdb".into()));
+        assert_eq!(pick(DiskHints { serial: Some("BOOT-1".into()), ..Default::default() }), Ok("sda".into()));
+        assert_eq!(pick(DiskHints { min_size: Some(500 * G), ..Default::default() }), Ok("nvme0n1".into()));
+        let e = pick(DiskHints { serial: Some("USB-9".into()), ..Default::default() }).unwrap_err().to_string();
+        assert!(e.contains("/dev/sdc") && e.contains("removable"), "{e}");
+        let e = select(&disks, &DiskHints::default(), 5000 * G, None, &none).unwrap_err().to_string();
+        assert!(e.contains("no usable disk") && e.contains("/dev/sdd") && e.contains("read-only"), "{e}");
+    }
 }

@@ -1,6 +1,7 @@
 //! `kexec_file_load` into the installed system: find the root filesystem holding
-//! `/boot/vmlinuz*`, take its command line from `grub.cfg` (or build `root=UUID=…`), load
-//! kernel and initrd. The caller then reboots with `RB_KEXEC`.
+//! `/boot/vmlinuz*` — the one carrying this install's cloud-init seed when several disks hold
+//! a system — take its command line from `grub.cfg` (or build `root=UUID=…`), load kernel
+//! and initrd. The caller then reboots with `RB_KEXEC`.
 
 use std::ffi::CString;
 use std::os::fd::AsRawFd;
@@ -12,6 +13,8 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 /// `KEXEC_FILE_NO_INITRAMFS`
 const NO_INITRAMFS: libc::c_ulong = 4;
 const MOUNT_AT: &str = "/run/osie/kexec-root";
+/// Where the installer seeds cloud-init (NoCloud); its meta-data names the instance.
+const SEED_META: &str = "var/lib/cloud/seed/nocloud/meta-data";
 
 #[derive(Debug)]
 pub struct Loaded {
@@ -19,21 +22,70 @@ pub struct Loaded {
     pub cmdline: String,
 }
 
-/// Find the installed kernel on any partition and load it for kexec.
-pub fn load_installed() -> Result<Loaded> {
+/// What one partition holds, as far as kexec cares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    pub dev: PathBuf,
+    /// Its seed's meta-data names this install's instance id.
+    pub ours: bool,
+}
+
+/// Find the installed kernel and load it for kexec. `instance_id` (from the metadata)
+/// tells this install's root apart from other systems on other disks.
+pub fn load_installed(instance_id: &str) -> Result<Loaded> {
+    let mut found = Vec::new();
     let mut tried = Vec::new();
     for part in partitions(Path::new("/sys/class/block")) {
         let dev = PathBuf::from("/dev").join(&part);
-        match try_partition(&dev) {
-            Ok(Some(l)) => return Ok(l),
+        match with_mounted(&dev, |root| Ok(has_kernel(root).then(|| seed_names(root, instance_id)))) {
+            Ok(Some(ours)) => found.push(Candidate { dev, ours }),
             Ok(None) => tried.push(format!("{}: no /boot/vmlinuz*", dev.display())),
             Err(e) => tried.push(format!("{}: {e:#}", dev.display())),
         }
     }
-    bail!(
-        "no partition holds an installed kernel (tried: {})",
-        if tried.is_empty() { "none".into() } else { tried.join("; ") }
-    )
+    let Some(pick) = choose(&found)? else {
+        bail!(
+            "no partition holds an installed kernel (tried: {})",
+            if tried.is_empty() { "none".into() } else { tried.join("; ") }
+        )
+    };
+    let dev = pick.dev.clone();
+    with_mounted(&dev, |root| load_from(root, &dev))
+}
+
+/// The partition to boot: the one seeded by this install; failing that the only one with a
+/// kernel. Several unseeded systems are ambiguous: booting the wrong one is worse than a
+/// firmware reboot.
+pub fn choose(found: &[Candidate]) -> Result<Option<&Candidate>> {
+    if let Some(c) = found.iter().find(|c| c.ours) {
+        return Ok(Some(c));
+    }
+    match found {
+        [] => Ok(None),
+        [one] => Ok(Some(one)),
+        many => bail!(
+            "several partitions hold a kernel and none carries this install's cloud-init seed: {}",
+            many.iter().map(|c| c.dev.display().to_string()).collect::<Vec<_>>().join(", ")
+        ),
+    }
+}
+
+fn has_kernel(root: &Path) -> bool {
+    pick_kernel(&boot_listing(root)).is_some()
+}
+
+/// Whether the NoCloud seed under `root` names `instance_id` (quoted or not).
+pub fn seed_names(root: &Path, instance_id: &str) -> bool {
+    let meta = std::fs::read_to_string(root.join(SEED_META)).unwrap_or_default();
+    meta.lines().any(|l| {
+        l.trim().strip_prefix("instance-id:").is_some_and(|v| v.trim().trim_matches(['"', '\'']) == instance_id)
+    })
+}
+
+fn boot_listing(root: &Path) -> Vec<String> {
+    std::fs::read_dir(root.join("boot"))
+        .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default()
 }
 
 /// Partition names (`vda1`, `nvme0n1p2`) from sysfs, sorted.
@@ -50,29 +102,25 @@ pub fn partitions(class_block: &Path) -> Vec<String> {
     v
 }
 
-fn try_partition(dev: &Path) -> Result<Option<Loaded>> {
+/// Mount `dev` read-only (ext4, xfs or btrfs), run `f` on it, unmount.
+fn with_mounted<T>(dev: &Path, f: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
     std::fs::create_dir_all(MOUNT_AT).context("creating the kexec mount point")?;
-    let mut mounted = false;
-    for fstype in ["ext4", "xfs", "btrfs"] {
-        if mount(Some(dev), MOUNT_AT, Some(fstype), MsFlags::MS_RDONLY, None::<&str>).is_ok() {
-            mounted = true;
-            break;
-        }
-    }
+    let mounted = ["ext4", "xfs", "btrfs"]
+        .iter()
+        .any(|fstype| mount(Some(dev), MOUNT_AT, Some(*fstype), MsFlags::MS_RDONLY, None::<&str>).is_ok());
     if !mounted {
         bail!("not an ext4, xfs or btrfs filesystem");
     }
-    let r = load_from(Path::new(MOUNT_AT), dev);
+    let r = f(Path::new(MOUNT_AT));
     let _ = umount2(MOUNT_AT, MntFlags::MNT_DETACH);
     r
 }
 
-fn load_from(root: &Path, dev: &Path) -> Result<Option<Loaded>> {
+fn load_from(root: &Path, dev: &Path) -> Result<Loaded> {
     let boot = root.join("boot");
-    let names: Vec<String> = std::fs::read_dir(&boot)
-        .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
-        .unwrap_or_default();
-    let Some((kernel, initrd)) = pick_kernel(&names) else { return Ok(None) };
+    let Some((kernel, initrd)) = pick_kernel(&boot_listing(root)) else {
+        bail!("{} has no /boot/vmlinuz* any more", dev.display())
+    };
     let grub = std::fs::read_to_string(boot.join("grub/grub.cfg")).unwrap_or_default();
     let current = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
     let root_arg = match grub_cmdline(&grub) {
@@ -113,7 +161,7 @@ fn load_from(root: &Path, dev: &Path) -> Result<Option<Loaded>> {
     if r != 0 {
         return Err(std::io::Error::last_os_error()).with_context(|| format!("kexec_file_load {}", kpath.display()));
     }
-    Ok(Some(Loaded { kernel: PathBuf::from("/boot").join(kernel), cmdline }))
+    Ok(Loaded { kernel: PathBuf::from("/boot").join(kernel), cmdline })
 }
 
 /// The kernel and initrd to boot from a `/boot` listing: Debian's `vmlinuz`/`initrd.img`
@@ -175,6 +223,30 @@ mod tests {
 
     fn s(v: &[&str]) -> Vec<String> {
         v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn chooses_this_installs_root_or_the_only_one() {
+        let c = |d: &str, ours| Candidate { dev: PathBuf::from(d), ours };
+        assert_eq!(choose(&[]).unwrap(), None);
+        assert_eq!(choose(&[c("/dev/vda1", false)]).unwrap(), Some(&c("/dev/vda1", false)));
+        let two = [c("/dev/sda1", false), c("/dev/vda1", true)];
+        assert_eq!(choose(&two).unwrap(), Some(&c("/dev/vda1", true)));
+        let err = choose(&[c("/dev/sda1", false), c("/dev/vda1", false)]).unwrap_err().to_string();
+        assert!(err.contains("/dev/sda1, /dev/vda1"), "{err}");
+    }
+
+    #[test]
+    fn seed_meta_data_names_the_instance() {
+        let d = tempfile::tempdir().unwrap();
+        assert!(!seed_names(d.path(), "i-1"));
+        let meta = d.path().join(SEED_META);
+        std::fs::create_dir_all(meta.parent().unwrap()).unwrap();
+        std::fs::write(&meta, "instance-id: \"i-1\"\nlocal-hostname: \"n1\"\n").unwrap();
+        assert!(seed_names(d.path(), "i-1"));
+        assert!(!seed_names(d.path(), "i-10"));
+        std::fs::write(&meta, "local-hostname: n1\ninstance-id: i-10\n").unwrap();
+        assert!(seed_names(d.path(), "i-10"));
     }
 
     #[test]

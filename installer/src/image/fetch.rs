@@ -101,7 +101,13 @@ impl Download {
             };
             req = req.header(RANGE, format!("bytes={}-", self.pos)).header(IF_RANGE, v.as_str());
         }
-        let resp = req.send().map_err(|e| Failure::Transient(anyhow!(e)))?;
+        let resp = req.send().map_err(|e| {
+            if crate::http::permanent(&e) {
+                Failure::Fatal(io::Error::other(format!("GET {}: {:#}", self.url, anyhow!(e))))
+            } else {
+                Failure::Transient(anyhow!(e))
+            }
+        })?;
         let status = resp.status();
         if status.is_server_error() || crate::http::retryable_status(status) {
             return Err(Failure::Transient(anyhow!("server answered {status}")));

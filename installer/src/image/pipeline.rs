@@ -271,8 +271,7 @@ fn sink_stage(rx: Receiver<Msg>, target: &Target, counter: &AtomicU64) -> StageR
             Err(_) => return Err(StageError::Pipe),
         }
     }
-    let (written, zeroed) = (sink.bytes_written, sink.bytes_zeroed);
-    Ok((sink.finish()?, written, zeroed))
+    Ok(sink.finish()?)
 }
 
 pub fn format_name(f: ImageFormat) -> &'static str {

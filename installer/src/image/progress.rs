@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use osie_api::Progress;
 
+const STALLED: u64 = 4096;
+
 /// Turns successive byte counts into [`Progress`] reports.
 pub struct Meter {
     total: Option<u64>,
@@ -30,7 +32,8 @@ impl Meter {
         self.last_bytes = done;
         let rate = self.rate.map(|r| r as u64);
         let eta_secs = match (self.total, rate) {
-            (Some(t), Some(r)) if r > 0 => Some(t.saturating_sub(done).div_ceil(r)),
+            // Below a few KiB/s the transfer is stalled: no estimate rather than a silly one.
+            (Some(t), Some(r)) if r >= STALLED => Some(t.saturating_sub(done).div_ceil(r)),
             _ => None,
         };
         Progress { bytes_done: done, bytes_total: self.total, rate, eta_secs }
@@ -78,5 +81,7 @@ mod tests {
         assert_eq!(describe(&p), "300 MiB/1000 MiB (30%), 75 MiB/s, 10 s left");
         let p = Meter::new(None).sample(5, Duration::ZERO);
         assert_eq!((p.rate, p.eta_secs), (None, None));
+        let p = Meter::new(Some(1 << 30)).sample(100, Duration::from_secs(2));
+        assert_eq!((p.rate, p.eta_secs), (Some(50), None), "stalled: no ETA");
     }
 }

@@ -90,11 +90,12 @@ impl<'a> Sink<'a> {
 
     /// The stream ended: issue the last zero run. Returns the held first MiB, which the
     /// caller writes with [`Target::write_head`] once the checksum matched.
-    pub fn finish(mut self) -> Result<AlignedBuf> {
+    /// Also returns the bytes written and zeroed.
+    pub fn finish(mut self) -> Result<(AlignedBuf, u64, u64)> {
         if let Some((s, l)) = self.zero_run.take() {
             self.zero(s, l)?;
         }
-        Ok(self.held)
+        Ok((self.held, self.bytes_written, self.bytes_zeroed))
     }
 
     fn write(&mut self, at: u64, data: &[u8]) -> Result<()> {

@@ -14,6 +14,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use osie_initramfs::modindex::{normalize, ModIndex};
 
+/// How a module file gets into the kernel: [`kmod::insert`], or a recorder in tests.
+pub type Inserter = Box<dyn FnMut(&Path) -> Result<kmod::Inserted> + Send>;
+
 /// Loads modules from one `/lib/modules/<release>` directory, remembering what is loaded.
 pub struct Loader {
     dir: PathBuf,
@@ -21,6 +24,7 @@ pub struct Loader {
     loaded: BTreeSet<String>,
     /// Modules whose load failed (not retried; a failed probe does not get better).
     failed: BTreeSet<String>,
+    insert: Inserter,
 }
 
 /// What a load did, for the console and the tests.
@@ -56,11 +60,17 @@ impl Loader {
         for b in bad {
             tracing::warn!("module index: {b}");
         }
-        let mut loaded: BTreeSet<String> = index.builtin.iter().cloned().collect();
+        let mut loader = Loader::from_index(dir, index, Box::new(|p: &Path| kmod::insert(p)));
         if let Ok(m) = std::fs::read_to_string("/proc/modules") {
-            loaded.extend(m.lines().filter_map(|l| l.split_whitespace().next()).map(normalize));
+            loader.loaded.extend(m.lines().filter_map(|l| l.split_whitespace().next()).map(normalize));
         }
-        Ok(Loader { dir: dir.to_path_buf(), index, loaded, failed: BTreeSet::new() })
+        Ok(loader)
+    }
+
+    /// A loader over a parsed index that inserts with `insert` (built-ins count as loaded).
+    pub fn from_index(dir: &Path, index: ModIndex, insert: Inserter) -> Loader {
+        let loaded = index.builtin.iter().cloned().collect();
+        Loader { dir: dir.to_path_buf(), index, loaded, failed: BTreeSet::new(), insert }
     }
 
     pub fn index(&self) -> &ModIndex {
@@ -109,7 +119,7 @@ impl Loader {
             self.load(d, out, depth + 1);
         }
         let path = self.dir.join(&file);
-        match kmod::insert(&path) {
+        match (self.insert)(&path) {
             Ok(kmod::Inserted::Loaded) => {
                 tracing::info!(module = %name, "loaded");
                 out.names.push(name.clone());
@@ -128,25 +138,62 @@ impl Loader {
             }
         }
     }
+}
 
-    /// Modules that provide filesystems (an `fs-<type>` alias) and the code pages vfat
-    /// mounts need. Not needed at boot, where the kernel calls [`modprobe`] on demand; for
-    /// environments without that path (`/proc/sys/kernel/modprobe` pointing elsewhere).
-    pub fn load_filesystems(&mut self) -> Loaded {
-        let mut names: Vec<String> = self
-            .index
-            .aliases
-            .iter()
-            .filter(|a| a.pattern.starts_with("fs-"))
-            .map(|a| a.module.clone())
-            .chain(self.index.deps.keys().filter(|n| n.starts_with("nls_")).cloned())
-            .collect();
-        names.sort();
-        names.dedup();
-        let mut out = Loaded::default();
-        for n in names {
-            self.load(&n, &mut out, 0);
-        }
-        out
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// An index like the initramfs's, and a loader that records what it inserts; `fail`
+    /// names modules whose insert errors (a driver with nothing to drive).
+    fn loader(fail: &'static [&'static str]) -> (Loader, Arc<Mutex<Vec<String>>>) {
+        let dep = "kernel/drivers/net/virtio_net.ko: kernel/drivers/virtio/virtio_ring.ko kernel/drivers/net/net_failover.ko kernel/net/core/failover.ko\n\
+kernel/drivers/net/net_failover.ko: kernel/net/core/failover.ko\n\
+kernel/net/core/failover.ko:\n\
+kernel/drivers/virtio/virtio_ring.ko:\n\
+kernel/fs/ext4/ext4.ko: kernel/fs/jbd2/jbd2.ko\n\
+kernel/fs/jbd2/jbd2.ko:\n\
+kernel/crypto/crc32c_generic.ko:\n\
+kernel/arch/x86/crypto/crc32c-intel.ko:\n";
+        let alias = "alias virtio:d00000001v* virtio_net\nalias fs-ext4 ext4\nalias crypto-crc32c crc32c_generic\n\
+alias crypto-crc32c crc32c_intel\n";
+        let (index, bad) =
+            ModIndex::parse(dep, alias, "softdep ext4 pre: crypto-crc32c\n", "kernel/drivers/virtio/virtio.ko\n");
+        assert!(bad.is_empty());
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let l = Arc::clone(&log);
+        let insert: Inserter = Box::new(move |p: &Path| {
+            let name = osie_initramfs::modindex::name_from_path(&p.to_string_lossy());
+            l.lock().unwrap().push(name.clone());
+            if fail.contains(&name.as_str()) {
+                anyhow::bail!("ENODEV");
+            }
+            Ok(kmod::Inserted::Loaded)
+        });
+        (Loader::from_index(Path::new("/lib/modules/test"), index, insert), log)
+    }
+
+    #[test]
+    fn dependencies_load_first_and_once() {
+        let (mut l, log) = loader(&[]);
+        let got = l.load_alias("virtio:d00000001v00001AF4");
+        assert_eq!(*log.lock().unwrap(), ["failover", "net_failover", "virtio_ring", "virtio_net"]);
+        assert_eq!(got.names, ["failover", "net_failover", "virtio_ring", "virtio_net"]);
+        // A second device of the same kind loads nothing new.
+        assert!(l.load_alias("virtio:d00000001v00001AF4").names.is_empty());
+        assert!(l.is_loaded("virtio_net") && l.is_loaded("virtio"), "built-ins count as loaded");
+    }
+
+    #[test]
+    fn softdep_aliases_load_before_the_module() {
+        let (mut l, log) = loader(&["crc32c_intel"]);
+        let got = l.load_alias("fs-ext4");
+        assert_eq!(*log.lock().unwrap(), ["crc32c_generic", "crc32c_intel", "jbd2", "ext4"]);
+        assert_eq!(got.names, ["crc32c_generic", "jbd2", "ext4"], "a failed provider is not reported as loaded");
+        // A failed module is not retried.
+        l.load_alias("crypto-crc32c");
+        assert_eq!(log.lock().unwrap().iter().filter(|n| *n == "crc32c_intel").count(), 1);
+        assert!(l.load_alias("pci:v0000FFFFd0000FFFF").names.is_empty(), "no driver, nothing loaded");
     }
 }

@@ -79,6 +79,16 @@ pub fn request(mac: MacAddr, xid: u32, secs: u16, offer: &Lease) -> Vec<u8> {
     encode(&m)
 }
 
+/// DHCPREQUEST in RENEWING state (RFC 2131 §4.3.2): `ciaddr` is the leased address, no
+/// requested-address or server-id option, sent unicast to the server, reply unicast to us.
+pub fn renew(mac: MacAddr, xid: u32, lease: &Lease) -> Vec<u8> {
+    let mut m = base(mac, xid, 0);
+    m.set_flags(Flags::default());
+    m.set_ciaddr(lease.address);
+    m.opts_mut().insert(DhcpOption::MessageType(MessageType::Request));
+    encode(&m)
+}
+
 fn encode(m: &Message) -> Vec<u8> {
     // Encoding a message we built ourselves cannot fail (all fields are in range).
     let mut v = m.to_vec().unwrap_or_default();
@@ -242,6 +252,19 @@ mod tests {
             parse_reply(&server_reply(MessageType::Nak, 7, MAC), MAC, 7),
             Some(Reply::Nak("wrong network".into()))
         );
+    }
+
+    #[test]
+    fn renew_request_is_unicast_style_with_ciaddr() {
+        let Some(Reply::Offer(lease)) = parse_reply(&server_reply(MessageType::Offer, 7, MAC), MAC, 7) else {
+            panic!("offer not recognised")
+        };
+        let m = Message::from_bytes(&renew(MAC, 9, &lease)).unwrap();
+        assert_eq!(m.opts().msg_type(), Some(MessageType::Request));
+        assert_eq!(m.ciaddr(), lease.address);
+        assert!(!m.flags().broadcast());
+        assert!(m.opts().get(OptionCode::RequestedIpAddress).is_none());
+        assert!(m.opts().get(OptionCode::ServerIdentifier).is_none());
     }
 
     #[test]

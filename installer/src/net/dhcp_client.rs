@@ -88,6 +88,52 @@ pub fn obtain(ifname: &str, mac: MacAddr, opts: &Options) -> Result<Lease> {
     bail!("no DHCP lease on {ifname} ({mac}) after {} s and {attempt} DHCPDISCOVERs: {last}", start.elapsed().as_secs())
 }
 
+/// One renewal: REQUEST unicast to the lease's server, wait for its ACK. The new lease on
+/// success; an error on NAK or silence (the caller tries again later).
+pub fn renew_once(ifname: &str, mac: MacAddr, lease: &Lease, wait: Duration) -> Result<Lease> {
+    let sock = open_socket(ifname).with_context(|| format!("opening the DHCP client socket on {ifname}"))?;
+    let xid = random_u32();
+    sock.send_to(&dhcp::renew(mac, xid, lease), SocketAddrV4::new(lease.server, 67))
+        .with_context(|| format!("sending the renewal to {}", lease.server))?;
+    match receive(&sock, mac, xid, wait)? {
+        Some(Reply::Ack(l)) if l.address == lease.address => Ok(l),
+        Some(Reply::Ack(l)) => bail!("the server renewed with another address {} (had {})", l.address, lease.address),
+        Some(Reply::Nak(why)) => bail!("DHCPNAK from {} on renewal: {why}", lease.server),
+        _ => bail!("no answer from {} to the renewal of {}", lease.server, lease.address),
+    }
+}
+
+/// Keep the lease for as long as the installer runs: renew at half the lease time (T1),
+/// retrying at half the remaining time, like RFC 2131 clients. The address stays
+/// configured either way; renewing keeps the server from giving it to another machine.
+pub fn spawn_renewal(ifname: String, mac: MacAddr, mut lease: Lease) {
+    let Some(mut secs) = lease.lease_secs else { return };
+    let r = std::thread::Builder::new().name("dhcp-renew".into()).spawn(move || {
+        let mut left = Duration::from_secs(secs as u64);
+        let mut wait = left / 2;
+        loop {
+            std::thread::sleep(wait.max(Duration::from_secs(10)));
+            left = left.saturating_sub(wait);
+            match renew_once(&ifname, mac, &lease, Duration::from_secs(5)) {
+                Ok(l) => {
+                    secs = l.lease_secs.unwrap_or(u32::MAX);
+                    tracing::info!(ifname, address = %l.address, lease_secs = secs, "DHCP lease renewed");
+                    lease = l;
+                    left = Duration::from_secs(secs as u64);
+                    wait = left / 2;
+                }
+                Err(e) => {
+                    tracing::warn!(ifname, "DHCP renewal: {e:#}");
+                    wait = (left / 2).max(Duration::from_secs(60));
+                }
+            }
+        }
+    });
+    if let Err(e) = r {
+        tracing::warn!("cannot start the DHCP renewal thread: {e}");
+    }
+}
+
 /// The next reply to transaction `xid` within `wait`; `None` on timeout.
 fn receive(sock: &UdpSocket, mac: MacAddr, xid: u32, wait: Duration) -> Result<Option<Reply>> {
     let until = Instant::now() + wait;

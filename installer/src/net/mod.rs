@@ -54,6 +54,8 @@ pub struct NetConfig {
     pub domain: Option<String>,
     /// `dhcp` or `static`.
     pub method: &'static str,
+    /// The DHCP lease behind it (for renewal), `None` when static.
+    pub lease: Option<dhcp::Lease>,
 }
 
 impl std::fmt::Display for NetConfig {
@@ -111,6 +113,7 @@ pub fn bring_up(mac: MacAddr, static_ip: Option<&StaticIp>, opts: &NetOptions) -
             dns: s.dns.clone(),
             domain: None,
             method: "static",
+            lease: None,
         },
         None => {
             let lease = dhcp_client::obtain(&link.name, mac, &opts.dhcp)?;
@@ -123,9 +126,10 @@ pub fn bring_up(mac: MacAddr, static_ip: Option<&StaticIp>, opts: &NetOptions) -
                 address: lease.address,
                 prefix: lease.prefix,
                 gateway: lease.routers.first().copied(),
-                dns: lease.dns,
-                domain: lease.domain,
+                dns: lease.dns.clone(),
+                domain: lease.domain.clone(),
                 method: "dhcp",
+                lease: Some(lease),
             }
         }
     };

@@ -34,20 +34,10 @@ pub fn early() -> Vec<Mount> {
             flags: MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
             data: Some("gid=5,mode=0620,ptmxmode=0666"),
         },
-        Mount {
-            source: "tmpfs",
-            target: "/run",
-            fstype: "tmpfs",
-            flags: MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-            data: Some("mode=0755"),
-        },
-        Mount {
-            source: "tmpfs",
-            target: "/tmp",
-            fstype: "tmpfs",
-            flags: MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-            data: Some("mode=1777"),
-        },
+        // No `nodev` on /run and /tmp: the installer makes partition nodes there (mknod) when
+        // it cannot rely on udev, and opening a device through a nodev mount is EACCES.
+        Mount { source: "tmpfs", target: "/run", fstype: "tmpfs", flags: MsFlags::MS_NOSUID, data: Some("mode=0755") },
+        Mount { source: "tmpfs", target: "/tmp", fstype: "tmpfs", flags: MsFlags::MS_NOSUID, data: Some("mode=1777") },
     ]
 }
 

@@ -53,6 +53,9 @@ pub struct State {
     pub metadata: Option<String>,
     pub events: Vec<osie_api::Event>,
     pub log: Vec<Logged>,
+    /// Answer this many `/metadata` and `/events` requests with 503 first (a restarting bootsvc).
+    pub fail_metadata: u32,
+    pub fail_events: u32,
 }
 
 pub struct Server {
@@ -151,6 +154,14 @@ fn serve(c: TcpStream, st: &Mutex<State>) -> std::io::Result<()> {
     };
 
     match (method.as_str(), path.as_str()) {
+        ("GET", "/metadata") if take_failure(st, |s| &mut s.fail_metadata) => {
+            log(503);
+            respond(&mut w, 503, &[], b"restarting")
+        }
+        ("POST", "/events") if take_failure(st, |s| &mut s.fail_events) => {
+            log(503);
+            respond(&mut w, 503, &[], b"restarting")
+        }
         ("GET", "/metadata") => {
             let md = st.lock().unwrap().metadata.clone();
             log(if md.is_some() { 200 } else { 404 });
@@ -173,6 +184,18 @@ fn serve(c: TcpStream, st: &Mutex<State>) -> std::io::Result<()> {
     }
 }
 
+/// Consume one injected failure, if any are left.
+fn take_failure(st: &Mutex<State>, f: impl FnOnce(&mut State) -> &mut u32) -> bool {
+    let mut s = st.lock().unwrap();
+    let n = f(&mut s);
+    if *n > 0 {
+        *n -= 1;
+        true
+    } else {
+        false
+    }
+}
+
 fn respond(w: &mut TcpStream, status: u16, headers: &[(&str, &str)], body: &[u8]) -> std::io::Result<()> {
     let mut head =
         format!("HTTP/1.1 {status} {}\r\nContent-Length: {}\r\nConnection: close\r\n", reason(status), body.len());
@@ -191,6 +214,7 @@ fn reason(s: u16) -> &'static str {
         206 => "Partial Content",
         404 => "Not Found",
         416 => "Range Not Satisfiable",
+        503 => "Service Unavailable",
         _ => "Other",
     }
 }

@@ -18,7 +18,7 @@ pub fn sha256_hex(b: &[u8]) -> String {
 
 /// Root and the tools every disk test uses; false = skip (outside CI).
 pub fn disk_prereqs(test: &str) -> bool {
-    require_root(test) && require_tools(test, &["losetup", "partx", "sgdisk", "mke2fs", "debugfs", "e2fsck"])
+    require_root(test) && require_tools(test, &["losetup", "partx", "sgdisk", "mke2fs", "debugfs", "e2fsck", "blkid"])
 }
 
 pub fn run(cmd: &mut Command) -> Output {
@@ -37,7 +37,7 @@ pub fn run(cmd: &mut Command) -> Output {
 pub fn installer(args: &[&str]) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_installer"))
         .args(args)
-        .env("RUST_LOG", "info")
+        .env("RUST_LOG", std::env::var("OSIE_TEST_RUST_LOG").unwrap_or_else(|_| "info".into()))
         .output()
         .expect("running the installer");
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -127,7 +127,7 @@ pub fn debian_image() -> Option<(Vec<u8>, serde_json::Value)> {
     if !img.exists() || !man.exists() {
         if std::env::var_os("OSIE_REQUIRE_ALL").is_some_and(|v| v == "1") {
             panic!(
-                "{} or its manifest is missing and OSIE_REQUIRE_ALL=1: build it first (images/, `make -C images` or scripts/test does)",
+                "{} or its manifest is missing and OSIE_REQUIRE_ALL=1: build the Debian image first (images/ builds it; see images/README.md)",
                 img.display()
             );
         }

@@ -1,0 +1,224 @@
+//! Shared by the DHCP and TFTP tests (the HTTP side's tests use `common/`): a small
+//! in-memory `Backend` (a real implementation of the trait over a Vec, not a stand-in for a
+//! network peer), configs, and in-process servers running inside a test's namespace.
+#![allow(dead_code)]
+
+pub mod clients;
+pub mod lan;
+
+use std::collections::HashSet;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use bootsvc::config::Config;
+use bootsvc::dhcp::DhcpServer;
+use bootsvc::inventory::{Backend, Leases, Machine};
+use bootsvc::metrics::Metrics;
+use bootsvc::tftp::TftpServer;
+use osie_api::MacAddr;
+use osie_testkit::Netns;
+
+#[derive(Default)]
+pub struct MapBackend {
+    pub machines: Vec<Arc<Machine>>,
+    /// MACs whose netboot was cleared (as after a finished install).
+    pub denied: Mutex<HashSet<MacAddr>>,
+}
+
+impl MapBackend {
+    pub fn new(machines: Vec<Machine>) -> MapBackend {
+        MapBackend { machines: machines.into_iter().map(Arc::new).collect(), denied: Mutex::default() }
+    }
+}
+
+impl Backend for MapBackend {
+    fn by_mac(&self, mac: &MacAddr) -> Option<Arc<Machine>> {
+        self.machines.iter().find(|m| m.macs.contains(mac)).cloned()
+    }
+    fn by_ip(&self, ip: Ipv4Addr) -> Option<Arc<Machine>> {
+        self.machines.iter().find(|m| m.ip.as_ref().is_some_and(|c| c.address == ip)).cloned()
+    }
+    fn netboot_allowed(&self, mac: &MacAddr) -> bool {
+        self.by_mac(mac).is_some_and(|m| m.netboot.allow) && !self.denied.lock().unwrap().contains(mac)
+    }
+}
+
+/// A machine record as an operator writes it. `ip`: `Some("192.0.2.10/24")` or pool.
+pub fn machine(hostname: &str, mac: &str, ip: Option<&str>, allow: bool) -> Machine {
+    let mut v = serde_json::json!({
+        "hostname": hostname,
+        "macs": [mac],
+        "netboot": { "allow": allow },
+    });
+    if let Some(ip) = ip {
+        let (addr, prefix) = ip.split_once('/').unwrap();
+        v["ip"] = serde_json::json!({
+            "address": addr, "prefix": prefix.parse::<u8>().unwrap(),
+            "gateway": "192.0.2.254", "dns": ["192.0.2.53", "198.51.100.53"],
+        });
+    }
+    serde_json::from_value(v).unwrap()
+}
+
+pub const SERVER_IP: &str = "192.0.2.1";
+pub const PUBLIC_URL: &str = "http://192.0.2.1:8080";
+
+/// A config for a server on `iface` with address 192.0.2.1. `dhcp_extra` is TOML added to
+/// the `[dhcp]` table (mode, pool…).
+pub fn config(dir: &Path, iface: &str, dhcp_extra: &str, tftp_root: &Path) -> Config {
+    let toml = format!(
+        r#"
+[listen]
+interface = "{iface}"
+address = "{SERVER_IP}"
+
+[dhcp]
+lease_secs = 600
+{dhcp_extra}
+
+[tftp]
+root = "{root}"
+
+[http]
+listen = "192.0.2.1:8080"
+public_url = "{PUBLIC_URL}/"
+
+[artifacts]
+dir = "{d}"
+images_dir = "{d}"
+
+[state]
+dir = "{d}/state"
+
+[inventory]
+dir = "{d}/inventory"
+"#,
+        root = tftp_root.display(),
+        d = dir.display(),
+    );
+    toml::from_str(&toml).unwrap()
+}
+
+/// The iPXE binaries `scripts/setup` puts in build/tftp.
+pub fn tftp_root() -> PathBuf {
+    let p = osie_testkit::workspace_root().join("build/tftp");
+    assert!(p.join("undionly.kpxe").is_file(), "{} has no undionly.kpxe: run scripts/setup", p.display());
+    p
+}
+
+/// A server running on its own thread inside a namespace, stopped on drop.
+pub struct Running {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<Result<()>>>,
+    pub leases: Option<Arc<dyn Leases>>,
+}
+
+impl Running {
+    /// Stop and wait; errors if the server had failed.
+    pub fn stop(mut self) -> Result<()> {
+        self.stop.take();
+        match self.thread.take().map(|t| t.join()) {
+            Some(Ok(r)) => r,
+            Some(Err(_)) => anyhow::bail!("server thread panicked"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+enum Which {
+    Dhcp(Arc<dyn Backend>),
+    Tftp,
+}
+
+/// Server logs go to the test's output (shown with `--nocapture` or on failure).
+pub fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_test_writer()
+        .try_init();
+}
+
+fn start(ns: &Netns, cfg: Arc<Config>, metrics: Arc<Metrics>, which: Which) -> Result<Running> {
+    init_logs();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<Option<Arc<dyn Leases>>, String>>();
+    let thread = ns.spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        rt.block_on(async move {
+            let serve: std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>>>> = match which {
+                Which::Dhcp(backend) => match DhcpServer::bind(cfg, backend, metrics) {
+                    Ok(s) => {
+                        let _ = ready_tx.send(Ok(Some(s.leases())));
+                        Box::pin(s.run())
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(format!("{e:#}")));
+                        return Err(e);
+                    }
+                },
+                Which::Tftp => match TftpServer::bind(cfg, metrics) {
+                    Ok(s) => {
+                        let _ = ready_tx.send(Ok(None));
+                        Box::pin(s.run())
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(format!("{e:#}")));
+                        return Err(e);
+                    }
+                },
+            };
+            tokio::select! {
+                r = serve => r,
+                _ = stop_rx => Ok(()),
+            }
+        })
+    });
+    let leases = ready_rx
+        .recv_timeout(Duration::from_secs(10))
+        .context("server did not report readiness")?
+        .map_err(|e| anyhow::anyhow!("server failed to bind: {e}"))?;
+    Ok(Running { stop: Some(stop_tx), thread: Some(thread), leases })
+}
+
+pub fn start_dhcp(ns: &Netns, cfg: Arc<Config>, backend: Arc<dyn Backend>, metrics: Arc<Metrics>) -> Result<Running> {
+    start(ns, cfg, metrics, Which::Dhcp(backend))
+}
+
+pub fn start_tftp(ns: &Netns, cfg: Arc<Config>, metrics: Arc<Metrics>) -> Result<Running> {
+    start(ns, cfg, metrics, Which::Tftp)
+}
+
+/// The value of one sample in the Prometheus exposition, e.g.
+/// `osie_dhcp_replies_total{kind="offer"}`; 0 when absent.
+pub fn metric(m: &Metrics, sample: &str) -> f64 {
+    m.render()
+        .lines()
+        .find_map(|l| l.strip_prefix(sample).and_then(|rest| rest.strip_prefix(' ')))
+        .map(|v| v.trim().parse().unwrap())
+        .unwrap_or(0.0)
+}
+
+pub fn dropped(m: &Metrics, reason: &str) -> f64 {
+    metric(m, &format!("osie_dropped_packets_total{{reason=\"{reason}\"}}"))
+}
+
+pub fn replies(m: &Metrics, kind: &str) -> f64 {
+    metric(m, &format!("osie_dhcp_replies_total{{kind=\"{kind}\"}}"))
+}
+
+/// `KEY=value` lines (as the DHCP client scripts below write them) → lookup.
+pub fn env_value(env: &str, key: &str) -> Option<String> {
+    env.lines().find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix('=')).map(str::to_string))
+}
