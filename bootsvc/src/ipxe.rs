@@ -16,6 +16,11 @@
 //! returns an error rather than a script). Free text (banners) is reduced to a harmless
 //! character set instead. An operator's whole custom script is served as written: it is
 //! the operator's program, not a value.
+//!
+//! [`reader`] reads a script the way iPXE does; the tests and the fuzzer (`bootsvc/fuzz`)
+//! check every rendered script against it.
+
+pub mod reader;
 
 /// Why a value cannot go into a script.
 pub type Unsafe = String;
@@ -163,51 +168,7 @@ pub fn banner_text(text: &str) -> String {
 mod tests {
     use super::*;
 
-    /// iPXE's reading of a script, after script.c and exec.c: continuation lines, labels,
-    /// comments, separators. Returns (label, command tokens) per command, before expansion.
-    fn ipxe_commands(script: &str) -> Vec<(Option<String>, Vec<String>)> {
-        let mut out = Vec::new();
-        let mut line = String::new();
-        for raw in script.split('\n') {
-            let raw = raw.strip_suffix('\r').unwrap_or(raw);
-            if let Some(cont) = raw.strip_suffix('\\') {
-                line.push_str(cont);
-                continue;
-            }
-            line.push_str(raw);
-            let mut rest = line.trim_start();
-            let mut label = None;
-            if let Some(l) = rest.strip_prefix(':') {
-                let (name, cmd) = l.split_once(char::is_whitespace).unwrap_or((l, ""));
-                label = Some(name.to_string());
-                rest = cmd;
-            }
-            let mut cmd = Vec::new();
-            for tok in rest.split(|c: char| c.is_ascii_whitespace() || c == '\x0b').filter(|t| !t.is_empty()) {
-                if tok.starts_with('#') {
-                    break;
-                }
-                if matches!(tok, "||" | "&&" | ";") {
-                    out.push((label.take(), std::mem::take(&mut cmd)));
-                    continue;
-                }
-                cmd.push(tok.to_string());
-            }
-            out.push((label, cmd));
-            line.clear();
-        }
-        out.retain(|(l, c)| l.is_some() || !c.is_empty());
-        out
-    }
-
-    fn names(cmds: &[(Option<String>, Vec<String>)]) -> Vec<String> {
-        cmds.iter()
-            .map(|(l, c)| match l {
-                Some(l) => format!(":{l}"),
-                None => c.first().cloned().unwrap_or_default(),
-            })
-            .collect()
-    }
+    use reader::{commands, names};
 
     fn args(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()
@@ -224,9 +185,9 @@ mod tests {
         })
         .unwrap();
         assert!(s.starts_with("#!ipxe\n"));
-        let cmds = ipxe_commands(&s);
+        let cmds = commands(&s);
         assert_eq!(
-            names(&cmds),
+            names(&s),
             [
                 "echo",
                 ":osie_retry",
@@ -242,7 +203,7 @@ mod tests {
                 "goto"
             ]
         );
-        let kernel = &cmds[2].1;
+        let kernel = &cmds[2].tokens;
         assert_eq!(
             kernel,
             &args(&[
@@ -256,7 +217,10 @@ mod tests {
                 "osie.mac=52:54:00:00:00:01"
             ])
         );
-        assert_eq!(cmds[4].1, args(&["initrd", "--name", "initrd", "http://192.0.2.1:8080/artifacts/initramfs.img"]));
+        assert_eq!(
+            cmds[4].tokens,
+            args(&["initrd", "--name", "initrd", "http://192.0.2.1:8080/artifacts/initramfs.img"])
+        );
     }
 
     #[test]
@@ -320,19 +284,18 @@ mod tests {
     fn hostile_banners_stay_one_echo() {
         for evil in ["n1\nshell", "n1 || shell", "n1 ; shell", "${ip}", "n1 #", "n1\\", "n1\r\nkernel http://evil/"] {
             let s = local_boot(evil);
-            let cmds = ipxe_commands(&s);
-            assert_eq!(names(&cmds), ["echo", "exit"], "{evil:?} -> {s:?}");
+            assert_eq!(names(&s), ["echo", "exit"], "{evil:?} -> {s:?}");
             assert!(!s.contains("${"), "{s}");
             let s = chain("http://s/x.ipxe", evil).unwrap();
-            assert_eq!(names(&ipxe_commands(&s)), ["echo", "chain", "goto", "exit", ":osie_failed", "echo", "exit"]);
+            assert_eq!(names(&s), ["echo", "chain", "goto", "exit", ":osie_failed", "echo", "exit"]);
         }
     }
 
     #[test]
     fn chain_and_local_boot_shapes() {
         let s = chain("http://192.0.2.9/boot.ipxe", "node1").unwrap();
-        let cmds = ipxe_commands(&s);
-        assert_eq!(cmds[1].1, args(&["chain", "--autofree", "http://192.0.2.9/boot.ipxe"]));
+        let cmds = commands(&s);
+        assert_eq!(cmds[1].tokens, args(&["chain", "--autofree", "http://192.0.2.9/boot.ipxe"]));
         assert_eq!(
             local_boot("unknown machine"),
             "#!ipxe\necho osie: unknown machine, booting from local disk\nexit\n"

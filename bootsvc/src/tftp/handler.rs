@@ -19,7 +19,7 @@ use blocking::Unblock;
 use futures_lite::AsyncRead;
 use tracing::{info, warn};
 
-use super::jail::Jail;
+use crate::jail::Jail;
 use crate::metrics::Metrics;
 
 pub struct Handler {

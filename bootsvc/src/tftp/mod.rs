@@ -1,6 +1,7 @@
 //! TFTP: read-only, octet, jailed to `tftp.root`; blksize, tsize and windowsize.
 //!
-//! - [`jail`]: which names may be opened (no `..`, no absolute escape, no symlink escape).
+//! - [`crate::jail`]: which names may be opened (no `..`, no absolute escape, no symlink
+//!   escape), shared with the HTTP file routes.
 //! - [`handler`]: async-tftp's `Handler`: refusals and transfers counted and logged.
 //!
 //! async-tftp runs on the smol family of crates (async-io, async-executor), not tokio: the
@@ -18,7 +19,6 @@
 //! Interface used by the service wiring (`serve`): bind first, then run.
 
 pub mod handler;
-pub mod jail;
 
 use std::net::SocketAddrV4;
 use std::sync::Arc;
@@ -29,8 +29,8 @@ use async_tftp::server::TftpServerBuilder;
 use tracing::info;
 
 use crate::config::Config;
+use crate::jail::Jail;
 use crate::metrics::Metrics;
-use jail::Jail;
 
 pub const TFTP_PORT: u16 = 69;
 /// Largest block size any client gets (RFC 2348's maximum).
@@ -39,6 +39,16 @@ pub const MAX_BLKSIZE: u16 = 65464;
 pub const MAX_WINDOW: u16 = 64;
 /// IPv4 header + UDP header + TFTP DATA header.
 const OVERHEAD: u32 = 20 + 8 + 4;
+
+/// Bind `listen.address:69` on `listen.interface` when TFTP is enabled. Needs root (or
+/// `CAP_NET_BIND_SERVICE`), not an async runtime.
+pub fn bind_socket(cfg: &Config) -> Result<Option<std::net::UdpSocket>> {
+    if !cfg.tftp.enabled {
+        return Ok(None);
+    }
+    let iface = cfg.listen.interface.as_str();
+    crate::udp::bind(SocketAddrV4::new(cfg.listen.address, TFTP_PORT), Some(iface), "TFTP").map(Some)
+}
 
 /// The bound TFTP service (UDP 69).
 pub struct TftpServer {
@@ -54,13 +64,16 @@ impl TftpServer {
     /// Open the root and bind `listen.address:69` on `listen.interface`. With
     /// `tftp.enabled = false` nothing is bound and [`TftpServer::run`] waits forever.
     pub fn bind(cfg: Arc<Config>, metrics: Arc<Metrics>) -> Result<TftpServer> {
+        let socket = bind_socket(&cfg)?;
+        TftpServer::new(cfg, metrics, socket)
+    }
+
+    /// Serve on a socket bound earlier ([`bind_socket`]); opens the root.
+    pub fn new(cfg: Arc<Config>, metrics: Arc<Metrics>, socket: Option<std::net::UdpSocket>) -> Result<TftpServer> {
         let iface = cfg.listen.interface.as_str();
-        let bound = if cfg.tftp.enabled {
-            let jail = Jail::new(&cfg.tftp.root)?;
-            let socket = crate::udp::bind(SocketAddrV4::new(cfg.listen.address, TFTP_PORT), Some(iface), "TFTP")?;
-            Some((socket, Arc::new(jail)))
-        } else {
-            None
+        let bound = match socket {
+            Some(socket) => Some((socket, Arc::new(Jail::new(&cfg.tftp.root)?))),
+            None => None,
         };
         Ok(TftpServer {
             bound,
