@@ -5,6 +5,9 @@
 //! machine's address with `--interface`.
 #![allow(dead_code)]
 
+pub mod client;
+pub mod dhcp;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
@@ -180,6 +183,14 @@ impl Site {
         .unwrap();
         assert!(ok, "bootsvc exited early:\n{}", self.logs());
         self.server = Some(child);
+    }
+
+    /// SIGKILL the server (no chance to flush or finish anything) and reap it.
+    pub fn kill9(&mut self) {
+        if let Some(mut s) = self.server.take() {
+            s.signal(libc::SIGKILL);
+            let _ = s.child.wait();
+        }
     }
 
     /// SIGTERM the server and wait for it to exit.
