@@ -1,9 +1,24 @@
 //! osie installer: runs as `/init` inside the initramfs (see [`init`]) or as an ordinary
-//! command (`installer install …`) that tests and operators drive against any block device.
+//! command ([`cli`]: `installer install …`, `write-image`, `disks`) that tests and operators
+//! drive against any block device.
 //!
 //! One module per concern. The boot side: [`init`] (PID-1 duties). The install side:
-//! [`install`] (the whole flow from metadata to a finished disk) and [`report`] (events).
+//! [`install`] (the whole flow from metadata to a finished disk), [`metadata`], [`disk`]
+//! (enumerate, select, wipe), [`image`] (streaming, the heart, built from the [`io`]
+//! adapters), [`gpt`], [`cloudinit`], and [`report`] (events).
 
+pub mod backoff;
+pub mod cli;
+pub mod cloudinit;
+pub mod disk;
+pub mod gpt;
+pub mod http;
+pub mod image;
 pub mod init;
 pub mod install;
+pub mod io;
+pub mod logging;
+pub mod metadata;
+pub mod random;
 pub mod report;
+pub mod target;

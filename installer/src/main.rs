@@ -3,6 +3,5 @@ fn main() {
     if std::process::id() == 1 {
         installer::init::main();
     }
-    eprintln!("installer: command mode not implemented yet");
-    std::process::exit(2);
+    std::process::exit(installer::cli::main());
 }

@@ -1,0 +1,191 @@
+//! The installer as an ordinary command: `install`, `write-image`, `disks`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use osie_api::{ChecksumOf, ImageFormat, MacAddr};
+
+use crate::disk;
+use crate::http::HttpConfig;
+use crate::image::{self, progress, ImageSpec, Tuning};
+use crate::install::{self, InstallRequest, Options};
+use crate::report::Reporter;
+use crate::target::Target;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "installer",
+    version,
+    about = "osie's installer: puts an OS image on a disk.",
+    long_about = "osie's installer. Started by the kernel as /init (PID 1) it reads osie.url and osie.mac \
+                  from the kernel command line and installs the machine. Run as a command it does the same \
+                  steps on demand, against any block device."
+)]
+struct Cli {
+    /// More detail in logs (same as RUST_LOG=debug).
+    #[arg(long, short, global = true)]
+    verbose: bool,
+    /// Extra trusted CA certificate (PEM) for https:// URLs.
+    #[arg(long, global = true, value_name = "PEM")]
+    ca_cert: Option<PathBuf>,
+    /// Seconds a download may stall before it counts as dropped (and is resumed).
+    #[arg(long, global = true, default_value_t = 30.0, value_name = "SECS")]
+    read_timeout: f64,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// The whole install: fetch metadata, pick and wipe the disk, stream the image, fix the
+    /// GPT, seed cloud-init, report every step to bootsvc.
+    Install {
+        /// bootsvc's base URL (GET <URL>/metadata, POST <URL>/events). A URL ending in
+        /// /metadata is accepted too.
+        #[arg(long, value_name = "URL")]
+        metadata_url: String,
+        /// MAC of the machine to install as (sent as X-Osie-Mac).
+        #[arg(long)]
+        mac: MacAddr,
+        /// Install to this device instead of choosing one from the metadata's hints.
+        #[arg(long, value_name = "DEV")]
+        disk: Option<PathBuf>,
+        /// Only consider these devices when choosing by hints (repeatable).
+        #[arg(long = "candidate", value_name = "DEV")]
+        candidates: Vec<PathBuf>,
+        /// Do not send events to bootsvc (log them only).
+        #[arg(long)]
+        no_events: bool,
+    },
+    /// Stream one image to a device: download, verify, decompress, write. No metadata server.
+    WriteImage {
+        #[arg(long)]
+        url: String,
+        /// Expected sha256 (hex) of the stream named by --checksum-of.
+        #[arg(long)]
+        sha256: String,
+        #[arg(long, value_enum, default_value_t = Format::Auto)]
+        format: Format,
+        #[arg(long, value_enum, default_value_t = Of::Compressed)]
+        checksum_of: Of,
+        /// Expected bytes of the download.
+        #[arg(long)]
+        size: Option<u64>,
+        /// Expected bytes once decompressed.
+        #[arg(long)]
+        raw_size: Option<u64>,
+        /// Target block device (or file).
+        #[arg(long, value_name = "DEV")]
+        disk: PathBuf,
+        /// Seconds between progress lines.
+        #[arg(long, default_value_t = 2.0)]
+        progress_every: f64,
+    },
+    /// List the disks this machine has and why each would be refused as a target.
+    Disks {
+        /// Minimum size in bytes a disk must have (e.g. the image's raw size).
+        #[arg(long)]
+        min_size: Option<u64>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum Format {
+    Auto,
+    Raw,
+    Zstd,
+    Gzip,
+    Xz,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum Of {
+    Compressed,
+    Raw,
+}
+
+/// Parse arguments, run, and return the process exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    crate::logging::init(cli.verbose);
+    match run(cli) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("installer: error: {e:#}");
+            1
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let mut http = HttpConfig::default();
+    if let Some(ca) = cli.ca_cert {
+        http.ca_file = Some(ca);
+    }
+    http.read_timeout = Duration::from_secs_f64(cli.read_timeout.max(0.1));
+    match cli.cmd {
+        Cmd::Install { metadata_url, mac, disk, candidates, no_events } => {
+            let base = metadata_url.trim_end_matches('/').trim_end_matches(osie_api::paths::METADATA).to_string();
+            let reporter = if no_events { Reporter::disabled(mac) } else { Reporter::new(&base, mac) };
+            let req = InstallRequest { base_url: base, mac, disk, hardware: None };
+            let opts = Options { http, candidates, ..Options::default() };
+            match install::run_with(&req, &reporter, &opts) {
+                Ok(md) => {
+                    let finish = md.install.map(|p| p.finish).unwrap_or_default();
+                    tracing::info!("installed; the metadata asks to {finish:?} (command mode does not)");
+                    Ok(())
+                }
+                Err(e) => {
+                    reporter.failed(&e);
+                    Err(e)
+                }
+            }
+        }
+        Cmd::WriteImage { url, sha256, format, checksum_of, size, raw_size, disk, progress_every } => {
+            let spec = ImageSpec {
+                url,
+                sha256: image::parse_sha256(&sha256).context("--sha256")?,
+                checksum_of: match checksum_of {
+                    Of::Compressed => ChecksumOf::Compressed,
+                    Of::Raw => ChecksumOf::Raw,
+                },
+                format: match format {
+                    Format::Auto => ImageFormat::Auto,
+                    Format::Raw => ImageFormat::Raw,
+                    Format::Zstd => ImageFormat::Zstd,
+                    Format::Gzip => ImageFormat::Gzip,
+                    Format::Xz => ImageFormat::Xz,
+                },
+                size,
+                raw_size,
+            };
+            let target = Target::open(&disk)?;
+            let tuning =
+                Tuning { progress_every: Duration::from_secs_f64(progress_every.max(0.1)), ..Tuning::default() };
+            let client = http.client()?;
+            let out = image::stream(&client, &spec, &target, &tuning, &|p| {
+                tracing::info!("image: {}", progress::describe(p));
+            })?;
+            target.reread_partitions()?;
+            let secs = out.elapsed.as_secs_f64();
+            tracing::info!(
+                "wrote {} bytes ({} written, {} zeroed) from {} downloaded in {secs:.2} s ({:.0} MB/s); sha256 {} ok; {} resumes, {} restarts",
+                out.raw_bytes,
+                out.bytes_written,
+                out.bytes_zeroed,
+                out.downloaded,
+                out.raw_bytes as f64 / secs / 1e6,
+                out.sha256,
+                out.resumes,
+                out.restarts
+            );
+            Ok(())
+        }
+        Cmd::Disks { min_size, json } => disk::print_report(min_size, json),
+    }
+}

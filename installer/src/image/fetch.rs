@@ -1,0 +1,208 @@
+//! The image download as a [`Read`] that survives dropped connections.
+//!
+//! When the connection drops (an error, a stall past the read timeout, or an early end
+//! before `Content-Length`), it asks again with `Range: bytes=<received>-` and `If-Range:`
+//! the validator of the first answer (a strong ETag, else Last-Modified), and checks that the
+//! `206` continues exactly where it stopped. If the server answers `200` instead (the file
+//! changed, or it cannot do ranges) or there is no validator to check, it fails with
+//! [`Restart`]: the caller starts the whole stream over from byte 0 rather than splice two
+//! different files.
+
+use std::io::{self, Read};
+
+use anyhow::anyhow;
+use reqwest::blocking::{Client, Response};
+use reqwest::header::{HeaderMap, CONTENT_RANGE, ETAG, IF_RANGE, LAST_MODIFIED, RANGE};
+use reqwest::StatusCode;
+
+use crate::backoff::Backoff;
+
+/// The download cannot be resumed safely; start it over.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot resume {url} at byte {at}: {why}")]
+pub struct Restart {
+    pub url: String,
+    pub at: u64,
+    pub why: String,
+}
+
+pub struct Download {
+    client: Client,
+    url: String,
+    backoff: Backoff,
+    resp: Option<Response>,
+    pos: u64,
+    total: Option<u64>,
+    validator: Option<String>,
+    /// Consecutive failures without a byte received in between.
+    failures: u32,
+    /// Connections resumed so far (for logs and tests).
+    pub resumes: u32,
+}
+
+enum Failure {
+    Transient(anyhow::Error),
+    Fatal(io::Error),
+}
+
+impl Download {
+    /// Start the download (the first request is retried like any later one).
+    pub fn open(client: Client, url: &str, backoff: Backoff) -> io::Result<Download> {
+        let mut d = Download {
+            client,
+            url: url.to_string(),
+            backoff,
+            resp: None,
+            pos: 0,
+            total: None,
+            validator: None,
+            failures: 0,
+            resumes: 0,
+        };
+        d.connect_with_retries(None)?;
+        Ok(d)
+    }
+
+    /// `Content-Length` of the first answer, if it gave one.
+    pub fn total(&self) -> Option<u64> {
+        self.total
+    }
+
+    fn connect_with_retries(&mut self, mut last: Option<String>) -> io::Result<()> {
+        loop {
+            if let Some(why) = &last {
+                self.failures += 1;
+                if self.failures >= self.backoff.tries {
+                    return Err(io::Error::other(format!(
+                        "downloading {} failed at byte {}: {why} (gave up after {} tries)",
+                        self.url, self.pos, self.failures
+                    )));
+                }
+                let d = self.backoff.delay(self.failures);
+                tracing::warn!("download of {} interrupted at byte {}: {why}; retrying in {d:?}", self.url, self.pos);
+                std::thread::sleep(d);
+            }
+            match self.connect() {
+                Ok(r) => {
+                    self.resp = Some(r);
+                    return Ok(());
+                }
+                Err(Failure::Fatal(e)) => return Err(e),
+                Err(Failure::Transient(e)) => last = Some(format!("{e:#}")),
+            }
+        }
+    }
+
+    fn connect(&mut self) -> Result<Response, Failure> {
+        let mut req = self.client.get(&self.url);
+        if self.pos > 0 {
+            let Some(v) = &self.validator else {
+                return Err(self.restart("the server gave no ETag or Last-Modified to check a resume against"));
+            };
+            req = req.header(RANGE, format!("bytes={}-", self.pos)).header(IF_RANGE, v.as_str());
+        }
+        let resp = req.send().map_err(|e| {
+            if crate::http::permanent(&e) {
+                Failure::Fatal(io::Error::other(format!("GET {}: {:#}", self.url, anyhow!(e))))
+            } else {
+                Failure::Transient(anyhow!(e))
+            }
+        })?;
+        let status = resp.status();
+        if status.is_server_error() || crate::http::retryable_status(status) {
+            return Err(Failure::Transient(anyhow!("server answered {status}")));
+        }
+        if self.pos == 0 {
+            if status != StatusCode::OK {
+                return Err(Failure::Fatal(io::Error::other(format!("GET {}: server answered {status}", self.url))));
+            }
+            self.total = resp.content_length();
+            self.validator = validator(resp.headers());
+            return Ok(resp);
+        }
+        match status {
+            StatusCode::PARTIAL_CONTENT => {
+                let start = content_range_start(resp.headers());
+                if start != Some(self.pos) {
+                    return Err(self.restart(&format!("the server resumed at {start:?}")));
+                }
+                if validator(resp.headers()).is_some_and(|v| Some(&v) != self.validator.as_ref()) {
+                    return Err(self.restart("the validator changed"));
+                }
+                self.resumes += 1;
+                tracing::info!("resumed {} at byte {}", self.url, self.pos);
+                Ok(resp)
+            }
+            StatusCode::OK => Err(self.restart("the server sent the whole file again (it changed, or ignores ranges)")),
+            s => Err(Failure::Fatal(io::Error::other(format!(
+                "GET {} from byte {}: server answered {s}",
+                self.url, self.pos
+            )))),
+        }
+    }
+
+    fn restart(&self, why: &str) -> Failure {
+        Failure::Fatal(io::Error::other(Restart { url: self.url.clone(), at: self.pos, why: why.to_string() }))
+    }
+}
+
+impl Read for Download {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            let Some(resp) = self.resp.as_mut() else {
+                return Ok(0);
+            };
+            let why = match resp.read(buf) {
+                Ok(0) => match self.total {
+                    Some(t) if self.pos < t => format!("connection closed at byte {} of {t}", self.pos),
+                    _ => return Ok(0),
+                },
+                Ok(n) => {
+                    self.pos += n as u64;
+                    self.failures = 0;
+                    return Ok(n);
+                }
+                Err(e) => format!("{e}"),
+            };
+            self.resp = None;
+            self.connect_with_retries(Some(why))?;
+        }
+    }
+}
+
+/// A strong ETag, else Last-Modified: what `If-Range` may carry (weak ETags may not).
+fn validator(h: &HeaderMap) -> Option<String> {
+    let etag = h.get(ETAG).and_then(|v| v.to_str().ok()).filter(|e| !e.starts_with("W/"));
+    etag.or_else(|| h.get(LAST_MODIFIED).and_then(|v| v.to_str().ok())).map(str::to_string)
+}
+
+/// `Content-Range: bytes 100-199/200` → 100.
+fn content_range_start(h: &HeaderMap) -> Option<u64> {
+    let v = h.get(CONTENT_RANGE)?.to_str().ok()?;
+    v.strip_prefix("bytes ")?.split('-').next()?.trim().parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::HeaderValue;
+
+    #[test]
+    fn validators_and_ranges() {
+        let mut h = HeaderMap::new();
+        assert_eq!(validator(&h), None);
+        h.insert(LAST_MODIFIED, HeaderValue::from_static("Sat, 21 Nov 2026 18:00:00 GMT"));
+        assert_eq!(validator(&h).as_deref(), Some("Sat, 21 Nov 2026 18:00:00 GMT"));
+        h.insert(ETAG, HeaderValue::from_static("W/\"weak\""));
+        assert_eq!(validator(&h).as_deref(), Some("Sat, 21 Nov 2026 18:00:00 GMT"), "weak ETags cannot be used");
+        h.insert(ETAG, HeaderValue::from_static("\"abc\""));
+        assert_eq!(validator(&h).as_deref(), Some("\"abc\""));
+        h.insert(CONTENT_RANGE, HeaderValue::from_static("bytes 1048576-2097151/2097152"));
+        assert_eq!(content_range_start(&h), Some(1 << 20));
+        h.insert(CONTENT_RANGE, HeaderValue::from_static("items 1-2/3"));
+        assert_eq!(content_range_start(&h), None);
+    }
+}

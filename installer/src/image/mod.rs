@@ -1,0 +1,205 @@
+//! Image streaming — the heart of the installer.
+//!
+//! ```text
+//!  HTTP GET ──► [sha256 of the download] ──► decompress ──► [sha256 of the raw bytes] ──► disk
+//!  (fetch.rs)        (own thread)         (own thread)          (own thread)         (sink.rs)
+//! ```
+//! Each stage is a thread joined to the next by a bounded channel of large pooled buffers
+//! ([`crate::io::pool`]), so download, hashing, decompression and writing overlap and memory
+//! stays bounded (~40 MiB). Only the hash stage the metadata's `checksum_of` names runs.
+//!
+//! Safety rules, in order of importance:
+//! - The first MiB of the image is held in memory and written only after the whole stream
+//!   was received, decoded to its end marker, matched the expected size and the sha256. The
+//!   caller wiped the disk's first MiB before, so a corrupt or truncated image never leaves
+//!   a bootable disk.
+//! - Zero runs (aligned 1 MiB segments) are written with BLKZEROOUT, never skipped: the disk
+//!   held other data before.
+//! - A dropped connection resumes with a Range request checked against the validator
+//!   ([`fetch`]); when that is impossible the whole stream starts over from byte 0 with a
+//!   fresh hash, decoder and write position — two files are never spliced.
+
+pub mod fetch;
+mod pipeline;
+pub mod progress;
+pub mod sink;
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use osie_api::{ChecksumOf, ImageFormat, Progress};
+use reqwest::blocking::Client;
+
+use crate::backoff::Backoff;
+use crate::io::aligned::AlignedBuf;
+use crate::target::Target;
+
+/// What to stream (from the metadata's `install.image`, or `write-image`'s arguments).
+#[derive(Debug, Clone)]
+pub struct ImageSpec {
+    pub url: String,
+    pub sha256: [u8; 32],
+    pub checksum_of: ChecksumOf,
+    pub format: ImageFormat,
+    /// Expected bytes of the download.
+    pub size: Option<u64>,
+    /// Expected bytes once decoded.
+    pub raw_size: Option<u64>,
+}
+
+impl ImageSpec {
+    pub fn from_api(img: &osie_api::Image) -> Result<ImageSpec> {
+        Ok(ImageSpec {
+            url: img.url.clone(),
+            sha256: parse_sha256(&img.sha256).context("install.image.sha256")?,
+            checksum_of: img.checksum_of,
+            format: img.format,
+            size: img.size,
+            raw_size: img.raw_size,
+        })
+    }
+}
+
+/// Knobs; the defaults are what the installer uses, tests shorten the waits.
+#[derive(Debug, Clone)]
+pub struct Tuning {
+    /// Bytes per download chunk.
+    pub in_chunk: usize,
+    /// Bytes per decoded chunk (what one write covers at most).
+    pub out_chunk: usize,
+    /// Buffers in flight per stage.
+    pub depth: usize,
+    /// Retries of one dropped connection.
+    pub resume: Backoff,
+    /// Whole-stream restarts when a resume is impossible (the file changed).
+    pub restarts: u32,
+    pub progress_every: Duration,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            in_chunk: 1 << 20,
+            out_chunk: 4 << 20,
+            depth: 6,
+            resume: Backoff::new(Duration::from_millis(500), Duration::from_secs(15), 12),
+            restarts: 3,
+            progress_every: Duration::from_secs(2),
+        }
+    }
+}
+
+/// What a finished stream did.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    pub format: Option<ImageFormat>,
+    pub downloaded: u64,
+    pub raw_bytes: u64,
+    pub bytes_written: u64,
+    pub bytes_zeroed: u64,
+    pub sha256: String,
+    pub resumes: u32,
+    pub restarts: u32,
+    pub elapsed: Duration,
+}
+
+/// Stream the image onto `target`, verify it, then write its first MiB and fsync.
+/// `on_progress` is called every `tuning.progress_every` from a helper thread.
+pub fn stream(
+    client: &Client,
+    spec: &ImageSpec,
+    target: &Target,
+    tuning: &Tuning,
+    on_progress: &(dyn Fn(&Progress) + Sync),
+) -> Result<Outcome> {
+    let start = Instant::now();
+    if let Some(raw) = spec.raw_size {
+        if raw > target.len {
+            bail!("the image ({raw} bytes) does not fit on {} ({} bytes)", target.describe(), target.len);
+        }
+    }
+    // Blank the first MiB first: until the verified head is written last, the target is not
+    // bootable, whatever happens.
+    let blank = AlignedBuf::new(sink::SEGMENT.min(target.len) as usize);
+    let mut blank = blank;
+    let n = blank.capacity().min(target.len as usize);
+    blank.set_len(n);
+    target.write_at(0, &blank).context("blanking the first MiB before streaming")?;
+    target.sync()?;
+    let mut restarts = 0;
+    let (mut out, head) = loop {
+        match pipeline::run(client, spec, target, tuning, on_progress) {
+            Ok(v) => break v,
+            Err(e) if e.downcast_ref::<fetch::Restart>().is_some() && restarts < tuning.restarts => {
+                restarts += 1;
+                tracing::warn!("{e:#}; restarting the stream from byte 0 ({restarts}/{})", tuning.restarts);
+            }
+            Err(e) => return Err(e.context(format!("streaming {} to {}", spec.url, target.describe()))),
+        }
+    };
+    out.restarts = restarts;
+    verify(spec, &out).with_context(|| {
+        format!(
+            "verifying {} (the first MiB of {} was left blank, so it will not boot a bad image)",
+            spec.url,
+            target.describe()
+        )
+    })?;
+    // Verified: now the disk may become bootable.
+    target.write_at(0, &head).context("writing the image's first MiB")?;
+    target.sync()?;
+    out.elapsed = start.elapsed();
+    Ok(out)
+}
+
+fn verify(spec: &ImageSpec, out: &Outcome) -> Result<()> {
+    if let Some(s) = spec.size {
+        if out.downloaded != s {
+            bail!("downloaded {} bytes, the metadata says the image has {s}: truncated or wrong file", out.downloaded);
+        }
+    }
+    if let Some(s) = spec.raw_size {
+        if out.raw_bytes != s {
+            bail!("the image decoded to {} bytes, the metadata says {s}: truncated or wrong file", out.raw_bytes);
+        }
+    }
+    let want = hex(&spec.sha256);
+    if out.sha256 != want {
+        let of = match spec.checksum_of {
+            ChecksumOf::Compressed => "downloaded",
+            ChecksumOf::Raw => "decoded",
+        };
+        bail!("sha256 of the {of} bytes is {}, expected {want}: the image is corrupt or not the one named", out.sha256);
+    }
+    Ok(())
+}
+
+pub fn parse_sha256(s: &str) -> Result<[u8; 32]> {
+    let s = s.trim();
+    if s.len() != 64 {
+        bail!("{s:?} is not a sha256 (64 hex digits)");
+    }
+    let mut out = [0u8; 32];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).with_context(|| format!("{s:?} is not hex"))?;
+    }
+    Ok(out)
+}
+
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sha256_parsing() {
+        let h = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        assert_eq!(hex(&parse_sha256(h).unwrap()), h);
+        assert_eq!(hex(&parse_sha256(&h.to_uppercase()).unwrap()), h);
+        assert!(parse_sha256("abc").is_err());
+        assert!(parse_sha256(&"zz".repeat(32)).is_err());
+    }
+}

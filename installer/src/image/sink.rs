@@ -1,0 +1,111 @@
+//! The writing end of the pipeline: large aligned writes, zero runs as BLKZEROOUT, and the
+//! first MiB held back until the caller has verified the whole stream.
+
+use anyhow::{bail, Result};
+
+use crate::io::aligned::{is_zero, AlignedBuf};
+use crate::target::Target;
+
+/// Zero runs are detected per aligned segment of this size; it is also the size held back.
+pub const SEGMENT: u64 = 1 << 20;
+
+pub struct Sink<'a> {
+    target: &'a Target,
+    /// Bytes of the image received so far (the next byte's offset in the image).
+    pos: u64,
+    held: AlignedBuf,
+    /// Pending zero run (image offset, length): issued when data follows or at the end, so
+    /// consecutive zero segments become one BLKZEROOUT.
+    zero_run: Option<(u64, u64)>,
+    pub bytes_zeroed: u64,
+    pub bytes_written: u64,
+}
+
+impl<'a> Sink<'a> {
+    pub fn new(target: &'a Target) -> Sink<'a> {
+        Sink {
+            target,
+            pos: 0,
+            held: AlignedBuf::new(SEGMENT as usize),
+            zero_run: None,
+            bytes_zeroed: 0,
+            bytes_written: 0,
+        }
+    }
+
+    pub fn pos(&self) -> u64 {
+        self.pos
+    }
+
+    /// Take the next bytes of the image.
+    pub fn push(&mut self, data: &[u8]) -> Result<()> {
+        let end = self.pos + data.len() as u64;
+        if end > self.target.len {
+            bail!(
+                "the image is larger than {} ({} bytes): it does not fit at byte {}",
+                self.target.describe(),
+                self.target.len,
+                self.pos
+            );
+        }
+        // Contiguous non-zero segments are gathered into one write.
+        let mut pending: Option<(usize, usize)> = None;
+        let mut off = 0usize;
+        while off < data.len() {
+            let p = self.pos + off as u64;
+            let seg_len = ((SEGMENT - p % SEGMENT) as usize).min(data.len() - off);
+            let seg = &data[off..off + seg_len];
+            if p < SEGMENT {
+                self.held.extend_from(seg);
+            } else if seg_len as u64 == SEGMENT && is_zero(seg) {
+                if let Some((a, b)) = pending.take() {
+                    self.write(self.pos + a as u64, &data[a..b])?;
+                }
+                self.zero_run = match self.zero_run {
+                    Some((s, l)) if s + l == p => Some((s, l + SEGMENT)),
+                    other => {
+                        if let Some((s, l)) = other {
+                            self.zero(s, l)?;
+                        }
+                        Some((p, SEGMENT))
+                    }
+                };
+            } else {
+                if let Some((s, l)) = self.zero_run.take() {
+                    self.zero(s, l)?;
+                }
+                pending = match pending {
+                    Some((a, _)) => Some((a, off + seg_len)),
+                    None => Some((off, off + seg_len)),
+                };
+            }
+            off += seg_len;
+        }
+        if let Some((a, b)) = pending {
+            self.write(self.pos + a as u64, &data[a..b])?;
+        }
+        self.pos = end;
+        Ok(())
+    }
+
+    /// The stream ended: issue the last zero run. Returns the held first MiB, which the
+    /// caller writes with [`Target::write_head`] once the checksum matched.
+    /// Also returns the bytes written and zeroed.
+    pub fn finish(mut self) -> Result<(AlignedBuf, u64, u64)> {
+        if let Some((s, l)) = self.zero_run.take() {
+            self.zero(s, l)?;
+        }
+        Ok((self.held, self.bytes_written, self.bytes_zeroed))
+    }
+
+    fn write(&mut self, at: u64, data: &[u8]) -> Result<()> {
+        self.target.write_at(at, data)?;
+        self.bytes_written += data.len() as u64;
+        Ok(())
+    }
+
+    fn zero(&mut self, at: u64, len: u64) -> Result<()> {
+        self.bytes_zeroed += len;
+        self.target.zero(at, len)
+    }
+}

@@ -1,0 +1,97 @@
+//! The messages pipeline stages pass each other, and a [`Read`] over a channel of them.
+
+use std::io::{self, BufRead, Read};
+use std::sync::mpsc::Receiver;
+
+use super::pool::Pooled;
+
+pub enum Msg {
+    Data(Pooled),
+    /// The producer reached the end of its stream cleanly. A channel that closes without
+    /// `End` means the producer failed: readers report that instead of a short stream.
+    End,
+}
+
+/// Reads the bytes of the chunks arriving on a channel, in order.
+pub struct ChunkReader {
+    rx: Receiver<Msg>,
+    cur: Option<Pooled>,
+    pos: usize,
+    done: bool,
+}
+
+impl ChunkReader {
+    pub fn new(rx: Receiver<Msg>) -> ChunkReader {
+        ChunkReader { rx, cur: None, pos: 0, done: false }
+    }
+}
+
+impl BufRead for ChunkReader {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        loop {
+            if self.cur.as_ref().is_some_and(|c| self.pos < c.len()) {
+                break;
+            }
+            self.cur = None;
+            if self.done {
+                return Ok(&[]);
+            }
+            match self.rx.recv() {
+                Ok(Msg::Data(c)) => {
+                    self.cur = Some(c);
+                    self.pos = 0;
+                }
+                Ok(Msg::End) => self.done = true,
+                Err(_) => {
+                    return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the stage before stopped mid-stream"))
+                }
+            }
+        }
+        let c = self.cur.as_ref().expect("checked above");
+        Ok(&c[self.pos..])
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.pos += n;
+    }
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let avail = self.fill_buf()?;
+        let n = out.len().min(avail.len());
+        out[..n].copy_from_slice(&avail[..n]);
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::pool::Pool;
+    use std::sync::mpsc::sync_channel;
+
+    #[test]
+    fn reads_across_chunks_and_flags_a_dead_producer() {
+        let mut pool = Pool::new(4096, 4);
+        let (tx, rx) = sync_channel(4);
+        for part in [&b"hello "[..], b"world"] {
+            let mut c = pool.get();
+            c.extend_from(part);
+            tx.send(Msg::Data(c)).unwrap();
+        }
+        tx.send(Msg::End).unwrap();
+        let mut s = String::new();
+        ChunkReader::new(rx).read_to_string(&mut s).unwrap();
+        assert_eq!(s, "hello world");
+
+        let (tx, rx) = sync_channel(4);
+        let mut c = pool.get();
+        c.extend_from(b"partial");
+        tx.send(Msg::Data(c)).unwrap();
+        drop(tx);
+        let e = ChunkReader::new(rx).read_to_end(&mut Vec::new()).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+    }
+}
