@@ -9,7 +9,8 @@
 //!   client MAC, and its options walk cleanly to END;
 //! - the message type is OFFER, ACK or NAK; option 54 is the server;
 //! - a boot file appears in option 67 NUL-terminated, and in `file` when it fits;
-//! - option 82 from a relayed request comes back byte for byte;
+//! - option 82 from a relayed request comes back byte for byte; relayed requests are
+//!   answered to the relay, port-4011 requests to their sender;
 //! - proxy replies hand out no address; fixed machines get exactly their address; a pool
 //!   ACK leaves the lease store saying that address belongs to that MAC; no MAC ever holds
 //!   two addresses.
@@ -83,8 +84,14 @@ fn one(pkt: &[u8], via: Via, settings: &Settings, backend: &FuzzBackend, leases:
         if let Some(ra) = req.options.get(code::RELAY_AGENT) {
             assert_eq!(opts.get(code::RELAY_AGENT), Some(ra), "option 82 not echoed");
         }
-        if !req.giaddr().is_unspecified() {
-            assert_eq!(r.dest, SocketAddrV4::new(req.giaddr(), reply::SERVER_PORT));
+        // Relayed requests are answered to the relay; port 4011 is unicast by the client
+        // itself, whatever giaddr says, and answered to where it came from.
+        match via {
+            Via::Dhcp if !req.giaddr().is_unspecified() => {
+                assert_eq!(r.dest, SocketAddrV4::new(req.giaddr(), reply::SERVER_PORT))
+            }
+            Via::Pxe(src) => assert_eq!(r.dest.port(), src.port(), "a 4011 answer goes back to its sender"),
+            Via::Dhcp => {}
         }
         match (settings.mode, via, r.kind) {
             (DhcpMode::Proxy, _, _) | (_, Via::Pxe(_), _) => {
