@@ -44,6 +44,8 @@ pub struct RunArgs {
 pub fn run(a: RunArgs) -> Result<()> {
     let root = std::fs::canonicalize(&a.root).with_context(|| format!("workspace root {}", a.root.display()))?;
     let out = a.out.unwrap_or_else(|| root.join(if a.quick { "build/bench/quick" } else { "build/bench" }));
+    // Configurations written for the servers name paths in it: make it absolute.
+    let out = std::path::absolute(&out).with_context(|| format!("results directory {}", out.display()))?;
     let ctx = Ctx {
         work: out.join("work"),
         out,
