@@ -39,11 +39,20 @@ pub struct RunArgs {
     /// Do not regenerate BENCHMARKS.md afterwards.
     #[arg(long)]
     no_report: bool,
+    /// Before each item, wait until the 1-minute load average is below this (the machine
+    /// is shared); 0: do not wait. Default 1.5 (no wait with --quick).
+    #[arg(long)]
+    max_load: Option<f64>,
+    /// Wait at most this many minutes per item, then run anyway (the report shows the load).
+    #[arg(long, default_value_t = 60)]
+    max_wait_minutes: u64,
 }
 
 pub fn run(a: RunArgs) -> Result<()> {
     let root = std::fs::canonicalize(&a.root).with_context(|| format!("workspace root {}", a.root.display()))?;
     let out = a.out.unwrap_or_else(|| root.join(if a.quick { "build/bench/quick" } else { "build/bench" }));
+    // Configurations written for the servers name paths in it: make it absolute.
+    let out = std::path::absolute(&out).with_context(|| format!("results directory {}", out.display()))?;
     let ctx = Ctx {
         work: out.join("work"),
         out,
@@ -56,6 +65,8 @@ pub fn run(a: RunArgs) -> Result<()> {
             .unwrap_or_else(|| root.join("build/tools/coreos-installer/bin/coreos-installer")),
         runs: a.runs.unwrap_or(if a.quick { 1 } else { 5 }).max(1),
         quick: a.quick,
+        max_load: a.max_load.or(if a.quick { None } else { Some(1.5) }).filter(|l| *l > 0.0),
+        max_wait: Duration::from_secs(a.max_wait_minutes * 60),
         root,
     };
     let items: Vec<&str> = if a.items.iter().any(|i| i == "all") {
@@ -87,10 +98,17 @@ pub fn run(a: RunArgs) -> Result<()> {
     }
     let mut m = machine;
     m.load_end = crate::machine::load_average();
+    m.load_threshold = ctx.max_load;
+    m.load_wait_minutes = ctx.max_wait.as_secs() / 60;
     m.versions = crate::report::tool_versions(&ctx);
     std::fs::write(ctx.out.join("machine.json"), serde_json::to_string_pretty(&m)?)?;
-    if !a.no_report && !ctx.quick {
-        let p = crate::report::write(&ctx.root)?;
+    if !a.no_report {
+        // Smoke runs report next to their results, never over the repository's file.
+        let p = if ctx.quick {
+            crate::report::write_from(&ctx.root, &ctx.out, &ctx.out.join("BENCHMARKS.md"))?
+        } else {
+            crate::report::write(&ctx.root)?
+        };
         eprintln!("wrote {}", p.display());
     }
     if !failed.is_empty() {

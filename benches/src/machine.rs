@@ -22,6 +22,12 @@ pub struct Machine {
     pub date: String,
     /// `tool: version` for every program compared.
     pub versions: Vec<(String, String)>,
+    /// Each item waited for the load average to drop below this (if set)…
+    #[serde(default)]
+    pub load_threshold: Option<f64>,
+    /// …for at most this many minutes.
+    #[serde(default)]
+    pub load_wait_minutes: u64,
 }
 
 /// Look at this machine. `work` is where the loop devices' backing files live.
@@ -59,6 +65,26 @@ pub fn describe(work: &Path) -> Machine {
         load_end: 0.0,
         date: output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
         versions: Vec::new(),
+        load_threshold: None,
+        load_wait_minutes: 0,
+    }
+}
+
+/// Wait until the 1-minute load average is below `threshold`, checking every 15 s, for at
+/// most `max`; returns the load when it gave up or got there.
+pub fn wait_for_quiet(threshold: f64, max: std::time::Duration) -> f64 {
+    let start = std::time::Instant::now();
+    let mut said = false;
+    loop {
+        let l = load_average();
+        if l < threshold || start.elapsed() >= max {
+            return l;
+        }
+        if !said {
+            eprintln!("   waiting for the load average ({l:.2}) to drop below {threshold} (at most {max:?})");
+            said = true;
+        }
+        std::thread::sleep(std::time::Duration::from_secs(15));
     }
 }
 

@@ -22,6 +22,12 @@ enum Cmd {
         /// Workspace root.
         #[arg(long, default_value = ".")]
         root: PathBuf,
+        /// Results directory (default <root>/build/bench).
+        #[arg(long)]
+        results: Option<PathBuf>,
+        /// Where to write (default <root>/BENCHMARKS.md).
+        #[arg(long)]
+        to: Option<PathBuf>,
     },
     /// DHCP load: many machines' DISCOVER → OFFER → REQUEST → ACK; prints a JSON report.
     DhcpLoad(osie_bench::cli::DhcpLoadArgs),
@@ -34,7 +40,11 @@ enum Cmd {
 fn main() -> Result<()> {
     match Cli::parse().cmd {
         Cmd::Run(a) => osie_bench::cli::run(a),
-        Cmd::Report { root } => osie_bench::report::write(&root).map(|p| eprintln!("wrote {}", p.display())),
+        Cmd::Report { root, results, to } => {
+            let results = results.unwrap_or_else(|| root.join("build/bench"));
+            let to = to.unwrap_or_else(|| root.join("BENCHMARKS.md"));
+            osie_bench::report::write_from(&root, &results, &to).map(|p| eprintln!("wrote {}", p.display()))
+        }
         Cmd::DhcpLoad(a) => osie_bench::cli::dhcp_load(a),
         Cmd::TftpLoad(a) => osie_bench::cli::tftp_load(a),
         Cmd::HttpLoad(a) => osie_bench::cli::http_load(a),

@@ -224,7 +224,7 @@ pub fn parse_strace_summary(text: &str) -> Vec<(String, u64)> {
             (name != "total").then(|| (name.to_string(), calls))
         })
         .collect();
-    rows.sort_by(|a, b| b.1.cmp(&a.1));
+    rows.sort_by_key(|r| std::cmp::Reverse(r.1));
     rows
 }
 
@@ -250,8 +250,8 @@ mod tests {
 
     #[test]
     fn commands_are_measured_whole_and_failures_quoted() {
-        let dir = tempfile_dir();
-        let log = dir.join("log");
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("log");
         let ran = run_measured(
             Command::new("sh").args(["-c", "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done | cat; echo done"]),
             &log,
@@ -262,7 +262,6 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&log).unwrap(), "done\n");
         let e = run_measured(Command::new("sh").args(["-c", "echo oops >&2; exit 3"]), &log, "failing").unwrap_err();
         assert!(format!("{e:#}").contains("oops"), "{e:#}");
-        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
@@ -278,11 +277,5 @@ mod tests {
             parse_strace_summary(text),
             vec![("recvfrom".to_string(), 300), ("sendto".to_string(), 200), ("write".to_string(), 10)]
         );
-    }
-
-    fn tempfile_dir() -> std::path::PathBuf {
-        let d = std::env::temp_dir().join(osie_testkit::unique("osie-bench-measure-"));
-        std::fs::create_dir_all(&d).unwrap();
-        d
     }
 }

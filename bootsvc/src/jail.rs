@@ -57,12 +57,12 @@ impl Refusal {
 
     /// The TFTP error sent to the client: escapes look like "access violation", without
     /// saying more.
-    pub fn packet_error(&self) -> async_tftp::packet::Error {
-        use async_tftp::packet::Error as E;
+    pub fn packet_error(&self) -> Vec<u8> {
+        use crate::tftp::packet::{error, ErrorCode};
         match self {
-            Refusal::NotFound | Refusal::Empty | Refusal::NotAFile => E::FileNotFound,
-            Refusal::Io(_) => E::UnknownError,
-            _ => E::PermissionDenied,
+            Refusal::NotFound | Refusal::Empty | Refusal::NotAFile => error(ErrorCode::FileNotFound, "File not found"),
+            Refusal::Io(_) => error(ErrorCode::NotDefined, "Cannot read the file"),
+            _ => error(ErrorCode::AccessViolation, "Access violation"),
         }
     }
 }

@@ -34,6 +34,10 @@ pub struct Ctx {
     pub runs: usize,
     /// Smoke mode: tiny sizes, short durations, so the harness is exercised in seconds.
     pub quick: bool,
+    /// Before each item, wait for the 1-minute load average to drop below this…
+    pub max_load: Option<f64>,
+    /// …at most this long.
+    pub max_wait: std::time::Duration,
 }
 
 impl Ctx {
@@ -114,6 +118,9 @@ pub fn read(out: &Path, item: &str) -> Result<Option<SuiteResult>> {
 
 /// Run `f` as the suite `item`: time it, note the load before and after, write the JSON.
 pub fn run_suite(ctx: &Ctx, item: &str, f: impl FnOnce(&Ctx, &mut SuiteResult) -> Result<()>) -> Result<SuiteResult> {
+    if let Some(t) = ctx.max_load {
+        crate::machine::wait_for_quiet(t, ctx.max_wait);
+    }
     let start = std::time::Instant::now();
     let mut r = SuiteResult {
         item: item.into(),

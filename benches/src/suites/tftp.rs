@@ -94,13 +94,14 @@ pub fn run(ctx: &Ctx, out: &mut SuiteResult) -> Result<()> {
     }
     let concurrency: &[usize] = if ctx.quick { &[1, 4] } else { &[1, 10, 50] };
     let lab = Lab::new(&dir)?;
-    out.notes.push(format!(
+    out.notes.push(
         "Files of pseudo-random bytes in one root, served by each server in turn from the server namespace; \
          clients are real processes started together in the client namespace (output to /dev/null), over a \
          veth (MTU 1500, so blksize 1468 is the largest unfragmented block). MB/s is the sum of all clients' \
          bytes over first start → last exit. Every client is checked byte for byte once per server before the \
          timed runs. dnsmasq allows 50 concurrent transfers by default (`--tftp-max`)."
-    ));
+            .into(),
+    );
     for which in [Which::Bootsvc, Which::Dnsmasq, Which::TftpdHpa] {
         eprintln!("-- TFTP: {}", which.name());
         let mut srv = start(ctx, &lab, which, &root)?;

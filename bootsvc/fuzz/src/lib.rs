@@ -14,7 +14,7 @@ pub mod targets {
     pub mod dhcp;
     pub mod inventory;
     pub mod ipxe;
-    pub mod tftp_jail;
+    pub mod tftp;
 }
 
 use std::net::Ipv4Addr;

@@ -24,8 +24,8 @@ fn dhcp() {
 }
 
 #[test]
-fn tftp_jail() {
-    replay("tftp_jail", bootsvc_fuzz::targets::tftp_jail::run);
+fn tftp() {
+    replay("tftp", bootsvc_fuzz::targets::tftp::run);
 }
 
 #[test]

@@ -37,6 +37,15 @@ pub fn require_tools(test: &str, tools: &[&str]) -> bool {
     skip_or_fail(test, &format!("missing tools {missing:?} (scripts/setup installs them)"))
 }
 
+/// True when `path` exists (a build output such as an OS image); otherwise skip, or fail
+/// under `OSIE_REQUIRE_ALL`, saying which command makes it.
+pub fn require_file(test: &str, path: &std::path::Path, made_by: &str) -> bool {
+    if path.exists() {
+        return true;
+    }
+    skip_or_fail(test, &format!("{} is missing ({made_by} makes it)", path.display()))
+}
+
 fn skip_or_fail(test: &str, why: &str) -> bool {
     if std::env::var_os("OSIE_REQUIRE_ALL").is_some_and(|v| v == "1") {
         panic!("{test}: {why}, and OSIE_REQUIRE_ALL=1 forbids skipping");

@@ -1,4 +1,0 @@
-//! See `bootsvc_fuzz::targets::tftp_jail` for the input format and the properties checked.
-#![no_main]
-
-libfuzzer_sys::fuzz_target!(|data: &[u8]| bootsvc_fuzz::targets::tftp_jail::run(data));
