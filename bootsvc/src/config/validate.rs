@@ -136,7 +136,11 @@ impl Config {
             }
         }
         c.check("artifacts.images_dir", checks::existing_dir(&a.images_dir));
-        c.check("artifacts.kernel_args", crate::ipxe::split_args(&a.kernel_args).map(|_| ()));
+        let any_mac = osie_api::MacAddr::new([2, 0, 0, 0, 0, 1]);
+        c.check(
+            "artifacts.kernel_args",
+            crate::ipxe::installer_args("http://192.0.2.1", &a.kernel_args, None, any_mac).map(|_| ()),
+        );
     }
 
     fn check_dirs(&self, c: &mut Collector) {
