@@ -45,6 +45,7 @@ pub fn plan(ctx: &Ctx, rng: &mut Rng) -> (Plan, Option<u64>) {
         reset: [0.0, 0.2, 0.4][rng.below(3) as usize],
         stall: [0.0, 0.0, 0.15][rng.below(3) as usize],
         stall_secs: ctx.read_timeout + 1.5,
+        corrupt: if rng.chance(0.05) { 0.7 } else { 0.0 },
         latency_ms: rng.range(0, 150),
         lose_ack: 0.1,
         duplicate: 0.1,

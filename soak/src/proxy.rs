@@ -9,6 +9,7 @@
 //! - **reset**: after a random number of body bytes, the client connection is reset (RST);
 //! - **stall**: at a random offset, nothing more is forwarded for longer than the
 //!   installer's read timeout;
+//! - **corrupt**: one byte of a large body flipped, silently (the checksum must catch it);
 //! - **latency**: the answer's head is held back a little;
 //! - events (`POST /events`): the acknowledgement is **lost** (bootsvc stored the event, the
 //!   installer sees a reset and sends it again), the event is **duplicated** right away, or
@@ -38,6 +39,9 @@ pub struct Plan {
     /// Chance that a response with a body stalls partway, for `stall_secs`.
     pub stall: f64,
     pub stall_secs: f64,
+    /// Chance that a large response (over 1 MiB) has one byte flipped on the way, silently:
+    /// the installer's checksum must catch it.
+    pub corrupt: f64,
     /// Extra delay before each answer, milliseconds (0..=this).
     pub latency_ms: u64,
     /// Chances per event: the acknowledgement is lost, the event is sent twice, the event is
@@ -50,7 +54,16 @@ pub struct Plan {
 impl Plan {
     /// No faults at all.
     pub fn clean() -> Plan {
-        Plan { reset: 0.0, stall: 0.0, stall_secs: 0.0, latency_ms: 0, lose_ack: 0.0, duplicate: 0.0, replay: 0.0 }
+        Plan {
+            reset: 0.0,
+            stall: 0.0,
+            stall_secs: 0.0,
+            corrupt: 0.0,
+            latency_ms: 0,
+            lose_ack: 0.0,
+            duplicate: 0.0,
+            replay: 0.0,
+        }
     }
 }
 
@@ -68,6 +81,7 @@ pub struct Log {
     pub requests: u64,
     pub resets: u64,
     pub stalls: u64,
+    pub bytes_flipped: u64,
     pub upstream_refused: u64,
     pub acks_lost: u64,
     pub duplicates_sent: u64,
@@ -241,9 +255,10 @@ impl Shared {
         };
         let len = header(&head[..body_start], "content-length").and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
         let is_head = line.starts_with("HEAD ");
-        let (reset_at, stall_at) = self.rng(|r| {
+        let (reset_at, stall_at, flip_at) = self.rng(|r| {
             let pick = |r: &mut Rng, p: f64| (len > 0 && !is_head && r.chance(p)).then(|| r.below(len));
-            (pick(r, self.p.plan.reset), pick(r, self.p.plan.stall))
+            let flip = if len > 1 << 20 { pick(r, self.p.plan.corrupt) } else { None };
+            (pick(r, self.p.plan.reset), pick(r, self.p.plan.stall), flip)
         });
         client.write_all(&head[..body_start]).await?;
         let mut pending = head[body_start..].to_vec();
@@ -255,7 +270,15 @@ impl Shared {
                 let next_fault =
                     [reset_at, stall_at.filter(|_| !stalled)].into_iter().flatten().filter(|o| *o >= sent).min();
                 let n = next_fault.map_or(rest.len(), |o| ((o - sent) as usize).min(rest.len()));
-                client.write_all(&rest[..n]).await?;
+                match flip_at.filter(|f| (sent..sent + n as u64).contains(f)) {
+                    Some(f) => {
+                        let mut chunk = rest[..n].to_vec();
+                        chunk[(f - sent) as usize] ^= 0xff;
+                        self.log(|l| l.bytes_flipped += 1);
+                        client.write_all(&chunk).await?;
+                    }
+                    None => client.write_all(&rest[..n]).await?,
+                }
                 rest = &rest[n..];
                 sent += n as u64;
                 if reset_at == Some(sent) {

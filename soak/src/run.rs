@@ -43,6 +43,7 @@ pub struct Summary {
     pub bootsvc_kills: usize,
     pub resets: u64,
     pub stalls: u64,
+    pub bytes_flipped: u64,
     pub upstream_refused: u64,
     pub acks_lost: u64,
     pub duplicates_sent: u64,
@@ -75,6 +76,7 @@ impl Summary {
             s.anomalies += o.proxy.anomalies.len();
             s.resets += o.proxy.resets;
             s.stalls += o.proxy.stalls;
+            s.bytes_flipped += o.proxy.bytes_flipped;
             s.upstream_refused += o.proxy.upstream_refused;
             s.acks_lost += o.proxy.acks_lost;
             s.duplicates_sent += o.proxy.duplicates_sent;
