@@ -62,10 +62,16 @@ impl BootParams {
             };
             match (key, value) {
                 (KEY_URL, Some(v)) => {
-                    if !(v.starts_with("http://") || v.starts_with("https://")) {
+                    let Some((scheme, rest)) = v.split_once("://").filter(|(s, _)| matches!(*s, "http" | "https"))
+                    else {
                         return Err(invalid(KEY_URL, v, "must start with http:// or https://"));
+                    };
+                    // Trailing slashes go, but never into the `//` of the scheme.
+                    let rest = rest.trim_end_matches('/');
+                    if rest.is_empty() || rest.starts_with('/') {
+                        return Err(invalid(KEY_URL, v, "has no host"));
                     }
-                    url = Some(v.trim_end_matches('/').to_string());
+                    url = Some(format!("{scheme}://{rest}"));
                 }
                 (KEY_MAC, Some(v)) => {
                     mac = Some(v.parse().map_err(|e: crate::mac::MacParseError| invalid(KEY_MAC, v, &e.to_string()))?);
@@ -178,6 +184,19 @@ fn split_words(s: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by fuzzing (bootsvc/fuzz, target api_json): `osie.url=http://` lost the `//` of
+    /// its scheme to the trailing-slash trim and came back as `http:`.
+    #[test]
+    fn a_url_without_a_host_is_refused() {
+        for bad in ["http://", "https:///", "http:///x", "http:", "ftp://x"] {
+            let e = BootParams::parse(&format!("osie.url={bad} osie.mac=52:54:00:00:00:01")).unwrap_err();
+            assert!(matches!(e, CmdlineError::Invalid { key: KEY_URL, .. }), "{bad}: {e}");
+        }
+        let p = BootParams::parse("osie.url=http://x// osie.mac=52:54:00:00:00:01").unwrap();
+        assert_eq!(p.url, "http://x");
+        assert_eq!(BootParams::parse(&p.to_args().join(" ")).unwrap(), p);
+    }
 
     #[test]
     fn parses_a_real_cmdline() {

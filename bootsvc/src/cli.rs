@@ -121,7 +121,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Serve { config } => {
             let cfg = Config::load(&config).map_err(|p| anyhow::anyhow!("the configuration has problems:\n{p}"))?;
             crate::logging::init(cfg.log.format, &cfg.log.level)?;
-            runtime()?.block_on(crate::serve::serve(cfg))?;
+            crate::serve::serve(cfg)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { config } => Ok(check(&config)),

@@ -30,6 +30,8 @@ pub struct Config {
     pub admin: Admin,
     #[serde(default)]
     pub log: Log,
+    #[serde(default)]
+    pub security: Security,
     /// The file this was loaded from (not part of the file itself).
     #[serde(skip)]
     pub source: PathBuf,
@@ -172,6 +174,18 @@ pub struct Admin {
     /// File holding the bearer token for the admin API. Without it the admin API is off.
     #[serde(default)]
     pub token_file: Option<PathBuf>,
+}
+
+/// Who bootsvc runs as once its ports are bound (`crate::privileges`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Security {
+    /// User to switch to after binding. Absent: bootsvc stays uid 0 with no capabilities.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Group to switch to (the only supplementary group too); default the user's primary group.
+    #[serde(default)]
+    pub group: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

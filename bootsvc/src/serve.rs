@@ -1,8 +1,11 @@
-//! `bootsvc serve`: build everything from the config, bind every socket, then run.
+//! `bootsvc serve`: bind every socket, give up root, then build everything and run.
 //!
-//! Binding comes first and all at once (HTTP, DHCP 67/4011, TFTP 69) so that a later step
-//! can drop root privileges between binding and serving, and so a port conflict stops the
-//! service before it answers anything.
+//! Binding comes first and all at once (HTTP, DHCP 67/4011, TFTP 69), while the process is
+//! still root and has a single thread; then the admin token (which may stay readable by root
+//! only) is read and privileges are dropped ([`crate::privileges`]): capabilities are per
+//! thread, so this must happen before the async runtime starts its workers. Everything
+//! after that (the state store, the inventory, every request) runs unprivileged. A port
+//! conflict stops the service before it answers anything.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,18 +14,43 @@ use anyhow::{anyhow, bail, Context, Result};
 use tokio::task::JoinSet;
 
 use crate::config::Config;
-use crate::dhcp::DhcpServer;
-use crate::http::{App, HttpServer};
+use crate::dhcp::{self, DhcpServer};
+use crate::http::{self, App, HttpServer};
 use crate::inventory::{watch, Backend, Inventory, InventoryBackend, Snapshot};
 use crate::metrics::Metrics;
+use crate::privileges::{self, Identity};
 use crate::state::Store;
-use crate::tftp::TftpServer;
+use crate::tftp::{self, TftpServer};
 
 /// How often the inventory directories are polled for changes.
 pub const RELOAD_INTERVAL: Duration = Duration::from_secs(1);
 
-pub async fn serve(cfg: Config) -> Result<()> {
+/// Sockets bound as root, before the drop.
+struct Bound {
+    http: std::net::TcpListener,
+    dhcp: Option<dhcp::server::Sockets>,
+    tftp: Option<std::net::UdpSocket>,
+    admin_token: Option<String>,
+}
+
+/// Bind, drop privileges, then serve until SIGTERM/SIGINT. Call from a plain thread (it
+/// starts the async runtime itself, after the drop).
+pub fn serve(cfg: Config) -> Result<()> {
     let cfg = Arc::new(cfg);
+    let bound = Bound {
+        http: http::bind_listener(cfg.http.listen)?,
+        dhcp: dhcp::server::bind_sockets(&cfg).context("starting DHCP")?,
+        tftp: tftp::bind_socket(&cfg).context("starting TFTP")?,
+        admin_token: cfg.admin_token()?,
+    };
+    privileges::prepare_state_dir(&cfg.state.dir, &cfg.security)?;
+    let who = privileges::drop_privileges(&cfg.security).context("dropping privileges")?;
+    privileges::check_state_dir(&cfg.state.dir, &who)?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
+    rt.block_on(run(cfg, bound, who))
+}
+
+async fn run(cfg: Arc<Config>, bound: Bound, who: Identity) -> Result<()> {
     let store = Arc::new(Store::open(&cfg.state.dir)?);
     let snapshot =
         Snapshot::load(&cfg).map_err(|p| anyhow!("the inventory has problems (bootsvc check lists them):\n{p}"))?;
@@ -39,22 +67,22 @@ pub async fn serve(cfg: Config) -> Result<()> {
         cfg: Arc::clone(&cfg),
         backend: Arc::clone(&backend),
         metrics: Arc::clone(&metrics),
-        admin_token: cfg.admin_token()?,
+        admin_token: bound.admin_token,
     });
 
-    // Bind everything, then run.
-    let http = HttpServer::bind(app)?;
+    let http = HttpServer::new(app, bound.http);
     let http_addr = http.local_addr()?;
     let dhcp = if cfg.dhcp.enabled {
         let as_backend: Arc<dyn Backend> = Arc::clone(&backend) as Arc<dyn Backend>;
-        let d = DhcpServer::bind(Arc::clone(&cfg), as_backend, Arc::clone(&metrics)).context("starting DHCP")?;
+        let d =
+            DhcpServer::new(Arc::clone(&cfg), as_backend, Arc::clone(&metrics), bound.dhcp).context("starting DHCP")?;
         backend.set_leases(d.leases());
         Some(d)
     } else {
         None
     };
     let tftp = if cfg.tftp.enabled {
-        Some(TftpServer::bind(Arc::clone(&cfg), Arc::clone(&metrics)).context("starting TFTP")?)
+        Some(TftpServer::new(Arc::clone(&cfg), Arc::clone(&metrics), bound.tftp).context("starting TFTP")?)
     } else {
         None
     };
@@ -65,6 +93,7 @@ pub async fn serve(cfg: Config) -> Result<()> {
         tftp = if cfg.tftp.enabled { "on" } else { "off" },
         admin = if cfg.admin.token_file.is_some() { "on" } else { "off" },
         state = %store.path().display(),
+        runs_as = %who,
         "bootsvc ready"
     );
 

@@ -7,15 +7,26 @@ use anyhow::{Context, Result};
 use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn};
 use std::os::fd::AsRawFd;
 
+/// Receive buffer asked for: a rack powering on sends hundreds of DISCOVERs within
+/// milliseconds, and the kernel's default (about 200 KiB, some 150 packets) drops the rest
+/// before the server reads them (the clients then wait a second or more to retry).
+pub const RECEIVE_BUFFER: usize = 4 << 20;
+
 /// A non-blocking UDP socket bound to `addr`, limited to `interface` (`SO_BINDTODEVICE`)
 /// when one is given, so the service answers only on the machines' network and can run
-/// beside another DHCP server on another interface. Broadcast sends are allowed.
+/// beside another DHCP server on another interface. Broadcast sends are allowed, and the
+/// receive buffer is [`RECEIVE_BUFFER`] (`SO_RCVBUFFORCE` as root, past `rmem_max`; else as
+/// much as `rmem_max` allows).
 pub fn bind(addr: SocketAddrV4, interface: Option<&str>, what: &str) -> Result<UdpSocket> {
     let fd =
         socket::socket(AddressFamily::Inet, SockType::Datagram, SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK, None)
             .with_context(|| format!("{what}: creating a UDP socket"))?;
     socket::setsockopt(&fd, sockopt::ReuseAddr, &true).with_context(|| format!("{what}: setting SO_REUSEADDR"))?;
     socket::setsockopt(&fd, sockopt::Broadcast, &true).with_context(|| format!("{what}: setting SO_BROADCAST"))?;
+    if socket::setsockopt(&fd, sockopt::RcvBufForce, &RECEIVE_BUFFER).is_err() {
+        // Not root: the kernel caps this at net.core.rmem_max, which is fine.
+        let _ = socket::setsockopt(&fd, sockopt::RcvBuf, &RECEIVE_BUFFER);
+    }
     if let Some(ifname) = interface.filter(|i| !i.is_empty()) {
         socket::setsockopt(&fd, sockopt::BindToDevice, &std::ffi::OsString::from(ifname))
             .with_context(|| format!("{what}: binding to interface {ifname} (SO_BINDTODEVICE)"))?;

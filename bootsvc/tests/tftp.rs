@@ -192,17 +192,10 @@ fn escapes_and_writes_are_refused_counted_and_service_continues() {
     assert_eq!(content, std::fs::read(s.root.join("undionly.kpxe")).unwrap());
 }
 
-/// The UEFI tsize probe: RRQ with tsize, OACK, then the client sends ERROR and walks away.
-/// The transfer must be gone within seconds (timeout 1 s × (3 retries + 1) by default).
-#[test]
-fn abandoned_transfer_is_freed_within_seconds() {
-    if !require_root("tftp_abandoned") {
-        return;
-    }
-    let s = setup();
-    let size = std::fs::metadata(s.root.join("ipxe.efi")).unwrap().len();
-    let (oack, started) = s
-        .pair
+/// Send an RRQ for ipxe.efi with tsize and blksize from a fresh socket in the client
+/// namespace; returns the OACK, the transfer's address, and the socket.
+fn probe_oack(s: &Setup) -> (Vec<u8>, std::net::SocketAddr, UdpSocket) {
+    s.pair
         .client
         .spawn(|| {
             let sock = UdpSocket::bind("192.0.2.2:0")?;
@@ -215,28 +208,69 @@ fn abandoned_transfer_is_freed_within_seconds() {
             sock.send_to(&rrq, "192.0.2.1:69")?;
             let mut buf = [0u8; 1500];
             let (n, from) = sock.recv_from(&mut buf)?;
-            let started = Instant::now();
-            // ERROR 0 "abort", to the transfer's own port, as EDK2 does after reading tsize.
-            let mut err = vec![0, 5, 0, 0];
-            err.extend_from_slice(b"tsize probe done\0");
-            sock.send_to(&err, from)?;
-            Ok((buf[..n].to_vec(), started))
+            Ok((buf[..n].to_vec(), from, sock))
         })
         .join()
         .unwrap()
-        .unwrap();
+        .unwrap()
+}
+
+/// The UEFI tsize probe: RRQ with tsize, OACK, then the client sends ERROR and walks away.
+/// The transfer ends as soon as the ERROR arrives.
+#[test]
+fn a_transfer_the_client_aborts_ends_at_once() {
+    if !require_root("tftp_abandoned") {
+        return;
+    }
+    let s = setup();
+    let size = std::fs::metadata(s.root.join("ipxe.efi")).unwrap().len();
+    let (oack, from, sock) = probe_oack(&s);
     assert_eq!(&oack[..2], &[0, 6], "OACK");
     let text = String::from_utf8_lossy(&oack[2..]).to_string();
     assert!(text.contains(&format!("tsize\0{size}\0")), "OACK carries the size: {text:?}");
     assert!(text.contains("blksize\u{0}1468\u{0}"), "{text:?}");
-    assert_eq!(in_flight(&s.metrics), 1.0);
+    assert_eq!(in_flight(&s.metrics), 1.0, "the OACK opened a transfer");
+    // ERROR 0, to the transfer's own port, as EDK2 does after reading tsize.
+    let started = Instant::now();
+    let mut err = vec![0, 5, 0, 0];
+    err.extend_from_slice(b"tsize probe done\0");
+    sock.send_to(&err, from).unwrap();
+    osie_testkit::wait_for("the aborted transfer to be freed", Duration::from_secs(8), || {
+        (in_flight(&s.metrics) == 0.0).then_some(())
+    })
+    .unwrap();
+    let freed_after = started.elapsed();
+    eprintln!("aborted transfer freed after {freed_after:?}");
+    assert!(freed_after < Duration::from_secs(1), "{freed_after:?}");
+    assert_eq!(transfers(&s.metrics, "aborted"), 1.0);
+}
 
+/// A client that goes silent after the OACK: the OACK is sent again `max_send_retries`
+/// times, `timeout_secs` apart, then the transfer is dropped (4 s with the defaults).
+#[test]
+fn a_transfer_the_client_abandons_is_freed_after_the_retries() {
+    if !require_root("tftp_silent") {
+        return;
+    }
+    let s = setup();
+    let (oack, _, sock) = probe_oack(&s);
+    let started = Instant::now();
+    assert_eq!(&oack[..2], &[0, 6], "OACK");
+    // The retransmitted OACKs arrive about a second apart; nothing is answered.
+    sock.set_read_timeout(Some(Duration::from_millis(1500))).unwrap();
+    let mut again = 0;
+    let mut buf = [0u8; 1500];
+    while let Ok((n, _)) = sock.recv_from(&mut buf) {
+        assert_eq!(&buf[..n], &oack[..], "the same OACK, sent again");
+        again += 1;
+    }
+    assert_eq!(again, 3, "max_send_retries = 3");
     osie_testkit::wait_for("the abandoned transfer to be freed", Duration::from_secs(8), || {
         (in_flight(&s.metrics) == 0.0).then_some(())
     })
     .unwrap();
     let freed_after = started.elapsed();
     eprintln!("abandoned transfer freed after {freed_after:?}");
-    assert!(freed_after < Duration::from_secs(6), "{freed_after:?}");
+    assert!(freed_after >= Duration::from_secs(3) && freed_after < Duration::from_secs(6), "{freed_after:?}");
     assert_eq!(transfers(&s.metrics, "aborted"), 1.0);
 }

@@ -19,6 +19,7 @@ impl Config {
         self.check_artifacts(&mut c);
         self.check_dirs(&mut c);
         self.check_admin(&mut c);
+        self.check_security(&mut c);
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             c.add("log.level", format!("{:?} is not a tracing filter: {e}", self.log.level));
         }
@@ -135,7 +136,11 @@ impl Config {
             }
         }
         c.check("artifacts.images_dir", checks::existing_dir(&a.images_dir));
-        c.check("artifacts.kernel_args", crate::ipxe::split_args(&a.kernel_args).map(|_| ()));
+        let any_mac = osie_api::MacAddr::new([2, 0, 0, 0, 0, 1]);
+        c.check(
+            "artifacts.kernel_args",
+            crate::ipxe::installer_args("http://192.0.2.1", &a.kernel_args, None, any_mac).map(|_| ()),
+        );
     }
 
     fn check_dirs(&self, c: &mut Collector) {
@@ -153,9 +158,33 @@ impl Config {
 
     fn check_admin(&self, c: &mut Collector) {
         let Some(f) = &self.admin.token_file else { return };
-        match std::fs::read_to_string(f) {
+        match read_token_file(f) {
             Err(e) => c.add("admin.token_file", format!("cannot read {}: {e}", f.display())),
             Ok(t) => c.check("admin.token_file", check_token(t.trim()).map_err(|e| format!("{}: {e}", f.display()))),
+        }
+    }
+
+    fn check_security(&self, c: &mut Collector) {
+        let s = &self.security;
+        let mut names_ok = true;
+        for (field, v) in [("security.user", &s.user), ("security.group", &s.group)] {
+            if let Some(name) = v {
+                if let Err(e) = crate::privileges::check_name(name) {
+                    c.add(field, e);
+                    names_ok = false;
+                }
+            }
+        }
+        if names_ok {
+            if let Err(e) = crate::privileges::resolve(s) {
+                // The errors start with the field they are about.
+                let msg = format!("{e:#}");
+                let (field, what) = match msg.split_once(": ") {
+                    Some((f, w)) if f.starts_with("security.") => (f.to_string(), w.to_string()),
+                    _ => ("security.user".to_string(), msg.clone()),
+                };
+                c.add(&field, what);
+            }
         }
     }
 
@@ -163,7 +192,7 @@ impl Config {
     pub fn admin_token(&self) -> anyhow::Result<Option<String>> {
         use anyhow::Context;
         let Some(f) = &self.admin.token_file else { return Ok(None) };
-        let t = std::fs::read_to_string(f).with_context(|| format!("reading admin token file {}", f.display()))?;
+        let t = read_token_file(f).with_context(|| format!("reading admin token file {}", f.display()))?;
         let t = t.trim().to_string();
         check_token(&t).map_err(|e| anyhow::anyhow!("admin token file {}: {e}", f.display()))?;
         Ok(Some(t))
@@ -173,6 +202,25 @@ impl Config {
     pub fn server_address(&self) -> Ipv4Addr {
         self.listen.address
     }
+}
+
+/// Largest token file read: a token is one short word; anything bigger is a mistake.
+const MAX_TOKEN_FILE: u64 = 4096;
+
+/// The token file's text: a regular file of at most [`MAX_TOKEN_FILE`] bytes, so a path like
+/// `/dev/zero` or a FIFO is refused instead of reading (or waiting) forever.
+fn read_token_file(f: &std::path::Path) -> std::io::Result<String> {
+    use std::io::{Error, ErrorKind, Read};
+    let file = std::fs::File::open(f)?;
+    if !file.metadata()?.is_file() {
+        return Err(Error::new(ErrorKind::InvalidInput, "not a regular file"));
+    }
+    let mut t = String::new();
+    file.take(MAX_TOKEN_FILE + 1).read_to_string(&mut t)?;
+    if t.len() as u64 > MAX_TOKEN_FILE {
+        return Err(Error::new(ErrorKind::InvalidData, format!("larger than {MAX_TOKEN_FILE} bytes")));
+    }
+    Ok(t)
 }
 
 /// A bearer token: one word of at least 16 printable characters.
@@ -300,6 +348,15 @@ dir = "machines"
         std::fs::write(&f, "0123456789abcdef0123\n").unwrap();
         assert!(c.validate().is_empty());
         assert_eq!(c.admin_token().unwrap().as_deref(), Some("0123456789abcdef0123"));
+        // Devices and oversized files are refused, not read forever.
+        for dev in ["/dev/zero", "/dev/urandom"] {
+            c.admin.token_file = Some(dev.into());
+            assert!(c.validate().to_string().contains("not a regular file"), "{dev}");
+            assert!(c.admin_token().is_err(), "{dev}");
+        }
+        std::fs::write(&f, "x".repeat(5000)).unwrap();
+        c.admin.token_file = Some(f.clone());
+        assert!(c.validate().to_string().contains("larger than 4096"));
         assert!(Path::new(&c.source).is_absolute());
     }
 }

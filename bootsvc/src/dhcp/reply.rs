@@ -243,9 +243,9 @@ fn pxe_port(req: &Request, src: SocketAddrV4, d: &Decision, ctx: &Ctx<'_>) -> Ou
 /// Reservation mode, port 67.
 fn reservation(req: &Request, machine: &Machine, d: &Decision, ctx: &Ctx<'_>) -> Outcome {
     let me = ctx.settings.server_ip;
-    let taken = |ip: Ipv4Addr| -> bool {
-        ip == me || ctx.backend.by_ip(ip).is_some_and(|m| !m.macs.contains(&req.mac) && m.ip.is_some())
-    };
+    // Called by the lease store with its lock held: fixed addresses only, never the leases.
+    let taken =
+        |ip: Ipv4Addr| -> bool { ip == me || ctx.backend.by_fixed_ip(ip).is_some_and(|m| !m.macs.contains(&req.mac)) };
     match req.msg_type {
         MessageType::Discover => {
             let addr = match &machine.ip {

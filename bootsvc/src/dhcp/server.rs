@@ -21,9 +21,28 @@ use crate::metrics::Metrics;
 
 pub const PXE_PORT: u16 = 4011;
 
+/// UDP 67, and 4011 when configured.
+pub type Sockets = (std::net::UdpSocket, Option<std::net::UdpSocket>);
+
+/// Bind UDP 67 (and 4011) on `listen.interface` when DHCP is enabled. Needs root (or
+/// `CAP_NET_BIND_SERVICE`), not an async runtime.
+pub fn bind_sockets(cfg: &Config) -> Result<Option<Sockets>> {
+    if !cfg.dhcp.enabled {
+        return Ok(None);
+    }
+    let iface = Some(cfg.listen.interface.as_str());
+    let s67 = crate::udp::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, reply::SERVER_PORT), iface, "DHCP")?;
+    let s4011 = if cfg.dhcp.port_4011 {
+        Some(crate::udp::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, PXE_PORT), iface, "DHCP (PXE port)")?)
+    } else {
+        None
+    };
+    Ok(Some((s67, s4011)))
+}
+
 /// The bound DHCP service (UDP 67, and 4011 when configured).
 pub struct DhcpServer {
-    sockets: Option<(std::net::UdpSocket, Option<std::net::UdpSocket>)>,
+    sockets: Option<Sockets>,
     settings: Settings,
     backend: Arc<dyn Backend>,
     metrics: Arc<Metrics>,
@@ -34,23 +53,22 @@ impl DhcpServer {
     /// Open the lease file and bind the sockets. With `dhcp.enabled = false` nothing is
     /// bound and [`DhcpServer::run`] waits forever.
     pub fn bind(cfg: Arc<Config>, backend: Arc<dyn Backend>, metrics: Arc<Metrics>) -> Result<DhcpServer> {
+        let sockets = bind_sockets(&cfg)?;
+        DhcpServer::new(cfg, backend, metrics, sockets)
+    }
+
+    /// Serve on sockets bound earlier ([`bind_sockets`]); opens the lease file.
+    pub fn new(
+        cfg: Arc<Config>,
+        backend: Arc<dyn Backend>,
+        metrics: Arc<Metrics>,
+        sockets: Option<Sockets>,
+    ) -> Result<DhcpServer> {
         let settings = Settings::from_config(&cfg);
         // Proxy mode hands out no addresses: no pool, no lease file.
         let leases = match (cfg.dhcp.enabled, cfg.dhcp.mode, &cfg.dhcp.pool) {
             (true, DhcpMode::Reservation, Some(pool)) => LeaseStore::open(&cfg.state.dir, Some(pool))?,
             _ => LeaseStore::in_memory(None)?,
-        };
-        let sockets = if cfg.dhcp.enabled {
-            let iface = Some(cfg.listen.interface.as_str());
-            let s67 = crate::udp::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, reply::SERVER_PORT), iface, "DHCP")?;
-            let s4011 = if cfg.dhcp.port_4011 {
-                Some(crate::udp::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, PXE_PORT), iface, "DHCP (PXE port)")?)
-            } else {
-                None
-            };
-            Some((s67, s4011))
-        } else {
-            None
         };
         Ok(DhcpServer { sockets, settings, backend, metrics, leases: Arc::new(leases) })
     }

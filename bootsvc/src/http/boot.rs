@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use osie_api::{BootParams, MacAddr};
+use osie_api::MacAddr;
 
 use super::identify::source_ipv4;
 use super::AppState;
@@ -68,12 +68,8 @@ pub fn choose(cfg: &Config, entry: Option<&Entry>, state: &MachineState, mac: Ma
 
 fn installer_script(cfg: &Config, entry: &Entry, mac: MacAddr, banner: &str) -> Result<String, ipxe::Unsafe> {
     let base = &cfg.http.public_url;
-    let mut args = ipxe::split_args(&cfg.artifacts.kernel_args)?;
-    if let Some(a) = &entry.machine.netboot.kernel_args {
-        args.extend(ipxe::split_args(a)?);
-    }
-    let params = BootParams { url: base.clone(), mac, ip: None, debug: false, rescue: false };
-    args.extend(params.to_args());
+    let machine_args = entry.machine.netboot.kernel_args.as_deref();
+    let args = ipxe::installer_args(base, &cfg.artifacts.kernel_args, machine_args, mac)?;
     let kernel_url = format!("{base}/artifacts/{}", cfg.artifacts.kernel);
     let initrd_url = format!("{base}/artifacts/{}", cfg.artifacts.initrd);
     ipxe::installer(&ipxe::Installer { kernel_url: &kernel_url, initrd_url: &initrd_url, args: &args, banner })
@@ -117,6 +113,7 @@ pub async fn script(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use osie_api::BootParams;
 
     fn cfg() -> Config {
         let mut c = crate::config::sample();

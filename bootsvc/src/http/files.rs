@@ -2,14 +2,14 @@
 //! boot). GET and HEAD, one byte range (206/416), `ETag` with `If-None-Match` and
 //! `If-Range`, `Last-Modified` with `If-Modified-Since`. Bodies stream from disk in 256 KiB
 //! chunks. Paths are jailed to their directory: no `..`, no hidden files, no symlink that
-//! leads outside.
+//! leads outside, checked by the kernel at open time ([`crate::jail`], shared with TFTP).
 //!
 //! The header logic is pure ([`parse_range`], [`etag_matches`], [`if_range_allows`]) and
 //! tested without sockets.
 
 use std::io::SeekFrom;
 use std::net::SocketAddr;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Component, Path};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
@@ -22,6 +22,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use super::identify::source_ipv4;
 use super::AppState;
 use crate::inventory::Backend;
+use crate::jail::{Jail, Refusal};
 
 /// Bytes read from disk per body chunk.
 pub const CHUNK: usize = 256 << 10;
@@ -94,15 +95,21 @@ pub enum JailError {
     Missing(String),
     #[error("path {0:?} leads outside the served directory")]
     Escapes(String),
+    #[error("path {0:?} is not a regular file")]
+    NotAFile(String),
+    #[error("path {0:?}: {1}")]
+    Io(String, String),
 }
 
-/// `rel` (as decoded from the URL) inside `root`, with symlinks resolved and still inside.
-pub fn jail(root: &Path, rel: &str) -> Result<PathBuf, JailError> {
+/// `rel` (as decoded from the URL) opened inside `root`, with its size. The name is checked
+/// here (no hidden files, no backslashes, no empty components); the open goes through
+/// [`crate::jail::Jail`] (`openat2` with `RESOLVE_BENEATH`), so a symlink swapped in while
+/// the request runs still cannot lead out: the kernel resolves and opens in one step.
+pub fn jail(root: &Path, rel: &str) -> Result<(std::fs::File, u64), JailError> {
     let bad = || JailError::BadComponent(rel.to_string());
     if rel.is_empty() || rel.contains(['\0', '\\']) {
         return Err(bad());
     }
-    let mut p = root.to_path_buf();
     for part in rel.split('/') {
         if part.is_empty() || part.starts_with('.') {
             return Err(bad());
@@ -111,14 +118,17 @@ pub fn jail(root: &Path, rel: &str) -> Result<PathBuf, JailError> {
         if !matches!((comps.next(), comps.next()), (Some(Component::Normal(_)), None)) {
             return Err(bad());
         }
-        p.push(part);
     }
-    let real = p.canonicalize().map_err(|_| JailError::Missing(rel.to_string()))?;
-    let real_root = root.canonicalize().map_err(|_| JailError::Missing(root.display().to_string()))?;
-    if !real.starts_with(&real_root) {
-        return Err(JailError::Escapes(rel.to_string()));
-    }
-    Ok(real)
+    // Opened per request (a few syscalls), so a directory replaced by the operator is seen.
+    let dir = Jail::new(root).map_err(|_| JailError::Missing(root.display().to_string()))?;
+    dir.open(Path::new(rel)).map_err(|r| match r {
+        Refusal::NotFound | Refusal::Empty => JailError::Missing(rel.to_string()),
+        Refusal::NotAFile => JailError::NotAFile(rel.to_string()),
+        Refusal::Traversal | Refusal::Absolute | Refusal::SymlinkEscape | Refusal::Denied => {
+            JailError::Escapes(rel.to_string())
+        }
+        Refusal::Io(e) => JailError::Io(rel.to_string(), e),
+    })
 }
 
 /// What a `Range` header asks of a file of `size` bytes.
@@ -198,17 +208,22 @@ pub fn if_range_allows(header: &str, etag: &str, last_modified: &str) -> bool {
 
 /// Serve `rel` from `root`.
 pub async fn serve(root: &Path, rel: &str, method: &Method, headers: &HeaderMap) -> Response {
-    let path = match jail(root, rel) {
-        Ok(p) => p,
-        Err(e) => {
+    let root_for_open = root.to_path_buf();
+    let rel_for_open = rel.to_string();
+    let opened = tokio::task::spawn_blocking(move || jail(&root_for_open, &rel_for_open)).await;
+    let file = match opened {
+        Ok(Ok((f, _))) => f,
+        Ok(Err(e)) => {
             tracing::debug!(root = %root.display(), error = %e, "file request refused");
             return (StatusCode::NOT_FOUND, "not found\n").into_response();
         }
+        Err(e) => {
+            tracing::warn!(root = %root.display(), error = %e, "opening a file failed");
+            return (StatusCode::INTERNAL_SERVER_ERROR, "read error\n").into_response();
+        }
     };
-    let mut file = match tokio::fs::File::open(&path).await {
-        Ok(f) => f,
-        Err(_) => return (StatusCode::NOT_FOUND, "not found\n").into_response(),
-    };
+    let path = root.join(rel);
+    let mut file = tokio::fs::File::from_std(file);
     let meta = match file.metadata().await {
         Ok(m) if m.is_file() => m,
         _ => return (StatusCode::NOT_FOUND, "not found\n").into_response(),
@@ -355,6 +370,15 @@ mod tests {
         assert!(!if_range_allows("Mon, 07 Nov 1994 08:49:37 GMT", tag, lm));
     }
 
+    fn read_jailed(root: &Path, rel: &str) -> Result<Vec<u8>, JailError> {
+        use std::io::Read;
+        let (mut f, size) = jail(root, rel)?;
+        let mut v = Vec::new();
+        f.read_to_end(&mut v).unwrap();
+        assert_eq!(v.len() as u64, size);
+        Ok(v)
+    }
+
     #[test]
     fn jail_keeps_requests_inside() {
         let d = tempfile::tempdir().unwrap();
@@ -364,14 +388,66 @@ mod tests {
         std::fs::write(root.join(".hidden"), b"h").unwrap();
         std::fs::write(d.path().join("secret"), b"s").unwrap();
         std::os::unix::fs::symlink(d.path().join("secret"), root.join("out")).unwrap();
-        std::os::unix::fs::symlink(root.join("sub/a.bin"), root.join("in")).unwrap();
-        assert!(jail(&root, "sub/a.bin").unwrap().ends_with("sub/a.bin"));
-        assert!(jail(&root, "in").is_ok(), "a symlink inside the root is fine");
+        std::os::unix::fs::symlink("../../secret", root.join("sub/up")).unwrap();
+        std::os::unix::fs::symlink(root.join("sub/a.bin"), root.join("in-abs")).unwrap();
+        std::os::unix::fs::symlink("sub/a.bin", root.join("in")).unwrap();
+        assert_eq!(read_jailed(&root, "sub/a.bin").unwrap(), b"a");
+        assert_eq!(read_jailed(&root, "in").unwrap(), b"a", "a relative symlink inside the root is fine");
         assert!(matches!(jail(&root, "out"), Err(JailError::Escapes(_))));
+        assert!(matches!(jail(&root, "sub/up"), Err(JailError::Escapes(_))));
+        // An absolute symlink is resolved beneath the root by openat2, so even one pointing
+        // inside is refused: the jail never follows a path that starts outside.
+        assert!(matches!(jail(&root, "in-abs"), Err(JailError::Escapes(_))));
         for bad in ["../secret", "sub/../../secret", "/etc/passwd", ".hidden", "sub//a.bin", "./sub/a.bin", "a\\b", ""]
         {
             assert!(matches!(jail(&root, bad), Err(JailError::BadComponent(_))), "{bad:?}");
         }
         assert!(matches!(jail(&root, "nope"), Err(JailError::Missing(_))));
+        assert!(matches!(jail(&root, "sub"), Err(JailError::NotAFile(_))));
+    }
+
+    /// The old jail resolved the path, checked it, then opened it by name: a symlink swapped
+    /// between the two steps led out. Here one thread swaps `root/link` between a file inside
+    /// and the secret outside as fast as it can while this thread opens `link`: the secret
+    /// must never come back.
+    #[test]
+    fn symlink_swapped_during_the_open_never_leads_out() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("root");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(root.join("inside"), b"inside").unwrap();
+        std::fs::write(d.path().join("secret"), b"secret").unwrap();
+        std::os::unix::fs::symlink("inside", root.join("link")).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let swapper = {
+            let (stop, root) = (Arc::clone(&stop), root.clone());
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let target = if n.is_multiple_of(2) { "../secret" } else { "inside" };
+                    let tmp = root.join(".swap");
+                    let _ = std::fs::remove_file(&tmp);
+                    std::os::unix::fs::symlink(target, &tmp).unwrap();
+                    std::fs::rename(&tmp, root.join("link")).unwrap();
+                    n += 1;
+                }
+                n
+            })
+        };
+        let (mut served, mut refused) = (0, 0);
+        for _ in 0..20_000 {
+            match read_jailed(&root, "link") {
+                Ok(v) => {
+                    assert_eq!(v, b"inside", "the jail served a file outside its root");
+                    served += 1;
+                }
+                Err(_) => refused += 1,
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        let swaps = swapper.join().unwrap();
+        assert!(swaps > 100 && served > 0 && refused > 0, "swaps {swaps}, served {served}, refused {refused}");
     }
 }

@@ -97,22 +97,32 @@ pub fn router(app: AppState) -> Router {
 
 /// The bound HTTP listener, ready to serve.
 pub struct HttpServer {
-    listener: tokio::net::TcpListener,
+    listener: std::net::TcpListener,
     router: Router,
     cfg: Arc<Config>,
     metrics: Arc<Metrics>,
 }
 
+/// Bind `addr` (a plain socket: no async runtime needed, so it can be bound before the
+/// runtime starts and privileges are dropped).
+pub fn bind_listener(addr: SocketAddr) -> Result<std::net::TcpListener> {
+    let std = std::net::TcpListener::bind(addr).with_context(|| format!("binding HTTP on {addr}"))?;
+    std.set_nonblocking(true).context("setting the HTTP listener non-blocking")?;
+    Ok(std)
+}
+
 impl HttpServer {
-    /// Bind `http.listen` (needs a Tokio runtime).
+    /// Bind `http.listen`.
     pub fn bind(app: AppState) -> Result<HttpServer> {
-        let addr = app.cfg.http.listen;
-        let std = std::net::TcpListener::bind(addr).with_context(|| format!("binding HTTP on {addr}"))?;
-        std.set_nonblocking(true).context("setting the HTTP listener non-blocking")?;
-        let listener = tokio::net::TcpListener::from_std(std).context("registering the HTTP listener")?;
+        let listener = bind_listener(app.cfg.http.listen)?;
+        Ok(HttpServer::new(app, listener))
+    }
+
+    /// Serve `app` on a listener bound earlier ([`bind_listener`]).
+    pub fn new(app: AppState, listener: std::net::TcpListener) -> HttpServer {
         let cfg = Arc::clone(&app.cfg);
         let metrics = Arc::clone(&app.metrics);
-        Ok(HttpServer { listener, router: router(app), cfg, metrics })
+        HttpServer { listener, router: router(app), cfg, metrics }
     }
 
     pub fn local_addr(&self) -> Result<SocketAddr> {
@@ -121,6 +131,7 @@ impl HttpServer {
 
     /// Accept and serve connections until the task is dropped.
     pub async fn run(self) -> Result<()> {
+        let listener = tokio::net::TcpListener::from_std(self.listener).context("registering the HTTP listener")?;
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder
             .timer(TokioTimer::new())
@@ -129,7 +140,7 @@ impl HttpServer {
             .keep_alive(true);
         let builder = Arc::new(builder);
         loop {
-            let (stream, peer) = match self.listener.accept().await {
+            let (stream, peer) = match listener.accept().await {
                 Ok(c) => c,
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.

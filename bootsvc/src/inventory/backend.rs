@@ -115,6 +115,10 @@ impl Backend for InventoryBackend {
         snap.by_mac(&mac).map(|e| Arc::clone(&e.machine))
     }
 
+    fn by_fixed_ip(&self, ip: Ipv4Addr) -> Option<Arc<Machine>> {
+        self.snapshot().by_fixed_ip(ip).map(|e| Arc::clone(&e.machine))
+    }
+
     fn netboot_allowed(&self, mac: &MacAddr) -> bool {
         match self.by_mac(mac) {
             Some(m) => Self::allowed(&m, &self.state_of(&m)),
@@ -157,6 +161,52 @@ mod tests {
         assert!(p.is_empty());
         let inv = Arc::new(Inventory::new(Snapshot::new(entries, Default::default())));
         InventoryBackend::new(inv, Arc::new(Store::open(dir).unwrap()))
+    }
+
+    /// Regression (found by tests/crash.rs): the lease store asks "is this address someone's
+    /// reservation?" with its lock held; this backend answered through `by_ip`, which asks
+    /// the lease store again: the first pool DISCOVER deadlocked the DHCP server for good.
+    #[test]
+    fn pool_offer_and_ack_through_this_backend_do_not_deadlock() {
+        use crate::config::{DhcpMode, Pool};
+        use crate::dhcp::leases::{self, LeaseStore};
+        use crate::dhcp::reply::{self, Ctx, Outcome, Settings, Via};
+        use crate::dhcp::request;
+
+        let d = tempfile::tempdir().unwrap();
+        let b = backend(d.path());
+        let pool = Pool {
+            start: "192.0.2.100".parse().unwrap(),
+            end: "192.0.2.110".parse().unwrap(),
+            prefix: 24,
+            gateway: None,
+            dns: vec![],
+        };
+        let leases = Arc::new(LeaseStore::open(d.path(), Some(&pool)).unwrap());
+        b.set_leases(leases.clone());
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let settings = Settings {
+                server_ip: "192.0.2.1".parse().unwrap(),
+                mode: DhcpMode::Reservation,
+                lease_secs: 3600,
+                public_url: "http://192.0.2.1:8080".into(),
+                pool: Some(pool),
+            };
+            let ctx = Ctx { settings: &settings, backend: &b, leases: &leases, now: leases::now() };
+            let mac = [0x52, 0x54, 0, 0, 0, 2];
+            let offer = reply::respond(&request::parse(&request::tests::discover(mac, &[])).unwrap(), Via::Dhcp, &ctx);
+            let Outcome::Reply(r) = offer.outcome else { panic!("no offer: {:?}", offer.outcome) };
+            let ip = r.msg.yiaddr();
+            let mut pkt = request::tests::discover(mac, &[(50, &ip.octets()), (54, &[192, 0, 2, 1])]);
+            pkt[request::HEADER_LEN + 2] = 3; // REQUEST
+            let ack = reply::respond(&request::parse(&pkt).unwrap(), Via::Dhcp, &ctx);
+            let Outcome::Reply(a) = ack.outcome else { panic!("no ack: {:?}", ack.outcome) };
+            tx.send((r.kind, a.kind, a.msg.yiaddr(), b.by_ip(ip).map(|m| m.hostname.clone()))).unwrap();
+        });
+        let got = rx.recv_timeout(std::time::Duration::from_secs(10)).expect("the DHCP answer came (no deadlock)");
+        let ip: Ipv4Addr = "192.0.2.100".parse().unwrap();
+        assert_eq!(got, ("offer", "ack", ip, Some("pooled".to_string())));
     }
 
     #[test]

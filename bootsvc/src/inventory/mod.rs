@@ -37,6 +37,12 @@ pub trait Backend: Send + Sync + 'static {
     fn by_mac(&self, mac: &MacAddr) -> Option<Arc<Machine>>;
     /// The machine whose fixed address (or current lease) is `ip`.
     fn by_ip(&self, ip: Ipv4Addr) -> Option<Arc<Machine>>;
+    /// The machine whose *fixed* address is `ip`. The DHCP server asks this while it holds
+    /// the lease store's lock (is this pool address someone's reservation?), so it must not
+    /// consult the leases: an implementation that did would deadlock the DHCP server.
+    fn by_fixed_ip(&self, ip: Ipv4Addr) -> Option<Arc<Machine>> {
+        self.by_ip(ip).filter(|m| m.ip.as_ref().is_some_and(|c| c.address == ip))
+    }
     /// May this MAC netboot now: the record's `netboot.allow`, unless a finished install
     /// has cleared it in the state store.
     fn netboot_allowed(&self, mac: &MacAddr) -> bool;

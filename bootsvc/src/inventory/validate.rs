@@ -131,7 +131,12 @@ fn netboot(m: &Machine, r: &mut Report) {
         r.add("netboot.ipxe_script", "is empty");
     }
     if let Some(a) = &nb.kernel_args {
-        r.check("netboot.kernel_args", ipxe::split_args(a).map(|_| ()));
+        if let Some(mac) = m.boot_mac() {
+            // The machine's own arguments on their own: the service's are checked with the config.
+            r.check("netboot.kernel_args", ipxe::installer_args("http://192.0.2.1", "", Some(a), mac).map(|_| ()));
+        } else {
+            r.check("netboot.kernel_args", ipxe::split_args(a).map(|_| ()));
+        }
     }
     if nb.allow && nb.ipxe_script.is_none() && nb.ipxe_script_url.is_none() && m.install.is_none() {
         r.add("install", "missing: netboot.allow is true but there is nothing to install (or set netboot.allow false)");

@@ -27,6 +27,10 @@ pub struct MachineState {
     /// Installer run the last events came from.
     #[serde(default)]
     pub run_id: Option<String>,
+    /// `seq` of the last event of `run_id` acted on: an older event of the same run that
+    /// arrives late (delayed in the network, sent in parallel) is stored but changes nothing.
+    #[serde(default)]
+    pub last_seq: Option<u64>,
     #[serde(default)]
     pub installed_at: Option<String>,
     #[serde(default)]
@@ -95,6 +99,13 @@ impl MachineState {
             // Stored and shown, never acted on.
             return s;
         }
+        let same_run = ev.run_id.is_some() && ev.run_id == s.run_id;
+        if let (true, Some(seq), Some(last)) = (same_run, ev.seq, s.last_seq) {
+            if seq < last {
+                // Older than what this run already reported: the state stays where it is.
+                return s;
+            }
+        }
         if s.phase != Some(ev.phase) {
             s.progress = None;
         }
@@ -104,6 +115,7 @@ impl MachineState {
         s.phase = Some(ev.phase);
         if ev.run_id.is_some() {
             s.run_id = ev.run_id.clone();
+            s.last_seq = ev.seq;
         }
         match ev.phase {
             Phase::Installed => {
@@ -187,6 +199,27 @@ mod tests {
         assert_eq!(s.status, Status::Failed);
         assert!(!s.netboot_cleared);
         assert_eq!(s.last_error.len(), 2);
+    }
+
+    #[test]
+    fn a_late_event_of_the_same_run_changes_nothing() {
+        let at = |phase, seq| {
+            let mut e = ev(phase);
+            e.seq = Some(seq);
+            e
+        };
+        let s = MachineState::default().apply(&at(Phase::BootedInstaller, 0), "t0");
+        let s = s.apply(&at(Phase::ImageStreaming, 5), "t1");
+        let s = s.apply(&at(Phase::Installed, 9), "t2");
+        // seq 3 (failed? streaming?) arrives after the end: counted, not acted on.
+        let late = s.apply(&at(Phase::Failed, 3), "t3");
+        assert_eq!((late.status, late.phase, late.events), (Status::Installed, Some(Phase::Installed), 4));
+        assert_eq!(late.last_event.as_ref().unwrap().phase, Phase::Failed, "shown as the last received");
+        // A new run starts over whatever its numbers.
+        let mut next = at(Phase::BootedInstaller, 0);
+        next.run_id = Some("r2".into());
+        let s2 = late.apply(&next, "t4");
+        assert_eq!((s2.status, s2.last_seq, s2.run_id.as_deref()), (Status::Installing, Some(0), Some("r2")));
     }
 
     #[test]

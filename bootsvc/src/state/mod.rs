@@ -5,6 +5,11 @@
 //! HTTP side answers 2xx only after that: an acknowledged event survives a crash. A re-sent
 //! event (same machine, `run_id` and `seq`) is recognised and not stored twice.
 //!
+//! Group commit: events arriving while a commit is under way wait, and the next commit
+//! writes all of them in one transaction with one fsync (the caller that finds no commit
+//! running does it for everyone queued, then each caller gets its own answer). Hundreds of
+//! machines reporting at once cost a few fsyncs, not hundreds in a row.
+//!
 //! Machine state is keyed by the machine's first MAC (its record's `macs[0]`), whichever NIC
 //! an event names. Reads come from an in-memory copy kept in step with the file.
 
@@ -13,7 +18,7 @@ pub mod machine;
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Condvar, Mutex, MutexGuard, RwLock};
 
 use anyhow::{Context, Result};
 use osie_api::{Event, MacAddr};
@@ -56,14 +61,48 @@ pub struct Store {
     cache: RwLock<HashMap<MacAddr, MachineState>>,
     /// Serialises writers so the cache is updated in commit order.
     writer: Mutex<()>,
+    /// Events waiting for the next group commit, and the answers of finished ones.
+    queue: Mutex<Queue>,
+    committed: Condvar,
+    /// Event commits so far (each one fsync), for tests and figures.
+    commits: std::sync::atomic::AtomicU64,
 }
+
+/// One event waiting to be written.
+struct Job {
+    ticket: u64,
+    key: MacAddr,
+    ev: Event,
+    source: Option<Ipv4Addr>,
+    now: String,
+}
+
+#[derive(Default)]
+struct Queue {
+    pending: Vec<Job>,
+    /// A caller is committing a batch now.
+    busy: bool,
+    /// Answers by ticket, taken by their callers.
+    done: HashMap<u64, std::result::Result<Recorded, String>>,
+    next: u64,
+}
+
+/// redb's page cache. Its default (1 GiB) lets the service's memory grow with the event log
+/// for months; the working set (recent events, machine states) is far smaller.
+const CACHE_BYTES: usize = 32 << 20;
+
+/// Largest batch per commit: bounds how long one transaction holds the writer.
+const MAX_BATCH: usize = 512;
 
 impl Store {
     /// Open (or create) the store in `dir`, creating the directory if needed.
     pub fn open(dir: &Path) -> Result<Store> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating state directory {}", dir.display()))?;
         let path = dir.join("bootsvc.redb");
-        let db = Database::create(&path).with_context(|| format!("opening state store {}", path.display()))?;
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(&path)
+            .with_context(|| format!("opening state store {}", path.display()))?;
         let txn = db.begin_write().context("state store: starting a write")?;
         {
             txn.open_table(MACHINES).context("state store: machines table")?;
@@ -82,7 +121,15 @@ impl Store {
                 .with_context(|| format!("state store: machine {mac}: undecodable state"))?;
             cache.insert(mac, st);
         }
-        Ok(Store { db, path, cache: RwLock::new(cache), writer: Mutex::new(()) })
+        Ok(Store {
+            db,
+            path,
+            cache: RwLock::new(cache),
+            writer: Mutex::new(()),
+            queue: Mutex::new(Queue::default()),
+            committed: Condvar::new(),
+            commits: Default::default(),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -100,48 +147,114 @@ impl Store {
     }
 
     /// Store `ev` for the machine keyed `key` and update its state, durably, before
-    /// returning. A re-sent event (same `run_id` and `seq`) changes nothing.
+    /// returning. A re-sent event (same `run_id` and `seq`) changes nothing. Concurrent
+    /// callers share commits (see the module docs).
     pub fn record_event(&self, key: MacAddr, ev: &Event, source: Option<Ipv4Addr>, now: &str) -> Result<Recorded> {
-        let _w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        let k = key.to_string();
-        let id = match (&ev.run_id, ev.seq) {
-            (Some(run), Some(seq)) => Some(format!("{k}|{run}|{seq}")),
-            _ => None,
-        };
-        let txn = self.db.begin_write().context("state store: starting a write")?;
-        let state = {
-            let mut ids = txn.open_table(EVENT_IDS).context("state store: event ids table")?;
-            if let Some(id) = &id {
-                if ids.get(id.as_str()).context("state store: looking up an event id")?.is_some() {
-                    drop(ids);
-                    txn.abort().context("state store: abandoning a duplicate")?;
-                    return Ok(Recorded { duplicate: true, state: self.state(&key) });
+        let mut q = self.lock_queue();
+        let ticket = q.next;
+        q.next += 1;
+        q.pending.push(Job { ticket, key, ev: ev.clone(), source, now: now.to_string() });
+        loop {
+            if let Some(r) = q.done.remove(&ticket) {
+                return r.map_err(|e| anyhow::anyhow!(e));
+            }
+            if !q.busy {
+                // Nobody is committing: commit everything queued, ours included.
+                q.busy = true;
+                let n = q.pending.len().min(MAX_BATCH);
+                let batch: Vec<Job> = q.pending.drain(..n).collect();
+                drop(q);
+                let results = {
+                    // Should the commit panic, the guard still hands out answers and frees
+                    // the queue, so no caller waits forever.
+                    let mut guard = BatchGuard { store: self, tickets: batch.iter().map(|j| j.ticket).collect() };
+                    let r = self.commit_batch(&batch);
+                    guard.tickets.clear();
+                    r
+                };
+                q = self.lock_queue();
+                q.busy = false;
+                for (job, r) in batch.iter().zip(results) {
+                    q.done.insert(job.ticket, r);
                 }
+                self.committed.notify_all();
+                continue;
             }
+            q = self.committed.wait(q).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// How many event commits (fsyncs) this store has made.
+    pub fn event_commits(&self) -> u64 {
+        self.commits.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn lock_queue(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Write `batch` in one transaction: one answer per job, all errors if it fails.
+    fn commit_batch(&self, batch: &[Job]) -> Vec<std::result::Result<Recorded, String>> {
+        let _w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        match self.write_batch(batch) {
+            Ok(recorded) => {
+                let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
+                for (job, r) in batch.iter().zip(&recorded) {
+                    if !r.duplicate {
+                        cache.insert(job.key, r.state.clone());
+                    }
+                }
+                recorded.into_iter().map(Ok).collect()
+            }
+            Err(e) => {
+                let msg = format!("{e:#}");
+                batch.iter().map(|_| Err(msg.clone())).collect()
+            }
+        }
+    }
+
+    fn write_batch(&self, batch: &[Job]) -> Result<Vec<Recorded>> {
+        let txn = self.db.begin_write().context("state store: starting a write")?;
+        let mut out = Vec::with_capacity(batch.len());
+        {
+            let mut ids = txn.open_table(EVENT_IDS).context("state store: event ids table")?;
             let mut machines = txn.open_table(MACHINES).context("state store: machines table")?;
-            let current = match machines.get(k.as_str()).context("state store: reading a machine")? {
-                Some(v) => serde_json::from_slice(v.value()).context("state store: undecodable machine state")?,
-                None => MachineState::default(),
-            };
-            let state = current.apply(ev, now);
-            let n = state.events - 1;
-            let stored = StoredEvent { n, received: now.to_string(), source, event: ev.clone() };
             let mut events = txn.open_table(EVENTS).context("state store: events table")?;
-            events
-                .insert((k.as_str(), n), serde_json::to_vec(&stored)?.as_slice())
-                .context("state store: storing the event")?;
-            machines
-                .insert(k.as_str(), serde_json::to_vec(&state)?.as_slice())
-                .context("state store: storing state")?;
-            if let Some(id) = &id {
-                ids.insert(id.as_str(), n).context("state store: storing the event id")?;
+            for job in batch {
+                let k = job.key.to_string();
+                let current: MachineState = match machines.get(k.as_str()).context("state store: reading a machine")? {
+                    Some(v) => serde_json::from_slice(v.value()).context("state store: undecodable machine state")?,
+                    None => MachineState::default(),
+                };
+                let id = match (&job.ev.run_id, job.ev.seq) {
+                    (Some(run), Some(seq)) => Some(format!("{k}|{run}|{seq}")),
+                    _ => None,
+                };
+                if let Some(id) = &id {
+                    if ids.get(id.as_str()).context("state store: looking up an event id")?.is_some() {
+                        out.push(Recorded { duplicate: true, state: current });
+                        continue;
+                    }
+                }
+                let state = current.apply(&job.ev, &job.now);
+                let n = state.events - 1;
+                let stored = StoredEvent { n, received: job.now.clone(), source: job.source, event: job.ev.clone() };
+                events
+                    .insert((k.as_str(), n), serde_json::to_vec(&stored)?.as_slice())
+                    .context("state store: storing the event")?;
+                machines
+                    .insert(k.as_str(), serde_json::to_vec(&state)?.as_slice())
+                    .context("state store: storing state")?;
+                if let Some(id) = &id {
+                    ids.insert(id.as_str(), n).context("state store: storing the event id")?;
+                }
+                out.push(Recorded { duplicate: false, state });
             }
-            state
-        };
+        }
         // Default durability: fsync before commit returns.
-        txn.commit().context("state store: committing the event")?;
-        self.cache.write().unwrap_or_else(|e| e.into_inner()).insert(key, state.clone());
-        Ok(Recorded { duplicate: false, state })
+        txn.commit().context("state store: committing events")?;
+        self.commits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(out)
     }
 
     /// Allow netboot again after an install; durable before returning.
@@ -206,6 +319,28 @@ impl Store {
     }
 }
 
+/// Frees the group-commit queue if a commit unwinds: its callers get an error, not a wait
+/// forever.
+struct BatchGuard<'a> {
+    store: &'a Store,
+    /// Tickets still owed an answer (cleared when the commit returned normally).
+    tickets: Vec<u64>,
+}
+
+impl Drop for BatchGuard<'_> {
+    fn drop(&mut self) {
+        if self.tickets.is_empty() {
+            return;
+        }
+        let mut q = self.store.lock_queue();
+        q.busy = false;
+        for t in self.tickets.drain(..) {
+            q.done.insert(t, Err("state store: the commit panicked".into()));
+        }
+        self.store.committed.notify_all();
+    }
+}
+
 /// Now, as RFC 3339 UTC.
 pub fn now() -> String {
     let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
@@ -260,6 +395,49 @@ mod tests {
         let s = Store::open(d.path()).unwrap();
         assert_eq!(s.state(&key).status, Status::ReinstallPending);
         assert_eq!(s.all().len(), 1);
+    }
+
+    #[test]
+    fn concurrent_events_share_commits_and_lose_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let s = std::sync::Arc::new(Store::open(d.path()).unwrap());
+        let threads: Vec<_> = (0..16u8)
+            .map(|t| {
+                let s = std::sync::Arc::clone(&s);
+                std::thread::spawn(move || {
+                    let key = MacAddr::new([2, 0, 0, 0, 0, t % 4]);
+                    for seq in 0..25 {
+                        let mut e = ev(Phase::ImageStreaming, &format!("run-{t}"), seq);
+                        e.machine = key;
+                        assert!(!s.record_event(key, &e, None, "t").unwrap().duplicate);
+                        // Every other event is sent twice, as a retry would.
+                        if seq % 2 == 0 {
+                            assert!(s.record_event(key, &e, None, "t").unwrap().duplicate);
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        for m in 0..4 {
+            let key = MacAddr::new([2, 0, 0, 0, 0, m]);
+            let evs = s.events(&key, 1000).unwrap();
+            assert_eq!(evs.len(), 4 * 25, "four threads per machine, 25 events each");
+            assert!(evs.iter().enumerate().all(|(i, e)| e.n == i as u64), "numbered without gaps");
+            let mut ids: Vec<_> = evs.iter().map(|e| (e.event.run_id.clone(), e.event.seq)).collect();
+            ids.sort();
+            ids.dedup();
+            assert_eq!(ids.len(), 100, "each once");
+            assert_eq!(s.state(&key).events, 100);
+        }
+        let commits = s.event_commits();
+        eprintln!("{commits} commits for 600 events");
+        assert!(commits < 600, "{commits} commits: concurrent events share them");
+        drop(s);
+        let s = Store::open(d.path()).unwrap();
+        assert_eq!(s.state(&MacAddr::new([2, 0, 0, 0, 0, 3])).events, 100, "durable");
     }
 
     #[test]

@@ -1,51 +1,77 @@
-//! TFTP: read-only, octet, jailed to `tftp.root`; blksize, tsize and windowsize.
+//! TFTP: read-only, octet (netascii sent unchanged), jailed to `tftp.root`; blksize, tsize
+//! and windowsize (RFC 1350, 2347, 2348, 2349, 7440).
 //!
-//! - [`jail`]: which names may be opened (no `..`, no absolute escape, no symlink escape).
-//! - [`handler`]: async-tftp's `Handler`: refusals and transfers counted and logged.
+//! - [`packet`]: requests, option negotiation, packets (pure functions).
+//! - [`crate::jail`]: which names may be opened (no `..`, no absolute escape, no symlink
+//!   escape), shared with the HTTP file routes.
+//! - [`transfer`]: one transfer on its own socket; counted and logged when it ends.
 //!
-//! async-tftp runs on the smol family of crates (async-io, async-executor), not tokio: the
-//! server gets its own thread with its own executor, so a burst of transfers never competes
-//! with DHCP and HTTP on tokio's threads, and dropping [`TftpServer::run`]'s future stops
-//! the thread (and every transfer in it).
+//! The server runs on its own thread with a single-threaded tokio runtime: requests arrive
+//! on port 69, each accepted one gets a socket of its own connected to the client and a
+//! task on that thread. Everything a transfer does per window is a `sendmmsg`, a `recv` and
+//! now and then a `pread` of 64 KiB, with no hand-off between threads: one core drives
+//! hundreds of transfers, and a burst of them never competes with DHCP and HTTP on the
+//! main runtime's threads. Dropping [`TftpServer::run`]'s future stops the thread and every
+//! transfer in it.
 //!
-//! Abandoned transfers: a client that sends ERROR after the OACK (UEFI does this to learn
-//! `tsize`) or simply goes away is dropped after `max_send_retries` retransmissions
-//! `timeout_secs` apart, i.e. within `(max_send_retries + 1) × timeout_secs` (4 s with the
-//! defaults). The client's own `timeout` option is ignored for that reason.
+//! Abandoned transfers: a client that sends ERROR (UEFI does this after reading `tsize`
+//! from the OACK) ends its transfer at once; one that simply goes away is dropped after
+//! `max_send_retries` retransmissions `timeout_secs` apart, i.e. within
+//! `(max_send_retries + 1) × timeout_secs` (4 s with the defaults). The client's own
+//! `timeout` option is ignored for that reason.
 //!
 //! Operator notes: `bootsvc/docs/tftp.md`.
 //!
 //! Interface used by the service wiring (`serve`): bind first, then run.
 
-pub mod handler;
-pub mod jail;
+pub mod packet;
+pub mod transfer;
 
-use std::net::SocketAddrV4;
+use std::cell::RefCell;
+use std::collections::HashSet;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::Path;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use async_tftp::server::TftpServerBuilder;
-use tracing::info;
+use tokio::net::UdpSocket;
+use tracing::{debug, info, warn};
 
 use crate::config::Config;
+use crate::jail::Jail;
 use crate::metrics::Metrics;
-use jail::Jail;
+use packet::ErrorCode;
+use transfer::{Limits, Session};
 
 pub const TFTP_PORT: u16 = 69;
 /// Largest block size any client gets (RFC 2348's maximum).
-pub const MAX_BLKSIZE: u16 = 65464;
+pub const MAX_BLKSIZE: u16 = packet::MAX_BLKSIZE;
 /// Largest window (RFC 7440) granted: bounds the memory one transfer holds.
 pub const MAX_WINDOW: u16 = 64;
+/// Transfers at once; more are refused ("server busy") so memory stays bounded
+/// (each holds a socket and at most ~4 MiB of read-ahead, usually 64 KiB).
+pub const MAX_TRANSFERS: usize = 2048;
 /// IPv4 header + UDP header + TFTP DATA header.
 const OVERHEAD: u32 = 20 + 8 + 4;
+
+/// Bind `listen.address:69` on `listen.interface` when TFTP is enabled. Needs root (or
+/// `CAP_NET_BIND_SERVICE`), not an async runtime.
+pub fn bind_socket(cfg: &Config) -> Result<Option<std::net::UdpSocket>> {
+    if !cfg.tftp.enabled {
+        return Ok(None);
+    }
+    let iface = cfg.listen.interface.as_str();
+    crate::udp::bind(SocketAddrV4::new(cfg.listen.address, TFTP_PORT), Some(iface), "TFTP").map(Some)
+}
 
 /// The bound TFTP service (UDP 69).
 pub struct TftpServer {
     /// Nothing when TFTP is disabled.
     bound: Option<(std::net::UdpSocket, Arc<Jail>)>,
-    timeout: Duration,
-    max_send_retries: u32,
+    address: Ipv4Addr,
+    limits: Limits,
     blksize_limit: u16,
     metrics: Arc<Metrics>,
 }
@@ -54,18 +80,24 @@ impl TftpServer {
     /// Open the root and bind `listen.address:69` on `listen.interface`. With
     /// `tftp.enabled = false` nothing is bound and [`TftpServer::run`] waits forever.
     pub fn bind(cfg: Arc<Config>, metrics: Arc<Metrics>) -> Result<TftpServer> {
+        let socket = bind_socket(&cfg)?;
+        TftpServer::new(cfg, metrics, socket)
+    }
+
+    /// Serve on a socket bound earlier ([`bind_socket`]); opens the root.
+    pub fn new(cfg: Arc<Config>, metrics: Arc<Metrics>, socket: Option<std::net::UdpSocket>) -> Result<TftpServer> {
         let iface = cfg.listen.interface.as_str();
-        let bound = if cfg.tftp.enabled {
-            let jail = Jail::new(&cfg.tftp.root)?;
-            let socket = crate::udp::bind(SocketAddrV4::new(cfg.listen.address, TFTP_PORT), Some(iface), "TFTP")?;
-            Some((socket, Arc::new(jail)))
-        } else {
-            None
+        let bound = match socket {
+            Some(socket) => Some((socket, Arc::new(Jail::new(&cfg.tftp.root)?))),
+            None => None,
         };
         Ok(TftpServer {
             bound,
-            timeout: Duration::from_secs(cfg.tftp.timeout_secs.max(1)),
-            max_send_retries: cfg.tftp.max_send_retries,
+            address: cfg.listen.address,
+            limits: Limits {
+                timeout: Duration::from_secs(cfg.tftp.timeout_secs.max(1)),
+                max_send_retries: cfg.tftp.max_send_retries,
+            },
             blksize_limit: blksize_limit(link_mtu(iface)),
             metrics,
         })
@@ -80,17 +112,10 @@ impl TftpServer {
         let addr = socket.local_addr().context("TFTP: socket address")?;
         info!(
             addr = %addr, root = %jail.root().display(), blksize_limit = self.blksize_limit,
-            timeout_secs = self.timeout.as_secs(), max_send_retries = self.max_send_retries, "TFTP serving"
+            timeout_secs = self.limits.timeout.as_secs(), max_send_retries = self.limits.max_send_retries,
+            "TFTP serving"
         );
-        let handler = handler::Handler { jail, metrics: self.metrics };
-        let builder = TftpServerBuilder::with_handler(handler)
-            .std_socket(socket)
-            .context("TFTP: registering the socket with async-io")?
-            .timeout(self.timeout)
-            .ignore_client_timeout()
-            .max_send_retries(self.max_send_retries)
-            .block_size_limit(self.blksize_limit)
-            .window_size_limit(MAX_WINDOW);
+        let (address, limits, blksize_limit, metrics) = (self.address, self.limits, self.blksize_limit, self.metrics);
 
         // Dropping `_stop` (when this future is dropped) ends the thread's serve loop.
         let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -98,20 +123,126 @@ impl TftpServer {
         std::thread::Builder::new()
             .name("tftp".into())
             .spawn(move || {
-                let r = async_io::block_on(async move {
-                    let server = builder.build().await.context("TFTP: starting async-tftp")?;
-                    let serve = async { server.serve().await.context("TFTP: serving") };
-                    let stop = async {
-                        let _ = stopped.await;
-                        Ok(())
-                    };
-                    futures_lite::future::or(serve, stop).await
-                });
+                let r = (|| {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .context("TFTP: starting its runtime")?;
+                    let local = tokio::task::LocalSet::new();
+                    local.block_on(&rt, async move {
+                        let server = Server { jail, address, limits, blksize_limit, metrics, active: Rc::default() };
+                        let socket = UdpSocket::from_std(socket).context("TFTP: registering the socket")?;
+                        tokio::select! {
+                            r = server.serve(socket) => r,
+                            _ = stopped => Ok(()),
+                        }
+                    })
+                })();
                 let _ = done_tx.send(r);
             })
             .context("TFTP: starting its thread")?;
         done.await.context("TFTP: its thread ended without a result")?
     }
+}
+
+/// The request loop's state, on the TFTP thread.
+struct Server {
+    jail: Arc<Jail>,
+    address: Ipv4Addr,
+    limits: Limits,
+    blksize_limit: u16,
+    metrics: Arc<Metrics>,
+    /// Clients with a transfer running: a retransmitted request is not a second transfer.
+    active: Rc<RefCell<HashSet<SocketAddr>>>,
+}
+
+impl Server {
+    async fn serve(&self, socket: UdpSocket) -> Result<()> {
+        let mut buf = vec![0u8; 1500];
+        loop {
+            match socket.recv_from(&mut buf).await {
+                Ok((n, peer)) => self.request(&socket, &buf[..n], peer).await,
+                // A failed receive loses a packet, not the service.
+                Err(e) => {
+                    self.metrics.drop_reason("tftp-receive-error");
+                    warn!("TFTP: receiving failed, continuing: {e}");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
+    }
+
+    async fn request(&self, socket: &UdpSocket, pkt: &[u8], peer: SocketAddr) {
+        let req = match packet::parse_request(pkt) {
+            Ok(r) => r,
+            Err(e) => {
+                self.metrics.drop_reason(e.reason());
+                info!(client = %peer, reason = e.reason(), "TFTP packet dropped: {e}");
+                if matches!(e, packet::RequestError::Mode(_)) {
+                    let _ = socket.send_to(&packet::error(ErrorCode::IllegalOperation, &e.to_string()), peer).await;
+                }
+                return;
+            }
+        };
+        let name = req.filename.clone();
+        if req.write {
+            self.metrics.drop_reason("tftp-write");
+            self.metrics.tftp_transfer("refused");
+            warn!(client = %peer, file = %name, reason = "tftp-write", "TFTP write request refused: read-only server");
+            let _ = socket.send_to(&packet::error(ErrorCode::IllegalOperation, "Read-only server"), peer).await;
+            return;
+        }
+        if self.active.borrow().contains(&peer) {
+            debug!(client = %peer, file = %name, "TFTP: repeated request of a running transfer ignored");
+            return;
+        }
+        if self.active.borrow().len() >= MAX_TRANSFERS {
+            self.metrics.drop_reason("tftp-busy");
+            warn!(client = %peer, file = %name, reason = "tftp-busy", "TFTP read request refused: {MAX_TRANSFERS} transfers running");
+            let _ = socket.send_to(&packet::error(ErrorCode::NotDefined, "Server busy, try again"), peer).await;
+            return;
+        }
+        let (file, size) = match self.jail.open(Path::new(&name)) {
+            Ok(f) => f,
+            Err(r) => {
+                self.metrics.drop_reason(r.reason());
+                self.metrics.tftp_transfer("refused");
+                warn!(client = %peer, file = %name, reason = r.reason(), "TFTP read request refused: {r}");
+                let _ = socket.send_to(&r.packet_error(), peer).await;
+                return;
+            }
+        };
+        let sock = match transfer_socket(self.address, peer) {
+            Ok(s) => s,
+            Err(e) => {
+                self.metrics.drop_reason("tftp-socket");
+                warn!(client = %peer, file = %name, "TFTP read request not served: {e:#}");
+                return;
+            }
+        };
+        let granted = packet::negotiate(&req.options, size, self.blksize_limit, MAX_WINDOW);
+        let oack = granted.oack.then(|| packet::oack(&req.options, &granted));
+        info!(
+            client = %peer, file = %name, size, blksize = granted.blksize, windowsize = granted.windowsize,
+            "TFTP read request: sending"
+        );
+        let mut session = Session::new(peer, name, size, Arc::clone(&self.metrics));
+        let (limits, active) = (self.limits, Rc::clone(&self.active));
+        active.borrow_mut().insert(peer);
+        tokio::task::spawn_local(async move {
+            transfer::run(sock, file, granted, oack, limits, &mut session).await;
+            active.borrow_mut().remove(&peer);
+        });
+    }
+}
+
+/// The transfer's own socket: a fresh port on the server's address (the transfer ID),
+/// connected to the client so the kernel drops datagrams from anyone else.
+fn transfer_socket(address: Ipv4Addr, peer: SocketAddr) -> Result<UdpSocket> {
+    let s = std::net::UdpSocket::bind(SocketAddrV4::new(address, 0)).context("binding a transfer socket")?;
+    s.connect(peer).with_context(|| format!("connecting the transfer socket to {peer}"))?;
+    s.set_nonblocking(true).context("making the transfer socket non-blocking")?;
+    UdpSocket::from_std(s).context("registering the transfer socket")
 }
 
 /// The block size limit for a link: MTU − 32 (no IP fragmentation), within RFC 2348.

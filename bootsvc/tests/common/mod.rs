@@ -5,6 +5,9 @@
 //! machine's address with `--interface`.
 #![allow(dead_code)]
 
+pub mod client;
+pub mod dhcp;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
@@ -33,13 +36,20 @@ pub struct Site {
     pub config: PathBuf,
     server: Option<ChildGuard>,
     log: PathBuf,
+    rust_log: Option<&'static str>,
 }
 
-/// Extra TOML appended to the generated config (sections given whole).
+/// How the generated site differs from the default.
 #[derive(Default)]
 pub struct Options {
     pub log_json: bool,
     pub pool: bool,
+    /// No `[admin]` section: the admin API is off.
+    pub no_admin: bool,
+    /// `RUST_LOG` for the server (default: unset, so `log.level = "info"`).
+    pub rust_log: Option<&'static str>,
+    /// TOML appended to the config (whole sections, e.g. `[security]`).
+    pub extra: String,
 }
 
 /// Fixture files only (no namespace): for `bootsvc check` tests.
@@ -65,6 +75,8 @@ pub fn write_tree(root: &Path, opts: &Options) -> PathBuf {
         ""
     };
     let format = if opts.log_json { "json" } else { "text" };
+    let admin = if opts.no_admin { "" } else { "[admin]\ntoken_file = \"admin.token\"\n" };
+    let extra = &opts.extra;
     let cfg = format!(
         r#"[listen]
 interface = "lo"
@@ -95,12 +107,12 @@ dir = "state"
 [inventory]
 dir = "machines"
 
-[admin]
-token_file = "admin.token"
-
+{admin}
 [log]
 format = "{format}"
 level = "info"
+
+{extra}
 "#
     );
     let path = root.join("bootsvc.toml");
@@ -119,7 +131,7 @@ impl Site {
             ns.ip(&["addr", "add", &format!("{a}/32"), "dev", "lo"]).unwrap();
         }
         let log = dir.path().join(format!("{}.log", unique("bootsvc")));
-        Site { dir, ns, config, server: None, log }
+        Site { dir, ns, config, server: None, log, rust_log: opts.rust_log }
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
@@ -134,11 +146,33 @@ impl Site {
         std::fs::rename(&tmp, self.path(&format!("machines/{name}.json"))).unwrap();
     }
 
-    /// Start `bootsvc serve` in the namespace and wait until it answers.
-    pub fn start(&mut self) {
+    fn serve_cmd(&self) -> Command {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
         let mut cmd = self.ns.cmd(bin());
         cmd.args(["serve", "--config"]).arg(&self.config).env_remove("RUST_LOG").stdout(Stdio::null()).stderr(log);
+        if let Some(l) = self.rust_log {
+            cmd.env("RUST_LOG", l);
+        }
+        cmd
+    }
+
+    /// Run `bootsvc serve` expecting it to refuse to start: its exit status and log.
+    pub fn start_fails(&mut self) -> (std::process::ExitStatus, String) {
+        let mut cmd = self.serve_cmd();
+        let mut child = ChildGuard::spawn("bootsvc serve", &mut cmd).unwrap();
+        let status = wait_for("bootsvc to exit", Duration::from_secs(20), || child.child.try_wait().ok().flatten())
+            .unwrap_or_else(|e| panic!("{e}:\n{}", self.logs()));
+        (status, self.logs())
+    }
+
+    /// The PID of the running server.
+    pub fn pid(&self) -> u32 {
+        self.server.as_ref().expect("bootsvc is running").pid()
+    }
+
+    /// Start `bootsvc serve` in the namespace and wait until it answers.
+    pub fn start(&mut self) {
+        let mut cmd = self.serve_cmd();
         let mut child = ChildGuard::spawn("bootsvc serve", &mut cmd).unwrap();
         let ok = wait_for("bootsvc to answer /healthz", Duration::from_secs(20), || {
             if child.check_running().is_err() {
@@ -149,6 +183,14 @@ impl Site {
         .unwrap();
         assert!(ok, "bootsvc exited early:\n{}", self.logs());
         self.server = Some(child);
+    }
+
+    /// SIGKILL the server (no chance to flush or finish anything) and reap it.
+    pub fn kill9(&mut self) {
+        if let Some(mut s) = self.server.take() {
+            s.signal(libc::SIGKILL);
+            let _ = s.child.wait();
+        }
     }
 
     /// SIGTERM the server and wait for it to exit.

@@ -1,4 +1,6 @@
-//! Opening a requested file inside the TFTP root, and nowhere else.
+//! Opening a requested file inside a served directory, and nowhere else: the TFTP root, and
+//! over HTTP the artifacts, images and TFTP directories (`http::files` adds its own, stricter
+//! rules on the name first: no hidden components, no backslashes).
 //!
 //! Two steps. First the name alone: `..` anywhere is refused, and an absolute name is
 //! accepted only when it names something under the root (`/srv/tftp/ipxe.efi` with root
@@ -19,14 +21,14 @@ use nix::errno::Errno;
 use nix::fcntl::{self, OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::Mode;
 
-/// Why a read request was refused. [`Refusal::reason`] is the metrics label.
+/// Why a request was refused. [`Refusal::reason`] is the TFTP metrics label.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
     #[error("path contains '..'")]
     Traversal,
-    #[error("absolute path outside the TFTP root")]
+    #[error("absolute path outside the served directory")]
     Absolute,
-    #[error("resolves outside the TFTP root (symlink)")]
+    #[error("resolves outside the served directory (symlink)")]
     SymlinkEscape,
     #[error("no such file")]
     NotFound,
@@ -55,17 +57,17 @@ impl Refusal {
 
     /// The TFTP error sent to the client: escapes look like "access violation", without
     /// saying more.
-    pub fn packet_error(&self) -> async_tftp::packet::Error {
-        use async_tftp::packet::Error as E;
+    pub fn packet_error(&self) -> Vec<u8> {
+        use crate::tftp::packet::{error, ErrorCode};
         match self {
-            Refusal::NotFound | Refusal::Empty | Refusal::NotAFile => E::FileNotFound,
-            Refusal::Io(_) => E::UnknownError,
-            _ => E::PermissionDenied,
+            Refusal::NotFound | Refusal::Empty | Refusal::NotAFile => error(ErrorCode::FileNotFound, "File not found"),
+            Refusal::Io(_) => error(ErrorCode::NotDefined, "Cannot read the file"),
+            _ => error(ErrorCode::AccessViolation, "Access violation"),
         }
     }
 }
 
-/// The TFTP root, opened once.
+/// A served directory, opened once.
 pub struct Jail {
     /// Canonical path of the root.
     root: PathBuf,
@@ -76,9 +78,9 @@ pub struct Jail {
 
 impl Jail {
     pub fn new(root: &Path) -> Result<Jail> {
-        let canonical = std::fs::canonicalize(root).with_context(|| format!("TFTP root {}", root.display()))?;
+        let canonical = std::fs::canonicalize(root).with_context(|| format!("served directory {}", root.display()))?;
         let dir = fcntl::open(&canonical, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
-            .with_context(|| format!("TFTP root {}: opening the directory", canonical.display()))?;
+            .with_context(|| format!("served directory {}: opening it", canonical.display()))?;
         Ok(Jail { root: canonical, configured: root.to_path_buf(), dir })
     }
 

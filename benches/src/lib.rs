@@ -1,0 +1,28 @@
+//! osie's benchmarks: load generators for the three netboot protocols and the harness that
+//! sets osie beside the tools operators would otherwise run (dnsmasq, kea-dhcp4, tftpd-hpa,
+//! nginx, coreos-installer, `curl | zstd | dd`) and writes `BENCHMARKS.md`.
+//!
+//! Load generators (libraries, reused by other load tests):
+//! - [`dhcp`]: many machines' DISCOVER → OFFER → REQUEST → ACK over one socket.
+//! - [`tftp`]: a read client with blksize, tsize and windowsize.
+//! - [`http`]: a GET client.
+//! - [`storm`]: machines booting at once: DHCP, then TFTP, then HTTP, each machine on its
+//!   own timeline.
+//!
+//! Harness: [`servers`] (each server under test in a network namespace), [`measure`]
+//! (CPU time of processes and threads, rusage of commands), [`suites`] (one per item of
+//! the report), [`report`] (the JSON results → `BENCHMARKS.md`), [`machine`] (what the
+//! figures were measured on).
+
+pub mod cli;
+pub mod dhcp;
+pub mod fanout;
+pub mod http;
+pub mod machine;
+pub mod measure;
+pub mod report;
+pub mod servers;
+pub mod sock;
+pub mod stats;
+pub mod suites;
+pub mod tftp;

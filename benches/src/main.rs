@@ -1,0 +1,52 @@
+//! `osie-bench`: run the benchmark suites and write `BENCHMARKS.md` (`scripts/bench` is the
+//! front door), or drive a server by hand with one of the load generators.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(version, about = "osie's benchmarks and load generators")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run benchmark suites (as root), write build/bench/<item>.json, regenerate BENCHMARKS.md.
+    Run(osie_bench::cli::RunArgs),
+    /// Regenerate BENCHMARKS.md from the JSON results in build/bench/.
+    Report {
+        /// Workspace root.
+        #[arg(long, default_value = ".")]
+        root: PathBuf,
+        /// Results directory (default <root>/build/bench).
+        #[arg(long)]
+        results: Option<PathBuf>,
+        /// Where to write (default <root>/BENCHMARKS.md).
+        #[arg(long)]
+        to: Option<PathBuf>,
+    },
+    /// DHCP load: many machines' DISCOVER → OFFER → REQUEST → ACK; prints a JSON report.
+    DhcpLoad(osie_bench::cli::DhcpLoadArgs),
+    /// TFTP load: concurrent read transfers of one file; prints a JSON report.
+    TftpLoad(osie_bench::cli::TftpLoadArgs),
+    /// HTTP load: concurrent GETs of one path; prints a JSON report.
+    HttpLoad(osie_bench::cli::HttpLoadArgs),
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Run(a) => osie_bench::cli::run(a),
+        Cmd::Report { root, results, to } => {
+            let results = results.unwrap_or_else(|| root.join("build/bench"));
+            let to = to.unwrap_or_else(|| root.join("BENCHMARKS.md"));
+            osie_bench::report::write_from(&root, &results, &to).map(|p| eprintln!("wrote {}", p.display()))
+        }
+        Cmd::DhcpLoad(a) => osie_bench::cli::dhcp_load(a),
+        Cmd::TftpLoad(a) => osie_bench::cli::tftp_load(a),
+        Cmd::HttpLoad(a) => osie_bench::cli::http_load(a),
+    }
+}

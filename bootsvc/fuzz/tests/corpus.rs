@@ -1,0 +1,44 @@
+//! Replays every kept input (`corpus/<target>/*`) through its target without libFuzzer, so
+//! the properties are checked on every test run, on stable Rust, in seconds:
+//! `cargo test --manifest-path bootsvc/fuzz/Cargo.toml`.
+
+use std::path::Path;
+
+fn replay(target: &str, run: fn(&[u8])) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus").join(target);
+    let mut n = 0;
+    for f in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let path = f.unwrap().path();
+        let data = std::fs::read(&path).unwrap();
+        let r = std::panic::catch_unwind(|| run(&data));
+        assert!(r.is_ok(), "{target}: {} fails", path.display());
+        n += 1;
+    }
+    assert!(n > 0, "{target}: empty corpus in {}", dir.display());
+    eprintln!("{target}: {n} inputs pass");
+}
+
+#[test]
+fn dhcp() {
+    replay("dhcp", bootsvc_fuzz::targets::dhcp::run);
+}
+
+#[test]
+fn tftp() {
+    replay("tftp", bootsvc_fuzz::targets::tftp::run);
+}
+
+#[test]
+fn api_json() {
+    replay("api_json", bootsvc_fuzz::targets::api_json::run);
+}
+
+#[test]
+fn inventory() {
+    replay("inventory", bootsvc_fuzz::targets::inventory::run);
+}
+
+#[test]
+fn ipxe() {
+    replay("ipxe", bootsvc_fuzz::targets::ipxe::run);
+}
