@@ -46,11 +46,23 @@ pub struct RunArgs {
     /// Wait at most this many minutes per item, then run anyway (the report shows the load).
     #[arg(long, default_value_t = 60)]
     max_wait_minutes: u64,
+    /// Only cases whose name contains this, e.g. "50MB × 1," or "(b)" (for investigating;
+    /// results go to build/bench/partial unless --out is given).
+    #[arg(long)]
+    only: Option<String>,
 }
 
 pub fn run(a: RunArgs) -> Result<()> {
     let root = std::fs::canonicalize(&a.root).with_context(|| format!("workspace root {}", a.root.display()))?;
-    let out = a.out.unwrap_or_else(|| root.join(if a.quick { "build/bench/quick" } else { "build/bench" }));
+    // Smoke and partial runs keep their results apart from the full run's.
+    let partial = a.quick || a.only.is_some();
+    let out = a.out.unwrap_or_else(|| {
+        root.join(match (a.quick, a.only.is_some()) {
+            (true, _) => "build/bench/quick",
+            (false, true) => "build/bench/partial",
+            _ => "build/bench",
+        })
+    });
     // Configurations written for the servers name paths in it: make it absolute.
     let out = std::path::absolute(&out).with_context(|| format!("results directory {}", out.display()))?;
     let ctx = Ctx {
@@ -67,6 +79,7 @@ pub fn run(a: RunArgs) -> Result<()> {
         quick: a.quick,
         max_load: a.max_load.or(if a.quick { None } else { Some(1.5) }).filter(|l| *l > 0.0),
         max_wait: Duration::from_secs(a.max_wait_minutes * 60),
+        only: a.only.clone(),
         root,
     };
     let items: Vec<&str> = if a.items.iter().any(|i| i == "all") {
@@ -103,8 +116,8 @@ pub fn run(a: RunArgs) -> Result<()> {
     m.versions = crate::report::tool_versions(&ctx);
     std::fs::write(ctx.out.join("machine.json"), serde_json::to_string_pretty(&m)?)?;
     if !a.no_report {
-        // Smoke runs report next to their results, never over the repository's file.
-        let p = if ctx.quick {
+        // Smoke and partial runs report next to their results, never over the repository's.
+        let p = if partial {
             crate::report::write_from(&ctx.root, &ctx.out, &ctx.out.join("BENCHMARKS.md"))?
         } else {
             crate::report::write(&ctx.root)?

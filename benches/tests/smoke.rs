@@ -42,6 +42,7 @@ fn quick_suites_run_against_every_server_and_report() {
         quick: true,
         max_load: None,
         max_wait: std::time::Duration::ZERO,
+        only: None,
     };
     let started = std::time::Instant::now();
     let dhcp = suites::run_suite(&ctx, "dhcp", suites::dhcp::run).unwrap();
