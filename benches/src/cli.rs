@@ -253,3 +253,73 @@ pub fn http_load(a: HttpLoadArgs) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())
 }
+
+#[derive(Args)]
+pub struct StormArgs {
+    /// The machines' interface (run inside the clients' network namespace).
+    #[arg(long)]
+    interface: String,
+    #[arg(long, default_value_t = 500)]
+    machines: u32,
+    /// Machines booting at the same time.
+    #[arg(long, default_value_t = 500)]
+    window: usize,
+    /// Option 93 (0 BIOS → undionly.kpxe over TFTP, 7 UEFI → ipxe.efi).
+    #[arg(long, default_value_t = 0)]
+    arch: u16,
+    /// Boot as iPXE (option 77): DHCP answers with the script's URL.
+    #[arg(long)]
+    ipxe: bool,
+    /// Skip fetching the DHCP boot file over TFTP.
+    #[arg(long)]
+    no_tftp: bool,
+    #[arg(long, default_value_t = 1468)]
+    blksize: u16,
+    #[arg(long, default_value_t = 1)]
+    windowsize: u16,
+    /// HTTP server (ip:port) for --http-path.
+    #[arg(long)]
+    http_server: Option<SocketAddrV4>,
+    /// Paths to GET after TFTP, in order; `{mac}` is the machine's MAC. Repeatable.
+    #[arg(long)]
+    http_path: Vec<String>,
+    /// Send TFTP and HTTP from each machine's leased address (put them on the interface first).
+    #[arg(long)]
+    from_lease: bool,
+    /// DHCP: seconds before a message is sent again, and how many times.
+    #[arg(long, default_value_t = 1.0)]
+    timeout: f64,
+    #[arg(long, default_value_t = 4)]
+    retries: u32,
+}
+
+pub fn storm(a: StormArgs) -> Result<()> {
+    let mut cfg = ClientConfig::broadcast(&a.interface);
+    cfg.timeout = Duration::from_secs_f64(a.timeout);
+    cfg.retries = a.retries;
+    let spec = crate::storm::StormSpec {
+        machines: (0..a.machines)
+            .map(|n| Identity { mac: dhcp::packet::nth_mac(n), arch: a.arch, ipxe: a.ipxe })
+            .collect(),
+        window: a.window,
+        tftp: (!a.no_tftp).then(|| crate::tftp::FetchOptions {
+            blksize: Some(a.blksize),
+            windowsize: Some(a.windowsize),
+            ..crate::tftp::FetchOptions::default()
+        }),
+        http_server: a.http_server,
+        http_paths: a.http_path,
+        from_lease: a.from_lease,
+        http_timeout: Duration::from_secs(600),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let report = rt.block_on(async move {
+        let client = Arc::new(DhcpClient::bind(cfg)?);
+        anyhow::Ok(crate::storm::run(client, spec).await)
+    })?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    if report.failed > 0 {
+        bail!("{} of {} machines did not boot: {:?}", report.failed, report.machines, report.errors);
+    }
+    Ok(())
+}
