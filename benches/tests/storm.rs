@@ -81,3 +81,48 @@ fn twenty_machines_boot_at_once() {
     let log = std::fs::read_to_string(&srv.log).unwrap();
     assert!(log.contains("TFTP transfer complete"), "{log}");
 }
+
+/// The generator as a relay agent (giaddr 192.0.2.2): answers come back unicast to it, and
+/// every machine gets its reservation, every time.
+#[test]
+fn relayed_load_gets_every_reservation() {
+    if !require_root("storm_relay") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let lab = Lab::new(dir.path()).unwrap();
+    let res = servers::reservations(30).unwrap();
+    let mut srv =
+        lab.bootsvc(&common::bootsvc(), &BootsvcOptions { reservations: res.clone(), ..Default::default() }).unwrap();
+    let expect: Vec<_> = res.iter().map(|r| r.ip).collect();
+    let report = lab
+        .pair
+        .client
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(async move {
+                let mut cfg = ClientConfig::relay(servers::CLIENT_IP, SERVER_IP);
+                cfg.timeout = Duration::from_millis(500);
+                cfg.retries = 20; // bootsvc may still be starting
+                let client = Arc::new(DhcpClient::bind(cfg)?);
+                let spec = osie_bench::dhcp::LoadSpec {
+                    clients: (0..30).map(|i| Identity { mac: packet::nth_mac(i), arch: 7, ipxe: false }).collect(),
+                    window: 8,
+                    warmup: Duration::ZERO,
+                    duration: Duration::from_secs(30),
+                    max_exchanges: Some(90),
+                    expect,
+                };
+                anyhow::Ok(osie_bench::dhcp::load::run(client, spec).await)
+            })
+        })
+        .join()
+        .unwrap()
+        .unwrap();
+    srv.check_running().unwrap();
+    assert!(report.exchanges >= 90, "{report:?}\n{}", srv.log_tail(20));
+    assert_eq!(report.wrong_addresses, 0);
+    assert!(report.stable_addresses);
+    assert_eq!(report.distinct_addresses, 30);
+    assert!(report.latency.p99_us > 0.0);
+}
