@@ -2,16 +2,20 @@
 //! command ([`cli`]: `installer install …`, `write-image`, `disks`) that tests and operators
 //! drive against any block device.
 //!
-//! One module per concern. The boot side: [`init`] (PID-1 duties). The install side:
-//! [`install`] (the whole flow from metadata to a finished disk), [`metadata`], [`disk`]
-//! (enumerate, select, wipe), [`image`] (streaming, the heart, built from the [`io`]
-//! adapters), [`gpt`], [`cloudinit`], and [`report`] (events).
+//! One module per concern. The boot side: [`init`] (orchestration of one boot), [`pid1`]
+//! (mounts, console, reaping, failure), [`modules`] (kernel modules and coldplug), [`net`]
+//! (netlink, DHCP, static addressing), [`hardware`] (inventory), [`finish`] (reboot,
+//! poweroff, kexec). The install side: [`install`] (the whole flow from metadata to a
+//! finished disk), [`metadata`], [`disk`] (enumerate, select, wipe), [`image`] (streaming,
+//! the heart, built from the [`io`] adapters), [`gpt`], [`cloudinit`], and [`report`] (events).
 
 pub mod backoff;
 pub mod cli;
 pub mod cloudinit;
 pub mod disk;
+pub mod finish;
 pub mod gpt;
+pub mod hardware;
 pub mod http;
 pub mod image;
 pub mod init;
@@ -19,6 +23,9 @@ pub mod install;
 pub mod io;
 pub mod logging;
 pub mod metadata;
+pub mod modules;
+pub mod net;
+pub mod pid1;
 pub mod random;
 pub mod report;
 pub mod target;
