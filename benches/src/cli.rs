@@ -46,11 +46,23 @@ pub struct RunArgs {
     /// Wait at most this many minutes per item, then run anyway (the report shows the load).
     #[arg(long, default_value_t = 60)]
     max_wait_minutes: u64,
+    /// Only cases whose name contains this, e.g. "50MB × 1," or "(b)" (for investigating;
+    /// results go to build/bench/partial unless --out is given).
+    #[arg(long)]
+    only: Option<String>,
 }
 
 pub fn run(a: RunArgs) -> Result<()> {
     let root = std::fs::canonicalize(&a.root).with_context(|| format!("workspace root {}", a.root.display()))?;
-    let out = a.out.unwrap_or_else(|| root.join(if a.quick { "build/bench/quick" } else { "build/bench" }));
+    // Smoke and partial runs keep their results apart from the full run's.
+    let partial = a.quick || a.only.is_some();
+    let out = a.out.unwrap_or_else(|| {
+        root.join(match (a.quick, a.only.is_some()) {
+            (true, _) => "build/bench/quick",
+            (false, true) => "build/bench/partial",
+            _ => "build/bench",
+        })
+    });
     // Configurations written for the servers name paths in it: make it absolute.
     let out = std::path::absolute(&out).with_context(|| format!("results directory {}", out.display()))?;
     let ctx = Ctx {
@@ -67,6 +79,7 @@ pub fn run(a: RunArgs) -> Result<()> {
         quick: a.quick,
         max_load: a.max_load.or(if a.quick { None } else { Some(1.5) }).filter(|l| *l > 0.0),
         max_wait: Duration::from_secs(a.max_wait_minutes * 60),
+        only: a.only.clone(),
         root,
     };
     let items: Vec<&str> = if a.items.iter().any(|i| i == "all") {
@@ -103,8 +116,8 @@ pub fn run(a: RunArgs) -> Result<()> {
     m.versions = crate::report::tool_versions(&ctx);
     std::fs::write(ctx.out.join("machine.json"), serde_json::to_string_pretty(&m)?)?;
     if !a.no_report {
-        // Smoke runs report next to their results, never over the repository's file.
-        let p = if ctx.quick {
+        // Smoke and partial runs report next to their results, never over the repository's.
+        let p = if partial {
             crate::report::write_from(&ctx.root, &ctx.out, &ctx.out.join("BENCHMARKS.md"))?
         } else {
             crate::report::write(&ctx.root)?
@@ -238,5 +251,75 @@ pub fn http_load(a: HttpLoadArgs) -> Result<()> {
         async move { crate::http::get(server, &path, None, &[], Duration::from_secs(600), None).await.map(|g| g.bytes) }
     }));
     println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct StormArgs {
+    /// The machines' interface (run inside the clients' network namespace).
+    #[arg(long)]
+    interface: String,
+    #[arg(long, default_value_t = 500)]
+    machines: u32,
+    /// Machines booting at the same time.
+    #[arg(long, default_value_t = 500)]
+    window: usize,
+    /// Option 93 (0 BIOS → undionly.kpxe over TFTP, 7 UEFI → ipxe.efi).
+    #[arg(long, default_value_t = 0)]
+    arch: u16,
+    /// Boot as iPXE (option 77): DHCP answers with the script's URL.
+    #[arg(long)]
+    ipxe: bool,
+    /// Skip fetching the DHCP boot file over TFTP.
+    #[arg(long)]
+    no_tftp: bool,
+    #[arg(long, default_value_t = 1468)]
+    blksize: u16,
+    #[arg(long, default_value_t = 1)]
+    windowsize: u16,
+    /// HTTP server (ip:port) for --http-path.
+    #[arg(long)]
+    http_server: Option<SocketAddrV4>,
+    /// Paths to GET after TFTP, in order; `{mac}` is the machine's MAC. Repeatable.
+    #[arg(long)]
+    http_path: Vec<String>,
+    /// Send TFTP and HTTP from each machine's leased address (put them on the interface first).
+    #[arg(long)]
+    from_lease: bool,
+    /// DHCP: seconds before a message is sent again, and how many times.
+    #[arg(long, default_value_t = 1.0)]
+    timeout: f64,
+    #[arg(long, default_value_t = 4)]
+    retries: u32,
+}
+
+pub fn storm(a: StormArgs) -> Result<()> {
+    let mut cfg = ClientConfig::broadcast(&a.interface);
+    cfg.timeout = Duration::from_secs_f64(a.timeout);
+    cfg.retries = a.retries;
+    let spec = crate::storm::StormSpec {
+        machines: (0..a.machines)
+            .map(|n| Identity { mac: dhcp::packet::nth_mac(n), arch: a.arch, ipxe: a.ipxe })
+            .collect(),
+        window: a.window,
+        tftp: (!a.no_tftp).then(|| crate::tftp::FetchOptions {
+            blksize: Some(a.blksize),
+            windowsize: Some(a.windowsize),
+            ..crate::tftp::FetchOptions::default()
+        }),
+        http_server: a.http_server,
+        http_paths: a.http_path,
+        from_lease: a.from_lease,
+        http_timeout: Duration::from_secs(600),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let report = rt.block_on(async move {
+        let client = Arc::new(DhcpClient::bind(cfg)?);
+        anyhow::Ok(crate::storm::run(client, spec).await)
+    })?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    if report.failed > 0 {
+        bail!("{} of {} machines did not boot: {:?}", report.failed, report.machines, report.errors);
+    }
     Ok(())
 }

@@ -24,5 +24,6 @@ pub mod report;
 pub mod servers;
 pub mod sock;
 pub mod stats;
+pub mod storm;
 pub mod suites;
 pub mod tftp;

@@ -35,6 +35,8 @@ enum Cmd {
     TftpLoad(osie_bench::cli::TftpLoadArgs),
     /// HTTP load: concurrent GETs of one path; prints a JSON report.
     HttpLoad(osie_bench::cli::HttpLoadArgs),
+    /// Machines booting at once: DHCP, TFTP boot file, HTTP downloads; prints a JSON report.
+    Storm(osie_bench::cli::StormArgs),
 }
 
 fn main() -> Result<()> {
@@ -48,5 +50,6 @@ fn main() -> Result<()> {
         Cmd::DhcpLoad(a) => osie_bench::cli::dhcp_load(a),
         Cmd::TftpLoad(a) => osie_bench::cli::tftp_load(a),
         Cmd::HttpLoad(a) => osie_bench::cli::http_load(a),
+        Cmd::Storm(a) => osie_bench::cli::storm(a),
     }
 }

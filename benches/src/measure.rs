@@ -43,15 +43,17 @@ fn ticks() -> f64 {
     }
 }
 
-/// CPU time of process `pid` (all its threads) so far; `None` once it is gone.
+/// CPU time of process `pid` (all its threads, and its children that exited and were
+/// reaped: tftpd-hpa forks one per transfer) so far; `None` once it is gone.
 pub fn pid_cpu(pid: i32) -> Option<Cpu> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name (which may hold spaces) are space-separated; utime and
-    // stime are fields 14 and 15, i.e. 12th and 13th after the closing parenthesis.
+    // Fields after the command name (which may hold spaces) are space-separated; utime,
+    // stime, cutime, cstime are fields 14–17, i.e. the 12th–15th after the parenthesis.
     let rest = &stat[stat.rfind(')')? + 2..];
     let f: Vec<&str> = rest.split_whitespace().collect();
     let t = ticks();
-    Some(Cpu { user: f.get(11)?.parse::<f64>().ok()? / t, sys: f.get(12)?.parse::<f64>().ok()? / t })
+    let n = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).map(|v| v / t);
+    Some(Cpu { user: n(11)? + n(13)?, sys: n(12)? + n(14)? })
 }
 
 /// CPU time of every process now in the network namespace `ns` (`ip netns pids`): a server

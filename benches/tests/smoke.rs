@@ -5,23 +5,13 @@
 //! a table row per tool. Keeps `scripts/bench` from rotting without running it in CI.
 //! Items needing the release installer, coreos-installer or QEMU are not part of it.
 
-use std::path::PathBuf;
-use std::process::Command;
+mod common;
 
+use std::path::PathBuf;
+
+use common::bootsvc;
 use osie_bench::suites::{self, Ctx};
 use osie_testkit::{require_root, require_tools};
-
-/// bootsvc's binary from this workspace (debug is fine: no figures are kept).
-fn bootsvc() -> PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let st = Command::new(cargo).args(["build", "-q", "-p", "bootsvc", "--bin", "bootsvc"]).status().unwrap();
-    assert!(st.success(), "building bootsvc");
-    // target/debug/deps/smoke-… → target/debug/bootsvc
-    let exe = std::env::current_exe().unwrap();
-    let p = exe.parent().unwrap().parent().unwrap().join("bootsvc");
-    assert!(p.is_file(), "{} missing", p.display());
-    p
-}
 
 #[test]
 fn quick_suites_run_against_every_server_and_report() {
@@ -42,6 +32,7 @@ fn quick_suites_run_against_every_server_and_report() {
         quick: true,
         max_load: None,
         max_wait: std::time::Duration::ZERO,
+        only: None,
     };
     let started = std::time::Instant::now();
     let dhcp = suites::run_suite(&ctx, "dhcp", suites::dhcp::run).unwrap();

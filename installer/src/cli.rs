@@ -174,7 +174,7 @@ fn run(cli: Cli) -> Result<()> {
             target.reread_partitions()?;
             let secs = out.elapsed.as_secs_f64();
             tracing::info!(
-                "wrote {} bytes ({} written, {} zeroed) from {} downloaded in {secs:.2} s ({:.0} MB/s); sha256 {} ok; {} resumes, {} restarts",
+                "wrote {} bytes ({} written, {} zeroed) from {} downloaded in {secs:.2} s ({:.0} MB/s); sha256 {} ok; {} resumes, {} restarts; {}",
                 out.raw_bytes,
                 out.bytes_written,
                 out.bytes_zeroed,
@@ -182,7 +182,8 @@ fn run(cli: Cli) -> Result<()> {
                 out.raw_bytes as f64 / secs / 1e6,
                 out.sha256,
                 out.resumes,
-                out.restarts
+                out.restarts,
+                out.timings.describe(out.elapsed)
             );
             Ok(())
         }

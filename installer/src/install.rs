@@ -116,12 +116,13 @@ pub fn run_with(req: &InstallRequest, reporter: &Reporter, opts: &Options) -> Re
     reporter.event(
         Phase::ImageVerified,
         format!(
-            "sha256 {} ok; {} bytes in {secs:.1} s ({:.0} MB/s); {} resumes, {} restarts",
+            "sha256 {} ok; {} bytes in {secs:.1} s ({:.0} MB/s); {} resumes, {} restarts; {}",
             out.sha256,
             out.raw_bytes,
             out.raw_bytes as f64 / secs / 1e6,
             out.resumes,
-            out.restarts
+            out.restarts,
+            out.timings.describe(out.elapsed)
         ),
     );
 

@@ -62,6 +62,9 @@ pub fn run(ctx: &Ctx, out: &mut SuiteResult) -> Result<()> {
         let mut srv = start(ctx, &lab, which, &res)?;
         wait_ready(&lab, &res).with_context(|| format!("{} did not answer: {}", which.name(), srv.log_tail(20)))?;
         for &window in windows {
+            if !ctx.wants(&format!("window {window}")) {
+                continue;
+            }
             let mut rec =
                 Record::new("dhcp", &format!("window {window}"), which.name(), matches!(which, Which::Bootsvc));
             rec.commands.push(srv.command.clone());
@@ -85,7 +88,7 @@ pub fn run(ctx: &Ctx, out: &mut SuiteResult) -> Result<()> {
             eprintln!("   window {window}: {ex:.0} exchanges/s, p99 {:.0} µs", rec.median("p99_us").unwrap_or(0.0));
             out.records.push(rec);
         }
-        if !ctx.quick {
+        if !ctx.quick && ctx.only.is_none() {
             // System calls per exchange, under strace (slow: counts only).
             let n = 2000u64;
             let trace = dir.join(format!("strace-{}.txt", which.name().replace(' ', "_")));

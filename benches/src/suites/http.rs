@@ -56,6 +56,9 @@ pub fn run(ctx: &Ctx, out: &mut SuiteResult) -> Result<()> {
         let path = which.path(file);
         wait_ready(&lab, &path, size).with_context(|| format!("{}: {}", which.name(), srv.log_tail(20)))?;
         for &c in conns {
+            if !ctx.wants(&format!("{} MB file, {c} connection(s)", size / 1_000_000)) {
+                continue;
+            }
             let mut rec = Record::new(
                 "http",
                 &format!("{} MB file, {c} connection(s)", size / 1_000_000),
@@ -103,7 +106,7 @@ pub fn run(ctx: &Ctx, out: &mut SuiteResult) -> Result<()> {
             eprintln!("   {c} conn: {:.0} MB/s", rec.median("mb_per_sec").unwrap_or(0.0));
             out.records.push(rec);
         }
-        if !ctx.quick {
+        if !ctx.quick && ctx.only.is_none() {
             let trace = dir.join(format!("strace-{}.txt", which.name()));
             let n = 5usize;
             let (r, counts) = measure::syscall_counts(srv.pid(), &trace, || {

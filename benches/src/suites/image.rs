@@ -90,7 +90,7 @@ pub fn run(ctx: &Ctx, out: &mut SuiteResult) -> Result<()> {
     std::fs::write(shim.join("udevadm"), "#!/bin/sh\n# osie-bench: no udevd here; nothing to settle.\nexit 0\n")?;
     osie_testkit::netns::run(Command::new("chmod").arg("755").arg(shim.join("udevadm")))?;
     let base = format!("http://127.0.0.1:{PORT}");
-    for input in &inputs {
+    for input in inputs.iter().filter(|i| ctx.wants(&i.label)) {
         for tool in [Tool::Installer, Tool::Pipeline, Tool::Coreos, Tool::Dd] {
             let mut rec = Record::new("image", &input.label, tool.name(), tool == Tool::Installer);
             let cmd_text = command_text(ctx, tool, input, &base, &inputs_dir, &dev);

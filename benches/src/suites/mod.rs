@@ -38,9 +38,16 @@ pub struct Ctx {
     pub max_load: Option<f64>,
     /// …at most this long.
     pub max_wait: std::time::Duration,
+    /// Only the cases whose name contains this (investigations; the report notes it).
+    pub only: Option<String>,
 }
 
 impl Ctx {
+    /// Whether the case named `case` is to run.
+    pub fn wants(&self, case: &str) -> bool {
+        self.only.as_deref().is_none_or(|o| case.contains(o))
+    }
+
     /// A scratch directory for one suite, emptied first.
     pub fn scratch(&self, name: &str) -> Result<PathBuf> {
         let d = self.work.join(name);

@@ -112,6 +112,9 @@ pub fn run(ctx: &Ctx, out: &mut SuiteResult) -> Result<()> {
             for &n in concurrency {
                 for client in CLIENTS {
                     let case = format!("{file} × {n}, {}", client.name);
+                    if !ctx.wants(&case) {
+                        continue;
+                    }
                     let mut rec = Record::new("tftp", &case, which.name(), which == Which::Bootsvc);
                     rec.commands.push(srv.command.clone());
                     rec.commands.push(format!("{n} × {}", client.command_text(file)));
@@ -154,7 +157,7 @@ pub fn run(ctx: &Ctx, out: &mut SuiteResult) -> Result<()> {
                 }
             }
         }
-        if !ctx.quick {
+        if !ctx.quick && ctx.only.is_none() {
             let (file, size) = files.last().cloned().unwrap_or_default();
             let trace = dir.join(format!("strace-{}.txt", which.name()));
             let client = CLIENTS[0];

@@ -6,13 +6,14 @@
 //!   escape), shared with the HTTP file routes.
 //! - [`transfer`]: one transfer on its own socket; counted and logged when it ends.
 //!
-//! The server runs on its own thread with a single-threaded tokio runtime: requests arrive
-//! on port 69, each accepted one gets a socket of its own connected to the client and a
-//! task on that thread. Everything a transfer does per window is a `sendmmsg`, a `recv` and
-//! now and then a `pread` of 64 KiB, with no hand-off between threads: one core drives
-//! hundreds of transfers, and a burst of them never competes with DHCP and HTTP on the
-//! main runtime's threads. Dropping [`TftpServer::run`]'s future stops the thread and every
-//! transfer in it.
+//! The server runs on threads of its own, each with a single-threaded tokio runtime: the
+//! request loop (`tftp`) reads port 69, and each accepted request gets a socket of its own
+//! connected to the client and becomes a task on one of the workers (`tftp-N`, one per
+//! core up to 4, round robin). Everything a transfer does per window is a `sendmmsg`, a
+//! `recv` and now and then a `pread` of 64 KiB, with no hand-off between threads: a core
+//! drives hundreds of transfers, and a burst of them never queues behind DHCP and HTTP on
+//! the main runtime's threads. Dropping [`TftpServer::run`]'s future stops the threads and
+//! every transfer in them.
 //!
 //! Abandoned transfers: a client that sends ERROR (UEFI does this after reading `tsize`
 //! from the OACK) ends its transfer at once; one that simply goes away is dropped after
@@ -27,22 +28,23 @@
 pub mod packet;
 pub mod transfer;
 
-use std::cell::RefCell;
+use std::cell::Cell;
 use std::collections::HashSet;
+use std::fs::File;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::Path;
-use std::rc::Rc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::config::Config;
 use crate::jail::Jail;
 use crate::metrics::Metrics;
-use packet::ErrorCode;
+use packet::{ErrorCode, Granted};
 use transfer::{Limits, Session};
 
 pub const TFTP_PORT: u16 = 69;
@@ -116,8 +118,12 @@ impl TftpServer {
             "TFTP serving"
         );
         let (address, limits, blksize_limit, metrics) = (self.address, self.limits, self.blksize_limit, self.metrics);
+        let active: Active = Arc::default();
+        let workers =
+            (0..worker_count()).map(|n| spawn_worker(n, limits, Arc::clone(&active))).collect::<Result<Vec<_>>>()?;
 
-        // Dropping `_stop` (when this future is dropped) ends the thread's serve loop.
+        // Dropping `_stop` (when this future is dropped) ends the request loop; its workers'
+        // queues close with it and they stop too, dropping their transfers.
         let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (done_tx, done) = tokio::sync::oneshot::channel::<Result<()>>();
         std::thread::Builder::new()
@@ -128,9 +134,9 @@ impl TftpServer {
                         .enable_all()
                         .build()
                         .context("TFTP: starting its runtime")?;
-                    let local = tokio::task::LocalSet::new();
-                    local.block_on(&rt, async move {
-                        let server = Server { jail, address, limits, blksize_limit, metrics, active: Rc::default() };
+                    rt.block_on(async move {
+                        let server =
+                            Server { jail, address, blksize_limit, metrics, active, workers, next: Cell::new(0) };
                         let socket = UdpSocket::from_std(socket).context("TFTP: registering the socket")?;
                         tokio::select! {
                             r = server.serve(socket) => r,
@@ -145,15 +151,63 @@ impl TftpServer {
     }
 }
 
-/// The request loop's state, on the TFTP thread.
+/// Clients with a transfer running: a retransmitted request is not a second transfer.
+type Active = Arc<Mutex<HashSet<SocketAddr>>>;
+
+/// Threads running transfers: one per core, at most 4 (a transfer costs a few µs of CPU per
+/// window; more threads would only contend with DHCP and HTTP).
+fn worker_count() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4)
+}
+
+/// An accepted request, handed to a worker.
+struct Job {
+    socket: std::net::UdpSocket,
+    file: File,
+    granted: Granted,
+    oack: Option<Vec<u8>>,
+    session: Session,
+}
+
+/// A thread with a single-threaded runtime running the transfers it is sent, each a task;
+/// it ends when the request loop drops the sending side.
+fn spawn_worker(n: usize, limits: Limits, active: Active) -> Result<mpsc::UnboundedSender<Job>> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("TFTP: starting a runtime")?;
+    std::thread::Builder::new()
+        .name(format!("tftp-{n}"))
+        .spawn(move || {
+            let local = tokio::task::LocalSet::new();
+            local.block_on(&rt, async move {
+                while let Some(job) = rx.recv().await {
+                    let active = Arc::clone(&active);
+                    tokio::task::spawn_local(async move {
+                        let Job { socket, file, granted, oack, mut session } = job;
+                        let peer = session.client;
+                        match UdpSocket::from_std(socket) {
+                            Ok(sock) => transfer::run(sock, file, granted, oack, limits, &mut session).await,
+                            Err(e) => warn!(client = %peer, "TFTP: registering a transfer socket failed: {e}"),
+                        }
+                        drop(session);
+                        active.lock().unwrap_or_else(|e| e.into_inner()).remove(&peer);
+                    });
+                }
+            });
+        })
+        .context("TFTP: starting a worker thread")?;
+    Ok(tx)
+}
+
+/// The request loop's state, on the `tftp` thread.
 struct Server {
     jail: Arc<Jail>,
     address: Ipv4Addr,
-    limits: Limits,
     blksize_limit: u16,
     metrics: Arc<Metrics>,
-    /// Clients with a transfer running: a retransmitted request is not a second transfer.
-    active: Rc<RefCell<HashSet<SocketAddr>>>,
+    active: Active,
+    workers: Vec<mpsc::UnboundedSender<Job>>,
+    /// Round robin over the workers.
+    next: Cell<usize>,
 }
 
 impl Server {
@@ -192,11 +246,15 @@ impl Server {
             let _ = socket.send_to(&packet::error(ErrorCode::IllegalOperation, "Read-only server"), peer).await;
             return;
         }
-        if self.active.borrow().contains(&peer) {
+        let running = {
+            let active = self.active.lock().unwrap_or_else(|e| e.into_inner());
+            (active.contains(&peer), active.len())
+        };
+        if running.0 {
             debug!(client = %peer, file = %name, "TFTP: repeated request of a running transfer ignored");
             return;
         }
-        if self.active.borrow().len() >= MAX_TRANSFERS {
+        if running.1 >= MAX_TRANSFERS {
             self.metrics.drop_reason("tftp-busy");
             warn!(client = %peer, file = %name, reason = "tftp-busy", "TFTP read request refused: {MAX_TRANSFERS} transfers running");
             let _ = socket.send_to(&packet::error(ErrorCode::NotDefined, "Server busy, try again"), peer).await;
@@ -226,23 +284,25 @@ impl Server {
             client = %peer, file = %name, size, blksize = granted.blksize, windowsize = granted.windowsize,
             "TFTP read request: sending"
         );
-        let mut session = Session::new(peer, name, size, Arc::clone(&self.metrics));
-        let (limits, active) = (self.limits, Rc::clone(&self.active));
-        active.borrow_mut().insert(peer);
-        tokio::task::spawn_local(async move {
-            transfer::run(sock, file, granted, oack, limits, &mut session).await;
-            active.borrow_mut().remove(&peer);
-        });
+        let session = Session::new(peer, name, size, Arc::clone(&self.metrics));
+        self.active.lock().unwrap_or_else(|e| e.into_inner()).insert(peer);
+        let n = self.next.get();
+        self.next.set((n + 1) % self.workers.len());
+        if let Err(e) = self.workers[n].send(Job { socket: sock, file, granted, oack, session }) {
+            // Only while stopping: the worker is gone; the job (and its session) is dropped.
+            drop(e);
+            self.active.lock().unwrap_or_else(|e| e.into_inner()).remove(&peer);
+        }
     }
 }
 
 /// The transfer's own socket: a fresh port on the server's address (the transfer ID),
 /// connected to the client so the kernel drops datagrams from anyone else.
-fn transfer_socket(address: Ipv4Addr, peer: SocketAddr) -> Result<UdpSocket> {
+fn transfer_socket(address: Ipv4Addr, peer: SocketAddr) -> Result<std::net::UdpSocket> {
     let s = std::net::UdpSocket::bind(SocketAddrV4::new(address, 0)).context("binding a transfer socket")?;
     s.connect(peer).with_context(|| format!("connecting the transfer socket to {peer}"))?;
     s.set_nonblocking(true).context("making the transfer socket non-blocking")?;
-    UdpSocket::from_std(s).context("registering the transfer socket")
+    Ok(s)
 }
 
 /// The block size limit for a link: MTU − 32 (no IP fragmentation), within RFC 2348.

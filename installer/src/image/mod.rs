@@ -23,6 +23,7 @@ pub mod fetch;
 mod pipeline;
 pub mod progress;
 pub mod sink;
+pub mod timing;
 
 use std::time::{Duration, Instant};
 
@@ -101,6 +102,8 @@ pub struct Outcome {
     pub resumes: u32,
     pub restarts: u32,
     pub elapsed: Duration,
+    /// Where the last attempt's time went, per stage.
+    pub timings: timing::Timings,
 }
 
 /// Stream the image onto `target`, verify it, then write its first MiB and fsync.

@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 use super::fetch::{Download, Restart};
 use super::progress::Meter;
 use super::sink::Sink;
+use super::timing::{Busy, StageTime, Timings};
 use super::{hex, ImageSpec, Outcome, Tuning};
 use crate::io::aligned::AlignedBuf;
 use crate::io::chunks::{ChunkReader, Msg};
@@ -126,7 +127,12 @@ pub(super) fn run(
             return Err(e);
         }
         match (download, format, sunk, hash_download.or(hash_raw)) {
-            (Some(resumes), Some(format), Some((head, written, zeroed)), Some(digest)) => Ok((
+            (
+                Some((resumes, t_download)),
+                Some((format, t_decode)),
+                Some(((head, written, zeroed), t_sink)),
+                Some((digest, t_hash)),
+            ) => Ok((
                 Outcome {
                     format: Some(format),
                     downloaded: downloaded.load(Ordering::Relaxed),
@@ -135,6 +141,7 @@ pub(super) fn run(
                     bytes_zeroed: zeroed,
                     sha256: hex(&digest),
                     resumes,
+                    timings: Timings { download: t_download, hash: t_hash, decode: t_decode, sink: t_sink },
                     ..Default::default()
                 },
                 head,
@@ -181,34 +188,36 @@ fn download_stage(
     chunk: usize,
     depth: usize,
     counter: &AtomicU64,
-) -> StageResult<u32> {
+) -> StageResult<(u32, StageTime)> {
     let mut pool = Pool::new(chunk, depth + 2);
+    let mut busy = Busy::start();
     loop {
         let mut b = pool.get();
-        let end = fill(&mut dl, &mut b).map_err(from_io)?;
+        let end = busy.time(|| fill(&mut dl, &mut b)).map_err(from_io)?;
         counter.fetch_add(b.len() as u64, Ordering::Relaxed);
         if !b.is_empty() {
             send(&tx, Msg::Data(b))?;
         }
         if end {
             send(&tx, Msg::End)?;
-            return Ok(dl.resumes);
+            return Ok((dl.resumes, busy.finish()));
         }
     }
 }
 
 /// sha256 of everything passing through, on its own core.
-fn hash_stage(rx: Receiver<Msg>, tx: SyncSender<Msg>) -> StageResult<[u8; 32]> {
+fn hash_stage(rx: Receiver<Msg>, tx: SyncSender<Msg>) -> StageResult<([u8; 32], StageTime)> {
     let mut h = Sha256::new();
+    let mut busy = Busy::start();
     loop {
         match rx.recv() {
             Ok(Msg::Data(b)) => {
-                h.update(&b[..]);
+                busy.time(|| h.update(&b[..]));
                 send(&tx, Msg::Data(b))?;
             }
             Ok(Msg::End) => {
                 send(&tx, Msg::End)?;
-                return Ok(h.finalize().into());
+                return Ok((h.finalize().into(), busy.finish()));
             }
             Err(_) => return Err(StageError::Pipe),
         }
@@ -221,7 +230,8 @@ fn decode_stage(
     format: ImageFormat,
     chunk: usize,
     depth: usize,
-) -> StageResult<ImageFormat> {
+) -> StageResult<(ImageFormat, StageTime)> {
+    let busy = Busy::start();
     let mut src = ChunkReader::new(rx);
     let format = match format {
         ImageFormat::Auto => sniff(src.fill_buf().context("reading the image's first bytes")?),
@@ -256,22 +266,26 @@ fn decode_stage(
         return Err(anyhow!("{extra} bytes follow the end of the {} stream", format_name(format)).into());
     }
     send(&tx, Msg::End)?;
-    Ok(format)
+    Ok((format, busy.finish_cpu()))
 }
 
-fn sink_stage(rx: Receiver<Msg>, target: &Target, counter: &AtomicU64) -> StageResult<(AlignedBuf, u64, u64)> {
+type Sunk = (AlignedBuf, u64, u64);
+
+fn sink_stage(rx: Receiver<Msg>, target: &Target, counter: &AtomicU64) -> StageResult<(Sunk, StageTime)> {
     let mut sink = Sink::new(target);
+    let mut busy = Busy::start();
     loop {
         match rx.recv() {
             Ok(Msg::Data(b)) => {
-                sink.push(&b)?;
+                busy.time(|| sink.push(&b))?;
                 counter.store(sink.pos(), Ordering::Relaxed);
             }
             Ok(Msg::End) => break,
             Err(_) => return Err(StageError::Pipe),
         }
     }
-    Ok(sink.finish()?)
+    let sunk = busy.time(|| sink.finish())?;
+    Ok((sunk, busy.finish()))
 }
 
 pub fn format_name(f: ImageFormat) -> &'static str {
