@@ -318,10 +318,13 @@ mod tests {
             "{s}"
         );
         // A phase no run measured shows a dash, not a zero.
-        assert!(s.contains("| installed → DHCP after the reboot (no boot file) | — | — |"), "{s}");
+        assert!(s.contains("| installed → DHCP ack after the reboot (no boot file) | — | — |"), "{s}");
         assert!(s.contains("| disk wiped (old signatures) (disk-selected → disk-wiped) | 0.25 s (0.25–0.25) |"), "{s}");
         // Medians: disk 55%, CPU 70%, network 10%: the CPU is the busiest.
-        assert!(s.contains("| CPU: decompress + sha256 | 70% (40–75) (decompress 60% (30–65), sha256 10% (10–10)) |"), "{s}");
+        assert!(
+            s.contains("| CPU: decompress + sha256 | 70% (40–75) (decompress 60% (30–65), sha256 10% (10–10)) |"),
+            "{s}"
+        );
         assert!(
             s.contains("What limits the image phase: the CPU (decompress + sha256 on the one vCPU), busy 70%"),
             "{s}"

@@ -14,6 +14,8 @@ use osie_qemu_tests::timeline::{Mark, Step, Timeline};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Milestone {
     PowerOn,
+    /// bootsvc's first DHCP offer to the iPXE ROM.
+    IpxeOffer,
     /// bootsvc acked the iPXE ROM's DHCP request with the script URL.
     IpxeDhcp,
     /// iPXE fetched its script (`/boot/<mac>.ipxe`, kind installer).
@@ -21,10 +23,12 @@ pub enum Milestone {
     /// The initramfs was served (the kernel is fetched first).
     KernelInitrd,
     Event(Phase),
-    /// After `installed`: the first DHCP answer without a boot file (netboot cleared).
+    /// After `installed`: the first DHCP ack without a boot file (netboot cleared).
     RebootDhcp,
     /// The installed OS's kernel banner on the console.
     OsKernel,
+    /// After the OS's kernel: the first DHCP ack (the OS's own client).
+    OsDhcp,
     /// The user-data's marker on the console (cloud-init runcmd).
     UserData,
 }
@@ -34,6 +38,7 @@ impl Milestone {
     pub fn key(self) -> &'static str {
         match self {
             Milestone::PowerOn => "power_on",
+            Milestone::IpxeOffer => "ipxe_offer",
             Milestone::IpxeDhcp => "ipxe_dhcp",
             Milestone::Script => "script",
             Milestone::KernelInitrd => "kernel_initrd",
@@ -46,29 +51,37 @@ impl Milestone {
             Milestone::Event(_) => "other_event",
             Milestone::RebootDhcp => "reboot_dhcp",
             Milestone::OsKernel => "os_kernel",
+            Milestone::OsDhcp => "os_dhcp",
             Milestone::UserData => "user_data",
         }
     }
 
     /// When the milestone was reached, since power-on; `None` when it never was.
     pub fn at(self, t: &Timeline) -> Option<Duration> {
-        let ack_to_ipxe = |m: &Mark| {
+        let to_ipxe = |m: &Mark, reply: &str| {
             m.dhcp
                 .as_ref()
-                .is_some_and(|d| d.class == "ipxe" && d.boot_file.is_some() && d.reply.as_deref() == Some("ack"))
+                .is_some_and(|d| d.class == "ipxe" && d.boot_file.is_some() && d.reply.as_deref() == Some(reply))
         };
+        let ack = |m: &Mark| m.dhcp.as_ref().is_some_and(|d| d.reply.as_deref() == Some("ack"));
         let console = |label: &str| t.first(|m| m.step == Step::Console && m.label == label).map(|m| m.at);
         match self {
             Milestone::PowerOn => Some(Duration::ZERO),
-            Milestone::IpxeDhcp => t.first(ack_to_ipxe).map(|m| m.at),
+            Milestone::IpxeOffer => t.first(|m| to_ipxe(m, "offer")).map(|m| m.at),
+            Milestone::IpxeDhcp => t.first(|m| to_ipxe(m, "ack")).map(|m| m.at),
             Milestone::Script => t.first(|m| m.step == Step::Script && m.detail == "kind installer").map(|m| m.at),
             Milestone::KernelInitrd => t.first(|m| m.step == Step::Initrd).map(|m| m.at),
             Milestone::Event(p) => t.event(p).map(|m| m.at),
             Milestone::RebootDhcp => {
                 let installed = t.event(Phase::Installed)?;
-                t.first_after(installed, |m| m.dhcp.as_ref().is_some_and(|d| d.boot_file.is_none())).map(|m| m.at)
+                t.first_after(installed, |m| ack(m) && m.dhcp.as_ref().is_some_and(|d| d.boot_file.is_none()))
+                    .map(|m| m.at)
             }
             Milestone::OsKernel => console(OS_KERNEL),
+            Milestone::OsDhcp => {
+                let kernel = t.first(|m| m.step == Step::Console && m.label == OS_KERNEL)?;
+                t.first_after(kernel, ack).map(|m| m.at)
+            }
             Milestone::UserData => console(USER_DATA),
         }
     }
@@ -85,14 +98,22 @@ pub struct PhaseSpec {
 
 /// The phases of a BIOS provisioning run (SeaBIOS + QEMU's iPXE NIC ROM), in order; each
 /// starts where the previous one ends, so their durations add up to the total.
-pub const PHASES: [PhaseSpec; 12] = [
+pub const PHASES: [PhaseSpec; 14] = [
     PhaseSpec {
-        key: "firmware_dhcp",
-        name: "power-on → iPXE's DHCP answered (script URL)",
+        key: "firmware_offer",
+        name: "power-on → first DHCP offer to iPXE",
         from: Milestone::PowerOn,
+        to: Milestone::IpxeOffer,
+        limit: "SeaBIOS POST and the iPXE ROM's start and link-up under TCG; bootsvc answers a DISCOVER in well \
+                under a millisecond (item 2)",
+    },
+    PhaseSpec {
+        key: "ipxe_dhcp",
+        name: "offer → ack with the script URL",
+        from: Milestone::IpxeOffer,
         to: Milestone::IpxeDhcp,
-        limit: "SeaBIOS POST and the iPXE ROM's start, link-up and DHCP (DISCOVER waits) under TCG; bootsvc \
-                answers in well under a millisecond (item 2)",
+        limit: "iPXE's DHCP: it keeps collecting offers (ProxyDHCP) for a while after the first before it sends \
+                its REQUEST; bootsvc acks at once",
     },
     PhaseSpec {
         key: "script",
@@ -147,10 +168,10 @@ pub const PHASES: [PhaseSpec; 12] = [
     },
     PhaseSpec {
         key: "reboot_dhcp",
-        name: "installed → DHCP after the reboot (no boot file)",
+        name: "installed → DHCP ack after the reboot (no boot file)",
         from: Milestone::Event(Phase::Installed),
         to: Milestone::RebootDhcp,
-        limit: "the reboot: SeaBIOS POST and the iPXE ROM's DHCP again under TCG",
+        limit: "the reboot: SeaBIOS POST and the iPXE ROM's DHCP again under TCG (with its wait for more offers)",
     },
     PhaseSpec {
         key: "os_kernel",
@@ -160,11 +181,19 @@ pub const PHASES: [PhaseSpec; 12] = [
         limit: "iPXE giving up on the network, SeaBIOS booting the disk, GRUB loading the OS's kernel (TCG)",
     },
     PhaseSpec {
-        key: "os_boot",
-        name: "OS kernel → cloud-init ran the user-data",
+        key: "os_dhcp",
+        name: "OS kernel → the OS's own DHCP ack",
         from: Milestone::OsKernel,
+        to: Milestone::OsDhcp,
+        limit: "the Debian cloud image's kernel and early userspace under TCG (emulated CPU): systemd up to the \
+                network (cloud-init's local stage first)",
+    },
+    PhaseSpec {
+        key: "os_boot",
+        name: "OS's DHCP → cloud-init ran the user-data",
+        from: Milestone::OsDhcp,
         to: Milestone::UserData,
-        limit: "the Debian cloud image's boot under TCG: systemd and cloud-init's stages (emulated CPU)",
+        limit: "cloud-init's network, config and final stages under TCG (Python on the emulated CPU), runcmd",
     },
     PhaseSpec {
         key: "phone_home",
@@ -257,8 +286,11 @@ mod tests {
             ev(52_000, Phase::Installed),
             // The installer's own DHCP (no arch) came before `installed`: not the reboot's.
             dhcp(30_000, "ack", "plain", None),
+            dhcp(58_000, "offer", "ipxe", None),
             dhcp(60_000, "ack", "ipxe", None),
             mark(84_000, Step::Console, OS_KERNEL, "Linux version 6.1.0-cloud-amd64"),
+            dhcp(120_000, "offer", "plain", None),
+            dhcp(121_000, "ack", "plain", None),
             mark(170_000, Step::Console, USER_DATA, "osie-e2e x user-data ran: 42"),
             ev(172_500, Phase::FirstBoot),
         ];
@@ -271,18 +303,21 @@ mod tests {
     fn phases_are_the_gaps_between_milestones() {
         let f = figures(&whole_run());
         let get = |k: &str| f.get(k).copied().unwrap_or_else(|| panic!("no {k} in {f:?}"));
-        // The ack, not the offer, ends the firmware's DHCP.
+        // The offer ends the firmware's start, the ack iPXE's DHCP.
+        assert_eq!(get("firmware_offer_s"), 2.5);
         assert_eq!(get("at_ipxe_dhcp_s"), 3.1);
-        assert_eq!(get("firmware_dhcp_s"), 3.1);
+        assert!((get("ipxe_dhcp_s") - 0.6).abs() < 1e-9);
         assert!((get("script_s") - 12.9).abs() < 1e-9);
         assert!((get("kernel_initrd_s") - 3.4).abs() < 1e-9);
         assert!((get("installer_boot_s") - 11.6).abs() < 1e-9);
         assert!((get("image_s") - 19.0).abs() < 1e-9);
-        // The reboot's DHCP is the first one without a boot file after `installed`.
+        // The reboot's DHCP is the first ack without a boot file after `installed`.
         assert_eq!(get("at_reboot_dhcp_s"), 60.0);
         assert_eq!(get("reboot_dhcp_s"), 8.0);
         assert_eq!(get("os_kernel_s"), 24.0);
-        assert_eq!(get("os_boot_s"), 86.0);
+        // The OS's DHCP is the first ack after its kernel, not the installer's before it.
+        assert_eq!(get("os_dhcp_s"), 37.0);
+        assert_eq!(get("os_boot_s"), 49.0);
         assert_eq!(get("phone_home_s"), 2.5);
         assert_eq!(get("total_s"), 172.5);
         // The phases tile the run: their sum is the total.
@@ -301,6 +336,6 @@ mod tests {
         for k in ["finish_s", "reboot_dhcp_s", "os_boot_s", "total_s", "at_installed_s"] {
             assert!(!f.contains_key(k), "{k} in {f:?}");
         }
-        assert_eq!(missing(&t), ["installed", "reboot_dhcp", "os_kernel", "user_data", "first_boot"]);
+        assert_eq!(missing(&t), ["installed", "reboot_dhcp", "os_kernel", "os_dhcp", "user_data", "first_boot"]);
     }
 }
