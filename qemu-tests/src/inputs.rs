@@ -39,7 +39,16 @@ pub struct Inputs {
 impl Inputs {
     /// Everything, or an error naming the first missing input and what makes it.
     pub fn locate() -> Result<Inputs> {
-        let build = build_dir();
+        Inputs::at(&build_dir(), bootsvc_binary()?)
+    }
+
+    /// Everything, from the build directory `build` and the bootsvc binary given (for
+    /// harnesses that know their own, such as the benchmarks' release build).
+    pub fn at(build: &Path, bootsvc: PathBuf) -> Result<Inputs> {
+        let build = build.to_path_buf();
+        if !bootsvc.is_file() {
+            bail!("no bootsvc binary at {} (cargo build -p bootsvc makes it)", bootsvc.display());
+        }
         for (f, by) in Self::files(&build) {
             if !f.exists() {
                 bail!("{} is missing ({by} makes it)", f.display());
@@ -50,7 +59,6 @@ impl Inputs {
                 bail!("{f} is missing (scripts/setup installs the ovmf package)");
             }
         }
-        let bootsvc = bootsvc_binary()?;
         let manifest_path = build.join("images").join(format!("{IMAGE}.json"));
         let text =
             std::fs::read_to_string(&manifest_path).with_context(|| format!("reading {}", manifest_path.display()))?;
