@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use common::{client, Options, Site, TOKEN};
 use osie_api::MacAddr;
-use osie_testkit::{require_root, require_tools, unique, Netns};
+use osie_testkit::{require_root, require_tools};
 
 const ROUNDS: u64 = 20;
 const MACHINES: usize = 6;
@@ -264,19 +264,8 @@ fn acknowledged_leases_survive_kill_9() {
     const PER_ROUND: u64 = 4;
     let started = Instant::now();
     let mut site = Site::new(Options { pool: true, ..Default::default() });
-    let client_ns = Netns::new().unwrap();
-    let (srv_if, cli_if) = (unique("sv"), unique("cv"));
-    site.ns.ip(&["link", "add", &srv_if, "type", "veth", "peer", "name", &cli_if, "netns", client_ns.name()]).unwrap();
-    site.ns.ip(&["addr", "add", "192.0.2.1/24", "dev", &srv_if]).unwrap();
-    site.ns.ip(&["link", "set", &srv_if, "up"]).unwrap();
-    client_ns.ip(&["link", "set", &cli_if, "up"]).unwrap();
-    let cfg = std::fs::read_to_string(&site.config).unwrap();
-    let cfg = cfg.replace("interface = \"lo\"", &format!("interface = \"{srv_if}\"")).replacen(
-        "enabled = false",
-        "enabled = true",
-        1,
-    );
-    std::fs::write(&site.config, cfg).unwrap();
+    let (client_ns, srv_if, cli_if) = site.segment(None);
+    site.serve_on(&srv_if, false);
     let macs: Vec<MacAddr> = (0..ROUNDS * PER_ROUND).map(|i| MacAddr::new([2, 0, 0, 0, 0x0d, i as u8])).collect();
     for (i, m) in macs.iter().enumerate() {
         site.machine(

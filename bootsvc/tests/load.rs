@@ -115,23 +115,14 @@ fn five_hundred_machines_boot_at_once() {
         return;
     }
     let mut site = Site::new(Options::default());
-    let client = Netns::new().unwrap();
-    let (srv_if, cli_if) = (unique("sv"), unique("cv"));
-    site.ns.ip(&["link", "add", &srv_if, "type", "veth", "peer", "name", &cli_if, "netns", client.name()]).unwrap();
-    site.ns.ip(&["addr", "add", "192.0.2.1/24", "dev", &srv_if]).unwrap();
-    site.ns.ip(&["link", "set", &srv_if, "up"]).unwrap();
+    let (client, srv_if, cli_if) = site.segment(None);
     site.ns.ip(&["route", "add", "198.51.100.0/24", "dev", &srv_if]).unwrap();
-    client.ip(&["link", "set", &cli_if, "up"]).unwrap();
     // Each machine's address on the client side, so it can talk from it after its DHCP.
     let batch = site.path("addrs.batch");
     let lines: String = (0..MACHINES).map(|i| format!("addr add {}/32 dev {cli_if}\n", addr(i))).collect();
     std::fs::write(&batch, lines + "route add 192.0.2.0/24 dev " + &cli_if + "\n").unwrap();
     client.ip(&["-batch", batch.to_str().unwrap()]).unwrap();
-    let cfg = std::fs::read_to_string(&site.config).unwrap();
-    let cfg = cfg
-        .replace("interface = \"lo\"", &format!("interface = \"{srv_if}\""))
-        .replace("enabled = false", "enabled = true");
-    std::fs::write(&site.config, cfg).unwrap();
+    site.serve_on(&srv_if, true);
     for i in 0..MACHINES {
         let prefix_gw = if i < 249 { "24,\"gateway\":\"192.0.2.1\"" } else { "24" };
         site.machine(

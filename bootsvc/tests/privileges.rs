@@ -8,7 +8,7 @@ mod net;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
 use common::{Options, Site, CLIENTS};
-use osie_testkit::{require_root, require_tools, unique, Netns};
+use osie_testkit::{require_root, require_tools};
 
 const MAC: &str = "02:00:00:00:5f:01";
 
@@ -56,18 +56,8 @@ fn switches_to_the_configured_user_after_binding() {
     let mut site = Site::new(Options { extra: "[security]\nuser = \"nobody\"\n".into(), ..Default::default() });
     open_up(&site);
     // DHCP and TFTP on (ports 67, 69) on a veth to a client namespace.
-    let client = Netns::new().unwrap();
-    let (srv_if, cli_if) = (unique("sv"), unique("cv"));
-    site.ns.ip(&["link", "add", &srv_if, "type", "veth", "peer", "name", &cli_if, "netns", client.name()]).unwrap();
-    site.ns.ip(&["addr", "add", "192.0.2.1/24", "dev", &srv_if]).unwrap();
-    site.ns.ip(&["link", "set", &srv_if, "up"]).unwrap();
-    client.ip(&["link", "set", &cli_if, "address", MAC]).unwrap();
-    client.ip(&["link", "set", &cli_if, "up"]).unwrap();
-    let cfg = std::fs::read_to_string(&site.config).unwrap();
-    let cfg = cfg
-        .replace("interface = \"lo\"", &format!("interface = \"{srv_if}\""))
-        .replace("enabled = false", "enabled = true");
-    std::fs::write(&site.config, cfg).unwrap();
+    let (client, srv_if, cli_if) = site.segment(Some(MAC));
+    site.serve_on(&srv_if, true);
     site.machine(
         "m",
         &format!(

@@ -138,6 +138,35 @@ impl Site {
         self.dir.path().join(rel)
     }
 
+    /// A machine's segment: a veth from the site's namespace (its end 192.0.2.1/24) to a new
+    /// client namespace, both ends up, the client's end with `mac` when given. Returns the
+    /// client namespace and the server's and client's interface names.
+    pub fn segment(&self, mac: Option<&str>) -> (Netns, String, String) {
+        let client = Netns::new().unwrap();
+        let (srv_if, cli_if) = (unique("sv"), unique("cv"));
+        self.ns.ip(&["link", "add", &srv_if, "type", "veth", "peer", "name", &cli_if, "netns", client.name()]).unwrap();
+        self.ns.ip(&["addr", "add", "192.0.2.1/24", "dev", &srv_if]).unwrap();
+        self.ns.ip(&["link", "set", &srv_if, "up"]).unwrap();
+        if let Some(mac) = mac {
+            client.ip(&["link", "set", &cli_if, "address", mac]).unwrap();
+        }
+        client.ip(&["link", "set", &cli_if, "up"]).unwrap();
+        (client, srv_if, cli_if)
+    }
+
+    /// Serve DHCP on `iface` (instead of `lo`), and TFTP too when `tftp`.
+    pub fn serve_on(&self, iface: &str, tftp: bool) {
+        let cfg = std::fs::read_to_string(&self.config).unwrap();
+        let cfg = cfg.replace("interface = \"lo\"", &format!("interface = \"{iface}\""));
+        // [dhcp]'s `enabled` comes first in the generated config, [tftp]'s second.
+        let cfg = if tftp {
+            cfg.replace("enabled = false", "enabled = true")
+        } else {
+            cfg.replacen("enabled = false", "enabled = true", 1)
+        };
+        std::fs::write(&self.config, cfg).unwrap();
+    }
+
     /// Write `machines/<name>.json`.
     pub fn machine(&self, name: &str, json: &str) {
         // Write then rename: the reload poll never sees half a file.
