@@ -50,7 +50,7 @@ fn udhcpc_gets_its_reservation_and_the_boot_file_for_its_class() {
         return;
     };
 
-    // A plain client names no architecture: BIOS, undionly.kpxe over TFTP.
+    // A plain client (an OS's DHCP) gets its reservation and no boot file.
     let env = udhcpc(&pair.client, &pair.client_if, dir.path(), &[]).unwrap();
     let v = |k: &str| env_value(&env, k);
     assert_eq!(v("ip").as_deref(), Some("192.0.2.10"), "{env}");
@@ -60,10 +60,15 @@ fn udhcpc_gets_its_reservation_and_the_boot_file_for_its_class() {
     assert_eq!(v("dns").as_deref().map(str::trim), Some("192.0.2.53 198.51.100.53"));
     assert_eq!(v("hostname").as_deref(), Some("node-0a"));
     assert_eq!(v("serverid").as_deref(), Some("192.0.2.1"));
-    assert_eq!(v("siaddr").as_deref(), Some("192.0.2.1"));
     assert_eq!(v("lease").as_deref(), Some("600"));
-    assert_eq!(v("boot_file").as_deref(), Some("undionly.kpxe"), "BOOTP file field");
-    assert_eq!(v("bootfile").as_deref(), Some("undionly.kpxe"), "option 67");
+    assert_eq!(v("boot_file"), None, "BOOTP file field: {env}");
+    assert_eq!(v("bootfile"), None, "option 67: {env}");
+
+    // The same client saying it is BIOS PXE (option 60 PXEClient, no option 93): undionly.kpxe.
+    let env = udhcpc(&pair.client, &pair.client_if, dir.path(), &["-V", "PXEClient"]).unwrap();
+    assert_eq!(env_value(&env, "boot_file").as_deref(), Some("undionly.kpxe"), "BOOTP file field: {env}");
+    assert_eq!(env_value(&env, "bootfile").as_deref(), Some("undionly.kpxe"), "option 67: {env}");
+    assert_eq!(env_value(&env, "siaddr").as_deref(), Some("192.0.2.1"), "next server: {env}");
 
     // The same client saying it is UEFI x64 PXE (option 93 = 7, option 60 PXEClient).
     let env = udhcpc(
@@ -83,8 +88,8 @@ fn udhcpc_gets_its_reservation_and_the_boot_file_for_its_class() {
         "{env}"
     );
 
-    assert_eq!(replies(&m, "offer"), 3.0);
-    assert_eq!(replies(&m, "ack"), 3.0);
+    assert_eq!(replies(&m, "offer"), 4.0);
+    assert_eq!(replies(&m, "ack"), 4.0);
 }
 
 #[test]
@@ -102,7 +107,7 @@ fn dhclient_gets_its_reservation() {
     assert_eq!(v("new_domain_name_servers").as_deref(), Some("192.0.2.53 198.51.100.53"));
     assert_eq!(v("new_host_name").as_deref(), Some("node-0b"));
     assert_eq!(v("new_dhcp_server_identifier").as_deref(), Some("192.0.2.1"));
-    assert_eq!(v("new_filename").as_deref(), Some("undionly.kpxe"), "BOOTP file field");
+    assert_eq!(v("new_filename"), None, "an OS's DHCP client gets no boot file: {env}");
     assert_eq!(replies(&m, "ack"), 1.0);
 }
 

@@ -164,6 +164,10 @@ fn inform_gets_configuration_without_an_address() {
     assert_eq!((kind, yiaddr, dest), ("inform-ack", Ipv4Addr::UNSPECIFIED, SocketAddrV4::new(ip(100), 68)));
     assert_eq!(o.get(code::LEASE_TIME), None, "no lease for INFORM (RFC 2131 3.4)");
     assert_eq!(o.get(code::SUBNET_MASK), Some(&[255, 255, 255, 0][..]));
+    assert_eq!(o.get(code::BOOTFILE), None, "an OS's DHCP client gets no boot file");
+    // From PXE firmware (vendor class PXEClient), the boot file for its class.
+    let pxe = pkt("02:00:00:00:cc:01", INFORM, ip(100), &[(code::CLASS_ID, b"PXEClient")]);
+    let (_, _, _, o) = sent(&w.send(&pxe, 1));
     assert_eq!(o.get(code::BOOTFILE), Some(&b"undionly.kpxe\0"[..]));
 }
 

@@ -211,9 +211,13 @@ fn five_hundred_machines_boot_at_once() {
     // Bounded: well under what the box has, and flat across waves (nothing kept per request).
     assert!(hwm < 256 * 1024, "bootsvc peaked at {hwm} kB");
     // The first wave grows the allocator's arenas (glibc keeps freed memory for reuse);
-    // later waves reuse it: what is left after each must not keep climbing.
+    // later waves reuse it: what is left after each must not keep climbing. Alone a wave
+    // adds 5–7 MiB at the third wave and less later (the 8-wave run in RELIABILITY.md levels
+    // off near 100 MiB); beside the rest of the suite, on two cores, more is in flight at
+    // once and a wave has added over 12 MiB. 24 MiB is 48 KiB per machine: a buffer kept
+    // per transfer or connection still fails here.
     let growth = after[waves - 1].0.saturating_sub(after[waves - 2].0);
-    assert!(growth < 12 * 1024, "RSS grew {growth} kB between the last two waves: {after:?}");
+    assert!(growth < 24 * 1024, "RSS grew {growth} kB between the last two waves: {after:?}");
     for (_, n) in &after {
         assert!(*n <= fds0, "descriptors leaked: {n} open after a wave, {fds0} before");
     }

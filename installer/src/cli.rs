@@ -165,8 +165,11 @@ fn run(cli: Cli) -> Result<()> {
                 raw_size,
             };
             let target = Target::open(&disk)?;
-            let tuning =
-                Tuning { progress_every: Duration::from_secs_f64(progress_every.max(0.1)), ..Tuning::default() };
+            let tuning = Tuning {
+                progress_every: Duration::from_secs_f64(progress_every.max(0.1)),
+                timeouts: http.timeouts(),
+                ..Tuning::default()
+            };
             let client = http.client()?;
             let out = image::stream(&client, &spec, &target, &tuning, &|p| {
                 tracing::info!("image: {}", progress::describe(p));

@@ -31,6 +31,11 @@ impl Default for HttpConfig {
 }
 
 impl HttpConfig {
+    /// The timeouts, for the image download's own HTTP reader.
+    pub fn timeouts(&self) -> crate::image::plain::Timeouts {
+        crate::image::plain::Timeouts { connect: self.connect_timeout, read: self.read_timeout }
+    }
+
     pub fn client(&self) -> Result<Client> {
         let mut b = Client::builder()
             .timeout(self.read_timeout)

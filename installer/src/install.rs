@@ -107,7 +107,8 @@ pub fn run_with(req: &InstallRequest, reporter: &Reporter, opts: &Options) -> Re
         (Target::open(&d.path)?, None)
     };
 
-    let out = image::stream(&client, &spec, &target, &opts.tuning, &|p| {
+    let tuning = image::Tuning { timeouts: opts.http.timeouts(), ..opts.tuning.clone() };
+    let out = image::stream(&client, &spec, &target, &tuning, &|p| {
         tracing::info!("image: {}", progress::describe(p));
         reporter.progress(Phase::ImageStreaming, p, progress::describe(p));
     })

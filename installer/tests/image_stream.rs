@@ -48,16 +48,23 @@ fn streams_byte_for_byte_in_every_format() {
     let mut gz = flate2_gz(&raw);
     let xz = xz(&raw);
     srv.put("/i.zst", File::new(zstd(&raw), "z1"));
+    // Frames that do not line up with the MiB segments the writer zeroes or holds back.
+    srv.put("/frames.zst", File::new(zstd_frames(&raw, 3 * MIB as usize + 4096 + 17), "z2"));
     srv.put("/i.gz", File::new(std::mem::take(&mut gz), "g1"));
     srv.put("/i.xz", File::new(xz, "x1"));
     srv.put("/i.raw", File::new(raw.clone(), "r1"));
     let raw_sha = sha256_hex(&raw);
-    for (path, of_raw) in [("/i.zst", false), ("/i.gz", false), ("/i.xz", true), ("/i.raw", false)] {
+    for (path, of_raw) in
+        [("/i.zst", false), ("/frames.zst", true), ("/i.gz", false), ("/i.xz", true), ("/i.raw", false)]
+    {
         let body = srv.state.lock().unwrap().files[path].body.clone();
         let sha = if of_raw { raw_sha.clone() } else { sha256_hex(&body) };
         let extra: &[&str] = if of_raw { &["--checksum-of", "raw"] } else { &[] };
         let (ok, log) = write_image(&srv.url(path), &sha, &dev.path, extra);
         assert!(ok, "{path}: {log}");
+        if path == "/frames.zst" {
+            assert!(log.contains("decoded 8 zstd frame(s)"), "{path}: not decoded frame by frame:\n{log}");
+        }
         // Eight whole zero MiBs (1, 4, … 22) go out as zero runs; the 1000 zero bytes at
         // MiB 8 are written as data.
         assert!(log.contains(", 8388608 zeroed)"), "{path}: {log}");
@@ -103,12 +110,22 @@ fn corrupt_and_truncated_images_fail_and_leave_the_first_mib_blank() {
     srv.put("/corrupt.zst", File::new(corrupt, "c"));
     // Cut short: the server's Content-Length agrees, so only the decoder and sizes can tell.
     srv.put("/short.zst", File::new(z[..z.len() * 2 / 3].to_vec(), "s"));
+    // The same in frames, each with a checksum: the frame's decoder catches it.
+    let zf = zstd_frames(&raw, 4 * MIB as usize);
+    let frames_sha = sha256_hex(&zf);
+    let mut corrupt = zf.clone();
+    let (third, mib) = (zstd_frames(&raw[..8 * MIB as usize], 4 * MIB as usize).len(), MIB as usize);
+    corrupt[third + zstd_frames(&raw[8 * mib..12 * mib], 4 * mib).len() / 2] ^= 0x40;
+    srv.put("/corrupt-frames.zst", File::new(corrupt, "cf"));
+    srv.put("/short-frames.zst", File::new(zf[..zf.len() * 2 / 3].to_vec(), "sf"));
     // Raw and cut short, with the metadata's raw size.
     srv.put("/short.raw", File::new(raw[..raw.len() - 3 * MIB as usize].to_vec(), "r"));
 
     for (path, sha, extra, want) in [
         ("/corrupt.zst", good_sha.as_str(), &[][..], "sha256"),
         ("/short.zst", good_sha.as_str(), &[][..], "zstd"),
+        ("/corrupt-frames.zst", frames_sha.as_str(), &[][..], "zstd frame 2 at byte"),
+        ("/short-frames.zst", frames_sha.as_str(), &[][..], "zstd"),
         ("/short.raw", &sha256_hex(&raw)[..], &["--raw-size", "16777216", "--checksum-of", "raw"][..], "16777216"),
     ] {
         // The disk held a bootable-looking first MiB before.
@@ -228,12 +245,17 @@ fn an_image_larger_than_the_disk_stops_cleanly() {
     let dev = loopdev(dir.path(), 16 * MIB, 512);
     let srv = Server::start();
     srv.put("/i.zst", File::new(zstd(&raw), "a"));
+    srv.put("/frames.zst", File::new(zstd_frames(&raw, 2 * MIB as usize), "b"));
+    // No raw size given: the writer finds out mid-stream and the pipeline winds down, with
+    // frame decoders busy ahead of it or without.
+    for path in ["/i.zst", "/frames.zst"] {
+        let body = srv.state.lock().unwrap().files[path].body.clone();
+        let (ok, log) = write_image(&srv.url(path), &sha256_hex(&body), &dev.path, &[]);
+        assert!(!ok, "{path}");
+        assert!(log.contains("larger than") && log.contains(&dev.path.display().to_string()), "{path}: {log}");
+        assert!(read_dev(&dev.path, 0, MIB).iter().all(|&b| b == 0), "{path}: first MiB blank");
+    }
     let body = srv.state.lock().unwrap().files["/i.zst"].body.clone();
-    // No raw size given: the writer finds out mid-stream and the pipeline winds down.
-    let (ok, log) = write_image(&srv.url("/i.zst"), &sha256_hex(&body), &dev.path, &[]);
-    assert!(!ok);
-    assert!(log.contains("larger than") && log.contains(&dev.path.display().to_string()), "{log}");
-    assert!(read_dev(&dev.path, 0, MIB).iter().all(|&b| b == 0), "first MiB blank");
     // Given up front, it is refused before anything is written.
     let (ok, log) = write_image(&srv.url("/i.zst"), &sha256_hex(&body), &dev.path, &["--raw-size", "41943040"]);
     assert!(!ok && log.contains("does not fit"), "{log}");

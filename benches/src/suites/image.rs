@@ -7,7 +7,8 @@
 //! (a) the Debian image from `images/` (mostly zeros),
 //! (b) 1 GiB of pseudo-random bytes (incompressible; zstd'd all the same),
 //! (c) 4 GiB ext4 filesystem holding ~3 GiB of real files copied from this machine's /usr.
-//! Compressed like `images/build` does: `zstd -9 --long=27 -T0`.
+//! Compressed like `images/build` does: `images/pack` (zstd -9 in independent 32 MiB frames,
+//! one ordinary .zst file that every tool here reads).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -20,7 +21,8 @@ use super::{Ctx, Record, SuiteResult};
 use crate::measure::{self, Ran};
 use osie_testkit::{ChildGuard, LoopDev, Netns};
 
-const ZSTD_ARGS: [&str; 4] = ["-9", "--long=27", "-T0", "-q"];
+/// How (b) and (c) are compressed; a cached input made otherwise is made again.
+const PACKING: &str = "images/pack --level 9 --frame-mib 32";
 const PORT: u16 = 8080;
 
 /// An image as the tools are given it.
@@ -35,6 +37,9 @@ pub struct Input {
     pub raw_sha256: String,
     /// The uncompressed file, in the served directory (for `dd`).
     pub raw: String,
+    /// How the zstd file was made ([`PACKING`] for the inputs made here).
+    #[serde(default)]
+    pub packing: String,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -254,8 +259,12 @@ fn cached(dir: &Path, name: &str, label: &str, make: impl FnOnce(&Path) -> Resul
     let manifest = dir.join(format!("{name}.json"));
     if let Ok(text) = std::fs::read_to_string(&manifest) {
         if let Ok(i) = serde_json::from_str::<Input>(&text) {
-            if dir.join(&i.zst).exists() && dir.join(&i.raw).exists() {
+            if i.packing == packing_id()? && dir.join(&i.zst).exists() && dir.join(&i.raw).exists() {
                 return Ok(i);
+            }
+            if dir.join(&i.raw).exists() {
+                eprintln!("-- image: compressing input {name} again ({PACKING})");
+                return finish(dir, &dir.join(&i.raw), &dir.join(&i.zst), label);
             }
         }
     }
@@ -263,15 +272,23 @@ fn cached(dir: &Path, name: &str, label: &str, make: impl FnOnce(&Path) -> Resul
     let raw = dir.join(format!("{name}.raw"));
     let zst = dir.join(format!("{name}.raw.zst"));
     make(&raw).with_context(|| format!("making {}", raw.display()))?;
-    compress(&raw, &zst)?;
+    finish(dir, &raw, &zst, label)
+}
+
+/// Compress `raw` into `zst`, hash both, write the manifest.
+fn finish(dir: &Path, raw: &Path, zst: &Path, label: &str) -> Result<Input> {
+    let name = file_name(raw).trim_end_matches(".raw").to_string();
+    let manifest = dir.join(format!("{name}.json"));
+    compress(raw, zst)?;
     let i = Input {
         label: label.into(),
-        zst: file_name(&zst),
-        size: std::fs::metadata(&zst)?.len(),
-        sha256: sha256_file(&zst)?,
-        raw_size: std::fs::metadata(&raw)?.len(),
-        raw_sha256: sha256_file(&raw)?,
-        raw: file_name(&raw),
+        zst: file_name(zst),
+        size: std::fs::metadata(zst)?.len(),
+        sha256: sha256_file(zst)?,
+        raw_size: std::fs::metadata(raw)?.len(),
+        raw_sha256: sha256_file(raw)?,
+        raw: file_name(raw),
+        packing: packing_id()?,
     };
     std::fs::write(&manifest, serde_json::to_string_pretty(&i)?)?;
     Ok(i)
@@ -315,6 +332,7 @@ fn debian(ctx: &Ctx, dir: &Path) -> Result<Input> {
         raw_size: m.raw_size,
         raw_sha256,
         raw: file_name(&raw),
+        packing: "images/build".into(),
     })
 }
 
@@ -347,9 +365,18 @@ echo "copied ${used} KiB"
     Ok(())
 }
 
+/// [`PACKING`] and a hash of `images/pack` itself: a changed packer makes the inputs again.
+fn packing_id() -> Result<String> {
+    let pack = osie_testkit::workspace_root().join("images/pack");
+    let hash = sha256_file(&pack)?;
+    Ok(format!("{PACKING} (images/pack {})", hash.get(..12).unwrap_or(&hash)))
+}
+
 fn compress(raw: &Path, zst: &Path) -> Result<()> {
-    osie_testkit::netns::run(Command::new("zstd").args(ZSTD_ARGS).arg("-f").arg(raw).arg("-o").arg(zst))
-        .with_context(|| format!("compressing {}", raw.display()))?;
+    let pack = osie_testkit::workspace_root().join("images/pack");
+    let args: Vec<&str> = PACKING.split_whitespace().skip(1).collect();
+    osie_testkit::netns::run(Command::new(pack).arg(raw).arg(zst).args(args))
+        .with_context(|| format!("compressing {} ({PACKING})", raw.display()))?;
     Ok(())
 }
 

@@ -186,8 +186,12 @@ pub fn respond(req: &Request, via: Via, ctx: &Ctx<'_>) -> Decision {
         d.outcome = ignore("dhcp-unknown-mac", "MAC not in the inventory");
         return d;
     };
-    // Boot file, if this machine may netboot now.
-    if !ctx.backend.netboot_allowed(&req.mac) {
+    // Boot file, if this machine may netboot now and this request comes from boot firmware:
+    // an OS's own DHCP client (the installer's, the installed system's) gets its address and
+    // no boot file to misread.
+    if !is_netboot_client(&d) {
+        d.no_boot = Some("not a netboot client (no PXE or HTTP vendor class, no option 93, not iPXE)");
+    } else if !ctx.backend.netboot_allowed(&req.mac) {
         d.no_boot = Some("netboot not allowed");
     } else {
         match class.boot_file(&req.mac, &ctx.settings.public_url) {
@@ -209,8 +213,12 @@ fn ignore(reason: &'static str, why: impl Into<String>) -> Outcome {
     Outcome::Ignore { reason, why: why.into() }
 }
 
+/// Boot firmware says what it is: PXE and UEFI HTTP boot send their vendor class (option
+/// 60), iPXE its user class; some firmware sends only its architecture (option 93).
 fn is_netboot_client(d: &Decision) -> bool {
-    d.client.ipxe || d.client.vendor != classify::Vendor::Other
+    d.client.ipxe
+        || d.client.vendor != classify::Vendor::Other
+        || d.client.arch_source == classify::ArchSource::Option93
 }
 
 /// Proxy mode, port 67: a boot-information-only offer to a PXE client's DISCOVER (other

@@ -15,6 +15,7 @@ use reqwest::blocking::{Client, Response};
 use reqwest::header::{HeaderMap, CONTENT_RANGE, ETAG, IF_RANGE, LAST_MODIFIED, RANGE};
 use reqwest::StatusCode;
 
+use super::plain::{self, Timeouts};
 use crate::backoff::Backoff;
 
 /// The download cannot be resumed safely; start it over.
@@ -26,11 +27,52 @@ pub struct Restart {
     pub why: String,
 }
 
+/// One answer being read: through our own reader for plain HTTP ([`plain`]), else reqwest.
+enum Body {
+    Plain(plain::Response),
+    Reqwest(Response),
+}
+
+impl Body {
+    fn status(&self) -> StatusCode {
+        match self {
+            Body::Plain(r) => r.status,
+            Body::Reqwest(r) => r.status(),
+        }
+    }
+
+    fn headers(&self) -> &HeaderMap {
+        match self {
+            Body::Plain(r) => &r.headers,
+            Body::Reqwest(r) => r.headers(),
+        }
+    }
+
+    fn content_length(&self) -> Option<u64> {
+        match self {
+            Body::Plain(r) => r.content_length(),
+            Body::Reqwest(r) => r.content_length(),
+        }
+    }
+}
+
+impl Read for Body {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Body::Plain(r) => r.read(buf),
+            Body::Reqwest(r) => r.read(buf),
+        }
+    }
+}
+
 pub struct Download {
     client: Client,
     url: String,
     backoff: Backoff,
-    resp: Option<Response>,
+    timeouts: Timeouts,
+    /// Use [`plain`] while the server's answers suit it.
+    plain: bool,
+    resp: Option<Body>,
     pos: u64,
     total: Option<u64>,
     validator: Option<String>,
@@ -47,11 +89,13 @@ enum Failure {
 
 impl Download {
     /// Start the download (the first request is retried like any later one).
-    pub fn open(client: Client, url: &str, backoff: Backoff) -> io::Result<Download> {
+    pub fn open(client: Client, url: &str, backoff: Backoff, timeouts: Timeouts) -> io::Result<Download> {
         let mut d = Download {
             client,
             url: url.to_string(),
             backoff,
+            timeouts,
+            plain: plain::handles(url),
             resp: None,
             pos: 0,
             total: None,
@@ -93,21 +137,37 @@ impl Download {
         }
     }
 
-    fn connect(&mut self) -> Result<Response, Failure> {
-        let mut req = self.client.get(&self.url);
+    fn connect(&mut self) -> Result<Body, Failure> {
+        let mut extra = Vec::new();
         if self.pos > 0 {
             let Some(v) = &self.validator else {
                 return Err(self.restart("the server gave no ETag or Last-Modified to check a resume against"));
             };
-            req = req.header(RANGE, format!("bytes={}-", self.pos)).header(IF_RANGE, v.as_str());
+            extra.push((RANGE, format!("bytes={}-", self.pos)));
+            extra.push((IF_RANGE, v.clone()));
         }
-        let resp = req.send().map_err(|e| {
-            if crate::http::permanent(&e) {
-                Failure::Fatal(io::Error::other(format!("GET {}: {:#}", self.url, anyhow!(e))))
-            } else {
-                Failure::Transient(anyhow!(e))
+        let resp = match self.plain {
+            true => plain::get(&self.url, &extra, self.timeouts).map_err(|e| Failure::Transient(anyhow!(e)))?,
+            false => None,
+        };
+        let resp = match resp {
+            Some(r) => Body::Plain(r),
+            None => {
+                // Once an answer needed reqwest (a redirect, a chunked body), keep to it.
+                self.plain = false;
+                let mut req = self.client.get(&self.url);
+                for (k, v) in extra {
+                    req = req.header(k, v);
+                }
+                Body::Reqwest(req.send().map_err(|e| {
+                    if crate::http::permanent(&e) {
+                        Failure::Fatal(io::Error::other(format!("GET {}: {:#}", self.url, anyhow!(e))))
+                    } else {
+                        Failure::Transient(anyhow!(e))
+                    }
+                })?)
             }
-        })?;
+        };
         let status = resp.status();
         if status.is_server_error() || crate::http::retryable_status(status) {
             return Err(Failure::Transient(anyhow!("server answered {status}")));

@@ -1,29 +1,28 @@
 //! One attempt at the stream: the stage threads and the channels between them.
 
-use std::io::{self, BufRead, Read};
+use std::io::{self, Read};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{channel, sync_channel, Receiver, RecvTimeoutError, SyncSender};
 use std::time::Instant;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, Result};
 use osie_api::{ChecksumOf, ImageFormat, Progress};
 use reqwest::blocking::Client;
 use sha2::{Digest, Sha256};
 
+use super::decode::{decode_stage, DecodeOpts};
 use super::fetch::{Download, Restart};
 use super::progress::Meter;
 use super::sink::Sink;
 use super::timing::{Busy, StageTime, Timings};
 use super::{hex, ImageSpec, Outcome, Tuning};
 use crate::io::aligned::AlignedBuf;
-use crate::io::chunks::{ChunkReader, Msg};
-use crate::io::decompress::decoder;
+use crate::io::chunks::Msg;
 use crate::io::pool::Pool;
-use crate::io::sniff::sniff;
 use crate::target::Target;
 
 /// Why a stage stopped.
-enum StageError {
+pub(super) enum StageError {
     /// Its neighbour went away (that neighbour has the real reason).
     Pipe,
     Real(anyhow::Error),
@@ -35,9 +34,9 @@ impl From<anyhow::Error> for StageError {
     }
 }
 
-type StageResult<T> = Result<T, StageError>;
+pub(super) type StageResult<T> = Result<T, StageError>;
 
-fn send(tx: &SyncSender<Msg>, m: Msg) -> StageResult<()> {
+pub(super) fn send(tx: &SyncSender<Msg>, m: Msg) -> StageResult<()> {
     tx.send(m).map_err(|_| StageError::Pipe)
 }
 
@@ -49,7 +48,7 @@ pub(super) fn run(
     tuning: &Tuning,
     on_progress: &(dyn Fn(&Progress) + Sync),
 ) -> Result<(Outcome, AlignedBuf)> {
-    let dl = Download::open(client.clone(), &spec.url, tuning.resume).map_err(from_io)?;
+    let dl = Download::open(client.clone(), &spec.url, tuning.resume, tuning.timeouts).map_err(from_io)?;
     if let (Some(want), Some(offered)) = (spec.size, dl.total()) {
         if want != offered {
             anyhow::bail!("the server offers {offered} bytes, the metadata says the image has {want}");
@@ -95,7 +94,8 @@ pub(super) fn run(
             ChecksumOf::Raw => (rx, None),
         };
         let (tx, rx_decoded) = sync_channel(depth);
-        let h_decode = s.spawn(move || decode_stage(rx, tx, spec.format, tuning.out_chunk, depth));
+        let opts = DecodeOpts { format: spec.format, chunk: tuning.out_chunk, depth, threads: tuning.decode_threads };
+        let h_decode = s.spawn(move || decode_stage(rx, tx, opts));
         let (rx, h_hash_raw) = match spec.checksum_of {
             ChecksumOf::Raw => {
                 let (tx2, rx2) = sync_channel(depth);
@@ -170,7 +170,7 @@ fn from_io(e: io::Error) -> anyhow::Error {
 }
 
 /// Read until `buf` is full or the source ends; true at the end.
-fn fill(src: &mut dyn Read, buf: &mut AlignedBuf) -> io::Result<bool> {
+pub(super) fn fill(src: &mut dyn Read, buf: &mut AlignedBuf) -> io::Result<bool> {
     while buf.len() < buf.capacity() {
         match src.read(buf.spare()) {
             Ok(0) => return Ok(true),
@@ -222,51 +222,6 @@ fn hash_stage(rx: Receiver<Msg>, tx: SyncSender<Msg>) -> StageResult<([u8; 32], 
             Err(_) => return Err(StageError::Pipe),
         }
     }
-}
-
-fn decode_stage(
-    rx: Receiver<Msg>,
-    tx: SyncSender<Msg>,
-    format: ImageFormat,
-    chunk: usize,
-    depth: usize,
-) -> StageResult<(ImageFormat, StageTime)> {
-    let busy = Busy::start();
-    let mut src = ChunkReader::new(rx);
-    let format = match format {
-        ImageFormat::Auto => sniff(src.fill_buf().context("reading the image's first bytes")?),
-        f => f,
-    };
-    let what = || format!("decoding the {} stream", format_name(format));
-    let mut pool = Pool::new(chunk, depth + 2);
-    {
-        let mut dec = decoder(format, &mut src).with_context(what)?;
-        loop {
-            let mut b = pool.get();
-            let end = fill(&mut dec, &mut b).with_context(what)?;
-            if !b.is_empty() {
-                send(&tx, Msg::Data(b))?;
-            }
-            if end {
-                break;
-            }
-        }
-    }
-    // Bytes after the compressed stream's end marker are not part of any image we know.
-    let mut extra = 0;
-    loop {
-        let n = src.fill_buf().with_context(what)?.len();
-        if n == 0 {
-            break;
-        }
-        extra += n;
-        src.consume(n);
-    }
-    if extra > 0 {
-        return Err(anyhow!("{extra} bytes follow the end of the {} stream", format_name(format)).into());
-    }
-    send(&tx, Msg::End)?;
-    Ok((format, busy.finish_cpu()))
 }
 
 type Sunk = (AlignedBuf, u64, u64);

@@ -6,12 +6,16 @@ use std::ptr::NonNull;
 
 /// Alignment good for `O_DIRECT` on every logical sector size we meet (512, 4096).
 pub const ALIGN: usize = 4096;
+/// Buffers this large are mapped straight from the kernel (see [`AlignedBuf::new`]).
+const MAPPED: usize = 8 << 20;
 
 /// A fixed-capacity, 4 KiB-aligned buffer with a fill length (`len ≤ capacity`).
 pub struct AlignedBuf {
     ptr: NonNull<u8>,
     cap: usize,
     len: usize,
+    /// From `mmap` (freed with `munmap`), not the allocator.
+    mapped: bool,
 }
 
 // SAFETY: AlignedBuf owns its allocation exclusively, like a Vec<u8>.
@@ -20,13 +24,39 @@ unsafe impl Sync for AlignedBuf {}
 
 impl AlignedBuf {
     /// A zeroed buffer of `cap` bytes (rounded up to [`ALIGN`]), empty (`len == 0`).
+    ///
+    /// Large ones (whole zstd frames, tens of MiB) are anonymous mappings: zero without
+    /// being written, so memory is only used as far as the buffer is filled (musl's calloc
+    /// would write every byte of it), and backed by huge pages where the kernel allows:
+    /// 512× fewer page faults when first filled, fewer TLB misses on every pass.
     pub fn new(cap: usize) -> AlignedBuf {
         let cap = cap.max(ALIGN).div_ceil(ALIGN) * ALIGN;
+        if cap >= MAPPED {
+            // SAFETY: a fresh private anonymous mapping; checked for failure below.
+            let raw = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    cap,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                )
+            };
+            if raw != libc::MAP_FAILED {
+                // Advice only: where the kernel has no huge pages to give, nothing changes.
+                // SAFETY: the range is exactly this mapping.
+                unsafe { libc::madvise(raw, cap, libc::MADV_HUGEPAGE) };
+                if let Some(ptr) = NonNull::new(raw.cast::<u8>()) {
+                    return AlignedBuf { ptr, cap, len: 0, mapped: true };
+                }
+            }
+        }
         let layout = Layout::from_size_align(cap, ALIGN).expect("valid layout: cap > 0, ALIGN a power of two");
         // SAFETY: layout has non-zero size.
         let raw = unsafe { alloc_zeroed(layout) };
         let ptr = NonNull::new(raw).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
-        AlignedBuf { ptr, cap, len: 0 }
+        AlignedBuf { ptr, cap, len: 0, mapped: false }
     }
 
     pub fn capacity(&self) -> usize {
@@ -90,6 +120,11 @@ impl DerefMut for AlignedBuf {
 
 impl Drop for AlignedBuf {
     fn drop(&mut self) {
+        if self.mapped {
+            // SAFETY: mapped in `new` with exactly this length.
+            unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.cap) };
+            return;
+        }
         let layout = Layout::from_size_align(self.cap, ALIGN).expect("layout was valid at allocation");
         // SAFETY: allocated in `new` with this very layout.
         unsafe { dealloc(self.ptr.as_ptr(), layout) }
@@ -120,6 +155,23 @@ mod tests {
         assert_eq!(b.len(), 8192);
         assert_eq!(b[5999], 1);
         assert_eq!(b[6000], 2);
+    }
+
+    #[test]
+    fn large_buffers_are_zero_and_use_memory_only_where_filled() {
+        let rss = || -> u64 {
+            let s = std::fs::read_to_string("/proc/self/statm").unwrap();
+            s.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 4096
+        };
+        let before = rss();
+        let mut b = AlignedBuf::new(256 << 20);
+        assert_eq!(b.as_ptr() as usize % ALIGN, 0);
+        assert!(b.full_mut()[(128 << 20)..(128 << 20) + 4096].iter().all(|&x| x == 0));
+        b.extend_from(&[7u8; 1 << 20]);
+        assert_eq!((b.len(), b[0], b[(1 << 20) - 1]), (1 << 20, 7, 7));
+        // Other tests run beside this one in the process: allow them some.
+        let grew = rss().saturating_sub(before);
+        assert!(grew < 64 << 20, "a 256 MiB buffer with 1 MiB in it costs {} MiB", grew >> 20);
     }
 
     #[test]

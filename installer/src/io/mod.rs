@@ -6,3 +6,4 @@ pub mod chunks;
 pub mod decompress;
 pub mod pool;
 pub mod sniff;
+pub mod zstd_frames;

@@ -115,8 +115,18 @@ pub fn build_image(dir: &Path, size: u64, sector: u64) -> TestImage {
     TestImage { raw, name: format!("test image ({sector}-byte sectors)"), sector }
 }
 
+/// One zstd frame without a content size, as a streaming encoder (or `zstd` from a pipe)
+/// writes it: the installer decodes it as one stream.
 pub fn zstd(raw: &[u8]) -> Vec<u8> {
     zstd::encode_all(raw, 3).unwrap()
+}
+
+/// Independent zstd frames of `frame` bytes, each with its content size and checksum, as
+/// `images/pack` writes them: the installer decodes them on several threads.
+pub fn zstd_frames(raw: &[u8], frame: usize) -> Vec<u8> {
+    let mut c = zstd::bulk::Compressor::new(3).unwrap();
+    c.include_checksum(true).unwrap();
+    raw.chunks(frame).flat_map(|p| c.compress(p).unwrap()).collect()
 }
 
 /// The real Debian image from `images/` with its manifest, when it has been built. Under
