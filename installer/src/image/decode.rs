@@ -2,17 +2,20 @@
 //!
 //! zstd images made of several frames (`images/pack` writes 32 MiB frames) are decoded on
 //! every core: this thread splits the stream into whole frames ([`Splitter`]), worker
-//! threads decode each frame in one pass straight into an output buffer of its content
-//! size, and an emitter thread passes the decoded frames on in stream order. One-pass
-//! decoding also skips the copy a streaming decoder makes through its window buffer.
+//! threads decode each frame straight from the download's chunks into an output buffer of
+//! its content size (zstd's stable output buffer), and an emitter thread passes the decoded
+//! frames on in stream order. The compressed bytes are not copied, and the decoder skips
+//! the copy a streaming decoder makes through its window buffer.
 //!
 //! ```text
 //!               ┌─► worker ─┐
 //!  splitter ────┼─► worker ─┼──► emitter (stream order) ──► next stage
 //!  (frames)     └───────────┘
 //! ```
-//! Buffers are taken from bounded pools by the splitter, in stream order, so the oldest
-//! frame always holds its buffers and memory stays at about (threads + 2) × 2 frames.
+//! Output buffers are taken from a bounded pool by the splitter, in stream order and before
+//! it reads the frame, so the oldest frame always holds its buffer, and frames in flight —
+//! with the download chunks they keep — are at most threads + 2: memory stays at about
+//! (threads + 2) × (frame + compressed frame).
 //!
 //! Everything else — single-frame zstd (a frame larger than [`FRAME_MAX`] or without a
 //! content size), gzip, xz, raw — is decoded as one stream on this thread, as is the rest
@@ -27,11 +30,12 @@ use osie_api::ImageFormat;
 
 use super::pipeline::{fill, send, StageError, StageResult};
 use super::timing::{Busy, StageTime};
-use crate::io::chunks::{ChunkReader, Msg};
+use crate::io::chunks::{ChunkReader, Msg, Piece};
 use crate::io::decompress::decoder;
 use crate::io::pool::{Pool, Pooled};
 use crate::io::sniff::sniff;
 use crate::io::zstd_frames::{max_compressed, Next, Splitter};
+use zstd::zstd_safe::{DCtx, DParameter, InBuffer, OutBuffer, ResetDirective};
 
 /// Frames decoding to more than this are decoded as a stream (their output cannot be
 /// held whole).
@@ -116,7 +120,8 @@ struct Job {
     index: u64,
     /// Where the frame starts in the compressed stream.
     offset: u64,
-    input: Pooled,
+    /// The compressed frame, in the pieces of the download's chunks it arrived in.
+    input: Vec<Piece>,
     out: Pooled,
     content: usize,
     done: SyncSender<io::Result<Pooled>>,
@@ -165,25 +170,25 @@ fn split(
     threads: usize,
 ) -> StageResult<()> {
     let slot = |s: Slot| slots.send(s).map_err(|_| StageError::Pipe);
-    let mut inputs = Pool::new(max_compressed(FRAME_MAX) as usize, threads + 1);
-    let mut outputs = Pool::new(FRAME_MAX as usize, threads + 2);
+    // A frame's output buffer is taken before its input is read: frames in flight (and the
+    // download chunks they hold) are bounded by this pool.
+    let mut outputs = Pool::new(FRAME_MAX as usize, frames_in_flight(threads));
     let mut splitter = Splitter::new(src, FRAME_MAX);
     let mut frames = 0u64;
     for index in 0.. {
         frames = index;
         let offset = splitter.offset;
-        let mut input = inputs.get();
-        match splitter.next(&mut input).with_context(|| what(ImageFormat::Zstd))? {
+        let out = outputs.get();
+        match splitter.next_frame().with_context(|| what(ImageFormat::Zstd))? {
             Next::End => break,
-            Next::Frame { content_size } => {
+            Next::Frame { content_size, pieces } => {
                 let (done, result) = sync_channel(1);
-                let out = outputs.get();
                 slot(Slot::Frame(result))?;
-                let job = Job { index, offset, input, out, content: content_size as usize, done };
+                let job = Job { index, offset, input: pieces, out, content: content_size as usize, done };
                 jobs.send(job).map_err(|_| StageError::Pipe)?;
             }
             Next::Other { consumed } => {
-                drop((input, jobs));
+                drop((out, jobs));
                 tracing::info!(
                     "decoding the zstd stream from byte {} on as one stream, after {frames} frame(s) on {threads} thread(s)",
                     splitter.offset - consumed.len() as u64
@@ -200,37 +205,29 @@ fn split(
     slot(Slot::End)
 }
 
+/// Frames that can hold download chunks at once: one per output buffer.
+pub fn frames_in_flight(threads: usize) -> usize {
+    threads.max(1) + 2
+}
+
+/// Download chunks the frames in flight can hold, beyond what the channels hold: the
+/// download stage's pool must allow this many more, or the splitter would wait for chunks
+/// that only come back when it has finished a frame.
+pub fn chunks_held(threads: usize, chunk: usize) -> usize {
+    frames_in_flight(threads) * (max_compressed(FRAME_MAX) as usize / chunk.max(1) + 2)
+}
+
 /// Decode frames until the splitter is done; returns the thread's CPU time.
 fn worker(jobs: &Mutex<Receiver<Job>>) -> std::time::Duration {
     let busy = Busy::start();
-    let mut dctx = match zstd::bulk::Decompressor::new() {
-        Ok(d) => d,
-        Err(e) => {
-            // Report through the first job; the emitter turns it into the stage's error.
-            if let Some(job) = jobs.lock().ok().and_then(|r| r.recv().ok()) {
-                let _ = job.done.send(Err(e));
-            }
-            return busy.finish_cpu().cpu;
-        }
-    };
+    let mut dctx = DCtx::create();
     loop {
         let job = match jobs.lock().map(|r| r.recv()) {
             Ok(Ok(j)) => j,
             _ => break,
         };
         let Job { index, offset, input, mut out, content, done } = job;
-        let r = dctx
-            .decompress_to_buffer(&input[..], &mut out.full_mut()[..content])
-            .and_then(|n| {
-                if n == content {
-                    Ok(())
-                } else {
-                    Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!("it decoded to {n} bytes, its header says {content}"),
-                    ))
-                }
-            })
+        let r = decode_frame(&mut dctx, &input, &mut out.full_mut()[..content])
             .map(|()| {
                 out.set_len(content);
                 out
@@ -241,6 +238,35 @@ fn worker(jobs: &Mutex<Receiver<Job>>) -> std::time::Duration {
         let _ = done.send(r);
     }
     busy.finish_cpu().cpu
+}
+
+/// Decode one whole frame from its pieces straight into `dst`, which is exactly its
+/// content size. With a stable output buffer zstd keeps its history in `dst` itself: no
+/// window buffer, no copy out of it, and the input is read where it lies.
+fn decode_frame(dctx: &mut DCtx<'_>, input: &[Piece], dst: &mut [u8]) -> io::Result<()> {
+    let zerr =
+        |code: usize| io::Error::new(io::ErrorKind::InvalidData, zstd::zstd_safe::get_error_name(code).to_string());
+    dctx.reset(ResetDirective::SessionOnly).map_err(zerr)?;
+    dctx.set_parameter(DParameter::StableOutBuffer(true)).map_err(zerr)?;
+    let (mut pos, mut left) = (0, 1);
+    for piece in input {
+        let mut inb = InBuffer::around(&piece[..]);
+        while inb.pos() < piece.len() {
+            let mut outb = OutBuffer::around_pos(&mut *dst, pos);
+            left = dctx.decompress_stream(&mut outb, &mut inb).map_err(zerr)?;
+            pos = outb.pos();
+            if left == 0 {
+                break;
+            }
+        }
+    }
+    if left != 0 || pos != dst.len() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("it decoded to {pos} bytes, its header says {}", dst.len()),
+        ));
+    }
+    Ok(())
 }
 
 /// Pass the decoded frames on in stream order.
@@ -290,7 +316,8 @@ mod tests {
         let (out_tx, out_rx) = sync_channel(4);
         let input = input.to_vec();
         let feeder = std::thread::spawn(move || {
-            let mut pool = Pool::new(chunk, 6);
+            // As the download stage sizes it: frames in flight keep their chunks.
+            let mut pool = Pool::new(chunk, 6 + chunks_held(threads, chunk));
             for piece in input.chunks(chunk) {
                 let mut b = pool.get();
                 b.extend_from(piece);

@@ -85,7 +85,8 @@ pub(super) fn run(
         });
 
         let (tx, rx) = sync_channel(depth);
-        let h_download = s.spawn(move || download_stage(dl, tx, tuning.in_chunk, depth, downloaded));
+        let held = super::decode::chunks_held(tuning.decode_threads, tuning.in_chunk);
+        let h_download = s.spawn(move || download_stage(dl, tx, tuning.in_chunk, depth, held, downloaded));
         let (rx, h_hash_download) = match spec.checksum_of {
             ChecksumOf::Compressed => {
                 let (tx2, rx2) = sync_channel(depth);
@@ -182,14 +183,17 @@ pub(super) fn fill(src: &mut dyn Read, buf: &mut AlignedBuf) -> io::Result<bool>
     Ok(false)
 }
 
+/// `held`: chunks a later stage may keep beyond the channels (see
+/// [`super::decode::chunks_held`]); buffers are only allocated as they are needed.
 fn download_stage(
     mut dl: Download,
     tx: SyncSender<Msg>,
     chunk: usize,
     depth: usize,
+    held: usize,
     counter: &AtomicU64,
 ) -> StageResult<(u32, StageTime)> {
-    let mut pool = Pool::new(chunk, depth + 2);
+    let mut pool = Pool::new(chunk, depth + 2 + held);
     let mut busy = Busy::start();
     loop {
         let mut b = pool.get();

@@ -6,8 +6,9 @@ use std::ptr::NonNull;
 
 /// Alignment good for `O_DIRECT` on every logical sector size we meet (512, 4096).
 pub const ALIGN: usize = 4096;
-/// Buffers this large are mapped straight from the kernel (see [`AlignedBuf::new`]).
-const MAPPED: usize = 8 << 20;
+/// Buffers this large (download chunks, whole frames) are mapped straight from the kernel
+/// (see [`AlignedBuf::new`]).
+const MAPPED: usize = 1 << 20;
 
 /// A fixed-capacity, 4 KiB-aligned buffer with a fill length (`len ≤ capacity`).
 pub struct AlignedBuf {
@@ -25,7 +26,7 @@ unsafe impl Sync for AlignedBuf {}
 impl AlignedBuf {
     /// A zeroed buffer of `cap` bytes (rounded up to [`ALIGN`]), empty (`len == 0`).
     ///
-    /// Large ones (whole zstd frames, tens of MiB) are anonymous mappings: zero without
+    /// Large ones (download chunks, whole zstd frames) are anonymous mappings: zero without
     /// being written, so memory is only used as far as the buffer is filled (musl's calloc
     /// would write every byte of it), and backed by huge pages where the kernel allows:
     /// 512× fewer page faults when first filled, fewer TLB misses on every pass.

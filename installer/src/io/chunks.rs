@@ -1,7 +1,9 @@
 //! The messages pipeline stages pass each other, and a [`Read`] over a channel of them.
 
 use std::io::{self, BufRead, Read};
+use std::ops::Deref;
 use std::sync::mpsc::Receiver;
+use std::sync::Arc;
 
 use super::pool::Pooled;
 
@@ -15,14 +17,55 @@ pub enum Msg {
 /// Reads the bytes of the chunks arriving on a channel, in order.
 pub struct ChunkReader {
     rx: Receiver<Msg>,
-    cur: Option<Pooled>,
+    /// Shared, so [`ChunkReader::take`] can hand out pieces of it without copying.
+    cur: Option<Arc<Pooled>>,
     pos: usize,
     done: bool,
+}
+
+/// Bytes of a chunk, shared: the chunk returns to its pool when its last piece is dropped.
+pub struct Piece {
+    chunk: Arc<Pooled>,
+    start: usize,
+    end: usize,
+}
+
+impl Deref for Piece {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.chunk[self.start..self.end]
+    }
 }
 
 impl ChunkReader {
     pub fn new(rx: Receiver<Msg>) -> ChunkReader {
         ChunkReader { rx, cur: None, pos: 0, done: false }
+    }
+
+    /// Consume up to `n` bytes as pieces of the chunks they are in (appended to `pieces`,
+    /// contiguous ones merged), also copying them into `copy` when given. Returns how many
+    /// were taken: fewer than `n` only at the end of the stream.
+    pub fn take(&mut self, n: usize, pieces: &mut Vec<Piece>, mut copy: Option<&mut Vec<u8>>) -> io::Result<usize> {
+        let mut taken = 0;
+        while taken < n {
+            let avail = self.fill_buf()?.len();
+            if avail == 0 {
+                break;
+            }
+            let k = avail.min(n - taken);
+            let Some(chunk) = self.cur.as_ref().map(Arc::clone) else { break };
+            let (start, end) = (self.pos, self.pos + k);
+            if let Some(c) = copy.as_deref_mut() {
+                c.extend_from_slice(&chunk[start..end]);
+            }
+            match pieces.last_mut() {
+                Some(p) if Arc::ptr_eq(&p.chunk, &chunk) && p.end == start => p.end = end,
+                _ => pieces.push(Piece { chunk, start, end }),
+            }
+            self.consume(k);
+            taken += k;
+        }
+        Ok(taken)
     }
 }
 
@@ -38,7 +81,7 @@ impl BufRead for ChunkReader {
             }
             match self.rx.recv() {
                 Ok(Msg::Data(c)) => {
-                    self.cur = Some(c);
+                    self.cur = Some(Arc::new(c));
                     self.pos = 0;
                 }
                 Ok(Msg::End) => self.done = true,

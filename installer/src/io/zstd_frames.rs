@@ -2,13 +2,14 @@
 //!
 //! A zstd file may hold several frames one after another, each decodable on its own. Images
 //! packed as many modest frames (`images/pack`) can then be decoded on every core: this
-//! module walks the frame and block headers (3 bytes per block of up to 128 KiB), which
-//! costs a copy of the compressed bytes and nothing else, and hands each whole frame on.
+//! module walks the frame and block headers (3 bytes per block of up to 128 KiB) and hands
+//! each whole frame on as pieces of the download chunks it arrived in, copying nothing but
+//! the headers it reads.
 //! Anything it does not recognise is left to the real decoder, which says what is wrong.
 
 use std::io::{self, BufRead};
 
-use super::aligned::AlignedBuf;
+use super::chunks::{ChunkReader, Piece};
 
 const FRAME_MAGIC: u32 = 0xFD2F_B528;
 /// Skippable frames carry metadata (pzstd's frame sizes, seekable-format indexes).
@@ -93,12 +94,13 @@ pub fn max_compressed(content: u64) -> u64 {
     content + (content / BLOCK_MAX + 1) * 3 + 32
 }
 
-/// The next item of the stream, as [`Splitter::next`] finds it.
+/// The next item of the stream, as [`Splitter::next_frame`] finds it.
 pub enum Next {
     /// The input ended cleanly, between frames.
     End,
-    /// A whole frame, copied into the caller's buffer, decoding to `content_size` bytes.
-    Frame { content_size: u64 },
+    /// A whole frame, as pieces of the chunks it arrived in (not copied), decoding to
+    /// `content_size` bytes.
+    Frame { content_size: u64, pieces: Vec<Piece> },
     /// Something to leave to a streaming decoder: a frame without a content size or larger
     /// than the limit, one with a dictionary, or bytes that are no frame at all. `consumed`
     /// holds what was read of it; the decoder must see those bytes first, then the rest.
@@ -106,32 +108,31 @@ pub enum Next {
 }
 
 /// Reads whole frames out of a compressed stream.
-pub struct Splitter<R> {
-    src: R,
+pub struct Splitter {
+    src: ChunkReader,
     /// Frames decoding to more than this are left to a streaming decoder.
     max_content: u64,
     /// Offset in the compressed stream (for error messages).
     pub offset: u64,
 }
 
-impl<R: BufRead> Splitter<R> {
-    pub fn new(src: R, max_content: u64) -> Splitter<R> {
+impl Splitter {
+    pub fn new(src: ChunkReader, max_content: u64) -> Splitter {
         Splitter { src, max_content, offset: 0 }
     }
 
     /// Give back the source (after [`Next::Other`]).
-    pub fn into_inner(self) -> R {
+    pub fn into_inner(self) -> ChunkReader {
         self.src
     }
 
-    /// Copy the next frame into `buf` (cleared first; its capacity must be at least
-    /// [`max_compressed`] of the limit). Skippable frames are passed over.
-    pub fn next(&mut self, buf: &mut AlignedBuf) -> io::Result<Next> {
+    /// The next frame. Skippable frames are passed over.
+    pub fn next_frame(&mut self) -> io::Result<Next> {
         loop {
-            buf.clear();
+            let mut pieces = Vec::new();
             let mut head = Vec::with_capacity(18);
             // The magic number, or a clean end.
-            self.take_up_to(&mut head, 4)?;
+            self.take(4, &mut pieces, Some(&mut head))?;
             if head.is_empty() {
                 return Ok(Next::End);
             }
@@ -140,7 +141,7 @@ impl<R: BufRead> Splitter<R> {
             }
             let magic = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
             if magic & SKIPPABLE_MASK == SKIPPABLE_MAGIC {
-                self.take_up_to(&mut head, 8)?;
+                self.take(4, &mut pieces, Some(&mut head))?;
                 if head.len() < 8 {
                     return Ok(Next::Other { consumed: head });
                 }
@@ -154,8 +155,7 @@ impl<R: BufRead> Splitter<R> {
                 match parse_header(&head) {
                     Ok(Some(h)) => break h,
                     Ok(None) => {
-                        let want = head.len() + 1;
-                        if self.take_up_to(&mut head, want)? < 1 {
+                        if self.take(1, &mut pieces, Some(&mut head))? < 1 {
                             return Ok(Next::Other { consumed: head });
                         }
                     }
@@ -166,57 +166,48 @@ impl<R: BufRead> Splitter<R> {
                 Some(c) if c <= self.max_content && !header.dictionary => c,
                 _ => return Ok(Next::Other { consumed: head }),
             };
-            let limit = max_compressed(content_size).min(buf.capacity() as u64);
-            buf.extend_from(&head);
+            let limit = max_compressed(content_size);
+            let mut len = head.len() as u64;
             loop {
-                let mut bh = [0u8; 3];
-                self.copy(buf, 3, limit)?;
-                bh.copy_from_slice(&buf[buf.len() - 3..]);
-                let (last, content) = parse_block(bh).map_err(|why| self.corrupt(why))?;
-                self.copy(buf, content, limit)?;
+                let mut bh = Vec::with_capacity(3);
+                self.copy(3, &mut pieces, Some(&mut bh), &mut len, limit)?;
+                let (last, content) = parse_block([bh[0], bh[1], bh[2]]).map_err(|why| self.corrupt(why))?;
+                self.copy(content, &mut pieces, None, &mut len, limit)?;
                 if last {
                     break;
                 }
             }
             if header.has_checksum {
-                self.copy(buf, 4, limit)?;
+                self.copy(4, &mut pieces, None, &mut len, limit)?;
             }
-            return Ok(Next::Frame { content_size });
+            return Ok(Next::Frame { content_size, pieces });
         }
     }
 
-    /// Read into `v` until it holds `want` bytes or the input ends; returns bytes added.
-    fn take_up_to(&mut self, v: &mut Vec<u8>, want: usize) -> io::Result<usize> {
-        let start = v.len();
-        while v.len() < want {
-            let b = self.src.fill_buf()?;
-            if b.is_empty() {
-                break;
-            }
-            let n = b.len().min(want - v.len());
-            v.extend_from_slice(&b[..n]);
-            self.src.consume(n);
-            self.offset += n as u64;
-        }
-        Ok(v.len() - start)
+    /// Take up to `n` bytes as pieces (copied into `copy` too when given); returns how many.
+    fn take(&mut self, n: usize, pieces: &mut Vec<Piece>, copy: Option<&mut Vec<u8>>) -> io::Result<usize> {
+        let k = self.src.take(n, pieces, copy)?;
+        self.offset += k as u64;
+        Ok(k)
     }
 
-    /// Append exactly `n` bytes of input to `buf`, which must stay within `limit`.
-    fn copy(&mut self, buf: &mut AlignedBuf, n: u64, limit: u64) -> io::Result<()> {
-        if buf.len() as u64 + n > limit {
+    /// Take exactly `n` bytes of the frame, whose length `len` must stay within `limit`.
+    fn copy(
+        &mut self,
+        n: u64,
+        pieces: &mut Vec<Piece>,
+        copy: Option<&mut Vec<u8>>,
+        len: &mut u64,
+        limit: u64,
+    ) -> io::Result<()> {
+        if *len + n > limit {
             return Err(self.corrupt("more compressed bytes than its content size allows"));
         }
-        let mut left = n as usize;
-        while left > 0 {
-            let b = self.src.fill_buf()?;
-            if b.is_empty() {
-                return Err(self.truncated("zstd frame"));
-            }
-            let k = buf.extend_from(&b[..b.len().min(left)]);
-            self.src.consume(k);
-            self.offset += k as u64;
-            left -= k;
+        // n ≤ limit, which is a few MiB over FRAME_MAX: it fits a usize.
+        if self.take(n as usize, pieces, copy)? < n as usize {
+            return Err(self.truncated("zstd frame"));
         }
+        *len += n;
         Ok(())
     }
 
@@ -245,6 +236,21 @@ impl<R: BufRead> Splitter<R> {
     fn corrupt(&self, why: &str) -> io::Error {
         io::Error::new(io::ErrorKind::InvalidData, format!("corrupt zstd frame before byte {}: {why}", self.offset))
     }
+}
+
+/// A reader over `data`, sent in `chunk`-byte pieces (as the download stage sends them).
+#[cfg(test)]
+pub(crate) fn chunked(data: &[u8], chunk: usize) -> ChunkReader {
+    let pieces: Vec<&[u8]> = data.chunks(chunk.max(1)).collect();
+    let (tx, rx) = std::sync::mpsc::sync_channel(pieces.len() + 1);
+    let mut pool = crate::io::pool::Pool::new(chunk.max(1), pieces.len() + 1);
+    for p in pieces {
+        let mut b = pool.get();
+        b.extend_from(p);
+        tx.send(crate::io::chunks::Msg::Data(b)).expect("receiver alive");
+    }
+    tx.send(crate::io::chunks::Msg::End).expect("receiver alive");
+    ChunkReader::new(rx)
 }
 
 /// Test data: compressible but not trivially (a slow-changing pattern with noise).
@@ -277,16 +283,26 @@ mod tests {
     type Split = (Vec<(u64, Vec<u8>)>, Option<Vec<u8>>);
 
     fn split_all(data: &[u8], max: u64) -> Split {
-        let mut s = Splitter::new(data, max);
-        let mut buf = AlignedBuf::new(max_compressed(max) as usize);
-        let mut out = Vec::new();
-        loop {
-            match s.next(&mut buf).unwrap() {
-                Next::End => return (out, None),
-                Next::Frame { content_size } => out.push((content_size, buf.to_vec())),
-                Next::Other { consumed } => return (out, Some(consumed)),
+        // Odd chunk sizes put headers and blocks across chunk boundaries.
+        let mut last = None;
+        for chunk in [7, 4096, 1 << 20] {
+            let mut s = Splitter::new(chunked(data, chunk), max);
+            let mut out = Vec::new();
+            let split = loop {
+                match s.next_frame().unwrap() {
+                    Next::End => break (out, None),
+                    Next::Frame { content_size, pieces } => {
+                        out.push((content_size, pieces.iter().flat_map(|p| p.to_vec()).collect()))
+                    }
+                    Next::Other { consumed } => break (out, Some(consumed)),
+                }
+            };
+            if let Some(l) = &last {
+                assert_eq!(l, &split, "chunks of {chunk} bytes split differently");
             }
+            last = Some(split);
         }
+        last.expect("three runs")
     }
 
     #[test]
@@ -350,9 +366,8 @@ mod tests {
     #[test]
     fn truncation_and_lies_are_errors() {
         let f = frames(&[&sample(300_000, 7)], 3);
-        let mut buf = AlignedBuf::new(max_compressed(1 << 20) as usize);
         for cut in [f.len() - 1, f.len() / 2, 20] {
-            let e = Splitter::new(&f[..cut], 1 << 20).next(&mut buf).err().unwrap();
+            let e = Splitter::new(chunked(&f[..cut], 1000), 1 << 20).next_frame().err().unwrap();
             assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof, "cut at {cut}");
         }
         // A header claiming 10 bytes of content in front of 300 kB of blocks.
@@ -361,7 +376,7 @@ mod tests {
         lie[4] = 0x20; // single segment, one-byte content size
         lie.drain(5..h.len);
         lie.insert(5, 10);
-        let e = Splitter::new(&lie[..], 1 << 20).next(&mut buf).err().unwrap();
+        let e = Splitter::new(chunked(&lie, 1000), 1 << 20).next_frame().err().unwrap();
         assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
         assert!(parse_block([0x06, 0, 0]).is_err(), "reserved block type");
         assert_eq!(parse_block([0x01 | (5 << 3), 0, 0]).unwrap(), (true, 5));
