@@ -12,10 +12,10 @@
 //! Where the CPU goes is what sets the speed, so each byte is touched as few times as
 //! possible: plain `http://` bodies are read from the socket straight into the pipeline's
 //! buffers ([`plain`]), and zstd images packed as many frames (`images/pack`) are decoded
-//! on every core, each frame in one pass ([`decode`]). Memory: about 40 MiB for one-frame
-//! zstd, gzip, xz and raw images; for packed images about 2 × 32 MiB per decoding thread
-//! plus two frames in flight (≈ 260 MiB at most with 2 threads and incompressible data,
-//! less with real images, whose compressed frames are small).
+//! on every core, each frame from the download's chunks straight into its output buffer
+//! ([`decode`]). Memory: about 40 MiB for one-frame zstd, gzip, xz and raw images; for
+//! packed images at most (threads + 2) frames in flight, each a 32 MiB output buffer plus
+//! the chunks of its compressed bytes (140–220 MiB measured with 2 threads).
 //!
 //! Safety rules, in order of importance:
 //! - The first MiB of the image is held in memory and written only after the whole stream

@@ -52,7 +52,11 @@ impl Response {
 
 /// True when [`get`] would try `url` at all.
 pub fn handles(url: &str) -> bool {
-    Url::parse(url).is_ok_and(|u| u.scheme() == "http" && u.username().is_empty() && u.password().is_none())
+    Url::parse(url).is_ok_and(|u| plain_url(&u))
+}
+
+fn plain_url(u: &Url) -> bool {
+    u.scheme() == "http" && u.username().is_empty() && u.password().is_none()
 }
 
 /// GET `url` with `extra` request headers. `Ok(None)`: an answer this reader leaves to
@@ -62,7 +66,7 @@ pub fn get(url: &str, extra: &[(HeaderName, String)], t: Timeouts) -> io::Result
     let (Some(host), Some(port)) = (u.host_str(), u.port_or_known_default()) else {
         return Ok(None);
     };
-    if !handles(url) {
+    if !plain_url(&u) {
         return Ok(None);
     }
     let mut stream = connect(host, port, t.connect)?;
