@@ -1,7 +1,6 @@
 //! Disks: what the machine has (from `/sys`, [`sysfs`]), which one to install to
 //! ([`select`]), and wiping it ([`wipe`]).
 
-pub mod ioctl;
 pub mod select;
 pub mod sysfs;
 pub mod wipe;
