@@ -33,12 +33,7 @@ fn resolve_image(r: &ImageRef, images: &Images, public_url: &str) -> Option<Imag
 
 /// `GET /metadata` for `m`, booted from `mac`.
 pub fn for_installer(m: &Machine, mac: MacAddr, images: &Images, public_url: &str) -> Metadata {
-    let mut cloud_init = osie_api::CloudInit {
-        user_data: m.cloud_init.user_data.clone(),
-        meta_data: m.cloud_init.meta_data.clone(),
-        network_config: m.cloud_init.network_config.clone(),
-        vendor_data: m.cloud_init.vendor_data.clone(),
-    };
+    let mut cloud_init = m.cloud_init.clone();
     if cloud_init.meta_data.is_none() {
         cloud_init.meta_data = Some(nocloud_meta_data(m));
     }

@@ -203,7 +203,7 @@ impl PartNode {
                     "the kernel did not list {name} partition {} after BLKRRPART; adding it with BLKPG",
                     p.number
                 );
-                crate::disk::ioctl::add_partition(&t.file, p.number, p.start, p.len)
+                crate::target::ioctl::add_partition(&t.file, p.number, p.start, p.len)
                     .with_context(|| format!("adding partition {} of {name} (BLKPG)", p.number))?;
                 listed()?.with_context(|| format!("the kernel lists no partition of {name} at byte {}", p.start))?
             }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use nix::sys::reboot::{reboot as sys_reboot, RebootMode};
 use osie_api::Finish;
 
-use crate::pid1::console::say;
+use crate::logging::say;
 
 /// Carry out `action`; `instance_id` picks this install's root for kexec. Never returns.
 pub fn finish(action: Finish, instance_id: &str) -> ! {

@@ -1,12 +1,16 @@
 //! The machine's hardware, as sent with the first event: CPU and memory from `/proc`,
 //! disks, NICs and DMI from `/sys`. Every reader takes the root directory, so tests point it
-//! at captured trees (`tests/fixtures/machine/`); parsers of `/proc` text are pure.
+//! at captured trees (`tests/fixtures/machine/`); parsers of `/proc` text are pure. The
+//! disks are the ones the disk chooser picks from, read by the same code
+//! ([`crate::disk::sysfs`]), so the report and the choice cannot disagree.
 
 use std::collections::BTreeSet;
 use std::path::Path;
 
 use osie_api::hardware::{Cpu, Disk, Dmi, Nic};
 use osie_api::{Hardware, MacAddr};
+
+use crate::disk::sysfs::{self, DiskInfo};
 
 /// Everything, from the live `/proc` and `/sys`.
 pub fn collect() -> Hardware {
@@ -78,31 +82,10 @@ pub fn parse_meminfo(text: &str) -> u64 {
         .map_or(0, |kib| kib * 1024)
 }
 
-/// Block devices that could hold an OS: not loop, RAM, zram or empty (size 0) devices.
+/// The machine's disks ([`sysfs::BlockDevices::machine_disks`]); none when `/sys/block` cannot be
+/// read.
 pub fn disks(sys: &Path) -> Vec<Disk> {
-    let block = sys.join("block");
-    let mut out: Vec<Disk> = names(&block)
-        .into_iter()
-        .filter(|n| !["loop", "ram", "zram", "fd", "nbd"].iter().any(|p| n.starts_with(p)))
-        .filter_map(|n| {
-            let d = block.join(&n);
-            let size = num(&d.join("size")) * 512;
-            (size > 0).then(|| Disk {
-                path: format!("/dev/{n}"),
-                size,
-                logical_sector_size: num(&d.join("queue/logical_block_size")) as u32,
-                physical_sector_size: num(&d.join("queue/physical_block_size")) as u32,
-                rotational: num(&d.join("queue/rotational")) == 1,
-                removable: num(&d.join("removable")) == 1,
-                read_only: num(&d.join("ro")) == 1,
-                model: first(&d, &["device/model"]),
-                serial: first(&d, &["serial", "device/serial"]),
-                wwn: first(&d, &["wwid", "device/wwid"]),
-            })
-        })
-        .collect();
-    out.sort_by(|a, b| a.path.cmp(&b.path));
-    out
+    sysfs::scan(sys).map(|b| b.machine_disks().map(DiskInfo::to_api).collect()).unwrap_or_default()
 }
 
 /// Ethernet interfaces (ARPHRD_ETHER), with their driver, carrier and speed.
@@ -152,14 +135,6 @@ fn names(dir: &Path) -> Vec<String> {
 /// A sysfs attribute, trimmed; `None` when missing, unreadable or empty.
 fn text(p: &Path) -> Option<String> {
     std::fs::read_to_string(p).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
-}
-
-fn num(p: &Path) -> u64 {
-    text(p).and_then(|s| s.parse().ok()).unwrap_or(0)
-}
-
-fn first(dir: &Path, rel: &[&str]) -> Option<String> {
-    rel.iter().find_map(|r| text(&dir.join(r)))
 }
 
 #[cfg(test)]
@@ -229,6 +204,86 @@ mod tests {
         assert_eq!(d[2].size, 536870912 * 512);
         assert_eq!((d[2].logical_sector_size, d[2].physical_sector_size), (512, 4096));
         assert_eq!(d[2].serial.as_deref(), Some("overlayblk"));
+    }
+
+    #[test]
+    fn the_report_lists_exactly_the_disks_the_chooser_picks_from() {
+        use crate::disk::sysfs::{fake, NotADisk};
+        let t = tempfile::tempdir().unwrap();
+        let sys = t.path().join("sys");
+        let gib = |n: u64| n * (1 << 30) / 512;
+        fake::write(
+            &sys,
+            &[
+                fake::disk("sda", gib(240)),
+                fake::FakeDisk { removable: true, ..fake::disk("sdb", gib(16)) },
+                fake::FakeDisk { ro: true, ..fake::disk("sdc", gib(100)) },
+                fake::disk("nvme0n1", gib(960)),
+                fake::disk("nvme1n1", gib(960)),
+                fake::disk("md0", gib(960)),
+                fake::disk("dm-0", gib(50)),
+                fake::disk("sr0", 700 << 11),
+                fake::disk("loop3", gib(2)),
+                fake::disk("loop9", 0),
+                fake::disk("ram0", 8192),
+                fake::disk("zram0", gib(4)),
+                fake::disk("nbd0", gib(10)),
+                fake::disk("fd0", 2880),
+                fake::disk("vdb", 0),
+            ],
+        );
+        std::fs::write(sys.join("block/nvme0n1/holders/md0"), "").unwrap();
+
+        // Removable, read-only and md members are disks (the chooser refuses them, saying why).
+        let reported: Vec<String> = collect_from(t.path()).disks.iter().map(|d| d.path.clone()).collect();
+        assert_eq!(reported, ["/dev/nvme0n1", "/dev/nvme1n1", "/dev/sda", "/dev/sdb", "/dev/sdc"]);
+        let scanned = sysfs::scan(&sys).unwrap();
+        let pool: Vec<String> = scanned.pool(&[]).iter().map(|d| d.path.display().to_string()).collect();
+        assert_eq!(pool, reported);
+        // The chooser, asked for more than any disk holds, lists every disk it looked at.
+        let e = crate::disk::choose(&sys, &osie_api::DiskHints::default(), u64::MAX, None, &[]).unwrap_err();
+        let e = format!("{e:#}");
+        let seen: Vec<&str> = e
+            .split("disks seen: ")
+            .nth(1)
+            .unwrap_or_else(|| panic!("{e}"))
+            .split("; ")
+            .filter_map(|s| s.split(' ').next())
+            .collect();
+        assert_eq!(seen, reported, "{e}");
+        assert!(
+            e.contains("/dev/nvme0n1 (1030792151040 bytes): too small") && e.contains("device-mapper or md"),
+            "{e}"
+        );
+
+        // The rest is accounted for: loop devices (only when named), and what is no disk.
+        let loops: Vec<&str> = scanned.disks.iter().filter(|d| d.is_loop).map(|d| d.name.as_str()).collect();
+        assert_eq!(loops, ["loop3"]);
+        let not: Vec<(&str, NotADisk)> = scanned.not_disks.iter().map(|(n, w)| (n.as_str(), *w)).collect();
+        assert_eq!(
+            not,
+            [
+                ("dm-0", NotADisk::DeviceMapper),
+                ("fd0", NotADisk::Floppy),
+                ("loop9", NotADisk::Empty),
+                ("md0", NotADisk::Raid),
+                ("nbd0", NotADisk::Network),
+                ("ram0", NotADisk::Ram),
+                ("sr0", NotADisk::Optical),
+                ("vdb", NotADisk::Empty),
+                ("zram0", NotADisk::Ram),
+            ]
+        );
+        // Named explicitly, such a device is refused with the reason.
+        std::fs::create_dir(t.path().join("dev")).unwrap();
+        let dm = t.path().join("dev/dm-0");
+        std::fs::write(&dm, "").unwrap();
+        let e = crate::disk::choose(&sys, &osie_api::DiskHints::default(), 0, Some(&dm), &[]).unwrap_err();
+        assert!(
+            e.to_string()
+                .ends_with("(dm-0) is not a disk to install to: a device-mapper device (its disks are listed)"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -1,4 +1,6 @@
-//! The one HTTP client configuration every request of the installer uses.
+//! The one HTTP client configuration every request of the installer uses, and how its
+//! answers and errors are judged (retry or not). The image download's own reader
+//! ([`crate::image::plain`]) takes its [`Timeouts`] from here too.
 
 use std::path::Path;
 use std::time::Duration;
@@ -24,16 +26,29 @@ impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             ca_file: Path::new(DEFAULT_CA_FILE).exists().then(|| DEFAULT_CA_FILE.into()),
-            read_timeout: Duration::from_secs(30),
-            connect_timeout: Duration::from_secs(10),
+            read_timeout: Timeouts::default().read,
+            connect_timeout: Timeouts::default().connect,
         }
+    }
+}
+
+/// How long to wait for a connection and then for each read.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub read: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts { connect: Duration::from_secs(10), read: Duration::from_secs(30) }
     }
 }
 
 impl HttpConfig {
     /// The timeouts, for the image download's own HTTP reader.
-    pub fn timeouts(&self) -> crate::image::plain::Timeouts {
-        crate::image::plain::Timeouts { connect: self.connect_timeout, read: self.read_timeout }
+    pub fn timeouts(&self) -> Timeouts {
+        Timeouts { connect: self.connect_timeout, read: self.read_timeout }
     }
 
     pub fn client(&self) -> Result<Client> {

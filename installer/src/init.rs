@@ -24,9 +24,9 @@ use osie_api::cmdline::{KEY_DEBUG, KEY_RESCUE};
 use osie_api::{BootParams, MacAddr, Metadata, Phase};
 
 use crate::install::{self, InstallRequest};
+use crate::logging::say;
 use crate::modules::{coldplug, Loader};
 use crate::net::{self, NetOptions};
-use crate::pid1::console::say;
 use crate::pid1::failure::fail;
 use crate::report::Reporter;
 use crate::{finish, hardware, pid1};

@@ -7,10 +7,12 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use osie_api::{Hardware, MacAddr, Metadata, Phase};
+use osie_api::{Hardware, InstallPlan, MacAddr, Metadata, Phase};
+use reqwest::blocking::Client;
 
 use crate::backoff::Backoff;
-use crate::disk::{self, wipe};
+use crate::disk::{self, wipe, DiskInfo};
+use crate::gpt::Part;
 use crate::http::HttpConfig;
 use crate::image::{self, progress, ImageSpec, Tuning};
 use crate::report::Reporter;
@@ -61,19 +63,42 @@ pub fn run(req: &InstallRequest, reporter: &Reporter) -> Result<Metadata> {
     run_with(req, reporter, &Options::default())
 }
 
+/// The phases in order; each reports its own event.
 pub fn run_with(req: &InstallRequest, reporter: &Reporter, opts: &Options) -> Result<Metadata> {
     if let Some(hw) = &req.hardware {
         reporter.set_hardware(hw.clone());
     }
     let client = opts.http.client()?;
-    let md = metadata::fetch(&client, &req.base_url, req.mac, opts.metadata_retry)?;
-    reporter.event(Phase::Metadata, format!("instance {} hostname {}", md.instance_id, md.hostname));
+    let md = fetch_metadata(&client, req, opts, reporter)?;
     let Some(plan) = &md.install else {
         bail!("bootsvc has no install plan for {}; no disk was touched", req.mac);
     };
     let spec = ImageSpec::from_api(&plan.image)?;
-    let layout = !plan.gpt.layout.is_empty();
+    let disk = select_disk(plan, &spec, req, opts, reporter)?;
+    let whole = wipe_disk(&disk, reporter)?;
+    let dest = destination(&whole, &disk, plan)?;
+    stream_image(&client, &spec, &dest.target, opts, reporter)?;
+    fix_gpt(&whole, plan, dest.layout.as_deref(), reporter)?;
+    seed_cloud_init(&whole, &md, reporter)?;
+    installed(&md, &disk, reporter);
+    Ok(md)
+}
 
+/// `metadata`: this machine's metadata from bootsvc (retried while it is unreachable).
+fn fetch_metadata(client: &Client, req: &InstallRequest, opts: &Options, reporter: &Reporter) -> Result<Metadata> {
+    let md = metadata::fetch(client, &req.base_url, req.mac, opts.metadata_retry)?;
+    reporter.event(Phase::Metadata, format!("instance {} hostname {}", md.instance_id, md.hostname));
+    Ok(md)
+}
+
+/// `disk-selected`: the request's disk, else the one the plan's hints choose.
+fn select_disk(
+    plan: &InstallPlan,
+    spec: &ImageSpec,
+    req: &InstallRequest,
+    opts: &Options,
+    reporter: &Reporter,
+) -> Result<DiskInfo> {
     let need = spec.raw_size.unwrap_or(0);
     let d = disk::choose(&opts.sys, &plan.disk, need, req.disk.as_deref(), &opts.candidates)
         .context("choosing the target disk")?;
@@ -89,26 +114,43 @@ pub fn run_with(req: &InstallRequest, reporter: &Reporter, opts: &Options) -> Re
             d.serial.as_deref().unwrap_or("-")
         ),
     );
+    Ok(d)
+}
 
+/// `disk-wiped`: old signatures gone; returns the whole disk, open for writing.
+fn wipe_disk(d: &DiskInfo, reporter: &Reporter) -> Result<Target> {
     let whole = Target::open(&d.path)?;
     let known: Vec<(u64, u64)> = d.partitions.iter().map(|p| (p.start, p.size)).collect();
     let n = wipe::wipe(&whole, &known).with_context(|| format!("wiping {}", d.path.display()))?;
     reporter.event(Phase::DiskWiped, format!("{}: {n} signature areas zeroed", d.path.display()));
+    Ok(whole)
+}
 
-    let (target, layout_parts) = if layout {
-        let parts = gpt::create_layout(&whole, &plan.gpt.layout).context("creating the partition layout")?;
-        let idx = plan.gpt.layout.iter().position(|p| p.image).context("no partition is marked `image`")?;
-        let p = &parts[idx];
-        // The partition's old contents may still hold a filesystem: wipe its ends too.
-        wipe::plan(p.len, &[]).iter().try_for_each(|&(s, l)| whole.zero_abs(p.start + s, l))?;
-        tracing::info!("image goes into partition {} {:?} at byte {}", p.number, p.name, p.start);
-        (Target::open(&d.path)?.region(p.start, p.len)?, Some(parts))
-    } else {
-        (Target::open(&d.path)?, None)
-    };
+/// Where the image goes.
+struct Destination {
+    target: Target,
+    /// Layout mode: the fresh GPT's partitions.
+    layout: Option<Vec<Part>>,
+}
 
+/// The whole disk; or in layout mode, a fresh GPT and the partition marked `image`.
+fn destination(whole: &Target, d: &DiskInfo, plan: &InstallPlan) -> Result<Destination> {
+    if plan.gpt.layout.is_empty() {
+        return Ok(Destination { target: Target::open(&d.path)?, layout: None });
+    }
+    let parts = gpt::create_layout(whole, &plan.gpt.layout).context("creating the partition layout")?;
+    let idx = plan.gpt.layout.iter().position(|p| p.image).context("no partition is marked `image`")?;
+    let p = &parts[idx];
+    // The partition's old contents may still hold a filesystem: wipe its ends too.
+    wipe::plan(p.len, &[]).iter().try_for_each(|&(s, l)| whole.zero_abs(p.start + s, l))?;
+    tracing::info!("image goes into partition {} {:?} at byte {}", p.number, p.name, p.start);
+    Ok(Destination { target: Target::open(&d.path)?.region(p.start, p.len)?, layout: Some(parts) })
+}
+
+/// `image-streaming` (progress) and `image-verified`.
+fn stream_image(client: &Client, spec: &ImageSpec, target: &Target, opts: &Options, reporter: &Reporter) -> Result<()> {
     let tuning = image::Tuning { timeouts: opts.http.timeouts(), ..opts.tuning.clone() };
-    let out = image::stream(&client, &spec, &target, &tuning, &|p| {
+    let out = image::stream(client, spec, target, &tuning, &|p| {
         tracing::info!("image: {}", progress::describe(p));
         reporter.progress(Phase::ImageStreaming, p, progress::describe(p));
     })
@@ -126,12 +168,17 @@ pub fn run_with(req: &InstallRequest, reporter: &Reporter, opts: &Options) -> Re
             out.timings.describe(out.elapsed)
         ),
     );
+    Ok(())
+}
 
-    if let Some(parts) = layout_parts {
+/// `gpt-fixed`: the image's GPT fitted to the disk (or the fresh layout reported); then the
+/// kernel rereads the partitions.
+fn fix_gpt(whole: &Target, plan: &InstallPlan, layout: Option<&[Part]>, reporter: &Reporter) -> Result<()> {
+    if let Some(parts) = layout {
         let v: Vec<String> = parts.iter().map(|p| format!("{}:{}", p.number, p.name)).collect();
         reporter.event(Phase::GptFixed, format!("fresh GPT: {}", v.join(" ")));
     } else {
-        let f = gpt::fix(&whole, plan.gpt.grow_last_partition).context("fixing the GPT after writing")?;
+        let f = gpt::fix(whole, plan.gpt.grow_last_partition).context("fixing the GPT after writing")?;
         let grown = match f.grown {
             Some((n, a, b)) => format!("; partition {n} grown from {a} to {b} bytes"),
             None => String::new(),
@@ -147,16 +194,23 @@ pub fn run_with(req: &InstallRequest, reporter: &Reporter, opts: &Options) -> Re
             ),
         );
     }
-    whole.reread_partitions()?;
+    whole.reread_partitions()
+}
 
-    let s = cloudinit::seed(&whole, &md).context("seeding cloud-init")?;
+/// `cloud-init-seeded`.
+fn seed_cloud_init(whole: &Target, md: &Metadata, reporter: &Reporter) -> Result<()> {
+    let s = cloudinit::seed(whole, md).context("seeding cloud-init")?;
     reporter.event(
         Phase::CloudInitSeeded,
         format!("partition {} ({}): {}", s.partition, s.fs.kernel_name(), s.files.join(", ")),
     );
+    Ok(())
+}
+
+/// `installed`, and every event delivered (or given up on: the disk is done either way).
+fn installed(md: &Metadata, d: &DiskInfo, reporter: &Reporter) {
     reporter.event(Phase::Installed, format!("{} installed on {}", md.hostname, d.path.display()));
     if !reporter.flush() {
         tracing::warn!("bootsvc did not acknowledge every event; the disk is installed anyway");
     }
-    Ok(md)
 }

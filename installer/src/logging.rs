@@ -1,4 +1,5 @@
-//! Logs to the console (stderr), as text. `RUST_LOG` overrides the level.
+//! Logs to the console (stderr), as text (`RUST_LOG` overrides the level), and [`say`] for
+//! words that must reach the console whatever the logger does.
 
 use std::io::IsTerminal;
 
@@ -13,4 +14,12 @@ pub fn init(verbose: bool) {
         .with_target(false)
         .with_ansi(std::io::stderr().is_terminal())
         .try_init();
+}
+
+/// Write straight to the console, bypassing any logger: for the last words before a reboot.
+pub fn say(msg: &str) {
+    use std::io::Write;
+    let mut e = std::io::stderr().lock();
+    let _ = writeln!(e, "{msg}");
+    let _ = e.flush();
 }

@@ -151,6 +151,24 @@ mod tests {
         assert!(p.0[0].what.contains("unknown field"), "{p}");
         let (_, p) = parse(r#"{"hostname":"n1","macs":[],"ip":{"address":"192.0.2.300","prefix":24}}"#);
         assert_eq!(p.0[0].field, "ip.address", "{p}");
+        // `cloud_init` is the api type, read as strictly as the rest of the record.
+        let (_, p) = parse(r#"{"hostname":"n1","macs":[],"cloud_init":{"user_data":"x","userdata":"y"}}"#);
+        assert_eq!(p.0[0].field, "cloud_init.userdata", "{p}");
+        assert!(
+            p.0[0].what.contains(
+                "unknown field `userdata`, expected one of `user_data`, `meta_data`, `network_config`, `vendor_data`"
+            ),
+            "{p}"
+        );
+        let (e, p) = parse(r#"{"hostname":"n1","macs":[],"cloud_init":{"user_data":"hi","vendor_data":null}}"#);
+        assert!(p.is_empty(), "{p}");
+        let ci = &e[0].machine.cloud_init;
+        assert_eq!(
+            (ci.user_data.as_deref(), ci.meta_data.as_deref(), ci.vendor_data.as_deref()),
+            (Some("hi"), None, None)
+        );
+        let (_, p) = parse(r#"{"hostname":"n1","macs":[],"cloud_init":{"user_data":"a","user_data":"b"}}"#);
+        assert!(p.0[0].what.contains("duplicate field `user_data`"), "{p}");
         let (_, p) = parse("{\"hostname\":\n");
         assert!(p.0[0].what.starts_with("not valid JSON") && p.0[0].what.contains("line 2"), "{p}");
     }

@@ -4,7 +4,7 @@
 use std::net::Ipv4Addr;
 
 use osie_api::metadata::{ChecksumOf, DiskHints, Finish, GptPlan, ImageFormat};
-use osie_api::MacAddr;
+use osie_api::{CloudInit, MacAddr};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,7 +26,7 @@ pub struct Machine {
     pub netboot: Netboot,
     #[serde(default)]
     pub install: Option<Install>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "StrictCloudInit::deserialize")]
     pub cloud_init: CloudInit,
     #[serde(default)]
     pub ssh_keys: Vec<String>,
@@ -104,18 +104,22 @@ pub struct ImageRef {
     pub checksum_of: ChecksumOf,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CloudInit {
+/// The record's `cloud_init` is [`CloudInit`], the api type the installer receives, read
+/// strictly: an unknown key is a mistake in the record (the api type itself accepts
+/// unknown keys, so that older installers keep working when fields are added). serde's
+/// remote definition: the compiler checks it has exactly the api type's fields.
+#[derive(Deserialize)]
+#[serde(remote = "CloudInit", deny_unknown_fields)]
+struct StrictCloudInit {
     #[serde(default)]
-    pub user_data: Option<String>,
+    user_data: Option<String>,
     /// YAML; generated from hostname, instance id and SSH keys when absent.
     #[serde(default)]
-    pub meta_data: Option<String>,
+    meta_data: Option<String>,
     #[serde(default)]
-    pub network_config: Option<String>,
+    network_config: Option<String>,
     #[serde(default)]
-    pub vendor_data: Option<String>,
+    vendor_data: Option<String>,
 }
 
 impl Machine {

@@ -1,6 +1,6 @@
-//! Disks: what the machine has (from `/sys`), which one to install to, and wiping it.
+//! Disks: what the machine has (from `/sys`, [`sysfs`]), which one to install to
+//! ([`select`]), and wiping it ([`wipe`]).
 
-pub mod ioctl;
 pub mod select;
 pub mod sysfs;
 pub mod wipe;
@@ -21,8 +21,8 @@ pub fn kernel_name(path: &Path) -> Result<String> {
 }
 
 /// The target disk: `explicit` when given (still refused if removable, read-only, in use or
-/// too small), else chosen by `hints` among `candidates` (or, when none are given, every
-/// non-loop disk of the machine).
+/// too small), else chosen by `hints` among `candidates` (or, when none are given, the
+/// machine's disks: [`sysfs::BlockDevices::pool`]).
 pub fn choose(
     sys: &Path,
     hints: &DiskHints,
@@ -30,11 +30,14 @@ pub fn choose(
     explicit: Option<&Path>,
     candidates: &[PathBuf],
 ) -> Result<DiskInfo> {
-    let disks = sysfs::enumerate(sys)?;
+    let devices = sysfs::scan(sys)?;
     let in_use = sysfs::devices_in_use();
     if let Some(p) = explicit {
         let name = kernel_name(p)?;
-        let Some(d) = disks.iter().find(|d| d.name == name) else {
+        let Some(d) = devices.disks.iter().find(|d| d.name == name) else {
+            if let Some((_, why)) = devices.not_disks.iter().find(|(n, _)| *n == name) {
+                bail!("{} ({name}) is not a disk to install to: {why}", p.display());
+            }
             bail!("{} ({name}) is not a disk this machine lists in {}/block", p.display(), sys.display());
         };
         let reasons =
@@ -46,15 +49,16 @@ pub fn choose(
         return Ok(d.clone());
     }
     let wanted: Vec<String> = candidates.iter().map(|c| kernel_name(c)).collect::<Result<_>>()?;
-    let pool: Vec<DiskInfo> =
-        disks.into_iter().filter(|d| if wanted.is_empty() { !d.is_loop } else { wanted.contains(&d.name) }).collect();
+    let pool = devices.pool(&wanted);
     let path_name = hints.path.as_deref().map(|p| kernel_name(Path::new(p))).transpose().context("disk hint path")?;
     Ok(select::select(&pool, hints, need, path_name.as_deref(), &in_use)?.clone())
 }
 
-/// `installer disks`: every disk and why it would be refused.
+/// `installer disks`: every disk and why it would be refused; in text, also the block
+/// devices that are not disks, and why.
 pub fn print_report(min_size: Option<u64>, json: bool) -> Result<()> {
-    let disks = sysfs::enumerate(Path::new("/sys"))?;
+    let devices = sysfs::scan(Path::new("/sys"))?;
+    let disks = &devices.disks;
     let in_use = sysfs::devices_in_use();
     let hints = DiskHints { min_size, ..Default::default() };
     if json {
@@ -73,7 +77,7 @@ pub fn print_report(min_size: Option<u64>, json: bool) -> Result<()> {
         "{:<14} {:>14} {:>9} {:>3} {:>3} {:>3}  {:<20} {:<20} {:<24} VERDICT",
         "PATH", "SIZE", "SECTOR", "ROT", "RM", "RO", "MODEL", "SERIAL", "WWN"
     );
-    for d in &disks {
+    for d in disks {
         let mut r: Vec<String> = select::assess(d, &hints, 0, None, &in_use).iter().map(ToString::to_string).collect();
         if d.is_loop {
             r.push("a loop device (only chosen when named)".into());
@@ -92,6 +96,9 @@ pub fn print_report(min_size: Option<u64>, json: bool) -> Result<()> {
             d.serial.as_deref().unwrap_or("-"),
             d.wwn.as_deref().unwrap_or("-"),
         );
+    }
+    for (name, why) in &devices.not_disks {
+        println!("{:<14} not a disk: {why}", format!("/dev/{name}"));
     }
     Ok(())
 }

@@ -255,7 +255,7 @@ mod tests {
                 fake::disk("nvme0n1", sectors(960)),
             ],
         );
-        let disks = sysfs::enumerate(t.path()).unwrap();
+        let disks = sysfs::scan(t.path()).unwrap().disks;
         assert_eq!(disks.len(), 5);
         let none = HashSet::new();
         let pick = |h: DiskHints| select(&disks, &h, 10 * G, None, &none).map(|d| d.name.clone());

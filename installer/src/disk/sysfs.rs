@@ -1,7 +1,18 @@
-//! What block devices the machine has, read from `/sys/block` (a root directory is passed in
-//! so tests can point it at a fake tree).
+//! What block devices the machine has, read from `/sys/block` once ([`scan`]; a root
+//! directory is passed in so tests can point it at a fake tree), and the one rule for which
+//! of them are disks. Everything that lists disks starts here: the hardware report
+//! ([`crate::hardware`]), the disk chooser ([`super::choose`]) and `installer disks`.
+//!
+//! - Never disks ([`NotADisk`]): RAM and zram devices, floppy and optical drives, network
+//!   block devices, md arrays and device-mapper devices (their member disks are listed, and
+//!   refused as in use), and devices of size 0 (no medium, a loop device with no file).
+//! - Loop devices are disks, but files of the host: only chosen when named (`--disk`,
+//!   `--candidate`) and not in the hardware report ([`BlockDevices::machine_disks`]).
+//! - Whether a disk can be the target (removable, read-only, in use, size, hints) is
+//!   [`super::select`]'s question, asked of these disks.
 
 use std::collections::HashSet;
+use std::fmt;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -58,27 +69,92 @@ impl DiskInfo {
     }
 }
 
-/// Devices that are never disks to install to.
-fn ignored(name: &str) -> bool {
-    ["ram", "zram", "sr", "fd", "md", "dm-", "nbd"].iter().any(|p| name.starts_with(p))
+/// Why a block device is not a disk to install to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotADisk {
+    Ram,
+    Floppy,
+    Optical,
+    Network,
+    Raid,
+    DeviceMapper,
+    /// Size 0: no medium, or a loop device with no file behind it.
+    Empty,
 }
 
-/// Every disk under `<sys>/block`, sorted by name. Empty devices (unattached loops) are left out.
-pub fn enumerate(sys: &Path) -> Result<Vec<DiskInfo>> {
+impl fmt::Display for NotADisk {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            NotADisk::Ram => "a RAM disk",
+            NotADisk::Floppy => "a floppy drive",
+            NotADisk::Optical => "an optical drive",
+            NotADisk::Network => "a network block device",
+            NotADisk::Raid => "an md array (its member disks are listed)",
+            NotADisk::DeviceMapper => "a device-mapper device (its disks are listed)",
+            NotADisk::Empty => "empty (size 0)",
+        })
+    }
+}
+
+/// Kernel name prefixes of block devices that are never disks.
+const NOT_DISKS: [(&str, NotADisk); 7] = [
+    ("ram", NotADisk::Ram),
+    ("zram", NotADisk::Ram),
+    ("fd", NotADisk::Floppy),
+    ("sr", NotADisk::Optical),
+    ("nbd", NotADisk::Network),
+    ("md", NotADisk::Raid),
+    ("dm-", NotADisk::DeviceMapper),
+];
+
+/// Everything under `<sys>/block`, sorted by name.
+#[derive(Debug, Clone, Default)]
+pub struct BlockDevices {
+    /// The disks, loop devices included ([`DiskInfo::is_loop`]).
+    pub disks: Vec<DiskInfo>,
+    /// The other devices (kernel name), and why they are not disks.
+    pub not_disks: Vec<(String, NotADisk)>,
+}
+
+impl BlockDevices {
+    /// The machine's own disks: what the hardware report lists, and what the chooser picks
+    /// from when no candidates are named. Loop devices are the host's files, not the
+    /// machine's disks.
+    pub fn machine_disks(&self) -> impl Iterator<Item = &DiskInfo> {
+        self.disks.iter().filter(|d| !d.is_loop)
+    }
+
+    /// What the chooser picks from: the disks named by kernel name (loop devices too), or
+    /// when none are named, the machine's disks.
+    pub fn pool(&self, named: &[String]) -> Vec<DiskInfo> {
+        if named.is_empty() {
+            self.machine_disks().cloned().collect()
+        } else {
+            self.disks.iter().filter(|d| named.contains(&d.name)).cloned().collect()
+        }
+    }
+}
+
+/// Every block device under `<sys>/block`: the disks, and the rest with the reason.
+pub fn scan(sys: &Path) -> Result<BlockDevices> {
     let dir = sys.join("block");
-    let mut out = Vec::new();
+    let mut out = BlockDevices::default();
     for entry in fs::read_dir(&dir).with_context(|| format!("listing {}", dir.display()))? {
         let entry = entry.with_context(|| format!("listing {}", dir.display()))?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if ignored(&name) {
+        if let Some((_, why)) = NOT_DISKS.iter().find(|(prefix, _)| name.starts_with(prefix)) {
+            out.not_disks.push((name, *why));
             continue;
         }
         let d = read_disk(&entry.path(), &name).with_context(|| format!("reading {}", entry.path().display()))?;
         if d.size > 0 {
-            out.push(d);
+            out.disks.push(d);
+        } else {
+            out.not_disks.push((name, NotADisk::Empty));
         }
     }
-    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out.disks.sort_by(|a, b| a.name.cmp(&b.name));
+    out.not_disks.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(out)
 }
 
@@ -216,8 +292,10 @@ pub mod fake {
         fs::write(t.path().join("block/sda/sda1/partition"), "1\n").unwrap();
         fs::write(t.path().join("block/sda/sda1/start"), "2048\n").unwrap();
         fs::write(t.path().join("block/sda/sda1/size"), "100\n").unwrap();
-        let d = enumerate(t.path()).unwrap();
+        let scanned = scan(t.path()).unwrap();
+        let d = &scanned.disks;
         assert_eq!(d.len(), 1, "empty loop and ram devices are left out: {d:?}");
+        assert_eq!(scanned.not_disks, [("loop9".into(), NotADisk::Empty), ("ram0".into(), NotADisk::Ram)]);
         let sda = &d[0];
         assert_eq!(sda.path, PathBuf::from("/dev/sda"));
         assert_eq!(sda.size, 2048 * 512);

@@ -28,7 +28,7 @@ use std::sync::Mutex;
 use anyhow::{anyhow, Context};
 use osie_api::ImageFormat;
 
-use super::pipeline::{fill, send, StageError, StageResult};
+use super::stage::{fill, send, Join, StageError, StageResult};
 use super::timing::{Busy, StageTime};
 use crate::io::chunks::{ChunkReader, Msg, Piece};
 use crate::io::decompress::decoder;
@@ -53,11 +53,14 @@ pub struct DecodeOpts {
     pub threads: usize,
 }
 
-pub(super) fn decode_stage(
-    rx: Receiver<Msg>,
-    tx: SyncSender<Msg>,
-    opts: DecodeOpts,
-) -> StageResult<(ImageFormat, StageTime)> {
+/// What the decode stage did.
+pub(super) struct Decoded {
+    /// The format it decoded (what `auto` turned out to be).
+    pub format: ImageFormat,
+    pub time: StageTime,
+}
+
+pub(super) fn decode_stage(rx: Receiver<Msg>, tx: SyncSender<Msg>, opts: DecodeOpts) -> StageResult<Decoded> {
     let busy = Busy::start();
     let mut src = ChunkReader::new(rx);
     let format = match opts.format {
@@ -65,16 +68,26 @@ pub(super) fn decode_stage(
         f => f,
     };
     if format == ImageFormat::Zstd {
-        let t = zstd_frames(src, tx, opts, busy)?;
-        return Ok((format, t));
+        let time = zstd_frames(src, tx, opts, busy)?;
+        return Ok(Decoded { format, time });
     }
     stream_tail(Box::new(src), &tx, format, opts)?;
     send(&tx, Msg::End)?;
-    Ok((format, busy.finish_cpu()))
+    Ok(Decoded { format, time: busy.finish_cpu() })
+}
+
+fn format_name(f: ImageFormat) -> &'static str {
+    match f {
+        ImageFormat::Auto => "auto",
+        ImageFormat::Raw => "raw",
+        ImageFormat::Zstd => "zstd",
+        ImageFormat::Gzip => "gzip",
+        ImageFormat::Xz => "xz",
+    }
 }
 
 fn what(format: ImageFormat) -> String {
-    format!("decoding the {} stream", super::pipeline::format_name(format))
+    format!("decoding the {} stream", format_name(format))
 }
 
 /// Decode `src` as one stream into chunks sent on `tx`, and refuse bytes after its end.
@@ -109,9 +122,7 @@ fn stream_tail<'a>(
         src.consume(n);
     }
     if extra > 0 {
-        return Err(
-            anyhow!("{extra} bytes follow the end of the {} stream", super::pipeline::format_name(format)).into()
-        );
+        return Err(anyhow!("{extra} bytes follow the end of the {} stream", format_name(format)).into());
     }
     Ok(())
 }
@@ -150,12 +161,12 @@ fn zstd_frames(src: ChunkReader, tx: SyncSender<Msg>, opts: DecodeOpts, busy: Bu
             worker_cpu += w.join().unwrap_or_default();
         }
         // A frame that failed to decode lies before wherever the splitter stopped.
-        match (emitted, split) {
-            (Err(StageError::Real(e)), _) | (_, Err(StageError::Real(e))) => Err(StageError::Real(e)),
-            (Err(e), _) | (_, Err(e)) => Err(e),
-            (Ok(()), Ok(())) => {
+        let mut join = Join::default();
+        match (join.result(emitted), join.result(split)) {
+            (Some(()), Some(())) => {
                 Ok(StageTime { busy: split_cpu.max(worker_cpu / threads as u32), cpu: split_cpu + worker_cpu })
             }
+            _ => Err(join.stage_error()),
         }
     })
 }
@@ -328,7 +339,7 @@ mod tests {
             let _ = in_tx.send(Msg::End);
         });
         let opts = DecodeOpts { format: ImageFormat::Auto, chunk: 1 << 16, depth: 2, threads };
-        let stage = std::thread::spawn(move || decode_stage(in_rx, out_tx, opts).map(|(f, _)| f));
+        let stage = std::thread::spawn(move || decode_stage(in_rx, out_tx, opts).map(|d| d.format));
         let mut out = Vec::new();
         let read = ChunkReader::new(out_rx).read_to_end(&mut out);
         let r = stage.join().unwrap();

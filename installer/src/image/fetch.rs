@@ -15,8 +15,9 @@ use reqwest::blocking::{Client, Response};
 use reqwest::header::{HeaderMap, CONTENT_RANGE, ETAG, IF_RANGE, LAST_MODIFIED, RANGE};
 use reqwest::StatusCode;
 
-use super::plain::{self, Timeouts};
+use super::plain;
 use crate::backoff::Backoff;
+use crate::http::{self, Timeouts};
 
 /// The download cannot be resumed safely; start it over.
 #[derive(Debug, thiserror::Error)]
@@ -160,7 +161,7 @@ impl Download {
                     req = req.header(k, v);
                 }
                 Body::Reqwest(req.send().map_err(|e| {
-                    if crate::http::permanent(&e) {
+                    if http::permanent(&e) {
                         Failure::Fatal(io::Error::other(format!("GET {}: {:#}", self.url, anyhow!(e))))
                     } else {
                         Failure::Transient(anyhow!(e))
@@ -169,7 +170,7 @@ impl Download {
             }
         };
         let status = resp.status();
-        if status.is_server_error() || crate::http::retryable_status(status) {
+        if status.is_server_error() || http::retryable_status(status) {
             return Err(Failure::Transient(anyhow!("server answered {status}")));
         }
         if self.pos == 0 {

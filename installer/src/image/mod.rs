@@ -13,9 +13,10 @@
 //! possible: plain `http://` bodies are read from the socket straight into the pipeline's
 //! buffers ([`plain`]), and zstd images packed as many frames (`images/pack`) are decoded
 //! on every core, each frame from the download's chunks straight into its output buffer
-//! ([`decode`]). Memory: about 40 MiB for one-frame zstd, gzip, xz and raw images; for
-//! packed images at most (threads + 2) frames in flight, each a 32 MiB output buffer plus
-//! the chunks of its compressed bytes (140–220 MiB measured with 2 threads).
+//! ([`decode`]). Memory: about 40 MiB of buffers for one-frame zstd, gzip, xz and raw
+//! images (21–47 MiB max RSS measured); for packed images at most (threads + 2) frames in
+//! flight, each a 32 MiB output buffer plus the chunks of its compressed bytes (163–201 MiB
+//! max RSS in `scripts/bench image` with 2 threads). Both in `installer/README.md`.
 //!
 //! Safety rules, in order of importance:
 //! - The first MiB of the image is held in memory and written only after the whole stream
@@ -34,6 +35,7 @@ mod pipeline;
 pub mod plain;
 pub mod progress;
 pub mod sink;
+mod stage;
 pub mod timing;
 
 use std::time::{Duration, Instant};
@@ -43,6 +45,7 @@ use osie_api::{ChecksumOf, ImageFormat, Progress};
 use reqwest::blocking::Client;
 
 use crate::backoff::Backoff;
+use crate::http::Timeouts;
 use crate::io::aligned::AlignedBuf;
 use crate::target::Target;
 
@@ -89,7 +92,7 @@ pub struct Tuning {
     pub restarts: u32,
     pub progress_every: Duration,
     /// Connect and read timeouts of the download (the HTTP configuration's).
-    pub timeouts: plain::Timeouts,
+    pub timeouts: Timeouts,
 }
 
 impl Default for Tuning {
@@ -102,7 +105,7 @@ impl Default for Tuning {
             resume: Backoff::new(Duration::from_millis(500), Duration::from_secs(15), 12),
             restarts: 3,
             progress_every: Duration::from_secs(2),
-            timeouts: plain::Timeouts::default(),
+            timeouts: Timeouts::default(),
         }
     }
 }
@@ -147,7 +150,7 @@ pub fn stream(
     target.write_at(0, &blank).context("blanking the first MiB before streaming")?;
     target.sync()?;
     let mut restarts = 0;
-    let (mut out, head) = loop {
+    let pipeline::Attempt { outcome: mut out, head } = loop {
         match pipeline::run(client, spec, target, tuning, on_progress) {
             Ok(v) => break v,
             Err(e) if e.downcast_ref::<fetch::Restart>().is_some() && restarts < tuning.restarts => {

@@ -17,21 +17,10 @@ use std::time::Duration;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_LENGTH, TRANSFER_ENCODING};
 use reqwest::{StatusCode, Url};
 
+use crate::http::Timeouts;
+
 /// The response head must fit in this much.
 const HEAD_MAX: usize = 64 << 10;
-
-/// How long to wait for a connection and then for each read.
-#[derive(Debug, Clone, Copy)]
-pub struct Timeouts {
-    pub connect: Duration,
-    pub read: Duration,
-}
-
-impl Default for Timeouts {
-    fn default() -> Self {
-        Timeouts { connect: Duration::from_secs(10), read: Duration::from_secs(30) }
-    }
-}
 
 pub struct Response {
     stream: TcpStream,

@@ -9,6 +9,14 @@ use crate::target::Target;
 /// Zero runs are detected per aligned segment of this size; it is also the size held back.
 pub const SEGMENT: u64 = 1 << 20;
 
+/// What the sink did with a whole stream.
+pub struct Written {
+    /// The image's first MiB, held back: the caller writes it once the checksum matched.
+    pub head: AlignedBuf,
+    pub bytes_written: u64,
+    pub bytes_zeroed: u64,
+}
+
 pub struct Sink<'a> {
     target: &'a Target,
     /// Bytes of the image received so far (the next byte's offset in the image).
@@ -88,14 +96,12 @@ impl<'a> Sink<'a> {
         Ok(())
     }
 
-    /// The stream ended: issue the last zero run. Returns the held first MiB, which the
-    /// caller writes with [`Target::write_head`] once the checksum matched.
-    /// Also returns the bytes written and zeroed.
-    pub fn finish(mut self) -> Result<(AlignedBuf, u64, u64)> {
+    /// The stream ended: issue the last zero run.
+    pub fn finish(mut self) -> Result<Written> {
         if let Some((s, l)) = self.zero_run.take() {
             self.zero(s, l)?;
         }
-        Ok((self.held, self.bytes_written, self.bytes_zeroed))
+        Ok(Written { head: self.held, bytes_written: self.bytes_written, bytes_zeroed: self.bytes_zeroed })
     }
 
     fn write(&mut self, at: u64, data: &[u8]) -> Result<()> {

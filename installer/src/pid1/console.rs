@@ -23,11 +23,3 @@ pub fn attach() -> Result<()> {
     }
     Ok(())
 }
-
-/// Write straight to the console, bypassing any logger: for the last words before a reboot.
-pub fn say(msg: &str) {
-    use std::io::Write;
-    let mut e = std::io::stderr().lock();
-    let _ = writeln!(e, "{msg}");
-    let _ = e.flush();
-}

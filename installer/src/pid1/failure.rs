@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::pid1::console::say;
+use crate::logging::say;
 use crate::report::Reporter;
 
 /// How long the console shows the error before the machine reboots.

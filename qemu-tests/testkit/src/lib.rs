@@ -1,15 +1,18 @@
 //! Test helpers shared by osie's crates.
 //!
-//! Everything here cleans up on `Drop`, also when a test panics: network namespaces, the
-//! processes started inside them, loop devices. These are shared by every later run on the
+//! The network namespaces, the processes started inside them and the loop devices made here
+//! clean up on `Drop`, also when a test panics. These are shared by every later run on the
 //! machine, so a leak would break the next run, not just this one.
 //!
 //! Tests that need root or tools the machine may lack call [`require_root`] /
 //! [`require_tools`]: outside CI they skip with a message; with `OSIE_REQUIRE_ALL=1` (set by
 //! `scripts/test`) a missing prerequisite fails the test instead, so CI never passes by
 //! skipping.
+//!
+//! [`modgraph`] finds import cycles between a crate's modules (each crate's tests call it).
 
 pub mod loopdev;
+pub mod modgraph;
 pub mod netns;
 pub mod proc;
 

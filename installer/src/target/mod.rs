@@ -2,7 +2,10 @@
 //!
 //! Bulk writes go through an `O_DIRECT` descriptor (no page-cache copy, no cache pressure on
 //! a machine with little RAM); pieces that are not sector-aligned — the tail of an image whose
-//! size is not a multiple of the sector — go through an ordinary one.
+//! size is not a multiple of the sector — go through an ordinary one. The block-device
+//! ioctls it needs (and the partition ones [`crate::cloudinit`] uses) are in [`ioctl`].
+
+pub mod ioctl;
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
@@ -10,7 +13,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use crate::disk::ioctl;
 use crate::io::aligned::{AlignedBuf, ALIGN};
 
 const ZERO_FILL: usize = 1 << 20;
