@@ -1,8 +1,9 @@
 //! Every captured client packet (tests/fixtures/dhcp, see its README) through parsing,
-//! classification and reply building, in reservation and proxy mode; DESIGN.md's table row
-//! by row. Rows no client here can produce (BIOS PXE without iPXE, ARM, x86 UEFI, arch 9,
-//! option 93 missing) use a captured packet with only the deciding options rewritten.
-//! No sockets.
+//! classification and reply building, in reservation and proxy mode; the classification
+//! table of `bootsvc/docs/dhcp.md` row by row. Rows no client here can produce (BIOS PXE
+//! without iPXE, ARM, x86 UEFI, arch 9, option 93 missing) use a captured packet with only
+//! the deciding options rewritten. Each row's decisions and replies are also kept as text
+//! in `tests/fixtures/dhcp/golden/` (see the end of this file). No sockets.
 
 mod net;
 
@@ -357,4 +358,232 @@ fn proxy_mode_sets_aside_other_traffic_before_the_inventory() {
     assert!(matches!(d.outcome, Outcome::Ignore { reason: "dhcp-proxy-not-discover", .. }), "{d:?}");
     let d = reply::respond(&request::parse(&fixture("ovmf-pxe-discover.bin")).unwrap(), Via::Dhcp, &ctx);
     assert!(matches!(d.outcome, Outcome::Ignore { reason: "dhcp-unknown-mac", .. }), "{d:?}");
+}
+
+// ---- Golden decoded replies -------------------------------------------------------------
+//
+// Every row of the table above, in three situations (reservation mode with netboot allowed,
+// reservation mode with netboot not allowed, proxy mode), rendered as readable text: what
+// the request said, what bootsvc decided and why, and the reply it would send, field by
+// field and option by option in wire order. The texts live beside the captures in
+// `tests/fixtures/dhcp/golden/`, one file per row, and the test compares them: a change in
+// behaviour shows up in review as a diff of those files. After a deliberate change,
+// regenerate them with
+//
+//     UPDATE_TESTDATA=1 cargo nextest run -p bootsvc --test dhcp_fixtures golden
+//
+// and read the diff before committing it.
+
+fn golden_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dhcp/golden")
+}
+
+/// A row's name as a file name: `OVMF UEFI PXE request` → `ovmf-uefi-pxe-request`.
+fn golden_name(row: &str) -> String {
+    let stem = row.strip_suffix(".bin").unwrap_or(row).to_lowercase();
+    let mut out = String::new();
+    for c in stem.chars() {
+        if c.is_ascii_alphanumeric() {
+            out.push(c);
+        } else if !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    format!("{}.txt", out.trim_matches('-'))
+}
+
+fn option_name(code: u8) -> &'static str {
+    match code {
+        1 => "subnet mask",
+        3 => "router",
+        6 => "dns",
+        12 => "hostname",
+        43 => "vendor specific",
+        50 => "requested address",
+        51 => "lease time",
+        53 => "message type",
+        54 => "server id",
+        55 => "parameter request list",
+        57 => "max message size",
+        58 => "renewal time",
+        59 => "rebinding time",
+        60 => "vendor class",
+        61 => "client id",
+        67 => "boot file",
+        77 => "user class",
+        82 => "relay agent",
+        93 => "client arch",
+        94 => "client NDI",
+        97 => "client UUID",
+        175 => "iPXE",
+        _ => "",
+    }
+}
+
+/// An option's value as a reader wants it: addresses, numbers, text, or hex.
+fn option_value(code: u8, v: &[u8]) -> String {
+    let ips = |v: &[u8]| {
+        let ip = |c: &[u8]| if c.len() == 4 { Ipv4Addr::new(c[0], c[1], c[2], c[3]).to_string() } else { hexs(c) };
+        v.chunks(4).map(ip).collect::<Vec<_>>().join(", ")
+    };
+    let printable = |v: &[u8]| {
+        let s = v.strip_suffix(&[0]).unwrap_or(v);
+        (!s.is_empty() && s.iter().all(|b| b.is_ascii_graphic() || *b == b' '))
+            .then(|| format!("{:?}{}", String::from_utf8_lossy(s), if s.len() < v.len() { " + NUL" } else { "" }))
+    };
+    match code {
+        1 | 3 | 6 | 50 | 54 if v.len() % 4 == 0 => ips(v),
+        51 | 58 | 59 if v.len() == 4 => format!("{} s", u32::from_be_bytes([v[0], v[1], v[2], v[3]])),
+        53 if v.len() == 1 => format!("{:?}", MessageType::from(v[0])).to_uppercase(),
+        57 | 93 if v.len() == 2 => u16::from_be_bytes([v[0], v[1]]).to_string(),
+        55 => v.iter().map(u8::to_string).collect::<Vec<_>>().join(" "),
+        _ => printable(v).unwrap_or_else(|| hexs(v)),
+    }
+}
+
+fn hexs(v: &[u8]) -> String {
+    v.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" ")
+}
+
+/// The options of a packet in wire order (the packet is well formed: it parsed or we built it).
+fn wire_options(pkt: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut b = &pkt[HEADER_LEN..];
+    while let Some((&c, rest)) = b.split_first() {
+        match c {
+            255 => break,
+            0 => b = rest,
+            _ => {
+                let len = rest[0] as usize;
+                out.push((c, rest[1..1 + len].to_vec()));
+                b = &rest[1 + len..];
+            }
+        }
+    }
+    out
+}
+
+fn render_options(out: &mut String, pkt: &[u8]) {
+    use std::fmt::Write;
+    for (c, v) in wire_options(pkt) {
+        let _ = writeln!(out, "    {c:>3} {:<22} {}", option_name(c), option_value(c, &v));
+    }
+}
+
+fn render_header(out: &mut String, m: &Message) {
+    use std::fmt::Write;
+    let field = |v: Option<&[u8]>| v.map(|v| option_value(0, v)).unwrap_or_else(|| "-".into());
+    let _ = writeln!(
+        out,
+        "    op {:?} xid {:#010x} secs {} flags {:#06x} hops {}",
+        m.opcode(),
+        m.xid(),
+        m.secs(),
+        u16::from(m.flags()),
+        m.hops()
+    );
+    let _ =
+        writeln!(out, "    ciaddr {} yiaddr {} siaddr {} giaddr {}", m.ciaddr(), m.yiaddr(), m.siaddr(), m.giaddr());
+    let _ = writeln!(
+        out,
+        "    chaddr {} sname {} file {}",
+        hexs(&m.chaddr()[..6]).replace(' ', ":"),
+        field(m.sname()),
+        field(m.fname())
+    );
+}
+
+/// One situation of one row: the decision and the reply, as text.
+fn render_decision(out: &mut String, title: &str, d: &Decision) {
+    use std::fmt::Write;
+    let _ = writeln!(out, "\n## {title}");
+    let boot = d.boot_file.as_ref().map(|b| b.to_string()).unwrap_or_else(|| "-".into());
+    let _ = writeln!(
+        out,
+        "decision: class {}, boot file {boot}{}",
+        d.class,
+        d.no_boot.map(|w| format!(" (none: {w})")).unwrap_or_default()
+    );
+    match &d.outcome {
+        Outcome::Reply(r) => {
+            let bytes = r.encode().unwrap();
+            let msg = Message::decode(&mut Decoder::new(&bytes)).unwrap();
+            let _ = writeln!(out, "reply: {} to {}, {} bytes", r.kind, r.dest, bytes.len());
+            render_header(out, &msg);
+            render_options(out, &bytes);
+        }
+        Outcome::Ignore { reason, why } => {
+            let _ = writeln!(out, "no reply: {reason}: {why}");
+        }
+        Outcome::Done(what) => {
+            let _ = writeln!(out, "handled, no reply: {what}");
+        }
+    }
+}
+
+fn render_row(name: &str, pkt: &[u8]) -> String {
+    use std::fmt::Write;
+    let req = request::parse(pkt).unwrap();
+    let c = bootsvc::dhcp::classify::client(req.mac, &req.options);
+    let mut out = String::new();
+    let _ = writeln!(out, "# {name}");
+    let _ = writeln!(out, "\nrequest: {:?} from {}, {} bytes", req.msg_type, req.mac, pkt.len());
+    let arch = c.arch.map(|a| a.to_string()).unwrap_or_else(|| "-".into());
+    let _ = writeln!(out, "client: arch {arch} ({:?}), vendor {:?}, iPXE running: {}", c.arch_source, c.vendor, c.ipxe);
+    render_header(&mut out, &req.header);
+    render_options(&mut out, pkt);
+    // A REQUEST names the address it was offered in the capture: reserve that one.
+    let ip = req.requested_ip.unwrap_or(Ipv4Addr::new(192, 0, 2, 10));
+    let fixed = format!("{ip}/24");
+    for (title, mode, allow) in [
+        ("reservation mode, netboot allowed", DhcpMode::Reservation, true),
+        ("reservation mode, netboot not allowed", DhcpMode::Reservation, false),
+        ("proxy mode, netboot allowed", DhcpMode::Proxy, true),
+    ] {
+        render_decision(&mut out, title, &decide(pkt, mode, &fixed, allow, Via::Dhcp));
+    }
+    out
+}
+
+#[test]
+fn golden_decoded_replies_match_the_files_beside_the_captures() {
+    let dir = golden_dir();
+    let update = std::env::var_os("UPDATE_TESTDATA").is_some_and(|v| v == "1");
+    if update {
+        std::fs::create_dir_all(&dir).unwrap();
+    }
+    let mut differ = Vec::new();
+    let mut names = Vec::new();
+    for (name, pkt, _, _) in rows() {
+        let file = dir.join(golden_name(name));
+        names.push(golden_name(name));
+        let got = render_row(name, &pkt);
+        if update {
+            std::fs::write(&file, &got).unwrap();
+            continue;
+        }
+        let want = std::fs::read_to_string(&file).unwrap_or_else(|e| {
+            panic!("{}: {e} (generate it with UPDATE_TESTDATA=1, see the comment above this test)", file.display())
+        });
+        if got != want {
+            let first = got.lines().zip(want.lines()).position(|(a, b)| a != b).unwrap_or(0);
+            differ.push(format!(
+                "{}: differs from line {}:\n  now:  {}\n  file: {}",
+                file.display(),
+                first + 1,
+                got.lines().nth(first).unwrap_or("(end)"),
+                want.lines().nth(first).unwrap_or("(end)")
+            ));
+        }
+    }
+    // No stale files: every golden file belongs to a row.
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let n = e.unwrap().file_name().to_string_lossy().into_owned();
+        assert!(names.contains(&n), "{n} in {} belongs to no row (remove it)", dir.display());
+    }
+    assert!(
+        differ.is_empty(),
+        "decoded replies changed (if on purpose: UPDATE_TESTDATA=1, then review the diff):\n{}",
+        differ.join("\n")
+    );
 }
