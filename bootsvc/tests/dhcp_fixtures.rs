@@ -432,7 +432,7 @@ fn option_value(code: u8, v: &[u8]) -> String {
             .then(|| format!("{:?}{}", String::from_utf8_lossy(s), if s.len() < v.len() { " + NUL" } else { "" }))
     };
     match code {
-        1 | 3 | 6 | 50 | 54 if v.len() % 4 == 0 => ips(v),
+        1 | 3 | 6 | 50 | 54 if v.len().is_multiple_of(4) => ips(v),
         51 | 58 | 59 if v.len() == 4 => format!("{} s", u32::from_be_bytes([v[0], v[1], v[2], v[3]])),
         53 if v.len() == 1 => format!("{:?}", MessageType::from(v[0])).to_uppercase(),
         57 | 93 if v.len() == 2 => u16::from_be_bytes([v[0], v[1]]).to_string(),
