@@ -85,7 +85,14 @@ impl Config {
 
     fn check_tftp(&self, c: &mut Collector) {
         let t = &self.tftp;
-        c.check("tftp.root", checks::existing_dir(&t.root));
+        let root = checks::existing_dir(&t.root);
+        if root.is_ok() {
+            // Files there are asked for by name: every link must be one the jail follows.
+            for why in crate::jail::refused_links(&t.root) {
+                c.add("tftp.root", why);
+            }
+        }
+        c.check("tftp.root", root);
         if !(1..=255).contains(&t.timeout_secs) {
             c.add("tftp.timeout_secs", format!("{} is out of range: 1 to 255 (RFC 2349)", t.timeout_secs));
         }
@@ -132,7 +139,8 @@ impl Config {
             if let Err(e) = checks::file_name(name) {
                 c.add(field, e);
             } else if have_dir {
-                c.check(field, checks::existing_file(&a.dir.join(name)).map(|_| ()));
+                // Opened as a request for it would be: what passes here is served.
+                c.check(field, crate::jail::servable(&a.dir, name).map(|_| ()));
             }
         }
         c.check("artifacts.images_dir", checks::existing_dir(&a.images_dir));
@@ -335,6 +343,35 @@ dir = "machines"
         let (_d, mut c) = fixture();
         c.dhcp.pool.as_mut().unwrap().prefix = 31;
         assert_eq!(fields(&c.validate()), ["dhcp.pool.prefix"]);
+    }
+
+    /// What check accepts is what the server serves: files are opened through the jail.
+    #[test]
+    fn files_are_checked_through_the_jail() {
+        use std::os::unix::fs::symlink;
+        let (d, c) = fixture();
+        let outside = d.path().join("vmlinuz-6.1");
+        std::fs::write(&outside, b"k").unwrap();
+        std::fs::remove_file(d.path().join("artifacts/vmlinuz")).unwrap();
+        symlink(&outside, d.path().join("artifacts/vmlinuz")).unwrap();
+        std::fs::remove_file(d.path().join("artifacts/initramfs.img")).unwrap();
+        symlink("../vmlinuz-6.1", d.path().join("artifacts/initramfs.img")).unwrap();
+        symlink("/etc/hostname", d.path().join("tftp/ipxe.efi")).unwrap();
+        let p = c.validate();
+        assert_eq!(fields(&p), ["tftp.root", "artifacts.kernel", "artifacts.initrd"], "{p}");
+        let text = p.to_string();
+        assert!(text.contains("artifacts/vmlinuz is an absolute symlink"), "{text}");
+        assert!(text.contains("initramfs.img is a symlink pointing outside"), "{text}");
+        assert!(text.contains("tftp/ipxe.efi is an absolute symlink (to /etc/hostname)"), "{text}");
+        // Relative links inside the root pass, and are served.
+        for f in ["vmlinuz", "initramfs.img"] {
+            std::fs::remove_file(d.path().join("artifacts").join(f)).unwrap();
+        }
+        std::fs::write(d.path().join("artifacts/vmlinuz-6.1"), b"k").unwrap();
+        symlink("vmlinuz-6.1", d.path().join("artifacts/vmlinuz")).unwrap();
+        symlink("vmlinuz-6.1", d.path().join("artifacts/initramfs.img")).unwrap();
+        std::fs::remove_file(d.path().join("tftp/ipxe.efi")).unwrap();
+        assert!(c.validate().is_empty(), "{}", c.validate());
     }
 
     #[test]

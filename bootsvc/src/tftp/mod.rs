@@ -2,8 +2,9 @@
 //! and windowsize (RFC 1350, 2347, 2348, 2349, 7440).
 //!
 //! - [`packet`]: requests, option negotiation, packets (pure functions).
-//! - [`crate::jail`]: which names may be opened (no `..`, no absolute escape, no symlink
-//!   escape), shared with the HTTP file routes.
+//! - [`crate::jail`]: which names may be opened (no `..`, no hidden name, no absolute
+//!   escape, no symlink escape), shared with the HTTP file routes; [`refusal`] turns its
+//!   answers into TFTP's metrics labels and ERROR packets.
 //! - [`transfer`]: one transfer on its own socket; counted and logged when it ends.
 //!
 //! The server runs on threads of its own, each with a single-threaded tokio runtime: the
@@ -26,6 +27,7 @@
 //! Interface used by the service wiring (`serve`): bind first, then run.
 
 pub mod packet;
+pub mod refusal;
 pub mod transfer;
 
 use std::cell::Cell;
@@ -263,10 +265,11 @@ impl Server {
         let (file, size) = match self.jail.open(Path::new(&name)) {
             Ok(f) => f,
             Err(r) => {
-                self.metrics.drop_reason(r.reason());
+                let reason = refusal::reason(&r);
+                self.metrics.drop_reason(reason);
                 self.metrics.tftp_transfer("refused");
-                warn!(client = %peer, file = %name, reason = r.reason(), "TFTP read request refused: {r}");
-                let _ = socket.send_to(&r.packet_error(), peer).await;
+                warn!(client = %peer, file = %name, reason, "TFTP read request refused: {r}");
+                let _ = socket.send_to(&refusal::packet(&r), peer).await;
                 return;
             }
         };
