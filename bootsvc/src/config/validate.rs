@@ -102,6 +102,13 @@ impl Config {
                 format!("{} is too many: abandoned transfers would linger", t.max_send_retries),
             );
         }
+        let most = crate::tftp::MAX_TRANSFERS;
+        if !(1..=most).contains(&t.max_transfers_per_client) {
+            c.add(
+                "tftp.max_transfers_per_client",
+                format!("{} is out of range: 1 to {most} (the cap on all transfers)", t.max_transfers_per_client),
+            );
+        }
     }
 
     fn check_http(&self, c: &mut Collector) {
@@ -303,6 +310,7 @@ dir = "machines"
         c.artifacts.kernel_args = "console=ttyS0\nchain http://evil/".into();
         c.inventory.dir = d.path().join("nope");
         c.tftp.timeout_secs = 0;
+        c.tftp.max_transfers_per_client = 0;
         c.log.level = "info,,=x[".into();
         let p = c.validate();
         let f = fields(&p);
@@ -315,6 +323,7 @@ dir = "machines"
             "artifacts.kernel_args",
             "inventory.dir",
             "tftp.timeout_secs",
+            "tftp.max_transfers_per_client",
             "log.level",
         ] {
             assert!(f.contains(&want), "{want} missing from {p}");
