@@ -17,6 +17,9 @@
 //! the main runtime's threads. Dropping [`TftpServer::run`]'s future stops the threads and
 //! every transfer in them.
 //!
+//! Refused and malformed requests are counted in the metrics and logged through
+//! [`DropLog`]: the first few of each reason per interval, then a summary line.
+//!
 //! Abandoned transfers: a client that sends ERROR (UEFI does this after reading `tsize`
 //! from the OACK) ends its transfer at once; one that simply goes away is dropped after
 //! `max_send_retries` retransmissions `timeout_secs` apart, i.e. within
@@ -45,6 +48,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::config::Config;
+use crate::droplog::DropLog;
 use crate::jail::Jail;
 use crate::metrics::Metrics;
 use admission::{Admit, Caps};
@@ -144,11 +148,21 @@ impl TftpServer {
                         .build()
                         .context("TFTP: starting its runtime")?;
                     rt.block_on(async move {
-                        let server =
-                            Server { jail, address, caps, blksize_limit, metrics, active, workers, next: Cell::new(0) };
+                        let server = Server {
+                            jail,
+                            address,
+                            caps,
+                            blksize_limit,
+                            metrics,
+                            active,
+                            drops: DropLog::new("TFTP"),
+                            workers,
+                            next: Cell::new(0),
+                        };
                         let socket = UdpSocket::from_std(socket).context("TFTP: registering the socket")?;
                         tokio::select! {
                             r = server.serve(socket) => r,
+                            _ = server.drops.summarize() => Ok(()),
                             _ = stopped => Ok(()),
                         }
                     })
@@ -215,12 +229,19 @@ struct Server {
     blksize_limit: u16,
     metrics: Arc<Metrics>,
     active: Active,
+    drops: DropLog,
     workers: Vec<mpsc::UnboundedSender<Job>>,
     /// Round robin over the workers.
     next: Cell<usize>,
 }
 
 impl Server {
+    /// Count a dropped request; `true` when it gets a log line of its own ([`DropLog`]).
+    fn dropped(&self, reason: &'static str, peer: Option<SocketAddr>) -> bool {
+        self.metrics.drop_reason(reason);
+        self.drops.note(reason, peer.map(|p| p.ip()))
+    }
+
     async fn serve(&self, socket: UdpSocket) -> Result<()> {
         let mut buf = vec![0u8; 1500];
         loop {
@@ -228,8 +249,9 @@ impl Server {
                 Ok((n, peer)) => self.request(&socket, &buf[..n], peer).await,
                 // A failed receive loses a packet, not the service.
                 Err(e) => {
-                    self.metrics.drop_reason("tftp-receive-error");
-                    warn!("TFTP: receiving failed, continuing: {e}");
+                    if self.dropped("tftp-receive-error", None) {
+                        warn!("TFTP: receiving failed, continuing: {e}");
+                    }
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
             }
@@ -240,8 +262,9 @@ impl Server {
         let req = match packet::parse_request(pkt) {
             Ok(r) => r,
             Err(e) => {
-                self.metrics.drop_reason(e.reason());
-                info!(client = %peer, reason = e.reason(), "TFTP packet dropped: {e}");
+                if self.dropped(e.reason(), Some(peer)) {
+                    info!(client = %peer, reason = e.reason(), "TFTP packet dropped: {e}");
+                }
                 if matches!(e, packet::RequestError::Mode(_)) {
                     let _ = socket.send_to(&packet::error(ErrorCode::IllegalOperation, &e.to_string()), peer).await;
                 }
@@ -250,9 +273,10 @@ impl Server {
         };
         let name = req.filename.clone();
         if req.write {
-            self.metrics.drop_reason("tftp-write");
             self.metrics.tftp_transfer("refused");
-            warn!(client = %peer, file = %name, reason = "tftp-write", "TFTP write request refused: read-only server");
+            if self.dropped("tftp-write", Some(peer)) {
+                warn!(client = %peer, file = %name, reason = "tftp-write", "TFTP write request refused: read-only server");
+            }
             let _ = socket.send_to(&packet::error(ErrorCode::IllegalOperation, "Read-only server"), peer).await;
             return;
         }
@@ -275,8 +299,9 @@ impl Server {
                         "Too many transfers from your address, try again",
                     )
                 };
-                self.metrics.drop_reason(reason);
-                warn!(client = %peer, file = %name, reason, "TFTP read request refused: {cap} {what}");
+                if self.dropped(reason, Some(peer)) {
+                    warn!(client = %peer, file = %name, reason, "TFTP read request refused: {cap} {what}");
+                }
                 let _ = socket.send_to(&packet::error(ErrorCode::NotDefined, told), peer).await;
                 return;
             }
@@ -285,9 +310,10 @@ impl Server {
             Ok(f) => f,
             Err(r) => {
                 let reason = refusal::reason(&r);
-                self.metrics.drop_reason(reason);
                 self.metrics.tftp_transfer("refused");
-                warn!(client = %peer, file = %name, reason, "TFTP read request refused: {r}");
+                if self.dropped(reason, Some(peer)) {
+                    warn!(client = %peer, file = %name, reason, "TFTP read request refused: {r}");
+                }
                 let _ = socket.send_to(&refusal::packet(&r), peer).await;
                 return;
             }
@@ -295,8 +321,9 @@ impl Server {
         let sock = match transfer_socket(self.address, peer) {
             Ok(s) => s,
             Err(e) => {
-                self.metrics.drop_reason("tftp-socket");
-                warn!(client = %peer, file = %name, "TFTP read request not served: {e:#}");
+                if self.dropped("tftp-socket", Some(peer)) {
+                    warn!(client = %peer, file = %name, "TFTP read request not served: {e:#}");
+                }
                 return;
             }
         };

@@ -154,6 +154,33 @@ impl Site {
         (client, srv_if, cli_if)
     }
 
+    /// One segment for several client namespaces (a hostile host beside a machine): a bridge
+    /// in the site's namespace (192.0.2.1/24) and a veth from it into each new namespace,
+    /// with `macs[i]` when given. Returns the bridge's name (serve on it) and each client's
+    /// namespace and interface, all up.
+    pub fn shared_segment(&self, macs: &[Option<&str>]) -> (String, Vec<(Netns, String)>) {
+        let bridge = unique("sb");
+        self.ns.add_bridge(&bridge, "192.0.2.1/24").unwrap();
+        let clients = macs
+            .iter()
+            .map(|mac| {
+                let client = Netns::new().unwrap();
+                let (here, there) = (unique("sp"), unique("cp"));
+                self.ns
+                    .ip(&["link", "add", &here, "type", "veth", "peer", "name", &there, "netns", client.name()])
+                    .unwrap();
+                self.ns.ip(&["link", "set", &here, "master", &bridge]).unwrap();
+                self.ns.ip(&["link", "set", &here, "up"]).unwrap();
+                if let Some(mac) = mac {
+                    client.ip(&["link", "set", &there, "address", mac]).unwrap();
+                }
+                client.ip(&["link", "set", &there, "up"]).unwrap();
+                (client, there)
+            })
+            .collect();
+        (bridge, clients)
+    }
+
     /// Serve DHCP on `iface` (instead of `lo`), and TFTP too when `tftp`.
     pub fn serve_on(&self, iface: &str, tftp: bool) {
         let cfg = std::fs::read_to_string(&self.config).unwrap();
