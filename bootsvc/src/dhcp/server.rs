@@ -106,8 +106,9 @@ impl DhcpServer {
             pool = h.leases.has_pool(),
             "DHCP serving"
         );
-        let mut b67 = vec![0u8; 1500];
-        let mut b4011 = vec![0u8; 1500];
+        // One byte more than is read: a longer datagram is refused, not silently cut.
+        let mut b67 = vec![0u8; request::MAX_PACKET + 1];
+        let mut b4011 = vec![0u8; request::MAX_PACKET + 1];
         // One future for the whole loop: re-created per packet, its timer would never fire.
         let summaries = h.drops.summarize();
         tokio::pin!(summaries);
