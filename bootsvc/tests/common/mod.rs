@@ -69,6 +69,9 @@ pub fn write_tree(root: &Path, opts: &Options) -> PathBuf {
     });
     std::fs::write(root.join("images/debian-12.json"), manifest.to_string()).unwrap();
     std::fs::write(root.join("admin.token"), format!("{TOKEN}\n")).unwrap();
+    // bootsvc refuses a token file others may read.
+    let owner_only = <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600);
+    std::fs::set_permissions(root.join("admin.token"), owner_only).unwrap();
     let pool = if opts.pool {
         "pool = { start = \"192.0.2.100\", end = \"192.0.2.199\", prefix = 24, gateway = \"192.0.2.1\" }\n"
     } else {
