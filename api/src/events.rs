@@ -50,7 +50,8 @@ pub enum Phase {
     Failed,
     /// Sent by the installed OS on its first boot.
     FirstBoot,
-    /// A phase this build does not know (a newer sender); stored, never acted on.
+    /// A phase this build does not know (a newer sender): such an event still parses, but
+    /// bootsvc refuses to store it (400 naming the phase).
     #[serde(other)]
     Unknown,
 }

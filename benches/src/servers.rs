@@ -95,6 +95,8 @@ lease_secs = 600
 [tftp]
 enabled = {tftp_on}
 root = "{tftp}"
+# The benchmark's clients share one address; up to 50 of them fetch at once.
+max_transfers_per_client = 64
 
 [http]
 listen = "{SERVER_IP}:{HTTP_PORT}"

@@ -6,7 +6,9 @@
 //!
 //! The load test "500 machines boot at once" is this with 500 identities and a window of
 //! 500. Addresses: when `from_lease` is set, the caller must have put every leased address
-//! on the client interface (as /32s) so the sockets can bind to them.
+//! on the client interface (as /32s) so the sockets can bind to them. Without it every
+//! machine fetches from the one client address, and bootsvc serves at most
+//! `tftp.max_transfers_per_client` TFTP transfers at once to one address.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;

@@ -117,14 +117,6 @@ pub fn existing_dir(p: &Path) -> Result<(), String> {
     }
 }
 
-pub fn existing_file(p: &Path) -> Result<std::fs::Metadata, String> {
-    match std::fs::metadata(p) {
-        Ok(m) if m.is_file() => Ok(m),
-        Ok(_) => Err(format!("{} is not a regular file", p.display())),
-        Err(e) => Err(format!("file {}: {e}", p.display())),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

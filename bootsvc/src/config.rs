@@ -115,6 +115,9 @@ pub struct Tftp {
     /// transfers (UEFI's tsize probe) end within seconds.
     #[serde(default = "default_tftp_retries")]
     pub max_send_retries: u32,
+    /// Transfers at once from one source address (the global cap is `tftp::MAX_TRANSFERS`).
+    #[serde(default = "default_tftp_per_client")]
+    pub max_transfers_per_client: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -223,6 +226,9 @@ fn default_tftp_timeout() -> u64 {
 }
 fn default_tftp_retries() -> u32 {
     3
+}
+fn default_tftp_per_client() -> usize {
+    8
 }
 fn default_max_body() -> usize {
     1 << 20

@@ -1,14 +1,20 @@
 //! Opening a requested file inside a served directory, and nowhere else: the TFTP root, and
-//! over HTTP the artifacts, images and TFTP directories (`http::files` adds its own, stricter
-//! rules on the name first: no hidden components, no backslashes).
+//! over HTTP the artifacts, images and TFTP directories. The same rules decide what `bootsvc
+//! check` and the inventory reload accept ([`servable`], [`refused_links`]), so a file they
+//! pass is a file the server serves. This module knows nothing of its users: it answers with
+//! a [`Refusal`], which TFTP turns into its metrics labels and ERROR packets and HTTP into a
+//! 404 (`http::files` adds URL rules of its own first: no backslashes, no empty components).
 //!
-//! Two steps. First the name alone: `..` anywhere is refused, and an absolute name is
-//! accepted only when it names something under the root (`/srv/tftp/ipxe.efi` with root
-//! `/srv/tftp`); any other absolute name is refused rather than quietly re-rooted, so a
-//! client probing `/etc/passwd` shows up as such in the metrics. Then the open itself:
+//! Two steps. First the name alone: `..` anywhere is refused, so is a hidden component (one
+//! starting with `.`, over TFTP and HTTP alike), and an absolute name is accepted only when
+//! it names something under the root (`/srv/tftp/ipxe.efi` with root `/srv/tftp`); any other
+//! absolute name is refused rather than quietly re-rooted, so a client probing `/etc/passwd`
+//! shows up as such in the metrics. Then the open itself:
 //! `openat2(root, name, RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS)`, which makes the kernel
 //! refuse any resolution that leaves the root, through a symlink at any depth, atomically
-//! (no window between checking and opening). Symlinks that stay inside the root work.
+//! (no window between checking and opening). Relative symlinks that stay inside the root
+//! work; absolute symlinks never do, even when they point inside (the kernel does not start a
+//! resolution outside the root).
 //! Kernels without openat2 (before 5.6) get the portable equivalent: canonicalize, check the
 //! prefix, open with `O_NOFOLLOW`.
 
@@ -21,13 +27,15 @@ use nix::errno::Errno;
 use nix::fcntl::{self, OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::Mode;
 
-/// Why a request was refused. [`Refusal::reason`] is the TFTP metrics label.
+/// Why a name was refused. The protocol layers map it to what their clients see.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
     #[error("path contains '..'")]
     Traversal,
     #[error("absolute path outside the served directory")]
     Absolute,
+    #[error("hidden name (a component starts with '.'): never served")]
+    Hidden,
     #[error("resolves outside the served directory (symlink)")]
     SymlinkEscape,
     #[error("no such file")]
@@ -40,31 +48,6 @@ pub enum Refusal {
     Denied,
     #[error("{0}")]
     Io(String),
-}
-
-impl Refusal {
-    pub fn reason(&self) -> &'static str {
-        match self {
-            Refusal::Traversal => "tftp-traversal",
-            Refusal::Absolute => "tftp-absolute-path",
-            Refusal::SymlinkEscape => "tftp-symlink-escape",
-            Refusal::NotFound | Refusal::Empty => "tftp-not-found",
-            Refusal::NotAFile => "tftp-not-a-file",
-            Refusal::Denied => "tftp-denied",
-            Refusal::Io(_) => "tftp-io-error",
-        }
-    }
-
-    /// The TFTP error sent to the client: escapes look like "access violation", without
-    /// saying more.
-    pub fn packet_error(&self) -> Vec<u8> {
-        use crate::tftp::packet::{error, ErrorCode};
-        match self {
-            Refusal::NotFound | Refusal::Empty | Refusal::NotAFile => error(ErrorCode::FileNotFound, "File not found"),
-            Refusal::Io(_) => error(ErrorCode::NotDefined, "Cannot read the file"),
-            _ => error(ErrorCode::AccessViolation, "Access violation"),
-        }
-    }
 }
 
 /// A served directory, opened once.
@@ -88,11 +71,16 @@ impl Jail {
         &self.root
     }
 
-    /// The name relative to the root, or why it cannot be one. Backslashes count as
-    /// separators (some Windows-minded firmware sends them).
+    /// The name relative to the root, or why it cannot be one: the name rules, before any
+    /// file is looked at. Backslashes count as separators (some Windows-minded firmware sends
+    /// them).
     pub fn relative(&self, requested: &Path) -> Result<PathBuf, Refusal> {
         let s = requested.to_string_lossy().replace('\\', "/");
         let p = Path::new(&s);
+        // `..` first, wherever it is: the attempt is counted as what it is.
+        if p.components().any(|c| c == Component::ParentDir) {
+            return Err(Refusal::Traversal);
+        }
         let p = if p.is_absolute() {
             p.strip_prefix(&self.root).or_else(|_| p.strip_prefix(&self.configured)).map_err(|_| Refusal::Absolute)?
         } else {
@@ -101,6 +89,7 @@ impl Jail {
         let mut rel = PathBuf::new();
         for c in p.components() {
             match c {
+                Component::Normal(n) if n.as_encoded_bytes().starts_with(b".") => return Err(Refusal::Hidden),
                 Component::Normal(n) => rel.push(n),
                 Component::CurDir => {}
                 Component::ParentDir => return Err(Refusal::Traversal),
@@ -146,6 +135,129 @@ impl Jail {
         .map_err(errno_refusal)?;
         Ok(File::from(fd))
     }
+}
+
+impl Jail {
+    /// Why `name` is refused, for the operator: the file, the root and the fix.
+    pub fn explain(&self, name: &str, r: &Refusal) -> String {
+        let root = self.configured.display();
+        let path = self.configured.join(name);
+        let fix = format!("copy the file into {root} or use a relative link that stays inside it");
+        match r {
+            Refusal::SymlinkEscape => match self.escaping_link(Path::new(name)) {
+                Some((link, target)) if target.is_absolute() => format!(
+                    "{} is an absolute symlink (to {}); the server follows only relative links that stay inside \
+                     {root}, so every request for it would be refused: {fix}",
+                    link.display(),
+                    target.display()
+                ),
+                Some((link, target)) => format!(
+                    "{} is a symlink pointing outside {root} (to {}), so every request for it would be refused: {fix}",
+                    link.display(),
+                    target.display()
+                ),
+                None => format!(
+                    "{} resolves through a symlink pointing outside {root}, so every request for it would be \
+                     refused: {fix}",
+                    path.display()
+                ),
+            },
+            Refusal::NotFound => match std::fs::read_link(&path) {
+                Ok(target) => format!("{} is a symlink to {}, which does not exist", path.display(), target.display()),
+                Err(_) => format!("file {}: does not exist", path.display()),
+            },
+            Refusal::NotAFile => format!("{} is not a regular file", path.display()),
+            Refusal::Denied => format!("{}: permission denied", path.display()),
+            Refusal::Io(e) => format!("{}: {e}", path.display()),
+            Refusal::Traversal | Refusal::Absolute | Refusal::Hidden | Refusal::Empty => {
+                format!("{name:?} is not a name served from {root}: {r}")
+            }
+        }
+    }
+
+    /// The symlink on the way to `rel` that leads out of the root, and its target: `rel`
+    /// followed one component at a time the way the kernel would, from the root.
+    fn escaping_link(&self, rel: &Path) -> Option<(PathBuf, PathBuf)> {
+        let mut todo: std::collections::VecDeque<std::ffi::OsString> =
+            rel.components().map(|c| c.as_os_str().to_owned()).collect();
+        let mut cur = self.root.clone();
+        let mut last: Option<(PathBuf, PathBuf)> = None;
+        let mut hops = 0;
+        while let Some(c) = todo.pop_front() {
+            if c == ".." {
+                if cur == self.root {
+                    return last;
+                }
+                cur.pop();
+                continue;
+            }
+            if c == "." || c == "/" {
+                continue;
+            }
+            let next = cur.join(&c);
+            let is_link = std::fs::symlink_metadata(&next).is_ok_and(|m| m.file_type().is_symlink());
+            if !is_link {
+                cur = next;
+                continue;
+            }
+            hops += 1;
+            let target = std::fs::read_link(&next).ok()?;
+            let shown = self.configured.join(next.strip_prefix(&self.root).unwrap_or(&next));
+            if target.is_absolute() || hops > 40 {
+                return Some((shown, target));
+            }
+            for t in target.components().rev() {
+                todo.push_front(t.as_os_str().to_owned());
+            }
+            last = Some((shown, target));
+        }
+        None
+    }
+}
+
+/// For `bootsvc check` and the inventory reload: `name` in `root`, opened exactly as a
+/// request for it would be. Its metadata, or what is wrong, for the operator.
+pub fn servable(root: &Path, name: &str) -> Result<std::fs::Metadata, String> {
+    let jail = Jail::new(root).map_err(|e| format!("{e:#}"))?;
+    match jail.open(Path::new(name)) {
+        Ok((f, _)) => f.metadata().map_err(|e| format!("{}: {e}", root.join(name).display())),
+        Err(r) => Err(jail.explain(name, &r)),
+    }
+}
+
+/// Symlinks under `root` that no request could be served through (leading outside it,
+/// absolute, or dangling), each explained for the operator: what `bootsvc check` reports
+/// for a directory whose files are asked for by name (the TFTP root). Hidden entries are
+/// skipped (never served); the walk stops at 16 levels and 10,000 entries.
+pub fn refused_links(root: &Path) -> Vec<String> {
+    let Ok(jail) = Jail::new(root) else { return Vec::new() };
+    let mut out = Vec::new();
+    let mut seen = 0usize;
+    let mut dirs = vec![(PathBuf::new(), 0usize)];
+    while let Some((dir, depth)) = dirs.pop() {
+        let Ok(rd) = std::fs::read_dir(jail.root.join(&dir)) else { continue };
+        for e in rd.flatten() {
+            seen += 1;
+            if seen > 10_000 {
+                return out;
+            }
+            let name = e.file_name();
+            if name.as_encoded_bytes().starts_with(b".") {
+                continue;
+            }
+            let rel = dir.join(&name);
+            match e.file_type() {
+                Ok(t) if t.is_dir() && depth < 16 => dirs.push((rel, depth + 1)),
+                Ok(t) if t.is_symlink() => match jail.open(&rel) {
+                    Ok(_) | Err(Refusal::NotAFile) => {}
+                    Err(r) => out.push(jail.explain(&rel.to_string_lossy(), &r)),
+                },
+                _ => {}
+            }
+        }
+    }
+    out.sort();
+    out
 }
 
 fn errno_refusal(e: Errno) -> Refusal {
@@ -219,6 +331,89 @@ mod tests {
         assert_eq!(read(&j, "missing"), Err(Refusal::NotFound));
         assert_eq!(read(&j, "sub"), Err(Refusal::NotAFile));
         assert_eq!(read(&j, ""), Err(Refusal::Empty));
+    }
+
+    #[test]
+    fn hidden_names_are_refused_wherever_they_are() {
+        let (_t, j) = setup();
+        std::fs::write(j.root().join(".hidden"), b"dot").unwrap();
+        std::fs::create_dir(j.root().join(".git")).unwrap();
+        std::fs::write(j.root().join(".git/config"), b"dot").unwrap();
+        assert_eq!(read(&j, ".hidden"), Err(Refusal::Hidden));
+        assert_eq!(read(&j, "./.hidden"), Err(Refusal::Hidden));
+        assert_eq!(read(&j, ".git/config"), Err(Refusal::Hidden));
+        assert_eq!(read(&j, "sub/.x"), Err(Refusal::Hidden));
+        assert_eq!(read(&j, "..."), Err(Refusal::Hidden));
+        let abs = j.root().join(".hidden");
+        assert_eq!(read(&j, abs.to_str().unwrap()), Err(Refusal::Hidden));
+        // `..` is named as such even after a hidden component.
+        assert_eq!(read(&j, ".git/../../secret"), Err(Refusal::Traversal));
+        assert_eq!(read(&j, "./sub/file").unwrap(), "inner", "'.' alone is not a hidden name");
+    }
+
+    #[test]
+    fn explanations_name_the_link_the_root_and_the_fix() {
+        let (t, j) = setup();
+        symlink("escape-rel", j.root().join("chain")).unwrap();
+        symlink(j.root().join("undionly.kpxe"), j.root().join("abs-inside")).unwrap();
+        let root = j.root().display().to_string();
+        let why = |name: &str| j.explain(name, &j.open(Path::new(name)).unwrap_err());
+        let e = why("escape-abs");
+        assert!(
+            e.starts_with(&format!("{root}/escape-abs is an absolute symlink (to {}/secret)", t.path().display())),
+            "{e}"
+        );
+        assert!(e.contains(&format!("copy the file into {root} or use a relative link")), "{e}");
+        let e = why("abs-inside");
+        assert!(e.contains("abs-inside is an absolute symlink"), "absolute links fail even inside: {e}");
+        let e = why("escape-rel");
+        assert!(
+            e.starts_with(&format!("{root}/escape-rel is a symlink pointing outside {root} (to ../secret)")),
+            "{e}"
+        );
+        // A chain: the link that leaves is named, not the first one.
+        assert!(
+            why("chain").starts_with(&format!("{root}/escape-rel is a symlink pointing outside")),
+            "{}",
+            why("chain")
+        );
+        let e = why("sub/up/secret");
+        assert!(e.starts_with(&format!("{root}/sub/up is a symlink pointing outside {root} (to ../..)")), "{e}");
+        assert!(why("missing").contains("does not exist"));
+    }
+
+    #[test]
+    fn servable_is_what_open_serves() {
+        let (_t, j) = setup();
+        assert_eq!(servable(j.root(), "inside").unwrap().len(), 5);
+        assert!(servable(j.root(), "escape-abs").unwrap_err().contains("absolute symlink"));
+        assert!(servable(j.root(), "sub").unwrap_err().contains("not a regular file"));
+        assert!(servable(&j.root().join("nope"), "x").is_err());
+    }
+
+    #[test]
+    fn refused_links_lists_every_link_that_cannot_be_served() {
+        let (_t, j) = setup();
+        symlink("gone", j.root().join("dangling")).unwrap();
+        symlink("sub", j.root().join("dir-link")).unwrap();
+        symlink("/etc/passwd", j.root().join(".hidden-link")).unwrap();
+        let got = refused_links(j.root());
+        let names: Vec<&str> = got
+            .iter()
+            .map(|p| p.strip_prefix(&format!("{}/", j.root().display())).unwrap_or(p).split(' ').next().unwrap())
+            .collect();
+        // `sub/up` leads out as a directory; `inside` and `dir-link` stay in; hidden ones are never served.
+        assert_eq!(names, ["dangling", "escape-abs", "escape-rel", "sub/up"], "{got:#?}");
+    }
+
+    /// A module every protocol uses must not know any of them.
+    #[test]
+    fn knows_none_of_its_users() {
+        let src = include_str!("jail.rs");
+        let code = &src[..src.find("#[cfg(test)]").unwrap()];
+        for user in ["crate::tftp", "crate::http", "crate::dhcp", "crate::config"] {
+            assert!(!code.contains(user), "jail.rs uses {user}");
+        }
     }
 
     #[test]

@@ -5,8 +5,9 @@
 //! state), [`dhcp`], [`tftp`], [`http`] (iPXE scripts, artifacts, metadata, events, admin),
 //! [`ipxe`] (script rendering), [`metadata`] (what a machine is told), [`metrics`],
 //! [`serve`] (wiring) with [`privileges`] (root given up after binding), [`cli`] with [`admin_client`], [`logging`]. Shared pieces:
-//! [`problem`] (file/field/what errors), [`checks`] (small validators) and [`jail`] (files
-//! opened only inside their directory, for TFTP and HTTP).
+//! [`problem`] (file/field/what errors), [`checks`] (small validators), [`jail`] (files
+//! opened only inside their directory, for TFTP, HTTP and `check`) and [`droplog`] (dropped
+//! packets logged without flooding the log).
 //! Protocol logic is pure functions; the socket loops are small.
 
 pub mod admin_client;
@@ -14,6 +15,7 @@ pub mod checks;
 pub mod cli;
 pub mod config;
 pub mod dhcp;
+pub mod droplog;
 pub mod http;
 pub mod inventory;
 pub mod ipxe;

@@ -135,3 +135,33 @@ fn every_problem_in_config_inventory_and_images_is_listed() {
         assert!(l.starts_with(d.path().to_str().unwrap()) && l.matches(": ").count() >= 1, "{l}");
     }
 }
+
+/// An admin token file its group or every user may read: `check` names the file, its mode
+/// and the fix, and `serve` refuses to start with the same words; 0600 passes both.
+#[test]
+fn a_token_file_others_can_read_is_refused_by_check_and_serve() {
+    use std::os::unix::fs::PermissionsExt;
+    if !common::prerequisites("a_token_file_others_can_read_is_refused_by_check_and_serve") {
+        return;
+    }
+    let mut site = common::Site::new(Options::default());
+    let token = site.path("admin.token");
+    assert_eq!(std::fs::metadata(&token).unwrap().permissions().mode() & 0o777, 0o600, "the test kit writes 0600");
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let want = format!(
+        "admin.token_file: {} has mode 0644: its group and every user may read or change the admin token; run chmod 600 {}",
+        token.display(),
+        token.display()
+    );
+    let (code, out, _) = check(&site.config);
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(out.trim(), format!("{}: {want}", site.config.display()));
+    let (status, logs) = site.start_fails();
+    assert!(!status.success());
+    assert!(logs.contains(&want), "{logs}");
+
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (code, out, _) = check(&site.config);
+    assert_eq!(code, 0, "{out}");
+    site.start();
+}

@@ -160,12 +160,12 @@ fn pool_lease_survives_a_restart() {
     assert_eq!(replies(&m, "ack"), 2.0);
 }
 
-/// A captured OVMF DISCOVER, as a relay agent at `giaddr` forwards it: hops 1, giaddr,
-/// option 82 appended.
+/// A captured OVMF DISCOVER, as a relay agent at `giaddr` forwards it: hops 1 (0 without a
+/// giaddr: not relayed), giaddr, option 82 appended.
 fn relayed_discover(mac: [u8; 6], giaddr: Ipv4Addr, agent: &[u8]) -> Vec<u8> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dhcp/ovmf-pxe-discover.bin");
     let mut p = std::fs::read(path).unwrap();
-    p[3] = 1;
+    p[3] = u8::from(!giaddr.is_unspecified());
     p[24..28].copy_from_slice(&giaddr.octets());
     p[28..34].copy_from_slice(&mac);
     let end = p[HEADER_LEN..].iter().rposition(|b| *b == 255).unwrap() + HEADER_LEN;
@@ -177,18 +177,29 @@ fn relayed_discover(mac: [u8; 6], giaddr: Ipv4Addr, agent: &[u8]) -> Vec<u8> {
     p
 }
 
-#[test]
-fn relayed_request_is_answered_unicast_to_the_relay_with_option_82() {
-    if !require_root("relayed_request_is_answered_unicast") {
-        return;
+/// A server (reservation mode) whose inventory reserves `ip` for `mac`, and a relay agent
+/// at 192.0.2.2 on the client side. `None` when the test is skipped.
+fn behind_a_relay(test: &str, mac: &str, ip: &str) -> Option<(tempfile::TempDir, Pair, net::Running, Arc<Metrics>)> {
+    if !require_root(test) {
+        return None;
     }
     let dir = tempfile::tempdir().unwrap();
     let pair = Pair::new("192.0.2.1/24").unwrap();
     // The relay agent: an address on the client side, listening on the server port.
     pair.client.ip(&["addr", "add", "192.0.2.2/24", "dev", &pair.client_if]).unwrap();
+    let backend = MapBackend::new(vec![machine("relayed", mac, Some(ip), true)]);
+    let (srv, m) = server(&pair, dir.path(), "", backend);
+    Some((dir, pair, srv, m))
+}
+
+#[test]
+fn relayed_request_is_answered_unicast_to_the_relay_with_option_82() {
+    let Some((_dir, pair, _srv, m)) =
+        behind_a_relay("relayed_request_is_answered_unicast", "02:00:00:00:0c:01", "198.51.100.20/24")
+    else {
+        return;
+    };
     let mac = [2, 0, 0, 0, 0x0c, 1];
-    let backend = MapBackend::new(vec![machine("relayed", "02:00:00:00:0c:01", Some("198.51.100.20/24"), true)]);
-    let (_srv, m) = server(&pair, dir.path(), "", backend);
 
     let agent: Vec<u8> = vec![1, 6, b'e', b't', b'h', b'1', b'/', b'7', 2, 4, 0xde, 0xad, 0xbe, 0xef];
     let pkt = relayed_discover(mac, Ipv4Addr::new(192, 0, 2, 2), &agent);
@@ -275,4 +286,115 @@ fn malformed_packets_are_dropped_counted_and_service_continues() {
     assert_eq!(replies(&m, "offer"), 2.0, "{n_bad} bad packets sent");
     let total: f64 = ["dhcp-truncated", "dhcp-malformed", "dhcp-not-request"].iter().map(|r| dropped(&m, r)).sum();
     assert_eq!(total as usize, n_bad - 1);
+}
+
+/// A relay at 192.0.2.2 (the client namespace) sends `packets` to the server's port 67 and
+/// collects every answer that comes back to it within a second.
+fn relay_exchange(pair: &Pair, packets: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+    pair.client
+        .spawn(move || {
+            let s = UdpSocket::bind("192.0.2.2:67")?;
+            for p in &packets {
+                s.send_to(p, "192.0.2.1:67")?;
+            }
+            s.set_read_timeout(Some(Duration::from_secs(1)))?;
+            let mut got = Vec::new();
+            let mut buf = vec![0u8; 65536];
+            while let Ok(n) = s.recv(&mut buf) {
+                got.push(buf[..n].to_vec());
+            }
+            Ok(got)
+        })
+        .join()
+        .unwrap()
+        .unwrap()
+}
+
+/// A relayed request whose giaddr no relay can have (loopback, multicast, broadcast,
+/// link-local, bootsvc's own, or none although it says it was relayed) is dropped with a
+/// reason: nothing is sent there. A sane relay is still answered.
+#[test]
+fn impossible_relay_addresses_are_dropped_over_a_socket() {
+    let Some((_dir, pair, _srv, m)) =
+        behind_a_relay("impossible_relay_addresses_are_dropped", "02:00:00:00:0c:02", "198.51.100.21/24")
+    else {
+        return;
+    };
+    let mac = [2, 0, 0, 0, 0x0c, 2];
+    let bad = ["127.0.0.1", "224.0.0.1", "255.255.255.255", "169.254.7.7", "192.0.2.1"];
+    let mut packets: Vec<Vec<u8>> = bad.iter().map(|g| relayed_discover(mac, g.parse().unwrap(), &[1, 1, 1])).collect();
+    let mut unnamed = relayed_discover(mac, Ipv4Addr::UNSPECIFIED, &[1, 1, 1]);
+    unnamed[3] = 2; // hops: relayed twice, yet no giaddr
+    packets.push(unnamed);
+    assert!(relay_exchange(&pair, packets).is_empty(), "nothing comes back");
+    osie_testkit::wait_for("the drops to be counted", Duration::from_secs(5), || {
+        (dropped(&m, "dhcp-bad-giaddr") == 6.0).then_some(())
+    })
+    .unwrap();
+    assert_eq!(replies(&m, "offer"), 0.0, "no offer went anywhere");
+    let got = relay_exchange(&pair, vec![relayed_discover(mac, Ipv4Addr::new(192, 0, 2, 2), &[1, 1, 1])]);
+    assert_eq!(got.len(), 1, "a real relay is answered");
+    assert_eq!(&got[0][16..20], &[198, 51, 100, 21]);
+}
+
+/// Packets are read whole or refused, never cut: a request whose options run past 1500
+/// bytes (what the socket buffer used to cut at) is answered; one over 4096 bytes is
+/// refused as too long; one whose options continue in the `file` field under option 52 is
+/// answered like any other.
+#[test]
+fn long_and_overloaded_requests_over_a_socket() {
+    let Some((_dir, pair, _srv, m)) =
+        behind_a_relay("long_and_overloaded_requests", "02:00:00:00:0d:01", "198.51.100.22/24")
+    else {
+        return;
+    };
+    let mac = [2, 0, 0, 0, 0x0d, 1];
+    let relay = Ipv4Addr::new(192, 0, 2, 2);
+
+    // Options up to ~1800 bytes: the DISCOVER's own but its arch, private options 224–230,
+    // then the client arch, changed to BIOS, last.
+    let orig = relayed_discover(mac, relay, &[1, 1, 1]);
+    let opts = Options::parse(&orig[HEADER_LEN..]).unwrap();
+    let mut long = orig[..HEADER_LEN].to_vec();
+    for c in opts.codes().filter(|c| *c != code::CLIENT_ARCH) {
+        let v = opts.get(c).unwrap();
+        long.extend_from_slice(&[c, v.len() as u8]);
+        long.extend_from_slice(v);
+    }
+    for c in 224..231u8 {
+        long.extend_from_slice(&[c, 250]);
+        long.extend_from_slice(&[0x5a; 250]);
+    }
+    long.extend_from_slice(&[code::CLIENT_ARCH, 2, 0, 0, 255]); // now says BIOS
+    assert!(long.len() > 1800);
+    let got = relay_exchange(&pair, vec![long.clone()]);
+    assert_eq!(got.len(), 1, "answered");
+    let opts = Options::parse(&got[0][HEADER_LEN..]).unwrap();
+    assert_eq!(opts.get(code::BOOTFILE), Some(&b"undionly.kpxe\0"[..]), "option 93 past byte 1500 was read");
+
+    // Too long: refused, counted, not answered.
+    let mut huge = long.clone();
+    huge.resize(5000, 0);
+    assert!(relay_exchange(&pair, vec![huge]).is_empty());
+    assert_eq!(dropped(&m, "dhcp-too-long"), 1.0);
+
+    // Option 52: message type in the options field, vendor class and arch in `file`.
+    let mut over = relayed_discover(mac, relay, &[1, 1, 1]);
+    let opts = Options::parse(&over[HEADER_LEN..]).unwrap();
+    let mut file = Vec::new();
+    for c in [code::CLASS_ID, code::CLIENT_ARCH] {
+        let v = opts.get(c).unwrap();
+        file.extend_from_slice(&[c, v.len() as u8]);
+        file.extend_from_slice(v);
+    }
+    file.push(255);
+    over[108..108 + file.len()].copy_from_slice(&file);
+    let mut rest = vec![code::MESSAGE_TYPE, 1, 1, 52, 1, 1, code::RELAY_AGENT, 3, 1, 1, 1, 255];
+    over.truncate(HEADER_LEN);
+    over.append(&mut rest);
+    let got = relay_exchange(&pair, vec![over]);
+    assert_eq!(got.len(), 1, "answered");
+    let opts = Options::parse(&got[0][HEADER_LEN..]).unwrap();
+    assert_eq!(opts.get(code::BOOTFILE), Some(&b"ipxe.efi\0"[..]), "UEFI, as its options in `file` say");
+    assert_eq!(replies(&m, "offer"), 2.0);
 }

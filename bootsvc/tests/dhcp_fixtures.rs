@@ -327,6 +327,50 @@ fn relayed_requests_go_back_to_the_relay_with_option_82() {
     assert_boot_file(&w, "ipxe.efi");
 }
 
+/// A relay address no relay agent can have: dropped with a reason, in both modes and on
+/// both ports, before anything is looked up; the reply would have gone to that address.
+#[test]
+fn impossible_relay_addresses_are_dropped() {
+    for giaddr in ["127.0.0.1", "224.0.0.1", "255.255.255.255", "169.254.0.9", "192.0.2.1", "0.0.0.0"] {
+        let mut pkt = fixture("ovmf-pxe-discover.bin");
+        pkt[24..28].copy_from_slice(&giaddr.parse::<Ipv4Addr>().unwrap().octets());
+        pkt[3] = 1; // hops: relayed
+        for mode in [DhcpMode::Reservation, DhcpMode::Proxy] {
+            for via in [Via::Dhcp, Via::Pxe(SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 7), 4011))] {
+                let d = decide(&pkt, mode, "192.0.2.10/24", true, via);
+                let Outcome::Ignore { reason, why } = &d.outcome else { panic!("{giaddr}: {d:?}") };
+                assert_eq!(*reason, "dhcp-bad-giaddr", "{giaddr}");
+                assert!(why.contains(&format!("giaddr {giaddr}")) || why.contains("hops is 1"), "{why}");
+            }
+        }
+    }
+}
+
+/// A captured packet with its options moved into the `file` field under option 52 (RFC
+/// 2131 §4.1) gets the same answer as the original.
+#[test]
+fn an_option_overloaded_request_gets_the_same_answer() {
+    let orig = fixture("ovmf-pxe-discover.bin");
+    let mut list = Vec::new();
+    rewrite(&orig, |o| list = o.clone());
+    // Message type and arch stay; vendor class and client arch go to `file`.
+    let moved: Vec<(u8, Vec<u8>)> = list.iter().filter(|(c, _)| [60, 93].contains(c)).cloned().collect();
+    assert_eq!(moved.len(), 2);
+    let mut pkt = rewrite(&orig, |o| {
+        o.retain(|(c, _)| ![60, 93].contains(c));
+        o.push((52, vec![1]));
+    });
+    let mut file: Vec<u8> = moved.iter().flat_map(|(c, v)| [vec![*c, v.len() as u8], v.clone()].concat()).collect();
+    file.push(255);
+    assert!(file.len() <= 128, "fits the file field");
+    pkt[108..108 + file.len()].copy_from_slice(&file);
+    let a = decide(&orig, DhcpMode::Reservation, "192.0.2.10/24", true, Via::Dhcp);
+    let b = decide(&pkt, DhcpMode::Reservation, "192.0.2.10/24", true, Via::Dhcp);
+    assert_eq!((b.class, b.client.arch), (a.class, a.client.arch));
+    assert_eq!(b.class, Class::UefiPxe);
+    assert_boot_file(&wire(&b), "ipxe.efi");
+}
+
 #[test]
 fn long_urls_go_in_option_67_only() {
     let req = request::parse(&fixture("ovmf-ipxe-rom-discover.bin")).unwrap();

@@ -231,3 +231,34 @@ fn events_persist_and_installed_clears_netboot_until_reinstall() {
     assert_eq!(n1["netboot"]["allowed"], true);
     assert!(n1["state"]["first_boot_at"].is_string());
 }
+
+/// An event with a phase this bootsvc does not know is refused with 400 naming the phase,
+/// counted, and not stored; from another machine's address it is refused as any event is.
+#[test]
+fn events_with_an_unknown_phase_are_refused_not_stored() {
+    if !common::prerequisites("events_with_an_unknown_phase_are_refused_not_stored") {
+        return;
+    }
+    let mut site = Site::new(Options::default());
+    site.machine("n1", &fixed("n1", M1, CLIENTS[0], true));
+    site.start();
+    assert_eq!(site.post_json_as(CLIENTS[0], "/events", &event(M1, "booted-installer", 0, "")).status, 200);
+    let r = site.post_json_as(CLIENTS[0], "/events", &event(M1, "from-the-future", 1, ""));
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(
+        r.text().starts_with("unknown event phase \"from-the-future\": not stored; this bootsvc knows"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(site.post_json_as(CLIENTS[1], "/events", &event(M1, "from-the-future", 2, "")).status, 403);
+    assert_eq!(site.metric("osie_dropped_packets_total{reason=\"http-unknown-phase\"}"), 1);
+    assert_eq!(site.metric("osie_events_total{kind=\"unknown\"}"), 0);
+    assert!(site.logs().contains("status=400 why=unknown event phase \"from-the-future\""), "{}", site.logs());
+
+    let cfg = site.config.to_str().unwrap().to_string();
+    let out = site.cli(&["machine", M1, "events", "--config", &cfg, "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let evs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let phases: Vec<&str> = evs.as_array().unwrap().iter().map(|e| e["event"]["phase"].as_str().unwrap()).collect();
+    assert_eq!(phases, ["booted-installer"], "only the known event was stored");
+}

@@ -274,3 +274,101 @@ fn a_transfer_the_client_abandons_is_freed_after_the_retries() {
     assert!(freed_after >= Duration::from_secs(3) && freed_after < Duration::from_secs(6), "{freed_after:?}");
     assert_eq!(transfers(&s.metrics, "aborted"), 1.0);
 }
+
+/// Raise this process's open-file limit to its hard limit (the flood below holds 2,100
+/// sockets open).
+fn raise_nofile() {
+    let mut l = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: plain syscalls on a local struct.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut l), 0);
+        l.rlim_cur = l.rlim_max;
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &l), 0);
+    }
+    assert!(l.rlim_cur >= 4096, "open-file hard limit {} is too low for this test", l.rlim_max);
+}
+
+/// One host on the segment sends 2,100 read requests from as many ports and never answers
+/// (each would hold a transfer for 4 s): it gets `max_transfers_per_client` transfers, the
+/// rest are refused and counted, and a machine in another namespace on the same segment
+/// gets its file at once with a real client.
+#[test]
+fn a_host_flooding_abandoned_requests_does_not_lock_out_the_others() {
+    let t = "tftp_per_client_cap";
+    if !require_root(t) || !require_tools(t, &["atftp"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("tftp");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::copy(tftp_root().join("ipxe.efi"), root.join("ipxe.efi")).unwrap();
+    let lan = net::lan::Lan::new().unwrap();
+    let hostile = osie_testkit::Netns::new().unwrap();
+    lan.attach(&hostile, Some("192.0.2.66/24")).unwrap();
+    let good = osie_testkit::Netns::new().unwrap();
+    lan.attach(&good, Some("192.0.2.77/24")).unwrap();
+    let cfg = Arc::new(config(dir.path(), &lan.bridge, "", &root));
+    let cap = cfg.tftp.max_transfers_per_client;
+    assert_eq!(cap, 8, "the default");
+    let metrics = Arc::new(Metrics::new());
+    let _srv = start_tftp(&lan.ns, cfg, metrics.clone()).unwrap();
+
+    const FLOOD: usize = 2100;
+    let m = metrics.clone();
+    let (socks, answers) = hostile
+        .spawn(move || {
+            raise_nofile();
+            let mut rrq = vec![0, 1];
+            for part in ["ipxe.efi", "octet", "tsize", "0", "blksize", "1468"] {
+                rrq.extend_from_slice(part.as_bytes());
+                rrq.push(0);
+            }
+            let mut socks = Vec::with_capacity(FLOOD);
+            for _ in 0..FLOOD {
+                let s = UdpSocket::bind("192.0.2.66:0")?;
+                s.send_to(&rrq, "192.0.2.1:69")?;
+                socks.push(s);
+            }
+            osie_testkit::wait_for("the flood to be answered", Duration::from_secs(20), || {
+                (dropped(&m, "tftp-busy-client") as usize + cap >= FLOOD).then_some(())
+            })?;
+            // What each request got: an OACK (a transfer, left unanswered) or an ERROR.
+            let mut answers = std::collections::BTreeMap::<String, usize>::new();
+            let mut buf = [0u8; 1500];
+            for s in &socks {
+                s.set_read_timeout(Some(Duration::from_millis(200)))?;
+                let what = match s.recv(&mut buf) {
+                    Ok(_) if buf[..2] == [0, 6] => "oack".to_string(),
+                    Ok(n) if buf[..2] == [0, 5] => String::from_utf8_lossy(&buf[4..n - 1]).into_owned(),
+                    Ok(_) => "other".into(),
+                    Err(_) => "nothing".into(),
+                };
+                *answers.entry(what).or_default() += 1;
+            }
+            Ok((socks, answers))
+        })
+        .join()
+        .unwrap()
+        .unwrap();
+    eprintln!("the flooding host got: {answers:?}");
+    assert_eq!(answers.get("oack"), Some(&cap), "{answers:?}");
+    assert_eq!(answers.get("Too many transfers from your address, try again"), Some(&(FLOOD - cap)), "{answers:?}");
+    assert_eq!(dropped(&metrics, "tftp-busy-client"), (FLOOD - cap) as f64);
+    assert_eq!(dropped(&metrics, "tftp-busy"), 0.0);
+    assert_eq!(in_flight(&metrics), cap as f64, "the flooding host's transfers are still open");
+
+    // Meanwhile, another machine.
+    let out = dir.path().join("good.efi");
+    let started = Instant::now();
+    let o = good
+        .cmd("atftp")
+        .args(["--get", "-r", "ipxe.efi", "-l", out.to_str().unwrap(), "--option", "blksize 1468", "192.0.2.1"])
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    eprintln!("the good client's 850 KB took {took:?}");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    same_bytes(&out, &root.join("ipxe.efi"));
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    drop(socks);
+}

@@ -66,6 +66,9 @@ impl Site {
         std::fs::copy(&image.zst, dir.join("images/soak.raw.zst"))?;
         image.write_manifest(&dir.join("images"))?;
         std::fs::write(dir.join("admin.token"), TOKEN)?;
+        // bootsvc refuses a token file others may read.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.join("admin.token"), std::fs::Permissions::from_mode(0o600))?;
         for i in 0..machines {
             let rec = serde_json::json!({
                 "hostname": format!("soak{i}"), "macs": [mac(i)],

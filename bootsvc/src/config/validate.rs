@@ -85,7 +85,14 @@ impl Config {
 
     fn check_tftp(&self, c: &mut Collector) {
         let t = &self.tftp;
-        c.check("tftp.root", checks::existing_dir(&t.root));
+        let root = checks::existing_dir(&t.root);
+        if root.is_ok() {
+            // Files there are asked for by name: every link must be one the jail follows.
+            for why in crate::jail::refused_links(&t.root) {
+                c.add("tftp.root", why);
+            }
+        }
+        c.check("tftp.root", root);
         if !(1..=255).contains(&t.timeout_secs) {
             c.add("tftp.timeout_secs", format!("{} is out of range: 1 to 255 (RFC 2349)", t.timeout_secs));
         }
@@ -93,6 +100,13 @@ impl Config {
             c.add(
                 "tftp.max_send_retries",
                 format!("{} is too many: abandoned transfers would linger", t.max_send_retries),
+            );
+        }
+        let most = crate::tftp::MAX_TRANSFERS;
+        if !(1..=most).contains(&t.max_transfers_per_client) {
+            c.add(
+                "tftp.max_transfers_per_client",
+                format!("{} is out of range: 1 to {most} (the cap on all transfers)", t.max_transfers_per_client),
             );
         }
     }
@@ -132,7 +146,8 @@ impl Config {
             if let Err(e) = checks::file_name(name) {
                 c.add(field, e);
             } else if have_dir {
-                c.check(field, checks::existing_file(&a.dir.join(name)).map(|_| ()));
+                // Opened as a request for it would be: what passes here is served.
+                c.check(field, crate::jail::servable(&a.dir, name).map(|_| ()));
             }
         }
         c.check("artifacts.images_dir", checks::existing_dir(&a.images_dir));
@@ -159,7 +174,7 @@ impl Config {
     fn check_admin(&self, c: &mut Collector) {
         let Some(f) = &self.admin.token_file else { return };
         match read_token_file(f) {
-            Err(e) => c.add("admin.token_file", format!("cannot read {}: {e}", f.display())),
+            Err(e) => c.add("admin.token_file", e),
             Ok(t) => c.check("admin.token_file", check_token(t.trim()).map_err(|e| format!("{}: {e}", f.display()))),
         }
     }
@@ -190,9 +205,8 @@ impl Config {
 
     /// The admin token, read from `admin.token_file`; `None` when the admin API is off.
     pub fn admin_token(&self) -> anyhow::Result<Option<String>> {
-        use anyhow::Context;
         let Some(f) = &self.admin.token_file else { return Ok(None) };
-        let t = read_token_file(f).with_context(|| format!("reading admin token file {}", f.display()))?;
+        let t = read_token_file(f).map_err(|e| anyhow::anyhow!("admin token file: {e}"))?;
         let t = t.trim().to_string();
         check_token(&t).map_err(|e| anyhow::anyhow!("admin token file {}: {e}", f.display()))?;
         Ok(Some(t))
@@ -207,20 +221,40 @@ impl Config {
 /// Largest token file read: a token is one short word; anything bigger is a mistake.
 const MAX_TOKEN_FILE: u64 = 4096;
 
-/// The token file's text: a regular file of at most [`MAX_TOKEN_FILE`] bytes, so a path like
-/// `/dev/zero` or a FIFO is refused instead of reading (or waiting) forever.
-fn read_token_file(f: &std::path::Path) -> std::io::Result<String> {
-    use std::io::{Error, ErrorKind, Read};
-    let file = std::fs::File::open(f)?;
-    if !file.metadata()?.is_file() {
-        return Err(Error::new(ErrorKind::InvalidInput, "not a regular file"));
+/// The token file's text, or what is wrong (naming the file): a regular file of at most
+/// [`MAX_TOKEN_FILE`] bytes, so a path like `/dev/zero` or a FIFO is refused instead of
+/// reading (or waiting) forever, that only its owner may read or change (`check` and
+/// `serve` refuse a token its group or everyone can read: anyone on the host could act as
+/// the operator).
+fn read_token_file(f: &std::path::Path) -> Result<String, String> {
+    use std::io::Read;
+    use std::os::unix::fs::PermissionsExt;
+    let cannot = |e: &dyn std::fmt::Display| format!("cannot read {}: {e}", f.display());
+    let file = std::fs::File::open(f).map_err(|e| cannot(&e))?;
+    let meta = file.metadata().map_err(|e| cannot(&e))?;
+    if !meta.is_file() {
+        return Err(cannot(&"not a regular file"));
     }
+    token_mode(f, meta.permissions().mode())?;
     let mut t = String::new();
-    file.take(MAX_TOKEN_FILE + 1).read_to_string(&mut t)?;
+    file.take(MAX_TOKEN_FILE + 1).read_to_string(&mut t).map_err(|e| cannot(&e))?;
     if t.len() as u64 > MAX_TOKEN_FILE {
-        return Err(Error::new(ErrorKind::InvalidData, format!("larger than {MAX_TOKEN_FILE} bytes")));
+        return Err(cannot(&format!("larger than {MAX_TOKEN_FILE} bytes")));
     }
     Ok(t)
+}
+
+/// A token file's permission bits allow its owner alone.
+fn token_mode(f: &std::path::Path, mode: u32) -> Result<(), String> {
+    let mode = mode & 0o7777;
+    let who = match (mode & 0o070 != 0, mode & 0o007 != 0) {
+        (false, false) => return Ok(()),
+        (true, false) => "its group",
+        (false, true) => "every user",
+        (true, true) => "its group and every user",
+    };
+    let f = f.display();
+    Err(format!("{f} has mode {mode:04o}: {who} may read or change the admin token; run chmod 600 {f}"))
 }
 
 /// A bearer token: one word of at least 16 printable characters.
@@ -236,6 +270,7 @@ pub fn check_token(t: &str) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
     use std::path::Path;
 
     use super::*;
@@ -295,6 +330,7 @@ dir = "machines"
         c.artifacts.kernel_args = "console=ttyS0\nchain http://evil/".into();
         c.inventory.dir = d.path().join("nope");
         c.tftp.timeout_secs = 0;
+        c.tftp.max_transfers_per_client = 0;
         c.log.level = "info,,=x[".into();
         let p = c.validate();
         let f = fields(&p);
@@ -307,6 +343,7 @@ dir = "machines"
             "artifacts.kernel_args",
             "inventory.dir",
             "tftp.timeout_secs",
+            "tftp.max_transfers_per_client",
             "log.level",
         ] {
             assert!(f.contains(&want), "{want} missing from {p}");
@@ -337,6 +374,35 @@ dir = "machines"
         assert_eq!(fields(&c.validate()), ["dhcp.pool.prefix"]);
     }
 
+    /// What check accepts is what the server serves: files are opened through the jail.
+    #[test]
+    fn files_are_checked_through_the_jail() {
+        use std::os::unix::fs::symlink;
+        let (d, c) = fixture();
+        let outside = d.path().join("vmlinuz-6.1");
+        std::fs::write(&outside, b"k").unwrap();
+        std::fs::remove_file(d.path().join("artifacts/vmlinuz")).unwrap();
+        symlink(&outside, d.path().join("artifacts/vmlinuz")).unwrap();
+        std::fs::remove_file(d.path().join("artifacts/initramfs.img")).unwrap();
+        symlink("../vmlinuz-6.1", d.path().join("artifacts/initramfs.img")).unwrap();
+        symlink("/etc/hostname", d.path().join("tftp/ipxe.efi")).unwrap();
+        let p = c.validate();
+        assert_eq!(fields(&p), ["tftp.root", "artifacts.kernel", "artifacts.initrd"], "{p}");
+        let text = p.to_string();
+        assert!(text.contains("artifacts/vmlinuz is an absolute symlink"), "{text}");
+        assert!(text.contains("initramfs.img is a symlink pointing outside"), "{text}");
+        assert!(text.contains("tftp/ipxe.efi is an absolute symlink (to /etc/hostname)"), "{text}");
+        // Relative links inside the root pass, and are served.
+        for f in ["vmlinuz", "initramfs.img"] {
+            std::fs::remove_file(d.path().join("artifacts").join(f)).unwrap();
+        }
+        std::fs::write(d.path().join("artifacts/vmlinuz-6.1"), b"k").unwrap();
+        symlink("vmlinuz-6.1", d.path().join("artifacts/vmlinuz")).unwrap();
+        symlink("vmlinuz-6.1", d.path().join("artifacts/initramfs.img")).unwrap();
+        std::fs::remove_file(d.path().join("tftp/ipxe.efi")).unwrap();
+        assert!(c.validate().is_empty(), "{}", c.validate());
+    }
+
     #[test]
     fn admin_token_file_is_checked() {
         let (d, mut c) = fixture();
@@ -344,6 +410,7 @@ dir = "machines"
         c.admin.token_file = Some(f.clone());
         assert_eq!(fields(&c.validate()), ["admin.token_file"]);
         std::fs::write(&f, "short\n").unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert!(c.validate().to_string().contains("shorter than 16"));
         std::fs::write(&f, "0123456789abcdef0123\n").unwrap();
         assert!(c.validate().is_empty());
@@ -358,5 +425,33 @@ dir = "machines"
         c.admin.token_file = Some(f.clone());
         assert!(c.validate().to_string().contains("larger than 4096"));
         assert!(Path::new(&c.source).is_absolute());
+    }
+
+    #[test]
+    fn admin_token_file_only_its_owner_may_read() {
+        let (d, mut c) = fixture();
+        let f = d.path().join("token");
+        std::fs::write(&f, "0123456789abcdef0123\n").unwrap();
+        c.admin.token_file = Some(f.clone());
+        for (mode, who) in
+            [(0o644, "its group and every user"), (0o640, "its group"), (0o604, "every user"), (0o620, "its group")]
+        {
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(mode)).unwrap();
+            let p = c.validate();
+            assert_eq!(fields(&p), ["admin.token_file"], "{mode:o}");
+            let want = format!(
+                "{} has mode {mode:04o}: {who} may read or change the admin token; run chmod 600 {}",
+                f.display(),
+                f.display()
+            );
+            assert_eq!(p.iter().next().unwrap().what, want);
+            let e = c.admin_token().unwrap_err().to_string();
+            assert!(e.contains(&want), "serve refuses it too: {e}");
+        }
+        for mode in [0o600, 0o400] {
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(mode)).unwrap();
+            assert!(c.validate().is_empty(), "{mode:o}");
+            assert!(c.admin_token().unwrap().is_some());
+        }
     }
 }

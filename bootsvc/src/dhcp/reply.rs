@@ -169,6 +169,11 @@ pub fn respond(req: &Request, via: Via, ctx: &Ctx<'_>) -> Decision {
         no_boot: None,
         outcome: Outcome::Done(String::new()),
     };
+    // The reply would go to giaddr: only to a relay agent's address.
+    if let Some(why) = req.relay_problem(ctx.settings.server_ip) {
+        d.outcome = ignore("dhcp-bad-giaddr", why);
+        return d;
+    }
     // Proxy mode shares the segment with a site server: its other traffic is not ours to
     // judge (and not worth an info line per OS client).
     if via == Via::Dhcp && ctx.settings.mode == DhcpMode::Proxy {

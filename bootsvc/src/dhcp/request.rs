@@ -5,6 +5,11 @@
 //! inconsistent (dhcproto stops silently at the first bad option, which would turn a
 //! truncated REQUEST into a different request, and some of its option decoders assert on
 //! lengths). Options repeated in one packet are concatenated (RFC 3396).
+//!
+//! Deliberate limits: a packet is read whole up to [`MAX_PACKET`] bytes and refused beyond
+//! (`dhcp-too-long`), never cut; option overload (option 52) is honoured as RFC 2131 §4.1
+//! says: the `file` field, then `sname`, are read as more options. A relay address that
+//! no relay agent can have is named by [`relay_problem`].
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -15,6 +20,13 @@ use osie_api::MacAddr;
 
 /// Length of the BOOTP header up to and including the magic cookie.
 pub const HEADER_LEN: usize = 240;
+/// Largest packet read. A request needs a few hundred bytes (a relay's option 82 adds at
+/// most 257); more than an Ethernet frame holds is not a client's. The sockets read one byte
+/// more, so a longer datagram shows as too long instead of being cut to fit.
+pub const MAX_PACKET: usize = 4096;
+/// Where `sname` and `file` sit in the header (read as options under option 52).
+const SNAME: std::ops::Range<usize> = 44..108;
+const FILE: std::ops::Range<usize> = 108..236;
 const MAGIC: [u8; 4] = [99, 130, 83, 99];
 
 /// Option codes bootsvc reads or writes.
@@ -26,6 +38,7 @@ pub mod code {
     pub const VENDOR_SPECIFIC: u8 = 43;
     pub const REQUESTED_IP: u8 = 50;
     pub const LEASE_TIME: u8 = 51;
+    pub const OVERLOAD: u8 = 52;
     pub const MESSAGE_TYPE: u8 = 53;
     pub const SERVER_ID: u8 = 54;
     pub const CLASS_ID: u8 = 60;
@@ -44,6 +57,10 @@ pub mod code {
 pub enum ParseError {
     #[error("packet of {0} bytes is shorter than the 240-byte BOOTP header")]
     Short(usize),
+    #[error("packet of more than {MAX_PACKET} bytes")]
+    TooLong,
+    #[error("option overload (52): {0}")]
+    Overload(String),
     #[error("options are cut short: {0}")]
     Truncated(String),
     #[error("not a BOOTREQUEST (op {0})")]
@@ -65,10 +82,14 @@ impl ParseError {
     pub fn reason(&self) -> &'static str {
         match self {
             ParseError::Short(_) | ParseError::Truncated(_) => "dhcp-truncated",
+            ParseError::TooLong => "dhcp-too-long",
             ParseError::NotRequest(_) => "dhcp-not-request",
             ParseError::NotEthernet { .. } => "dhcp-not-ethernet",
             ParseError::NoMessageType => "dhcp-bootp",
-            ParseError::BadMagic(_) | ParseError::BadOptionLength { .. } | ParseError::Header(_) => "dhcp-malformed",
+            ParseError::BadMagic(_)
+            | ParseError::BadOptionLength { .. }
+            | ParseError::Overload(_)
+            | ParseError::Header(_) => "dhcp-malformed",
         }
     }
 }
@@ -79,31 +100,66 @@ pub struct Options(BTreeMap<u8, Vec<u8>>);
 
 impl Options {
     /// Walk the options area: `code len value…` until END. PAD is skipped.
-    pub fn parse(mut b: &[u8]) -> Result<Options, ParseError> {
-        let mut map: BTreeMap<u8, Vec<u8>> = BTreeMap::new();
+    pub fn parse(b: &[u8]) -> Result<Options, ParseError> {
+        let mut o = Options::default();
+        o.walk(b, None)?;
+        Ok(o)
+    }
+
+    /// Add the options in `b`, concatenating repeated ones. `field` names an overloaded
+    /// header field (`file`, `sname`): it may end at its fixed size without END, and may not
+    /// overload again.
+    fn walk(&mut self, mut b: &[u8], field: Option<&str>) -> Result<(), ParseError> {
+        let place = field.map(|f| format!(" in the {f} field")).unwrap_or_default();
         loop {
             let Some((&c, rest)) = b.split_first() else {
-                return Err(ParseError::Truncated("no END option".into()));
+                return match field {
+                    Some(_) => Ok(()),
+                    None => Err(ParseError::Truncated("no END option".into())),
+                };
             };
             match c {
-                code::END => return Ok(Options(map)),
+                code::END => return Ok(()),
                 code::PAD => b = rest,
                 _ => {
                     let Some((&len, rest)) = rest.split_first() else {
-                        return Err(ParseError::Truncated(format!("option {c} has no length byte")));
+                        return Err(ParseError::Truncated(format!("option {c}{place} has no length byte")));
                     };
                     let len = usize::from(len);
                     if rest.len() < len {
                         return Err(ParseError::Truncated(format!(
-                            "option {c} says {len} bytes, {} remain",
+                            "option {c}{place} says {len} bytes, {} remain",
                             rest.len()
                         )));
                     }
-                    map.entry(c).or_default().extend_from_slice(&rest[..len]);
+                    if c == code::OVERLOAD && field.is_some() {
+                        return Err(ParseError::Overload(format!(
+                            "option 52 may only be in the options field, not{place}"
+                        )));
+                    }
+                    self.0.entry(c).or_default().extend_from_slice(&rest[..len]);
                     b = &rest[len..];
                 }
             }
         }
+    }
+
+    /// Option 52 honoured (RFC 2131 §4.1): the `file` field (value 1 or 3), then `sname`
+    /// (2 or 3), read as more options after the options field.
+    fn overloaded(mut self, header: &[u8]) -> Result<Options, ParseError> {
+        let fields = match self.get(code::OVERLOAD) {
+            None => return Ok(self),
+            Some(&[v @ 1..=3]) => v,
+            Some(&[v]) => return Err(ParseError::Overload(format!("value {v}; 1 (file), 2 (sname) or 3 (both)"))),
+            Some(v) => return Err(ParseError::BadOptionLength { code: code::OVERLOAD, len: v.len(), want: "1" }),
+        };
+        if fields & 1 != 0 {
+            self.walk(&header[FILE], Some("file"))?;
+        }
+        if fields & 2 != 0 {
+            self.walk(&header[SNAME], Some("sname"))?;
+        }
+        Ok(self)
     }
 
     pub fn get(&self, code: u8) -> Option<&[u8]> {
@@ -150,12 +206,52 @@ impl Request {
     pub fn giaddr(&self) -> Ipv4Addr {
         self.header.giaddr()
     }
+
+    /// Why this request's relay address cannot be used, if it cannot ([`relay_problem`]).
+    pub fn relay_problem(&self, me: Ipv4Addr) -> Option<String> {
+        relay_problem(self.giaddr(), self.header.hops(), me)
+    }
+}
+
+/// Why `giaddr` cannot be the address of a relay agent on the way to server `me`, if it
+/// cannot: the reply would go there (to this host, a multicast group, every host…). A
+/// packet that says it was relayed (`hops` > 0) must name its relay: RFC 2131 §4.1 has the
+/// first relay agent fill in `giaddr`. A zero `giaddr` with `hops` 0 is a client on this
+/// segment (option 82 from a snooping switch alone is fine).
+pub fn relay_problem(giaddr: Ipv4Addr, hops: u8, me: Ipv4Addr) -> Option<String> {
+    let g = giaddr;
+    let what = if g.is_unspecified() {
+        if hops == 0 {
+            return None;
+        }
+        return Some(format!("hops is {hops} (relayed) but giaddr is 0.0.0.0: a relay agent puts its address there"));
+    } else if g == me {
+        "this server's own address"
+    } else if g.is_loopback() {
+        "a loopback address"
+    } else if g.is_broadcast() {
+        "the broadcast address"
+    } else if g.is_multicast() {
+        "a multicast address"
+    } else if g.is_link_local() {
+        "a link-local address"
+    } else if g.octets()[0] == 0 {
+        "in 0.0.0.0/8, \"this network\""
+    } else if g.octets()[0] >= 240 {
+        "in the reserved 240.0.0.0/4"
+    } else {
+        return None;
+    };
+    Some(format!("giaddr {g} is {what}: no relay agent has it, and the reply would go there"))
 }
 
 /// Parse and validate one UDP payload received on port 67 or 4011.
 pub fn parse(bytes: &[u8]) -> Result<Request, ParseError> {
     if bytes.len() < HEADER_LEN {
         return Err(ParseError::Short(bytes.len()));
+    }
+    if bytes.len() > MAX_PACKET {
+        return Err(ParseError::TooLong);
     }
     let (op, htype, hlen) = (bytes[0], bytes[1], bytes[2]);
     if op != 1 {
@@ -168,7 +264,7 @@ pub fn parse(bytes: &[u8]) -> Result<Request, ParseError> {
     if magic != MAGIC {
         return Err(ParseError::BadMagic(magic));
     }
-    let options = Options::parse(&bytes[HEADER_LEN..])?;
+    let options = Options::parse(&bytes[HEADER_LEN..])?.overloaded(&bytes[..HEADER_LEN])?;
 
     // Only the fixed header goes through dhcproto (followed by a bare END), so its option
     // decoders never see client bytes.
@@ -256,6 +352,94 @@ pub(crate) mod tests {
         // Drop option 53: BOOTP.
         b.drain(HEADER_LEN..HEADER_LEN + 3);
         assert_eq!(parse(&b).unwrap_err(), ParseError::NoMessageType);
+    }
+
+    /// A DISCOVER whose options continue in `file` (and `sname`) under option 52.
+    fn overloaded(fields: u8, in_file: &[u8], in_sname: &[u8]) -> Vec<u8> {
+        let mut b = discover(MAC, &[(52, &[fields])]);
+        b[FILE][..in_file.len()].copy_from_slice(in_file);
+        b[SNAME][..in_sname.len()].copy_from_slice(in_sname);
+        b
+    }
+
+    #[test]
+    fn overloaded_file_and_sname_are_read_as_options() {
+        // Option 60 split between the options field, `file` and `sname`, in that order
+        // (RFC 3396), and option 93 only in `file`.
+        let mut b = overloaded(3, &[60, 5, b':', b'A', b'r', b'c', b'h', 93, 2, 0, 7, 255], &[60, 3, b':', b'0', b'7']);
+        let end = b.len() - 1;
+        b.splice(end..end, [60, 9, b'P', b'X', b'E', b'C', b'l', b'i', b'e', b'n', b't']);
+        let r = parse(&b).unwrap();
+        assert_eq!(r.options.get(60), Some(&b"PXEClient:Arch:07"[..]));
+        assert_eq!(r.options.get(93), Some(&[0u8, 7][..]));
+        // Only the fields option 52 names.
+        let r = parse(&overloaded(1, &[93, 2, 0, 7], &[60, 3, b'x', b'y', b'z'])).unwrap();
+        assert_eq!((r.options.get(93).is_some(), r.options.get(60)), (true, None), "file only, without END");
+        let r = parse(&overloaded(2, &[93, 2, 0, 7], &[60, 3, b'x', b'y', b'z', 255])).unwrap();
+        assert_eq!((r.options.get(93), r.options.get(60)), (None, Some(&b"xyz"[..])));
+        // Without option 52 the fields are names, not options.
+        let mut plain = discover(MAC, &[]);
+        plain[FILE][..4].copy_from_slice(&[93, 2, 0, 7]);
+        assert_eq!(parse(&plain).unwrap().options.get(93), None);
+        // The message type itself may be in `file`.
+        let mut b = overloaded(1, &[53, 1, 3, 255], &[]);
+        b.drain(HEADER_LEN..HEADER_LEN + 3); // option 53 out of the options field
+        assert_eq!(parse(&b).unwrap().msg_type, MessageType::Request);
+    }
+
+    #[test]
+    fn bad_overloads_are_refused() {
+        let reason = |b: &[u8]| parse(b).unwrap_err().reason();
+        assert_eq!(reason(&overloaded(4, &[], &[])), "dhcp-malformed");
+        assert_eq!(reason(&overloaded(0, &[], &[])), "dhcp-malformed");
+        assert_eq!(reason(&discover(MAC, &[(52, &[1, 1])])), "dhcp-malformed");
+        assert!(matches!(parse(&overloaded(1, &[52, 1, 2], &[])), Err(ParseError::Overload(_))), "no second overload");
+        // An option running past the end of its field is cut short, not read from the next one.
+        let mut cut = overloaded(1, &[], &[]);
+        cut[FILE.end - 3..FILE.end].copy_from_slice(&[60, 9, b'P']);
+        let e = parse(&cut).unwrap_err();
+        assert_eq!(e.reason(), "dhcp-truncated");
+        assert!(e.to_string().contains("option 60 in the file field says 9 bytes, 1 remain"), "{e}");
+    }
+
+    #[test]
+    fn packets_are_read_whole_up_to_the_limit() {
+        // Options past 1500 bytes (what the socket buffer used to cut at) are read.
+        let filler = [0xffu8 - 1; 250];
+        let mut extra: Vec<(u8, &[u8])> = (224..230).map(|c| (c, &filler[..])).collect();
+        extra.push((93, &[0, 7]));
+        let long = discover(MAC, &extra);
+        assert!(long.len() > 1700);
+        assert_eq!(parse(&long).unwrap().options.get(93), Some(&[0u8, 7][..]));
+        let mut max = discover(MAC, &[]);
+        max.resize(MAX_PACKET, 0); // PAD after END
+        parse(&max).unwrap();
+        max.push(0);
+        assert_eq!(parse(&max).unwrap_err(), ParseError::TooLong);
+        assert_eq!(ParseError::TooLong.reason(), "dhcp-too-long");
+    }
+
+    #[test]
+    fn relay_addresses_no_relay_can_have() {
+        let me = Ipv4Addr::new(192, 0, 2, 1);
+        let bad = |g: [u8; 4], hops: u8| relay_problem(Ipv4Addr::from(g), hops, me);
+        for (g, what) in [
+            ([127, 0, 0, 1], "loopback"),
+            ([224, 0, 0, 1], "multicast"),
+            ([239, 255, 255, 250], "multicast"),
+            ([255, 255, 255, 255], "broadcast"),
+            ([169, 254, 1, 1], "link-local"),
+            ([192, 0, 2, 1], "this server's own address"),
+            ([0, 1, 2, 3], "this network"),
+            ([240, 0, 0, 1], "reserved"),
+        ] {
+            let why = bad(g, 1).unwrap_or_else(|| panic!("{g:?} accepted"));
+            assert!(why.contains(what) && why.contains(&Ipv4Addr::from(g).to_string()), "{why}");
+        }
+        assert!(bad([0, 0, 0, 0], 1).unwrap().contains("hops is 1"));
+        assert_eq!(bad([0, 0, 0, 0], 0), None, "a client on this segment");
+        assert_eq!(bad([198, 51, 100, 1], 1), None);
+        assert_eq!(bad([192, 0, 2, 2], 3), None, "a relay on the server's own network");
     }
 
     #[test]

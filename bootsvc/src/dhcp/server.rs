@@ -1,6 +1,8 @@
 //! The DHCP socket loops: UDP 67 (and 4011), bound to `listen.interface`.
 //!
-//! Each packet is parsed, answered by [`reply::respond`], logged as one line and counted.
+//! Each packet is parsed, answered by [`reply::respond`], logged as one line and counted;
+//! drops are logged through [`DropLog`] (the first few of each reason per interval, then a
+//! summary), so a flood of bad packets cannot flood the log.
 //! Packets are handled one at a time, in arrival order: the work per packet is a lookup in
 //! memory (plus a small fsync'd write when a pool lease changes), so replies go out within
 //! microseconds, well inside the 2 s iPXE waits for ProxyDHCP offers.
@@ -16,6 +18,7 @@ use super::leases::{self, LeaseStore};
 use super::reply::{self, Ctx, Decision, Outcome, Settings, Via};
 use super::request;
 use crate::config::{Config, DhcpMode};
+use crate::droplog::DropLog;
 use crate::inventory::{Backend, Leases};
 use crate::metrics::Metrics;
 
@@ -89,7 +92,13 @@ impl DhcpServer {
             Some(s) => Some(UdpSocket::from_std(s).context("DHCP: registering the PXE port socket with tokio")?),
             None => None,
         };
-        let h = Handler { settings: self.settings, backend: self.backend, metrics: self.metrics, leases: self.leases };
+        let h = Handler {
+            settings: self.settings,
+            backend: self.backend,
+            metrics: self.metrics,
+            leases: self.leases,
+            drops: DropLog::new("DHCP"),
+        };
         info!(
             mode = ?h.settings.mode,
             server = %h.settings.server_ip,
@@ -97,10 +106,15 @@ impl DhcpServer {
             pool = h.leases.has_pool(),
             "DHCP serving"
         );
-        let mut b67 = vec![0u8; 1500];
-        let mut b4011 = vec![0u8; 1500];
+        // One byte more than is read: a longer datagram is refused, not silently cut.
+        let mut b67 = vec![0u8; request::MAX_PACKET + 1];
+        let mut b4011 = vec![0u8; request::MAX_PACKET + 1];
+        // One future for the whole loop: re-created per packet, its timer would never fire.
+        let summaries = h.drops.summarize();
+        tokio::pin!(summaries);
         loop {
             tokio::select! {
+                _ = &mut summaries => {}
                 r = s67.recv_from(&mut b67) => match r {
                     Ok((n, from)) => h.handle(&s67, &b67[..n], from, Via::Dhcp).await,
                     Err(e) => h.recv_error(67, e).await,
@@ -127,6 +141,7 @@ struct Handler {
     backend: Arc<dyn Backend>,
     metrics: Arc<Metrics>,
     leases: Arc<LeaseStore>,
+    drops: DropLog,
 }
 
 impl Handler {
@@ -134,7 +149,9 @@ impl Handler {
     /// service: count it, pause briefly so a persistent error cannot spin, go on.
     async fn recv_error(&self, port: u16, e: std::io::Error) {
         self.metrics.drop_reason("dhcp-receive-error");
-        warn!(port, "DHCP: receiving failed, continuing: {e}");
+        if self.drops.note("dhcp-receive-error", None) {
+            warn!(port, "DHCP: receiving failed, continuing: {e}");
+        }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 
@@ -143,7 +160,9 @@ impl Handler {
             Ok(r) => r,
             Err(e) => {
                 self.metrics.drop_reason(e.reason());
-                info!(from = %from, len = bytes.len(), reason = e.reason(), "DHCP packet dropped: {e}");
+                if self.drops.note(e.reason(), Some(from.ip())) {
+                    info!(from = %from, len = bytes.len(), reason = e.reason(), "DHCP packet dropped: {e}");
+                }
                 return;
             }
         };
@@ -164,25 +183,28 @@ impl Handler {
                 match sent {
                     Ok(()) => {
                         self.metrics.dhcp_reply(r.kind);
-                        log_decision(&d, port, &from);
+                        log_decision(&d, port, &from, &self.drops);
                     }
                     Err(e) => {
                         self.metrics.drop_reason("dhcp-send-failed");
-                        warn!(mac = %d.mac, dest = %r.dest, kind = r.kind, "DHCP reply not sent: {e:#}");
+                        if self.drops.note("dhcp-send-failed", Some(from.ip())) {
+                            warn!(mac = %d.mac, dest = %r.dest, kind = r.kind, "DHCP reply not sent: {e:#}");
+                        }
                     }
                 }
             }
             Outcome::Ignore { reason, .. } => {
                 self.metrics.drop_reason(reason);
-                log_decision(&d, port, &from);
+                log_decision(&d, port, &from, &self.drops);
             }
-            Outcome::Done(_) => log_decision(&d, port, &from),
+            Outcome::Done(_) => log_decision(&d, port, &from, &self.drops),
         }
     }
 }
 
-/// The one line per decision: who asked, what they are, what they got and why.
-fn log_decision(d: &Decision, port: u16, from: &SocketAddr) {
+/// The one line per decision: who asked, what they are, what they got and why (for ignored
+/// requests, as [`DropLog`] allows).
+fn log_decision(d: &Decision, port: u16, from: &SocketAddr, drops: &DropLog) {
     let msg = format!("{:?}", d.msg_type).to_lowercase();
     let arch = d.client.arch.map(|a| a.to_string()).unwrap_or_else(|| "-".into());
     let class = d.class.to_string();
@@ -199,7 +221,7 @@ fn log_decision(d: &Decision, port: u16, from: &SocketAddr) {
             // Noise on a shared segment: other clients' traffic for the site server.
             if matches!(*reason, "dhcp-not-pxe" | "dhcp-other-server" | "dhcp-proxy-not-discover") {
                 debug!(mac = %d.mac, msg, port, class, arch, host, reason, "DHCP {msg} from {} ignored: {why}", d.mac);
-            } else {
+            } else if drops.note(reason, Some(from.ip())) {
                 info!(mac = %d.mac, msg, port, from = %from, class, arch, host, reason, "DHCP {msg} from {} ignored: {why}", d.mac);
             }
         }

@@ -1,7 +1,9 @@
 //! `POST /events` from the installer, and `POST /phone-home/{instance_id}` from cloud-init in
 //! the installed OS (recorded as `first-boot`). An event is accepted only from its machine's
 //! address, and answered 200 only once it is durable in the state store; a storage failure
-//! answers 503 so the sender retries.
+//! answers 503 so the sender retries. An event whose phase this bootsvc does not know is
+//! refused (400, naming the phase), not stored: the api crate still reads such a phase (as
+//! `Phase::Unknown`, for the installer's sake), bootsvc does not accept it.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -22,8 +24,18 @@ pub async fn post(
     State(app): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     h: HeaderMap,
-    Json(ev): Json<Event>,
+    Json(body): Json<serde_json::Value>,
 ) -> Response {
+    // The phase as sent: `Event` keeps only `Unknown` of a phase it does not know.
+    let phase = body.get("phase").and_then(|p| p.as_str()).map(str::to_owned);
+    let ev: Event = match serde_json::from_value(body) {
+        Ok(ev) => ev,
+        // As axum's `Json<Event>` answers a body of the wrong shape.
+        Err(e) => {
+            let msg = format!("Failed to deserialize the JSON body into the target type: {e}\n");
+            return (StatusCode::UNPROCESSABLE_ENTITY, msg).into_response();
+        }
+    };
     let caller = identify::mac_header(&h).and_then(|claimed| match claimed {
         Some(m) if m != ev.machine => Err(Refused {
             status: StatusCode::FORBIDDEN,
@@ -36,7 +48,27 @@ pub async fn post(
         Ok(c) => c,
         Err(r) => return r.respond(&app, "/events", peer),
     };
+    if let Err(r) = known_phase(&ev, phase.as_deref()) {
+        return r.respond(&app, "/events", peer);
+    }
     store(&app, &caller, ev).await
+}
+
+/// An event's phase must be one this bootsvc knows (`sent`: the phase as it came).
+fn known_phase(ev: &Event, sent: Option<&str>) -> Result<(), Refused> {
+    if ev.phase != Phase::Unknown {
+        return Ok(());
+    }
+    let known: Vec<&str> = Phase::ALL.iter().map(|p| p.as_str()).collect();
+    Err(Refused {
+        status: StatusCode::BAD_REQUEST,
+        reason: "http-unknown-phase",
+        message: format!(
+            "unknown event phase {:?}: not stored; this bootsvc knows {}",
+            sent.unwrap_or("unknown").chars().take(64).collect::<String>(),
+            known.join(", ")
+        ),
+    })
 }
 
 /// Store durably, count, log, answer.
@@ -127,5 +159,34 @@ pub async fn phone_home(
         (StatusCode::OK, "recorded first boot\n").into_response()
     } else {
         resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(phase: &str) -> (Event, Option<String>) {
+        let v = serde_json::json!({"machine": "52:54:00:00:00:01", "phase": phase, "time": "t"});
+        let sent = v["phase"].as_str().map(str::to_owned);
+        (serde_json::from_value(v).unwrap(), sent)
+    }
+
+    #[test]
+    fn only_known_phases_are_accepted() {
+        for p in Phase::ALL {
+            let (ev, sent) = event(p.as_str());
+            assert!(known_phase(&ev, sent.as_deref()).is_ok(), "{p}");
+        }
+        let (ev, sent) = event("from-the-future");
+        assert_eq!(ev.phase, Phase::Unknown, "the api crate still reads it");
+        let r = known_phase(&ev, sent.as_deref()).unwrap_err();
+        assert_eq!((r.status, r.reason), (StatusCode::BAD_REQUEST, "http-unknown-phase"));
+        assert!(r.message.starts_with("unknown event phase \"from-the-future\": not stored"), "{}", r.message);
+        assert!(r.message.contains("booted-installer, network,"), "{}", r.message);
+        let (ev, sent) = event("unknown");
+        assert!(known_phase(&ev, sent.as_deref()).is_err(), "\"unknown\" is no phase either");
+        let (ev, sent) = event(&"x".repeat(500));
+        assert!(known_phase(&ev, sent.as_deref()).unwrap_err().message.len() < 300, "quoted, not echoed whole");
     }
 }

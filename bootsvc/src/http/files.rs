@@ -101,17 +101,18 @@ pub enum JailError {
     Io(String, String),
 }
 
-/// `rel` (as decoded from the URL) opened inside `root`, with its size. The name is checked
-/// here (no hidden files, no backslashes, no empty components); the open goes through
-/// [`crate::jail::Jail`] (`openat2` with `RESOLVE_BENEATH`), so a symlink swapped in while
-/// the request runs still cannot lead out: the kernel resolves and opens in one step.
+/// `rel` (as decoded from the URL) opened inside `root`, with its size. The URL's own rules
+/// are checked here (no backslashes, no empty, `.` or `..` components); the name rules
+/// shared with TFTP (no hidden component) and the open are [`crate::jail::Jail`]'s
+/// (`openat2` with `RESOLVE_BENEATH`), so a symlink swapped in while the request runs still
+/// cannot lead out: the kernel resolves and opens in one step.
 pub fn jail(root: &Path, rel: &str) -> Result<(std::fs::File, u64), JailError> {
     let bad = || JailError::BadComponent(rel.to_string());
     if rel.is_empty() || rel.contains(['\0', '\\']) {
         return Err(bad());
     }
     for part in rel.split('/') {
-        if part.is_empty() || part.starts_with('.') {
+        if part.is_empty() {
             return Err(bad());
         }
         let mut comps = Path::new(part).components();
@@ -123,6 +124,7 @@ pub fn jail(root: &Path, rel: &str) -> Result<(std::fs::File, u64), JailError> {
     let dir = Jail::new(root).map_err(|_| JailError::Missing(root.display().to_string()))?;
     dir.open(Path::new(rel)).map_err(|r| match r {
         Refusal::NotFound | Refusal::Empty => JailError::Missing(rel.to_string()),
+        Refusal::Hidden => JailError::BadComponent(rel.to_string()),
         Refusal::NotAFile => JailError::NotAFile(rel.to_string()),
         Refusal::Traversal | Refusal::Absolute | Refusal::SymlinkEscape | Refusal::Denied => {
             JailError::Escapes(rel.to_string())

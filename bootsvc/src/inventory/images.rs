@@ -117,7 +117,8 @@ fn load_one(dir: &Path, path: &Path, problems: &mut Problems) -> Option<ImageMan
     c.check("sha256", checks::sha256_hex(&m.sha256));
     match checks::file_name(&m.file) {
         Err(e) => c.add("file", e),
-        Ok(()) => match checks::existing_file(&dir.join(&m.file)) {
+        // Opened as a request for it would be: what passes here is served.
+        Ok(()) => match crate::jail::servable(dir, &m.file) {
             Err(e) => c.add("file", e),
             Ok(meta) if meta.len() != m.size => {
                 c.add("size", format!("{} but {} has {} bytes", m.size, m.file, meta.len()));
@@ -203,6 +204,20 @@ mod tests {
             ["gone.json:file", "typo.json:format", "wrong.json:name", "wrong.json:sha256", "wrong.json:size"]
         );
         let img = images["deb"].to_api("http://192.0.2.1:8080");
+        // The file is opened as a request would be: a link out of the directory is refused.
+        let out = tempfile::tempdir().unwrap();
+        std::fs::write(out.path().join("far.raw"), b"0123456789").unwrap();
+        std::os::unix::fs::symlink(out.path().join("far.raw"), d.path().join("far.raw")).unwrap();
+        manifest(
+            d.path(),
+            "far",
+            &format!(r#"{{"name":"far","file":"far.raw","format":"raw","size":10,"sha256":"{sha}"}}"#),
+        );
+        let mut p = Problems::default();
+        assert!(!load(d.path(), &mut p).contains_key("far"));
+        let far = p.iter().find(|x| x.file.ends_with("far.json")).unwrap();
+        assert_eq!(far.field, "file");
+        assert!(far.what.contains("far.raw is an absolute symlink"), "{}", far.what);
         assert_eq!(img.url, "http://192.0.2.1:8080/images/deb.raw.zst");
         assert_eq!(img.format, ImageFormat::Zstd);
         assert_eq!((img.size, img.raw_size), (Some(10), Some(4096)));

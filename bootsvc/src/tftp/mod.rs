@@ -2,8 +2,10 @@
 //! and windowsize (RFC 1350, 2347, 2348, 2349, 7440).
 //!
 //! - [`packet`]: requests, option negotiation, packets (pure functions).
-//! - [`crate::jail`]: which names may be opened (no `..`, no absolute escape, no symlink
-//!   escape), shared with the HTTP file routes.
+//! - [`crate::jail`]: which names may be opened (no `..`, no hidden name, no absolute
+//!   escape, no symlink escape), shared with the HTTP file routes; [`refusal`] turns its
+//!   answers into TFTP's metrics labels and ERROR packets.
+//! - [`admission`]: which requests get a transfer (caps per source address and in all).
 //! - [`transfer`]: one transfer on its own socket; counted and logged when it ends.
 //!
 //! The server runs on threads of its own, each with a single-threaded tokio runtime: the
@@ -15,6 +17,9 @@
 //! the main runtime's threads. Dropping [`TftpServer::run`]'s future stops the threads and
 //! every transfer in them.
 //!
+//! Refused and malformed requests are counted in the metrics and logged through
+//! [`DropLog`]: the first few of each reason per interval, then a summary line.
+//!
 //! Abandoned transfers: a client that sends ERROR (UEFI does this after reading `tsize`
 //! from the OACK) ends its transfer at once; one that simply goes away is dropped after
 //! `max_send_retries` retransmissions `timeout_secs` apart, i.e. within
@@ -25,11 +30,12 @@
 //!
 //! Interface used by the service wiring (`serve`): bind first, then run.
 
+pub mod admission;
 pub mod packet;
+pub mod refusal;
 pub mod transfer;
 
 use std::cell::Cell;
-use std::collections::HashSet;
 use std::fs::File;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::Path;
@@ -42,8 +48,10 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::config::Config;
+use crate::droplog::DropLog;
 use crate::jail::Jail;
 use crate::metrics::Metrics;
+use admission::{Admit, Caps};
 use packet::{ErrorCode, Granted};
 use transfer::{Limits, Session};
 
@@ -53,7 +61,8 @@ pub const MAX_BLKSIZE: u16 = packet::MAX_BLKSIZE;
 /// Largest window (RFC 7440) granted: bounds the memory one transfer holds.
 pub const MAX_WINDOW: u16 = 64;
 /// Transfers at once; more are refused ("server busy") so memory stays bounded
-/// (each holds a socket and at most ~4 MiB of read-ahead, usually 64 KiB).
+/// (each holds a socket and at most ~4 MiB of read-ahead, usually 64 KiB). Each source
+/// address gets at most `tftp.max_transfers_per_client` of them.
 pub const MAX_TRANSFERS: usize = 2048;
 /// IPv4 header + UDP header + TFTP DATA header.
 const OVERHEAD: u32 = 20 + 8 + 4;
@@ -74,6 +83,7 @@ pub struct TftpServer {
     bound: Option<(std::net::UdpSocket, Arc<Jail>)>,
     address: Ipv4Addr,
     limits: Limits,
+    caps: Caps,
     blksize_limit: u16,
     metrics: Arc<Metrics>,
 }
@@ -100,6 +110,7 @@ impl TftpServer {
                 timeout: Duration::from_secs(cfg.tftp.timeout_secs.max(1)),
                 max_send_retries: cfg.tftp.max_send_retries,
             },
+            caps: Caps { total: MAX_TRANSFERS, per_client: cfg.tftp.max_transfers_per_client.max(1) },
             blksize_limit: blksize_limit(link_mtu(iface)),
             metrics,
         })
@@ -115,9 +126,11 @@ impl TftpServer {
         info!(
             addr = %addr, root = %jail.root().display(), blksize_limit = self.blksize_limit,
             timeout_secs = self.limits.timeout.as_secs(), max_send_retries = self.limits.max_send_retries,
+            max_transfers = self.caps.total, max_transfers_per_client = self.caps.per_client,
             "TFTP serving"
         );
-        let (address, limits, blksize_limit, metrics) = (self.address, self.limits, self.blksize_limit, self.metrics);
+        let (address, limits, caps, blksize_limit, metrics) =
+            (self.address, self.limits, self.caps, self.blksize_limit, self.metrics);
         let active: Active = Arc::default();
         let workers =
             (0..worker_count()).map(|n| spawn_worker(n, limits, Arc::clone(&active))).collect::<Result<Vec<_>>>()?;
@@ -135,11 +148,21 @@ impl TftpServer {
                         .build()
                         .context("TFTP: starting its runtime")?;
                     rt.block_on(async move {
-                        let server =
-                            Server { jail, address, blksize_limit, metrics, active, workers, next: Cell::new(0) };
+                        let server = Server {
+                            jail,
+                            address,
+                            caps,
+                            blksize_limit,
+                            metrics,
+                            active,
+                            drops: DropLog::new("TFTP"),
+                            workers,
+                            next: Cell::new(0),
+                        };
                         let socket = UdpSocket::from_std(socket).context("TFTP: registering the socket")?;
                         tokio::select! {
                             r = server.serve(socket) => r,
+                            _ = server.drops.summarize() => Ok(()),
                             _ = stopped => Ok(()),
                         }
                     })
@@ -151,8 +174,8 @@ impl TftpServer {
     }
 }
 
-/// Clients with a transfer running: a retransmitted request is not a second transfer.
-type Active = Arc<Mutex<HashSet<SocketAddr>>>;
+/// Clients with a transfer running (the request loop adds, the workers remove).
+type Active = Arc<Mutex<admission::Active>>;
 
 /// Threads running transfers: one per core, at most 4 (a transfer costs a few µs of CPU per
 /// window; more threads would only contend with DHCP and HTTP).
@@ -202,15 +225,23 @@ fn spawn_worker(n: usize, limits: Limits, active: Active) -> Result<mpsc::Unboun
 struct Server {
     jail: Arc<Jail>,
     address: Ipv4Addr,
+    caps: Caps,
     blksize_limit: u16,
     metrics: Arc<Metrics>,
     active: Active,
+    drops: DropLog,
     workers: Vec<mpsc::UnboundedSender<Job>>,
     /// Round robin over the workers.
     next: Cell<usize>,
 }
 
 impl Server {
+    /// Count a dropped request; `true` when it gets a log line of its own ([`DropLog`]).
+    fn dropped(&self, reason: &'static str, peer: Option<SocketAddr>) -> bool {
+        self.metrics.drop_reason(reason);
+        self.drops.note(reason, peer.map(|p| p.ip()))
+    }
+
     async fn serve(&self, socket: UdpSocket) -> Result<()> {
         let mut buf = vec![0u8; 1500];
         loop {
@@ -218,8 +249,9 @@ impl Server {
                 Ok((n, peer)) => self.request(&socket, &buf[..n], peer).await,
                 // A failed receive loses a packet, not the service.
                 Err(e) => {
-                    self.metrics.drop_reason("tftp-receive-error");
-                    warn!("TFTP: receiving failed, continuing: {e}");
+                    if self.dropped("tftp-receive-error", None) {
+                        warn!("TFTP: receiving failed, continuing: {e}");
+                    }
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
             }
@@ -230,8 +262,9 @@ impl Server {
         let req = match packet::parse_request(pkt) {
             Ok(r) => r,
             Err(e) => {
-                self.metrics.drop_reason(e.reason());
-                info!(client = %peer, reason = e.reason(), "TFTP packet dropped: {e}");
+                if self.dropped(e.reason(), Some(peer)) {
+                    info!(client = %peer, reason = e.reason(), "TFTP packet dropped: {e}");
+                }
                 if matches!(e, packet::RequestError::Mode(_)) {
                     let _ = socket.send_to(&packet::error(ErrorCode::IllegalOperation, &e.to_string()), peer).await;
                 }
@@ -240,41 +273,57 @@ impl Server {
         };
         let name = req.filename.clone();
         if req.write {
-            self.metrics.drop_reason("tftp-write");
             self.metrics.tftp_transfer("refused");
-            warn!(client = %peer, file = %name, reason = "tftp-write", "TFTP write request refused: read-only server");
+            if self.dropped("tftp-write", Some(peer)) {
+                warn!(client = %peer, file = %name, reason = "tftp-write", "TFTP write request refused: read-only server");
+            }
             let _ = socket.send_to(&packet::error(ErrorCode::IllegalOperation, "Read-only server"), peer).await;
             return;
         }
-        let running = {
-            let active = self.active.lock().unwrap_or_else(|e| e.into_inner());
-            (active.contains(&peer), active.len())
-        };
-        if running.0 {
-            debug!(client = %peer, file = %name, "TFTP: repeated request of a running transfer ignored");
-            return;
-        }
-        if running.1 >= MAX_TRANSFERS {
-            self.metrics.drop_reason("tftp-busy");
-            warn!(client = %peer, file = %name, reason = "tftp-busy", "TFTP read request refused: {MAX_TRANSFERS} transfers running");
-            let _ = socket.send_to(&packet::error(ErrorCode::NotDefined, "Server busy, try again"), peer).await;
-            return;
+        // Only this loop adds transfers, so the answer still holds when the transfer starts.
+        let admit = self.active.lock().unwrap_or_else(|e| e.into_inner()).admit(peer, self.caps);
+        match admit {
+            Admit::Yes => {}
+            Admit::Repeat => {
+                debug!(client = %peer, file = %name, "TFTP: repeated request of a running transfer ignored");
+                return;
+            }
+            Admit::ClientBusy | Admit::Busy => {
+                let (reason, cap, what, told) = if admit == Admit::Busy {
+                    ("tftp-busy", self.caps.total, "transfers running", "Server busy, try again")
+                } else {
+                    (
+                        "tftp-busy-client",
+                        self.caps.per_client,
+                        "transfers from this address running",
+                        "Too many transfers from your address, try again",
+                    )
+                };
+                if self.dropped(reason, Some(peer)) {
+                    warn!(client = %peer, file = %name, reason, "TFTP read request refused: {cap} {what}");
+                }
+                let _ = socket.send_to(&packet::error(ErrorCode::NotDefined, told), peer).await;
+                return;
+            }
         }
         let (file, size) = match self.jail.open(Path::new(&name)) {
             Ok(f) => f,
             Err(r) => {
-                self.metrics.drop_reason(r.reason());
+                let reason = refusal::reason(&r);
                 self.metrics.tftp_transfer("refused");
-                warn!(client = %peer, file = %name, reason = r.reason(), "TFTP read request refused: {r}");
-                let _ = socket.send_to(&r.packet_error(), peer).await;
+                if self.dropped(reason, Some(peer)) {
+                    warn!(client = %peer, file = %name, reason, "TFTP read request refused: {r}");
+                }
+                let _ = socket.send_to(&refusal::packet(&r), peer).await;
                 return;
             }
         };
         let sock = match transfer_socket(self.address, peer) {
             Ok(s) => s,
             Err(e) => {
-                self.metrics.drop_reason("tftp-socket");
-                warn!(client = %peer, file = %name, "TFTP read request not served: {e:#}");
+                if self.dropped("tftp-socket", Some(peer)) {
+                    warn!(client = %peer, file = %name, "TFTP read request not served: {e:#}");
+                }
                 return;
             }
         };

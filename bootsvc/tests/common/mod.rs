@@ -69,6 +69,9 @@ pub fn write_tree(root: &Path, opts: &Options) -> PathBuf {
     });
     std::fs::write(root.join("images/debian-12.json"), manifest.to_string()).unwrap();
     std::fs::write(root.join("admin.token"), format!("{TOKEN}\n")).unwrap();
+    // bootsvc refuses a token file others may read.
+    let owner_only = <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600);
+    std::fs::set_permissions(root.join("admin.token"), owner_only).unwrap();
     let pool = if opts.pool {
         "pool = { start = \"192.0.2.100\", end = \"192.0.2.199\", prefix = 24, gateway = \"192.0.2.1\" }\n"
     } else {
@@ -152,6 +155,33 @@ impl Site {
         }
         client.ip(&["link", "set", &cli_if, "up"]).unwrap();
         (client, srv_if, cli_if)
+    }
+
+    /// One segment for several client namespaces (a hostile host beside a machine): a bridge
+    /// in the site's namespace (192.0.2.1/24) and a veth from it into each new namespace,
+    /// with `macs[i]` when given. Returns the bridge's name (serve on it) and each client's
+    /// namespace and interface, all up.
+    pub fn shared_segment(&self, macs: &[Option<&str>]) -> (String, Vec<(Netns, String)>) {
+        let bridge = unique("sb");
+        self.ns.add_bridge(&bridge, "192.0.2.1/24").unwrap();
+        let clients = macs
+            .iter()
+            .map(|mac| {
+                let client = Netns::new().unwrap();
+                let (here, there) = (unique("sp"), unique("cp"));
+                self.ns
+                    .ip(&["link", "add", &here, "type", "veth", "peer", "name", &there, "netns", client.name()])
+                    .unwrap();
+                self.ns.ip(&["link", "set", &here, "master", &bridge]).unwrap();
+                self.ns.ip(&["link", "set", &here, "up"]).unwrap();
+                if let Some(mac) = mac {
+                    client.ip(&["link", "set", &there, "address", mac]).unwrap();
+                }
+                client.ip(&["link", "set", &there, "up"]).unwrap();
+                (client, there)
+            })
+            .collect();
+        (bridge, clients)
     }
 
     /// Serve DHCP on `iface` (instead of `lo`), and TFTP too when `tftp`.

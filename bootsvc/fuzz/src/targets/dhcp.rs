@@ -10,7 +10,9 @@
 //! - the message type is OFFER, ACK or NAK; option 54 is the server;
 //! - a boot file appears in option 67 NUL-terminated, and in `file` when it fits;
 //! - option 82 from a relayed request comes back byte for byte; relayed requests are
-//!   answered to the relay, port-4011 requests to their sender;
+//!   answered to the relay, port-4011 requests to their sender; no request whose giaddr no
+//!   relay can have is answered, and no reply goes to loopback, multicast, link-local or
+//!   the server itself;
 //! - proxy replies hand out no address; fixed machines get exactly their address; a pool
 //!   ACK leaves the lease store saying that address belongs to that MAC; no MAC ever holds
 //!   two addresses.
@@ -84,6 +86,12 @@ fn one(pkt: &[u8], via: Via, settings: &Settings, backend: &FuzzBackend, leases:
         if let Some(ra) = req.options.get(code::RELAY_AGENT) {
             assert_eq!(opts.get(code::RELAY_AGENT), Some(ra), "option 82 not echoed");
         }
+        assert_eq!(req.relay_problem(settings.server_ip), None, "answered despite its giaddr");
+        let to = *r.dest.ip();
+        assert!(
+            !(to.is_loopback() || to.is_multicast() || to.is_link_local() || to == settings.server_ip),
+            "reply sent to {to}"
+        );
         // Relayed requests are answered to the relay; port 4011 is unicast by the client
         // itself, whatever giaddr says, and answered to where it came from.
         match via {

@@ -14,7 +14,8 @@
 //! - ACK indices land inside the window they are taken against, with the ACKed number;
 //! - whatever a jail opens is a regular file inside the root (its device and inode are one
 //!   of the root's files), never the secret beside the root, with its true size; the
-//!   names of the root's own files always open.
+//!   names of the root's own files always open; a hidden name (a component starting with
+//!   `.`) opens through neither.
 use std::collections::HashSet;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -141,8 +142,12 @@ pub fn run(data: &[u8]) {
     let name = name.as_str();
     let t = tree();
     let tftp = t.jail.open(Path::new(name)).ok();
-    check_open(t, "TFTP jail", name, tftp);
     let http = bootsvc::http::files::jail(&t.root, name).ok();
+    let hidden = !name.starts_with('/') && name.replace('\\', "/").split('/').any(|c| c.starts_with('.') && c != ".");
+    if hidden {
+        assert!(tftp.is_none() && http.is_none(), "a hidden name opened: {name:?}");
+    }
+    check_open(t, "TFTP jail", name, tftp);
     check_open(t, "HTTP jail", name, http);
     if t.good.contains(&name) {
         assert!(t.jail.open(Path::new(name)).is_ok(), "TFTP jail refused {name:?}");
