@@ -4,7 +4,8 @@
 //! serves the file inventory here and any other source later.
 //!
 //! - [`model`]: the native record; [`tinkerbell`]: Tinkerbell `Hardware` converted to it;
-//! - [`load`]: reading the directory; [`validate`]: per-record and cross-record checks;
+//! - [`load`]: reading the directory, into [`Entry`]s that keep their [`source`] (file and
+//!   field as written, for problems); [`validate`]: per-record and cross-record checks;
 //! - [`images`]: the image manifests records refer to by name;
 //! - [`Snapshot`]: one consistent, validated inventory; [`Inventory`]: the current one;
 //! - [`watch`]: hot reload; [`backend`]: the [`Backend`] over inventory, state and leases.
@@ -13,6 +14,7 @@ pub mod backend;
 pub mod images;
 pub mod load;
 pub mod model;
+pub mod source;
 pub mod tinkerbell;
 pub mod validate;
 pub mod watch;
@@ -25,8 +27,8 @@ use osie_api::MacAddr;
 
 pub use backend::InventoryBackend;
 pub use images::Images;
-pub use load::{Entry, Source};
 pub use model::Machine;
+pub use source::{Entry, Source};
 
 use crate::config::Config;
 use crate::problem::Problems;

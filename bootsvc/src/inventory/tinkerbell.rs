@@ -30,8 +30,8 @@ use std::sync::Arc;
 use osie_api::MacAddr;
 use serde::Deserialize;
 
-use super::load::{Entry, Format, Source};
 use super::model::{Arch, ImageRef, Install, IpConfig, Machine, Netboot};
+use super::source::{Entry, Format, Source};
 use crate::checks;
 use crate::problem::{join_path, Problem, Problems};
 

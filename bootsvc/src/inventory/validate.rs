@@ -8,8 +8,8 @@ use std::net::Ipv4Addr;
 use osie_api::MacAddr;
 
 use super::images::Images;
-use super::load::{Entry, Source};
 use super::model::{ImageRef, Install, IpConfig, Machine};
+use super::source::{Entry, Source};
 use crate::checks;
 use crate::config::{Config, DhcpMode};
 use crate::ipxe;
