@@ -2,9 +2,11 @@
 //! `bootsvc/docs/config.md`; keep the two in step.
 //!
 //! Relative paths are relative to the directory of the config file. Loading (with field
-//! paths in every error) is in [`load`], the checks in [`validate`].
+//! paths in every error) is in [`load`], the checks in [`validate`], the `[security]` account's
+//! lookup in [`security`].
 
 mod load;
+mod security;
 mod validate;
 
 #[cfg(test)]
@@ -179,7 +181,8 @@ pub struct Admin {
     pub token_file: Option<PathBuf>,
 }
 
-/// Who bootsvc runs as once its ports are bound (`crate::privileges`).
+/// Who bootsvc runs as once its ports are bound (`crate::privileges`); looked up by
+/// [`Security::resolve`].
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Security {

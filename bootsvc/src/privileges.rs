@@ -23,7 +23,7 @@
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use nix::unistd::{self, Gid, Group, Uid, User};
+use nix::unistd::{self, Gid, Uid};
 
 use crate::config::Security;
 
@@ -45,29 +45,6 @@ impl std::fmt::Display for Identity {
     }
 }
 
-/// The user and group `[security]` names, looked up in the system's databases.
-pub fn resolve(sec: &Security) -> Result<Option<(User, Gid)>> {
-    let Some(name) = &sec.user else {
-        if let Some(g) = &sec.group {
-            bail!("security.group = {g:?} needs security.user");
-        }
-        return Ok(None);
-    };
-    let user = User::from_name(name)
-        .with_context(|| format!("security.user: looking up {name:?}"))?
-        .with_context(|| format!("security.user: no user {name:?} on this system"))?;
-    let gid = match &sec.group {
-        None => user.gid,
-        Some(g) => {
-            Group::from_name(g)
-                .with_context(|| format!("security.group: looking up {g:?}"))?
-                .with_context(|| format!("security.group: no group {g:?} on this system"))?
-                .gid
-        }
-    };
-    Ok(Some((user, gid)))
-}
-
 /// Create the state directory when it is missing, owned by the configured user, so that user
 /// can write it after the drop (its parent, e.g. `/var/lib`, usually belongs to root).
 pub fn prepare_state_dir(dir: &Path, sec: &Security) -> Result<()> {
@@ -75,7 +52,7 @@ pub fn prepare_state_dir(dir: &Path, sec: &Security) -> Result<()> {
         return Ok(());
     }
     std::fs::create_dir_all(dir).with_context(|| format!("creating state directory {}", dir.display()))?;
-    if let Some((user, gid)) = resolve(sec)? {
+    if let Some((user, gid)) = sec.resolve()? {
         unistd::chown(dir, Some(user.uid), Some(gid))
             .with_context(|| format!("giving state directory {} to user {}", dir.display(), user.name))?;
     }
@@ -89,7 +66,7 @@ pub fn drop_privileges(sec: &Security) -> Result<Identity> {
     if threads != 1 {
         bail!("dropping privileges with {threads} threads running: capabilities are per thread, the others would keep theirs");
     }
-    let target = resolve(sec)?;
+    let target = sec.resolve()?;
     let root = unistd::geteuid().is_root();
     match &target {
         Some((user, gid)) if root => {
@@ -219,17 +196,6 @@ pub fn status_hex(file: &str, key: &str) -> Result<u64> {
     u64::from_str_radix(v, 16).with_context(|| format!("{file}: {key} {v:?}"))
 }
 
-/// A user name as `[security] user` accepts it.
-pub fn check_name(name: &str) -> Result<(), String> {
-    let ok =
-        !name.is_empty() && name.len() <= 32 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!("{name:?} is not a user or group name: 1 to 32 letters, digits, '.', '_', '-'"))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,20 +206,5 @@ mod tests {
         let e = drop_privileges(&Security::default()).unwrap_err();
         assert!(e.to_string().contains("threads running"), "{e}");
         assert_ne!(status_hex("/proc/self/status", "CapBnd:").unwrap(), 0, "nothing was dropped");
-    }
-
-    #[test]
-    fn names_and_lookups() {
-        check_name("osie").unwrap();
-        check_name("_bootsvc-1.x").unwrap();
-        for bad in ["", "a b", "a/b", "x\0", &"a".repeat(33)] {
-            assert!(check_name(bad).is_err(), "{bad:?}");
-        }
-        let root = resolve(&Security { user: Some("root".into()), group: None }).unwrap().unwrap();
-        assert_eq!((root.0.uid.as_raw(), root.1.as_raw()), (0, 0));
-        let e = resolve(&Security { user: Some("no-such-user-osie".into()), group: None }).unwrap_err();
-        assert!(e.to_string().contains("no user \"no-such-user-osie\""), "{e:#}");
-        assert!(resolve(&Security { user: None, group: Some("root".into()) }).is_err());
-        assert!(resolve(&Security::default()).unwrap().is_none());
     }
 }

@@ -184,14 +184,14 @@ impl Config {
         let mut names_ok = true;
         for (field, v) in [("security.user", &s.user), ("security.group", &s.group)] {
             if let Some(name) = v {
-                if let Err(e) = crate::privileges::check_name(name) {
+                if let Err(e) = super::security::check_name(name) {
                     c.add(field, e);
                     names_ok = false;
                 }
             }
         }
         if names_ok {
-            if let Err(e) = crate::privileges::resolve(s) {
+            if let Err(e) = s.resolve() {
                 // The errors start with the field they are about.
                 let msg = format!("{e:#}");
                 let (field, what) = match msg.split_once(": ") {
