@@ -117,9 +117,16 @@ pub struct Tftp {
     /// transfers (UEFI's tsize probe) end within seconds.
     #[serde(default = "default_tftp_retries")]
     pub max_send_retries: u32,
-    /// Transfers at once from one source address (the global cap is `tftp::MAX_TRANSFERS`).
+    /// Transfers at once from one source address (at most [`Tftp::MAX_TRANSFERS`]).
     #[serde(default = "default_tftp_per_client")]
     pub max_transfers_per_client: usize,
+}
+
+impl Tftp {
+    /// Transfers at once in all (not a setting: the bound of `max_transfers_per_client`);
+    /// more are refused ("server busy") so memory stays bounded (each holds a socket and at
+    /// most ~4 MiB of read-ahead, usually 64 KiB).
+    pub const MAX_TRANSFERS: usize = 2048;
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -102,7 +102,7 @@ impl Config {
                 format!("{} is too many: abandoned transfers would linger", t.max_send_retries),
             );
         }
-        let most = crate::tftp::MAX_TRANSFERS;
+        let most = super::Tftp::MAX_TRANSFERS;
         if !(1..=most).contains(&t.max_transfers_per_client) {
             c.add(
                 "tftp.max_transfers_per_client",

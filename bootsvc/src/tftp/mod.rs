@@ -47,7 +47,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use crate::config::Config;
+use crate::config::{Config, Tftp};
 use crate::droplog::DropLog;
 use crate::jail::Jail;
 use crate::metrics::Metrics;
@@ -60,10 +60,6 @@ pub const TFTP_PORT: u16 = 69;
 pub const MAX_BLKSIZE: u16 = packet::MAX_BLKSIZE;
 /// Largest window (RFC 7440) granted: bounds the memory one transfer holds.
 pub const MAX_WINDOW: u16 = 64;
-/// Transfers at once; more are refused ("server busy") so memory stays bounded
-/// (each holds a socket and at most ~4 MiB of read-ahead, usually 64 KiB). Each source
-/// address gets at most `tftp.max_transfers_per_client` of them.
-pub const MAX_TRANSFERS: usize = 2048;
 /// IPv4 header + UDP header + TFTP DATA header.
 const OVERHEAD: u32 = 20 + 8 + 4;
 
@@ -110,7 +106,7 @@ impl TftpServer {
                 timeout: Duration::from_secs(cfg.tftp.timeout_secs.max(1)),
                 max_send_retries: cfg.tftp.max_send_retries,
             },
-            caps: Caps { total: MAX_TRANSFERS, per_client: cfg.tftp.max_transfers_per_client.max(1) },
+            caps: Caps { total: Tftp::MAX_TRANSFERS, per_client: cfg.tftp.max_transfers_per_client.max(1) },
             blksize_limit: blksize_limit(link_mtu(iface)),
             metrics,
         })
