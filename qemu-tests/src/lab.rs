@@ -136,7 +136,7 @@ impl Lab {
     pub fn add(&self, rec: &Record) -> Result<()> {
         let name = format!("{}.json", rec.hostname);
         let tmp = self.dir.join("machines").join(format!(".{name}.tmp"));
-        let text = serde_json::to_string_pretty(&rec.to_json())?;
+        let text = serde_json::to_string_pretty(&rec.to_json(SERVER))?;
         std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
         std::fs::rename(&tmp, self.dir.join("machines").join(&name)).context("moving the record into place")?;
         self.macs.borrow_mut().push(rec.mac.clone());

@@ -56,7 +56,9 @@ impl Record {
         )
     }
 
-    pub fn to_json(&self) -> Value {
+    /// The record as bootsvc reads it; `gateway` is the lab network's router (bootsvc's own
+    /// address there).
+    pub fn to_json(&self, gateway: &str) -> Value {
         let image = match &self.image {
             ImageRef::Named => json!({ "name": IMAGE }),
             ImageRef::Url { url, sha256, size, raw_size } => {
@@ -70,7 +72,7 @@ impl Record {
         json!({
             "hostname": self.hostname,
             "macs": [self.mac],
-            "ip": { "address": self.ip.to_string(), "prefix": 24, "gateway": crate::lab::SERVER },
+            "ip": { "address": self.ip.to_string(), "prefix": 24, "gateway": gateway },
             "netboot": { "allow": self.netboot },
             "install": {
                 "image": image,
@@ -89,9 +91,9 @@ mod tests {
     #[test]
     fn record_is_what_bootsvc_reads() {
         let r = Record::new("node1", "52:54:00:e2:00:01", Ipv4Addr::new(192, 0, 2, 21));
-        let v = r.to_json();
+        let v = r.to_json("192.0.2.1");
         assert_eq!(v["macs"][0], "52:54:00:e2:00:01");
-        assert_eq!(v["ip"]["address"], "192.0.2.21");
+        assert_eq!((v["ip"]["address"].as_str(), v["ip"]["gateway"].as_str()), (Some("192.0.2.21"), Some("192.0.2.1")));
         assert_eq!(v["install"]["image"]["name"], IMAGE);
         let ud = v["cloud_init"]["user_data"].as_str().unwrap();
         assert!(ud.starts_with("#cloud-config\n") && ud.contains("$((6*7))") && !ud.contains(": 42"), "{ud}");
