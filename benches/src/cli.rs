@@ -9,9 +9,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 
 use crate::dhcp::{self, ClientConfig, DhcpClient, Identity, LoadSpec};
-use crate::suites::{self, Ctx};
-
-pub const ITEMS: [&str; 6] = ["dhcp", "tftp", "http", "image", "e2e", "size"];
+use crate::suites::{self, Ctx, ITEMS};
 
 #[derive(Args)]
 pub struct RunArgs {

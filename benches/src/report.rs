@@ -97,7 +97,7 @@ pub fn write_from(root: &Path, out: &Path, dest: &Path) -> Result<PathBuf> {
     let machine: Option<Machine> =
         std::fs::read_to_string(out.join("machine.json")).ok().and_then(|t| serde_json::from_str(&t).ok());
     let mut results = Vec::new();
-    for item in crate::cli::ITEMS {
+    for item in suites::ITEMS {
         if let Some(r) = suites::read(out, item)? {
             results.push(r);
         }

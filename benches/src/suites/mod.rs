@@ -18,6 +18,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::stats;
 
+/// The items, in the order they run and appear in the report.
+pub const ITEMS: [&str; 6] = ["dhcp", "tftp", "http", "image", "e2e", "size"];
+
 /// Where things are and how hard to try.
 #[derive(Debug, Clone)]
 pub struct Ctx {
