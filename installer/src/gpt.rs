@@ -1,5 +1,6 @@
-//! The partition table after the image is written, with gptman (DESIGN.md: the `gpt` crate
-//! renumbers partitions when it writes, which breaks images numbered 1, 14, 15).
+//! The partition table after the image is written, with gptman: the `gpt` crate renumbers
+//! partitions when it writes (1, 14, 15 become 1, 2, 3), which breaks real cloud images;
+//! gptman keeps every number and relocates the backup header.
 //!
 //! - [`fix`]: an image made for a small disk has its backup GPT in the middle of ours; move
 //!   it to the real end and, when asked, grow the last partition (only the last) to fill

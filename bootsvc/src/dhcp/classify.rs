@@ -1,5 +1,6 @@
 //! Who is asking: the client's firmware class and architecture, and the boot file that
-//! class gets (DESIGN.md's table, RFC 4578, the PXE and UEFI specifications).
+//! class gets (the table in `bootsvc/docs/dhcp.md`, RFC 4578, the PXE and UEFI
+//! specifications).
 //!
 //! | option 93 | class | boot file |
 //! |---|---|---|

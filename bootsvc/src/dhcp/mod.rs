@@ -2,7 +2,8 @@
 //!
 //! - [`request`]: parse and validate a received packet (malformed and truncated ones are
 //!   refused with a reason that goes into `osie_dropped_packets_total`).
-//! - [`classify`]: firmware class and architecture → boot file (DESIGN.md's table).
+//! - [`classify`]: firmware class and architecture → boot file (the table in
+//!   `bootsvc/docs/dhcp.md`, "Who gets what").
 //! - [`reply`]: request in, reply out, for reservation and proxy mode, and why.
 //! - [`leases`]: the dynamic pool, persisted under `state.dir`.
 //! - [`server`]: sockets on UDP 67 and 4011, bound to `listen.interface`.
