@@ -12,18 +12,24 @@
 //! netboot are answered, with boot information only (`yiaddr` 0, option 60 `PXEClient`,
 //! option 43 discovery control for BIOS). Requests on port 4011 (UEFI's and iPXE's
 //! ProxyDHCP request) get an ACK with the same boot information, in either mode.
+//!
+//! Here each decision (who is answered, which boot file, what each message type gets) says
+//! what its reply holds, as a `Plan`; `build` (`reply/build.rs`) writes every reply the same
+//! way.
+
+mod build;
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 
-use dhcproto::v4::{DhcpOption, Flags, Message, MessageType, Opcode};
-use dhcproto::{Encodable, Encoder};
+use dhcproto::v4::{Message, MessageType};
 use osie_api::MacAddr;
 
 use super::classify::{self, BootFile, Class, Client};
 use super::leases::LeaseStore;
-use super::request::{code, Request};
+use super::request::Request;
 use crate::config::{Config, DhcpMode, Pool};
 use crate::inventory::{Backend, Machine};
+use build::{build, Address, Boot, Plan};
 
 /// Replies are padded to this size: some BOOTP-era clients and relays drop shorter ones.
 pub const MIN_REPLY_LEN: usize = 300;
@@ -113,47 +119,6 @@ pub struct Reply {
     pub relay_agent: Option<Vec<u8>>,
 }
 
-impl Reply {
-    fn new(kind: &'static str, msg: Message, dest: SocketAddrV4, req: &Request) -> Reply {
-        Reply { kind, msg, dest, relay_agent: req.options.get(code::RELAY_AGENT).map(<[u8]>::to_vec) }
-    }
-
-    /// The UDP payload: dhcproto's encoding, option 82 before END, padded with zeros to
-    /// [`MIN_REPLY_LEN`].
-    pub fn encode(&self) -> Result<Vec<u8>, dhcproto::error::EncodeError> {
-        let mut buf = Vec::with_capacity(512);
-        self.msg.encode(&mut Encoder::new(&mut buf))?;
-        if let Some(ra) = &self.relay_agent {
-            // The options always end with END (the message type is always set).
-            if buf.last() == Some(&code::END) {
-                buf.pop();
-            }
-            for chunk in ra.chunks(255) {
-                buf.push(code::RELAY_AGENT);
-                buf.push(chunk.len() as u8);
-                buf.extend_from_slice(chunk);
-            }
-            if ra.is_empty() {
-                buf.extend_from_slice(&[code::RELAY_AGENT, 0]);
-            }
-            buf.push(code::END);
-        }
-        if buf.len() < MIN_REPLY_LEN {
-            buf.resize(MIN_REPLY_LEN, 0);
-        }
-        Ok(buf)
-    }
-}
-
-/// Addressing handed to a client.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Assigned {
-    ip: Ipv4Addr,
-    prefix: u8,
-    gateway: Option<Ipv4Addr>,
-    dns: Vec<Ipv4Addr>,
-}
-
 /// Decide what to answer to `req`.
 pub fn respond(req: &Request, via: Via, ctx: &Ctx<'_>) -> Decision {
     let client = classify::client(req.mac, &req.options);
@@ -169,40 +134,17 @@ pub fn respond(req: &Request, via: Via, ctx: &Ctx<'_>) -> Decision {
         no_boot: None,
         outcome: Outcome::Done(String::new()),
     };
-    // The reply would go to giaddr: only to a relay agent's address.
-    if let Some(why) = req.relay_problem(ctx.settings.server_ip) {
-        d.outcome = ignore("dhcp-bad-giaddr", why);
+    if let Some(not_ours) = set_aside(req, via, &d, ctx) {
+        d.outcome = not_ours;
         return d;
-    }
-    // Proxy mode shares the segment with a site server: its other traffic is not ours to
-    // judge (and not worth an info line per OS client).
-    if via == Via::Dhcp && ctx.settings.mode == DhcpMode::Proxy {
-        if req.msg_type != MessageType::Discover {
-            d.outcome =
-                ignore("dhcp-proxy-not-discover", "proxy mode answers DISCOVER on 67; the rest is the site server's");
-            return d;
-        }
-        if !is_netboot_client(&d) {
-            d.outcome = ignore("dhcp-not-pxe", "not a PXE, HTTP-boot or iPXE client");
-            return d;
-        }
     }
     let Some(machine) = machine else {
         d.outcome = ignore("dhcp-unknown-mac", "MAC not in the inventory");
         return d;
     };
-    // Boot file, if this machine may netboot now and this request comes from boot firmware:
-    // an OS's own DHCP client (the installer's, the installed system's) gets its address and
-    // no boot file to misread.
-    if !is_netboot_client(&d) {
-        d.no_boot = Some("not a netboot client (no PXE or HTTP vendor class, no option 93, not iPXE)");
-    } else if !ctx.backend.netboot_allowed(&req.mac) {
-        d.no_boot = Some("netboot not allowed");
-    } else {
-        match class.boot_file(&req.mac, &ctx.settings.public_url) {
-            Some(b) => d.boot_file = Some(b),
-            None => d.no_boot = Some("no boot file for this architecture"),
-        }
+    match boot_file(req, &d, ctx) {
+        Ok(b) => d.boot_file = Some(b),
+        Err(why) => d.no_boot = Some(why),
     }
     d.outcome = match via {
         Via::Pxe(src) => pxe_port(req, src, &d, ctx),
@@ -212,6 +154,42 @@ pub fn respond(req: &Request, via: Via, ctx: &Ctx<'_>) -> Decision {
         },
     };
     d
+}
+
+/// Requests not answered whoever sent them: a `giaddr` no reply may go to; in proxy mode,
+/// the site server's traffic.
+fn set_aside(req: &Request, via: Via, d: &Decision, ctx: &Ctx<'_>) -> Option<Outcome> {
+    // The reply would go to giaddr: only to a relay agent's address.
+    if let Some(why) = req.relay_problem(ctx.settings.server_ip) {
+        return Some(ignore("dhcp-bad-giaddr", why));
+    }
+    // Proxy mode shares the segment with a site server: its other traffic is not ours to
+    // judge (and not worth an info line per OS client).
+    if via == Via::Dhcp && ctx.settings.mode == DhcpMode::Proxy {
+        if req.msg_type != MessageType::Discover {
+            return Some(ignore(
+                "dhcp-proxy-not-discover",
+                "proxy mode answers DISCOVER on 67; the rest is the site server's",
+            ));
+        }
+        if !is_netboot_client(d) {
+            return Some(ignore("dhcp-not-pxe", "not a PXE, HTTP-boot or iPXE client"));
+        }
+    }
+    None
+}
+
+/// The boot file, if this machine may netboot now and this request comes from boot
+/// firmware (an OS's own DHCP client, the installer's or the installed system's, gets its
+/// address and no boot file to misread); else why not.
+fn boot_file(req: &Request, d: &Decision, ctx: &Ctx<'_>) -> Result<BootFile, &'static str> {
+    if !is_netboot_client(d) {
+        Err("not a netboot client (no PXE or HTTP vendor class, no option 93, not iPXE)")
+    } else if !ctx.backend.netboot_allowed(&req.mac) {
+        Err("netboot not allowed")
+    } else {
+        d.class.boot_file(&req.mac, &ctx.settings.public_url).ok_or("no boot file for this architecture")
+    }
 }
 
 fn ignore(reason: &'static str, why: impl Into<String>) -> Outcome {
@@ -229,12 +207,10 @@ fn is_netboot_client(d: &Decision) -> bool {
 /// Proxy mode, port 67: a boot-information-only offer to a PXE client's DISCOVER (other
 /// messages and clients were set aside in [`respond`]).
 fn proxy(req: &Request, d: &Decision, ctx: &Ctx<'_>) -> Outcome {
-    let Some(boot) = &d.boot_file else {
-        return ignore("dhcp-no-boot-file", d.no_boot.unwrap_or("no boot file"));
-    };
-    let mut msg = base(req, MessageType::Offer, ctx.settings.server_ip);
-    add_boot(&mut msg, req, d.class, boot, true, ctx.settings.server_ip);
-    Outcome::Reply(Reply::new("proxy-offer", msg, dest_for(req, false), req))
+    if d.boot_file.is_none() {
+        return no_boot_file(d);
+    }
+    build(req, d, ctx, Plan::new("proxy-offer", MessageType::Offer, Address::None, Boot::Proxy, req))
 }
 
 /// Port 4011, either mode: the PXE/iPXE client already has an address and asks for its boot
@@ -243,109 +219,112 @@ fn pxe_port(req: &Request, src: SocketAddrV4, d: &Decision, ctx: &Ctx<'_>) -> Ou
     if !matches!(req.msg_type, MessageType::Request | MessageType::Inform) {
         return ignore("dhcp-pxe-not-request", "port 4011 answers REQUEST and INFORM");
     }
-    let Some(boot) = &d.boot_file else {
-        return ignore("dhcp-no-boot-file", d.no_boot.unwrap_or("no boot file"));
-    };
-    let mut msg = base(req, MessageType::Ack, ctx.settings.server_ip);
-    msg.set_ciaddr(req.ciaddr());
-    add_boot(&mut msg, req, d.class, boot, true, ctx.settings.server_ip);
+    if d.boot_file.is_none() {
+        return no_boot_file(d);
+    }
+    // Back where it came from; broadcast to that port while the sender has no address.
     let dest = if src.ip().is_unspecified() { SocketAddrV4::new(Ipv4Addr::BROADCAST, src.port()) } else { src };
-    Outcome::Reply(Reply::new("proxy-ack", msg, dest, req))
+    build(req, d, ctx, Plan { dest, ..Plan::new("proxy-ack", MessageType::Ack, Address::None, Boot::Proxy, req) })
+}
+
+fn no_boot_file(d: &Decision) -> Outcome {
+    ignore("dhcp-no-boot-file", d.no_boot.unwrap_or("no boot file"))
 }
 
 /// Reservation mode, port 67.
 fn reservation(req: &Request, machine: &Machine, d: &Decision, ctx: &Ctx<'_>) -> Outcome {
-    let me = ctx.settings.server_ip;
-    // Called by the lease store with its lock held: fixed addresses only, never the leases.
-    let taken =
-        |ip: Ipv4Addr| -> bool { ip == me || ctx.backend.by_fixed_ip(ip).is_some_and(|m| !m.macs.contains(&req.mac)) };
     match req.msg_type {
-        MessageType::Discover => {
-            let addr = match &machine.ip {
-                Some(ip) => fixed(ip),
-                None => {
-                    let Some(ip) = ctx.leases.offer(&req.mac, req.requested_ip, ctx.now, &taken) else {
-                        return no_address(ctx);
-                    };
-                    pooled(ctx, ip)
-                }
-            };
-            Outcome::Reply(offer_or_ack(req, MessageType::Offer, "offer", &addr, d, ctx))
-        }
-        MessageType::Request => {
-            if let Some(sid) = req.server_id {
-                if sid != me {
-                    ctx.leases.forget_offer(&req.mac);
-                    return ignore("dhcp-other-server", format!("client chose server {sid}"));
-                }
-            }
-            // SELECTING and INIT-REBOOT name the address in option 50; RENEWING and
-            // REBINDING in ciaddr.
-            let wanted = match (req.requested_ip, req.ciaddr()) {
-                (Some(ip), _) => ip,
-                (None, ip) if !ip.is_unspecified() => ip,
-                _ => return ignore("dhcp-malformed", "REQUEST names no address (no option 50, no ciaddr)"),
-            };
-            let addr = match &machine.ip {
-                Some(ip) if ip.address == wanted => fixed(ip),
-                Some(ip) => return nak(req, ctx, format!("requested {wanted}, reserved {}", ip.address)),
-                None if ctx.leases.has_pool() => {
-                    match ctx.leases.ack(&req.mac, wanted, ctx.now, ctx.settings.lease_secs, &taken) {
-                        Ok(true) => pooled(ctx, wanted),
-                        Ok(false) => {
-                            return nak(req, ctx, format!("requested {wanted}, not available to this machine"))
-                        }
-                        Err(e) => return ignore("dhcp-lease-store", format!("{e:#}")),
-                    }
-                }
-                None => return no_address(ctx),
-            };
-            Outcome::Reply(offer_or_ack(req, MessageType::Ack, "ack", &addr, d, ctx))
-        }
-        MessageType::Inform => {
-            let ip = req.ciaddr();
-            let addr = match &machine.ip {
-                Some(c) => fixed(c),
-                None => pooled(ctx, ip),
-            };
-            let mut msg = base(req, MessageType::Ack, me);
-            msg.set_ciaddr(ip);
-            add_config(&mut msg, &addr, machine);
-            if let Some(boot) = &d.boot_file {
-                add_boot(&mut msg, req, d.class, boot, false, me);
-            }
-            let dest = if !req.giaddr().is_unspecified() {
-                SocketAddrV4::new(req.giaddr(), SERVER_PORT)
-            } else if !ip.is_unspecified() {
-                SocketAddrV4::new(ip, CLIENT_PORT)
-            } else {
-                SocketAddrV4::new(Ipv4Addr::BROADCAST, CLIENT_PORT)
-            };
-            Outcome::Reply(Reply::new("inform-ack", msg, dest, req))
-        }
-        MessageType::Release => {
-            let ip = req.ciaddr();
-            match ctx.leases.release(&req.mac, ip, ctx.now) {
-                Ok(true) => Outcome::Done(format!("released pool lease {ip}")),
-                Ok(false) => Outcome::Done(format!("release of {ip}: no pool lease held")),
-                Err(e) => ignore("dhcp-lease-store", format!("{e:#}")),
-            }
-        }
-        MessageType::Decline => {
-            let Some(ip) = req.requested_ip else {
-                return ignore("dhcp-malformed", "DECLINE without option 50");
-            };
-            if machine.ip.as_ref().is_some_and(|c| c.address == ip) {
-                return Outcome::Done(format!("DECLINE of reserved {ip}: another host uses this machine's address"));
-            }
-            match ctx.leases.decline(&req.mac, ip, ctx.now) {
-                Ok(true) => Outcome::Done(format!("pool address {ip} declined, held back")),
-                Ok(false) => Outcome::Done(format!("DECLINE of {ip}: not a pool address")),
-                Err(e) => ignore("dhcp-lease-store", format!("{e:#}")),
-            }
-        }
+        MessageType::Discover => discover(req, machine, d, ctx),
+        MessageType::Request => request(req, machine, d, ctx),
+        MessageType::Inform => inform(req, machine, d, ctx),
+        MessageType::Release => release(req, ctx),
+        MessageType::Decline => decline(req, machine, ctx),
         other => ignore("dhcp-unexpected-type", format!("{other:?} is not a client message")),
     }
+}
+
+/// DISCOVER: offer the machine's fixed address, else one from the pool (held for it a
+/// while).
+fn discover(req: &Request, machine: &Machine, d: &Decision, ctx: &Ctx<'_>) -> Outcome {
+    let addr = match &machine.ip {
+        Some(ip) => fixed(ip),
+        None => match ctx.leases.offer(&req.mac, req.requested_ip, ctx.now, &|ip| taken(req, ctx, ip)) {
+            Some(ip) => pooled(ctx, ip),
+            None => return no_address(ctx),
+        },
+    };
+    build(req, d, ctx, Plan::new("offer", MessageType::Offer, Address::Lease(addr), Boot::WithAddress, req))
+}
+
+/// REQUEST: nothing when the client chose another server; an ACK for the address it names
+/// when that is the machine's (its fixed address, or a pool address the lease store binds
+/// to it, on disk first); a NAK otherwise.
+fn request(req: &Request, machine: &Machine, d: &Decision, ctx: &Ctx<'_>) -> Outcome {
+    if let Some(sid) = req.server_id.filter(|&sid| sid != ctx.settings.server_ip) {
+        ctx.leases.forget_offer(&req.mac);
+        return ignore("dhcp-other-server", format!("client chose server {sid}"));
+    }
+    let Some(wanted) = requested_address(req) else {
+        return ignore("dhcp-malformed", "REQUEST names no address (no option 50, no ciaddr)");
+    };
+    let addr = match &machine.ip {
+        Some(ip) if ip.address == wanted => fixed(ip),
+        Some(ip) => return nak(req, d, ctx, format!("requested {wanted}, reserved {}", ip.address)),
+        None if ctx.leases.has_pool() => {
+            match ctx.leases.ack(&req.mac, wanted, ctx.now, ctx.settings.lease_secs, &|ip| taken(req, ctx, ip)) {
+                Ok(true) => pooled(ctx, wanted),
+                Ok(false) => return nak(req, d, ctx, format!("requested {wanted}, not available to this machine")),
+                Err(e) => return ignore("dhcp-lease-store", format!("{e:#}")),
+            }
+        }
+        None => return no_address(ctx),
+    };
+    build(req, d, ctx, Plan::new("ack", MessageType::Ack, Address::Lease(addr), Boot::WithAddress, req))
+}
+
+/// SELECTING and INIT-REBOOT name the address in option 50; RENEWING and REBINDING in
+/// ciaddr.
+fn requested_address(req: &Request) -> Option<Ipv4Addr> {
+    req.requested_ip.or(Some(req.ciaddr()).filter(|ip| !ip.is_unspecified()))
+}
+
+/// INFORM: the configuration for the address the client already has; no lease.
+fn inform(req: &Request, machine: &Machine, d: &Decision, ctx: &Ctx<'_>) -> Outcome {
+    let addr = match &machine.ip {
+        Some(c) => fixed(c),
+        None => pooled(ctx, req.ciaddr()),
+    };
+    build(req, d, ctx, Plan::new("inform-ack", MessageType::Ack, Address::Configure(addr), Boot::WithAddress, req))
+}
+
+/// RELEASE: the pool lease ends now (a fixed address has none).
+fn release(req: &Request, ctx: &Ctx<'_>) -> Outcome {
+    let ip = req.ciaddr();
+    match ctx.leases.release(&req.mac, ip, ctx.now) {
+        Ok(true) => Outcome::Done(format!("released pool lease {ip}")),
+        Ok(false) => Outcome::Done(format!("release of {ip}: no pool lease held")),
+        Err(e) => ignore("dhcp-lease-store", format!("{e:#}")),
+    }
+}
+
+/// DECLINE: another host uses the address; a pool address is held back for a while.
+fn decline(req: &Request, machine: &Machine, ctx: &Ctx<'_>) -> Outcome {
+    let Some(ip) = req.requested_ip else {
+        return ignore("dhcp-malformed", "DECLINE without option 50");
+    };
+    if machine.ip.as_ref().is_some_and(|c| c.address == ip) {
+        return Outcome::Done(format!("DECLINE of reserved {ip}: another host uses this machine's address"));
+    }
+    match ctx.leases.decline(&req.mac, ip, ctx.now) {
+        Ok(true) => Outcome::Done(format!("pool address {ip} declined, held back")),
+        Ok(false) => Outcome::Done(format!("DECLINE of {ip}: not a pool address")),
+        Err(e) => ignore("dhcp-lease-store", format!("{e:#}")),
+    }
+}
+
+fn nak(req: &Request, d: &Decision, ctx: &Ctx<'_>, why: String) -> Outcome {
+    let plan = Plan::new("nak", MessageType::Nak, Address::None, Boot::None, req);
+    build(req, d, ctx, Plan { message: Some(why), ..plan })
 }
 
 fn no_address(ctx: &Ctx<'_>) -> Outcome {
@@ -354,6 +333,22 @@ fn no_address(ctx: &Ctx<'_>) -> Outcome {
     } else {
         ignore("dhcp-no-address", "machine has no fixed address and dhcp.pool is not configured")
     }
+}
+
+/// Whether a pool address belongs to something else: this server, or another machine's
+/// fixed address. Called by the lease store with its lock held: fixed addresses only,
+/// never the leases.
+fn taken(req: &Request, ctx: &Ctx<'_>, ip: Ipv4Addr) -> bool {
+    ip == ctx.settings.server_ip || ctx.backend.by_fixed_ip(ip).is_some_and(|m| !m.macs.contains(&req.mac))
+}
+
+/// Addressing handed to a client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Assigned {
+    ip: Ipv4Addr,
+    prefix: u8,
+    gateway: Option<Ipv4Addr>,
+    dns: Vec<Ipv4Addr>,
 }
 
 fn fixed(ip: &crate::inventory::model::IpConfig) -> Assigned {
@@ -368,116 +363,4 @@ fn pooled(ctx: &Ctx<'_>, ip: Ipv4Addr) -> Assigned {
         gateway: pool.and_then(|p| p.gateway),
         dns: pool.map(|p| p.dns.clone()).unwrap_or_default(),
     }
-}
-
-fn offer_or_ack(req: &Request, t: MessageType, kind: &'static str, a: &Assigned, d: &Decision, ctx: &Ctx<'_>) -> Reply {
-    let me = ctx.settings.server_ip;
-    let mut msg = base(req, t, me);
-    msg.set_yiaddr(a.ip);
-    if t == MessageType::Ack {
-        msg.set_ciaddr(req.ciaddr());
-    }
-    let lease = ctx.settings.lease_secs;
-    let opts = msg.opts_mut();
-    opts.insert(DhcpOption::AddressLeaseTime(lease));
-    opts.insert(DhcpOption::Renewal(lease / 2));
-    opts.insert(DhcpOption::Rebinding(lease / 8 * 7));
-    add_config_parts(&mut msg, a, d.hostname.as_deref());
-    if let Some(boot) = &d.boot_file {
-        add_boot(&mut msg, req, d.class, boot, false, me);
-    }
-    // RENEWING: the client has its address and listens on it.
-    let unicast_ok = t == MessageType::Ack && !req.ciaddr().is_unspecified();
-    Reply::new(kind, msg, dest_for(req, unicast_ok), req)
-}
-
-fn nak(req: &Request, ctx: &Ctx<'_>, why: String) -> Outcome {
-    let mut msg = base(req, MessageType::Nak, ctx.settings.server_ip);
-    msg.opts_mut().insert(DhcpOption::Message(why));
-    if !req.giaddr().is_unspecified() {
-        // The relay must broadcast it on the client's segment.
-        msg.set_flags(Flags::default().set_broadcast());
-    }
-    Outcome::Reply(Reply::new("nak", msg, dest_for(req, false), req))
-}
-
-/// RFC 2131 4.1: relayed → the relay's server port; a client that has its address →
-/// unicast; otherwise broadcast (bootsvc does not write ARP entries for unconfigured
-/// clients, so it never unicasts to `yiaddr`).
-fn dest_for(req: &Request, unicast_to_ciaddr: bool) -> SocketAddrV4 {
-    if !req.giaddr().is_unspecified() {
-        SocketAddrV4::new(req.giaddr(), SERVER_PORT)
-    } else if unicast_to_ciaddr {
-        SocketAddrV4::new(req.ciaddr(), CLIENT_PORT)
-    } else {
-        SocketAddrV4::new(Ipv4Addr::BROADCAST, CLIENT_PORT)
-    }
-}
-
-/// A reply skeleton: header fields copied from the request, message type, server id, and
-/// (option 82 is added by [`Reply::encode`]).
-fn base(req: &Request, t: MessageType, me: Ipv4Addr) -> Message {
-    let h = &req.header;
-    let mut msg = Message::new_with_id(
-        h.xid(),
-        Ipv4Addr::UNSPECIFIED,
-        Ipv4Addr::UNSPECIFIED,
-        Ipv4Addr::UNSPECIFIED,
-        h.giaddr(),
-        &req.mac.octets(),
-    );
-    msg.set_opcode(Opcode::BootReply).set_flags(h.flags());
-    let opts = msg.opts_mut();
-    opts.insert(DhcpOption::MessageType(t));
-    opts.insert(DhcpOption::ServerIdentifier(me));
-    msg
-}
-
-fn add_config(msg: &mut Message, a: &Assigned, machine: &Machine) {
-    add_config_parts(msg, a, Some(&machine.hostname));
-}
-
-fn add_config_parts(msg: &mut Message, a: &Assigned, hostname: Option<&str>) {
-    let opts = msg.opts_mut();
-    opts.insert(DhcpOption::SubnetMask(prefix_mask(a.prefix)));
-    if let Some(gw) = a.gateway {
-        opts.insert(DhcpOption::Router(vec![gw]));
-    }
-    if !a.dns.is_empty() {
-        opts.insert(DhcpOption::DomainNameServer(a.dns.clone()));
-    }
-    if let Some(h) = hostname.filter(|h| !h.is_empty() && h.len() <= 255) {
-        opts.insert(DhcpOption::Hostname(h.to_string()));
-    }
-}
-
-/// Boot file in option 67 and in the BOOTP `file` field (both NUL-terminated), `siaddr`,
-/// the vendor class the firmware expects, and option 97 echoed (PXE spec).
-fn add_boot(msg: &mut Message, req: &Request, class: Class, boot: &BootFile, proxy: bool, me: Ipv4Addr) {
-    msg.set_siaddr(me);
-    let name = boot.as_str().as_bytes();
-    // `file` is 128 bytes including the NUL; a longer URL goes in option 67 only.
-    if name.len() < 128 {
-        msg.set_fname(name);
-    }
-    let mut opt67 = name.to_vec();
-    opt67.push(0);
-    let opts = msg.opts_mut();
-    opts.insert(DhcpOption::BootfileName(opt67));
-    if class.is_http_boot() {
-        opts.insert(DhcpOption::ClassIdentifier(b"HTTPClient".to_vec()));
-    } else if proxy {
-        opts.insert(DhcpOption::ClassIdentifier(b"PXEClient".to_vec()));
-        if class == Class::BiosPxe {
-            opts.insert(DhcpOption::VendorExtensions(PXE_DISCOVERY_CONTROL.to_vec()));
-        }
-    }
-    if let Some(uuid) = req.options.get(code::CLIENT_UUID) {
-        opts.insert(DhcpOption::ClientMachineIdentifier(uuid.to_vec()));
-    }
-}
-
-pub fn prefix_mask(prefix: u8) -> Ipv4Addr {
-    let p = u32::from(prefix.min(32));
-    Ipv4Addr::from(if p == 0 { 0 } else { u32::MAX << (32 - p) })
 }
