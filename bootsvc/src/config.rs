@@ -3,7 +3,7 @@
 //!
 //! Relative paths are relative to the directory of the config file. Loading (with field
 //! paths in every error) is in [`load`], the checks in [`validate`], the `[security]` account's
-//! lookup in [`security`].
+//! lookup in `security`.
 
 mod load;
 mod security;
