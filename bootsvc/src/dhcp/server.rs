@@ -15,7 +15,7 @@ use tokio::net::UdpSocket;
 use tracing::{debug, info, warn};
 
 use super::leases::{self, LeaseStore};
-use super::reply::{self, Ctx, Decision, Outcome, Settings, Via};
+use super::reply::{self, Ctx, Decision, Outcome, Reply, Settings, Via};
 use super::request;
 use crate::config::{Config, DhcpMode};
 use crate::droplog::DropLog;
@@ -173,26 +173,18 @@ impl Handler {
             Via::Pxe(_) => PXE_PORT,
         };
         match &d.outcome {
-            Outcome::Reply(r) => {
-                let sent = match r.encode() {
-                    Ok(buf) => {
-                        sock.send_to(&buf, SocketAddr::V4(r.dest)).await.map(|_| ()).map_err(anyhow::Error::from)
-                    }
-                    Err(e) => Err(anyhow::Error::from(e)),
-                };
-                match sent {
-                    Ok(()) => {
-                        self.metrics.dhcp_reply(r.kind);
-                        log_decision(&d, port, &from, &self.drops);
-                    }
-                    Err(e) => {
-                        self.metrics.drop_reason("dhcp-send-failed");
-                        if self.drops.note("dhcp-send-failed", Some(from.ip())) {
-                            warn!(mac = %d.mac, dest = %r.dest, kind = r.kind, "DHCP reply not sent: {e:#}");
-                        }
+            Outcome::Reply(r) => match send(sock, r).await {
+                Ok(()) => {
+                    self.metrics.dhcp_reply(r.kind);
+                    log_decision(&d, port, &from, &self.drops);
+                }
+                Err(e) => {
+                    self.metrics.drop_reason("dhcp-send-failed");
+                    if self.drops.note("dhcp-send-failed", Some(from.ip())) {
+                        warn!(mac = %d.mac, dest = %r.dest, kind = r.kind, "DHCP reply not sent: {e:#}");
                     }
                 }
-            }
+            },
             Outcome::Ignore { reason, .. } => {
                 self.metrics.drop_reason(reason);
                 log_decision(&d, port, &from, &self.drops);
@@ -200,6 +192,13 @@ impl Handler {
             Outcome::Done(_) => log_decision(&d, port, &from, &self.drops),
         }
     }
+}
+
+/// The reply's bytes, sent to its destination.
+async fn send(sock: &UdpSocket, r: &Reply) -> Result<()> {
+    let buf = r.encode()?;
+    sock.send_to(&buf, SocketAddr::V4(r.dest)).await?;
+    Ok(())
 }
 
 /// The one line per decision: who asked, what they are, what they got and why (for ignored
