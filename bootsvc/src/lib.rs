@@ -4,7 +4,7 @@
 //! images, hot reload, the [`inventory::Backend`]), [`state`] (events and per-machine
 //! state), [`dhcp`], [`tftp`], [`http`] (iPXE scripts, artifacts, metadata, events, admin),
 //! [`ipxe`] (script rendering), [`metadata`] (what a machine is told), [`metrics`],
-//! [`serve`] (wiring) with [`privileges`] (root given up after binding), [`cli`] with [`admin_client`], [`logging`]. Shared pieces:
+//! [`identity`] (which machine is calling), [`serve`] (wiring) with [`privileges`] (root given up after binding), [`cli`] with [`admin_client`], [`logging`]. Shared pieces:
 //! [`problem`] (file/field/what errors), [`checks`] (small validators) and [`jail`] (files
 //! opened only inside their directory, for TFTP and HTTP).
 //! Protocol logic is pure functions; the socket loops are small.
@@ -15,6 +15,7 @@ pub mod cli;
 pub mod config;
 pub mod dhcp;
 pub mod http;
+pub mod identity;
 pub mod inventory;
 pub mod ipxe;
 pub mod jail;

@@ -77,6 +77,7 @@ async fn run(cfg: Arc<Config>, bound: Bound, who: Identity) -> Result<()> {
         let d =
             DhcpServer::new(Arc::clone(&cfg), as_backend, Arc::clone(&metrics), bound.dhcp).context("starting DHCP")?;
         backend.set_leases(d.leases());
+        backend.set_dhcp_requests(cfg.dhcp.mode, d.requests());
         Some(d)
     } else {
         None

@@ -16,6 +16,7 @@ use super::leases::{self, LeaseStore};
 use super::reply::{self, Ctx, Decision, Outcome, Settings, Via};
 use super::request;
 use crate::config::{Config, DhcpMode};
+use crate::identity::DhcpRequests;
 use crate::inventory::{Backend, Leases};
 use crate::metrics::Metrics;
 
@@ -47,6 +48,8 @@ pub struct DhcpServer {
     backend: Arc<dyn Backend>,
     metrics: Arc<Metrics>,
     leases: Arc<LeaseStore>,
+    /// Proxy mode: the addresses inventory machines ask the site server for (identity).
+    requests: Arc<DhcpRequests>,
 }
 
 impl DhcpServer {
@@ -70,7 +73,16 @@ impl DhcpServer {
             (true, DhcpMode::Reservation, Some(pool)) => LeaseStore::open(&cfg.state.dir, Some(pool))?,
             _ => LeaseStore::in_memory(None)?,
         };
-        Ok(DhcpServer { sockets, settings, backend, metrics, leases: Arc::new(leases) })
+        let requests = match (cfg.dhcp.enabled, cfg.dhcp.mode) {
+            (true, DhcpMode::Proxy) => DhcpRequests::open(&cfg.state.dir)?,
+            _ => DhcpRequests::disabled(),
+        };
+        Ok(DhcpServer { sockets, settings, backend, metrics, leases: Arc::new(leases), requests })
+    }
+
+    /// The DHCP REQUESTs seen in proxy mode, for the HTTP side's source-address checks.
+    pub fn requests(&self) -> Arc<DhcpRequests> {
+        self.requests.clone()
     }
 
     /// The dynamic-pool leases, for the HTTP side's source-address checks.
@@ -89,7 +101,13 @@ impl DhcpServer {
             Some(s) => Some(UdpSocket::from_std(s).context("DHCP: registering the PXE port socket with tokio")?),
             None => None,
         };
-        let h = Handler { settings: self.settings, backend: self.backend, metrics: self.metrics, leases: self.leases };
+        let h = Handler {
+            settings: self.settings,
+            backend: self.backend,
+            metrics: self.metrics,
+            leases: self.leases,
+            requests: self.requests,
+        };
         info!(
             mode = ?h.settings.mode,
             server = %h.settings.server_ip,
@@ -127,6 +145,7 @@ struct Handler {
     backend: Arc<dyn Backend>,
     metrics: Arc<Metrics>,
     leases: Arc<LeaseStore>,
+    requests: Arc<DhcpRequests>,
 }
 
 impl Handler {
@@ -147,6 +166,7 @@ impl Handler {
                 return;
             }
         };
+        self.requests.observe(&req, via, &*self.backend, leases::now());
         let ctx = Ctx { settings: &self.settings, backend: &*self.backend, leases: &self.leases, now: leases::now() };
         let d = reply::respond(&req, via, &ctx);
         let port = match via {
