@@ -66,7 +66,8 @@ pub struct Identity {
     requests: OnceLock<Arc<DhcpRequests>>,
     neighbours: Arc<dyn Neighbours>,
     claims: refused::Claims,
-    /// The neighbour table by NIC for the operator's view, read at most once a second.
+    /// The neighbour table by NIC for the operator's view: read once for a whole listing,
+    /// not once per machine.
     view_cache: Mutex<Option<(Instant, ByMac)>>,
 }
 
@@ -189,7 +190,7 @@ impl Identity {
     fn neighbours_by_mac(&self) -> ByMac {
         let mut cache = self.view_cache.lock().unwrap_or_else(|p| p.into_inner());
         match &*cache {
-            Some((at, map)) if at.elapsed() < Duration::from_secs(1) => map.clone(),
+            Some((at, map)) if at.elapsed() < Duration::from_millis(250) => map.clone(),
             _ => {
                 let map = self.neighbours.by_mac().unwrap_or_default();
                 *cache = Some((Instant::now(), map.clone()));
