@@ -98,11 +98,13 @@ impl Identity {
         self.mode.get().copied().unwrap_or_default()
     }
 
-    fn observe(&self, leases: &dyn Leases, ip: Ipv4Addr) -> Observed {
+    /// What the sources say about `ip`. The neighbour table is read only when `neighbours`
+    /// (a fixed address needs no other source).
+    fn observe(&self, leases: &dyn Leases, ip: Ipv4Addr, neighbours: bool) -> Observed {
         Observed {
             lease: leases.mac_for_ip(ip),
             requested: self.requests.get().and_then(|r| r.mac_for_ip(ip)),
-            neighbours: self.neighbours.lookup(ip).ok(),
+            neighbours: if neighbours { self.neighbours.lookup(ip).ok() } else { Some(Vec::new()) },
         }
     }
 
@@ -122,12 +124,13 @@ impl Identity {
 
     /// Is `ip` the address of `m`?
     pub fn check(&self, snap: &Snapshot, leases: &dyn Leases, m: &Machine, ip: Ipv4Addr) -> Result<Sources, Refusal> {
-        let o = self.observe(leases, ip);
+        let o = self.observe(leases, ip, m.ip.is_none());
         self.judge(snap, &o, m, ip)
     }
 
     /// The machine `ip` belongs to, for callers that name none (cloud-init in the installed
-    /// OS). Every machine some source names for `ip` is a candidate, each judged by the same
+    /// OS). The owner of `ip` as a fixed address, if any; otherwise every machine some
+    /// source names for `ip` is a candidate, each judged by the same
     /// decision (at most one can pass: see the fuzz target `identity`). `Err` carries the
     /// first candidate's refusal, if there was a candidate.
     pub fn by_source(
@@ -136,10 +139,18 @@ impl Identity {
         leases: &dyn Leases,
         ip: Ipv4Addr,
     ) -> Result<(Entry, Sources), Option<(Entry, Refusal)>> {
-        let o = self.observe(leases, ip);
+        // The owner of a fixed address is that address's machine, and no other can be.
+        if let Some(e) = snap.by_fixed_ip(ip) {
+            let o = self.observe(leases, ip, false);
+            return match self.judge(snap, &o, &e.machine, ip) {
+                Ok(s) => Ok((e.clone(), s)),
+                Err(r) => Err(Some((e.clone(), r))),
+            };
+        }
+        let o = self.observe(leases, ip, true);
         let mut candidates: Vec<&Entry> = Vec::new();
         let named = [o.lease, o.requested].into_iter().flatten().chain(o.neighbours.iter().flatten().copied());
-        for e in snap.by_fixed_ip(ip).into_iter().chain(named.filter_map(|mac| snap.by_mac(&mac))) {
+        for e in named.filter_map(|mac| snap.by_mac(&mac)) {
             if !candidates.iter().any(|c| c.machine.boot_mac() == e.machine.boot_mac()) {
                 candidates.push(e);
             }

@@ -20,7 +20,7 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use dhcproto::v4::MessageType;
@@ -59,7 +59,14 @@ struct OnDisk {
 struct Table {
     by_mac: HashMap<MacAddr, Requested>,
     by_ip: HashMap<Ipv4Addr, MacAddr>,
+    /// Per MAC: log lines left ([`LOG_BURST`], one back per [`LOG_REFILL`]) and when counted.
+    log_budget: HashMap<MacAddr, (u32, Instant)>,
 }
+
+/// Info lines a MAC's REQUESTs may log at once; the rest go to debug until the budget
+/// refills (forged REQUESTs at any rate cost a few lines).
+const LOG_BURST: u32 = 8;
+const LOG_REFILL: Duration = Duration::from_secs(30);
 
 impl Table {
     fn forget_mac(&mut self, mac: &MacAddr) {
@@ -170,14 +177,35 @@ impl DhcpRequests {
         let relayed = !req.giaddr().is_unspecified();
         match self.record(Requested { mac: req.mac, ip, at: now, relayed }) {
             Change::Same => {}
-            Change::Recorded { superseded } => tracing::info!(
+            Change::Recorded { superseded } if self.may_log(&req.mac) => tracing::info!(
                 mac = %req.mac, host = %m.hostname, %ip, relayed, superseded = ?superseded,
                 "DHCP: {} asked for {ip}: an address of {} (metadata, events, phone-home)", req.mac, m.hostname
+            ),
+            Change::Recorded { superseded } => tracing::debug!(
+                mac = %req.mac, host = %m.hostname, %ip, relayed, superseded = ?superseded,
+                "DHCP: {} asked for {ip} (log budget spent)", req.mac
             ),
             Change::Full => {
                 tracing::warn!(mac = %req.mac, "DHCP requests seen: table full ({MAX_ENTRIES}), not recorded")
             }
         }
+    }
+
+    /// Take one of `mac`'s log lines, if it has one left.
+    fn may_log(&self, mac: &MacAddr) -> bool {
+        let mut t = self.lock();
+        let now = Instant::now();
+        let (left, at) = t.log_budget.entry(*mac).or_insert((LOG_BURST, now));
+        let refilled = (now.duration_since(*at).as_secs() / LOG_REFILL.as_secs()) as u32;
+        if refilled > 0 {
+            *left = (*left + refilled).min(LOG_BURST);
+            *at = now;
+        }
+        if *left == 0 {
+            return false;
+        }
+        *left -= 1;
+        true
     }
 
     /// Remember that `r.mac` asked for `r.ip` (its latest request).
@@ -304,6 +332,14 @@ mod tests {
         let e = format!("{:#}", DhcpRequests::open(d.path()).err().unwrap());
         assert!(e.contains(FILE_NAME) && e.contains("remove it"), "{e}");
         assert_eq!(std::fs::read(d.path().join(FILE_NAME)).unwrap(), b"{oops");
+    }
+
+    #[test]
+    fn logging_is_budgeted_per_mac() {
+        let t = DhcpRequests::in_memory();
+        let n = (0..100).filter(|_| t.may_log(&A)).count();
+        assert_eq!(n, LOG_BURST as usize);
+        assert!(t.may_log(&B), "another MAC has its own budget");
     }
 
     #[test]
