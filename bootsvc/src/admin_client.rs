@@ -143,6 +143,59 @@ pub fn machines_table(v: &[MachineView]) -> String {
     table(&["HOSTNAME", "MAC", "IP", "NETBOOT", "STATUS", "PHASE", "PROGRESS", "LAST EVENT"], &rows)
 }
 
+/// What `bootsvc machines` prints under its table: the claims refused on any machine (an
+/// address that asked as a machine without being bound to it: an intruder, or a machine that
+/// needs a fixed address). Empty when there are none.
+pub fn refused_claims(v: &[MachineView]) -> String {
+    let rows = claim_rows(v, false);
+    if rows.is_empty() {
+        return String::new();
+    }
+    let head = ["HOSTNAME", "MAC", "REFUSED FROM", "ROUTE", "TIMES", "LAST", ""];
+    format!("\nRefused claims (bootsvc machine <mac> show says why):\n{}", table(&head, &rows))
+}
+
+/// `bootsvc machine <mac> show`: its row, the addresses bootsvc knows for it, and the claims
+/// refused on it with the reason.
+pub fn machine_detail(m: &MachineView) -> String {
+    let mut out = machines_table(std::slice::from_ref(m));
+    let addrs: Vec<[String; 3]> = m
+        .identity
+        .addresses
+        .iter()
+        .map(|a| [a.address.to_string(), a.source.clone(), a.mac.map(|m| m.to_string()).unwrap_or_else(|| "-".into())])
+        .collect();
+    if addrs.is_empty() {
+        out += "\nAddresses: none known (no fixed address, lease, DHCP request or neighbour entry)\n";
+    } else {
+        out += &format!("\nAddresses:\n{}", table(&["ADDRESS", "SOURCE", "MAC"], &addrs));
+    }
+    let rows = claim_rows(std::slice::from_ref(m), true);
+    if !rows.is_empty() {
+        let head = ["HOSTNAME", "MAC", "REFUSED FROM", "ROUTE", "TIMES", "LAST", "WHY"];
+        out += &format!("\nRefused claims:\n{}", table(&head, &rows));
+    }
+    out
+}
+
+fn claim_rows(v: &[MachineView], why: bool) -> Vec<[String; 7]> {
+    v.iter()
+        .flat_map(|m| {
+            m.identity.refused.iter().map(move |c| {
+                [
+                    m.hostname.clone(),
+                    m.macs.first().map(|m| m.to_string()).unwrap_or_default(),
+                    c.address.to_string(),
+                    c.route.clone(),
+                    c.count.to_string(),
+                    c.last.clone(),
+                    if why { c.why.clone() } else { String::new() },
+                ]
+            })
+        })
+        .collect()
+}
+
 /// `bootsvc machine <mac> events` as a table.
 pub fn events_table(v: &[StoredEvent]) -> String {
     let rows: Vec<[String; 4]> = v
@@ -193,6 +246,7 @@ mod tests {
 
     use super::*;
     use crate::http::admin::NetbootView;
+    use crate::identity::{IdentityView, KnownAddress, RefusedClaim};
     use crate::state::{EventSummary, MachineState, Status};
 
     #[test]
@@ -214,7 +268,7 @@ mod tests {
 
     #[test]
     fn table_output() {
-        let m = MachineView {
+        let mut m = MachineView {
             hostname: "node1".into(),
             instance_id: "i-1".into(),
             macs: vec!["52:54:00:00:00:01".parse().unwrap()],
@@ -233,8 +287,9 @@ mod tests {
                 }),
                 ..Default::default()
             },
+            identity: Default::default(),
         };
-        let t = machines_table(&[m]);
+        let t = machines_table(std::slice::from_ref(&m));
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines.len(), 2);
         assert!(lines[0].starts_with("HOSTNAME  MAC"), "{t}");
@@ -254,5 +309,32 @@ mod tests {
                 "writing"
             ]
         );
+
+        // Refused claims: nothing printed when there are none; a line per claim otherwise.
+        assert_eq!(refused_claims(std::slice::from_ref(&m)), "");
+        m.identity = IdentityView {
+            addresses: vec![KnownAddress {
+                address: "192.0.2.10".parse().unwrap(),
+                source: "fixed-address".into(),
+                mac: None,
+            }],
+            refused: vec![RefusedClaim {
+                address: "192.0.2.66".parse().unwrap(),
+                route: "/metadata".into(),
+                why: "the machine's fixed address is 192.0.2.10".into(),
+                first: "2026-01-01T00:00:00.000Z".into(),
+                last: "2026-01-01T00:01:00.000Z".into(),
+                count: 3,
+            }],
+        };
+        let r = refused_claims(std::slice::from_ref(&m));
+        let line = r.lines().find(|l| l.starts_with("node1")).unwrap_or_else(|| panic!("{r}"));
+        assert_eq!(
+            line.split_whitespace().collect::<Vec<_>>(),
+            ["node1", "52:54:00:00:00:01", "192.0.2.66", "/metadata", "3", "2026-01-01T00:01:00.000Z"]
+        );
+        let d = machine_detail(&m);
+        assert!(d.contains("192.0.2.10  fixed-address  -"), "{d}");
+        assert!(d.contains("/metadata") && d.contains("the machine's fixed address is 192.0.2.10"), "{d}");
     }
 }

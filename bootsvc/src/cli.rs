@@ -130,7 +130,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
-                print!("{}", admin_client::machines_table(&v));
+                print!("{}{}", admin_client::machines_table(&v), admin_client::refused_claims(&v));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -147,7 +147,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     if json {
                         println!("{}", serde_json::to_string_pretty(&m)?);
                     } else {
-                        print!("{}", admin_client::machines_table(std::slice::from_ref(&m)));
+                        print!("{}", admin_client::machine_detail(&m));
                     }
                 }
                 MachineAction::Events { limit, json } => {

@@ -4,7 +4,8 @@
 //! images, hot reload, the [`inventory::Backend`]), [`state`] (events and per-machine
 //! state), [`dhcp`], [`tftp`], [`http`] (iPXE scripts, artifacts, metadata, events, admin),
 //! [`ipxe`] (script rendering), [`metadata`] (what a machine is told), [`metrics`],
-//! [`serve`] (wiring) with [`privileges`] (root given up after binding), [`cli`] with [`admin_client`], [`logging`]. Shared pieces:
+//! [`identity`] (which machine is calling), [`serve`] (wiring) with [`privileges`] (root
+//! given up after binding), [`cli`] with [`admin_client`], [`logging`]. Shared pieces:
 //! [`problem`] (file/field/what errors), [`checks`] (small validators), [`jail`] (files
 //! opened only inside their directory, for TFTP, HTTP and `check`) and [`droplog`] (dropped
 //! packets logged without flooding the log).
@@ -17,6 +18,7 @@ pub mod config;
 pub mod dhcp;
 pub mod droplog;
 pub mod http;
+pub mod identity;
 pub mod inventory;
 pub mod ipxe;
 pub mod jail;

@@ -72,11 +72,14 @@ async fn run(cfg: Arc<Config>, bound: Bound, who: Identity) -> Result<()> {
 
     let http = HttpServer::new(app, bound.http);
     let http_addr = http.local_addr()?;
+    let mut requests = None;
     let dhcp = if cfg.dhcp.enabled {
         let as_backend: Arc<dyn Backend> = Arc::clone(&backend) as Arc<dyn Backend>;
         let d =
             DhcpServer::new(Arc::clone(&cfg), as_backend, Arc::clone(&metrics), bound.dhcp).context("starting DHCP")?;
         backend.set_leases(d.leases());
+        backend.set_dhcp_requests(cfg.dhcp.mode, d.requests());
+        requests = Some(d.requests());
         Some(d)
     } else {
         None
@@ -111,7 +114,7 @@ async fn run(cfg: Arc<Config>, bound: Bound, who: Identity) -> Result<()> {
         Ok(())
     });
 
-    tokio::select! {
+    let outcome = tokio::select! {
         done = tasks.join_next() => match done {
             Some(Ok(Err(e))) => Err(e),
             Some(Ok(Ok(()))) => bail!("a service stopped unexpectedly"),
@@ -122,7 +125,12 @@ async fn run(cfg: Arc<Config>, bound: Bound, who: Identity) -> Result<()> {
             tracing::info!(signal = sig, "shutting down");
             Ok(())
         }
+    };
+    // The DHCP REQUESTs seen are written every few seconds; on the way out, the rest.
+    if let Some(Err(e)) = requests.map(|r| r.flush()) {
+        tracing::warn!("saving DHCP requests seen: {e:#}");
     }
+    outcome
 }
 
 async fn shutdown_signal() -> &'static str {

@@ -3,6 +3,7 @@
 //! stored durably across a restart; one-shot install and reinstall through the admin API.
 
 mod common;
+mod net;
 
 use common::{Options, Site, CLIENTS};
 use osie_api::BootParams;
@@ -75,17 +76,20 @@ fn ipxe_scripts_for_known_unknown_and_disallowed_machines() {
 
 #[test]
 fn metadata_only_for_the_machine_itself() {
-    if !common::prerequisites("metadata_only_for_the_machine_itself") {
+    let t = "metadata_only_for_the_machine_itself";
+    if !common::prerequisites(t) || !osie_testkit::require_tools(t, &["udhcpc"]) {
         return;
     }
     let mut site = Site::new(Options { pool: true, ..Default::default() });
     site.machine("n1", &fixed("n1", M1, CLIENTS[0], true));
     site.machine("n2", &fixed("n2", M2, CLIENTS[1], true));
-    // No fixed address: known by the address that fetched its iPXE script.
+    // No fixed address: known by bootsvc's pool lease on its NIC (docs/security.md).
     site.machine(
         "n3",
         &format!(r#"{{"hostname":"n3","macs":["{M3}"],"netboot":{{"allow":true}},"install":{{"image":{{"name":"debian-12"}}}}}}"#),
     );
+    let lan = site.lan();
+    site.serve_on(&lan, false);
     site.start();
     let (ip1, ip2, ip3, stranger) = (CLIENTS[0], CLIENTS[1], CLIENTS[2], CLIENTS[3]);
 
@@ -132,17 +136,25 @@ fn metadata_only_for_the_machine_itself() {
     assert_eq!(site.get_as(ip1, None, &format!("/nocloud/{M1}/network-config")).status, 404);
     assert_eq!(site.get_as(ip2, None, &format!("/nocloud/{M1}/user-data")).status, 403);
 
-    // n3 has no fixed address: unknown until it fetches its script, then known by that address.
+    // n3 has no fixed address: unknown until it holds a lease of bootsvc's. Fetching its script
+    // changes nothing (anyone who knows the MAC can); its lease, taken by a real DHCP client
+    // on its own NIC, makes it known at that address.
     assert_eq!(site.get_as(ip3, Some(M3), "/metadata").status, 403);
     assert!(site.get_as(ip3, None, &format!("/boot/{M3}.ipxe")).text().contains("kernel"));
-    assert_eq!(site.get_as(ip3, Some(M3), "/metadata").json()["hostname"], "n3");
+    assert_eq!(site.get_as(ip3, Some(M3), "/metadata").status, 403, "a script fetch identifies nobody");
+    let (n3, n3_if) = site.join(&lan, M3, None);
+    let env = net::clients::udhcpc(&n3, &n3_if, site.dir.path(), &[]).unwrap();
+    let lease = net::env_value(&env, "ip").unwrap();
+    n3.ip(&["addr", "add", &format!("{lease}/24"), "dev", &n3_if]).unwrap();
+    let md = site.curl_in(&n3, &["--interface", &lease, "-H", &format!("X-Osie-Mac: {M3}")], "/metadata");
+    assert_eq!(md.json()["hostname"], "n3", "{}", md.text());
     assert_eq!(site.get_as(stranger, Some(M3), "/metadata").status, 403);
     // A fetch of n1's script from elsewhere does not make that address n1's.
     site.get_as(stranger, None, &format!("/boot/{M1}.ipxe"));
     assert_eq!(site.get_as(stranger, Some(M1), "/metadata").status, 403);
 
     let forbidden = site.metric("osie_dropped_packets_total{reason=\"http-forbidden\"}") - forbidden_before;
-    assert_eq!(forbidden, 9, "every refusal counted");
+    assert_eq!(forbidden, 10, "every refusal counted");
 }
 
 fn event(mac: &str, phase: &str, seq: u64, extra: &str) -> String {
@@ -253,7 +265,7 @@ fn events_with_an_unknown_phase_are_refused_not_stored() {
     assert_eq!(site.post_json_as(CLIENTS[1], "/events", &event(M1, "from-the-future", 2, "")).status, 403);
     assert_eq!(site.metric("osie_dropped_packets_total{reason=\"http-unknown-phase\"}"), 1);
     assert_eq!(site.metric("osie_events_total{kind=\"unknown\"}"), 0);
-    assert!(site.logs().contains("status=400 why=unknown event phase \"from-the-future\""), "{}", site.logs());
+    assert!(site.logs().contains(r#"status=400 why="unknown event phase \"from-the-future\""#), "{}", site.logs());
 
     let cfg = site.config.to_str().unwrap().to_string();
     let out = site.cli(&["machine", M1, "events", "--config", &cfg, "--json"]);

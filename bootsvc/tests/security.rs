@@ -7,7 +7,9 @@
 //! - no secret (user-data, SSH keys, the admin token, a wrong token tried) appears in
 //!   bootsvc's logs at any level, in the iPXE script or on the kernel command line.
 //!
-//! TFTP's jail is tested in `tests/tftp.rs` and `src/jail.rs`, the HTTP file jail in
+//! Machines without a fixed address, and a hostile host on the machines' own LAN, are in
+//! `tests/identity.rs` (the model: `docs/security.md`). TFTP's jail is tested in
+//! `tests/tftp.rs` and `src/jail.rs`, the HTTP file jail in
 //! `tests/files.rs` and `src/http/files.rs`; the privilege drop in `tests/privileges.rs`.
 
 mod common;

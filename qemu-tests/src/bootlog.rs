@@ -1,6 +1,7 @@
 //! What bootsvc's JSON log (`log.format = "json"`, one object per line, fields flattened)
 //! says about the path of a machine before the installer runs: DHCP decisions, TFTP
-//! transfers, iPXE script fetches and files served over HTTP. Those steps send no events
+//! transfers, iPXE script fetches and files served over HTTP, and (proxy mode) the
+//! addresses a machine asked the site DHCP server for. Those steps send no events
 //! (nothing runs on the machine yet that could), so the log is where they are seen.
 //!
 //! Pure: a line in, an [`Entry`] out; lines of no interest (or not JSON) are `None`.
@@ -29,6 +30,9 @@ pub enum Seen {
     Script { mac: String, kind: String, peer: Ipv4Addr },
     /// A file sent over HTTP: `what` is `artifact`, `image` or `boot-program`.
     File { what: String, file: String, peer: Ipv4Addr, bytes: Option<u64> },
+    /// Proxy mode: bootsvc saw `mac` ask the site DHCP server for `ip`, an address of that
+    /// machine from then on.
+    Requested { mac: String, ip: Ipv4Addr },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -86,6 +90,8 @@ pub fn parse_line(line: &str) -> Option<Entry> {
         Seen::Script { mac: s("mac")?, kind: s("kind").unwrap_or_default(), peer: ip("peer")? }
     } else if message.starts_with("file served") {
         Seen::File { what: s("what")?, file: s("file")?, peer: ip("peer")?, bytes: n("bytes") }
+    } else if message.starts_with("DHCP: ") && message.contains(" asked for ") {
+        Seen::Requested { mac: s("mac")?, ip: ip("ip")? }
     } else {
         return None;
     };
@@ -96,6 +102,19 @@ pub fn parse_line(line: &str) -> Option<Entry> {
 fn ipv4_of(s: &str) -> Option<Ipv4Addr> {
     let host = s.rsplit_once(':').map_or(s, |(h, _)| h);
     host.trim_start_matches("::ffff:").parse().ok()
+}
+
+/// The addresses `mac` asked the site DHCP server for (proxy mode), first seen first.
+pub fn requested(log: &[Entry], mac: &str) -> Vec<Ipv4Addr> {
+    let mut out = Vec::new();
+    for e in log {
+        if let Seen::Requested { mac: m, ip } = &e.seen {
+            if m == mac && !out.contains(ip) {
+                out.push(*ip);
+            }
+        }
+    }
+    out
 }
 
 /// Every entry of interest in the log file (missing file: none yet).
@@ -154,6 +173,17 @@ mod tests {
                 bytes: Some(8247232)
             }
         );
+    }
+
+    #[test]
+    fn addresses_asked_for() {
+        let line = r#"{"timestamp":"2026-12-05T21:37:04.575187Z","level":"INFO","message":"DHCP: 52:54:00:e2:0b:01 asked for 192.0.2.153: an address of node1 (metadata, events, phone-home)","mac":"52:54:00:e2:0b:01","host":"node1","ip":"192.0.2.153","relayed":false,"superseded":"None","target":"bootsvc::identity::requests"}"#;
+        let e = parse_line(line).unwrap();
+        let ip = Ipv4Addr::new(192, 0, 2, 153);
+        assert_eq!(e.seen, Seen::Requested { mac: "52:54:00:e2:0b:01".into(), ip });
+        let again = parse_line(&line.replace("21:37:04", "21:38:04")).unwrap();
+        assert_eq!(requested(&[e.clone(), again], "52:54:00:e2:0b:01"), [ip]);
+        assert!(requested(&[e], "52:54:00:e2:0b:02").is_empty());
     }
 
     #[test]

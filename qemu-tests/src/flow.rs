@@ -45,7 +45,8 @@ pub const USER_DATA: &str = "user-data ran";
 
 /// Who the timeline is about: the record's MAC and address, the lab's file names.
 pub fn who(rec: &Record) -> Who {
-    Who { mac: rec.mac.clone(), ip: rec.ip, kernel: "vmlinuz".into(), initrd: "initramfs.img".into() }
+    let ip = rec.fixed_address.then_some(rec.ip);
+    Who { mac: rec.mac.clone(), ip, kernel: "vmlinuz".into(), initrd: "initramfs.img".into() }
 }
 
 /// A watch over `machine` for `rec`, with the console lines of a provisioning run.
@@ -159,7 +160,17 @@ pub fn check_provisioned(lab: &Lab, rec: &Record, t: &Timeline) -> Result<()> {
     );
     let fb = lab.events(&rec.mac)?.into_iter().find(|e| e.event.phase == Phase::FirstBoot);
     let fb = fb.ok_or_else(|| anyhow::anyhow!("no first-boot event stored"))?;
-    ensure!(fb.source == Some(rec.ip), "first-boot came from {:?}, not the machine's {}", fb.source, rec.ip);
+    if rec.fixed_address {
+        ensure!(fb.source == Some(rec.ip), "first-boot came from {:?}, not the machine's {}", fb.source, rec.ip);
+    } else {
+        // Proxy mode: from an address the machine asked the site DHCP server for.
+        let asked = crate::bootlog::requested(&lab.log_entries(), &rec.mac);
+        ensure!(
+            fb.source.is_some_and(|s| asked.contains(&s)),
+            "first-boot came from {:?}, not one of the addresses the machine asked for ({asked:?})",
+            fb.source
+        );
+    }
     let view = lab.machine(&rec.mac)?;
     ensure!(
         view.netboot.cleared && !view.netboot.allowed,

@@ -1,7 +1,9 @@
 //! A lab: one provisioning network and the real `bootsvc serve` on it.
 //!
 //! A network namespace holds a bridge (`br0`, 192.0.2.1/24) and one tap per machine; bootsvc
-//! runs inside it with a generated `bootsvc.toml`: DHCP in reservation mode on the bridge,
+//! runs inside it with a generated `bootsvc.toml`: DHCP in reservation mode on the bridge
+//! (or, with [`Dhcp::ProxyBesideSite`], in proxy mode beside a site DHCP server: dnsmasq in
+//! a namespace of its own joined to the bridge, handing out addresses only),
 //! TFTP from `build/tftp`, the installer's kernel and initramfs from `build/boot`, images
 //! from `build/images`, state and inventory in the lab's own directory, JSON logs to
 //! `bootsvc.log`. The harness talks to it the way an operator does: machine records written
@@ -33,12 +35,34 @@ use crate::signals;
 
 /// bootsvc's address on the lab network.
 pub const SERVER: &str = "192.0.2.1";
+/// The site DHCP server's address, in a [`Dhcp::ProxyBesideSite`] lab.
+pub const SITE_DHCP: &str = "192.0.2.5";
 pub const BRIDGE: &str = "br0";
 pub const PUBLIC_URL: &str = "http://192.0.2.1:8080";
+
+/// Who hands out addresses on the lab's network.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Dhcp {
+    /// bootsvc, in reservation mode: records have fixed addresses.
+    #[default]
+    Reservation,
+    /// A site DHCP server (dnsmasq, 192.0.2.5, addresses 192.0.2.150–199, nothing about
+    /// booting) in its own namespace on the bridge; bootsvc in proxy mode gives boot
+    /// information only. Records have no fixed address.
+    ProxyBesideSite,
+}
+
+/// The site DHCP server of a [`Dhcp::ProxyBesideSite`] lab.
+struct SiteDhcp {
+    // Field order: dnsmasq goes before its namespace.
+    _dnsmasq: ChildGuard,
+    _ns: Netns,
+}
 
 pub struct Lab {
     pub scenario: String,
     pub inputs: Inputs,
+    pub dhcp: Dhcp,
     pub ns: Netns,
     pub dir: PathBuf,
     pub config: PathBuf,
@@ -47,21 +71,28 @@ pub struct Lab {
     taps: Cell<u32>,
     macs: std::cell::RefCell<Vec<String>>,
     failed: Cell<bool>,
+    site: Option<SiteDhcp>,
 }
 
 impl Lab {
-    /// Make the network, write the config and start bootsvc; ready when its admin API
-    /// answers.
+    /// Make the network, write the config and start bootsvc (reservation mode); ready when
+    /// its admin API answers.
     pub fn start(scenario: &str, inputs: &Inputs) -> Result<Lab> {
+        Lab::start_with(scenario, inputs, Dhcp::Reservation)
+    }
+
+    /// The same, with `dhcp` saying who hands out addresses.
+    pub fn start_with(scenario: &str, inputs: &Inputs, dhcp: Dhcp) -> Result<Lab> {
         let dir = std::env::temp_dir().join(unique(&format!("osie-e2e-{scenario}-")));
         std::fs::create_dir_all(dir.join("machines")).with_context(|| format!("creating {}", dir.display()))?;
         let ns = Netns::new()?;
         ns.add_bridge(BRIDGE, &format!("{SERVER}/24"))?;
         let config = dir.join("bootsvc.toml");
-        write_config(&dir, &config, inputs)?;
+        write_config(&dir, &config, inputs, dhcp)?;
         let mut lab = Lab {
             scenario: scenario.to_string(),
             inputs: inputs.clone(),
+            dhcp,
             ns,
             log: dir.join("bootsvc.log"),
             config,
@@ -70,9 +101,42 @@ impl Lab {
             taps: Cell::new(0),
             macs: Default::default(),
             failed: Cell::new(false),
+            site: None,
         };
+        if dhcp == Dhcp::ProxyBesideSite {
+            lab.site = Some(lab.start_site_dhcp()?);
+        }
         lab.start_bootsvc()?;
         Ok(lab)
+    }
+
+    /// dnsmasq in a namespace of its own, joined to the bridge by a veth, as a site's DHCP
+    /// server: addresses 192.0.2.150–199 for an hour, no boot options, no DNS. Its log
+    /// (`--log-dhcp`) and leases are kept with the lab's logs.
+    fn start_site_dhcp(&self) -> Result<SiteDhcp> {
+        let ns = Netns::new()?;
+        let (here, there) = (unique("sd"), unique("sx"));
+        self.ns.ip(&["link", "add", &here, "type", "veth", "peer", "name", &there, "netns", ns.name()])?;
+        self.ns.ip(&["link", "set", &here, "master", BRIDGE])?;
+        self.ns.ip(&["link", "set", &here, "up"])?;
+        ns.ip(&["addr", "add", &format!("{SITE_DHCP}/24"), "dev", &there])?;
+        ns.ip(&["link", "set", &there, "up"])?;
+        let log = self.dir.join("dnsmasq.log");
+        let out = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        let mut cmd = ns.cmd("dnsmasq");
+        cmd.args(["--no-daemon", "--conf-file=/dev/null", "--port=0", "--bind-interfaces", "--log-dhcp"])
+            .arg(format!("--interface={there}"))
+            .arg("--dhcp-range=192.0.2.150,192.0.2.199,255.255.255.0,1h")
+            .arg(format!("--dhcp-leasefile={}", self.dir.join("dnsmasq-leases.txt").display()))
+            .arg(format!("--pid-file={}", self.dir.join("dnsmasq.pid").display()))
+            .stdout(Stdio::null())
+            .stderr(out);
+        let dnsmasq = ChildGuard::spawn("dnsmasq (site DHCP)", signals::guard_child(&mut cmd))?;
+        wait_for("dnsmasq to serve DHCP", Duration::from_secs(10), || {
+            std::fs::read_to_string(&log).ok().filter(|l| l.contains("DHCP, IP range")).map(|_| ())
+        })
+        .with_context(|| format!("dnsmasq log:\n{}", std::fs::read_to_string(&log).unwrap_or_default()))?;
+        Ok(SiteDhcp { _dnsmasq: dnsmasq, _ns: ns })
     }
 
     fn start_bootsvc(&mut self) -> Result<()> {
@@ -243,7 +307,7 @@ fn copy_logs(root: &Path, dir: &Path, dest: &Path) {
     }
 }
 
-fn write_config(dir: &Path, config: &Path, inputs: &Inputs) -> Result<()> {
+fn write_config(dir: &Path, config: &Path, inputs: &Inputs, dhcp: Dhcp) -> Result<()> {
     let token = dir.join("admin.token");
     std::fs::write(&token, format!("{}\n", unique("osie-e2e-admin-token-")))?;
     use std::os::unix::fs::PermissionsExt;
@@ -255,7 +319,7 @@ interface = "{BRIDGE}"
 address = "{SERVER}"
 
 [dhcp]
-mode = "reservation"
+mode = "{mode}"
 lease_secs = 3600
 
 [tftp]
@@ -282,6 +346,10 @@ token_file = "admin.token"
 format = "json"
 level = "info"
 "#,
+        mode = match dhcp {
+            Dhcp::Reservation => "reservation",
+            Dhcp::ProxyBesideSite => "proxy",
+        },
         tftp = inputs.tftp.display(),
         boot = inputs.boot.display(),
         images = inputs.images.display(),

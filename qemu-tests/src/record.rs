@@ -1,6 +1,6 @@
 //! Machine records for bootsvc's inventory (native format, `bootsvc/docs/inventory.md`),
-//! as the scenarios need them: a fixed address on the lab's network, netboot allowed or
-//! not, the debian-12 image (by name, or by URL with a checksum of the scenario's choosing)
+//! as the scenarios need them: a fixed address on the lab's network (or none, for a lab in
+//! proxy mode beside a site DHCP server), netboot allowed or not, the debian-12 image (by name, or by URL with a checksum of the scenario's choosing)
 //! and user-data whose `runcmd` prints a marker on the serial console.
 
 use std::net::Ipv4Addr;
@@ -14,6 +14,9 @@ pub struct Record {
     pub hostname: String,
     pub mac: String,
     pub ip: Ipv4Addr,
+    /// `ip` is written into the record as its fixed address. False: the record has none
+    /// (proxy mode: the site DHCP server gives the machine its addresses).
+    pub fixed_address: bool,
     pub netboot: bool,
     pub image: ImageRef,
     /// What `runcmd` prints to `/dev/ttyS0`; see [`Record::marker`].
@@ -34,6 +37,7 @@ impl Record {
             hostname: hostname.to_string(),
             mac: mac.to_string(),
             ip,
+            fixed_address: true,
             netboot: true,
             image: ImageRef::Named,
             nonce: osie_testkit::unique("n"),
@@ -69,10 +73,9 @@ impl Record {
                 v
             }
         };
-        json!({
+        let mut v = json!({
             "hostname": self.hostname,
             "macs": [self.mac],
-            "ip": { "address": self.ip.to_string(), "prefix": 24, "gateway": gateway },
             "netboot": { "allow": self.netboot },
             "install": {
                 "image": image,
@@ -80,7 +83,11 @@ impl Record {
                 "finish": "reboot"
             },
             "cloud_init": { "user_data": self.user_data() }
-        })
+        });
+        if self.fixed_address {
+            v["ip"] = json!({ "address": self.ip.to_string(), "prefix": 24, "gateway": gateway });
+        }
+        v
     }
 }
 
@@ -98,5 +105,7 @@ mod tests {
         let ud = v["cloud_init"]["user_data"].as_str().unwrap();
         assert!(ud.starts_with("#cloud-config\n") && ud.contains("$((6*7))") && !ud.contains(": 42"), "{ud}");
         assert!(r.marker().ends_with("user-data ran: 42"));
+        let proxied = Record { fixed_address: false, ..r };
+        assert!(proxied.to_json("192.0.2.1").get("ip").is_none(), "no fixed address");
     }
 }

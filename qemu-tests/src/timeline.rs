@@ -51,7 +51,9 @@ pub struct Mark {
 #[derive(Debug, Clone)]
 pub struct Who {
     pub mac: String,
-    pub ip: Ipv4Addr,
+    /// Its fixed address; `None` in proxy mode, where the addresses it asked the site DHCP
+    /// server for (bootsvc logs them) are its addresses.
+    pub ip: Option<Ipv4Addr>,
     pub kernel: String,
     pub initrd: String,
 }
@@ -84,8 +86,11 @@ impl Timeline {
     ) -> Timeline {
         let since = powered_on.checked_sub(SLACK).unwrap_or(powered_on);
         let mut marks = vec![mark(powered_on, powered_on, Step::PowerOn, "power on", String::new())];
-        for e in log.iter().filter(|e| e.time >= since) {
-            if let Some(m) = log_mark(powered_on, who, e) {
+        let recent: Vec<Entry> = log.iter().filter(|e| e.time >= since).cloned().collect();
+        let mut addrs = crate::bootlog::requested(&recent, &who.mac);
+        addrs.extend(who.ip);
+        for e in &recent {
+            if let Some(m) = log_mark(powered_on, who, &addrs, e) {
                 marks.push(m);
             }
         }
@@ -167,10 +172,11 @@ fn mark(powered_on: SystemTime, time: SystemTime, step: Step, label: &str, detai
     Mark { at: offset(time, powered_on), time, step, label: label.to_string(), detail, dhcp: None }
 }
 
-fn log_mark(powered_on: SystemTime, who: &Who, e: &Entry) -> Option<Mark> {
+fn log_mark(powered_on: SystemTime, who: &Who, addrs: &[Ipv4Addr], e: &Entry) -> Option<Mark> {
     let m = |step, label: &str, detail: String| Some(mark(powered_on, e.time, step, label, detail));
     match &e.seen {
-        Seen::Dhcp(d) if d.mac == who.mac && d.reply.is_some() => {
+        // Answered, or (proxy mode) left unanswered with a reason: both say where it stands.
+        Seen::Dhcp(d) if d.mac == who.mac && (d.reply.is_some() || d.why_not.is_some()) => {
             let client = match (d.arch, d.class.as_str()) {
                 (None, _) => "a plain client (no arch option: installer or OS)".to_string(),
                 (Some(a), "ipxe") => format!("iPXE, arch {a}"),
@@ -182,17 +188,20 @@ fn log_mark(powered_on: SystemTime, who: &Who, e: &Entry) -> Option<Mark> {
                 (None, None) => "no boot file".to_string(),
             };
             let addr = d.yiaddr.map(|a| a.to_string()).unwrap_or_default();
-            let reply = d.reply.as_deref().unwrap_or_default();
-            let mut mk = mark(powered_on, e.time, Step::Dhcp, "DHCP", format!("{reply} {addr} to {client}: {to}"));
+            let detail = match d.reply.as_deref() {
+                Some(reply) => format!("{reply} {addr} to {client}: {to}"),
+                None => format!("no answer to {client}: {to}"),
+            };
+            let mut mk = mark(powered_on, e.time, Step::Dhcp, "DHCP", detail);
             mk.dhcp = Some(d.clone());
             Some(mk)
         }
-        Seen::Tftp { client, file, bytes, complete } if *client == who.ip => {
+        Seen::Tftp { client, file, bytes, complete } if addrs.contains(client) => {
             let how = if *complete { "complete" } else { "abandoned (firmware probing its size)" };
             m(Step::BootProgram, "boot program", format!("TFTP {file}: {bytes} bytes, {how}"))
         }
         Seen::Script { mac, kind, .. } if *mac == who.mac => m(Step::Script, "iPXE script", format!("kind {kind}")),
-        Seen::File { what, file, peer, bytes } if *peer == who.ip => {
+        Seen::File { what, file, peer, bytes } if addrs.contains(peer) => {
             let size = bytes.map(|b| format!(" ({:.1} MB)", b as f64 / 1e6)).unwrap_or_default();
             match what.as_str() {
                 "artifact" if *file == who.kernel => m(Step::Kernel, "kernel", format!("{file}{size} over HTTP")),
@@ -248,7 +257,7 @@ mod tests {
     fn who() -> Who {
         Who {
             mac: MAC.into(),
-            ip: Ipv4Addr::new(192, 0, 2, 21),
+            ip: Some(Ipv4Addr::new(192, 0, 2, 21)),
             kernel: "vmlinuz".into(),
             initrd: "initramfs.img".into(),
         }
@@ -342,6 +351,44 @@ mod tests {
             text.contains("+0.0 s…+1.0 s") && text.contains("ack 192.0.2.21 to uefi-pxe, arch 7: boot file ipxe.efi")
         );
         assert!(text.contains("kernel") && text.contains("vmlinuz (0.0 MB) over HTTP"), "{text}");
+    }
+
+    #[test]
+    fn proxy_mode_addresses_come_from_the_requests_bootsvc_saw() {
+        let line = |secs, body: &str| parse_line(&format!(r#"{{"timestamp":"{}",{body}}}"#, ts(secs))).unwrap();
+        let asked = |secs, ip: &str| {
+            line(
+                secs,
+                &format!(r#""message":"DHCP: {MAC} asked for {ip}: an address of n1","mac":"{MAC}","ip":"{ip}""#),
+            )
+        };
+        let tftp = |secs, from: &str| {
+            line(
+                secs,
+                &format!(
+                    r#""message":"TFTP transfer complete","client":"{from}:1","file":"ipxe.efi","bytes":5,"outcome":"complete""#
+                ),
+            )
+        };
+        let log = vec![
+            asked(2, "192.0.2.150"),
+            tftp(3, "192.0.2.150"),
+            tftp(3, "192.0.2.151"),
+            // Netboot cleared: proxy mode leaves the firmware unanswered, and says why.
+            line(
+                9,
+                &format!(
+                    r#""message":"DHCP discover from {MAC} ignored: netboot not allowed","mac":"{MAC}","msg":"discover","class":"uefi-pxe","arch":"7","reason":"dhcp-no-boot-file""#
+                ),
+            ),
+        ];
+        let who = Who { ip: None, ..who() };
+        let t = Timeline::build(at(2), &who, &log, &[], &[]);
+        let steps: Vec<Step> = t.marks.iter().map(|m| m.step).collect();
+        assert_eq!(steps, [Step::PowerOn, Step::BootProgram, Step::Dhcp], "only its own address's transfer");
+        let d = t.marks[2].dhcp.as_ref().unwrap();
+        assert_eq!((d.boot_file.as_deref(), d.reply.as_deref()), (None, None));
+        assert_eq!(t.marks[2].detail, "no answer to uefi-pxe, arch 7: no boot file (dhcp-no-boot-file)");
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! | test | firmware | what it proves |
 //! |---|---|---|
 //! | `a_bios_ipxe_rom_installs_and_first_boots` | SeaBIOS + iPXE NIC ROM | DHCP (class ipxe) → script → kernel + initramfs → install → reboot from disk → user-data marker + `first-boot` from the OS |
-//! | `b_uefi_pxe_installs_and_first_boots` | OVMF, ROM disabled | UEFI PXE (arch 7) → `ipxe.efi` over TFTP → iPXE → the same |
+//! | `b_uefi_pxe_installs_and_first_boots` | OVMF, ROM disabled | in proxy mode beside a site DHCP server (dnsmasq): UEFI PXE (arch 7) → `ipxe.efi` over TFTP → iPXE → the same; the installed OS is leased another address than the installer had, and its first boot is recorded from there |
 //! | `c_netboot_not_allowed_boots_its_disk` | SeaBIOS + iPXE NIC ROM | a machine with an OS on its disk and `netboot.allow = false`: no boot file, no installer, its OS runs |
 //! | `d_bad_checksum_fails_and_disk_does_not_boot` | SeaBIOS + iPXE NIC ROM | wrong sha256: `failed` with the error chain, netboot kept, the next boot netboots again, the disk's first MiB is not the image's, the disk alone does not boot |
 //! | `e_uefi_http_boot_installs_and_first_boots` | OVMF, ROM disabled, PXE off | UEFI HTTP boot (arch 16) → `ipxe.efi` over HTTP → the same as (a) |
@@ -14,9 +14,10 @@
 
 use std::time::Duration;
 
+use anyhow::{ensure, Context};
 use osie_api::Phase;
 use osie_qemu_tests::flow::{self, Limits};
-use osie_qemu_tests::lab::PUBLIC_URL;
+use osie_qemu_tests::lab::{Dhcp, PUBLIC_URL};
 use osie_qemu_tests::record::ImageRef;
 use osie_qemu_tests::timeline::Step;
 use osie_qemu_tests::{signals, Disk, Firmware, Inputs, Lab, Machine, Record, Spec};
@@ -28,12 +29,18 @@ fn check<T>(r: anyhow::Result<T>) -> T {
     r.unwrap_or_else(|e| panic!("{e:#}"))
 }
 
-/// Install a blank machine with `fw`, let it boot its OS, and check what bootsvc saw.
-fn install_and_first_boot(test: &str, fw: Firmware, mac: &str) {
+/// Install a blank machine with `fw`, let it boot its OS, and check what bootsvc saw. With
+/// `Dhcp::ProxyBesideSite` a site DHCP server (dnsmasq) hands out the addresses and the
+/// record has no fixed address.
+fn install_and_first_boot(test: &str, fw: Firmware, mac: &str, dhcp: Dhcp) {
     let Some(inputs) = Inputs::for_test(test) else { return };
+    if dhcp == Dhcp::ProxyBesideSite && !osie_testkit::require_tools(test, &["dnsmasq"]) {
+        return;
+    }
     signals::install();
-    let lab = check(Lab::start(test, &inputs));
-    let rec = Record::new("node1", mac, Lab::address(1));
+    let lab = check(Lab::start_with(test, &inputs, dhcp));
+    let mut rec = Record::new("node1", mac, Lab::address(1));
+    rec.fixed_address = dhcp == Dhcp::Reservation;
     check(lab.add(&rec));
     let spec = Spec::new("node1", mac, fw);
     let disk = check(lab.subdir("node1").and_then(|d| Disk::blank(&d, DISK_BYTES)));
@@ -46,22 +53,69 @@ fn install_and_first_boot(test: &str, fw: Firmware, mac: &str) {
     if let Err(e) = flow::check_provisioned(&lab, &rec, &t) {
         panic!("{}", w.fail("a correctly provisioned machine", &format!("{e:#}")));
     }
+    if dhcp == Dhcp::ProxyBesideSite {
+        match known_at_its_new_address(&lab, &rec) {
+            Ok(how) => eprintln!("{test}: {how}"),
+            Err(e) => panic!("{}", w.fail("the installed OS known at its own new address", &format!("{e:#}"))),
+        }
+    }
     eprintln!("{test}: {}\n{}", fw.describe(), t.render());
+}
+
+/// Proxy mode: the site DHCP server leased the installed OS (systemd-networkd, a DUID client
+/// identifier) another address than the firmware and the installer (whose client identifier
+/// is the MAC). bootsvc knew that address from the OS's own DHCP REQUEST, stored the first
+/// boot from it, and refused nothing on the way.
+fn known_at_its_new_address(lab: &Lab, rec: &Record) -> anyhow::Result<String> {
+    let events = lab.events(&rec.mac)?;
+    let from = |p: Phase| events.iter().find(|e| e.event.phase == p).and_then(|e| e.source);
+    let installer = from(Phase::BootedInstaller).context("booted-installer has no source address")?;
+    let os = from(Phase::FirstBoot).context("first-boot has no source address")?;
+    let asked = osie_qemu_tests::bootlog::requested(&lab.log_entries(), &rec.mac);
+    ensure!(
+        os != installer && asked.first() != Some(&os),
+        "the installed OS is at {os}, the installer was at {installer} (addresses asked for: {asked:?}): the \
+         scenario needs the OS leased another address"
+    );
+    ensure!(asked.contains(&installer) && asked.contains(&os), "bootsvc did not see these REQUESTs: {asked:?}");
+    let view = lab.machine(&rec.mac)?;
+    ensure!(
+        view.identity.addresses.iter().any(|a| a.address == os && a.source == "dhcp-request"),
+        "bootsvc's view of the machine does not have {os} from its DHCP request: {:?}",
+        view.identity.addresses
+    );
+    ensure!(view.identity.refused.is_empty(), "requests refused on the way: {:?}", view.identity.refused);
+    Ok(format!("installer at {installer}, installed OS at {os} (addresses it asked for: {asked:?}), nothing refused"))
 }
 
 #[test]
 fn a_bios_ipxe_rom_installs_and_first_boots() {
-    install_and_first_boot("a_bios_ipxe_rom_installs_and_first_boots", Firmware::Bios, "52:54:00:e2:0a:01");
+    install_and_first_boot(
+        "a_bios_ipxe_rom_installs_and_first_boots",
+        Firmware::Bios,
+        "52:54:00:e2:0a:01",
+        Dhcp::Reservation,
+    );
 }
 
 #[test]
 fn b_uefi_pxe_installs_and_first_boots() {
-    install_and_first_boot("b_uefi_pxe_installs_and_first_boots", Firmware::UefiPxe, "52:54:00:e2:0b:01");
+    install_and_first_boot(
+        "b_uefi_pxe_installs_and_first_boots",
+        Firmware::UefiPxe,
+        "52:54:00:e2:0b:01",
+        Dhcp::ProxyBesideSite,
+    );
 }
 
 #[test]
 fn e_uefi_http_boot_installs_and_first_boots() {
-    install_and_first_boot("e_uefi_http_boot_installs_and_first_boots", Firmware::UefiHttp, "52:54:00:e2:0e:01");
+    install_and_first_boot(
+        "e_uefi_http_boot_installs_and_first_boots",
+        Firmware::UefiHttp,
+        "52:54:00:e2:0e:01",
+        Dhcp::Reservation,
+    );
 }
 
 /// (c) The disk already holds the OS (the image, with a NoCloud seed beside it); the record

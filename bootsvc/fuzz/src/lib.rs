@@ -12,6 +12,7 @@
 pub mod targets {
     pub mod api_json;
     pub mod dhcp;
+    pub mod identity;
     pub mod inventory;
     pub mod ipxe;
     pub mod tftp;

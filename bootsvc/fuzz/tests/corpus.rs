@@ -24,6 +24,11 @@ fn dhcp() {
 }
 
 #[test]
+fn identity() {
+    replay("identity", bootsvc_fuzz::targets::identity::run);
+}
+
+#[test]
 fn tftp() {
     replay("tftp", bootsvc_fuzz::targets::tftp::run);
 }

@@ -275,10 +275,14 @@ impl Leases for LeaseStore {
         let now = now();
         self.lock().leases.get(&ip).filter(|l| l.expires > now).map(|l| l.mac)
     }
+
+    fn lease_of(&self, mac: &MacAddr) -> Option<Ipv4Addr> {
+        self.current(mac, now()).map(|l| l.ip)
+    }
 }
 
 /// Write `bytes` to `path` so that a crash leaves the old or the new content.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().context("lease file has no directory")?;
     let tmp = path.with_extension("json.tmp");
     let mut f = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;

@@ -19,6 +19,7 @@ use super::reply::{self, Ctx, Decision, Outcome, Reply, Settings, Via};
 use super::request;
 use crate::config::{Config, DhcpMode};
 use crate::droplog::DropLog;
+use crate::identity::DhcpRequests;
 use crate::inventory::{Backend, Leases};
 use crate::metrics::Metrics;
 
@@ -50,6 +51,8 @@ pub struct DhcpServer {
     backend: Arc<dyn Backend>,
     metrics: Arc<Metrics>,
     leases: Arc<LeaseStore>,
+    /// Proxy mode: the addresses inventory machines ask the site server for (identity).
+    requests: Arc<DhcpRequests>,
 }
 
 impl DhcpServer {
@@ -73,7 +76,16 @@ impl DhcpServer {
             (true, DhcpMode::Reservation, Some(pool)) => LeaseStore::open(&cfg.state.dir, Some(pool))?,
             _ => LeaseStore::in_memory(None)?,
         };
-        Ok(DhcpServer { sockets, settings, backend, metrics, leases: Arc::new(leases) })
+        let requests = match (cfg.dhcp.enabled, cfg.dhcp.mode) {
+            (true, DhcpMode::Proxy) => DhcpRequests::open(&cfg.state.dir)?,
+            _ => DhcpRequests::disabled(),
+        };
+        Ok(DhcpServer { sockets, settings, backend, metrics, leases: Arc::new(leases), requests })
+    }
+
+    /// The DHCP REQUESTs seen in proxy mode, for the HTTP side's source-address checks.
+    pub fn requests(&self) -> Arc<DhcpRequests> {
+        self.requests.clone()
     }
 
     /// The dynamic-pool leases, for the HTTP side's source-address checks.
@@ -98,6 +110,7 @@ impl DhcpServer {
             metrics: self.metrics,
             leases: self.leases,
             drops: DropLog::new("DHCP"),
+            requests: self.requests,
         };
         info!(
             mode = ?h.settings.mode,
@@ -142,6 +155,7 @@ struct Handler {
     metrics: Arc<Metrics>,
     leases: Arc<LeaseStore>,
     drops: DropLog,
+    requests: Arc<DhcpRequests>,
 }
 
 impl Handler {
@@ -166,6 +180,7 @@ impl Handler {
                 return;
             }
         };
+        self.requests.observe(&req, via, &*self.backend, leases::now());
         let ctx = Ctx { settings: &self.settings, backend: &*self.backend, leases: &self.leases, now: leases::now() };
         let d = reply::respond(&req, via, &ctx);
         let port = match via {

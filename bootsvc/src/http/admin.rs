@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::AppState;
+use crate::identity::IdentityView;
 use crate::inventory::{Entry, InventoryBackend};
 use crate::state::{MachineState, StoredEvent};
 
@@ -33,6 +34,10 @@ pub struct MachineView {
     pub source: String,
     pub netboot: NetbootView,
     pub state: MachineState,
+    /// Addresses bootsvc knows for the machine, and addresses that claimed it and were
+    /// refused (`crate::identity`).
+    #[serde(default)]
+    pub identity: IdentityView,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,6 +65,7 @@ fn view(app: &AppState, e: &Entry) -> MachineView {
             allowed: InventoryBackend::allowed(m, &state),
         },
         state,
+        identity: app.backend.identity_view(m),
     }
 }
 

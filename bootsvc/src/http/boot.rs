@@ -15,7 +15,6 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use osie_api::MacAddr;
 
-use super::identify::source_ipv4;
 use super::AppState;
 use crate::config::Config;
 use crate::inventory::{Entry, InventoryBackend};
@@ -93,19 +92,8 @@ pub async fn script(
         (Some(why), _) => tracing::info!(%mac, host, %peer, kind = choice.kind, why, "iPXE script"),
         (None, _) => tracing::info!(%mac, host, %peer, kind = choice.kind, "iPXE script"),
     }
-    // Remember where an allowed machine booted from: it identifies the machine later when
-    // it has no fixed address (metadata, events).
-    if let (Some(e), Some(ip), None) = (entry, source_ipv4(peer), &choice.why) {
-        if let Some(key) = InventoryBackend::state_key(&e.machine) {
-            let store = std::sync::Arc::clone(app.backend.store());
-            let now = crate::state::now();
-            match tokio::task::spawn_blocking(move || store.saw_script_fetch(key, ip, &now)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::warn!(%mac, error = %format!("{e:#}"), "recording the script fetch failed"),
-                Err(e) => tracing::warn!(%mac, error = %e, "recording the script fetch failed"),
-            }
-        }
-    }
+    // A script fetch identifies nobody: anyone who knows the MAC can fetch the script
+    // (docs/security.md). Nothing is recorded.
     ([(header::CONTENT_TYPE, "text/plain; charset=utf-8"), (header::CACHE_CONTROL, "no-store")], choice.script)
         .into_response()
 }

@@ -41,8 +41,10 @@ pub async fn post(
             status: StatusCode::FORBIDDEN,
             reason: "http-forbidden",
             message: format!("{} {m} differs from the event's machine {}", osie_api::MAC_HEADER, ev.machine),
+            detail: None,
+            warn: true,
         }),
-        _ => identify::by_mac(&app, ev.machine, peer),
+        _ => identify::by_mac(&app, ev.machine, peer, "/events"),
     });
     let caller = match caller {
         Ok(c) => c,
@@ -68,6 +70,8 @@ fn known_phase(ev: &Event, sent: Option<&str>) -> Result<(), Refused> {
             sent.unwrap_or("unknown").chars().take(64).collect::<String>(),
             known.join(", ")
         ),
+        detail: None,
+        warn: true,
     })
 }
 
@@ -110,7 +114,7 @@ async fn store(app: &AppState, caller: &Caller, ev: Event) -> Response {
             ),
             _ => tracing::info!(
                 mac = %caller.mac, host, phase = %ev.phase, progress = percent.as_deref().unwrap_or("-"),
-                message = %ev.message, "event"
+                message = %ev.message, from = %caller.ip, matched = %caller.how, "event"
             ),
         }
     }
@@ -125,25 +129,13 @@ pub async fn phone_home(
     Path(instance_id): Path<String>,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
-    let snap = app.backend.snapshot();
-    let ip = identify::source_ipv4(peer);
-    let matched = snap
-        .by_instance_id(&instance_id)
-        .and_then(|e| ip.and_then(|ip| app.backend.matches(e, ip)).map(|how| (e.clone(), how)));
-    let Some((entry, how)) = matched else {
-        let r = Refused {
-            status: StatusCode::FORBIDDEN,
-            reason: "http-forbidden",
-            message: format!("{} is not the address of instance {instance_id}", peer.ip()),
-        };
-        return r.respond(&app, "/phone-home/{instance_id}", peer);
-    };
-    let Some(mac) = entry.machine.boot_mac() else {
-        return (StatusCode::INTERNAL_SERVER_ERROR, "machine has no MAC\n").into_response();
+    let caller = match identify::by_instance(&app, &instance_id, peer, "/phone-home/{instance_id}") {
+        Ok(c) => c,
+        Err(r) => return r.respond(&app, "/phone-home/{instance_id}", peer),
     };
     let field = |k: &str| form.get(k).map(String::as_str).unwrap_or("-").chars().take(255).collect::<String>();
     let ev = Event {
-        machine: mac,
+        machine: caller.mac,
         phase: Phase::FirstBoot,
         progress: None,
         message: format!("phone home: hostname {} fqdn {}", field("hostname"), field("fqdn")),
@@ -153,7 +145,6 @@ pub async fn phone_home(
         error: Vec::new(),
         hardware: None,
     };
-    let caller = Caller { entry, mac, ip: ip.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED), how };
     let resp = store(&app, &caller, ev).await;
     if resp.status().is_success() {
         (StatusCode::OK, "recorded first boot\n").into_response()

@@ -1,8 +1,9 @@
 //! Which machine is calling. Metadata, events and the cloud-init trees answer a machine only
-//! about itself: the MAC it claims (`X-Osie-Mac`, an event's `machine`, a NoCloud path) must
-//! belong to a known machine whose address is the request's source address (its fixed
-//! address, a lease of ours on one of its MACs, or — for machines without a fixed address —
-//! the address that fetched its iPXE script). Anything else is refused with 403 and counted.
+//! about itself: the machine it claims (`X-Osie-Mac`, an event's `machine`, a NoCloud path,
+//! a phone-home's instance id), or for callers that name none the machine its address
+//! belongs to, must be the one the identity decision ([`crate::identity`]) binds the
+//! request's source address to. Anything else is refused with 403, counted, and shown to the
+//! operator on the claimed machine.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
@@ -11,17 +12,17 @@ use axum::response::{IntoResponse, Response};
 use osie_api::MacAddr;
 
 use super::App;
-use crate::inventory::backend::Matched;
-use crate::inventory::Entry;
+use crate::identity::{Refusal, Sources};
+use crate::inventory::{Entry, Snapshot};
 
 /// A caller matched to its machine.
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub entry: Entry,
-    /// The NIC the caller named.
+    /// The NIC the caller named (the boot NIC when it named none).
     pub mac: MacAddr,
     pub ip: Ipv4Addr,
-    pub how: Matched,
+    pub how: Sources,
 }
 
 /// A refused request: status, a short reason for the metrics, a message for the client.
@@ -30,17 +31,38 @@ pub struct Refused {
     pub status: StatusCode,
     pub reason: &'static str,
     pub message: String,
+    /// What the log says instead of the message (the client is not told which machines
+    /// exist or what bootsvc knows about them).
+    pub detail: Option<String>,
+    /// Log at warning level (false: a repeat, logged at debug; see `identity::refused`).
+    pub warn: bool,
 }
+
+/// What every refused claim tells the client: the same for unknown machines and wrong
+/// addresses, so nobody can probe which MACs exist.
+const HINT: &str = "a machine without a fixed address is known only by bootsvc's DHCP lease, its own DHCP request \
+                    or its neighbour entry, never by a script fetch; give it a fixed address in its record";
 
 impl Refused {
     fn forbidden(message: impl Into<String>) -> Refused {
-        Refused { status: StatusCode::FORBIDDEN, reason: "http-forbidden", message: message.into() }
+        Refused {
+            status: StatusCode::FORBIDDEN,
+            reason: "http-forbidden",
+            message: message.into(),
+            detail: None,
+            warn: true,
+        }
     }
 
     /// Count, log and answer.
     pub fn respond(self, app: &App, route: &str, peer: SocketAddr) -> Response {
         app.metrics.drop_reason(self.reason);
-        tracing::warn!(%peer, route, status = self.status.as_u16(), why = %self.message, "request refused");
+        let why = self.detail.as_deref().unwrap_or(&self.message);
+        if self.warn {
+            tracing::warn!(%peer, route, status = self.status.as_u16(), why, "request refused");
+        } else {
+            tracing::debug!(%peer, route, status = self.status.as_u16(), why, "request refused (repeat)");
+        }
         (self.status, format!("{}\n", self.message)).into_response()
     }
 }
@@ -53,6 +75,10 @@ pub fn source_ipv4(peer: SocketAddr) -> Option<Ipv4Addr> {
     }
 }
 
+fn ipv4(peer: SocketAddr) -> Result<Ipv4Addr, Refused> {
+    source_ipv4(peer).ok_or_else(|| Refused::forbidden("only IPv4 callers are identified"))
+}
+
 /// The MAC in `X-Osie-Mac`, if present: `Err` when present but not a MAC.
 pub fn mac_header(headers: &HeaderMap) -> Result<Option<MacAddr>, Refused> {
     let Some(v) = headers.get(osie_api::MAC_HEADER) else { return Ok(None) };
@@ -60,31 +86,63 @@ pub fn mac_header(headers: &HeaderMap) -> Result<Option<MacAddr>, Refused> {
         status: StatusCode::BAD_REQUEST,
         reason: "http-bad-request",
         message: format!("{} is not a MAC address", osie_api::MAC_HEADER),
+        detail: None,
+        warn: true,
     };
     let s = v.to_str().map_err(|_| bad())?;
     s.parse().map(Some).map_err(|_| bad())
 }
 
+/// `ip` claims `entry`'s machine on `route`: the decision, and a refusal noted on the machine.
+fn claim(
+    app: &App,
+    snap: &Snapshot,
+    entry: &Entry,
+    ip: Ipv4Addr,
+    route: &str,
+    refused: Refused,
+) -> Result<Sources, Refused> {
+    app.backend.identify(snap, entry, ip).map_err(|why| refuse_claim(app, entry, ip, route, &why, refused))
+}
+
+fn refuse_claim(app: &App, entry: &Entry, ip: Ipv4Addr, route: &str, why: &Refusal, refused: Refused) -> Refused {
+    let warn = app.backend.refused_claim(&entry.machine, ip, route, why);
+    let m = &entry.machine;
+    let mac = m.boot_mac().map(|m| m.to_string()).unwrap_or_default();
+    Refused { detail: Some(format!("{ip} claims {} ({mac}): refused: {why}", m.hostname)), warn, ..refused }
+}
+
 /// The machine owning `mac`, if `peer` is its address.
-pub fn by_mac(app: &App, mac: MacAddr, peer: SocketAddr) -> Result<Caller, Refused> {
-    let ip = source_ipv4(peer).ok_or_else(|| Refused::forbidden("only IPv4 callers are identified"))?;
+pub fn by_mac(app: &App, mac: MacAddr, peer: SocketAddr, route: &str) -> Result<Caller, Refused> {
+    let ip = ipv4(peer)?;
     let snap = app.backend.snapshot();
-    // One message for "unknown MAC" and "wrong address": no probing for which MACs exist.
-    let refuse = || Refused::forbidden(format!("{ip} is not the address of machine {mac}"));
-    let entry = snap.by_mac(&mac).ok_or_else(refuse)?;
-    let how = app.backend.matches(entry, ip).ok_or_else(refuse)?;
+    let refused = || Refused::forbidden(format!("{ip} is not the address of machine {mac} ({HINT})"));
+    let entry = snap.by_mac(&mac).ok_or_else(refused)?;
+    let how = claim(app, &snap, entry, ip, route, refused())?;
     Ok(Caller { entry: entry.clone(), mac, ip, how })
 }
 
-/// The machine whose address `peer` is, for callers that do not name a MAC.
-pub fn by_source(app: &App, peer: SocketAddr) -> Result<Caller, Refused> {
-    let ip = source_ipv4(peer).ok_or_else(|| Refused::forbidden("only IPv4 callers are identified"))?;
+/// The machine whose cloud-init instance id is `id`, if `peer` is its address.
+pub fn by_instance(app: &App, id: &str, peer: SocketAddr, route: &str) -> Result<Caller, Refused> {
+    let ip = ipv4(peer)?;
     let snap = app.backend.snapshot();
-    let entry = app
-        .backend
-        .entry_by_source(&snap, ip)
-        .ok_or_else(|| Refused::forbidden(format!("{ip} is not a known machine")))?;
-    let how = app.backend.matches(&entry, ip).unwrap_or(Matched::FixedIp);
+    let refused = || Refused::forbidden(format!("{ip} is not the address of instance {id} ({HINT})"));
+    let entry = snap.by_instance_id(id).ok_or_else(refused)?;
+    let how = claim(app, &snap, entry, ip, route, refused())?;
+    let mac = entry.machine.boot_mac().ok_or_else(|| Refused::forbidden("machine has no MAC"))?;
+    Ok(Caller { entry: entry.clone(), mac, ip, how })
+}
+
+/// The machine whose address `peer` is, for callers that do not name one (the EC2 tree).
+pub fn by_source(app: &App, peer: SocketAddr, route: &str) -> Result<Caller, Refused> {
+    let ip = ipv4(peer)?;
+    let snap = app.backend.snapshot();
+    let refused = || Refused::forbidden(format!("{ip} is not a known machine ({HINT})"));
+    let (entry, how) = match app.backend.entry_by_source(&snap, ip) {
+        Ok(found) => found,
+        Err(Some((entry, why))) => return Err(refuse_claim(app, &entry, ip, route, &why, refused())),
+        Err(None) => return Err(refused()),
+    };
     let mac = entry.machine.boot_mac().ok_or_else(|| Refused::forbidden("machine has no MAC"))?;
     Ok(Caller { entry, mac, ip, how })
 }

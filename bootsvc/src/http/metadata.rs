@@ -25,8 +25,10 @@ pub async fn installer(
             status: StatusCode::BAD_REQUEST,
             reason: "http-bad-request",
             message: format!("{} is required", osie_api::MAC_HEADER),
+            detail: None,
+            warn: true,
         })?;
-        identify::by_mac(&app, mac, peer)
+        identify::by_mac(&app, mac, peer, "/metadata")
     }) {
         Ok(c) => c,
         Err(r) => return r.respond(&app, "/metadata", peer),
@@ -35,7 +37,7 @@ pub async fn installer(
     let m = &caller.entry.machine;
     let meta = md::for_installer(m, caller.mac, &snap.images, &app.cfg.http.public_url);
     tracing::info!(
-        mac = %caller.mac, host = %m.hostname, ip = %caller.ip, matched = ?caller.how,
+        mac = %caller.mac, host = %m.hostname, ip = %caller.ip, matched = %caller.how,
         plan = meta.install.is_some(), "metadata served"
     );
     Json(meta).into_response()
@@ -51,7 +53,7 @@ fn not_found() -> Response {
 
 /// `GET /<version>/`: what EC2 lists there.
 pub async fn ec2_version(State(app): State<AppState>, ConnectInfo(peer): ConnectInfo<SocketAddr>) -> Response {
-    match identify::by_source(&app, peer) {
+    match identify::by_source(&app, peer, "/{version}/") {
         Ok(_) => text("meta-data\nuser-data".into()),
         Err(r) => r.respond(&app, "/{version}/", peer),
     }
@@ -70,7 +72,7 @@ pub async fn ec2_path(
 }
 
 async fn ec2(app: &AppState, peer: SocketAddr, path: &str) -> Response {
-    let c = match identify::by_source(app, peer) {
+    let c = match identify::by_source(app, peer, "/{version}/meta-data") {
         Ok(c) => c,
         Err(r) => return r.respond(app, "/{version}/meta-data", peer),
     };
@@ -81,7 +83,7 @@ async fn ec2(app: &AppState, peer: SocketAddr, path: &str) -> Response {
 }
 
 pub async fn ec2_user_data(State(app): State<AppState>, ConnectInfo(peer): ConnectInfo<SocketAddr>) -> Response {
-    let c = match identify::by_source(&app, peer) {
+    let c = match identify::by_source(&app, peer, "/{version}/user-data") {
         Ok(c) => c,
         Err(r) => return r.respond(&app, "/{version}/user-data", peer),
     };
@@ -99,7 +101,7 @@ pub async fn nocloud(
     Path((mac, doc)): Path<(String, String)>,
 ) -> Response {
     let Ok(mac) = mac.parse::<MacAddr>() else { return not_found() };
-    let c = match identify::by_mac(&app, mac, peer) {
+    let c = match identify::by_mac(&app, mac, peer, "/nocloud/{mac}/{doc}") {
         Ok(c) => c,
         Err(r) => return r.respond(&app, "/nocloud/{mac}/{doc}", peer),
     };

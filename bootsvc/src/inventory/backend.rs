@@ -1,5 +1,6 @@
 //! The [`Backend`] the protocol servers use: the current inventory snapshot, the state store
-//! (one-shot installs, last-seen addresses) and the DHCP server's leases.
+//! (one-shot installs), the DHCP server's leases and the identity sources
+//! ([`crate::identity`]).
 
 use std::net::Ipv4Addr;
 use std::sync::{Arc, OnceLock};
@@ -7,6 +8,8 @@ use std::sync::{Arc, OnceLock};
 use osie_api::MacAddr;
 
 use super::{Backend, Entry, Inventory, Leases, Machine, NoLeases, Snapshot};
+use crate::config::DhcpMode;
+use crate::identity::{DhcpRequests, Identity, IdentityView, Refusal, Sources};
 use crate::state::{MachineState, Store};
 
 pub struct InventoryBackend {
@@ -14,25 +17,28 @@ pub struct InventoryBackend {
     store: Arc<Store>,
     /// Set once the DHCP server is bound (it is built with this backend, so comes later).
     leases: OnceLock<Arc<dyn Leases>>,
-}
-
-/// How a caller's source address was matched to a machine.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Matched {
-    FixedIp,
-    Lease,
-    /// The address that fetched the machine's iPXE script (machines without a fixed address).
-    ScriptFetch,
+    identity: Identity,
 }
 
 impl InventoryBackend {
     pub fn new(inventory: Arc<Inventory>, store: Arc<Store>) -> InventoryBackend {
-        InventoryBackend { inventory, store, leases: OnceLock::new() }
+        InventoryBackend::with_identity(inventory, store, Identity::default())
+    }
+
+    /// With identity sources of the caller's choosing (tests: a neighbour table of their own).
+    pub fn with_identity(inventory: Arc<Inventory>, store: Arc<Store>, identity: Identity) -> InventoryBackend {
+        InventoryBackend { inventory, store, leases: OnceLock::new(), identity }
     }
 
     /// Attach the DHCP server's leases; later calls are ignored.
     pub fn set_leases(&self, leases: Arc<dyn Leases>) {
         let _ = self.leases.set(leases);
+    }
+
+    /// Attach the DHCP server's mode and the REQUESTs it saw (proxy mode); later calls are
+    /// ignored.
+    pub fn set_dhcp_requests(&self, mode: DhcpMode, requests: Arc<DhcpRequests>) {
+        self.identity.attach_dhcp(mode, requests);
     }
 
     fn leases(&self) -> &dyn Leases {
@@ -68,36 +74,29 @@ impl InventoryBackend {
         m.netboot.allow && !st.netboot_cleared
     }
 
-    /// Does `ip` belong to the machine of `entry`: its fixed address, a lease on one of its
-    /// MACs, or (only for machines without a fixed address) the address that fetched its
-    /// iPXE script.
-    pub fn matches(&self, entry: &Entry, ip: Ipv4Addr) -> Option<Matched> {
-        let m = &entry.machine;
-        if let Some(fixed) = &m.ip {
-            return (fixed.address == ip).then_some(Matched::FixedIp);
-        }
-        match self.leases().mac_for_ip(ip) {
-            Some(mac) if m.macs.contains(&mac) => return Some(Matched::Lease),
-            // Leased to another machine now: an old script fetch from there proves nothing.
-            Some(_) => return None,
-            None => {}
-        }
-        (self.state_of(m).last_seen_ip == Some(ip)).then_some(Matched::ScriptFetch)
+    /// Is `ip` the address of the machine of `entry` ([`crate::identity::decide`])?
+    pub fn identify(&self, snap: &Snapshot, entry: &Entry, ip: Ipv4Addr) -> Result<Sources, Refusal> {
+        self.identity.check(snap, self.leases(), &entry.machine, ip)
     }
 
     /// The machine a source address belongs to, when the caller does not say its MAC
-    /// (cloud-init in the installed OS).
-    pub fn entry_by_source(&self, snap: &Snapshot, ip: Ipv4Addr) -> Option<Entry> {
-        if let Some(e) = snap.by_fixed_ip(ip) {
-            return Some(e.clone());
+    /// (cloud-init in the installed OS). `Err`: the refusal of a machine some source named.
+    pub fn entry_by_source(&self, snap: &Snapshot, ip: Ipv4Addr) -> Result<(Entry, Sources), Option<(Entry, Refusal)>> {
+        self.identity.by_source(snap, self.leases(), ip)
+    }
+
+    /// Note that `ip` claimed `m` and was refused; true when it should be logged as a
+    /// warning (rate-limited per address and route).
+    pub fn refused_claim(&self, m: &Machine, ip: Ipv4Addr, route: &str, why: &Refusal) -> bool {
+        match Self::state_key(m) {
+            Some(k) => self.identity.refused(k, ip, route, &why.to_string()),
+            None => true,
         }
-        if let Some(e) = self.leases().mac_for_ip(ip).and_then(|mac| snap.by_mac(&mac)) {
-            return Some(e.clone());
-        }
-        snap.entries()
-            .iter()
-            .find(|e| e.machine.ip.is_none() && self.state_of(&e.machine).last_seen_ip == Some(ip))
-            .cloned()
+    }
+
+    /// Addresses known for `m` and claims refused on it, for the admin API.
+    pub fn identity_view(&self, m: &Machine) -> IdentityView {
+        self.identity.view(self.leases(), m)
     }
 }
 
@@ -136,6 +135,7 @@ mod tests {
     use osie_api::{Event, Phase};
 
     use super::*;
+    use crate::identity::neighbours::Neighbours;
     use crate::inventory::load::parse_file;
     use crate::problem::Problems;
 
@@ -146,7 +146,29 @@ mod tests {
         }
     }
 
+    /// A neighbour table the test writes.
+    #[derive(Default)]
+    struct FakeNeighbours(Mutex<HashMap<Ipv4Addr, Vec<MacAddr>>>);
+    impl Neighbours for FakeNeighbours {
+        fn lookup(&self, ip: Ipv4Addr) -> Result<Vec<MacAddr>, String> {
+            Ok(self.0.lock().unwrap().get(&ip).cloned().unwrap_or_default())
+        }
+        fn by_mac(&self) -> Result<HashMap<MacAddr, Vec<Ipv4Addr>>, String> {
+            let mut out: HashMap<MacAddr, Vec<Ipv4Addr>> = HashMap::new();
+            for (ip, macs) in self.0.lock().unwrap().iter() {
+                for m in macs {
+                    out.entry(*m).or_default().push(*ip);
+                }
+            }
+            Ok(out)
+        }
+    }
+
     fn backend(dir: &Path) -> InventoryBackend {
+        backend_with(dir, Arc::default()).0
+    }
+
+    fn backend_with(dir: &Path, n: Arc<FakeNeighbours>) -> (InventoryBackend, Arc<FakeNeighbours>) {
         let mut p = Problems::default();
         let mut entries = parse_file(
             Path::new("a.json"),
@@ -160,7 +182,8 @@ mod tests {
         ));
         assert!(p.is_empty());
         let inv = Arc::new(Inventory::new(Snapshot::new(entries, Default::default())));
-        InventoryBackend::new(inv, Arc::new(Store::open(dir).unwrap()))
+        let identity = Identity::with_neighbours(n.clone());
+        (InventoryBackend::with_identity(inv, Arc::new(Store::open(dir).unwrap()), identity), n)
     }
 
     /// Regression (found by tests/crash.rs): the lease store asks "is this address someone's
@@ -210,11 +233,12 @@ mod tests {
     }
 
     #[test]
-    fn finds_machines_by_fixed_ip_lease_and_script_fetch() {
+    fn finds_machines_by_fixed_ip_lease_neighbour_and_request() {
         let d = tempfile::tempdir().unwrap();
-        let b = backend(d.path());
+        let (b, n) = backend_with(d.path(), Arc::default());
         let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
         let mac = |s: &str| s.parse::<MacAddr>().unwrap();
+        let intruder = mac("02:00:00:00:0e:01");
         assert_eq!(b.by_ip(ip("192.0.2.10")).unwrap().hostname, "fixed");
         assert!(b.by_ip(ip("192.0.2.100")).is_none());
         b.set_leases(Arc::new(FakeLeases(Mutex::new([(ip("192.0.2.100"), mac("52:54:00:00:00:03"))].into()))));
@@ -223,28 +247,63 @@ mod tests {
         let snap = b.snapshot();
         let pooled = snap.by_mac(&mac("52:54:00:00:00:02")).unwrap();
         let fixed = snap.by_mac(&mac("52:54:00:00:00:01")).unwrap();
-        assert_eq!(b.matches(pooled, ip("192.0.2.100")), Some(Matched::Lease));
-        assert_eq!(b.matches(fixed, ip("192.0.2.10")), Some(Matched::FixedIp));
-        assert_eq!(b.matches(fixed, ip("192.0.2.100")), None);
-        assert_eq!(b.matches(pooled, ip("192.0.2.77")), None);
-        b.store().saw_script_fetch(mac("52:54:00:00:00:02"), ip("192.0.2.77"), "t").unwrap();
-        assert_eq!(b.matches(pooled, ip("192.0.2.77")), Some(Matched::ScriptFetch));
-        assert_eq!(b.entry_by_source(&snap, ip("192.0.2.77")).unwrap().machine.hostname, "pooled");
-        // Once that address is leased to another NIC, the old fetch no longer counts.
-        b.store().saw_script_fetch(mac("52:54:00:00:00:02"), ip("192.0.2.100"), "t").unwrap();
-        assert_eq!(b.matches(pooled, ip("192.0.2.100")), Some(Matched::Lease), "its own lease");
-        let other = parse_file(
-            Path::new("c.json"),
-            r#"{"hostname":"other","macs":["52:54:00:00:00:09"]}"#,
-            &mut Problems::default(),
-        )
-        .remove(0);
-        b.store().saw_script_fetch(mac("52:54:00:00:00:09"), ip("192.0.2.100"), "t").unwrap();
-        assert_eq!(b.matches(&other, ip("192.0.2.100")), None, "leased to someone else");
-        // A fixed-address machine is never matched by a script fetch from elsewhere.
-        b.store().saw_script_fetch(mac("52:54:00:00:00:01"), ip("192.0.2.78"), "t").unwrap();
-        assert_eq!(b.matches(fixed, ip("192.0.2.78")), None);
-        assert!(b.entry_by_source(&snap, ip("192.0.2.78")).is_none());
+        let host =
+            |r: Result<(Entry, Sources), Option<(Entry, Refusal)>>| r.map(|(e, s)| (e.machine.hostname.clone(), s));
+        let lease = Sources { lease: true, ..Default::default() };
+        assert_eq!(b.identify(&snap, pooled, ip("192.0.2.100")), Ok(lease), "a lease on its second NIC");
+        assert_eq!(b.identify(&snap, fixed, ip("192.0.2.10")).map(|s| s.fixed_address), Ok(true));
+        assert!(b.identify(&snap, fixed, ip("192.0.2.100")).is_err());
+        assert_eq!(b.identify(&snap, pooled, ip("192.0.2.77")), Err(Refusal::NoSource));
+        assert_eq!(host(b.entry_by_source(&snap, ip("192.0.2.100"))), Ok(("pooled".into(), lease)));
+        assert!(matches!(b.entry_by_source(&snap, ip("192.0.2.77")), Err(None)), "nobody's");
+
+        // On its segment: the neighbour entry.
+        n.0.lock().unwrap().insert(ip("192.0.2.77"), vec![mac("52:54:00:00:00:02")]);
+        let neighbour = Sources { neighbour: true, ..Default::default() };
+        assert_eq!(b.identify(&snap, pooled, ip("192.0.2.77")), Ok(neighbour));
+        assert_eq!(host(b.entry_by_source(&snap, ip("192.0.2.77"))), Ok(("pooled".into(), neighbour)));
+        // An intruder squatting the leased address: its own NIC answers there.
+        n.0.lock().unwrap().insert(ip("192.0.2.100"), vec![intruder]);
+        assert_eq!(b.identify(&snap, pooled, ip("192.0.2.100")), Err(Refusal::NeighbourIsAnother(intruder)));
+        match b.entry_by_source(&snap, ip("192.0.2.100")) {
+            Err(Some((e, Refusal::NeighbourIsAnother(m)))) => {
+                assert_eq!((e.machine.hostname.as_str(), m), ("pooled", intruder))
+            }
+            other => panic!("{:?}", other.map(|(e, s)| (e.machine.hostname.clone(), s))),
+        }
+
+        // Proxy mode: the address its latest DHCP REQUEST asked for, relayed (no neighbour entry).
+        let requests = DhcpRequests::in_memory();
+        b.set_dhcp_requests(DhcpMode::Proxy, requests.clone());
+        let asked = |m: &str, a: &str| {
+            requests.record(crate::identity::requests::Requested { mac: mac(m), ip: ip(a), at: 1, relayed: true })
+        };
+        asked("52:54:00:00:00:03", "198.51.100.80");
+        let req = Sources { dhcp_request: true, ..Default::default() };
+        assert_eq!(b.identify(&snap, pooled, ip("198.51.100.80")), Ok(req));
+        assert_eq!(host(b.entry_by_source(&snap, ip("198.51.100.80"))), Ok(("pooled".into(), req)));
+        // Another machine's fixed address is never a pool machine's, whoever asked for it.
+        asked("52:54:00:00:00:02", "192.0.2.10");
+        assert_eq!(b.identify(&snap, pooled, ip("192.0.2.10")), Err(Refusal::FixedAddressOfAnother));
+        assert_eq!(host(b.entry_by_source(&snap, ip("192.0.2.10"))).map(|(h, _)| h), Ok("fixed".into()));
+
+        // The operator's view: what is known, and what was refused.
+        assert!(b.refused_claim(&pooled.machine, ip("192.0.2.66"), "/metadata", &Refusal::NoSource));
+        let v = b.identity_view(&pooled.machine);
+        let known: Vec<(String, String)> =
+            v.addresses.iter().map(|a| (a.address.to_string(), a.source.clone())).collect();
+        assert_eq!(
+            known,
+            [
+                ("192.0.2.10".to_string(), "dhcp-request".to_string()),
+                ("192.0.2.77".into(), "neighbour".into()),
+                ("198.51.100.80".into(), "dhcp-request".into()),
+            ]
+        );
+        assert_eq!(v.refused.len(), 1);
+        assert_eq!((v.refused[0].address, v.refused[0].route.as_str()), (ip("192.0.2.66"), "/metadata"));
+        assert!(v.refused[0].why.contains("fixed address"), "{}", v.refused[0].why);
+        assert!(b.identity_view(&fixed.machine).refused.is_empty());
     }
 
     #[test]

@@ -55,6 +55,10 @@ pub trait Backend: Send + Sync + 'static {
 pub trait Leases: Send + Sync + 'static {
     /// The MAC currently holding `ip`, if the lease has not expired.
     fn mac_for_ip(&self, ip: Ipv4Addr) -> Option<MacAddr>;
+    /// The address `mac` holds now, if any (for the operator's view).
+    fn lease_of(&self, _mac: &MacAddr) -> Option<Ipv4Addr> {
+        None
+    }
 }
 
 /// No dynamic leases (DHCP disabled, or not bound yet).

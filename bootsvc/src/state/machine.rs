@@ -1,7 +1,5 @@
 //! What bootsvc remembers about one machine, and how an event changes it (pure).
 
-use std::net::Ipv4Addr;
-
 use osie_api::{Event, Phase, Progress};
 use serde::{Deserialize, Serialize};
 
@@ -37,12 +35,6 @@ pub struct MachineState {
     pub first_boot_at: Option<String>,
     #[serde(default)]
     pub reinstall_requested_at: Option<String>,
-    /// Address the machine last fetched its iPXE script from (identifies it later when it
-    /// has no fixed address and no lease of ours, e.g. in proxy mode).
-    #[serde(default)]
-    pub last_seen_ip: Option<Ipv4Addr>,
-    #[serde(default)]
-    pub last_seen_at: Option<String>,
     /// Events stored for this machine; also the next event's number.
     #[serde(default)]
     pub events: u64,

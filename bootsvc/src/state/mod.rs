@@ -263,21 +263,6 @@ impl Store {
             .map(|s| s.unwrap_or_else(|| self.state(&key)))
     }
 
-    /// Remember the address a machine fetched its iPXE script from. Written only when it
-    /// changed, and without fsync: it is a hint, losing it in a crash costs nothing.
-    pub fn saw_script_fetch(&self, key: MacAddr, ip: Ipv4Addr, now: &str) -> Result<()> {
-        if self.state(&key).last_seen_ip == Some(ip) {
-            return Ok(());
-        }
-        self.update(key, Durability::None, |s| {
-            let mut s = s.clone();
-            s.last_seen_ip = Some(ip);
-            s.last_seen_at = Some(now.to_string());
-            Some(s)
-        })?;
-        Ok(())
-    }
-
     fn update(
         &self,
         key: MacAddr,
@@ -379,7 +364,6 @@ mod tests {
             let again = s.record_event(key, &ev(Phase::Installed, "r1", 1), ip, "t2").unwrap();
             assert!(again.duplicate);
             assert_eq!(again.state.events, 2);
-            s.saw_script_fetch(key, Ipv4Addr::new(192, 0, 2, 10), "t3").unwrap();
         }
         let s = Store::open(d.path()).unwrap();
         let st = s.state(&key);

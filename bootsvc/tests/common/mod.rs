@@ -44,6 +44,8 @@ pub struct Site {
 pub struct Options {
     pub log_json: bool,
     pub pool: bool,
+    /// `[dhcp] mode = "proxy"` (beside a site DHCP server).
+    pub proxy: bool,
     /// No `[admin]` section: the admin API is off.
     pub no_admin: bool,
     /// `RUST_LOG` for the server (default: unset, so `log.level = "info"`).
@@ -77,6 +79,7 @@ pub fn write_tree(root: &Path, opts: &Options) -> PathBuf {
     } else {
         ""
     };
+    let pool = if opts.proxy { format!("mode = \"proxy\"\n{pool}") } else { pool.to_string() };
     let format = if opts.log_json { "json" } else { "text" };
     let admin = if opts.no_admin { "" } else { "[admin]\ntoken_file = \"admin.token\"\n" };
     let extra = &opts.extra;
@@ -157,31 +160,46 @@ impl Site {
         (client, srv_if, cli_if)
     }
 
-    /// One segment for several client namespaces (a hostile host beside a machine): a bridge
-    /// in the site's namespace (192.0.2.1/24) and a veth from it into each new namespace,
-    /// with `macs[i]` when given. Returns the bridge's name (serve on it) and each client's
-    /// namespace and interface, all up.
+    /// One segment for several client namespaces (a hostile host beside a machine): a
+    /// [`Site::lan`] and a host on it per entry of `macs` (with that MAC when given). Returns
+    /// the bridge's name (serve on it) and each client's namespace and interface, all up.
     pub fn shared_segment(&self, macs: &[Option<&str>]) -> (String, Vec<(Netns, String)>) {
-        let bridge = unique("sb");
-        self.ns.add_bridge(&bridge, "192.0.2.1/24").unwrap();
-        let clients = macs
-            .iter()
-            .map(|mac| {
-                let client = Netns::new().unwrap();
-                let (here, there) = (unique("sp"), unique("cp"));
-                self.ns
-                    .ip(&["link", "add", &here, "type", "veth", "peer", "name", &there, "netns", client.name()])
-                    .unwrap();
-                self.ns.ip(&["link", "set", &here, "master", &bridge]).unwrap();
-                self.ns.ip(&["link", "set", &here, "up"]).unwrap();
-                if let Some(mac) = mac {
-                    client.ip(&["link", "set", &there, "address", mac]).unwrap();
-                }
-                client.ip(&["link", "set", &there, "up"]).unwrap();
-                (client, there)
-            })
-            .collect();
+        let bridge = self.lan();
+        let clients = macs.iter().map(|mac| self.join_any(&bridge, *mac, None)).collect();
         (bridge, clients)
+    }
+
+    /// A provisioning LAN: a bridge in the site's namespace with bootsvc's address
+    /// (192.0.2.1/24), which machines' namespaces join with [`Site::join`]. Its name.
+    pub fn lan(&self) -> String {
+        let br = unique("sb");
+        self.ns.add_bridge(&br, "192.0.2.1/24").unwrap();
+        // A bridge takes the lowest MAC of its ports unless given one: as ports join, its MAC
+        // would change under the clients' ARP caches.
+        self.ns.ip(&["link", "set", &br, "address", "02:00:00:00:01:01"]).unwrap();
+        br
+    }
+
+    /// A new namespace on `bridge` (a host on the LAN) whose interface has `mac`, and
+    /// `cidr` when given. The namespace and its interface's name.
+    pub fn join(&self, bridge: &str, mac: &str, cidr: Option<&str>) -> (Netns, String) {
+        self.join_any(bridge, Some(mac), cidr)
+    }
+
+    fn join_any(&self, bridge: &str, mac: Option<&str>, cidr: Option<&str>) -> (Netns, String) {
+        let host = Netns::new().unwrap();
+        let (here, there) = (unique("lb"), unique("lx"));
+        self.ns.ip(&["link", "add", &here, "type", "veth", "peer", "name", &there, "netns", host.name()]).unwrap();
+        self.ns.ip(&["link", "set", &here, "master", bridge]).unwrap();
+        self.ns.ip(&["link", "set", &here, "up"]).unwrap();
+        if let Some(mac) = mac {
+            host.ip(&["link", "set", &there, "address", mac]).unwrap();
+        }
+        if let Some(c) = cidr {
+            host.ip(&["addr", "add", c, "dev", &there]).unwrap();
+        }
+        host.ip(&["link", "set", &there, "up"]).unwrap();
+        (host, there)
     }
 
     /// Serve DHCP on `iface` (instead of `lo`), and TFTP too when `tftp`.
@@ -267,11 +285,15 @@ impl Site {
 
     /// `curl` in the namespace: `args` go before the URL (`--interface`, `-H`, `-X`…).
     pub fn curl(&self, args: &[&str], path: &str) -> Resp {
+        self.curl_in(&self.ns, args, path)
+    }
+
+    /// `curl` in another namespace (a host on the site's LAN).
+    pub fn curl_in(&self, ns: &Netns, args: &[&str], path: &str) -> Resp {
         let id = unique("c");
         let hdr = self.path(&format!("{id}.hdr"));
         let body = self.path(&format!("{id}.body"));
-        let out: Output = self
-            .ns
+        let out: Output = ns
             .cmd("curl")
             .args(["-sS", "--path-as-is", "--max-time", "20", "-D"])
             .arg(&hdr)
