@@ -13,10 +13,11 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use tokio::task::JoinSet;
 
+use crate::backend::InventoryBackend;
 use crate::config::Config;
 use crate::dhcp::{self, DhcpServer};
 use crate::http::{self, App, HttpServer};
-use crate::inventory::{watch, Backend, Inventory, InventoryBackend, Snapshot};
+use crate::inventory::{watch, Backend, Inventory, Snapshot};
 use crate::metrics::Metrics;
 use crate::privileges::{self, Identity};
 use crate::state::Store;

@@ -6,6 +6,8 @@
 //!   `bootsvc/docs/dhcp.md`, "Who gets what").
 //! - [`reply`]: request in, reply out, for reservation and proxy mode, and why.
 //! - [`leases`]: the dynamic pool, persisted under `state.dir`.
+//! - [`requests`]: proxy mode, the address each inventory machine last asked the site DHCP
+//!   server for (an identity source), persisted under `state.dir`.
 //! - [`server`]: sockets on UDP 67 and 4011, bound to `listen.interface`.
 //!
 //! The operator's view (classification table, proxy mode, relays, leases) is in
@@ -18,6 +20,7 @@ pub mod classify;
 pub mod leases;
 pub mod reply;
 pub mod request;
+pub mod requests;
 pub mod server;
 
 pub use server::DhcpServer;

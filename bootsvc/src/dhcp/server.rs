@@ -17,9 +17,9 @@ use tracing::{debug, info, warn};
 use super::leases::{self, LeaseStore};
 use super::reply::{self, Ctx, Decision, Outcome, Reply, Settings, Via};
 use super::request;
+use super::requests::DhcpRequests;
 use crate::config::{Config, DhcpMode};
 use crate::droplog::DropLog;
-use crate::identity::DhcpRequests;
 use crate::inventory::{Backend, Leases};
 use crate::metrics::Metrics;
 

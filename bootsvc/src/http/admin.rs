@@ -17,8 +17,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::AppState;
+use crate::backend::InventoryBackend;
 use crate::identity::IdentityView;
-use crate::inventory::{Entry, InventoryBackend};
+use crate::inventory::Entry;
 use crate::state::{MachineState, StoredEvent};
 
 /// One machine as the admin API shows it.

@@ -16,8 +16,9 @@ use axum::response::{IntoResponse, Response};
 use osie_api::MacAddr;
 
 use super::AppState;
+use crate::backend::InventoryBackend;
 use crate::config::Config;
-use crate::inventory::{Entry, InventoryBackend};
+use crate::inventory::Entry;
 use crate::ipxe;
 use crate::state::MachineState;
 

@@ -17,7 +17,7 @@ use osie_api::{Event, EventAck, Phase};
 
 use super::identify::{self, Caller, Refused};
 use super::AppState;
-use crate::inventory::InventoryBackend;
+use crate::backend::InventoryBackend;
 use crate::state::Recorded;
 
 pub async fn post(

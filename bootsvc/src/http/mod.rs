@@ -41,8 +41,8 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
+use crate::backend::InventoryBackend;
 use crate::config::Config;
-use crate::inventory::InventoryBackend;
 use crate::metrics::Metrics;
 
 /// Everything the handlers share.

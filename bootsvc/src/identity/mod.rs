@@ -3,7 +3,8 @@
 //! the segment can still do) is `bootsvc/docs/security.md`.
 //!
 //! - [`decide`]: the decision, a pure function of [`decide::Facts`];
-//! - [`requests`]: proxy mode's DHCP REQUESTs seen on the segment or through a relay;
+//! - proxy mode's DHCP REQUESTs seen on the segment or through a relay are recorded by the
+//!   DHCP server ([`DhcpRequests`], in `crate::dhcp::requests`);
 //! - [`neighbours`]: the kernel's neighbour (ARP) table;
 //! - [`refused`]: refused claims, shown to the operator on the claimed machine;
 //! - [`Identity`]: gathers the facts for a source address (fixed addresses from the
@@ -12,7 +13,6 @@
 pub mod decide;
 pub mod neighbours;
 pub mod refused;
-pub mod requests;
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -24,9 +24,9 @@ use serde::{Deserialize, Serialize};
 
 pub use decide::{decide, Facts, Refusal, Sources};
 pub use refused::RefusedClaim;
-pub use requests::DhcpRequests;
 
 use crate::config::DhcpMode;
+use crate::dhcp::requests::DhcpRequests;
 use crate::inventory::{Entry, Leases, Machine, Snapshot};
 use neighbours::Neighbours;
 

@@ -8,9 +8,9 @@
 //!   field as written, for problems); [`validate`]: per-record and cross-record checks;
 //! - [`images`]: the image manifests records refer to by name;
 //! - [`Snapshot`]: one consistent, validated inventory; [`Inventory`]: the current one;
-//! - [`watch`]: hot reload; [`backend`]: the [`Backend`] over inventory, state and leases.
+//! - [`watch`]: hot reload. The service's [`Backend`] (over inventory, state, leases and
+//!   identity) is `crate::backend`, above this module.
 
-pub mod backend;
 pub mod images;
 pub mod load;
 pub mod model;
@@ -25,7 +25,6 @@ use std::sync::{Arc, RwLock};
 
 use osie_api::MacAddr;
 
-pub use backend::InventoryBackend;
 pub use images::Images;
 pub use model::Machine;
 pub use source::{Entry, Source};

@@ -1,7 +1,7 @@
 //! Machine identity: which addresses bootsvc accepts as which machine, over a small world
 //! of up to four inventory machines, eight NICs (some not in the inventory: strangers) and
 //! eight addresses, with bootsvc's pool leases, the DHCP REQUESTs it saw (through the real
-//! table, `identity::requests`), the kernel's neighbour entries and the mode.
+//! table, `dhcp::requests`), the kernel's neighbour entries and the mode.
 //!
 //! Input (missing bytes are zero):
 //! - byte 0: bit 0 proxy mode, bit 1 the neighbour table cannot be read;
@@ -29,8 +29,8 @@ use std::sync::Arc;
 
 use bootsvc::config::DhcpMode;
 use bootsvc::identity::neighbours::Neighbours;
-use bootsvc::identity::requests::Requested;
-use bootsvc::identity::{decide, DhcpRequests, Facts, Identity, Sources};
+use bootsvc::dhcp::requests::{DhcpRequests, Requested};
+use bootsvc::identity::{decide, Facts, Identity, Sources};
 use bootsvc::inventory::{Leases, Snapshot};
 use osie_api::MacAddr;
 

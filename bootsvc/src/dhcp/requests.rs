@@ -4,7 +4,7 @@
 //! (and relays forward them to every helper address, bootsvc's included). A REQUEST names the
 //! address the client takes (option 50 when SELECTING or INIT-REBOOT, `ciaddr` when
 //! REBINDING): for an inventory MAC that address becomes one of the identity decision's
-//! sources ([`super::decide`]). This is what keeps a machine known when its installed OS's
+//! sources (`crate::identity`). This is what keeps a machine known when its installed OS's
 //! DHCP client (a DUID client identifier) is leased another address than its PXE firmware.
 //!
 //! - Only MACs in the inventory are recorded, at most [`MAX_ENTRIES`], one address per MAC
@@ -27,8 +27,8 @@ use dhcproto::v4::MessageType;
 use osie_api::MacAddr;
 use serde::{Deserialize, Serialize};
 
-use crate::dhcp::reply::Via;
-use crate::dhcp::request::Request;
+use super::reply::Via;
+use super::request::Request;
 use crate::inventory::Backend;
 
 pub const FILE_NAME: &str = "dhcp-requests.json";
@@ -265,7 +265,7 @@ impl DhcpRequests {
         let mut requested: Vec<Requested> = self.lock().by_mac.values().copied().collect();
         requested.sort_by_key(|r| (r.at, r.mac.octets()));
         let bytes = serde_json::to_vec_pretty(&OnDisk { version: 1, requested }).context("encoding DHCP requests")?;
-        crate::dhcp::leases::write_atomic(path, &bytes).inspect_err(|_| {
+        super::leases::write_atomic(path, &bytes).inspect_err(|_| {
             // Try again next time.
             self.dirty.store(true, Ordering::Relaxed);
         })

@@ -7,9 +7,10 @@ use std::sync::{Arc, OnceLock};
 
 use osie_api::MacAddr;
 
-use super::{Backend, Entry, Inventory, Leases, Machine, NoLeases, Snapshot};
 use crate::config::DhcpMode;
-use crate::identity::{DhcpRequests, Identity, IdentityView, Refusal, Sources};
+use crate::dhcp::requests::DhcpRequests;
+use crate::identity::{Identity, IdentityView, Refusal, Sources};
+use crate::inventory::{Backend, Entry, Inventory, Leases, Machine, NoLeases, Snapshot};
 use crate::state::{MachineState, Store};
 
 pub struct InventoryBackend {
@@ -276,7 +277,7 @@ mod tests {
         let requests = DhcpRequests::in_memory();
         b.set_dhcp_requests(DhcpMode::Proxy, requests.clone());
         let asked = |m: &str, a: &str| {
-            requests.record(crate::identity::requests::Requested { mac: mac(m), ip: ip(a), at: 1, relayed: true })
+            requests.record(crate::dhcp::requests::Requested { mac: mac(m), ip: ip(a), at: 1, relayed: true })
         };
         asked("52:54:00:00:00:03", "198.51.100.80");
         let req = Sources { dhcp_request: true, ..Default::default() };
