@@ -20,10 +20,10 @@ use dhcproto::{Encodable, Encoder};
 use osie_api::MacAddr;
 
 use super::classify::{self, BootFile, Class, Client};
-use super::leases::LeaseStore;
 use super::request::{code, Request};
 use crate::config::{Config, DhcpMode, Pool};
 use crate::inventory::{Backend, Machine};
+use crate::storage::LeasePool;
 
 /// Replies are padded to this size: some BOOTP-era clients and relays drop shorter ones.
 pub const MIN_REPLY_LEN: usize = 300;
@@ -70,7 +70,7 @@ pub enum Via {
 pub struct Ctx<'a> {
     pub settings: &'a Settings,
     pub backend: &'a dyn Backend,
-    pub leases: &'a LeaseStore,
+    pub leases: &'a dyn LeasePool,
     /// Unix seconds.
     pub now: u64,
 }
