@@ -1,9 +1,8 @@
 //! bootsvc: osie's netboot service.
 //!
 //! One module per concern: [`config`] (bootsvc.toml), [`inventory`] (machine records,
-//! images, hot reload, the [`inventory::Backend`] trait), [`backend`] (the service's
-//! backend: inventory, state, leases and identity together), [`state`] (events and per-machine
-//! state), [`dhcp`], [`tftp`], [`http`] (iPXE scripts, artifacts, metadata, events, admin),
+//! images, hot reload, the [`inventory::Backend`]), [`state`] (events and per-machine
+//! state), [`storage`] (the one storage interface: machines, state, events, leases), [`dhcp`], [`tftp`], [`http`] (iPXE scripts, artifacts, metadata, events, admin),
 //! [`ipxe`] (script rendering), [`metadata`] (what a machine is told), [`metrics`],
 //! [`identity`] (which machine is calling), [`serve`] (wiring) with [`privileges`] (root
 //! given up after binding), [`cli`] with [`admin_client`], [`logging`]. Shared pieces:
@@ -13,7 +12,6 @@
 //! Protocol logic is pure functions; the socket loops are small.
 
 pub mod admin_client;
-pub mod backend;
 pub mod checks;
 pub mod cli;
 pub mod config;
@@ -31,5 +29,6 @@ pub mod privileges;
 pub mod problem;
 pub mod serve;
 pub mod state;
+pub mod storage;
 pub mod tftp;
 pub mod udp;

@@ -13,14 +13,14 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use tokio::task::JoinSet;
 
-use crate::backend::InventoryBackend;
 use crate::config::Config;
 use crate::dhcp::{self, DhcpServer};
 use crate::http::{self, App, HttpServer};
-use crate::inventory::{watch, Backend, Inventory, Snapshot};
+use crate::identity;
+use crate::inventory::{watch, Inventory, Snapshot};
 use crate::metrics::Metrics;
 use crate::privileges::{self, Identity};
-use crate::state::Store;
+use crate::storage::{EmbeddedStorage, Storage};
 use crate::tftp::{self, TftpServer};
 
 /// How often the inventory directories are polled for changes.
@@ -52,7 +52,6 @@ pub fn serve(cfg: Config) -> Result<()> {
 }
 
 async fn run(cfg: Arc<Config>, bound: Bound, who: Identity) -> Result<()> {
-    let store = Arc::new(Store::open(&cfg.state.dir)?);
     let snapshot =
         Snapshot::load(&cfg).map_err(|p| anyhow!("the inventory has problems (bootsvc check lists them):\n{p}"))?;
     tracing::info!(
@@ -62,29 +61,19 @@ async fn run(cfg: Arc<Config>, bound: Bound, who: Identity) -> Result<()> {
         "inventory loaded"
     );
     let inventory = Arc::new(Inventory::new(snapshot));
-    let backend = Arc::new(InventoryBackend::new(Arc::clone(&inventory), Arc::clone(&store)));
+    let storage: Arc<dyn Storage> = Arc::new(EmbeddedStorage::open(&cfg, Arc::clone(&inventory))?);
     let metrics = Arc::new(Metrics::new());
     let app = Arc::new(App {
         cfg: Arc::clone(&cfg),
-        backend: Arc::clone(&backend),
+        storage: Arc::clone(&storage),
+        identity: identity::Identity::new(cfg.dhcp.mode),
         metrics: Arc::clone(&metrics),
         admin_token: bound.admin_token,
     });
 
     let http = HttpServer::new(app, bound.http);
     let http_addr = http.local_addr()?;
-    let mut requests = None;
-    let dhcp = if cfg.dhcp.enabled {
-        let as_backend: Arc<dyn Backend> = Arc::clone(&backend) as Arc<dyn Backend>;
-        let d =
-            DhcpServer::new(Arc::clone(&cfg), as_backend, Arc::clone(&metrics), bound.dhcp).context("starting DHCP")?;
-        backend.set_leases(d.leases());
-        backend.set_dhcp_requests(cfg.dhcp.mode, d.requests());
-        requests = Some(d.requests());
-        Some(d)
-    } else {
-        None
-    };
+    let dhcp = cfg.dhcp.enabled.then(|| DhcpServer::new(&cfg, Arc::clone(&storage), Arc::clone(&metrics), bound.dhcp));
     let tftp = if cfg.tftp.enabled {
         Some(TftpServer::new(Arc::clone(&cfg), Arc::clone(&metrics), bound.tftp).context("starting TFTP")?)
     } else {
@@ -96,7 +85,7 @@ async fn run(cfg: Arc<Config>, bound: Bound, who: Identity) -> Result<()> {
         dhcp = if cfg.dhcp.enabled { "on" } else { "off" },
         tftp = if cfg.tftp.enabled { "on" } else { "off" },
         admin = if cfg.admin.token_file.is_some() { "on" } else { "off" },
-        state = %store.path().display(),
+        storage = %storage.describe(),
         runs_as = %who,
         "bootsvc ready"
     );
@@ -128,7 +117,7 @@ async fn run(cfg: Arc<Config>, bound: Bound, who: Identity) -> Result<()> {
         }
     };
     // The DHCP REQUESTs seen are written every few seconds; on the way out, the rest.
-    if let Some(Err(e)) = requests.map(|r| r.flush()) {
+    if let Err(e) = storage.flush() {
         tracing::warn!("saving DHCP requests seen: {e:#}");
     }
     outcome

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use bootsvc::dhcp::request::HEADER_LEN;
 use bootsvc::metrics::Metrics;
-use net::{config, machine, start_dhcp, start_tftp, MapBackend};
+use net::{config, machine, start_dhcp, start_tftp};
 use osie_testkit::{require_root, require_tools, Pair};
 
 #[test]
@@ -31,8 +31,8 @@ fn dhcp_round_trip() {
     pair.client.ip(&["addr", "add", "192.0.2.2/24", "dev", &pair.client_if]).unwrap();
     let mac = "02:00:00:00:ee:01";
     let cfg = Arc::new(config(dir.path(), &pair.server_if, "", dir.path()));
-    let backend = MapBackend::new(vec![machine("bench", mac, Some("192.0.2.10/24"), true)]);
-    let _srv = start_dhcp(&pair.server, cfg, Arc::new(backend), Arc::new(Metrics::new())).unwrap();
+    let backend = vec![machine("bench", mac, Some("192.0.2.10/24"), true)];
+    let _srv = start_dhcp(&pair.server, cfg, backend, Arc::new(Metrics::new())).unwrap();
     let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dhcp/ovmf-pxe-discover.bin");
     let mut pkt = std::fs::read(fixture).unwrap();
     pkt[28..34].copy_from_slice(&mac.parse::<osie_api::MacAddr>().unwrap().octets());

@@ -11,16 +11,21 @@ use std::time::Duration;
 use bootsvc::dhcp::request::{code, Options, HEADER_LEN};
 use bootsvc::metrics::Metrics;
 use net::clients::{dhclient, udhcpc};
-use net::{config, dropped, env_value, machine, replies, start_dhcp, MapBackend};
+use net::{config, dropped, env_value, machine, replies, start_dhcp};
 use osie_testkit::{require_root, require_tools, Pair};
 
 const MAC_A: &str = "02:00:00:00:0a:01";
 const MAC_B: &str = "02:00:00:00:0b:01";
 
-fn server(pair: &Pair, dir: &Path, dhcp_extra: &str, backend: MapBackend) -> (net::Running, Arc<Metrics>) {
+fn server(
+    pair: &Pair,
+    dir: &Path,
+    dhcp_extra: &str,
+    backend: Vec<bootsvc::inventory::Machine>,
+) -> (net::Running, Arc<Metrics>) {
     let cfg = Arc::new(config(dir, &pair.server_if, dhcp_extra, dir));
     let metrics = Arc::new(Metrics::new());
-    let running = start_dhcp(&pair.server, cfg, Arc::new(backend), metrics.clone()).unwrap();
+    let running = start_dhcp(&pair.server, cfg, backend, metrics.clone()).unwrap();
     (running, metrics)
 }
 
@@ -38,7 +43,7 @@ fn reserved(
     let dir = tempfile::tempdir().unwrap();
     let pair = Pair::new("192.0.2.1/24").unwrap();
     pair.set_client_mac(mac).unwrap();
-    let backend = MapBackend::new(vec![machine(&format!("node-{}", &mac[12..14]), mac, Some(ip), true)]);
+    let backend = vec![machine(&format!("node-{}", &mac[12..14]), mac, Some(ip), true)];
     let (srv, m) = server(&pair, dir.path(), "", backend);
     Some((dir, pair, srv, m))
 }
@@ -134,8 +139,7 @@ fn pool_lease_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let pair = Pair::new("192.0.2.1/24").unwrap();
     let pool = "[dhcp.pool]\nstart = \"192.0.2.100\"\nend = \"192.0.2.110\"\nprefix = 24\ngateway = \"192.0.2.1\"\n";
-    let inventory =
-        || MapBackend::new(vec![machine("pool-a", MAC_A, None, true), machine("pool-b", MAC_B, None, true)]);
+    let inventory = || vec![machine("pool-a", MAC_A, None, true), machine("pool-b", MAC_B, None, true)];
 
     pair.set_client_mac(MAC_A).unwrap();
     let (srv, _m) = server(&pair, dir.path(), pool, inventory());
@@ -143,8 +147,9 @@ fn pool_lease_survives_a_restart() {
     let a_ip = env_value(&env, "ip").unwrap();
     assert_eq!(a_ip, "192.0.2.100", "{env}");
     assert_eq!(env_value(&env, "router").as_deref(), Some("192.0.2.1"));
-    let leases = srv.leases.clone().unwrap();
-    assert_eq!(leases.mac_for_ip(a_ip.parse().unwrap()).map(|m| m.to_string()).as_deref(), Some(MAC_A));
+    // Through the server's storage (not held past `stop`: the state store is one process's).
+    let holder = srv.storage.as_ref().unwrap().leases().mac_for_ip(a_ip.parse().unwrap());
+    assert_eq!(holder.map(|m| m.to_string()).as_deref(), Some(MAC_A));
     srv.stop().unwrap();
     let file = std::fs::read_to_string(dir.path().join("state/dhcp-leases.json")).unwrap();
     assert!(file.contains(MAC_A) && file.contains("192.0.2.100"), "{file}");
@@ -187,7 +192,7 @@ fn behind_a_relay(test: &str, mac: &str, ip: &str) -> Option<(tempfile::TempDir,
     let pair = Pair::new("192.0.2.1/24").unwrap();
     // The relay agent: an address on the client side, listening on the server port.
     pair.client.ip(&["addr", "add", "192.0.2.2/24", "dev", &pair.client_if]).unwrap();
-    let backend = MapBackend::new(vec![machine("relayed", mac, Some(ip), true)]);
+    let backend = vec![machine("relayed", mac, Some(ip), true)];
     let (srv, m) = server(&pair, dir.path(), "", backend);
     Some((dir, pair, srv, m))
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use bootsvc::metrics::Metrics;
 use net::lan::{boot, httpd, Firmware, Lan, OVMF_CODE};
-use net::{config, machine, metric, replies, start_dhcp, start_tftp, tftp_root, MapBackend};
+use net::{config, machine, metric, replies, start_dhcp, start_tftp, tftp_root};
 use osie_testkit::{require_root, require_tools};
 
 #[test]
@@ -25,8 +25,8 @@ fn ovmf_pxe_boots_ipxe_efi_from_bootsvc() {
     let lan = Lan::new().unwrap();
     let cfg = Arc::new(config(dir.path(), &lan.bridge, "", &tftp_root()));
     let metrics = Arc::new(Metrics::new());
-    let backend = MapBackend::new(vec![machine("uefi-node", mac, Some("192.0.2.20/24"), true)]);
-    let _dhcp = start_dhcp(&lan.ns, cfg.clone(), Arc::new(backend), metrics.clone()).unwrap();
+    let backend = vec![machine("uefi-node", mac, Some("192.0.2.20/24"), true)];
+    let _dhcp = start_dhcp(&lan.ns, cfg.clone(), backend, metrics.clone()).unwrap();
     let _tftp = start_tftp(&lan.ns, cfg, metrics.clone()).unwrap();
 
     let started = Instant::now();
@@ -57,8 +57,8 @@ fn ovmf_http_boot_gets_the_ipxe_efi_url() {
     let _www = httpd(&lan.ns, &www).unwrap();
     let cfg = Arc::new(config(dir.path(), &lan.bridge, "", &tftp_root()));
     let metrics = Arc::new(Metrics::new());
-    let backend = MapBackend::new(vec![machine("http-node", mac, Some("192.0.2.21/24"), true)]);
-    let _dhcp = start_dhcp(&lan.ns, cfg, Arc::new(backend), metrics.clone()).unwrap();
+    let backend = vec![machine("http-node", mac, Some("192.0.2.21/24"), true)];
+    let _dhcp = start_dhcp(&lan.ns, cfg, backend, metrics.clone()).unwrap();
 
     let started = Instant::now();
     let vm = boot(&lan, Firmware::OvmfHttp, mac, dir.path()).unwrap();

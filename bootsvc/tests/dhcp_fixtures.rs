@@ -12,9 +12,9 @@ use std::path::PathBuf;
 
 use bootsvc::config::DhcpMode;
 use bootsvc::dhcp::classify::Class;
-use bootsvc::dhcp::leases::LeaseStore;
 use bootsvc::dhcp::reply::{self, Ctx, Decision, Outcome, Settings, Via};
 use bootsvc::dhcp::request::{self, code, Options, HEADER_LEN};
+use bootsvc::storage::LeaseStore;
 use dhcproto::v4::{Message, MessageType};
 use dhcproto::{Decodable, Decoder};
 use net::{machine, MapBackend, PUBLIC_URL};

@@ -13,9 +13,7 @@ use std::time::{Duration, Instant};
 use bootsvc::metrics::Metrics;
 use net::clients::dhclient;
 use net::lan::{boot, dnsmasq, Firmware, Lan, OVMF_CODE};
-use net::{
-    config, dropped, env_value, machine, metric, replies, start_dhcp, start_tftp, tftp_root, MapBackend, Running,
-};
+use net::{config, dropped, env_value, machine, metric, replies, start_dhcp, start_tftp, tftp_root, Running};
 use osie_testkit::{require_root, require_tools, ChildGuard, Netns};
 
 struct Site {
@@ -29,14 +27,14 @@ struct Site {
 }
 
 /// bootsvc in proxy mode on the bridge, dnsmasq (192.0.2.5) on the same segment.
-fn site(dir: &Path, backend: MapBackend) -> Site {
+fn site(dir: &Path, backend: Vec<bootsvc::inventory::Machine>) -> Site {
     let lan = Lan::new().unwrap();
     let site = Netns::new().unwrap();
     let site_if = lan.attach(&site, Some("192.0.2.5/24")).unwrap();
     let (dns, dnsmasq_leases) = dnsmasq(&site, &site_if, dir).unwrap();
     let cfg = Arc::new(config(dir, &lan.bridge, "mode = \"proxy\"", &tftp_root()));
     let metrics = Arc::new(Metrics::new());
-    let dhcp = start_dhcp(&lan.ns, cfg.clone(), Arc::new(backend), metrics.clone()).unwrap();
+    let dhcp = start_dhcp(&lan.ns, cfg.clone(), backend, metrics.clone()).unwrap();
     let tftp = start_tftp(&lan.ns, cfg, metrics.clone()).unwrap();
     Site { lan, site, _dnsmasq: dns, dnsmasq_leases, metrics, _dhcp: dhcp, _tftp: tftp }
 }
@@ -50,7 +48,7 @@ fn plain_clients_are_left_to_the_site_server() {
     let dir = tempfile::tempdir().unwrap();
     let mac = "02:00:00:00:0d:01";
     // Known and allowed to netboot, but an OS DHCP client, not a PXE client.
-    let s = site(dir.path(), MapBackend::new(vec![machine("plain", mac, None, true)]));
+    let s = site(dir.path(), vec![machine("plain", mac, None, true)]);
     let client = Netns::new().unwrap();
     let cif = s.lan.attach(&client, None).unwrap();
     client.ip(&["link", "set", &cif, "address", mac]).unwrap();
@@ -75,7 +73,7 @@ fn ipxe_gets_its_address_from_dnsmasq_and_its_boot_file_from_bootsvc() {
     }
     let dir = tempfile::tempdir().unwrap();
     let mac = "52:54:00:0e:00:01";
-    let s = site(dir.path(), MapBackend::new(vec![machine("ipxe-rom", mac, None, true)]));
+    let s = site(dir.path(), vec![machine("ipxe-rom", mac, None, true)]);
     let started = Instant::now();
     let vm = boot(&s.lan, Firmware::SeabiosIpxeRom, mac, dir.path()).unwrap();
     let url = format!("Filename: http://192.0.2.1:8080/boot/{mac}.ipxe");
@@ -98,7 +96,7 @@ fn uefi_pxe_asks_on_4011_and_fetches_ipxe_efi_over_tftp() {
     assert!(Path::new(OVMF_CODE).is_file(), "{OVMF_CODE} missing: scripts/setup installs ovmf");
     let dir = tempfile::tempdir().unwrap();
     let mac = "52:54:00:0e:00:02";
-    let s = site(dir.path(), MapBackend::new(vec![machine("uefi", mac, None, true)]));
+    let s = site(dir.path(), vec![machine("uefi", mac, None, true)]);
     let started = Instant::now();
     let vm = boot(&s.lan, Firmware::OvmfPxe, mac, dir.path()).unwrap();
     // OVMF's PXE: proxy offer, REQUEST on 4011, TFTP ipxe.efi; then iPXE's own DHCP gets

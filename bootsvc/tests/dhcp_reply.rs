@@ -7,9 +7,9 @@ mod net;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use bootsvc::config::{DhcpMode, Pool};
-use bootsvc::dhcp::leases::LeaseStore;
 use bootsvc::dhcp::reply::{self, Ctx, Decision, Outcome, Settings, Via};
 use bootsvc::dhcp::request::{self, code, Options, HEADER_LEN};
+use bootsvc::storage::{LeasePool, LeaseStore};
 use net::{machine, MapBackend, PUBLIC_URL};
 
 const A: &str = "02:00:00:00:aa:01";

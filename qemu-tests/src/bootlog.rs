@@ -177,7 +177,7 @@ mod tests {
 
     #[test]
     fn addresses_asked_for() {
-        let line = r#"{"timestamp":"2026-12-05T21:37:04.575187Z","level":"INFO","message":"DHCP: 52:54:00:e2:0b:01 asked for 192.0.2.153: an address of node1 (metadata, events, phone-home)","mac":"52:54:00:e2:0b:01","host":"node1","ip":"192.0.2.153","relayed":false,"superseded":"None","target":"bootsvc::dhcp::requests"}"#;
+        let line = r#"{"timestamp":"2026-12-05T21:37:04.575187Z","level":"INFO","message":"DHCP: 52:54:00:e2:0b:01 asked for 192.0.2.153: an address of node1 (metadata, events, phone-home)","mac":"52:54:00:e2:0b:01","host":"node1","ip":"192.0.2.153","relayed":false,"superseded":"None","target":"bootsvc::dhcp::seen"}"#;
         let e = parse_line(line).unwrap();
         let ip = Ipv4Addr::new(192, 0, 2, 153);
         assert_eq!(e.seen, Seen::Requested { mac: "52:54:00:e2:0b:01".into(), ip });

@@ -1,13 +1,12 @@
-//! DHCP: classification, reply building (pure), leases, and the socket loops.
+//! DHCP: classification, reply building (pure), and the socket loops. The pool's leases
+//! are the storage's (`crate::storage::LeasePool`).
 //!
 //! - [`request`]: parse and validate a received packet (malformed and truncated ones are
 //!   refused with a reason that goes into `osie_dropped_packets_total`).
 //! - [`classify`]: firmware class and architecture → boot file (the table in
 //!   `bootsvc/docs/dhcp.md`, "Who gets what").
 //! - [`reply`]: request in, reply out, for reservation and proxy mode, and why.
-//! - [`leases`]: the dynamic pool, persisted under `state.dir`.
-//! - [`requests`]: proxy mode, the address each inventory machine last asked the site DHCP
-//!   server for (an identity source), persisted under `state.dir`.
+//! - [`seen`]: proxy mode's record of inventory machines' own DHCP requests (identity).
 //! - [`server`]: sockets on UDP 67 and 4011, bound to `listen.interface`.
 //!
 //! The operator's view (classification table, proxy mode, relays, leases) is in
@@ -17,10 +16,9 @@
 //! privileges are dropped), then run.
 
 pub mod classify;
-pub mod leases;
 pub mod reply;
 pub mod request;
-pub mod requests;
+pub mod seen;
 pub mod server;
 
 pub use server::DhcpServer;

@@ -25,10 +25,10 @@ use dhcproto::v4::{Message, MessageType};
 use osie_api::MacAddr;
 
 use super::classify::{self, BootFile, Class, Client};
-use super::leases::LeaseStore;
 use super::request::Request;
 use crate::config::{Config, DhcpMode, Pool};
 use crate::inventory::{Backend, Machine};
+use crate::storage::LeasePool;
 use build::{build, Address, Boot, Plan};
 
 /// Replies are padded to this size: some BOOTP-era clients and relays drop shorter ones.
@@ -76,7 +76,7 @@ pub enum Via {
 pub struct Ctx<'a> {
     pub settings: &'a Settings,
     pub backend: &'a dyn Backend,
-    pub leases: &'a LeaseStore,
+    pub leases: &'a dyn LeasePool,
     /// Unix seconds.
     pub now: u64,
 }

@@ -14,14 +14,13 @@ use anyhow::{Context, Result};
 use tokio::net::UdpSocket;
 use tracing::{debug, info, warn};
 
-use super::leases::{self, LeaseStore};
 use super::reply::{self, Ctx, Decision, Outcome, Reply, Settings, Via};
 use super::request;
-use super::requests::DhcpRequests;
-use crate::config::{Config, DhcpMode};
+use super::seen::Observer;
+use crate::config::Config;
 use crate::droplog::DropLog;
-use crate::inventory::{Backend, Leases};
 use crate::metrics::Metrics;
+use crate::storage::{leases, Lookups, Storage};
 
 pub const PXE_PORT: u16 = 4011;
 
@@ -48,49 +47,22 @@ pub fn bind_sockets(cfg: &Config) -> Result<Option<Sockets>> {
 pub struct DhcpServer {
     sockets: Option<Sockets>,
     settings: Settings,
-    backend: Arc<dyn Backend>,
+    /// Machines, their state, the pool's leases, the requests seen (proxy mode).
+    storage: Arc<dyn Storage>,
     metrics: Arc<Metrics>,
-    leases: Arc<LeaseStore>,
-    /// Proxy mode: the addresses inventory machines ask the site server for (identity).
-    requests: Arc<DhcpRequests>,
 }
 
 impl DhcpServer {
-    /// Open the lease file and bind the sockets. With `dhcp.enabled = false` nothing is
-    /// bound and [`DhcpServer::run`] waits forever.
-    pub fn bind(cfg: Arc<Config>, backend: Arc<dyn Backend>, metrics: Arc<Metrics>) -> Result<DhcpServer> {
+    /// Bind the sockets. With `dhcp.enabled = false` nothing is bound and
+    /// [`DhcpServer::run`] waits forever.
+    pub fn bind(cfg: Arc<Config>, storage: Arc<dyn Storage>, metrics: Arc<Metrics>) -> Result<DhcpServer> {
         let sockets = bind_sockets(&cfg)?;
-        DhcpServer::new(cfg, backend, metrics, sockets)
+        Ok(DhcpServer::new(&cfg, storage, metrics, sockets))
     }
 
-    /// Serve on sockets bound earlier ([`bind_sockets`]); opens the lease file.
-    pub fn new(
-        cfg: Arc<Config>,
-        backend: Arc<dyn Backend>,
-        metrics: Arc<Metrics>,
-        sockets: Option<Sockets>,
-    ) -> Result<DhcpServer> {
-        let settings = Settings::from_config(&cfg);
-        // Proxy mode hands out no addresses: no pool, no lease file.
-        let leases = match (cfg.dhcp.enabled, cfg.dhcp.mode, &cfg.dhcp.pool) {
-            (true, DhcpMode::Reservation, Some(pool)) => LeaseStore::open(&cfg.state.dir, Some(pool))?,
-            _ => LeaseStore::in_memory(None)?,
-        };
-        let requests = match (cfg.dhcp.enabled, cfg.dhcp.mode) {
-            (true, DhcpMode::Proxy) => DhcpRequests::open(&cfg.state.dir)?,
-            _ => DhcpRequests::disabled(),
-        };
-        Ok(DhcpServer { sockets, settings, backend, metrics, leases: Arc::new(leases), requests })
-    }
-
-    /// The DHCP REQUESTs seen in proxy mode, for the HTTP side's source-address checks.
-    pub fn requests(&self) -> Arc<DhcpRequests> {
-        self.requests.clone()
-    }
-
-    /// The dynamic-pool leases, for the HTTP side's source-address checks.
-    pub fn leases(&self) -> Arc<dyn Leases> {
-        self.leases.clone()
+    /// Serve on sockets bound earlier ([`bind_sockets`]).
+    pub fn new(cfg: &Config, storage: Arc<dyn Storage>, metrics: Arc<Metrics>, sockets: Option<Sockets>) -> DhcpServer {
+        DhcpServer { sockets, settings: Settings::from_config(cfg), storage, metrics }
     }
 
     /// Serve until the task is dropped.
@@ -106,17 +78,16 @@ impl DhcpServer {
         };
         let h = Handler {
             settings: self.settings,
-            backend: self.backend,
+            storage: self.storage,
             metrics: self.metrics,
-            leases: self.leases,
             drops: DropLog::new("DHCP"),
-            requests: self.requests,
+            seen: Observer::default(),
         };
         info!(
             mode = ?h.settings.mode,
             server = %h.settings.server_ip,
             port_4011 = s4011.is_some(),
-            pool = h.leases.has_pool(),
+            pool = h.storage.leases().has_pool(),
             "DHCP serving"
         );
         // One byte more than is read: a longer datagram is refused, not silently cut.
@@ -151,11 +122,10 @@ async fn recv_opt(s: Option<&UdpSocket>, buf: &mut [u8]) -> std::io::Result<(usi
 
 struct Handler {
     settings: Settings,
-    backend: Arc<dyn Backend>,
+    storage: Arc<dyn Storage>,
     metrics: Arc<Metrics>,
-    leases: Arc<LeaseStore>,
     drops: DropLog,
-    requests: Arc<DhcpRequests>,
+    seen: Observer,
 }
 
 impl Handler {
@@ -180,8 +150,11 @@ impl Handler {
                 return;
             }
         };
-        self.requests.observe(&req, via, &*self.backend, leases::now());
-        let ctx = Ctx { settings: &self.settings, backend: &*self.backend, leases: &self.leases, now: leases::now() };
+        let st = &*self.storage;
+        let lookups = Lookups(st);
+        let now = leases::now();
+        self.seen.observe(st.dhcp_requests(), &req, via, &lookups, now);
+        let ctx = Ctx { settings: &self.settings, backend: &lookups, leases: st.leases(), now };
         let d = reply::respond(&req, via, &ctx);
         let port = match via {
             Via::Dhcp => reply::SERVER_PORT,

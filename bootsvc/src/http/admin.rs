@@ -17,10 +17,10 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::AppState;
-use crate::backend::InventoryBackend;
 use crate::identity::IdentityView;
 use crate::inventory::Entry;
 use crate::state::{MachineState, StoredEvent};
+use crate::storage::{netboot_allowed, state_key};
 
 /// One machine as the admin API shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -53,7 +53,7 @@ pub struct NetbootView {
 
 fn view(app: &AppState, e: &Entry) -> MachineView {
     let m = &e.machine;
-    let state = app.backend.state_of(m);
+    let state = app.storage.state_of(m);
     MachineView {
         hostname: m.hostname.clone(),
         instance_id: m.instance_id(),
@@ -63,10 +63,10 @@ fn view(app: &AppState, e: &Entry) -> MachineView {
         netboot: NetbootView {
             allow: m.netboot.allow,
             cleared: state.netboot_cleared,
-            allowed: InventoryBackend::allowed(m, &state),
+            allowed: netboot_allowed(m, &state),
         },
         state,
-        identity: app.backend.identity_view(m),
+        identity: app.identity.view(&*app.storage, m),
     }
 }
 
@@ -122,7 +122,7 @@ fn authorize(app: &AppState, h: &HeaderMap) -> Result<(), AdminError> {
 
 fn find(app: &AppState, mac: &str) -> Result<Entry, AdminError> {
     let mac: MacAddr = mac.parse().map_err(|_| AdminError::BadRequest(format!("{mac:?} is not a MAC address")))?;
-    app.backend
+    app.storage
         .snapshot()
         .by_mac(&mac)
         .cloned()
@@ -140,7 +140,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> anyhow::Result<T> + Sen
 
 pub async fn list(State(app): State<AppState>, h: HeaderMap) -> Result<Json<Vec<MachineView>>, AdminError> {
     authorize(&app, &h)?;
-    let snap = app.backend.snapshot();
+    let snap = app.storage.snapshot();
     Ok(Json(snap.entries().iter().map(|e| view(&app, e)).collect()))
 }
 
@@ -172,9 +172,9 @@ pub async fn events(
 ) -> Result<Json<Vec<StoredEvent>>, AdminError> {
     authorize(&app, &h)?;
     let e = find(&app, &mac)?;
-    let Some(key) = InventoryBackend::state_key(&e.machine) else { return Ok(Json(Vec::new())) };
-    let store = Arc::clone(app.backend.store());
-    Ok(Json(blocking(move || store.events(&key, q.limit.min(10_000))).await?))
+    let Some(key) = state_key(&e.machine) else { return Ok(Json(Vec::new())) };
+    let storage = Arc::clone(&app.storage);
+    Ok(Json(blocking(move || storage.events(&key, q.limit.min(10_000))).await?))
 }
 
 pub async fn reinstall(
@@ -191,11 +191,10 @@ pub async fn reinstall(
             e.source.describe()
         )));
     }
-    let key =
-        InventoryBackend::state_key(&e.machine).ok_or_else(|| AdminError::Internal("machine has no MAC".into()))?;
-    let store = Arc::clone(app.backend.store());
+    let key = state_key(&e.machine).ok_or_else(|| AdminError::Internal("machine has no MAC".into()))?;
+    let storage = Arc::clone(&app.storage);
     let now = crate::state::now();
-    blocking(move || store.reinstall(key, &now)).await?;
+    blocking(move || storage.reinstall(key, &now)).await?;
     tracing::info!(mac = %key, host = %e.machine.hostname, "reinstall requested: netboot allowed again");
     Ok(Json(view(&app, &e)))
 }

@@ -16,11 +16,11 @@ use axum::response::{IntoResponse, Response};
 use osie_api::MacAddr;
 
 use super::AppState;
-use crate::backend::InventoryBackend;
 use crate::config::Config;
 use crate::inventory::Entry;
 use crate::ipxe;
 use crate::state::MachineState;
+use crate::storage::netboot_allowed;
 
 /// A script and what kind it is (for logs).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,7 +37,7 @@ pub fn choose(cfg: &Config, entry: Option<&Entry>, state: &MachineState, mac: Ma
         return Choice { kind: "unknown", script: ipxe::local_boot(&why), why: Some(why) };
     };
     let m = &entry.machine;
-    if !InventoryBackend::allowed(m, state) {
+    if !netboot_allowed(m, state) {
         let why = if m.netboot.allow {
             format!(
                 "{} is installed, netboot was cleared (bootsvc machine {mac} reinstall allows it again)",
@@ -83,9 +83,9 @@ pub async fn script(
     let Some(mac) = file.strip_suffix(".ipxe").and_then(|m| m.parse::<MacAddr>().ok()) else {
         return (StatusCode::NOT_FOUND, "expected /boot/<mac>.ipxe\n").into_response();
     };
-    let snap = app.backend.snapshot();
+    let snap = app.storage.snapshot();
     let entry = snap.by_mac(&mac);
-    let state = entry.map(|e| app.backend.state_of(&e.machine)).unwrap_or_default();
+    let state = entry.map(|e| app.storage.state_of(&e.machine)).unwrap_or_default();
     let choice = choose(&app.cfg, entry, &state, mac);
     let host = entry.map(|e| e.machine.hostname.as_str()).unwrap_or("-");
     match (&choice.why, choice.kind) {

@@ -17,8 +17,8 @@ use osie_api::{Event, EventAck, Phase};
 
 use super::identify::{self, Caller, Refused};
 use super::AppState;
-use crate::backend::InventoryBackend;
 use crate::state::Recorded;
+use crate::storage::state_key;
 
 pub async fn post(
     State(app): State<AppState>,
@@ -77,10 +77,10 @@ fn known_phase(ev: &Event, sent: Option<&str>) -> Result<(), Refused> {
 
 /// Store durably, count, log, answer.
 async fn store(app: &AppState, caller: &Caller, ev: Event) -> Response {
-    let Some(key) = InventoryBackend::state_key(&caller.entry.machine) else {
+    let Some(key) = state_key(&caller.entry.machine) else {
         return (StatusCode::INTERNAL_SERVER_ERROR, "machine has no MAC\n").into_response();
     };
-    let st = Arc::clone(app.backend.store());
+    let st = Arc::clone(&app.storage);
     let source = Some(caller.ip);
     let now = crate::state::now();
     let ev2 = ev.clone();

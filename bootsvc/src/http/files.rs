@@ -76,7 +76,7 @@ fn log_served(
     let sent = *method == Method::GET && matches!(status, StatusCode::OK | StatusCode::PARTIAL_CONTENT);
     let bytes = resp.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).unwrap_or("-").to_string();
     if sent {
-        let machine = source_ipv4(peer).and_then(|ip| app.backend.by_ip(ip));
+        let machine = source_ipv4(peer).and_then(|ip| app.storage.by_ip(ip));
         let host = machine.as_ref().map(|m| m.hostname.as_str()).unwrap_or("-");
         let mac = machine.as_ref().and_then(|m| m.macs.first()).map(|m| m.to_string()).unwrap_or_else(|| "-".into());
         tracing::info!(%peer, what, file, status = status.as_u16(), bytes, host, mac, "file served: {what} {file} to {peer} ({host})");

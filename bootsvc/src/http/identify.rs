@@ -102,11 +102,13 @@ fn claim(
     route: &str,
     refused: Refused,
 ) -> Result<Sources, Refused> {
-    app.backend.identify(snap, entry, ip).map_err(|why| refuse_claim(app, entry, ip, route, &why, refused))
+    app.identity
+        .check(&*app.storage, snap, &entry.machine, ip)
+        .map_err(|why| refuse_claim(app, entry, ip, route, &why, refused))
 }
 
 fn refuse_claim(app: &App, entry: &Entry, ip: Ipv4Addr, route: &str, why: &Refusal, refused: Refused) -> Refused {
-    let warn = app.backend.refused_claim(&entry.machine, ip, route, why);
+    let warn = app.identity.refused(&entry.machine, ip, route, why);
     let m = &entry.machine;
     let mac = m.boot_mac().map(|m| m.to_string()).unwrap_or_default();
     Refused { detail: Some(format!("{ip} claims {} ({mac}): refused: {why}", m.hostname)), warn, ..refused }
@@ -115,7 +117,7 @@ fn refuse_claim(app: &App, entry: &Entry, ip: Ipv4Addr, route: &str, why: &Refus
 /// The machine owning `mac`, if `peer` is its address.
 pub fn by_mac(app: &App, mac: MacAddr, peer: SocketAddr, route: &str) -> Result<Caller, Refused> {
     let ip = ipv4(peer)?;
-    let snap = app.backend.snapshot();
+    let snap = app.storage.snapshot();
     let refused = || Refused::forbidden(format!("{ip} is not the address of machine {mac} ({HINT})"));
     let entry = snap.by_mac(&mac).ok_or_else(refused)?;
     let how = claim(app, &snap, entry, ip, route, refused())?;
@@ -125,7 +127,7 @@ pub fn by_mac(app: &App, mac: MacAddr, peer: SocketAddr, route: &str) -> Result<
 /// The machine whose cloud-init instance id is `id`, if `peer` is its address.
 pub fn by_instance(app: &App, id: &str, peer: SocketAddr, route: &str) -> Result<Caller, Refused> {
     let ip = ipv4(peer)?;
-    let snap = app.backend.snapshot();
+    let snap = app.storage.snapshot();
     let refused = || Refused::forbidden(format!("{ip} is not the address of instance {id} ({HINT})"));
     let entry = snap.by_instance_id(id).ok_or_else(refused)?;
     let how = claim(app, &snap, entry, ip, route, refused())?;
@@ -136,9 +138,9 @@ pub fn by_instance(app: &App, id: &str, peer: SocketAddr, route: &str) -> Result
 /// The machine whose address `peer` is, for callers that do not name one (the EC2 tree).
 pub fn by_source(app: &App, peer: SocketAddr, route: &str) -> Result<Caller, Refused> {
     let ip = ipv4(peer)?;
-    let snap = app.backend.snapshot();
+    let snap = app.storage.snapshot();
     let refused = || Refused::forbidden(format!("{ip} is not a known machine ({HINT})"));
-    let (entry, how) = match app.backend.entry_by_source(&snap, ip) {
+    let (entry, how) = match app.identity.by_source(&*app.storage, &snap, ip) {
         Ok(found) => found,
         Err(Some((entry, why))) => return Err(refuse_claim(app, &entry, ip, route, &why, refused())),
         Err(None) => return Err(refused()),

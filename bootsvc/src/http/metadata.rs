@@ -33,7 +33,7 @@ pub async fn installer(
         Ok(c) => c,
         Err(r) => return r.respond(&app, "/metadata", peer),
     };
-    let snap = app.backend.snapshot();
+    let snap = app.storage.snapshot();
     let m = &caller.entry.machine;
     let meta = md::for_installer(m, caller.mac, &snap.images, &app.cfg.http.public_url);
     tracing::info!(

@@ -41,14 +41,18 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::backend::InventoryBackend;
 use crate::config::Config;
+use crate::identity::Identity;
 use crate::metrics::Metrics;
+use crate::storage::Storage;
 
 /// Everything the handlers share.
 pub struct App {
     pub cfg: Arc<Config>,
-    pub backend: Arc<InventoryBackend>,
+    /// Machines, their state and events, leases (`crate::storage`).
+    pub storage: Arc<dyn Storage>,
+    /// Which machine is calling (`crate::identity`).
+    pub identity: Identity,
     pub metrics: Arc<Metrics>,
     /// Bearer token of the admin API; `None` turns the admin API off.
     pub admin_token: Option<String>,

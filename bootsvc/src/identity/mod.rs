@@ -3,12 +3,11 @@
 //! the segment can still do) is `bootsvc/docs/security.md`.
 //!
 //! - [`decide`]: the decision, a pure function of [`decide::Facts`];
-//! - proxy mode's DHCP REQUESTs seen on the segment or through a relay are recorded by the
-//!   DHCP server ([`DhcpRequests`], in `crate::dhcp::requests`);
 //! - [`neighbours`]: the kernel's neighbour (ARP) table;
 //! - [`refused`]: refused claims, shown to the operator on the claimed machine;
-//! - [`Identity`]: gathers the facts for a source address (fixed addresses from the
-//!   inventory, bootsvc's pool leases, the two above) and asks [`decide::decide`].
+//! - [`Identity`]: gathers the facts for a source address from the storage (fixed addresses
+//!   from the inventory, bootsvc's pool leases, proxy mode's DHCP requests seen) and the
+//!   neighbour table, and asks [`decide::decide`].
 
 pub mod decide;
 pub mod neighbours;
@@ -16,7 +15,7 @@ pub mod refused;
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use osie_api::MacAddr;
@@ -26,8 +25,8 @@ pub use decide::{decide, Facts, Refusal, Sources};
 pub use refused::RefusedClaim;
 
 use crate::config::DhcpMode;
-use crate::dhcp::requests::DhcpRequests;
-use crate::inventory::{Entry, Leases, Machine, Snapshot};
+use crate::inventory::{Entry, Machine, Snapshot};
+use crate::storage::{state_key, Leases, RequestsSeen, Storage};
 use neighbours::Neighbours;
 
 /// An address bootsvc knows for a machine, and from where (the operator's view).
@@ -53,6 +52,20 @@ pub struct IdentityView {
 /// Neighbour entries by NIC.
 type ByMac = HashMap<MacAddr, Vec<Ipv4Addr>>;
 
+/// The stored records the identity sources come from: bootsvc's pool leases and (proxy
+/// mode) the DHCP requests seen.
+#[derive(Clone, Copy)]
+pub struct Records<'a> {
+    pub leases: &'a dyn Leases,
+    pub requests: &'a dyn RequestsSeen,
+}
+
+impl<'a> Records<'a> {
+    pub fn of(storage: &'a dyn Storage) -> Records<'a> {
+        Records { leases: storage.leases(), requests: storage.dhcp_requests() }
+    }
+}
+
 /// What bootsvc knows about one source address, before asking about a machine.
 struct Observed {
     lease: Option<MacAddr>,
@@ -60,10 +73,10 @@ struct Observed {
     neighbours: Option<Vec<MacAddr>>,
 }
 
-/// The identity sources besides the inventory and the leases, and the refused claims.
+/// The identity sources besides the storage (the neighbour table), and the refused claims.
 pub struct Identity {
-    mode: OnceLock<DhcpMode>,
-    requests: OnceLock<Arc<DhcpRequests>>,
+    /// The DHCP mode decides which sources count (`decide`).
+    mode: DhcpMode,
     neighbours: Arc<dyn Neighbours>,
     claims: refused::Claims,
     /// The neighbour table by NIC for the operator's view: read once for a whole listing,
@@ -71,39 +84,23 @@ pub struct Identity {
     view_cache: Mutex<Option<(Instant, ByMac)>>,
 }
 
-impl Default for Identity {
-    fn default() -> Self {
-        Identity::with_neighbours(Arc::new(neighbours::Kernel::default()))
-    }
-}
-
 impl Identity {
-    pub fn with_neighbours(neighbours: Arc<dyn Neighbours>) -> Identity {
-        Identity {
-            mode: OnceLock::new(),
-            requests: OnceLock::new(),
-            neighbours,
-            claims: Default::default(),
-            view_cache: Mutex::new(None),
-        }
+    /// For a DHCP server in `mode`, with the kernel's neighbour table.
+    pub fn new(mode: DhcpMode) -> Identity {
+        Identity::with_neighbours(mode, Arc::new(neighbours::Kernel::default()))
     }
 
-    /// Attach the DHCP server's mode and REQUEST table; later calls are ignored.
-    pub fn attach_dhcp(&self, mode: DhcpMode, requests: Arc<DhcpRequests>) {
-        let _ = self.mode.set(mode);
-        let _ = self.requests.set(requests);
-    }
-
-    fn mode(&self) -> DhcpMode {
-        self.mode.get().copied().unwrap_or_default()
+    /// With a neighbour table of the caller's choosing (tests).
+    pub fn with_neighbours(mode: DhcpMode, neighbours: Arc<dyn Neighbours>) -> Identity {
+        Identity { mode, neighbours, claims: Default::default(), view_cache: Mutex::new(None) }
     }
 
     /// What the sources say about `ip`. The neighbour table is read only when `neighbours`
     /// (a fixed address needs no other source).
-    fn observe(&self, leases: &dyn Leases, ip: Ipv4Addr, neighbours: bool) -> Observed {
+    fn observe(&self, rec: Records<'_>, ip: Ipv4Addr, neighbours: bool) -> Observed {
         Observed {
-            lease: leases.mac_for_ip(ip),
-            requested: self.requests.get().and_then(|r| r.mac_for_ip(ip)),
+            lease: rec.leases.mac_for_ip(ip),
+            requested: rec.requests.mac_for_ip(ip),
             neighbours: if neighbours { self.neighbours.lookup(ip).ok() } else { Some(Vec::new()) },
         }
     }
@@ -111,7 +108,7 @@ impl Identity {
     fn judge(&self, snap: &Snapshot, o: &Observed, m: &Machine, ip: Ipv4Addr) -> Result<Sources, Refusal> {
         let fixed_of_other = snap.by_fixed_ip(ip).is_some_and(|e| e.machine.boot_mac() != m.boot_mac());
         decide(&Facts {
-            mode: self.mode(),
+            mode: self.mode,
             source: ip,
             macs: &m.macs,
             fixed: m.ip.as_ref().map(|c| c.address),
@@ -123,8 +120,13 @@ impl Identity {
     }
 
     /// Is `ip` the address of `m`?
-    pub fn check(&self, snap: &Snapshot, leases: &dyn Leases, m: &Machine, ip: Ipv4Addr) -> Result<Sources, Refusal> {
-        let o = self.observe(leases, ip, m.ip.is_none());
+    pub fn check(&self, storage: &dyn Storage, snap: &Snapshot, m: &Machine, ip: Ipv4Addr) -> Result<Sources, Refusal> {
+        self.check_in(Records::of(storage), snap, m, ip)
+    }
+
+    /// [`Identity::check`] over the records themselves (the fuzz target's own tables).
+    pub fn check_in(&self, rec: Records<'_>, snap: &Snapshot, m: &Machine, ip: Ipv4Addr) -> Result<Sources, Refusal> {
+        let o = self.observe(rec, ip, m.ip.is_none());
         self.judge(snap, &o, m, ip)
     }
 
@@ -135,19 +137,29 @@ impl Identity {
     /// first candidate's refusal, if there was a candidate.
     pub fn by_source(
         &self,
+        storage: &dyn Storage,
         snap: &Snapshot,
-        leases: &dyn Leases,
+        ip: Ipv4Addr,
+    ) -> Result<(Entry, Sources), Option<(Entry, Refusal)>> {
+        self.by_source_in(Records::of(storage), snap, ip)
+    }
+
+    /// [`Identity::by_source`] over the records themselves.
+    pub fn by_source_in(
+        &self,
+        rec: Records<'_>,
+        snap: &Snapshot,
         ip: Ipv4Addr,
     ) -> Result<(Entry, Sources), Option<(Entry, Refusal)>> {
         // The owner of a fixed address is that address's machine, and no other can be.
         if let Some(e) = snap.by_fixed_ip(ip) {
-            let o = self.observe(leases, ip, false);
+            let o = self.observe(rec, ip, false);
             return match self.judge(snap, &o, &e.machine, ip) {
                 Ok(s) => Ok((e.clone(), s)),
                 Err(r) => Err(Some((e.clone(), r))),
             };
         }
-        let o = self.observe(leases, ip, true);
+        let o = self.observe(rec, ip, true);
         let mut candidates: Vec<&Entry> = Vec::new();
         let named = [o.lease, o.requested].into_iter().flatten().chain(o.neighbours.iter().flatten().copied());
         for e in named.filter_map(|mac| snap.by_mac(&mac)) {
@@ -167,14 +179,17 @@ impl Identity {
         Err(first_refusal)
     }
 
-    /// Note a refused claim on the machine keyed `key`; true when it should be logged as a
-    /// warning (see [`refused`]).
-    pub fn refused(&self, key: MacAddr, ip: Ipv4Addr, route: &str, why: &str) -> bool {
-        self.claims.record(key, ip, route, why, &crate::state::now())
+    /// Note that `ip` claimed `m` and was refused; true when it should be logged as a
+    /// warning (rate-limited per address and route, see [`refused`]).
+    pub fn refused(&self, m: &Machine, ip: Ipv4Addr, route: &str, why: &Refusal) -> bool {
+        match state_key(m) {
+            Some(key) => self.claims.record(key, ip, route, &why.to_string(), &crate::state::now()),
+            None => true,
+        }
     }
 
     /// Addresses bootsvc knows for `m`, and the claims refused on it.
-    pub fn view(&self, leases: &dyn Leases, m: &Machine) -> IdentityView {
+    pub fn view(&self, storage: &dyn Storage, m: &Machine) -> IdentityView {
         let mut addresses = Vec::new();
         if let Some(c) = &m.ip {
             addresses.push(KnownAddress { address: c.address, source: "fixed-address".into(), mac: None });
@@ -184,10 +199,10 @@ impl Identity {
             let mut add = |address, source: &str| {
                 addresses.push(KnownAddress { address, source: source.into(), mac: Some(*mac) })
             };
-            if let Some(ip) = leases.lease_of(mac) {
+            if let Some(ip) = storage.leases().lease_of(mac) {
                 add(ip, "lease");
             }
-            if let Some(r) = self.requests.get().and_then(|r| r.of_mac(mac)) {
+            if let Some(r) = storage.dhcp_requests().of_mac(mac) {
                 add(r.ip, "dhcp-request");
             }
             for ip in neighbours.get(mac).into_iter().flatten() {
@@ -208,5 +223,136 @@ impl Identity {
                 map
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::inventory::Backend;
+
+    /// A neighbour table the test writes.
+    #[derive(Default)]
+    struct FakeNeighbours(Mutex<HashMap<Ipv4Addr, Vec<MacAddr>>>);
+    impl Neighbours for FakeNeighbours {
+        fn lookup(&self, ip: Ipv4Addr) -> Result<Vec<MacAddr>, String> {
+            Ok(self.0.lock().unwrap().get(&ip).cloned().unwrap_or_default())
+        }
+        fn by_mac(&self) -> Result<HashMap<MacAddr, Vec<Ipv4Addr>>, String> {
+            let mut out: HashMap<MacAddr, Vec<Ipv4Addr>> = HashMap::new();
+            for (ip, macs) in self.0.lock().unwrap().iter() {
+                for m in macs {
+                    out.entry(*m).or_default().push(*ip);
+                }
+            }
+            Ok(out)
+        }
+    }
+
+    /// The identity calls as the HTTP side makes them.
+    struct Probe<'a> {
+        st: &'a dyn Storage,
+        id: &'a Identity,
+    }
+    impl Probe<'_> {
+        fn identify(&self, snap: &Snapshot, e: &Entry, ip: Ipv4Addr) -> Result<Sources, Refusal> {
+            self.id.check(self.st, snap, &e.machine, ip)
+        }
+        fn entry_by_source(&self, snap: &Snapshot, ip: Ipv4Addr) -> Result<(Entry, Sources), Option<(Entry, Refusal)>> {
+            self.id.by_source(self.st, snap, ip)
+        }
+        fn refused_claim(&self, m: &Machine, ip: Ipv4Addr, route: &str, why: &Refusal) -> bool {
+            self.id.refused(m, ip, route, why)
+        }
+        fn identity_view(&self, m: &Machine) -> IdentityView {
+            self.id.view(self.st, m)
+        }
+    }
+
+    #[test]
+    fn finds_machines_by_fixed_ip_lease_neighbour_and_request() {
+        let d = tempfile::tempdir().unwrap();
+        let st = crate::storage::embedded::tests::storage(d.path());
+        let n = Arc::new(FakeNeighbours::default());
+        let id = Identity::with_neighbours(DhcpMode::Reservation, n.clone());
+        let b = Probe { st: &st, id: &id };
+        let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        let mac = |s: &str| s.parse::<MacAddr>().unwrap();
+        let intruder = mac("02:00:00:00:0e:01");
+        assert_eq!(st.by_ip(ip("192.0.2.10")).unwrap().hostname, "fixed");
+        assert!(st.by_ip(ip("192.0.2.100")).is_none());
+        // The pool machine's second NIC is leased 192.0.2.100 by bootsvc's DHCP.
+        let now = crate::storage::leases::now();
+        assert!(st.leases().ack(&mac("52:54:00:00:00:03"), ip("192.0.2.100"), now, 3600, &|_| false).unwrap());
+        assert_eq!(st.by_ip(ip("192.0.2.100")).unwrap().hostname, "pooled");
+
+        let snap = st.snapshot();
+        let pooled = snap.by_mac(&mac("52:54:00:00:00:02")).unwrap();
+        let fixed = snap.by_mac(&mac("52:54:00:00:00:01")).unwrap();
+        let host =
+            |r: Result<(Entry, Sources), Option<(Entry, Refusal)>>| r.map(|(e, s)| (e.machine.hostname.clone(), s));
+        let lease = Sources { lease: true, ..Default::default() };
+        assert_eq!(b.identify(&snap, pooled, ip("192.0.2.100")), Ok(lease), "a lease on its second NIC");
+        assert_eq!(b.identify(&snap, fixed, ip("192.0.2.10")).map(|s| s.fixed_address), Ok(true));
+        assert!(b.identify(&snap, fixed, ip("192.0.2.100")).is_err());
+        assert_eq!(b.identify(&snap, pooled, ip("192.0.2.77")), Err(Refusal::NoSource));
+        assert_eq!(host(b.entry_by_source(&snap, ip("192.0.2.100"))), Ok(("pooled".into(), lease)));
+        assert!(matches!(b.entry_by_source(&snap, ip("192.0.2.77")), Err(None)), "nobody's");
+
+        // On its segment: the neighbour entry.
+        n.0.lock().unwrap().insert(ip("192.0.2.77"), vec![mac("52:54:00:00:00:02")]);
+        let neighbour = Sources { neighbour: true, ..Default::default() };
+        assert_eq!(b.identify(&snap, pooled, ip("192.0.2.77")), Ok(neighbour));
+        assert_eq!(host(b.entry_by_source(&snap, ip("192.0.2.77"))), Ok(("pooled".into(), neighbour)));
+        // An intruder squatting the leased address: its own NIC answers there.
+        n.0.lock().unwrap().insert(ip("192.0.2.100"), vec![intruder]);
+        assert_eq!(b.identify(&snap, pooled, ip("192.0.2.100")), Err(Refusal::NeighbourIsAnother(intruder)));
+        match b.entry_by_source(&snap, ip("192.0.2.100")) {
+            Err(Some((e, Refusal::NeighbourIsAnother(m)))) => {
+                assert_eq!((e.machine.hostname.as_str(), m), ("pooled", intruder))
+            }
+            other => panic!("{:?}", other.map(|(e, s)| (e.machine.hostname.clone(), s))),
+        }
+
+        // Proxy mode: the address its latest DHCP REQUEST asked for, relayed (no neighbour entry).
+        let id = Identity::with_neighbours(DhcpMode::Proxy, n.clone());
+        let b = Probe { st: &st, id: &id };
+        let asked = |m: &str, a: &str| {
+            st.dhcp_requests().record(crate::storage::requests::Requested {
+                mac: mac(m),
+                ip: ip(a),
+                at: 1,
+                relayed: true,
+            })
+        };
+        asked("52:54:00:00:00:03", "198.51.100.80");
+        let req = Sources { dhcp_request: true, ..Default::default() };
+        assert_eq!(b.identify(&snap, pooled, ip("198.51.100.80")), Ok(req));
+        assert_eq!(host(b.entry_by_source(&snap, ip("198.51.100.80"))), Ok(("pooled".into(), req)));
+        // Another machine's fixed address is never a pool machine's, whoever asked for it.
+        asked("52:54:00:00:00:02", "192.0.2.10");
+        assert_eq!(b.identify(&snap, pooled, ip("192.0.2.10")), Err(Refusal::FixedAddressOfAnother));
+        assert_eq!(host(b.entry_by_source(&snap, ip("192.0.2.10"))).map(|(h, _)| h), Ok("fixed".into()));
+
+        // The operator's view: what is known, and what was refused.
+        assert!(b.refused_claim(&pooled.machine, ip("192.0.2.66"), "/metadata", &Refusal::NoSource));
+        let v = b.identity_view(&pooled.machine);
+        let known: Vec<(String, String)> =
+            v.addresses.iter().map(|a| (a.address.to_string(), a.source.clone())).collect();
+        assert_eq!(
+            known,
+            [
+                ("192.0.2.10".to_string(), "dhcp-request".to_string()),
+                ("192.0.2.77".into(), "neighbour".into()),
+                ("192.0.2.100".into(), "lease".into()),
+                ("198.51.100.80".into(), "dhcp-request".into()),
+            ]
+        );
+        assert_eq!(v.refused.len(), 1);
+        assert_eq!((v.refused[0].address, v.refused[0].route.as_str()), (ip("192.0.2.66"), "/metadata"));
+        assert!(v.refused[0].why.contains("fixed address"), "{}", v.refused[0].why);
+        assert!(b.identity_view(&fixed.machine).refused.is_empty());
     }
 }

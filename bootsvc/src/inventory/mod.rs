@@ -1,15 +1,14 @@
 //! The machines bootsvc knows: loaded from the inventory directory, reloaded on change.
 //!
-//! Protocol code asks a [`Backend`] (by MAC, by IP), never the files: the same interface
-//! serves the file inventory here and any other source later.
+//! The DHCP server's decisions ask a [`Backend`] (by MAC, by IP), which every storage
+//! answers (`crate::storage`); nothing outside this module reads the files.
 //!
 //! - [`model`]: the native record; [`tinkerbell`]: Tinkerbell `Hardware` converted to it;
 //! - [`load`]: reading the directory, into [`Entry`]s that keep their [`source`] (file and
 //!   field as written, for problems); [`validate`]: per-record and cross-record checks;
 //! - [`images`]: the image manifests records refer to by name;
 //! - [`Snapshot`]: one consistent, validated inventory; [`Inventory`]: the current one;
-//! - [`watch`]: hot reload. The service's [`Backend`] (over inventory, state, leases and
-//!   identity) is `crate::backend`, above this module.
+//! - [`watch`]: hot reload.
 
 pub mod images;
 pub mod load;
@@ -33,7 +32,7 @@ use crate::config::Config;
 use crate::problem::Problems;
 
 /// What the protocol servers need to know about machines.
-pub trait Backend: Send + Sync + 'static {
+pub trait Backend: Send + Sync {
     /// The machine that owns this MAC.
     fn by_mac(&self, mac: &MacAddr) -> Option<Arc<Machine>>;
     /// The machine whose fixed address (or current lease) is `ip`.
@@ -47,26 +46,6 @@ pub trait Backend: Send + Sync + 'static {
     /// May this MAC netboot now: the record's `netboot.allow`, unless a finished install
     /// has cleared it in the state store.
     fn netboot_allowed(&self, mac: &MacAddr) -> bool;
-}
-
-/// Dynamic leases, as the DHCP server knows them: lets the HTTP side tell which machine a
-/// pool address belongs to (metadata and events are answered only for their own machine).
-pub trait Leases: Send + Sync + 'static {
-    /// The MAC currently holding `ip`, if the lease has not expired.
-    fn mac_for_ip(&self, ip: Ipv4Addr) -> Option<MacAddr>;
-    /// The address `mac` holds now, if any (for the operator's view).
-    fn lease_of(&self, _mac: &MacAddr) -> Option<Ipv4Addr> {
-        None
-    }
-}
-
-/// No dynamic leases (DHCP disabled, or not bound yet).
-pub struct NoLeases;
-
-impl Leases for NoLeases {
-    fn mac_for_ip(&self, _ip: Ipv4Addr) -> Option<MacAddr> {
-        None
-    }
 }
 
 /// One validated inventory, indexed. Immutable: a reload builds a new one.

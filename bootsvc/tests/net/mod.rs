@@ -15,8 +15,9 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use bootsvc::config::Config;
 use bootsvc::dhcp::DhcpServer;
-use bootsvc::inventory::{Backend, Leases, Machine};
+use bootsvc::inventory::{Backend, Entry, Inventory, Machine, Snapshot, Source};
 use bootsvc::metrics::Metrics;
+use bootsvc::storage::{EmbeddedStorage, Storage};
 use bootsvc::tftp::TftpServer;
 use osie_api::MacAddr;
 use osie_testkit::Netns;
@@ -113,7 +114,8 @@ pub fn tftp_root() -> PathBuf {
 pub struct Running {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<Result<()>>>,
-    pub leases: Option<Arc<dyn Leases>>,
+    /// The DHCP server's storage (machines, leases), to look into.
+    pub storage: Option<Arc<dyn Storage>>,
 }
 
 impl Running {
@@ -138,7 +140,7 @@ impl Drop for Running {
 }
 
 enum Which {
-    Dhcp(Arc<dyn Backend>),
+    Dhcp(Vec<Machine>),
     Tftp,
 }
 
@@ -153,14 +155,16 @@ pub fn init_logs() {
 fn start(ns: &Netns, cfg: Arc<Config>, metrics: Arc<Metrics>, which: Which) -> Result<Running> {
     init_logs();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<Option<Arc<dyn Leases>>, String>>();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<Option<Arc<dyn Storage>>, String>>();
     let thread = ns.spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         rt.block_on(async move {
             let serve: std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>>>> = match which {
-                Which::Dhcp(backend) => match DhcpServer::bind(cfg, backend, metrics) {
-                    Ok(s) => {
-                        let _ = ready_tx.send(Ok(Some(s.leases())));
+                Which::Dhcp(machines) => match storage(&cfg, machines)
+                    .and_then(|st| DhcpServer::bind(cfg, Arc::clone(&st), metrics).map(|s| (s, st)))
+                {
+                    Ok((s, st)) => {
+                        let _ = ready_tx.send(Ok(Some(st)));
                         Box::pin(s.run())
                     }
                     Err(e) => {
@@ -185,15 +189,27 @@ fn start(ns: &Netns, cfg: Arc<Config>, metrics: Arc<Metrics>, which: Which) -> R
             }
         })
     });
-    let leases = ready_rx
+    let storage = ready_rx
         .recv_timeout(Duration::from_secs(10))
         .context("server did not report readiness")?
         .map_err(|e| anyhow::anyhow!("server failed to bind: {e}"))?;
-    Ok(Running { stop: Some(stop_tx), thread: Some(thread), leases })
+    Ok(Running { stop: Some(stop_tx), thread: Some(thread), storage })
 }
 
-pub fn start_dhcp(ns: &Netns, cfg: Arc<Config>, backend: Arc<dyn Backend>, metrics: Arc<Metrics>) -> Result<Running> {
-    start(ns, cfg, metrics, Which::Dhcp(backend))
+/// The embedded storage a real `bootsvc serve` opens for `cfg`, with `machines` as its
+/// inventory.
+fn storage(cfg: &Config, machines: Vec<Machine>) -> Result<Arc<dyn Storage>> {
+    let entries = machines
+        .into_iter()
+        .map(|m| Entry { machine: Arc::new(m), source: Source::native(Path::new("test-inventory.json")) })
+        .collect();
+    let inventory = Arc::new(Inventory::new(Snapshot::new(entries, Default::default())));
+    Ok(Arc::new(EmbeddedStorage::open(cfg, inventory)?))
+}
+
+/// The real DHCP server for `machines`, in `ns`, with the storage `bootsvc serve` would open.
+pub fn start_dhcp(ns: &Netns, cfg: Arc<Config>, machines: Vec<Machine>, metrics: Arc<Metrics>) -> Result<Running> {
+    start(ns, cfg, metrics, Which::Dhcp(machines))
 }
 
 pub fn start_tftp(ns: &Netns, cfg: Arc<Config>, metrics: Arc<Metrics>) -> Result<Running> {

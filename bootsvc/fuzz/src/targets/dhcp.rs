@@ -20,10 +20,9 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 
 use crate::{config, FuzzBackend};
 use bootsvc::config::DhcpMode;
-use bootsvc::dhcp::leases::LeaseStore;
+use bootsvc::storage::{LeaseStore, Leases};
 use bootsvc::dhcp::reply::{self, Ctx, Outcome, Settings, Via};
 use bootsvc::dhcp::request::{self, code, Options, HEADER_LEN};
-use bootsvc::inventory::Leases;
 
 pub fn run(data: &[u8]) {
     let [mode, ports, rest @ ..] = data else { return };
@@ -37,7 +36,7 @@ pub fn run(data: &[u8]) {
     let backend = FuzzBackend;
     let mut rest = rest;
     let mut i = 0;
-    let base = bootsvc::dhcp::leases::now();
+    let base = bootsvc::storage::leases::now();
     while let [hi, lo, tail @ ..] = rest {
         let len = (usize::from(*hi) << 8 | usize::from(*lo)).min(tail.len());
         let (pkt, tail) = tail.split_at(len);

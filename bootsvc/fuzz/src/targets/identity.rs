@@ -1,7 +1,7 @@
 //! Machine identity: which addresses bootsvc accepts as which machine, over a small world
 //! of up to four inventory machines, eight NICs (some not in the inventory: strangers) and
 //! eight addresses, with bootsvc's pool leases, the DHCP REQUESTs it saw (through the real
-//! table, `dhcp::requests`), the kernel's neighbour entries and the mode.
+//! table, `storage::requests`), the kernel's neighbour entries and the mode.
 //!
 //! Input (missing bytes are zero):
 //! - byte 0: bit 0 proxy mode, bit 1 the neighbour table cannot be read;
@@ -29,9 +29,11 @@ use std::sync::Arc;
 
 use bootsvc::config::DhcpMode;
 use bootsvc::identity::neighbours::Neighbours;
-use bootsvc::dhcp::requests::{DhcpRequests, Requested};
-use bootsvc::identity::{decide, Facts, Identity, Sources};
-use bootsvc::inventory::{Leases, Snapshot};
+use bootsvc::storage::requests::Requested;
+use bootsvc::storage::DhcpRequests;
+use bootsvc::identity::{decide, Facts, Identity, Records, Sources};
+use bootsvc::inventory::Snapshot;
+use bootsvc::storage::Leases;
 use osie_api::MacAddr;
 
 const MACHINES: usize = 4;
@@ -155,9 +157,9 @@ pub fn run(data: &[u8]) {
         })
         .collect();
     let snap = Snapshot::new(entries, Default::default());
-    let identity = Identity::with_neighbours(Arc::new(Table(w.neighbours.clone(), w.unreadable)));
-    identity.attach_dhcp(mode, requests.clone());
+    let identity = Identity::with_neighbours(mode, Arc::new(Table(w.neighbours.clone(), w.unreadable)));
     let leases = LeaseMap(w.lease.clone());
+    let rec = Records { leases: &leases, requests: &*requests };
 
     for a in 0..8u8 {
         let src = addr(a);
@@ -179,13 +181,13 @@ pub fn run(data: &[u8]) {
             };
             let verdict = decide(&facts);
             let m = &snap.entries()[i].machine;
-            assert_eq!(identity.check(&snap, &leases, m, src), verdict, "the service decides otherwise for m{i}");
+            assert_eq!(identity.check_in(rec, &snap, m, src), verdict, "the service decides otherwise for m{i}");
             let Ok(s) = verdict else { continue };
             oracle(&w, macs, *fixed, src, lease, requested, &neighbours, s, i);
             accepted.push(i);
         }
         assert!(accepted.len() <= 1, "{src} accepted for machines {accepted:?}");
-        let found = identity.by_source(&snap, &leases, src).ok().map(|(e, _)| e.machine.hostname.clone());
+        let found = identity.by_source_in(rec, &snap, src).ok().map(|(e, _)| e.machine.hostname.clone());
         assert_eq!(found, accepted.first().map(|i| format!("m{i}")), "lookup by source address for {src}");
     }
 }

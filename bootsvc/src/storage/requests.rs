@@ -4,8 +4,9 @@
 //! (and relays forward them to every helper address, bootsvc's included). A REQUEST names the
 //! address the client takes (option 50 when SELECTING or INIT-REBOOT, `ciaddr` when
 //! REBINDING): for an inventory MAC that address becomes one of the identity decision's
-//! sources (`crate::identity`). This is what keeps a machine known when its installed OS's
-//! DHCP client (a DUID client identifier) is leased another address than its PXE firmware.
+//! sources (`crate::identity::decide`); the DHCP server records them (`crate::dhcp::seen`).
+//! This is what keeps a machine known when its installed OS's DHCP client (a DUID client
+//! identifier) is leased another address than its PXE firmware.
 //!
 //! - Only MACs in the inventory are recorded, at most [`MAX_ENTRIES`], one address per MAC
 //!   (its latest REQUEST), indexed both ways: a later REQUEST for the same address by another
@@ -20,16 +21,11 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
-use dhcproto::v4::MessageType;
 use osie_api::MacAddr;
 use serde::{Deserialize, Serialize};
-
-use super::reply::Via;
-use super::request::Request;
-use crate::inventory::Backend;
 
 pub const FILE_NAME: &str = "dhcp-requests.json";
 /// Most MACs remembered (the inventory bounds it anyway).
@@ -59,14 +55,7 @@ struct OnDisk {
 struct Table {
     by_mac: HashMap<MacAddr, Requested>,
     by_ip: HashMap<Ipv4Addr, MacAddr>,
-    /// Per MAC: log lines left ([`LOG_BURST`], one back per [`LOG_REFILL`]) and when counted.
-    log_budget: HashMap<MacAddr, (u32, Instant)>,
 }
-
-/// Info lines a MAC's REQUESTs may log at once; the rest go to debug until the budget
-/// refills (forged REQUESTs at any rate cost a few lines).
-const LOG_BURST: u32 = 8;
-const LOG_REFILL: Duration = Duration::from_secs(30);
 
 impl Table {
     fn forget_mac(&mut self, mac: &MacAddr) {
@@ -80,7 +69,7 @@ impl Table {
 
 /// The table and where it is kept.
 pub struct DhcpRequests {
-    /// Off outside proxy mode: [`DhcpRequests::observe`] records nothing.
+    /// Off outside proxy mode: the DHCP server records nothing (`crate::dhcp::seen`).
     enabled: bool,
     path: Option<PathBuf>,
     table: Mutex<Table>,
@@ -151,61 +140,13 @@ impl DhcpRequests {
         Ok(me)
     }
 
+    /// Recording at all (proxy mode).
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
     fn lock(&self) -> MutexGuard<'_, Table> {
         self.table.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// A received packet: record what an inventory machine's REQUEST names, forget what a
-    /// DECLINE or RELEASE gives up. Port-67 traffic only (4011 is the firmware asking us).
-    pub fn observe(&self, req: &Request, via: Via, backend: &dyn Backend, now: u64) {
-        if !self.enabled || via != Via::Dhcp {
-            return;
-        }
-        let named = req.requested_ip.or_else(|| Some(req.ciaddr()).filter(|ip| !ip.is_unspecified()));
-        let Some(ip) = named.filter(|ip| usable(*ip)) else { return };
-        match req.msg_type {
-            MessageType::Request => {}
-            MessageType::Decline | MessageType::Release => {
-                if self.forget(&req.mac, ip) {
-                    tracing::info!(mac = %req.mac, %ip, "DHCP: {:?} of {ip}: no longer this machine's", req.msg_type);
-                }
-                return;
-            }
-            _ => return,
-        }
-        let Some(m) = backend.by_mac(&req.mac) else { return };
-        let relayed = !req.giaddr().is_unspecified();
-        match self.record(Requested { mac: req.mac, ip, at: now, relayed }) {
-            Change::Same => {}
-            Change::Recorded { superseded } if self.may_log(&req.mac) => tracing::info!(
-                mac = %req.mac, host = %m.hostname, %ip, relayed, superseded = ?superseded,
-                "DHCP: {} asked for {ip}: an address of {} (metadata, events, phone-home)", req.mac, m.hostname
-            ),
-            Change::Recorded { superseded } => tracing::debug!(
-                mac = %req.mac, host = %m.hostname, %ip, relayed, superseded = ?superseded,
-                "DHCP: {} asked for {ip} (log budget spent)", req.mac
-            ),
-            Change::Full => {
-                tracing::warn!(mac = %req.mac, "DHCP requests seen: table full ({MAX_ENTRIES}), not recorded")
-            }
-        }
-    }
-
-    /// Take one of `mac`'s log lines, if it has one left.
-    fn may_log(&self, mac: &MacAddr) -> bool {
-        let mut t = self.lock();
-        let now = Instant::now();
-        let (left, at) = t.log_budget.entry(*mac).or_insert((LOG_BURST, now));
-        let refilled = (now.duration_since(*at).as_secs() / LOG_REFILL.as_secs()) as u32;
-        if refilled > 0 {
-            *left = (*left + refilled).min(LOG_BURST);
-            *at = now;
-        }
-        if *left == 0 {
-            return false;
-        }
-        *left -= 1;
-        true
     }
 
     /// Remember that `r.mac` asked for `r.ip` (its latest request).
@@ -272,11 +213,6 @@ impl DhcpRequests {
     }
 }
 
-/// Addresses a client may really hold.
-fn usable(ip: Ipv4Addr) -> bool {
-    !(ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() || ip.is_loopback())
-}
-
 /// Flush every [`FLUSH_INTERVAL`] until the table is dropped.
 fn writer(table: Weak<DhcpRequests>) {
     loop {
@@ -285,6 +221,24 @@ fn writer(table: Weak<DhcpRequests>) {
         if let Err(e) = t.flush() {
             tracing::warn!("saving DHCP requests seen: {e:#}");
         }
+    }
+}
+
+impl super::RequestsSeen for DhcpRequests {
+    fn enabled(&self) -> bool {
+        self.enabled
+    }
+    fn record(&self, r: Requested) -> Change {
+        DhcpRequests::record(self, r)
+    }
+    fn forget(&self, mac: &MacAddr, ip: Ipv4Addr) -> bool {
+        DhcpRequests::forget(self, mac, ip)
+    }
+    fn mac_for_ip(&self, ip: Ipv4Addr) -> Option<MacAddr> {
+        DhcpRequests::mac_for_ip(self, ip)
+    }
+    fn of_mac(&self, mac: &MacAddr) -> Option<Requested> {
+        DhcpRequests::of_mac(self, mac)
     }
 }
 
@@ -332,14 +286,6 @@ mod tests {
         let e = format!("{:#}", DhcpRequests::open(d.path()).err().unwrap());
         assert!(e.contains(FILE_NAME) && e.contains("remove it"), "{e}");
         assert_eq!(std::fs::read(d.path().join(FILE_NAME)).unwrap(), b"{oops");
-    }
-
-    #[test]
-    fn logging_is_budgeted_per_mac() {
-        let t = DhcpRequests::in_memory();
-        let n = (0..100).filter(|_| t.may_log(&A)).count();
-        assert_eq!(n, LOG_BURST as usize);
-        assert!(t.may_log(&B), "another MAC has its own budget");
     }
 
     #[test]

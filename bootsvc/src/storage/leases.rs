@@ -22,8 +22,8 @@ use anyhow::{bail, Context, Result};
 use osie_api::MacAddr;
 use serde::{Deserialize, Serialize};
 
+use super::{LeasePool, Leases};
 use crate::config::Pool;
-use crate::inventory::Leases;
 
 /// How long an offered address is held for the client that was offered it.
 pub const OFFER_HOLD_SECS: u64 = 60;
@@ -135,10 +135,6 @@ impl LeaseStore {
         })
     }
 
-    pub fn has_pool(&self) -> bool {
-        self.range.is_some()
-    }
-
     fn in_range(&self, ip: Ipv4Addr) -> bool {
         self.range.is_some_and(|(s, e)| (s..=e).contains(&u32::from(ip)))
     }
@@ -149,14 +145,31 @@ impl LeaseStore {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn persist(&self, st: &State) -> Result<()> {
+        let Some(path) = &self.path else { return Ok(()) };
+        let disk = OnDisk {
+            version: 1,
+            leases: st.leases.values().copied().collect(),
+            declined: st.declined.iter().map(|(ip, until)| Declined { ip: *ip, until: *until }).collect(),
+        };
+        write_atomic(path, &serde_json::to_vec_pretty(&disk).context("encoding DHCP leases")?)
+            .with_context(|| format!("saving DHCP leases to {}", path.display()))
+    }
+}
+
+impl LeasePool for LeaseStore {
+    fn has_pool(&self) -> bool {
+        self.range.is_some()
+    }
+
     /// The lease `mac` holds now, if any.
-    pub fn current(&self, mac: &MacAddr, now: u64) -> Option<Lease> {
+    fn current(&self, mac: &MacAddr, now: u64) -> Option<Lease> {
         self.lock().leases.values().find(|l| l.mac == *mac && l.expires > now).copied()
     }
 
     /// Pick an address to offer `mac` and hold it for a minute. `taken` says whether an
     /// address belongs to something else (a fixed address in the inventory, the server).
-    pub fn offer(
+    fn offer(
         &self,
         mac: &MacAddr,
         requested: Option<Ipv4Addr>,
@@ -198,14 +211,7 @@ impl LeaseStore {
 
     /// Bind `ip` to `mac` for `secs` (a REQUEST). `Ok(false)` when the address is not ours to
     /// give to this client: the caller NAKs. The lease is on disk before this returns.
-    pub fn ack(
-        &self,
-        mac: &MacAddr,
-        ip: Ipv4Addr,
-        now: u64,
-        secs: u32,
-        taken: &dyn Fn(Ipv4Addr) -> bool,
-    ) -> Result<bool> {
+    fn ack(&self, mac: &MacAddr, ip: Ipv4Addr, now: u64, secs: u32, taken: &dyn Fn(Ipv4Addr) -> bool) -> Result<bool> {
         let mut st = self.lock();
         let held_by_other = st.leases.get(&ip).is_some_and(|l| l.mac != *mac && l.expires > now)
             || st.offers.iter().any(|(m, (o, until))| *o == ip && m != mac && *until > now);
@@ -225,7 +231,7 @@ impl LeaseStore {
 
     /// The client is done with `ip` (RELEASE): the lease ends now, the binding is kept so
     /// the same machine gets the same address next time.
-    pub fn release(&self, mac: &MacAddr, ip: Ipv4Addr, now: u64) -> Result<bool> {
+    fn release(&self, mac: &MacAddr, ip: Ipv4Addr, now: u64) -> Result<bool> {
         let mut st = self.lock();
         match st.leases.get_mut(&ip) {
             Some(l) if l.mac == *mac && l.expires > now => {
@@ -239,7 +245,7 @@ impl LeaseStore {
 
     /// The client found `ip` in use by someone else (DECLINE): drop its lease and leave the
     /// address alone for a while.
-    pub fn decline(&self, mac: &MacAddr, ip: Ipv4Addr, now: u64) -> Result<bool> {
+    fn decline(&self, mac: &MacAddr, ip: Ipv4Addr, now: u64) -> Result<bool> {
         let mut st = self.lock();
         if !self.in_range(ip) {
             return Ok(false);
@@ -254,19 +260,8 @@ impl LeaseStore {
     }
 
     /// A client chose another server's offer: free the address held for it.
-    pub fn forget_offer(&self, mac: &MacAddr) {
+    fn forget_offer(&self, mac: &MacAddr) {
         self.lock().offers.remove(mac);
-    }
-
-    fn persist(&self, st: &State) -> Result<()> {
-        let Some(path) = &self.path else { return Ok(()) };
-        let disk = OnDisk {
-            version: 1,
-            leases: st.leases.values().copied().collect(),
-            declined: st.declined.iter().map(|(ip, until)| Declined { ip: *ip, until: *until }).collect(),
-        };
-        write_atomic(path, &serde_json::to_vec_pretty(&disk).context("encoding DHCP leases")?)
-            .with_context(|| format!("saving DHCP leases to {}", path.display()))
     }
 }
 
