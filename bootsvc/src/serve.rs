@@ -26,6 +26,8 @@ use crate::tftp::{self, TftpServer};
 
 /// How often the inventory directories are polled for changes.
 pub const RELOAD_INTERVAL: Duration = Duration::from_secs(1);
+/// Threads for blocking work at most.
+const BLOCKING_THREADS: usize = 32;
 
 /// Sockets bound as root, before the drop.
 struct Bound {
@@ -57,7 +59,13 @@ pub fn serve(cfg: Config) -> Result<()> {
     privileges::prepare_state_dir(&cfg.state.dir, &cfg.security)?;
     let who = privileges::drop_privileges(&cfg.security).context("dropping privileges")?;
     privileges::check_state_dir(&cfg.state.dir, &who)?;
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
+    // Blocking work (opening files, the state store) is short; a crowd of requests queues for
+    // a few threads instead of starting hundreds, each with its stack and allocator arena.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .max_blocking_threads(BLOCKING_THREADS)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
     rt.block_on(run(cfg, bound, who))
 }
 

@@ -152,11 +152,13 @@ pub struct Conn {
     limits: Arc<Limits>,
     metrics: Arc<Metrics>,
     answered: u64,
+    /// The answer being written is a file (whose transfer logs its own end).
+    sending_file: bool,
 }
 
 /// Serve one connection until it closes.
 pub async fn serve(sock: Sock, peer: Option<SocketAddr>, router: Router, limits: Arc<Limits>, metrics: Arc<Metrics>) {
-    let mut c = Conn { sock, peer, buf: BytesMut::new(), limits, metrics, answered: 0 };
+    let mut c = Conn { sock, peer, buf: BytesMut::new(), limits, metrics, answered: 0, sending_file: false };
     let end = c.requests(&router).await;
     c.close(end).await;
 }
@@ -361,6 +363,7 @@ impl Conn {
     ) -> io::Result<bool> {
         let (mut parts, body) = resp.into_parts();
         let file = parts.extensions.remove::<SendFile>();
+        self.sending_file = file.is_some();
         let exact = match &file {
             Some(f) => Some(f.len),
             None => HttpBody::size_hint(&body).exact(),
@@ -528,7 +531,11 @@ impl Conn {
         let peer = self.peer_text();
         if e.kind() == io::ErrorKind::TimedOut {
             self.metrics.drop_reason("http-write-timeout");
-            tracing::info!(%peer, "closed a connection that stopped reading: {e}");
+            if self.sending_file {
+                tracing::debug!(%peer, "closed a connection that stopped reading: {e}");
+            } else {
+                tracing::info!(%peer, "closed a connection that stopped reading: {e}");
+            }
         } else {
             tracing::debug!(%peer, error = %e, "HTTP connection ended while writing");
         }

@@ -82,7 +82,15 @@ impl Listener {
 pub struct Caps {
     total: usize,
     per_source: usize,
-    open: Mutex<(usize, HashMap<IpAddr, usize>)>,
+    open: Mutex<Open>,
+}
+
+#[derive(Default)]
+struct Open {
+    total: usize,
+    by_source: HashMap<IpAddr, usize>,
+    /// Most open at once since [`Caps::fell_since_peak`] last looked.
+    peak: usize,
 }
 
 /// Which cap a connection hit.
@@ -109,42 +117,51 @@ pub struct Slot {
 
 impl Caps {
     pub fn new(total: usize, per_source: usize) -> Arc<Caps> {
-        Arc::new(Caps { total, per_source, open: Mutex::new((0, HashMap::new())) })
+        Arc::new(Caps { total, per_source, open: Mutex::new(Open::default()) })
     }
 
     /// A slot for a connection from `source` (`None`: a Unix socket, under the total only).
     pub fn admit(self: &Arc<Self>, source: Option<IpAddr>) -> Result<Slot, Over> {
         let mut g = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        if g.0 >= self.total {
+        if g.total >= self.total {
             return Err(Over::Total);
         }
         if let Some(ip) = source {
-            let n = g.1.entry(ip).or_insert(0);
+            let n = g.by_source.entry(ip).or_insert(0);
             if *n >= self.per_source {
                 return Err(Over::Source);
             }
             *n += 1;
         }
-        g.0 += 1;
+        g.total += 1;
+        g.peak = g.peak.max(g.total);
         Ok(Slot { caps: Arc::clone(self), source })
     }
 
     /// Connections open now, in total and from `source`.
     pub fn open(&self, source: IpAddr) -> (usize, usize) {
         let g = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        (g.0, g.1.get(&source).copied().unwrap_or(0))
+        (g.total, g.by_source.get(&source).copied().unwrap_or(0))
+    }
+
+    /// How many fewer connections are open than at the peak since the last call.
+    fn fell_since_peak(&self) -> usize {
+        let mut g = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let fell = g.peak - g.total;
+        g.peak = g.total;
+        fell
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         let mut g = self.caps.open.lock().unwrap_or_else(|e| e.into_inner());
-        g.0 = g.0.saturating_sub(1);
+        g.total = g.total.saturating_sub(1);
         if let Some(ip) = self.source {
-            if let Some(n) = g.1.get_mut(&ip) {
+            if let Some(n) = g.by_source.get_mut(&ip) {
                 *n -= 1;
                 if *n == 0 {
-                    g.1.remove(&ip);
+                    g.by_source.remove(&ip);
                 }
             }
         }
@@ -210,6 +227,13 @@ impl HttpServer {
 
     /// Accept and serve connections until the task is dropped.
     pub async fn run(self) -> Result<()> {
+        let trim = tokio::spawn(give_back_memory(Arc::clone(&self.caps)));
+        let r = self.accept().await;
+        trim.abort();
+        r
+    }
+
+    async fn accept(&self) -> Result<()> {
         match self.listener {
             Listener::Tcp(ref l) => {
                 let l = tokio::net::TcpListener::from_std(l.try_clone()?)
@@ -287,6 +311,27 @@ impl HttpServer {
                 "refused {n} {} connection(s) over the cap of {cap} ({field}) in the last {} s; the last from {peer}",
                 self.name, LOG_EVERY.as_secs()
             );
+        }
+    }
+}
+
+/// Check this often whether a crowd of connections has gone.
+const TRIM_EVERY: Duration = Duration::from_secs(5);
+/// A crowd: this many fewer connections than at the peak since the last check.
+const TRIM_AFTER: usize = 64;
+
+/// Give the memory of a crowd of closed connections back to the system. glibc's allocator
+/// keeps freed memory mapped for reuse (per-thread arenas, pages between live allocations),
+/// so after hundreds of connections close the process would stay at its peak size;
+/// `malloc_trim` hands the free pages back.
+async fn give_back_memory(caps: Arc<Caps>) {
+    let mut tick = tokio::time::interval(TRIM_EVERY);
+    loop {
+        tick.tick().await;
+        if caps.fell_since_peak() >= TRIM_AFTER {
+            #[cfg(target_env = "gnu")]
+            // SAFETY: malloc_trim only returns free memory of the allocator to the system.
+            let _ = tokio::task::spawn_blocking(|| unsafe { libc::malloc_trim(0) }).await;
         }
     }
 }
