@@ -204,6 +204,29 @@ mod tests {
     }
 
     #[test]
+    fn new_fields_are_checked_by_name() {
+        let mut c = crate::config::sample();
+        c.http.max_connections_per_source = 2000;
+        c.http.write_timeout_secs = 0;
+        c.http.idle_timeout_secs = 4000;
+        c.admin.token_file = Some("/etc/osie/admin.token".into());
+        c.admin.listen = AdminListen::Tcp("0.0.0.0:8081".parse().unwrap());
+        let p = c.validate();
+        let fields: Vec<&str> =
+            p.iter().map(|p| p.field.as_str()).filter(|f| f.starts_with("http.") || f == &"admin.listen").collect();
+        assert_eq!(
+            fields,
+            ["http.max_connections_per_source", "http.write_timeout_secs", "http.idle_timeout_secs", "admin.listen"],
+            "{p}"
+        );
+        c.http.max_connections = 0;
+        assert!(c.validate().iter().any(|p| p.field == "http.max_connections"));
+        // Without a token file the admin API is off and its listener is not checked.
+        c.admin.token_file = None;
+        assert!(!c.validate().iter().any(|p| p.field == "admin.listen"));
+    }
+
+    #[test]
     fn connection_cap_against_the_fd_limit() {
         assert!(fits_fd_limit(1024, 1 << 20).is_ok());
         assert_eq!(fds_needed(1024), 2 * (1024 + 64) + FD_RESERVE);
