@@ -450,9 +450,12 @@ impl Conn {
     }
 
     /// The head (held back with `MSG_MORE` so it leaves in the first segment with the file's
-    /// bytes), then the file with `sendfile(2)`. The log line says how much left.
+    /// bytes), then the file with `sendfile(2)`, corked: only full segments leave until the
+    /// end (the socket is `TCP_NODELAY` for small answers, which would otherwise push a short
+    /// segment every time the window opens a little). The log line says how much left.
     async fn send_file(&mut self, head: &[u8], f: &SendFile) -> io::Result<()> {
         let fd = self.sock.fd();
+        self.cork(true);
         let mut off = 0;
         while off < head.len() {
             let rest = &head[off..];
@@ -482,7 +485,25 @@ impl Conn {
         }
         let (sent, result) = self.sendfile(f).await;
         f.finished(sent, result.as_ref().map(|_| ()));
+        // Uncorking sends the last, partial segment now.
+        self.cork(false);
         result
+    }
+
+    fn cork(&self, on: bool) {
+        if let Sock::Tcp(_) = self.sock {
+            let v: libc::c_int = on.into();
+            // SAFETY: setsockopt on this connection's socket with a valid int option value.
+            unsafe {
+                libc::setsockopt(
+                    self.sock.fd(),
+                    libc::IPPROTO_TCP,
+                    libc::TCP_CORK,
+                    (&v as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+        }
     }
 
     /// `f.len` bytes of `f.file` from `f.offset`, file to socket in the kernel; how many
