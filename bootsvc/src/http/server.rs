@@ -376,6 +376,25 @@ mod tests {
     }
 
     #[test]
+    fn the_open_files_limit_is_raised_to_the_hard_limit() {
+        let get = || {
+            let mut l = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+            // SAFETY: a valid rlimit to fill in.
+            assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) }, 0);
+            l
+        };
+        let mut l = get();
+        if l.rlim_max < 512 {
+            return;
+        }
+        l.rlim_cur = 256;
+        // SAFETY: lowering this test process's own soft limit.
+        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &l) }, 0);
+        assert_eq!(raise_fd_limit().unwrap(), l.rlim_max);
+        assert_eq!(get().rlim_cur, l.rlim_max);
+    }
+
+    #[test]
     fn rate_log_writes_one_line_per_period() {
         let log = RateLog::new(Duration::from_secs(10));
         let t = Instant::now();
