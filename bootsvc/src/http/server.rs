@@ -168,6 +168,22 @@ impl Drop for Slot {
     }
 }
 
+/// A connection counted in `osie_http_connections` while it lives.
+struct Counted(Arc<Metrics>);
+
+impl Counted {
+    fn new(m: Arc<Metrics>) -> Counted {
+        m.http_connections.inc();
+        Counted(m)
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.http_connections.dec();
+    }
+}
+
 /// At most one log line per period: [`RateLog::hit`] says when to write one, and how many
 /// events it stands for.
 pub struct RateLog {
@@ -274,11 +290,11 @@ impl HttpServer {
             Ok(slot) => {
                 let (router, limits, metrics) =
                     (self.router.clone(), Arc::clone(&self.limits), Arc::clone(&self.metrics));
-                metrics.http_connections.inc();
+                let counted = Counted::new(Arc::clone(&metrics));
                 tokio::spawn(async move {
-                    conn::serve(sock, peer, router, limits, Arc::clone(&metrics)).await;
-                    metrics.http_connections.dec();
-                    drop(slot);
+                    // Given back when the task ends, even by a panic in a handler.
+                    let _held = (slot, counted);
+                    conn::serve(sock, peer, router, limits, metrics).await;
                 });
             }
             Err(over) => self.refuse(sock, peer, over),
