@@ -143,7 +143,7 @@ enum ReadEnd {
     Io(io::Error),
 }
 
-pub struct Conn {
+struct Conn {
     sock: Sock,
     /// `None` for a Unix socket.
     peer: Option<SocketAddr>,
