@@ -1,5 +1,7 @@
 //! The CLI's side of the admin API: a small HTTP/1 client (hyper) and the table output of
-//! `bootsvc machines`.
+//! `bootsvc machines`. It finds the admin listener in the service's config (`admin.listen`:
+//! an address or a Unix socket), or is told with `--url` (`http://host:port` or
+//! `unix:/path`).
 
 use std::path::Path;
 
@@ -18,8 +20,10 @@ use crate::state::StoredEvent;
 /// Where the admin API is and how to authenticate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Client {
-    /// `host:port`
+    /// `host:port` (also the `Host` header), or `localhost` for a Unix socket.
     authority: String,
+    /// The Unix socket, when the admin API listens on one.
+    socket: Option<std::path::PathBuf>,
     /// Path prefix of the service (`""` or `/osie`).
     prefix: String,
     token: String,
@@ -40,14 +44,22 @@ impl Client {
                     (None, Some(t)) => t,
                     (None, None) => bail!("{}: admin.token_file is not set: the admin API is off", cfg_path.display()),
                 };
-                (cfg.local_url(), token)
+                (cfg.admin_url(), token)
             }
             (None, None) => {
                 bail!("say where bootsvc runs: --config <bootsvc.toml>, or --url <URL> --token-file <file>")
             }
         };
+        if let Some(path) = url.strip_prefix("unix:") {
+            return Ok(Client {
+                authority: "localhost".into(),
+                socket: Some(path.into()),
+                prefix: String::new(),
+                token,
+            });
+        }
         let rest = url.strip_prefix("http://").ok_or_else(|| {
-            anyhow!("{url}: only http:// URLs (run the CLI on the bootsvc host, or through a tunnel)")
+            anyhow!("{url}: only http:// URLs or unix:/path (run the CLI on the bootsvc host, or through a tunnel)")
         })?;
         let (authority, prefix) = match rest.find('/') {
             Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
@@ -57,16 +69,32 @@ impl Client {
             bail!("{url}: no host");
         }
         let authority = if authority.contains(':') { authority.to_string() } else { format!("{authority}:80") };
-        Ok(Client { authority, prefix: prefix.to_string(), token })
+        Ok(Client { authority, socket: None, prefix: prefix.to_string(), token })
     }
 
     async fn call<T: DeserializeOwned>(&self, method: Method, path: &str) -> Result<T> {
-        let what = format!("{method} http://{}{}{path}", self.authority, self.prefix);
-        let stream =
-            tokio::net::TcpStream::connect(&self.authority).await.with_context(|| format!("{what}: connecting"))?;
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.with_context(|| what.clone())?;
-        tokio::spawn(conn);
+        let what = match &self.socket {
+            Some(s) => format!("{method} {path} on {}", s.display()),
+            None => format!("{method} http://{}{}{path}", self.authority, self.prefix),
+        };
+        let mut sender = match &self.socket {
+            Some(s) => {
+                let stream = tokio::net::UnixStream::connect(s).await.with_context(|| format!("{what}: connecting"))?;
+                let (sender, conn) =
+                    hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.with_context(|| what.clone())?;
+                tokio::spawn(conn);
+                sender
+            }
+            None => {
+                let stream = tokio::net::TcpStream::connect(&self.authority)
+                    .await
+                    .with_context(|| format!("{what}: connecting (is bootsvc running, with admin.token_file set?)"))?;
+                let (sender, conn) =
+                    hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.with_context(|| what.clone())?;
+                tokio::spawn(conn);
+                sender
+            }
+        };
         let req = Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.prefix))
@@ -261,6 +289,8 @@ mod tests {
         );
         let c = Client::new(None, Some("http://boot.example/osie"), Some(&tf)).unwrap();
         assert_eq!((c.authority.as_str(), c.prefix.as_str()), ("boot.example:80", "/osie"));
+        let c = Client::new(None, Some("unix:/run/osie/admin.sock"), Some(&tf)).unwrap();
+        assert_eq!(c.socket.as_deref(), Some(Path::new("/run/osie/admin.sock")));
         assert!(Client::new(None, Some("https://x"), Some(&tf)).is_err());
         assert!(Client::new(None, Some("http://x"), None).is_err());
         assert!(Client::new(None, None, None).unwrap_err().to_string().contains("--config"));

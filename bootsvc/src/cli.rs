@@ -82,11 +82,12 @@ pub enum MachineAction {
 /// How the CLI reaches the admin API.
 #[derive(Debug, Clone, Args)]
 pub struct Connect {
-    /// The service's config file: the admin API is reached on http.listen with the token from
-    /// admin.token_file.
+    /// The service's config file: the admin API is reached on admin.listen with the token
+    /// from admin.token_file.
     #[arg(long, short, env = "BOOTSVC_CONFIG", global = true)]
     pub config: Option<PathBuf>,
-    /// Or: the service's base URL (http://host:port); wins over --config.
+    /// Or: the admin API's URL (http://host:port of admin.listen, or unix:/path of its
+    /// socket); wins over --config.
     #[arg(long, env = "BOOTSVC_URL", global = true)]
     pub url: Option<String>,
     /// With --url: the file holding the admin bearer token (or, with --config, instead of

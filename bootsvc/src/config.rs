@@ -5,9 +5,12 @@
 //! paths in every error) is in [`load`], the checks in [`validate`], the `[security]` account's
 //! lookup in `security`.
 
+mod http;
 mod load;
 mod security;
 mod validate;
+
+pub use http::{fits_fd_limit, AdminListen};
 
 #[cfg(test)]
 pub(crate) use load::sample;
@@ -143,10 +146,23 @@ pub struct Http {
     /// Largest request head (request line and headers) accepted, bytes; larger gets 431.
     #[serde(default = "default_max_header")]
     pub max_header_bytes: usize,
-    /// Seconds a client has to send its request head, and a handler to produce a response
-    /// head (file bodies stream on after that without a deadline).
+    /// Seconds a client has to send its request head (and its body), and a handler to
+    /// produce a response head.
     #[serde(default = "default_request_timeout")]
     pub request_timeout_secs: u64,
+    /// Connections open at once, from every client together; more are refused (503).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Connections open at once from one source address; more are refused (503).
+    #[serde(default = "default_max_connections_per_source")]
+    pub max_connections_per_source: usize,
+    /// Seconds a response may make no progress writing (the client not reading) before the
+    /// connection is closed.
+    #[serde(default = "default_write_timeout")]
+    pub write_timeout_secs: u64,
+    /// Seconds a keep-alive connection may wait for its next request.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -186,6 +202,17 @@ pub struct Admin {
     /// File holding the bearer token for the admin API. Without it the admin API is off.
     #[serde(default)]
     pub token_file: Option<PathBuf>,
+    /// Where the admin API listens: `ip:port` (default `127.0.0.1:8081`) or the absolute
+    /// path of a Unix socket. Never the machines' listener.
+    #[serde(default)]
+    pub listen: AdminListen,
+}
+
+impl Admin {
+    /// The admin listener's caps: a few operators and scripts, never the machines (fixed;
+    /// `http.max_connections` is checked against the open-files limit with these added).
+    pub const MAX_CONNECTIONS: usize = 64;
+    pub const MAX_PER_SOURCE: usize = 16;
 }
 
 /// Who bootsvc runs as once its ports are bound (`crate::privileges`); looked up by
@@ -247,6 +274,18 @@ fn default_max_header() -> usize {
     16 << 10
 }
 fn default_request_timeout() -> u64 {
+    30
+}
+fn default_max_connections() -> usize {
+    1024
+}
+fn default_max_connections_per_source() -> usize {
+    64
+}
+fn default_write_timeout() -> u64 {
+    60
+}
+fn default_idle_timeout() -> u64 {
     30
 }
 fn default_kernel() -> String {

@@ -42,6 +42,10 @@ pub struct Metrics {
     pub tftp_in_flight: Gauge,
     /// HTTP requests, by route template and status code.
     pub http_requests: Family<RouteLabels, Counter>,
+    /// File bytes sent with sendfile(2) (artifacts, images, the TFTP root over HTTP).
+    pub http_sendfile_bytes: Counter,
+    /// HTTP connections open now (both listeners).
+    pub http_connections: Gauge,
     /// Installs finished, by outcome (`installed`, `failed`).
     pub installs: Family<OutcomeLabel, Counter>,
     /// Events stored, by phase.
@@ -65,6 +69,8 @@ impl Metrics {
             tftp_bytes: Counter::default(),
             tftp_in_flight: Gauge::default(),
             http_requests: Family::default(),
+            http_sendfile_bytes: Counter::default(),
+            http_connections: Gauge::default(),
             installs: Family::default(),
             events: Family::default(),
         };
@@ -74,6 +80,8 @@ impl Metrics {
         registry.register("tftp_bytes", "TFTP payload bytes sent", m.tftp_bytes.clone());
         registry.register("tftp_transfers_in_flight", "TFTP transfers open now", m.tftp_in_flight.clone());
         registry.register("http_requests", "HTTP requests, by route and status", m.http_requests.clone());
+        registry.register("http_sendfile_bytes", "File bytes sent with sendfile", m.http_sendfile_bytes.clone());
+        registry.register("http_connections", "HTTP connections open now", m.http_connections.clone());
         registry.register("installs", "Installs finished, by outcome", m.installs.clone());
         registry.register("events", "Events stored, by phase", m.events.clone());
         Metrics { registry, ..m }

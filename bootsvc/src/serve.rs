@@ -1,8 +1,10 @@
 //! `bootsvc serve`: bind every socket, give up root, then build everything and run.
 //!
-//! Binding comes first and all at once (HTTP, DHCP 67/4011, TFTP 69), while the process is
-//! still root and has a single thread; then the admin token (which may stay readable by root
-//! only) is read and privileges are dropped ([`crate::privileges`]): capabilities are per
+//! Binding comes first and all at once (HTTP, the admin API's listener, DHCP 67/4011,
+//! TFTP 69), while the process is still root and has a single thread; the soft limit of open
+//! files is raised to the hard limit (the HTTP connection caps bound connections, not the
+//! descriptor limit); then the admin token (which may stay readable by root only) is read
+//! and privileges are dropped ([`crate::privileges`]): capabilities are per
 //! thread, so this must happen before the async runtime starts its workers. Everything
 //! after that (the state store, the inventory, every request) runs unprivileged. A port
 //! conflict stops the service before it answers anything.
@@ -13,9 +15,9 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use tokio::task::JoinSet;
 
-use crate::config::Config;
+use crate::config::{AdminListen, Config};
 use crate::dhcp::{self, DhcpServer};
-use crate::http::{self, App, HttpServer};
+use crate::http::{self, App, Listener};
 use crate::identity;
 use crate::inventory::{watch, Inventory, Snapshot};
 use crate::metrics::Metrics;
@@ -25,10 +27,14 @@ use crate::tftp::{self, TftpServer};
 
 /// How often the inventory directories are polled for changes.
 pub const RELOAD_INTERVAL: Duration = Duration::from_secs(1);
+/// Threads for blocking work at most.
+const BLOCKING_THREADS: usize = 32;
 
 /// Sockets bound as root, before the drop.
 struct Bound {
-    http: std::net::TcpListener,
+    http: Listener,
+    /// The admin API's listener; `None` when the admin API is off (no token file).
+    admin: Option<Listener>,
     dhcp: Option<dhcp::server::Sockets>,
     tftp: Option<std::net::UdpSocket>,
     admin_token: Option<String>,
@@ -39,15 +45,28 @@ struct Bound {
 pub fn serve(cfg: Config) -> Result<()> {
     let cfg = Arc::new(cfg);
     let bound = Bound {
-        http: http::bind_listener(cfg.http.listen)?,
+        http: Listener::tcp(cfg.http.listen, "HTTP")?,
+        admin: match (&cfg.admin.token_file, &cfg.admin.listen) {
+            (None, _) => None,
+            (Some(_), AdminListen::Tcp(a)) => Some(Listener::tcp(*a, "the admin API")?),
+            (Some(_), AdminListen::Unix(p)) => Some(Listener::unix(p, "the admin API")?),
+        },
         dhcp: dhcp::server::bind_sockets(&cfg).context("starting DHCP")?,
         tftp: tftp::bind_socket(&cfg).context("starting TFTP")?,
         admin_token: cfg.admin_token()?,
     };
+    let fds = http::raise_fd_limit()?;
+    crate::config::fits_fd_limit(cfg.http.max_connections, fds).map_err(|e| anyhow!("http.max_connections: {e}"))?;
     privileges::prepare_state_dir(&cfg.state.dir, &cfg.security)?;
     let who = privileges::drop_privileges(&cfg.security).context("dropping privileges")?;
     privileges::check_state_dir(&cfg.state.dir, &who)?;
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
+    // Blocking work (opening files, the state store) is short; a crowd of requests queues for
+    // a few threads instead of starting hundreds, each with its stack and allocator arena.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .max_blocking_threads(BLOCKING_THREADS)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
     rt.block_on(run(cfg, bound, who))
 }
 
@@ -71,8 +90,10 @@ async fn run(cfg: Arc<Config>, bound: Bound, who: Identity) -> Result<()> {
         admin_token: bound.admin_token,
     });
 
-    let http = HttpServer::new(app, bound.http);
-    let http_addr = http.local_addr()?;
+    let http = http::machines_server(&app, bound.http);
+    let http_addr = http.describe();
+    let admin = bound.admin.map(|l| http::admin_server(&app, l));
+    let admin_addr = admin.as_ref().map_or_else(|| "off".to_string(), |a| a.describe());
     let dhcp = cfg.dhcp.enabled.then(|| DhcpServer::new(&cfg, Arc::clone(&storage), Arc::clone(&metrics), bound.dhcp));
     let tftp = if cfg.tftp.enabled {
         Some(TftpServer::new(Arc::clone(&cfg), Arc::clone(&metrics), bound.tftp).context("starting TFTP")?)
@@ -84,7 +105,7 @@ async fn run(cfg: Arc<Config>, bound: Bound, who: Identity) -> Result<()> {
         public_url = %cfg.http.public_url,
         dhcp = if cfg.dhcp.enabled { "on" } else { "off" },
         tftp = if cfg.tftp.enabled { "on" } else { "off" },
-        admin = if cfg.admin.token_file.is_some() { "on" } else { "off" },
+        admin = %admin_addr,
         storage = %storage.describe(),
         runs_as = %who,
         "bootsvc ready"
@@ -92,6 +113,9 @@ async fn run(cfg: Arc<Config>, bound: Bound, who: Identity) -> Result<()> {
 
     let mut tasks = JoinSet::new();
     tasks.spawn(async move { http.run().await.context("HTTP server") });
+    if let Some(a) = admin {
+        tasks.spawn(async move { a.run().await.context("admin API server") });
+    }
     if let Some(d) = dhcp {
         tasks.spawn(async move { d.run().await.context("DHCP server") });
     }

@@ -165,3 +165,30 @@ fn a_token_file_others_can_read_is_refused_by_check_and_serve() {
     assert_eq!(code, 0, "{out}");
     site.start();
 }
+
+#[test]
+fn a_connection_cap_beyond_the_open_files_limit_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = write_tree(d.path(), &Options { http: "max_connections = 5000".into(), ..Default::default() });
+    // Under a hard limit of 4096 open files (5000 connections need about 10 000).
+    let run = |cmd: &str| {
+        Command::new("bash")
+            .args(["-c", &format!("ulimit -n 4096 && exec \"$0\" {cmd} --config \"$1\""), common::bin()])
+            .arg(&cfg)
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap()
+    };
+    let out = run("check");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(has(&text, &cfg, "http.max_connections"), "{text}");
+    assert!(text.contains("at most 4096") && text.contains("LimitNOFILE"), "{text}");
+    let out = run("serve");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("http.max_connections"), "serve refuses it too: {err}");
+    // The default cap fits.
+    edit(&cfg, "max_connections = 5000", "");
+    let out = run("check");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+}

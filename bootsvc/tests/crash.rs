@@ -30,6 +30,8 @@ use osie_testkit::{require_root, require_tools};
 const ROUNDS: u64 = 20;
 const MACHINES: usize = 6;
 const SERVER: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 1), 8080);
+/// The admin API (its own listener, the default `admin.listen`).
+const ADMIN: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8081);
 
 fn addr(i: usize) -> Ipv4Addr {
     Ipv4Addr::new(192, 0, 2, 30 + i as u8)
@@ -132,8 +134,8 @@ fn verify_events(site: &Site, ledgers: &[Arc<Mutex<Ledger>>]) -> usize {
         let path = format!("/admin/machines/{}/events?limit=10000", mac(m));
         let h = site.ns.spawn(move || {
             client::request(
-                Ipv4Addr::new(192, 0, 2, 1),
-                SERVER,
+                Ipv4Addr::LOCALHOST,
+                ADMIN,
                 "GET",
                 &path,
                 &[("Authorization", &auth)],
@@ -154,8 +156,7 @@ fn verify_events(site: &Site, ledgers: &[Arc<Mutex<Ledger>>]) -> usize {
         }
         let missing: Vec<_> = l.acked.difference(&seen).collect();
         assert!(missing.is_empty(), "machine {m}: acknowledged but lost: {missing:?}");
-        let view =
-            site.curl(&["-H", &format!("Authorization: Bearer {TOKEN}")], &format!("/admin/machines/{}", mac(m)));
+        let view = site.admin("GET", &format!("/admin/machines/{}", mac(m)));
         assert_eq!(view.json()["state"]["events"], stored.len() as u64, "machine {m}: state disagrees with the events");
         total += stored.len();
     }

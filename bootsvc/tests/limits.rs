@@ -59,7 +59,7 @@ fn oversized_heads_and_bodies_are_refused_and_counted() {
         "/events",
     );
     assert_eq!(r.status, 413, "chunked: {}", r.text());
-    let r = site.curl(
+    let r = site.admin_curl(
         &["-H", "Content-Type: application/json", "--data-binary", &at_file],
         "/admin/machines/52:54:00:00:01:01/reinstall",
     );

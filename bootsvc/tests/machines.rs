@@ -187,7 +187,7 @@ fn events_persist_and_installed_clears_netboot_until_reinstall() {
     assert_eq!(site.post_json_as(ip1, "/events", r#"{"machine":"nope"}"#).status, 422);
 
     let out =
-        site.cli(&["machines", "--url", common::BASE, "--token-file", site.path("admin.token").to_str().unwrap()]);
+        site.cli(&["machines", "--url", common::ADMIN, "--token-file", site.path("admin.token").to_str().unwrap()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let table = String::from_utf8_lossy(&out.stdout).to_string();
     let row = table.lines().find(|l| l.starts_with("n1 ")).unwrap_or_else(|| panic!("{table}"));
@@ -225,10 +225,10 @@ fn events_persist_and_installed_clears_netboot_until_reinstall() {
     // Reinstall goes through the admin API and needs the token.
     let wrong = site.path("wrong.token");
     std::fs::write(&wrong, "not-the-token-0123456789").unwrap();
-    let out = site.cli(&["machine", M1, "reinstall", "--url", common::BASE, "--token-file", wrong.to_str().unwrap()]);
+    let out = site.cli(&["machine", M1, "reinstall", "--url", common::ADMIN, "--token-file", wrong.to_str().unwrap()]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("401"), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(site.get("/admin/machines").status, 401);
+    assert_eq!(site.admin_curl(&[], "/admin/machines").status, 401);
     assert!(site.get(&format!("/boot/{M1}.ipxe")).text().contains("is installed"));
     let out = site.cli(&["machine", M1, "reinstall", "--config", &cfg]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -17,6 +17,8 @@ pub const BRIDGE_ADDR: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
 /// Where machines believe bootsvc is: their own proxy listens there (`proxy.rs`).
 pub const PUBLIC: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 pub const PORT: u16 = 8080;
+/// The admin API: its own listener, the default `admin.listen` (the namespace's loopback).
+pub const ADMIN: &str = "127.0.0.1:8081";
 pub const TOKEN: &str = "soak-admin-token-0123456789abcdef";
 
 /// Machine `i`'s MAC and address.
@@ -176,13 +178,15 @@ level = "info"
         Ok(())
     }
 
-    /// GET `path` from inside the namespace with the admin token: status and body.
+    /// GET `path` from inside the namespace with the admin token: status and body. `/admin/…`
+    /// goes to the admin API's listener, the rest to the machines'.
     pub fn get(&self, path: &str) -> Result<(u16, Vec<u8>)> {
+        let base = if path.starts_with("/admin/") { ADMIN.to_string() } else { format!("{BRIDGE_ADDR}:{PORT}") };
         let out = self
             .ns
             .cmd("curl")
             .args(["-s", "--max-time", "20", "-H", &format!("Authorization: Bearer {TOKEN}"), "-w", "\n%{http_code}"])
-            .arg(format!("http://{BRIDGE_ADDR}:{PORT}{path}"))
+            .arg(format!("http://{base}{path}"))
             .output()
             .context("running curl")?;
         let text = out.stdout;

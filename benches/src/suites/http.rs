@@ -1,6 +1,6 @@
 //! Item 4, HTTP artifacts: one large file to 1 and 50 concurrent connections (wrk) from
 //! bootsvc (`/artifacts/`) and nginx (Debian's default site settings: sendfile, tcp_nopush)
-//! serving the same directory.
+//! serving the same directory, the two servers' runs interleaved, each with a fresh process.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddrV4;
@@ -48,36 +48,56 @@ pub fn run(ctx: &Ctx, out: &mut SuiteResult) -> Result<()> {
         "A {size}-byte file of pseudo-random bytes, in the page cache, served from the server namespace; `wrk` \
          in the client namespace over the veth ({secs} s per run; MB/s from wrk's Transfer/sec, bytes read \
          including partial bodies at the end). Both servers use every core (nginx `worker_processes auto`, \
-         bootsvc's tokio runtime) and log every request."
+         bootsvc's tokio runtime) and log every request. Runs alternate between the servers, each run with a \
+         freshly started server (the CPU a server is charged for depends on where the kernel runs the \
+         receiving side's work over the veth, a placement that sticks to a process)."
     ));
-    for which in [Which::Bootsvc, Which::Nginx] {
-        eprintln!("-- HTTP: {}", which.name());
-        let mut srv = start(ctx, &lab, which, &root)?;
-        let path = which.path(file);
-        wait_ready(&lab, &path, size).with_context(|| format!("{}: {}", which.name(), srv.log_tail(20)))?;
-        for &c in conns {
-            if !ctx.wants(&format!("{} MB file, {c} connection(s)", size / 1_000_000)) {
-                continue;
-            }
-            let mut rec = Record::new(
-                "http",
-                &format!("{} MB file, {c} connection(s)", size / 1_000_000),
-                which.name(),
-                which == Which::Bootsvc,
-            );
-            let threads = c.min(2);
-            let url = format!("http://{SERVER_IP}:{HTTP_PORT}{path}");
-            let args = [
-                format!("-t{threads}"),
-                format!("-c{c}"),
-                format!("-d{secs}s"),
-                "--timeout".into(),
-                "60s".into(),
-                url.clone(),
-            ];
-            rec.commands.push(srv.command.clone());
-            rec.commands.push(format!("wrk {}", args.join(" ")));
-            for _ in 0..ctx.runs {
+    // Runs alternate between the servers, each run with a freshly started one: the CPU a
+    // server is charged for depends on where the kernel runs the receiving side's softirq
+    // work over the veth (in the server's context when it transmits on the other core than
+    // wrk's), a placement that sticks to a process for its lifetime. Fresh, interleaved
+    // processes sample it alike for both servers, and a quieter or busier spell of the
+    // shared machine falls on both.
+    let servers = [Which::Bootsvc, Which::Nginx];
+    let cases: Vec<usize> = conns
+        .iter()
+        .copied()
+        .filter(|c| ctx.wants(&format!("{} MB file, {c} connection(s)", size / 1_000_000)))
+        .collect();
+    let mut recs: Vec<Vec<Record>> = servers
+        .iter()
+        .map(|w| {
+            cases
+                .iter()
+                .map(|c| {
+                    Record::new(
+                        "http",
+                        &format!("{} MB file, {c} connection(s)", size / 1_000_000),
+                        w.name(),
+                        *w == Which::Bootsvc,
+                    )
+                })
+                .collect()
+        })
+        .collect();
+    let args_for = |which: Which, c: usize| {
+        let threads = c.min(2);
+        let url = format!("http://{SERVER_IP}:{HTTP_PORT}{}", which.path(file));
+        vec![format!("-t{threads}"), format!("-c{c}"), format!("-d{secs}s"), "--timeout".into(), "60s".into(), url]
+    };
+    for run in 0..ctx.runs {
+        for (si, &which) in servers.iter().enumerate() {
+            eprintln!("-- HTTP run {}: {}", run + 1, which.name());
+            let mut srv = start(ctx, &lab, which, &root)?;
+            let path = which.path(file);
+            wait_ready(&lab, &path, size).with_context(|| format!("{}: {}", which.name(), srv.log_tail(20)))?;
+            for (ci, &c) in cases.iter().enumerate() {
+                let rec = &mut recs[si][ci];
+                let args = args_for(which, c);
+                if run == 0 {
+                    rec.commands.push(srv.command.clone());
+                    rec.commands.push(format!("wrk {}", args.join(" ")));
+                }
                 srv.check_running()?;
                 let before = lab.server_cpu();
                 let t0 = std::time::Instant::now();
@@ -102,11 +122,17 @@ pub fn run(ctx: &Ctx, out: &mut SuiteResult) -> Result<()> {
                     ("server_cores".into(), cpu.total() / wall),
                     ("server_cpu_s_per_gb".into(), cpu.total() / (bps * wall / 1e9)),
                 ]));
+                eprintln!("   {c} conn: {:.0} MB/s", bps / 1e6);
             }
-            eprintln!("   {c} conn: {:.0} MB/s", rec.median("mb_per_sec").unwrap_or(0.0));
-            out.records.push(rec);
+            srv.stop();
+            servers::kill_all(&lab.pair.server);
         }
-        if !ctx.quick && ctx.only.is_none() {
+    }
+    if !ctx.quick && ctx.only.is_none() {
+        for (si, &which) in servers.iter().enumerate() {
+            let srv = start(ctx, &lab, which, &root)?;
+            let path = which.path(file);
+            wait_ready(&lab, &path, size).with_context(|| format!("{}: {}", which.name(), srv.log_tail(20)))?;
             let trace = dir.join(format!("strace-{}.txt", which.name()));
             let n = 5usize;
             let (r, counts) = measure::syscall_counts(srv.pid(), &trace, || {
@@ -136,12 +162,16 @@ pub fn run(ctx: &Ctx, out: &mut SuiteResult) -> Result<()> {
                 total as f64 / mb,
                 top.join(", ")
             );
-            for rec in out.records.iter_mut().filter(|r| r.tool == which.name()) {
+            for rec in recs[si].iter_mut() {
                 rec.evidence.push(text.clone());
             }
+            srv.stop();
+            servers::kill_all(&lab.pair.server);
         }
-        srv.stop();
-        servers::kill_all(&lab.pair.server);
+    }
+    for rec in recs.into_iter().flatten() {
+        eprintln!("   {} {}: median {:.0} MB/s", rec.tool, rec.case, rec.median("mb_per_sec").unwrap_or(0.0));
+        out.records.push(rec);
     }
     Ok(())
 }

@@ -60,13 +60,13 @@ impl Config {
         }
     }
 
-    /// The address the CLI uses to reach this service's admin API on the same host.
-    pub fn local_url(&self) -> String {
-        let mut addr = self.http.listen;
-        if addr.ip().is_unspecified() {
-            addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    /// Where the CLI reaches this service's admin API (`admin.listen`): `http://ip:port`, or
+    /// `unix:/path` for a Unix socket.
+    pub fn admin_url(&self) -> String {
+        match &self.admin.listen {
+            super::AdminListen::Tcp(a) => format!("http://{a}"),
+            super::AdminListen::Unix(p) => format!("unix:{}", p.display()),
         }
-        format!("http://{addr}")
     }
 }
 
@@ -115,7 +115,8 @@ dir = "machines"
         assert!(c.dhcp.enabled && c.tftp.enabled);
         assert_eq!(c.http.max_body_bytes, 1 << 20);
         assert_eq!(c.artifacts.kernel, "vmlinuz");
-        assert_eq!(c.local_url(), "http://127.0.0.1:8080");
+        assert_eq!(c.admin_url(), "http://127.0.0.1:8081");
+        assert_eq!((c.http.max_connections, c.http.max_connections_per_source), (1024, 64));
     }
 
     #[test]

@@ -16,9 +16,11 @@ impl Config {
         self.check_dhcp(&mut c);
         self.check_tftp(&mut c);
         self.check_http(&mut c);
+        self.check_http_connections(&mut c);
         self.check_artifacts(&mut c);
         self.check_dirs(&mut c);
         self.check_admin(&mut c);
+        self.check_admin_listen(&mut c);
         self.check_security(&mut c);
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             c.add("log.level", format!("{:?} is not a tracing filter: {e}", self.log.level));

@@ -1,21 +1,28 @@
-//! The admin API, behind a bearer token (`Authorization: Bearer <token>`, the contents of
-//! `admin.token_file`, compared in constant time). Off (403) when no token file is
-//! configured; 401 without the right token.
+//! The admin API, served on its own listener (`admin.listen`: loopback or a Unix socket by
+//! default, never the machines' listener), behind a bearer token (`Authorization: Bearer
+//! <token>`, the contents of `admin.token_file`, compared in constant time). 401 without the
+//! right token; after a few wrong tokens from one source, 429 with `Retry-After` for a
+//! growing period, whatever that source sends ([`super::backoff`]). Every route goes through
+//! [`guard`] first.
 //!
 //! - `GET /admin/machines`: every machine with its state ([`MachineView`]);
 //! - `GET /admin/machines/{mac}`, `GET /admin/machines/{mac}/events?limit=N`;
 //! - `POST /admin/machines/{mac}/reinstall`: allow netboot again after an install.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use osie_api::MacAddr;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::backoff::{Backoff, Verdict};
 use super::AppState;
 use crate::identity::IdentityView;
 use crate::inventory::Entry;
@@ -112,11 +119,51 @@ fn authorize(app: &AppState, h: &HeaderMap) -> Result<(), AdminError> {
     let given = h.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
     match given {
         Some(t) if token_ok(t.trim(), expected) => Ok(()),
-        _ => {
-            app.metrics.drop_reason("http-admin-unauthorized");
-            tracing::warn!("admin request without a valid token refused");
-            Err(AdminError::Unauthorized)
+        _ => Err(AdminError::Unauthorized),
+    }
+}
+
+/// What [`guard`] keeps: the app and the back-off state of every source.
+pub struct Guard {
+    pub app: AppState,
+    pub backoff: Backoff,
+}
+
+/// Middleware of every admin route: the back-off first (a locked-out source is refused
+/// unread), then the token.
+pub async fn guard(State(g): State<Arc<Guard>>, req: Request, next: Next) -> Response {
+    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
+    let src = peer.map(|p| p.ip());
+    let who = peer.map_or_else(|| "the admin socket".to_string(), |p| p.ip().to_string());
+    let now = Instant::now();
+    if let Verdict::LockedOut(left) = g.backoff.check(src, now) {
+        g.app.metrics.drop_reason("http-admin-locked-out");
+        let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+        let msg = format!("too many wrong tokens from {who}: try again in {secs} s\n");
+        return (StatusCode::TOO_MANY_REQUESTS, [(header::RETRY_AFTER, secs.to_string())], msg).into_response();
+    }
+    match authorize(&g.app, req.headers()) {
+        Ok(()) => {
+            g.backoff.succeeded(src);
+            next.run(req).await
         }
+        Err(AdminError::Unauthorized) => {
+            g.app.metrics.drop_reason("http-admin-unauthorized");
+            match g.backoff.failed(src, now) {
+                Some(l) => tracing::warn!(
+                    source = %who,
+                    failures = l.failures,
+                    lockout_secs = l.period.as_secs(),
+                    refused_in_last_lockout = l.refused_before,
+                    "admin: {} wrong tokens from {who}; everything from it is refused (429) for {} s",
+                    l.failures,
+                    l.period.as_secs()
+                ),
+                None => tracing::warn!(source = %who, "admin request without a valid token refused"),
+            }
+            AdminError::Unauthorized.into_response()
+        }
+        Err(e) => e.into_response(),
     }
 }
 
@@ -138,18 +185,12 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> anyhow::Result<T> + Sen
     }
 }
 
-pub async fn list(State(app): State<AppState>, h: HeaderMap) -> Result<Json<Vec<MachineView>>, AdminError> {
-    authorize(&app, &h)?;
+pub async fn list(State(app): State<AppState>) -> Result<Json<Vec<MachineView>>, AdminError> {
     let snap = app.storage.snapshot();
     Ok(Json(snap.entries().iter().map(|e| view(&app, e)).collect()))
 }
 
-pub async fn one(
-    State(app): State<AppState>,
-    h: HeaderMap,
-    Path(mac): Path<String>,
-) -> Result<Json<MachineView>, AdminError> {
-    authorize(&app, &h)?;
+pub async fn one(State(app): State<AppState>, Path(mac): Path<String>) -> Result<Json<MachineView>, AdminError> {
     let e = find(&app, &mac)?;
     Ok(Json(view(&app, &e)))
 }
@@ -166,23 +207,16 @@ fn default_limit() -> usize {
 
 pub async fn events(
     State(app): State<AppState>,
-    h: HeaderMap,
     Path(mac): Path<String>,
     Query(q): Query<EventsQuery>,
 ) -> Result<Json<Vec<StoredEvent>>, AdminError> {
-    authorize(&app, &h)?;
     let e = find(&app, &mac)?;
     let Some(key) = state_key(&e.machine) else { return Ok(Json(Vec::new())) };
     let storage = Arc::clone(&app.storage);
     Ok(Json(blocking(move || storage.events(&key, q.limit.min(10_000))).await?))
 }
 
-pub async fn reinstall(
-    State(app): State<AppState>,
-    h: HeaderMap,
-    Path(mac): Path<String>,
-) -> Result<Json<MachineView>, AdminError> {
-    authorize(&app, &h)?;
+pub async fn reinstall(State(app): State<AppState>, Path(mac): Path<String>) -> Result<Json<MachineView>, AdminError> {
     let e = find(&app, &mac)?;
     if !e.machine.netboot.allow {
         return Err(AdminError::Conflict(format!(

@@ -1,31 +1,32 @@
 //! Static files: artifacts (kernel, initramfs), OS images and the TFTP root (for UEFI HTTP
 //! boot). GET and HEAD, one byte range (206/416), `ETag` with `If-None-Match` and
-//! `If-Range`, `Last-Modified` with `If-Modified-Since`. Bodies stream from disk in 256 KiB
-//! chunks. Paths are jailed to their directory: no `..`, no hidden files, no symlink that
-//! leads outside, checked by the kernel at open time ([`crate::jail`], shared with TFTP).
+//! `If-Range`, `Last-Modified` with `If-Modified-Since`. Paths are jailed to their
+//! directory: no `..`, no hidden files, no symlink that leads outside, checked by the kernel
+//! at open time ([`crate::jail`], shared with TFTP).
+//!
+//! A body is not read here: the answer carries a [`SendFile`] (the open file, offset and
+//! length) and an empty body, and the connection loop ([`super::conn`]) moves the bytes from
+//! the file to the socket in the kernel with `sendfile(2)`, so a connection holds no buffer
+//! of file data however slowly its client reads. The loop reports how it went
+//! ([`SendFile::finished`]): the served-file log line states the bytes actually sent.
 //!
 //! The header logic is pure ([`parse_range`], [`etag_matches`], [`if_range_allows`]) and
 //! tested without sockets.
 
-use std::io::SeekFrom;
 use std::net::SocketAddr;
 use std::path::{Component, Path};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Path as UrlPath, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use bytes::{BufMut, Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::identify::source_ipv4;
 use super::AppState;
 use crate::inventory::Backend;
 use crate::jail::{Jail, Refusal};
-
-/// Bytes read from disk per body chunk.
-pub const CHUNK: usize = 256 << 10;
 
 pub async fn artifact(
     State(app): State<AppState>,
@@ -34,8 +35,7 @@ pub async fn artifact(
     h: HeaderMap,
     UrlPath(p): UrlPath<String>,
 ) -> Response {
-    let resp = serve(&app.cfg.artifacts.dir, &p, &method, &h).await;
-    log_served(&app, "artifact", peer, &p, &method, resp)
+    serve(&app, "artifact", &app.cfg.artifacts.dir, peer, &p, &method, &h).await
 }
 
 pub async fn image(
@@ -45,8 +45,7 @@ pub async fn image(
     h: HeaderMap,
     UrlPath(p): UrlPath<String>,
 ) -> Response {
-    let resp = serve(&app.cfg.artifacts.images_dir, &p, &method, &h).await;
-    log_served(&app, "image", peer, &p, &method, resp)
+    serve(&app, "image", &app.cfg.artifacts.images_dir, peer, &p, &method, &h).await
 }
 
 pub async fn tftp_root(
@@ -56,34 +55,52 @@ pub async fn tftp_root(
     h: HeaderMap,
     UrlPath(p): UrlPath<String>,
 ) -> Response {
-    let resp = serve(&app.cfg.tftp.root, &p, &method, &h).await;
-    log_served(&app, "boot-program", peer, &p, &method, resp)
+    serve(&app, "boot-program", &app.cfg.tftp.root, peer, &p, &method, &h).await
 }
 
-/// One line per file sent (a GET answered 200 or 206), naming the machine when the caller's
-/// address is one of the inventory's: operators (and `scripts/demo`'s timeline) see which
-/// machine fetched its kernel, initramfs, image or iPXE binary, and when. Other answers
-/// (HEAD, 304, 404) are debug.
-fn log_served(
-    app: &AppState,
+/// A file answer's bytes, for the connection loop to send with `sendfile(2)`: `len` bytes
+/// of `file` from `offset`. Set as a response extension (with `Content-Length: len` and an
+/// empty body) by [`serve`]; only bootsvc's own connection loop can send it.
+#[derive(Clone)]
+pub struct SendFile {
+    pub file: Arc<std::fs::File>,
+    pub offset: u64,
+    pub len: u64,
+    served: Arc<Served>,
+}
+
+/// Who got which file, for the log line when the transfer ends.
+struct Served {
     what: &'static str,
+    file: String,
     peer: SocketAddr,
-    file: &str,
-    method: &Method,
-    resp: Response,
-) -> Response {
-    let status = resp.status();
-    let sent = *method == Method::GET && matches!(status, StatusCode::OK | StatusCode::PARTIAL_CONTENT);
-    let bytes = resp.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).unwrap_or("-").to_string();
-    if sent {
-        let machine = source_ipv4(peer).and_then(|ip| app.storage.by_ip(ip));
-        let host = machine.as_ref().map(|m| m.hostname.as_str()).unwrap_or("-");
-        let mac = machine.as_ref().and_then(|m| m.macs.first()).map(|m| m.to_string()).unwrap_or_else(|| "-".into());
-        tracing::info!(%peer, what, file, status = status.as_u16(), bytes, host, mac, "file served: {what} {file} to {peer} ({host})");
-    } else {
-        tracing::debug!(%peer, what, file, %method, status = status.as_u16(), "file request answered");
+    status: u16,
+    host: String,
+    mac: String,
+}
+
+impl SendFile {
+    /// One line per file sent (a GET answered 200 or 206), naming the machine when the
+    /// caller's address is one of the inventory's: operators (and `scripts/demo`'s timeline)
+    /// see which machine fetched its kernel, initramfs, image or iPXE binary, when, and how
+    /// much of it actually left: `bytes` is what the kernel took from the file, and a transfer
+    /// that ended early says why (the client went away, no progress for
+    /// `http.write_timeout_secs`, the file shrank).
+    pub fn finished(&self, sent: u64, result: Result<(), &std::io::Error>) {
+        let s = &*self.served;
+        let (what, file, peer, status, host, mac, size) =
+            (s.what, &s.file, s.peer, s.status, &s.host, &s.mac, self.len);
+        match result {
+            Ok(()) => tracing::info!(
+                %peer, what, file, status, bytes = sent, size, outcome = "complete", host, mac,
+                "file served: {what} {file} to {peer} ({host})"
+            ),
+            Err(e) => tracing::info!(
+                %peer, what, file, status, bytes = sent, size, outcome = "cut", reason = %e, host, mac,
+                "file transfer cut: {what} {file} to {peer} ({host}): {sent} of {size} bytes sent: {e}"
+            ),
+        }
     }
-    resp
 }
 
 /// Why a path was refused (logged; the client only sees 404).
@@ -208,28 +225,63 @@ pub fn if_range_allows(header: &str, etag: &str, last_modified: &str) -> bool {
     h == last_modified
 }
 
-/// Serve `rel` from `root`.
-pub async fn serve(root: &Path, rel: &str, method: &Method, headers: &HeaderMap) -> Response {
+/// Answer a GET or HEAD for `rel` in `root`: headers here, the bytes as a [`SendFile`].
+async fn serve(
+    app: &AppState,
+    what: &'static str,
+    root: &Path,
+    peer: SocketAddr,
+    rel: &str,
+    method: &Method,
+    headers: &HeaderMap,
+) -> Response {
+    let (mut resp, body) = answer(root, rel, method, headers).await;
+    let status = resp.status();
+    if let Some((file, offset, len)) = body {
+        let machine = source_ipv4(peer).and_then(|ip| app.storage.by_ip(ip));
+        let served = Served {
+            what,
+            file: rel.to_string(),
+            peer,
+            status: status.as_u16(),
+            host: machine.as_ref().map(|m| m.hostname.clone()).unwrap_or_else(|| "-".into()),
+            mac: machine.as_ref().and_then(|m| m.macs.first()).map(|m| m.to_string()).unwrap_or_else(|| "-".into()),
+        };
+        resp.extensions_mut().insert(SendFile { file: Arc::new(file), offset, len, served: Arc::new(served) });
+        return resp;
+    }
+    tracing::debug!(%peer, what, file = rel, %method, status = status.as_u16(), "file request answered");
+    resp
+}
+
+/// An open file, the offset and the length of the bytes to send from it.
+type FileBytes = (std::fs::File, u64, u64);
+
+/// The answer for `rel` in `root` and, for a GET answered 200 or 206, the file with the
+/// offset and length of the bytes to send.
+async fn answer(root: &Path, rel: &str, method: &Method, headers: &HeaderMap) -> (Response, Option<FileBytes>) {
     let root_for_open = root.to_path_buf();
     let rel_for_open = rel.to_string();
-    let opened = tokio::task::spawn_blocking(move || jail(&root_for_open, &rel_for_open)).await;
-    let file = match opened {
-        Ok(Ok((f, _))) => f,
+    // Open and stat in one trip to the blocking pool.
+    let opened = tokio::task::spawn_blocking(move || {
+        let (f, _) = jail(&root_for_open, &rel_for_open)?;
+        let meta = f.metadata().map_err(|e| JailError::Io(rel_for_open.clone(), e.to_string()))?;
+        Ok::<_, JailError>((f, meta))
+    })
+    .await;
+    let (file, meta) = match opened {
+        Ok(Ok((f, m))) if m.is_file() => (f, m),
+        Ok(Ok(_)) => return ((StatusCode::NOT_FOUND, "not found\n").into_response(), None),
         Ok(Err(e)) => {
             tracing::debug!(root = %root.display(), error = %e, "file request refused");
-            return (StatusCode::NOT_FOUND, "not found\n").into_response();
+            return ((StatusCode::NOT_FOUND, "not found\n").into_response(), None);
         }
         Err(e) => {
             tracing::warn!(root = %root.display(), error = %e, "opening a file failed");
-            return (StatusCode::INTERNAL_SERVER_ERROR, "read error\n").into_response();
+            return ((StatusCode::INTERNAL_SERVER_ERROR, "read error\n").into_response(), None);
         }
     };
     let path = root.join(rel);
-    let mut file = tokio::fs::File::from_std(file);
-    let meta = match file.metadata().await {
-        Ok(m) if m.is_file() => m,
-        _ => return (StatusCode::NOT_FOUND, "not found\n").into_response(),
-    };
     let size = meta.len();
     let mtime = meta.modified().unwrap_or(UNIX_EPOCH);
     let tag = etag(&meta);
@@ -248,7 +300,7 @@ pub async fn serve(root: &Path, rel: &str, method: &Method, headers: &HeaderMap)
         _ => false,
     };
     if not_modified {
-        return resp.status(StatusCode::NOT_MODIFIED).body(Body::empty()).unwrap_or_default();
+        return (resp.status(StatusCode::NOT_MODIFIED).body(Body::empty()).unwrap_or_default(), None);
     }
     let range = match get(header::RANGE) {
         Some(r) if get(header::IF_RANGE).is_none_or(|ir| if_range_allows(ir, &tag, &last_modified)) => {
@@ -267,24 +319,19 @@ pub async fn serve(root: &Path, rel: &str, method: &Method, headers: &HeaderMap)
             (s, e - s + 1)
         }
         RangeReq::Unsatisfiable => {
-            return resp
+            let resp = resp
                 .status(StatusCode::RANGE_NOT_SATISFIABLE)
                 .header(header::CONTENT_RANGE, format!("bytes */{size}"))
                 .body(Body::empty())
                 .unwrap_or_default();
+            return (resp, None);
         }
     };
     resp = resp.header(header::CONTENT_LENGTH, len);
     if *method == Method::HEAD {
-        return resp.body(Body::empty()).unwrap_or_default();
+        return (resp.body(Body::empty()).unwrap_or_default(), None);
     }
-    if start > 0 {
-        if let Err(e) = file.seek(SeekFrom::Start(start)).await {
-            tracing::warn!(path = %path.display(), error = %e, "seeking for a range failed");
-            return (StatusCode::INTERNAL_SERVER_ERROR, "read error\n").into_response();
-        }
-    }
-    resp.body(file_body(file, len)).unwrap_or_default()
+    (resp.body(Body::empty()).unwrap_or_default(), Some((file, start, len)))
 }
 
 fn secs(t: SystemTime) -> u64 {
@@ -297,32 +344,6 @@ fn content_type(p: &Path) -> &'static str {
         Some("json") => "application/json",
         _ => "application/octet-stream",
     }
-}
-
-/// `len` bytes from the file's current position, in chunks of [`CHUNK`] bytes.
-fn file_body(file: tokio::fs::File, len: u64) -> Body {
-    let stream = futures_util::stream::unfold((file, len), |(mut f, left)| async move {
-        if left == 0 {
-            return None;
-        }
-        let want = CHUNK.min(usize::try_from(left).unwrap_or(CHUNK));
-        let mut buf = BytesMut::with_capacity(want);
-        while buf.len() < want {
-            let room = want - buf.len();
-            match f.read_buf(&mut (&mut buf).limit(room)).await {
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(e) => return Some((Err(e), (f, 0))),
-            }
-        }
-        if buf.is_empty() {
-            // The file shrank under us; the short body makes the client see the error.
-            return None;
-        }
-        let n = buf.len() as u64;
-        Some((Ok::<Bytes, std::io::Error>(buf.freeze()), (f, left - n)))
-    });
-    Body::from_stream(stream)
 }
 
 #[cfg(test)]

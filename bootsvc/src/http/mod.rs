@@ -1,9 +1,13 @@
-//! HTTP service: iPXE scripts, artifacts, metadata, events, admin API, health, metrics.
+//! HTTP service: iPXE scripts, artifacts, metadata, events, health, metrics for the
+//! machines; the admin API on a listener of its own.
 //!
-//! One module per group of routes; [`router`] puts them together with the limits every
-//! request goes through (body size, timeouts, metrics), and [`HttpServer`] is the accept
-//! loop: hyper's HTTP/1 connection builder directly (not `axum::serve`) so request-head
-//! limits can be set and a refused head (431) can be counted.
+//! One module per group of routes; [`machines_router`] and [`admin_router`] put them together
+//! with the limits every request goes through (body size, timeouts, metrics). The sockets are
+//! bootsvc's own: [`server`] accepts under the connection caps, [`conn`] runs each HTTP/1.1
+//! connection ([`wire`]: the protocol as pure functions) and calls the router for every
+//! request, then writes the answer itself, file bodies with `sendfile(2)`.
+//!
+//! Machines' listener (`http.listen`):
 //!
 //! | route | what |
 //! |---|---|
@@ -14,29 +18,30 @@
 //! | `GET /nocloud/{mac}/{meta-data,user-data,vendor-data,network-config}` | NoCloud seed |
 //! | `POST /events` | installer events, stored before the answer ([`events`]) |
 //! | `POST /phone-home/{instance_id}` | cloud-init `phone_home` from the installed OS |
-//! | `GET /admin/machines[/{mac}[/events]]`, `POST /admin/machines/{mac}/reinstall` | admin API, bearer token ([`admin`]) |
 //! | `GET /healthz`, `GET /metrics` | liveness, Prometheus ([`observe`]) |
+//!
+//! Admin listener (`admin.listen`), bearer token and failed-token back-off ([`admin`],
+//! [`backoff`]): `GET /admin/machines[/{mac}[/events]]`, `POST /admin/machines/{mac}/reinstall`.
 
 pub mod admin;
+pub mod backoff;
 pub mod boot;
+pub mod conn;
 pub mod events;
 pub mod files;
 pub mod identify;
 pub mod metadata;
 pub mod observe;
+pub mod server;
+pub mod wire;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
-use axum::extract::{ConnectInfo, DefaultBodyLimit};
+use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::Router;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
-use tower::ServiceExt;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
@@ -45,6 +50,8 @@ use crate::config::Config;
 use crate::identity::Identity;
 use crate::metrics::Metrics;
 use crate::storage::Storage;
+
+pub use server::{raise_fd_limit, Caps, HttpServer, Listener};
 
 /// Everything the handlers share.
 pub struct App {
@@ -63,7 +70,8 @@ pub type AppState = Arc<App>;
 /// The EC2 API versions served (cloud-init asks for 2009-04-04; `latest` is its alias).
 const EC2_VERSIONS: [&str; 2] = ["2009-04-04", "latest"];
 
-pub fn router(app: AppState) -> Router {
+/// The machines' routes (no `/admin/…`: those answer 404 here, as any unknown path).
+pub fn machines_router(app: AppState) -> Router {
     let mut r = Router::new()
         .route("/boot/{file}", get(boot::script))
         .route("/artifacts/{*path}", get(files::artifact))
@@ -73,10 +81,6 @@ pub fn router(app: AppState) -> Router {
         .route("/nocloud/{mac}/{doc}", get(metadata::nocloud))
         .route(osie_api::paths::EVENTS, post(events::post))
         .route("/phone-home/{instance_id}", post(events::phone_home))
-        .route("/admin/machines", get(admin::list))
-        .route("/admin/machines/{mac}", get(admin::one))
-        .route("/admin/machines/{mac}/events", get(admin::events))
-        .route("/admin/machines/{mac}/reinstall", post(admin::reinstall))
         .route("/healthz", get(observe::healthz))
         .route("/metrics", get(observe::metrics));
     for v in EC2_VERSIONS {
@@ -88,6 +92,23 @@ pub fn router(app: AppState) -> Router {
             .route(&format!("/{v}/meta-data/{{*path}}"), get(metadata::ec2_path))
             .route(&format!("/{v}/user-data"), get(metadata::ec2_user_data));
     }
+    with_limits(r, app)
+}
+
+/// The admin API's routes, each behind [`admin::guard`] (back-off, then the token).
+pub fn admin_router(app: AppState) -> Router {
+    let guard = Arc::new(admin::Guard { app: Arc::clone(&app), backoff: backoff::Backoff::default() });
+    let r = Router::new()
+        .route("/admin/machines", get(admin::list))
+        .route("/admin/machines/{mac}", get(admin::one))
+        .route("/admin/machines/{mac}/events", get(admin::events))
+        .route("/admin/machines/{mac}/reinstall", post(admin::reinstall))
+        .route_layer(axum::middleware::from_fn_with_state(guard, admin::guard));
+    with_limits(r, app)
+}
+
+/// The limits and the bookkeeping every request of either listener goes through.
+fn with_limits(r: Router<AppState>, app: AppState) -> Router {
     let timeout = Duration::from_secs(app.cfg.http.request_timeout_secs);
     let max_body = app.cfg.http.max_body_bytes;
     r.fallback(observe::not_found)
@@ -99,72 +120,41 @@ pub fn router(app: AppState) -> Router {
         .with_state(app)
 }
 
-/// The bound HTTP listener, ready to serve.
-pub struct HttpServer {
-    listener: std::net::TcpListener,
-    router: Router,
-    cfg: Arc<Config>,
-    metrics: Arc<Metrics>,
+/// The connection limits of `http.*`, for both listeners.
+pub fn conn_limits(cfg: &Config) -> conn::Limits {
+    let h = &cfg.http;
+    conn::Limits {
+        max_head: h.max_header_bytes,
+        max_body: h.max_body_bytes,
+        request_timeout: Duration::from_secs(h.request_timeout_secs),
+        idle_timeout: Duration::from_secs(h.idle_timeout_secs),
+        write_timeout: Duration::from_secs(h.write_timeout_secs),
+    }
 }
 
-/// Bind `addr` (a plain socket: no async runtime needed, so it can be bound before the
-/// runtime starts and privileges are dropped).
-pub fn bind_listener(addr: SocketAddr) -> Result<std::net::TcpListener> {
-    let std = std::net::TcpListener::bind(addr).with_context(|| format!("binding HTTP on {addr}"))?;
-    std.set_nonblocking(true).context("setting the HTTP listener non-blocking")?;
-    Ok(std)
+/// The machines' server on `listener` (bound earlier, as root).
+pub fn machines_server(app: &AppState, listener: Listener) -> HttpServer {
+    let h = &app.cfg.http;
+    let caps = Caps::new(h.max_connections, h.max_connections_per_source);
+    HttpServer::new(
+        "HTTP",
+        listener,
+        machines_router(Arc::clone(app)),
+        conn_limits(&app.cfg),
+        caps,
+        Arc::clone(&app.metrics),
+    )
 }
 
-impl HttpServer {
-    /// Bind `http.listen`.
-    pub fn bind(app: AppState) -> Result<HttpServer> {
-        let listener = bind_listener(app.cfg.http.listen)?;
-        Ok(HttpServer::new(app, listener))
-    }
-
-    /// Serve `app` on a listener bound earlier ([`bind_listener`]).
-    pub fn new(app: AppState, listener: std::net::TcpListener) -> HttpServer {
-        let cfg = Arc::clone(&app.cfg);
-        let metrics = Arc::clone(&app.metrics);
-        HttpServer { listener, router: router(app), cfg, metrics }
-    }
-
-    pub fn local_addr(&self) -> Result<SocketAddr> {
-        Ok(self.listener.local_addr()?)
-    }
-
-    /// Accept and serve connections until the task is dropped.
-    pub async fn run(self) -> Result<()> {
-        let listener = tokio::net::TcpListener::from_std(self.listener).context("registering the HTTP listener")?;
-        let mut builder = hyper::server::conn::http1::Builder::new();
-        builder
-            .timer(TokioTimer::new())
-            .header_read_timeout(Duration::from_secs(self.cfg.http.request_timeout_secs))
-            .max_header_size(self.cfg.http.max_header_bytes)
-            .keep_alive(true);
-        let builder = Arc::new(builder);
-        loop {
-            let (stream, peer) = match listener.accept().await {
-                Ok(c) => c,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "accepting an HTTP connection failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            let svc = self.router.clone().map_request(move |mut req: axum::extract::Request<_>| {
-                req.extensions_mut().insert(ConnectInfo(peer));
-                req
-            });
-            let builder = Arc::clone(&builder);
-            let metrics = Arc::clone(&self.metrics);
-            tokio::spawn(async move {
-                let conn = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc));
-                if let Err(e) = conn.await {
-                    observe::connection_error(&metrics, peer, &e);
-                }
-            });
-        }
-    }
+/// The admin API's server on `listener`.
+pub fn admin_server(app: &AppState, listener: Listener) -> HttpServer {
+    let caps = Caps::new(crate::config::Admin::MAX_CONNECTIONS, crate::config::Admin::MAX_PER_SOURCE);
+    HttpServer::new(
+        "admin",
+        listener,
+        admin_router(Arc::clone(app)),
+        conn_limits(&app.cfg),
+        caps,
+        Arc::clone(&app.metrics),
+    )
 }

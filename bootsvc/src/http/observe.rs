@@ -1,14 +1,13 @@
 //! Watching the HTTP side: requests counted by route template and status, refusals counted
-//! by reason, `/healthz`, `/metrics`, and errors of whole connections (a request head too
-//! large or too slow never reaches a route).
-
-use std::net::SocketAddr;
+//! by reason, `/healthz`, `/metrics`, and request heads the connection loop refused (too
+//! large or malformed: they never reach a route).
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use super::wire::HeadError;
 use super::AppState;
 use crate::metrics::Metrics;
 
@@ -26,22 +25,17 @@ pub async fn count(State(app): State<AppState>, req: Request, next: Next) -> Res
     resp
 }
 
-/// A connection ended with an error: count the ones that are refusals.
-pub fn connection_error(metrics: &Metrics, peer: SocketAddr, e: &hyper::Error) {
-    if e.is_parse_too_large() {
-        // hyper has already answered 431 and closed the connection.
+/// A request head refused by the connection loop (it never reaches a route): counted, and
+/// logged, before the loop answers and closes.
+pub fn refused_head(metrics: &Metrics, peer: &str, e: &HeadError) {
+    let status = e.status().as_u16();
+    metrics.http_request("unparsed", status);
+    if *e == HeadError::TooLarge {
         metrics.drop_reason("http-header-too-large");
-        metrics.http_request("unparsed", 431);
-        tracing::info!(%peer, "refused a request head larger than http.max_header_bytes (431)");
-    } else if e.is_timeout() {
-        metrics.drop_reason("http-header-timeout");
-        tracing::debug!(%peer, "closed a connection that did not send its request head in time");
-    } else if e.is_parse() {
-        metrics.drop_reason("http-malformed");
-        metrics.http_request("unparsed", 400);
-        tracing::info!(%peer, error = %e, "refused a malformed request");
+        tracing::info!(%peer, "refused a request head larger than http.max_header_bytes ({status})");
     } else {
-        tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
+        metrics.drop_reason("http-malformed");
+        tracing::info!(%peer, error = %e, "refused a malformed request ({status})");
     }
 }
 

@@ -19,10 +19,7 @@ pub fn request(
     body: &[u8],
     timeout: Duration,
 ) -> std::io::Result<(u16, Vec<u8>)> {
-    let fd = socket::socket(AddressFamily::Inet, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
-    socket::bind(fd.as_raw_fd(), &SockaddrIn::from(SocketAddrV4::new(from, 0)))?;
-    socket::connect(fd.as_raw_fd(), &SockaddrIn::from(to))?;
-    let mut s = TcpStream::from(fd);
+    let mut s = connect(from, to, None)?;
     s.set_read_timeout(Some(timeout))?;
     s.set_write_timeout(Some(timeout))?;
     let mut req =
@@ -45,6 +42,18 @@ pub fn request(
         body = dechunk(&body).ok_or_else(bad)?;
     }
     Ok((status, body))
+}
+
+/// A TCP connection from `from` to `to`; with `rcvbuf`, the receive buffer is set that small
+/// before connecting (so the window it offers stays small: a client that reads slowly).
+pub fn connect(from: Ipv4Addr, to: SocketAddrV4, rcvbuf: Option<usize>) -> std::io::Result<TcpStream> {
+    let fd = socket::socket(AddressFamily::Inet, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
+    if let Some(n) = rcvbuf {
+        socket::setsockopt(&fd, socket::sockopt::RcvBuf, &n)?;
+    }
+    socket::bind(fd.as_raw_fd(), &SockaddrIn::from(SocketAddrV4::new(from, 0)))?;
+    socket::connect(fd.as_raw_fd(), &SockaddrIn::from(to))?;
+    Ok(TcpStream::from(fd))
 }
 
 fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {

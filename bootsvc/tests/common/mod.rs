@@ -17,6 +17,8 @@ use sha2::{Digest, Sha256};
 
 pub const SERVER: &str = "192.0.2.1";
 pub const BASE: &str = "http://192.0.2.1:8080";
+/// The admin API: its own listener, on the namespace's loopback (the default `admin.listen`).
+pub const ADMIN: &str = "http://127.0.0.1:8081";
 pub const TOKEN: &str = "test-token-0123456789abcdef";
 /// Addresses on the dummy interface besides the server's: machines call from these.
 pub const CLIENTS: [&str; 4] = ["192.0.2.11", "192.0.2.12", "192.0.2.13", "192.0.2.14"];
@@ -52,6 +54,10 @@ pub struct Options {
     pub rust_log: Option<&'static str>,
     /// TOML appended to the config (whole sections, e.g. `[security]`).
     pub extra: String,
+    /// Lines added to the `[http]` section (`max_connections = 8`…).
+    pub http: String,
+    /// `admin.listen` (default: unset, so `127.0.0.1:8081`).
+    pub admin_listen: Option<String>,
 }
 
 /// Fixture files only (no namespace): for `bootsvc check` tests.
@@ -81,7 +87,12 @@ pub fn write_tree(root: &Path, opts: &Options) -> PathBuf {
     };
     let pool = if opts.proxy { format!("mode = \"proxy\"\n{pool}") } else { pool.to_string() };
     let format = if opts.log_json { "json" } else { "text" };
-    let admin = if opts.no_admin { "" } else { "[admin]\ntoken_file = \"admin.token\"\n" };
+    let admin = match (&opts.admin_listen, opts.no_admin) {
+        (_, true) => String::new(),
+        (None, false) => "[admin]\ntoken_file = \"admin.token\"\n".to_string(),
+        (Some(l), false) => format!("[admin]\ntoken_file = \"admin.token\"\nlisten = \"{l}\"\n"),
+    };
+    let http = &opts.http;
     let extra = &opts.extra;
     let cfg = format!(
         r#"[listen]
@@ -101,6 +112,7 @@ public_url = "{BASE}/"
 max_body_bytes = 65536
 max_header_bytes = 8192
 request_timeout_secs = 5
+{http}
 
 [artifacts]
 dir = "artifacts"
@@ -285,11 +297,20 @@ impl Site {
 
     /// `curl` in the namespace: `args` go before the URL (`--interface`, `-H`, `-X`…).
     pub fn curl(&self, args: &[&str], path: &str) -> Resp {
-        self.curl_in(&self.ns, args, path)
+        self.curl_url_in(&self.ns, args, &format!("{BASE}{path}"))
     }
 
     /// `curl` in another namespace (a host on the site's LAN).
     pub fn curl_in(&self, ns: &Netns, args: &[&str], path: &str) -> Resp {
+        self.curl_url_in(ns, args, &format!("{BASE}{path}"))
+    }
+
+    /// `curl` in the namespace for a whole URL.
+    pub fn curl_url(&self, args: &[&str], url: &str) -> Resp {
+        self.curl_url_in(&self.ns, args, url)
+    }
+
+    fn curl_url_in(&self, ns: &Netns, args: &[&str], url: &str) -> Resp {
         let id = unique("c");
         let hdr = self.path(&format!("{id}.hdr"));
         let body = self.path(&format!("{id}.body"));
@@ -301,7 +322,7 @@ impl Site {
             .arg(&body)
             .args(["-w", "%{http_code}"])
             .args(args)
-            .arg(format!("{BASE}{path}"))
+            .arg(url)
             .output()
             .unwrap();
         let status = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0);
@@ -314,6 +335,16 @@ impl Site {
 
     pub fn get(&self, path: &str) -> Resp {
         self.curl(&[], path)
+    }
+
+    /// `curl` against the admin API's listener ([`ADMIN`]) with `args` (`-H`, `-X`…).
+    pub fn admin_curl(&self, args: &[&str], path: &str) -> Resp {
+        self.curl_url(args, &format!("{ADMIN}{path}"))
+    }
+
+    /// `curl` against the admin API with the right token.
+    pub fn admin(&self, method: &str, path: &str) -> Resp {
+        self.admin_curl(&["-X", method, "-H", &format!("Authorization: Bearer {TOKEN}")], path)
     }
 
     /// GET from a machine's address, optionally naming its MAC.
