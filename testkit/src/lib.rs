@@ -75,7 +75,7 @@ pub fn which(prog: &str) -> Option<PathBuf> {
 /// The workspace root (the directory holding the top-level `Cargo.toml`).
 pub fn workspace_root() -> PathBuf {
     let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    here.ancestors().nth(2).map(PathBuf::from).unwrap_or(here)
+    here.ancestors().nth(1).map(PathBuf::from).unwrap_or(here)
 }
 
 /// A name unique to this process and call, for namespaces, interfaces and temp files.
