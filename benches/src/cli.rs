@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use osie_testkit::dhcp::{packet, ClientConfig, DhcpClient, Identity};
 
-use crate::dhcp::{self, ClientConfig, DhcpClient, Identity, LoadSpec};
+use crate::dhcp::{self, LoadSpec};
 use crate::suites::{self, Ctx, ITEMS};
 
 #[derive(Args)]
@@ -173,8 +174,7 @@ pub fn dhcp_load(a: DhcpLoadArgs) -> Result<()> {
         _ => bail!("give --interface (broadcast) or --relay with --server"),
     };
     cfg.timeout = Duration::from_secs_f64(a.timeout);
-    let clients =
-        (0..a.machines).map(|n| Identity { mac: dhcp::packet::nth_mac(n), arch: a.arch, ipxe: a.ipxe }).collect();
+    let clients = (0..a.machines).map(|n| Identity { mac: packet::nth_mac(n), arch: a.arch, ipxe: a.ipxe }).collect();
     let spec = LoadSpec {
         clients,
         window: a.window,
@@ -211,17 +211,17 @@ pub struct TftpLoadArgs {
 }
 
 pub fn tftp_load(a: TftpLoadArgs) -> Result<()> {
-    let opts = crate::tftp::FetchOptions {
+    let opts = osie_testkit::tftp::FetchOptions {
         blksize: Some(a.blksize),
         windowsize: Some(a.windowsize),
-        ..crate::tftp::FetchOptions::default()
+        ..osie_testkit::tftp::FetchOptions::default()
     };
     let server = SocketAddrV4::new(a.server, 69);
     let file: Arc<str> = a.file.into();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let report = rt.block_on(crate::fanout::run(a.clients, a.each, move |_| {
         let (opts, file) = (opts.clone(), file.clone());
-        async move { crate::tftp::fetch(server, &file, &opts, None).await.map(|f| f.bytes) }
+        async move { osie_testkit::tftp::fetch(server, &file, &opts, None).await.map(|f| f.bytes) }
     }));
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())
@@ -246,7 +246,9 @@ pub fn http_load(a: HttpLoadArgs) -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let report = rt.block_on(crate::fanout::run(a.clients, a.each, move |_| {
         let path = path.clone();
-        async move { crate::http::get(server, &path, None, &[], Duration::from_secs(600), None).await.map(|g| g.bytes) }
+        async move {
+            osie_testkit::http::get(server, &path, None, &[], Duration::from_secs(600), None).await.map(|g| g.bytes)
+        }
     }));
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())
@@ -296,14 +298,12 @@ pub fn storm(a: StormArgs) -> Result<()> {
     cfg.timeout = Duration::from_secs_f64(a.timeout);
     cfg.retries = a.retries;
     let spec = crate::storm::StormSpec {
-        machines: (0..a.machines)
-            .map(|n| Identity { mac: dhcp::packet::nth_mac(n), arch: a.arch, ipxe: a.ipxe })
-            .collect(),
+        machines: (0..a.machines).map(|n| Identity { mac: packet::nth_mac(n), arch: a.arch, ipxe: a.ipxe }).collect(),
         window: a.window,
-        tftp: (!a.no_tftp).then(|| crate::tftp::FetchOptions {
+        tftp: (!a.no_tftp).then(|| osie_testkit::tftp::FetchOptions {
             blksize: Some(a.blksize),
             windowsize: Some(a.windowsize),
-            ..crate::tftp::FetchOptions::default()
+            ..osie_testkit::tftp::FetchOptions::default()
         }),
         http_server: a.http_server,
         http_paths: a.http_path,

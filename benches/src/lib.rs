@@ -2,10 +2,10 @@
 //! sets osie beside the tools operators would otherwise run (dnsmasq, kea-dhcp4, tftpd-hpa,
 //! nginx, coreos-installer, `curl | zstd | dd`) and writes `BENCHMARKS.md`.
 //!
-//! Load generators (libraries, reused by other load tests):
-//! - [`dhcp`]: many machines' DISCOVER → OFFER → REQUEST → ACK over one socket.
-//! - [`tftp`]: a read client with blksize, tsize and windowsize.
-//! - [`http`]: a GET client.
+//! Load generators, on the test kit's clients (`osie_testkit::{dhcp, tftp, http}`, which
+//! bootsvc's own load test uses too):
+//! - [`dhcp`]: a window of machines' DISCOVER → OFFER → REQUEST → ACK in flight for a time.
+//! - [`fanout`]: many TFTP or HTTP clients at once.
 //! - [`storm`]: machines booting at once: DHCP, then TFTP, then HTTP, each machine on its
 //!   own timeline.
 //!
@@ -17,13 +17,10 @@
 pub mod cli;
 pub mod dhcp;
 pub mod fanout;
-pub mod http;
 pub mod machine;
 pub mod measure;
 pub mod report;
 pub mod servers;
-pub mod sock;
 pub mod stats;
 pub mod storm;
 pub mod suites;
-pub mod tftp;

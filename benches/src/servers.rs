@@ -12,6 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use osie_testkit::dhcp::packet;
 use osie_testkit::{ChildGuard, Pair};
 
 use crate::measure::{self, Cpu};
@@ -305,7 +306,7 @@ pub struct Reservation {
     pub ip: Ipv4Addr,
 }
 
-/// `n` reservations: MACs from [`crate::dhcp::packet::nth_mac`], addresses 192.0.2.3 on
+/// `n` reservations: MACs from [`osie_testkit::dhcp::packet::nth_mac`], addresses 192.0.2.3 on
 /// (at most 250: the documentation range's /24 is all there is).
 pub fn reservations(n: u32) -> Result<Vec<Reservation>> {
     if n > 250 {
@@ -313,7 +314,7 @@ pub fn reservations(n: u32) -> Result<Vec<Reservation>> {
     }
     Ok((0..n)
         .map(|i| Reservation {
-            mac: crate::dhcp::packet::mac_string(&crate::dhcp::packet::nth_mac(i)),
+            mac: packet::mac_string(&packet::nth_mac(i)),
             ip: Ipv4Addr::from(u32::from(Ipv4Addr::new(192, 0, 2, 3)) + i),
         })
         .collect())

@@ -14,11 +14,11 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use osie_testkit::dhcp::{packet, DhcpClient, Identity, Lease};
+use osie_testkit::tftp::{self, FetchOptions};
 use serde::{Deserialize, Serialize};
 
-use crate::dhcp::{DhcpClient, Identity, Lease};
 use crate::stats::Latency;
-use crate::tftp::{self, FetchOptions};
 
 #[derive(Debug, Clone)]
 pub struct StormSpec {
@@ -73,7 +73,7 @@ pub async fn run(client: Arc<DhcpClient>, spec: StormSpec) -> StormReport {
         let (client, spec, permits) = (client.clone(), spec.clone(), permits.clone());
         set.spawn(async move {
             let _permit = permits.acquire_owned().await;
-            let mac = crate::dhcp::packet::mac_string(&id.mac);
+            let mac = packet::mac_string(&id.mac);
             boot(&client, &spec, &id).await.map_err(|e| format!("{mac}: {e}"))
         });
     }
@@ -122,7 +122,7 @@ async fn boot(client: &DhcpClient, spec: &StormSpec, id: &Identity) -> Result<Bo
         http_bytes: 0,
         total: Duration::ZERO,
     };
-    let mac = crate::dhcp::packet::mac_string(&id.mac);
+    let mac = packet::mac_string(&id.mac);
     let mut paths: Vec<(SocketAddrV4, String)> = Vec::new();
     match lease.boot_file.as_deref() {
         Some(url) if url.starts_with("http://") => {
@@ -148,7 +148,7 @@ async fn boot(client: &DhcpClient, spec: &StormSpec, id: &Identity) -> Result<Bo
     }
     for (server, path) in paths {
         let t = Instant::now();
-        let g = crate::http::get(server, &path, local, &[("X-Osie-Mac", &mac)], spec.http_timeout, None)
+        let g = osie_testkit::http::get(server, &path, local, &[("X-Osie-Mac", &mac)], spec.http_timeout, None)
             .await
             .map_err(|e| format!("http {path}: {e:#}"))?;
         b.http.push(t.elapsed());

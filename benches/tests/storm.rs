@@ -9,11 +9,11 @@ use std::net::SocketAddrV4;
 use std::sync::Arc;
 use std::time::Duration;
 
-use osie_bench::dhcp::{packet, ClientConfig, DhcpClient, Identity};
 use osie_bench::servers::{self, BootsvcOptions, Lab, HTTP_PORT, SERVER_IP};
 use osie_bench::storm::{self, StormSpec};
-use osie_bench::tftp::FetchOptions;
+use osie_testkit::dhcp::{packet, ClientConfig, DhcpClient, Identity};
 use osie_testkit::require_root;
+use osie_testkit::tftp::FetchOptions;
 
 #[test]
 fn twenty_machines_boot_at_once() {

@@ -9,7 +9,8 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
-use common::{client, Options, Site, TOKEN};
+use common::{Options, Site, TOKEN};
+use osie_testkit::http;
 
 const MAC: &str = "52:54:00:00:01:01";
 
@@ -76,7 +77,7 @@ fn admin_api_on_its_own_listener_found_by_the_cli() {
 /// One keep-alive connection from `from`, `n` requests with `auth`: the statuses and the
 /// `Retry-After` values seen.
 fn burst(from: Ipv4Addr, to: SocketAddrV4, auth: &str, n: usize) -> std::io::Result<(Vec<u16>, Vec<u64>)> {
-    let mut s = client::connect(from, to, None)?;
+    let mut s = http::connect(from, to, None)?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     let req = format!("GET /admin/machines HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\n\r\n");
     let (mut statuses, mut retry) = (Vec::new(), Vec::new());

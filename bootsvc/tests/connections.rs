@@ -9,8 +9,8 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::{client, Options, Site, CLIENTS};
-use osie_testkit::wait_for;
+use common::{Options, Site, CLIENTS};
+use osie_testkit::{http, wait_for};
 use sha2::{Digest, Sha256};
 
 const SERVER: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 1), 8080);
@@ -50,7 +50,7 @@ fn never_reading(
         let mut held = Vec::new();
         for a in addrs {
             for _ in 0..per_source {
-                let mut s = client::connect(a, SERVER, Some(4096))?;
+                let mut s = http::connect(a, SERVER, Some(4096))?;
                 s.write_all(request)?;
                 held.push(s);
             }
@@ -215,9 +215,9 @@ fn connection_caps_refuse_quickly_and_idle_connections_are_closed() {
     let (idle_for, kept) = site
         .ns
         .spawn(|| {
-            let mut s = client::connect(Ipv4Addr::new(192, 0, 2, 12), SERVER, None)?;
+            let mut s = http::connect(Ipv4Addr::new(192, 0, 2, 12), SERVER, None)?;
             s.set_read_timeout(Some(Duration::from_secs(10)))?;
-            let mut busy = client::connect(Ipv4Addr::new(192, 0, 2, 13), SERVER, None)?;
+            let mut busy = http::connect(Ipv4Addr::new(192, 0, 2, 13), SERVER, None)?;
             busy.set_read_timeout(Some(Duration::from_secs(10)))?;
             let req = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
             s.write_all(req)?;

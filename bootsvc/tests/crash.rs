@@ -23,9 +23,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{client, Options, Site, TOKEN};
+use common::{Options, Site, TOKEN};
 use osie_api::MacAddr;
-use osie_testkit::{require_root, require_tools};
+use osie_testkit::dhcp::{ClientConfig, DhcpClient, ExchangeError, Identity};
+use osie_testkit::{http, require_root, require_tools};
 
 const ROUNDS: u64 = 20;
 const MACHINES: usize = 6;
@@ -75,7 +76,7 @@ fn event(m: usize, run: &str, seq: u64) -> String {
 
 /// POST one event; `Some(duplicate)` when acknowledged.
 fn post(m: usize, body: &str) -> Option<bool> {
-    match client::post_json(addr(m), SERVER, "/events", body) {
+    match http::post_json(addr(m), SERVER, "/events", body) {
         Ok((200, b)) => {
             let ack: serde_json::Value = serde_json::from_slice(&b).expect("an EventAck");
             assert_eq!(ack["stored"], true, "{ack}");
@@ -133,7 +134,7 @@ fn verify_events(site: &Site, ledgers: &[Arc<Mutex<Ledger>>]) -> usize {
         let auth = format!("Bearer {TOKEN}");
         let path = format!("/admin/machines/{}/events?limit=10000", mac(m));
         let h = site.ns.spawn(move || {
-            client::request(
+            http::request(
                 Ipv4Addr::LOCALHOST,
                 ADMIN,
                 "GET",
@@ -236,6 +237,24 @@ fn acknowledged_events_survive_kill_9() {
     site.stop();
 }
 
+/// As iPXE asks (PXE options and user class `iPXE`).
+fn identity(mac: MacAddr) -> Identity {
+    Identity { mac: mac.octets(), arch: 0, ipxe: true }
+}
+
+/// Run `f` with the test kit's DHCP client on `iface`, each message sent once and answered
+/// within `timeout` or not at all, in a runtime of this thread's own (call it inside the
+/// client's namespace).
+fn with_dhcp<T>(iface: &str, timeout: Duration, f: impl AsyncFnOnce(&DhcpClient) -> T) -> anyhow::Result<T> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        let mut cfg = ClientConfig::broadcast(iface);
+        (cfg.timeout, cfg.retries) = (timeout, 0);
+        let client = DhcpClient::bind(cfg)?;
+        Ok(f(&client).await)
+    })
+}
+
 /// The lease file as bootsvc wrote it: MAC → address.
 fn lease_file(site: &Site) -> HashMap<MacAddr, Ipv4Addr> {
     let text = std::fs::read_to_string(site.path("state/dhcp-leases.json")).unwrap_or_default();
@@ -277,7 +296,6 @@ fn acknowledged_leases_survive_kill_9() {
     let acked: Arc<Mutex<HashMap<MacAddr, Ipv4Addr>>> = Arc::default();
     let acks = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut rng = Rng(0xdead_beef);
-    let mut xid = 1u32;
     for round in 0..ROUNDS {
         site.start();
         // Every lease ACKed so far is on disk, and each machine is offered its address again.
@@ -288,52 +306,51 @@ fn acknowledged_leases_survive_kill_9() {
         }
         let iface = cli_if.clone();
         let sample: Vec<(MacAddr, Ipv4Addr)> = known.iter().take(8).map(|(m, ip)| (*m, *ip)).collect();
-        let base = xid;
         client_ns
             .spawn(move || {
-                let c = common::dhcp::Client::new(&iface, Duration::from_secs(2))?;
-                for (i, (m, ip)) in sample.iter().enumerate() {
-                    match c.discover(*m, base + i as u32)? {
-                        Some(common::dhcp::Answer::Offer { ip: offered, .. }) => {
-                            assert_eq!(offered, *ip, "{m} is offered another address after a restart")
+                with_dhcp(&iface, Duration::from_secs(2), async |c| {
+                    for (m, ip) in &sample {
+                        match c.offer(&identity(*m)).await {
+                            Ok(offer) => {
+                                assert_eq!(offer.yiaddr, *ip, "{m} is offered another address after a restart")
+                            }
+                            Err(e) => panic!("{m}: no offer after a restart: {e}"),
                         }
-                        other => panic!("{m}: no offer after a restart: {other:?}"),
                     }
-                }
-                Ok(())
+                })
             })
             .join()
             .unwrap()
             .unwrap();
-        xid += 100;
         // Clients: new machines and renewals, as fast as they are answered, until the kill.
         let stop = Arc::new(AtomicBool::new(false));
         let (iface, s, a, n) = (cli_if.clone(), Arc::clone(&stop), Arc::clone(&acked), Arc::clone(&acks));
         let mine: Vec<MacAddr> = macs[(round * PER_ROUND) as usize..((round + 1) * PER_ROUND) as usize].to_vec();
         let renew: Vec<MacAddr> = known.keys().copied().collect();
-        let base = xid;
         let worker = client_ns.spawn(move || {
-            let c = common::dhcp::Client::new(&iface, Duration::from_millis(300))?;
-            let mut x = base;
-            for m in mine.iter().chain(renew.iter()).cycle() {
-                if s.load(Ordering::Relaxed) {
-                    break;
-                }
-                x = x.wrapping_add(2);
-                if let Some(common::dhcp::Answer::Ack { ip, .. }) = c.dora(*m, x)? {
+            with_dhcp(&iface, Duration::from_millis(300), async |c| -> anyhow::Result<()> {
+                for m in mine.iter().chain(renew.iter()).cycle() {
+                    if s.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    // No answer (the server is being killed) or a NAK: not a lease, go on.
+                    let ip = match c.exchange(&identity(*m)).await {
+                        Ok(lease) => lease.address,
+                        Err(ExchangeError::Send(e)) => return Err(e.into()),
+                        Err(_) => continue,
+                    };
                     n.fetch_add(1, Ordering::Relaxed);
                     if let Some(old) = a.lock().unwrap().insert(*m, ip) {
                         assert_eq!(old, ip, "{m} moved from {old} to {ip}");
                     }
                 }
-            }
-            Ok(())
+                Ok(())
+            })?
         });
         std::thread::sleep(Duration::from_millis(50 + rng.next() % 250));
         site.kill9();
         stop.store(true, Ordering::Relaxed);
         worker.join().unwrap().unwrap();
-        xid += 100_000;
     }
     site.start();
     let on_disk = lease_file(&site);

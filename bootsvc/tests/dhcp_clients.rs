@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use bootsvc::dhcp::request::{code, Options, HEADER_LEN};
 use bootsvc::metrics::Metrics;
-use net::clients::{dhclient, udhcpc};
-use net::{config, dropped, env_value, machine, replies, start_dhcp};
+use net::{config, dropped, machine, replies, start_dhcp};
+use osie_testkit::dhcp::{dhclient, env_value, udhcpc};
 use osie_testkit::{require_root, require_tools, Pair};
 
 const MAC_A: &str = "02:00:00:00:0a:01";

@@ -11,9 +11,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bootsvc::metrics::Metrics;
-use net::clients::dhclient;
 use net::lan::{boot, dnsmasq, Firmware, Lan, OVMF_CODE};
-use net::{config, dropped, env_value, machine, metric, replies, start_dhcp, start_tftp, tftp_root, Running};
+use net::{config, dropped, machine, metric, replies, start_dhcp, start_tftp, tftp_root, Running};
+use osie_testkit::dhcp::{dhclient, env_value};
 use osie_testkit::{require_root, require_tools, ChildGuard, Netns};
 
 struct Site {

@@ -99,13 +99,13 @@ fn a_flood_of_bad_packets_makes_a_few_lines_and_a_summary() {
         // The real client asks for its lease while the flood runs.
         let lease = s.spawn(|| {
             let dir = tempfile::tempdir().unwrap();
-            net::clients::udhcpc(machine, machine_if, dir.path(), &[]).unwrap()
+            osie_testkit::dhcp::udhcpc(machine, machine_if, dir.path(), &[]).unwrap()
         });
         flood(&site, hostile, "192.0.2.1:67", dhcp, |site| {
             dropped(site, "dhcp-truncated") + dropped(site, "dhcp-malformed")
         });
         let env = lease.join().unwrap();
-        assert_eq!(net::env_value(&env, "ip").as_deref(), Some("192.0.2.50"), "{env}");
+        assert_eq!(osie_testkit::dhcp::env_value(&env, "ip").as_deref(), Some("192.0.2.50"), "{env}");
     });
     flood(&site, hostile, "192.0.2.1:69", tftp, |site| dropped(site, "tftp-write") + dropped(site, "tftp-traversal"));
     assert_eq!((dropped(&site, "dhcp-truncated"), dropped(&site, "dhcp-malformed")), (4500, 4500));

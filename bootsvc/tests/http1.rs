@@ -249,7 +249,7 @@ fn request_bodies_expect_continue_and_refused_framing() {
         .spawn(move || {
             let event = |seq: u32| format!(r#"{{"machine":"52:54:00:00:01:01","phase":"network","time":"t","run_id":"r","seq":{seq}}}"#);
             // Expect: 100-continue: the interim answer first, the body after it.
-            let mut s = common::client::connect(from, server, None)?;
+            let mut s = osie_testkit::http::connect(from, server, None)?;
             s.set_read_timeout(Some(Duration::from_secs(10)))?;
             let body = event(0);
             s.write_all(

@@ -190,8 +190,8 @@ fn reservation_mode_pool_and_fixed_machines_cannot_be_claimed() {
 
     // The pool machine takes its lease from bootsvc with a real DHCP client.
     let (pooled, pooled_if) = site.join(&lan, POOLED, None);
-    let env = net::clients::udhcpc(&pooled, &pooled_if, site.dir.path(), &[]).unwrap();
-    let pool_ip = net::env_value(&env, "ip").unwrap();
+    let env = osie_testkit::dhcp::udhcpc(&pooled, &pooled_if, site.dir.path(), &[]).unwrap();
+    let pool_ip = osie_testkit::dhcp::env_value(&env, "ip").unwrap();
     assert_eq!(pool_ip, "192.0.2.100", "{env}");
     configure(&pooled, &pooled_if, &pool_ip);
     let (fixed, _) = site.join(&lan, FIXED, Some(&format!("{FIXED_IP}/24")));
@@ -328,9 +328,9 @@ fn proxy_mode_machines_are_known_by_their_own_dhcp_requests() {
 
     // The machine gets its address from dnsmasq; bootsvc sees the REQUEST go by.
     let (pooled, pooled_if) = site.join(&lan, POOLED, None);
-    let env = net::clients::udhcpc(&pooled, &pooled_if, site.dir.path(), &["-t", "10"]).unwrap();
-    let first_ip = net::env_value(&env, "ip").unwrap();
-    assert_eq!(net::env_value(&env, "serverid").as_deref(), Some("192.0.2.5"), "{env}");
+    let env = osie_testkit::dhcp::udhcpc(&pooled, &pooled_if, site.dir.path(), &["-t", "10"]).unwrap();
+    let first_ip = osie_testkit::dhcp::env_value(&env, "ip").unwrap();
+    assert_eq!(osie_testkit::dhcp::env_value(&env, "serverid").as_deref(), Some("192.0.2.5"), "{env}");
     configure(&pooled, &pooled_if, &first_ip);
     wait_requested(&site, POOLED, &first_ip);
 
@@ -351,10 +351,14 @@ fn proxy_mode_machines_are_known_by_their_own_dhcp_requests() {
 
     // Its installed OS's DHCP client sends another client identifier (a DUID): dnsmasq leases
     // it another address, bootsvc sees that REQUEST, and the OS is the machine there.
-    let env =
-        net::clients::udhcpc(&pooled, &pooled_if, site.dir.path(), &["-t", "10", "-x", "0x3d:ff0000000100010001"])
-            .unwrap();
-    let second_ip = net::env_value(&env, "ip").unwrap();
+    let env = osie_testkit::dhcp::udhcpc(
+        &pooled,
+        &pooled_if,
+        site.dir.path(),
+        &["-t", "10", "-x", "0x3d:ff0000000100010001"],
+    )
+    .unwrap();
+    let second_ip = osie_testkit::dhcp::env_value(&env, "ip").unwrap();
     assert_ne!(second_ip, first_ip, "dnsmasq leases another client id another address: {env}");
     pooled.ip(&["addr", "del", &format!("{first_ip}/24"), "dev", &pooled_if]).unwrap();
     configure(&pooled, &pooled_if, &second_ip);

@@ -7,7 +7,8 @@
 //! are watched: the peak stays bounded, what is left after a wave stops growing after the
 //! first, and the descriptor count returns to where it was.
 //!
-//! The clients are osie-bench's load generators (`benches/`), the same the benchmarks use.
+//! The clients are the test kit's (`osie_testkit::{dhcp, tftp, http}`), the same the
+//! benchmarks drive servers with.
 //! Figures go to stderr (`--no-capture`) and into RELIABILITY.md.
 
 mod common;
@@ -18,9 +19,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{pattern, Options, Site};
-use osie_bench::dhcp::{ClientConfig, DhcpClient, Identity};
-use osie_bench::tftp::FetchOptions;
-use osie_testkit::{require_root, require_tools, unique, Netns};
+use osie_testkit::dhcp::{ClientConfig, DhcpClient, Identity};
+use osie_testkit::tftp::FetchOptions;
+use osie_testkit::{http, require_root, require_tools, tftp, unique, Netns};
 
 const MACHINES: usize = 500;
 /// Waves in CI; `OSIE_LOAD_WAVES` runs more (the long run in RELIABILITY.md).
@@ -74,7 +75,7 @@ async fn boot(i: usize, dhcp: Arc<DhcpClient>, undionly: Arc<Vec<u8>>, initrd: A
 
     let mut got = Vec::new();
     let opts = FetchOptions { local: Some(ip), timeout: Duration::from_secs(2), retries: 10, ..Default::default() };
-    osie_bench::tftp::fetch(SocketAddrV4::new(SERVER, 69), "undionly.kpxe", &opts, Some(&mut got)).await?;
+    tftp::fetch(SocketAddrV4::new(SERVER, 69), "undionly.kpxe", &opts, Some(&mut got)).await?;
     assert!(got == *undionly, "{m}: TFTP undionly.kpxe differs ({} bytes)", got.len());
 
     let ipxe = dhcp.exchange(&Identity { mac, arch: 0, ipxe: true }).await?;
@@ -83,17 +84,17 @@ async fn boot(i: usize, dhcp: Arc<DhcpClient>, undionly: Arc<Vec<u8>>, initrd: A
     assert_eq!(ipxe.boot_file.as_deref(), Some(script_url.as_str()), "{m}: iPXE boot file");
 
     let mut script = Vec::new();
-    osie_bench::http::get(server, &format!("/boot/{m}.ipxe"), Some(ip), &[], timeout, Some(&mut script)).await?;
+    http::get(server, &format!("/boot/{m}.ipxe"), Some(ip), &[], timeout, Some(&mut script)).await?;
     let script = String::from_utf8(script)?;
     assert!(script.contains(&format!("echo osie: installing l{i} ({m})\n")), "{m}: not its script:\n{script}");
     assert!(script.contains(&format!(" osie.mac={m} || goto osie_failed\n")), "{m}: not its script:\n{script}");
 
     let mut body = Vec::new();
-    osie_bench::http::get(server, "/artifacts/initramfs.img", Some(ip), &[], timeout, Some(&mut body)).await?;
+    http::get(server, "/artifacts/initramfs.img", Some(ip), &[], timeout, Some(&mut body)).await?;
     assert!(body == *initrd, "{m}: initramfs differs ({} bytes)", body.len());
 
     let mut md = Vec::new();
-    osie_bench::http::get(server, "/metadata", Some(ip), &[("X-Osie-Mac", &m)], timeout, Some(&mut md)).await?;
+    http::get(server, "/metadata", Some(ip), &[("X-Osie-Mac", &m)], timeout, Some(&mut md)).await?;
     let md: serde_json::Value = serde_json::from_slice(&md)?;
     assert_eq!((md["hostname"].as_str(), md["mac"].as_str()), (Some(format!("l{i}").as_str()), Some(m.as_str())));
 
@@ -102,7 +103,7 @@ async fn boot(i: usize, dhcp: Arc<DhcpClient>, undionly: Arc<Vec<u8>>, initrd: A
         unique("")
     );
     let headers = [("Content-Type", "application/json")];
-    let post = move || common::client::request(ip, server, "POST", "/events", &headers, ev.as_bytes(), timeout);
+    let post = move || http::request(ip, server, "POST", "/events", &headers, ev.as_bytes(), timeout);
     let (status, body) = tokio::task::spawn_blocking(post).await??;
     assert_eq!(status, 200, "{m}: event: {}", String::from_utf8_lossy(&body));
     Ok(pxe.retransmits + ipxe.retransmits)

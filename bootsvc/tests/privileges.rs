@@ -84,8 +84,8 @@ fn switches_to_the_configured_user_after_binding() {
 
     // And it still serves everything: DHCP, TFTP, HTTP, events written to the state store.
     let dir = tempfile::tempdir().unwrap();
-    let env = net::clients::udhcpc(&client, &cli_if, dir.path(), &["-x", "0x4d:69505845"]).unwrap();
-    assert_eq!(net::env_value(&env, "ip").as_deref(), Some("192.0.2.50"), "{env}\n{}", site.logs());
+    let env = osie_testkit::dhcp::udhcpc(&client, &cli_if, dir.path(), &["-x", "0x4d:69505845"]).unwrap();
+    assert_eq!(osie_testkit::dhcp::env_value(&env, "ip").as_deref(), Some("192.0.2.50"), "{env}\n{}", site.logs());
     client.ip(&["addr", "add", "192.0.2.50/24", "dev", &cli_if]).unwrap();
     let out = dir.path().join("undionly.kpxe");
     client

@@ -29,10 +29,13 @@ fn serve_answers_dhcp_and_tftp_and_counts_in_metrics() {
     site.start();
 
     let dir = tempfile::tempdir().unwrap();
-    let env = net::clients::udhcpc(&client, &cli_if, dir.path(), &["-x", "0x4d:69505845"]).unwrap();
-    assert_eq!(net::env_value(&env, "ip").as_deref(), Some("192.0.2.50"), "{env}\n{}", site.logs());
-    assert_eq!(net::env_value(&env, "hostname").as_deref(), Some("dhcp-node"));
-    assert_eq!(net::env_value(&env, "bootfile").as_deref(), Some(&*format!("http://192.0.2.1:8080/boot/{MAC}.ipxe")));
+    let env = osie_testkit::dhcp::udhcpc(&client, &cli_if, dir.path(), &["-x", "0x4d:69505845"]).unwrap();
+    assert_eq!(osie_testkit::dhcp::env_value(&env, "ip").as_deref(), Some("192.0.2.50"), "{env}\n{}", site.logs());
+    assert_eq!(osie_testkit::dhcp::env_value(&env, "hostname").as_deref(), Some("dhcp-node"));
+    assert_eq!(
+        osie_testkit::dhcp::env_value(&env, "bootfile").as_deref(),
+        Some(&*format!("http://192.0.2.1:8080/boot/{MAC}.ipxe"))
+    );
 
     // TFTP from the client's new address.
     client.ip(&["addr", "add", "192.0.2.50/24", "dev", &cli_if]).unwrap();

@@ -10,11 +10,18 @@
 //! skipping.
 //!
 //! [`modgraph`] finds import cycles between a crate's modules (each crate's tests call it).
+//!
+//! Clients, as machines talk: [`dhcp`] (many machines over one socket, and the real
+//! udhcpc and dhclient), [`tftp`], [`http`]; [`sock`] makes their UDP sockets.
 
+pub mod dhcp;
+pub mod http;
 pub mod loopdev;
 pub mod modgraph;
 pub mod netns;
 pub mod proc;
+pub mod sock;
+pub mod tftp;
 
 pub use loopdev::LoopDev;
 pub use netns::{Netns, Pair};

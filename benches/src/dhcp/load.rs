@@ -8,10 +8,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use osie_testkit::dhcp::{DhcpClient, Identity};
 use serde::{Deserialize, Serialize};
 
-use super::client::DhcpClient;
-use super::packet::Identity;
 use crate::stats::Latency;
 
 #[derive(Debug, Clone)]

@@ -8,9 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use osie_testkit::dhcp::{packet, ClientConfig, DhcpClient, Identity};
 
 use super::{Ctx, Record, SuiteResult};
-use crate::dhcp::{self, load, ClientConfig, DhcpClient, Identity, LoadReport, LoadSpec};
+use crate::dhcp::{load, LoadReport, LoadSpec};
 use crate::measure::{self, Cpu};
 use crate::servers::{self, BootsvcOptions, Lab, Reservation, Server};
 
@@ -131,7 +132,7 @@ fn start(ctx: &Ctx, lab: &Lab, which: Which, res: &[Reservation]) -> Result<Serv
 }
 
 fn identities(res: &[Reservation]) -> Vec<Identity> {
-    (0..res.len() as u32).map(|n| Identity { mac: dhcp::packet::nth_mac(n), arch: 0, ipxe: false }).collect()
+    (0..res.len() as u32).map(|n| Identity { mac: packet::nth_mac(n), arch: 0, ipxe: false }).collect()
 }
 
 fn spec(res: &[Reservation], window: usize, warmup: Duration, duration: Duration) -> LoadSpec {

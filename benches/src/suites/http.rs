@@ -144,7 +144,7 @@ pub fn run(ctx: &Ctx, out: &mut SuiteResult) -> Result<()> {
                         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
                         rt.block_on(async {
                             for _ in 0..n {
-                                crate::http::get(server, &p, None, &[], Duration::from_secs(120), None).await?;
+                                osie_testkit::http::get(server, &p, None, &[], Duration::from_secs(120), None).await?;
                             }
                             anyhow::Ok(())
                         })
@@ -196,7 +196,7 @@ fn wait_ready(lab: &Lab, path: &str, size: u64) -> Result<()> {
                 let server = SocketAddrV4::new(SERVER_IP, HTTP_PORT);
                 let deadline = std::time::Instant::now() + Duration::from_secs(20);
                 loop {
-                    match crate::http::get(server, &path, None, &[], Duration::from_secs(30), None).await {
+                    match osie_testkit::http::get(server, &path, None, &[], Duration::from_secs(30), None).await {
                         Ok(g) if g.bytes == size => return Ok(()),
                         Ok(g) => bail!("GET {path}: {} bytes, expected {size}", g.bytes),
                         Err(e) if std::time::Instant::now() > deadline => return Err(e),

@@ -14,7 +14,7 @@ use anyhow::{bail, Context, Result};
 use super::{Ctx, Record, SuiteResult};
 use crate::measure;
 use crate::servers::{self, BootsvcOptions, Lab, Server, SERVER_IP};
-use crate::tftp::{fetch, FetchOptions};
+use osie_testkit::tftp::{fetch, FetchOptions};
 
 #[derive(Clone, Copy, PartialEq)]
 enum Which {

@@ -5,9 +5,6 @@
 //! machine's address with `--interface`.
 #![allow(dead_code)]
 
-pub mod client;
-pub mod dhcp;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;

@@ -3,7 +3,6 @@
 //! network peer), configs, and in-process servers running inside a test's namespace.
 #![allow(dead_code)]
 
-pub mod clients;
 pub mod lan;
 
 use std::collections::HashSet;
@@ -232,9 +231,4 @@ pub fn dropped(m: &Metrics, reason: &str) -> f64 {
 
 pub fn replies(m: &Metrics, kind: &str) -> f64 {
     metric(m, &format!("osie_dhcp_replies_total{{kind=\"{kind}\"}}"))
-}
-
-/// `KEY=value` lines (as the DHCP client scripts below write them) → lookup.
-pub fn env_value(env: &str, key: &str) -> Option<String> {
-    env.lines().find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix('=')).map(str::to_string))
 }

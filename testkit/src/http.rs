@@ -1,8 +1,18 @@
-//! A minimal HTTP/1.1 GET client for load: one connection per request (as iPXE and the
-//! installer open them), the body counted and dropped (or kept for a check). Only what a
-//! booting machine needs: status, `Content-Length` or read-to-close bodies.
+//! Minimal HTTP/1.1 clients, one connection per request (as iPXE and the installer open
+//! them), from a chosen source address (a machine's own), for tests that send many requests
+//! at once (a curl process per request would dominate the time):
+//!
+//! - [`get`] (async, for load): the body counted and dropped, or kept for a check; status,
+//!   `Content-Length` or read-to-close bodies.
+//! - [`request`] and [`post_json`] (blocking): any method, status and whole body; [`connect`]
+//!   for tests that write their own bytes (a small receive buffer: a client that reads
+//!   slowly).
+//!
+//! Run them inside the namespace that holds the source address (`Netns::spawn`).
 
+use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4};
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -31,7 +41,7 @@ pub async fn get(
 ) -> Result<Got> {
     tokio::time::timeout(timeout, async {
         let start = Instant::now();
-        let mut conn = connect(server, local).await?;
+        let mut conn = connect_async(server, local).await?;
         let mut req =
             format!("GET {path} HTTP/1.1\r\nHost: {server}\r\nConnection: close\r\nUser-Agent: osie-bench\r\n");
         for (k, v) in headers {
@@ -91,7 +101,7 @@ pub async fn get(
     .with_context(|| format!("GET {path} from {server}: no answer within {timeout:?}"))?
 }
 
-async fn connect(server: SocketAddrV4, local: Option<Ipv4Addr>) -> Result<TcpStream> {
+async fn connect_async(server: SocketAddrV4, local: Option<Ipv4Addr>) -> Result<TcpStream> {
     let s = TcpSocket::new_v4().context("TCP socket")?;
     if let Some(l) = local {
         s.bind(SocketAddrV4::new(l, 0).into()).with_context(|| format!("binding {l}"))?;
@@ -123,6 +133,74 @@ fn parse_head(head: &[u8]) -> Result<(u16, Option<u64>)> {
     Ok((status, length))
 }
 
+/// Status and body of one request (`Connection: close`, so the body is what comes until EOF;
+/// a chunked body is decoded).
+pub fn request(
+    from: Ipv4Addr,
+    to: SocketAddrV4,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    timeout: Duration,
+) -> std::io::Result<(u16, Vec<u8>)> {
+    let mut s = connect(from, to, None)?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    let mut req =
+        format!("{method} {path} HTTP/1.1\r\nHost: {to}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    for (k, v) in headers {
+        req += &format!("{k}: {v}\r\n");
+    }
+    req += "\r\n";
+    s.write_all(req.as_bytes())?;
+    s.write_all(body)?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out)?;
+    let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "not an HTTP response");
+    let head_end = out.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(bad)?;
+    let head = String::from_utf8_lossy(&out[..head_end]);
+    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).ok_or_else(bad)?;
+    let chunked = head.lines().any(|l| l.to_ascii_lowercase().starts_with("transfer-encoding: chunked"));
+    let mut body = out[head_end + 4..].to_vec();
+    if chunked {
+        body = dechunk(&body).ok_or_else(bad)?;
+    }
+    Ok((status, body))
+}
+
+/// POST JSON, as the installer does.
+pub fn post_json(from: Ipv4Addr, to: SocketAddrV4, path: &str, json: &str) -> std::io::Result<(u16, Vec<u8>)> {
+    request(from, to, "POST", path, &[("Content-Type", "application/json")], json.as_bytes(), Duration::from_secs(10))
+}
+
+/// A TCP connection from `from` to `to`; with `rcvbuf`, the receive buffer is set that small
+/// before connecting (so the window it offers stays small: a client that reads slowly).
+pub fn connect(from: Ipv4Addr, to: SocketAddrV4, rcvbuf: Option<usize>) -> std::io::Result<std::net::TcpStream> {
+    use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, SockaddrIn};
+    let fd = socket::socket(AddressFamily::Inet, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
+    if let Some(n) = rcvbuf {
+        socket::setsockopt(&fd, socket::sockopt::RcvBuf, &n)?;
+    }
+    socket::bind(fd.as_raw_fd(), &SockaddrIn::from(SocketAddrV4::new(from, 0)))?;
+    socket::connect(fd.as_raw_fd(), &SockaddrIn::from(to))?;
+    Ok(std::net::TcpStream::from(fd))
+}
+
+fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let eol = b.windows(2).position(|w| w == b"\r\n")?;
+        let size = usize::from_str_radix(std::str::from_utf8(&b[..eol]).ok()?.split(';').next()?.trim(), 16).ok()?;
+        b = &b[eol + 2..];
+        if size == 0 {
+            return Some(out);
+        }
+        out.extend_from_slice(b.get(..size)?);
+        b = b.get(size + 2..)?;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -133,6 +211,12 @@ mod tests {
         assert_eq!(parse_head(b"HTTP/1.0 404 Not Found").unwrap(), (404, None));
         assert!(parse_head(b"garbage").is_err());
         assert!(parse_head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked").is_err());
+    }
+
+    #[test]
+    fn chunked_bodies_are_decoded() {
+        assert_eq!(dechunk(b"3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n").as_deref(), Some(&b"abcde"[..]));
+        assert_eq!(dechunk(b"5\r\nab"), None);
     }
 
     #[tokio::test]

@@ -1,28 +1,32 @@
 //! Real DHCP clients run inside a test namespace: busybox udhcpc and ISC dhclient. Each
-//! runs a hook script that saves the environment of the lease it got.
-#![allow(dead_code)]
+//! runs a hook script that saves the environment of the lease it got; [`env_value`] reads
+//! it.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use osie_testkit::{unique, wait_for, ChildGuard, Netns};
+use anyhow::Context;
+
+use crate::{unique, wait_for, ChildGuard, Netns};
 
 /// A udhcpc/dhclient hook script that saves the environment of a successful lease.
-fn env_script(dir: &Path, out: &Path) -> PathBuf {
+fn env_script(dir: &Path, out: &Path) -> anyhow::Result<PathBuf> {
     let p = dir.join(format!("hook-{}.sh", unique("")));
     let body = format!(
         "#!/bin/sh\ncase \"$1$reason\" in bound|renew|BOUND|RENEW|REBOOT) env > {out}.tmp && mv {out}.tmp {out} ;; esac\nexit 0\n",
         out = out.display()
     );
-    std::fs::write(&p, body).unwrap();
-    std::process::Command::new("chmod").arg("+x").arg(&p).status().unwrap();
-    p
+    std::fs::write(&p, body).with_context(|| format!("writing {}", p.display()))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755))
+        .with_context(|| format!("making {} executable", p.display()))?;
+    Ok(p)
 }
 
 /// Run busybox udhcpc once on `iface`; the environment of its lease.
 pub fn udhcpc(ns: &Netns, iface: &str, dir: &Path, extra: &[&str]) -> anyhow::Result<String> {
     let out = dir.join(unique("udhcpc-env"));
-    let script = env_script(dir, &out);
+    let script = env_script(dir, &out)?;
     let script_s = script.to_string_lossy().to_string();
     let mut args = vec!["-f", "-q", "-n", "-t", "4", "-T", "1", "-i", iface, "-s", &script_s];
     args.extend_from_slice(&["-O", "bootfile", "-O", "hostname"]);
@@ -35,7 +39,7 @@ pub fn udhcpc(ns: &Netns, iface: &str, dir: &Path, extra: &[&str]) -> anyhow::Re
 /// INIT-REBOOT, asking for that address first.
 pub fn dhclient(ns: &Netns, iface: &str, dir: &Path, old_lease: Option<&str>) -> anyhow::Result<String> {
     let out = dir.join(unique("dhclient-env"));
-    let script = env_script(dir, &out);
+    let script = env_script(dir, &out)?;
     let conf = dir.join(unique("dhclient.conf"));
     std::fs::write(
         &conf,
@@ -69,4 +73,9 @@ pub fn dhclient(ns: &Netns, iface: &str, dir: &Path, old_lease: Option<&str>) ->
             .stderr(std::process::Stdio::null()),
     )?;
     wait_for("dhclient to be bound", Duration::from_secs(30), || std::fs::read_to_string(&out).ok())
+}
+
+/// `KEY=value` lines (as the hook scripts above write them) → the value of `key`.
+pub fn env_value(env: &str, key: &str) -> Option<String> {
+    env.lines().find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix('=')).map(str::to_string))
 }

@@ -129,12 +129,26 @@ impl DhcpClient {
         Ok(DhcpClient { sock, dest, cfg, waiters, next_xid: AtomicU32::new(seed), receiver, strays })
     }
 
+    /// A fresh transaction id, and the channel its answers come on while the guard lives.
+    fn transaction(&self) -> (u32, mpsc::UnboundedReceiver<Reply>, Unregister<'_>) {
+        let xid = self.next_xid.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.waiters.lock().unwrap_or_else(|e| e.into_inner()).insert(xid, tx);
+        (xid, rx, Unregister(&self.waiters, xid))
+    }
+
+    /// A DISCOVER and the OFFER it gets, nothing more (what a server would offer this
+    /// machine now, without taking the address).
+    pub async fn offer(&self, id: &Identity) -> Result<Reply, ExchangeError> {
+        let (xid, mut rx, _unregister) = self.transaction();
+        let mut buf = Vec::with_capacity(400);
+        packet::client_message(&mut buf, id, xid, self.cfg.path, None);
+        self.await_reply(&buf, id.mac, &mut rx, &[packet::OFFER], "OFFER", &mut 0).await
+    }
+
     /// One machine's full exchange. Safe to run concurrently for different MACs.
     pub async fn exchange(&self, id: &Identity) -> Result<Lease, ExchangeError> {
-        let xid = self.next_xid.fetch_add(1, Ordering::Relaxed);
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        self.waiters.lock().unwrap_or_else(|e| e.into_inner()).insert(xid, tx);
-        let _unregister = Unregister(&self.waiters, xid);
+        let (xid, mut rx, _unregister) = self.transaction();
         let mut buf = Vec::with_capacity(400);
         let start = Instant::now();
         let mut retransmits = 0;
