@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use bootsvc::dhcp::request::HEADER_LEN;
 use bootsvc::metrics::Metrics;
 use net::{config, machine, start_dhcp, start_tftp};
+use osie_testkit::site::config::Dhcp;
 use osie_testkit::{require_root, require_tools, Pair};
 
 #[test]
@@ -30,7 +31,7 @@ fn dhcp_round_trip() {
     let pair = Pair::new("192.0.2.1/24").unwrap();
     pair.client.ip(&["addr", "add", "192.0.2.2/24", "dev", &pair.client_if]).unwrap();
     let mac = "02:00:00:00:ee:01";
-    let cfg = Arc::new(config(dir.path(), &pair.server_if, "", dir.path()));
+    let cfg = Arc::new(config(dir.path(), &pair.server_if, Dhcp::default(), dir.path()));
     let backend = vec![machine("bench", mac, Some("192.0.2.10/24"), true)];
     let _srv = start_dhcp(&pair.server, cfg, backend, Arc::new(Metrics::new())).unwrap();
     let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dhcp/ovmf-pxe-discover.bin");
@@ -85,7 +86,7 @@ fn tftp_throughput() {
     std::fs::write(root.join("big"), &data).unwrap();
     let pair = Pair::new("192.0.2.1/24").unwrap();
     pair.client.ip(&["addr", "add", "192.0.2.2/24", "dev", &pair.client_if]).unwrap();
-    let cfg = Arc::new(config(dir.path(), &pair.server_if, "", &root));
+    let cfg = Arc::new(config(dir.path(), &pair.server_if, Dhcp::default(), &root));
     let _srv = start_tftp(&pair.server, cfg, Arc::new(Metrics::new())).unwrap();
     let out = dir.path().join("out");
     let o = out.to_str().unwrap();

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::process::Command;
 
 use common::{write_tree, Options};
+use osie_testkit::site::config::HttpCaps;
 
 fn check(config: &Path) -> (i32, String, String) {
     let out =
@@ -169,7 +170,8 @@ fn a_token_file_others_can_read_is_refused_by_check_and_serve() {
 #[test]
 fn a_connection_cap_beyond_the_open_files_limit_is_refused() {
     let d = tempfile::tempdir().unwrap();
-    let cfg = write_tree(d.path(), &Options { http: "max_connections = 5000".into(), ..Default::default() });
+    let caps = HttpCaps { max_connections: Some(5000), ..Default::default() };
+    let cfg = write_tree(d.path(), &Options { http: caps, ..Default::default() });
     // Under a hard limit of 4096 open files (5000 connections need about 10 000).
     let run = |cmd: &str| {
         Command::new("bash")

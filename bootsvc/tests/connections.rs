@@ -10,6 +10,7 @@ use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
 use std::time::{Duration, Instant};
 
 use common::{Options, Site, CLIENTS};
+use osie_testkit::site::config::HttpCaps;
 use osie_testkit::{http, wait_for};
 use sha2::{Digest, Sha256};
 
@@ -81,7 +82,12 @@ fn slow_readers_are_bounded_cut_after_the_write_timeout_and_their_memory_returns
     // 5 sources × 100 allowed each; 10 more per source are refused.
     let (sources, cap, extra) = (5u8, 100usize, 10usize);
     let mut site = Site::new(Options {
-        http: format!("max_connections = 1000\nmax_connections_per_source = {cap}\nwrite_timeout_secs = 6"),
+        http: HttpCaps {
+            max_connections: Some(1000),
+            max_connections_per_source: Some(cap),
+            write_timeout_secs: Some(6),
+            ..Default::default()
+        },
         ..Default::default()
     });
     // Larger than what the socket buffers of a never-reading client absorb.
@@ -182,7 +188,12 @@ fn connection_caps_refuse_quickly_and_idle_connections_are_closed() {
         return;
     }
     let mut site = Site::new(Options {
-        http: "max_connections = 12\nmax_connections_per_source = 5\nidle_timeout_secs = 2".into(),
+        http: HttpCaps {
+            max_connections: Some(12),
+            max_connections_per_source: Some(5),
+            idle_timeout_secs: Some(2),
+            ..Default::default()
+        },
         ..Default::default()
     });
     site.start();

@@ -12,6 +12,7 @@ use bootsvc::dhcp::request::{code, Options, HEADER_LEN};
 use bootsvc::metrics::Metrics;
 use net::{config, dropped, machine, replies, start_dhcp};
 use osie_testkit::dhcp::{dhclient, env_value, udhcpc};
+use osie_testkit::site::config::{Dhcp, Pool};
 use osie_testkit::{require_root, require_tools, Pair};
 
 const MAC_A: &str = "02:00:00:00:0a:01";
@@ -20,10 +21,10 @@ const MAC_B: &str = "02:00:00:00:0b:01";
 fn server(
     pair: &Pair,
     dir: &Path,
-    dhcp_extra: &str,
+    dhcp: Dhcp,
     backend: Vec<bootsvc::inventory::Machine>,
 ) -> (net::Running, Arc<Metrics>) {
-    let cfg = Arc::new(config(dir, &pair.server_if, dhcp_extra, dir));
+    let cfg = Arc::new(config(dir, &pair.server_if, dhcp, dir));
     let metrics = Arc::new(Metrics::new());
     let running = start_dhcp(&pair.server, cfg, backend, metrics.clone()).unwrap();
     (running, metrics)
@@ -44,7 +45,7 @@ fn reserved(
     let pair = Pair::new("192.0.2.1/24").unwrap();
     pair.set_client_mac(mac).unwrap();
     let backend = vec![machine(&format!("node-{}", &mac[12..14]), mac, Some(ip), true)];
-    let (srv, m) = server(&pair, dir.path(), "", backend);
+    let (srv, m) = server(&pair, dir.path(), Dhcp::default(), backend);
     Some((dir, pair, srv, m))
 }
 
@@ -138,11 +139,19 @@ fn pool_lease_survives_a_restart() {
     }
     let dir = tempfile::tempdir().unwrap();
     let pair = Pair::new("192.0.2.1/24").unwrap();
-    let pool = "[dhcp.pool]\nstart = \"192.0.2.100\"\nend = \"192.0.2.110\"\nprefix = 24\ngateway = \"192.0.2.1\"\n";
+    let pool = || Dhcp {
+        pool: Some(Pool {
+            start: "192.0.2.100".parse().unwrap(),
+            end: "192.0.2.110".parse().unwrap(),
+            prefix: 24,
+            gateway: Some("192.0.2.1".parse().unwrap()),
+        }),
+        ..Dhcp::default()
+    };
     let inventory = || vec![machine("pool-a", MAC_A, None, true), machine("pool-b", MAC_B, None, true)];
 
     pair.set_client_mac(MAC_A).unwrap();
-    let (srv, _m) = server(&pair, dir.path(), pool, inventory());
+    let (srv, _m) = server(&pair, dir.path(), pool(), inventory());
     let env = udhcpc(&pair.client, &pair.client_if, dir.path(), &[]).unwrap();
     let a_ip = env_value(&env, "ip").unwrap();
     assert_eq!(a_ip, "192.0.2.100", "{env}");
@@ -155,7 +164,7 @@ fn pool_lease_survives_a_restart() {
     assert!(file.contains(MAC_A) && file.contains("192.0.2.100"), "{file}");
 
     // A new server process state: B asks first and must not get A's address.
-    let (_srv, m) = server(&pair, dir.path(), pool, inventory());
+    let (_srv, m) = server(&pair, dir.path(), pool(), inventory());
     pair.set_client_mac(MAC_B).unwrap();
     let env = udhcpc(&pair.client, &pair.client_if, dir.path(), &[]).unwrap();
     assert_eq!(env_value(&env, "ip").as_deref(), Some("192.0.2.101"), "{env}");
@@ -193,7 +202,7 @@ fn behind_a_relay(test: &str, mac: &str, ip: &str) -> Option<(tempfile::TempDir,
     // The relay agent: an address on the client side, listening on the server port.
     pair.client.ip(&["addr", "add", "192.0.2.2/24", "dev", &pair.client_if]).unwrap();
     let backend = vec![machine("relayed", mac, Some(ip), true)];
-    let (srv, m) = server(&pair, dir.path(), "", backend);
+    let (srv, m) = server(&pair, dir.path(), Dhcp::default(), backend);
     Some((dir, pair, srv, m))
 }
 

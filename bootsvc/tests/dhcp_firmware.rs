@@ -9,8 +9,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bootsvc::metrics::Metrics;
-use net::lan::{boot, httpd, Firmware, Lan, OVMF_CODE};
+use net::lan::{boot, httpd, Firmware, Lan};
 use net::{config, machine, metric, replies, start_dhcp, start_tftp, tftp_root};
+use osie_testkit::qemu::OVMF_CODE;
+use osie_testkit::site::config::Dhcp;
 use osie_testkit::{require_root, require_tools};
 
 #[test]
@@ -23,7 +25,7 @@ fn ovmf_pxe_boots_ipxe_efi_from_bootsvc() {
     let dir = tempfile::tempdir().unwrap();
     let mac = "52:54:00:0f:00:01";
     let lan = Lan::new().unwrap();
-    let cfg = Arc::new(config(dir.path(), &lan.bridge, "", &tftp_root()));
+    let cfg = Arc::new(config(dir.path(), &lan.bridge, Dhcp::default(), &tftp_root()));
     let metrics = Arc::new(Metrics::new());
     let backend = vec![machine("uefi-node", mac, Some("192.0.2.20/24"), true)];
     let _dhcp = start_dhcp(&lan.ns, cfg.clone(), backend, metrics.clone()).unwrap();
@@ -55,7 +57,7 @@ fn ovmf_http_boot_gets_the_ipxe_efi_url() {
     std::fs::create_dir_all(www.join("ipxe")).unwrap();
     std::fs::copy(tftp_root().join("ipxe.efi"), www.join("ipxe/ipxe.efi")).unwrap();
     let _www = httpd(&lan.ns, &www).unwrap();
-    let cfg = Arc::new(config(dir.path(), &lan.bridge, "", &tftp_root()));
+    let cfg = Arc::new(config(dir.path(), &lan.bridge, Dhcp::default(), &tftp_root()));
     let metrics = Arc::new(Metrics::new());
     let backend = vec![machine("http-node", mac, Some("192.0.2.21/24"), true)];
     let _dhcp = start_dhcp(&lan.ns, cfg, backend, metrics.clone()).unwrap();

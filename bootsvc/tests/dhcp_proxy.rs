@@ -11,9 +11,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bootsvc::metrics::Metrics;
-use net::lan::{boot, dnsmasq, Firmware, Lan, OVMF_CODE};
+use net::lan::{boot, dnsmasq, Firmware, Lan};
 use net::{config, dropped, machine, metric, replies, start_dhcp, start_tftp, tftp_root, Running};
 use osie_testkit::dhcp::{dhclient, env_value};
+use osie_testkit::qemu::OVMF_CODE;
+use osie_testkit::site::config::{Dhcp, DhcpMode};
 use osie_testkit::{require_root, require_tools, ChildGuard, Netns};
 
 struct Site {
@@ -32,7 +34,7 @@ fn site(dir: &Path, backend: Vec<bootsvc::inventory::Machine>) -> Site {
     let site = Netns::new().unwrap();
     let site_if = lan.attach(&site, Some("192.0.2.5/24")).unwrap();
     let (dns, dnsmasq_leases) = dnsmasq(&site, &site_if, dir).unwrap();
-    let cfg = Arc::new(config(dir, &lan.bridge, "mode = \"proxy\"", &tftp_root()));
+    let cfg = Arc::new(config(dir, &lan.bridge, Dhcp { mode: Some(DhcpMode::Proxy), ..Dhcp::default() }, &tftp_root()));
     let metrics = Arc::new(Metrics::new());
     let dhcp = start_dhcp(&lan.ns, cfg.clone(), backend, metrics.clone()).unwrap();
     let tftp = start_tftp(&lan.ns, cfg, metrics.clone()).unwrap();

@@ -19,10 +19,11 @@ mod net;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::time::Duration;
 
-use common::{Options, Resp, Site};
+use common::{Options, Site};
 use dhcproto::v4::{DhcpOption, Message, MessageType, Opcode};
 use dhcproto::{Encodable, Encoder};
 use osie_api::MacAddr;
+use osie_testkit::site::Resp;
 use osie_testkit::{require_root, require_tools, Netns};
 
 const POOLED: &str = "02:00:00:00:0a:01";
@@ -190,7 +191,7 @@ fn reservation_mode_pool_and_fixed_machines_cannot_be_claimed() {
 
     // The pool machine takes its lease from bootsvc with a real DHCP client.
     let (pooled, pooled_if) = site.join(&lan, POOLED, None);
-    let env = osie_testkit::dhcp::udhcpc(&pooled, &pooled_if, site.dir.path(), &[]).unwrap();
+    let env = osie_testkit::dhcp::udhcpc(&pooled, &pooled_if, site.dir(), &[]).unwrap();
     let pool_ip = osie_testkit::dhcp::env_value(&env, "ip").unwrap();
     assert_eq!(pool_ip, "192.0.2.100", "{env}");
     configure(&pooled, &pooled_if, &pool_ip);
@@ -324,11 +325,11 @@ fn proxy_mode_machines_are_known_by_their_own_dhcp_requests() {
     site.start();
     // The site's DHCP server, addresses only, on the same LAN.
     let (dns, dns_if) = site.join(&lan, "02:00:00:00:05:05", Some("192.0.2.5/24"));
-    let (_dnsmasq, _) = net::lan::dnsmasq(&dns, &dns_if, site.dir.path()).unwrap();
+    let (_dnsmasq, _) = net::lan::dnsmasq(&dns, &dns_if, site.dir()).unwrap();
 
     // The machine gets its address from dnsmasq; bootsvc sees the REQUEST go by.
     let (pooled, pooled_if) = site.join(&lan, POOLED, None);
-    let env = osie_testkit::dhcp::udhcpc(&pooled, &pooled_if, site.dir.path(), &["-t", "10"]).unwrap();
+    let env = osie_testkit::dhcp::udhcpc(&pooled, &pooled_if, site.dir(), &["-t", "10"]).unwrap();
     let first_ip = osie_testkit::dhcp::env_value(&env, "ip").unwrap();
     assert_eq!(osie_testkit::dhcp::env_value(&env, "serverid").as_deref(), Some("192.0.2.5"), "{env}");
     configure(&pooled, &pooled_if, &first_ip);
@@ -351,13 +352,9 @@ fn proxy_mode_machines_are_known_by_their_own_dhcp_requests() {
 
     // Its installed OS's DHCP client sends another client identifier (a DUID): dnsmasq leases
     // it another address, bootsvc sees that REQUEST, and the OS is the machine there.
-    let env = osie_testkit::dhcp::udhcpc(
-        &pooled,
-        &pooled_if,
-        site.dir.path(),
-        &["-t", "10", "-x", "0x3d:ff0000000100010001"],
-    )
-    .unwrap();
+    let env =
+        osie_testkit::dhcp::udhcpc(&pooled, &pooled_if, site.dir(), &["-t", "10", "-x", "0x3d:ff0000000100010001"])
+            .unwrap();
     let second_ip = osie_testkit::dhcp::env_value(&env, "ip").unwrap();
     assert_ne!(second_ip, first_ip, "dnsmasq leases another client id another address: {env}");
     pooled.ip(&["addr", "del", &format!("{first_ip}/24"), "dev", &pooled_if]).unwrap();

@@ -143,7 +143,7 @@ fn metadata_only_for_the_machine_itself() {
     assert!(site.get_as(ip3, None, &format!("/boot/{M3}.ipxe")).text().contains("kernel"));
     assert_eq!(site.get_as(ip3, Some(M3), "/metadata").status, 403, "a script fetch identifies nobody");
     let (n3, n3_if) = site.join(&lan, M3, None);
-    let env = osie_testkit::dhcp::udhcpc(&n3, &n3_if, site.dir.path(), &[]).unwrap();
+    let env = osie_testkit::dhcp::udhcpc(&n3, &n3_if, site.dir(), &[]).unwrap();
     let lease = osie_testkit::dhcp::env_value(&env, "ip").unwrap();
     n3.ip(&["addr", "add", &format!("{lease}/24"), "dev", &n3_if]).unwrap();
     let md = site.curl_in(&n3, &["--interface", &lease, "-H", &format!("X-Osie-Mac: {M3}")], "/metadata");

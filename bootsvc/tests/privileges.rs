@@ -53,7 +53,7 @@ fn switches_to_the_configured_user_after_binding() {
     if !require_root(t) || !require_tools(t, &["curl", "udhcpc"]) {
         return;
     }
-    let mut site = Site::new(Options { extra: "[security]\nuser = \"nobody\"\n".into(), ..Default::default() });
+    let mut site = Site::new(Options { user: Some("nobody"), ..Default::default() });
     open_up(&site);
     // DHCP and TFTP on (ports 67, 69) on a veth to a client namespace.
     let (client, srv_if, cli_if) = site.segment(Some(MAC));
@@ -131,7 +131,7 @@ fn refuses_to_start_when_the_user_cannot_write_the_state_dir() {
     if !common::prerequisites("refuses_to_start_when_the_user_cannot_write_the_state_dir") {
         return;
     }
-    let mut site = Site::new(Options { extra: "[security]\nuser = \"nobody\"\n".into(), ..Default::default() });
+    let mut site = Site::new(Options { user: Some("nobody"), ..Default::default() });
     open_up(&site);
     // A state directory left by a run as root: root's, 0755.
     std::fs::create_dir(site.path("state")).unwrap();

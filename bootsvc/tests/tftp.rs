@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use bootsvc::metrics::Metrics;
 use net::{config, dropped, metric, start_tftp, tftp_root, Running};
+use osie_testkit::site::config::Dhcp;
 use osie_testkit::{require_root, require_tools, Pair};
 
 struct Setup {
@@ -32,7 +33,7 @@ fn setup() -> Setup {
     std::os::unix::fs::symlink(dir.path().join("secret"), root.join("escape")).unwrap();
     let pair = Pair::new("192.0.2.1/24").unwrap();
     pair.client.ip(&["addr", "add", "192.0.2.2/24", "dev", &pair.client_if]).unwrap();
-    let cfg = Arc::new(config(dir.path(), &pair.server_if, "", &root));
+    let cfg = Arc::new(config(dir.path(), &pair.server_if, Dhcp::default(), &root));
     let metrics = Arc::new(Metrics::new());
     let srv = start_tftp(&pair.server, cfg, metrics.clone()).unwrap();
     Setup { pair, dir, root, metrics, _srv: srv }
@@ -307,7 +308,7 @@ fn a_host_flooding_abandoned_requests_does_not_lock_out_the_others() {
     lan.attach(&hostile, Some("192.0.2.66/24")).unwrap();
     let good = osie_testkit::Netns::new().unwrap();
     lan.attach(&good, Some("192.0.2.77/24")).unwrap();
-    let cfg = Arc::new(config(dir.path(), &lan.bridge, "", &root));
+    let cfg = Arc::new(config(dir.path(), &lan.bridge, Dhcp::default(), &root));
     let cap = cfg.tftp.max_transfers_per_client;
     assert_eq!(cap, 8, "the default");
     let metrics = Arc::new(Metrics::new());

@@ -11,8 +11,10 @@
 //!
 //! [`modgraph`] finds import cycles between a crate's modules (each crate's tests call it).
 //!
-//! Clients, as machines talk: [`dhcp`] (many machines over one socket, and the real
-//! udhcpc and dhclient), [`tftp`], [`http`]; [`sock`] makes their UDP sockets.
+//! [`site`]: a bootsvc site (namespace, `bootsvc.toml`, the real `bootsvc serve`, LAN
+//! hosts). Clients, as machines talk: [`dhcp`] (many machines over one socket, and the real
+//! udhcpc and dhclient), [`tftp`], [`http`]; [`sock`] makes their UDP sockets. [`qemu`]:
+//! the command line of a test machine (firmware, NIC ROM, disks, serial, `fw_cfg`).
 
 pub mod dhcp;
 pub mod http;
@@ -20,6 +22,8 @@ pub mod loopdev;
 pub mod modgraph;
 pub mod netns;
 pub mod proc;
+pub mod qemu;
+pub mod site;
 pub mod sock;
 pub mod tftp;
 

@@ -66,6 +66,32 @@ impl Netns {
         self.ip(&["link", "set", tap, "up"])
     }
 
+    /// A veth from this namespace into `other`, both ends up: this end a port of `bridge`
+    /// when given, the far end with `mac` (set before it goes up) and `cidr` when given.
+    /// The ends' names, here and there.
+    pub fn veth(
+        &self,
+        other: &Netns,
+        bridge: Option<&str>,
+        mac: Option<&str>,
+        cidr: Option<&str>,
+    ) -> Result<(String, String)> {
+        let (here, there) = (unique("vh"), unique("vt"));
+        self.ip(&["link", "add", &here, "type", "veth", "peer", "name", &there, "netns", other.name()])?;
+        if let Some(br) = bridge {
+            self.ip(&["link", "set", &here, "master", br])?;
+        }
+        self.ip(&["link", "set", &here, "up"])?;
+        if let Some(mac) = mac {
+            other.ip(&["link", "set", &there, "address", mac])?;
+        }
+        if let Some(c) = cidr {
+            other.ip(&["addr", "add", c, "dev", &there])?;
+        }
+        other.ip(&["link", "set", &there, "up"])?;
+        Ok((here, there))
+    }
+
     /// Run `f` on a new thread that has entered this namespace: sockets it creates (for
     /// example a current-thread tokio runtime serving DHCP) live in the namespace, while the
     /// rest of the test stays outside.

@@ -1,6 +1,7 @@
 //! One L2 segment for firmware tests: a namespace with a bridge (192.0.2.1, where bootsvc
 //! runs) and a tap for QEMU; other namespaces (a site DHCP server, a client) join it by
-//! veth. QEMU machines boot on the tap with their serial console in a file.
+//! veth. QEMU machines (the test kit's command line) boot on the tap with their serial
+//! console in a file.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -8,6 +9,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use osie_testkit::qemu::{self, ovmf, Nic, Qemu};
 use osie_testkit::{unique, wait_for, ChildGuard, Netns};
 
 pub struct Lan {
@@ -29,16 +31,7 @@ impl Lan {
 
     /// Connect `other` to the segment; returns its interface name there.
     pub fn attach(&self, other: &Netns, cidr: Option<&str>) -> Result<String> {
-        let here = unique("lb");
-        let there = unique("lx");
-        self.ns.ip(&["link", "add", &here, "type", "veth", "peer", "name", &there, "netns", other.name()])?;
-        self.ns.ip(&["link", "set", &here, "master", &self.bridge])?;
-        self.ns.ip(&["link", "set", &here, "up"])?;
-        if let Some(c) = cidr {
-            other.ip(&["addr", "add", c, "dev", &there])?;
-        }
-        other.ip(&["link", "set", &there, "up"])?;
-        Ok(there)
+        Ok(self.ns.veth(other, Some(&self.bridge), None, cidr)?.1)
     }
 }
 
@@ -93,9 +86,6 @@ pub enum Firmware {
     OvmfHttp,
 }
 
-pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
-pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
-
 pub struct Vm {
     _qemu: ChildGuard,
     pub serial: PathBuf,
@@ -104,39 +94,25 @@ pub struct Vm {
 /// Boot a machine with `mac` on the lan's tap.
 pub fn boot(lan: &Lan, fw: Firmware, mac: &str, dir: &Path) -> Result<Vm> {
     let serial = dir.join(unique("serial") + ".log");
-    let mut cmd = lan.ns.cmd("qemu-system-x86_64");
-    cmd.args(["-accel", "tcg", "-m", "512", "-nodefaults", "-display", "none"])
-        .arg("-serial")
-        .arg(format!("file:{}", serial.display()))
-        .arg("-netdev")
-        .arg(format!("tap,id=n0,ifname={},script=no,downscript=no", lan.tap));
+    let mut q = Qemu::new(512, &serial);
+    let nic = Nic { tap: lan.tap.clone(), mac: Some(mac.to_string()), rom: true, bootindex: None };
     match fw {
         Firmware::SeabiosIpxeRom => {
-            // SeaBIOS prints (and lets the ROM print) on the serial port given here.
-            let sercon = dir.join("sercon-port");
-            std::fs::write(&sercon, 0x3f8u16.to_le_bytes())?;
-            cmd.arg("-fw_cfg")
-                .arg(format!("name=etc/sercon-port,file={}", sercon.display()))
-                .arg("-device")
-                .arg(format!("virtio-net-pci,netdev=n0,mac={mac}"))
-                .args(["-boot", "n"]);
+            // SeaBIOS prints (and lets the ROM print) on the serial port.
+            q.firmware = qemu::Firmware::seabios_on_serial(&dir.join("sercon-port"))?;
+            q.nic(nic);
+            q.boot = Some("n".into());
         }
         Firmware::OvmfPxe | Firmware::OvmfHttp => {
             if matches!(fw, Firmware::OvmfHttp) {
-                cmd.args(["-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=n"])
-                    .args(["-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=n"]);
+                q.fw_cfg = vec![ovmf::IPV4_PXE_OFF.into(), ovmf::IPV6_PXE_OFF.into()];
             }
-            let vars = dir.join(unique("vars") + ".fd");
-            std::fs::copy(OVMF_VARS, &vars).with_context(|| format!("copying {OVMF_VARS}"))?;
-            cmd.args(["-machine", "q35", "-drive"])
-                .arg(format!("if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"))
-                .arg("-drive")
-                .arg(format!("if=pflash,format=raw,unit=1,file={}", vars.display()))
-                .arg("-device")
-                .arg(format!("virtio-net-pci,netdev=n0,mac={mac},romfile="));
+            q.machine = Some("q35".into());
+            q.firmware = qemu::Firmware::ovmf(&dir.join(unique("vars") + ".fd"))?;
+            q.nic(Nic { rom: false, ..nic });
         }
     }
-    let qemu = ChildGuard::spawn("qemu", cmd.stdout(Stdio::null()).stderr(Stdio::null()))?;
+    let qemu = ChildGuard::spawn("qemu", q.command(&lan.ns).stdout(Stdio::null()).stderr(Stdio::null()))?;
     Ok(Vm { _qemu: qemu, serial })
 }
 

@@ -19,6 +19,7 @@ use bootsvc::metrics::Metrics;
 use bootsvc::storage::{EmbeddedStorage, Storage};
 use bootsvc::tftp::TftpServer;
 use osie_api::MacAddr;
+use osie_testkit::site::{self, config::Dhcp};
 use osie_testkit::Netns;
 
 #[derive(Default)]
@@ -66,40 +67,19 @@ pub fn machine(hostname: &str, mac: &str, ip: Option<&str>, allow: bool) -> Mach
 pub const SERVER_IP: &str = "192.0.2.1";
 pub const PUBLIC_URL: &str = "http://192.0.2.1:8080";
 
-/// A config for a server on `iface` with address 192.0.2.1. `dhcp_extra` is TOML added to
-/// the `[dhcp]` table (mode, pool…).
-pub fn config(dir: &Path, iface: &str, dhcp_extra: &str, tftp_root: &Path) -> Config {
-    let toml = format!(
-        r#"
-[listen]
-interface = "{iface}"
-address = "{SERVER_IP}"
-
-[dhcp]
-lease_secs = 600
-{dhcp_extra}
-
-[tftp]
-root = "{root}"
-
-[http]
-listen = "192.0.2.1:8080"
-public_url = "{PUBLIC_URL}/"
-
-[artifacts]
-dir = "{d}"
-images_dir = "{d}"
-
-[state]
-dir = "{d}/state"
-
-[inventory]
-dir = "{d}/inventory"
-"#,
-        root = tftp_root.display(),
-        d = dir.display(),
-    );
-    toml::from_str(&toml).unwrap()
+/// A config for a server on `iface` with address 192.0.2.1, as the test kit writes
+/// `bootsvc.toml`: `dhcp` as given (mode, pool…) with 10-minute leases, TFTP from
+/// `tftp_root`, everything else in `dir`.
+pub fn config(dir: &Path, iface: &str, dhcp: Dhcp, tftp_root: &Path) -> Config {
+    let mut c = site::Config::new(iface, SERVER_IP.parse().unwrap());
+    c.dhcp = Dhcp { lease_secs: Some(600), ..dhcp };
+    c.tftp.root = tftp_root.to_path_buf();
+    c.http.public_url = format!("{PUBLIC_URL}/");
+    c.artifacts.dir = dir.to_path_buf();
+    c.artifacts.images_dir = dir.to_path_buf();
+    c.state_dir = dir.join("state");
+    c.inventory_dir = dir.join("inventory");
+    toml::from_str(&c.render()).unwrap()
 }
 
 /// The iPXE binaries `scripts/setup` puts in build/tftp.
