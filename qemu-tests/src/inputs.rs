@@ -21,8 +21,7 @@ pub const IMAGE: &str = "debian-12";
 
 /// Programs the harness runs.
 pub const TOOLS: [&str; 3] = ["qemu-system-x86_64", "ip", "zstd"];
-pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
-pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+pub use osie_testkit::qemu::{OVMF_CODE, OVMF_VARS};
 
 #[derive(Debug, Clone)]
 pub struct Inputs {

@@ -1,4 +1,5 @@
-//! A lab: one provisioning network and the real `bootsvc serve` on it.
+//! A lab: one provisioning network and the real `bootsvc serve` on it, a thin layer over the
+//! test kit's site (`osie_testkit::site`: namespace, config, process).
 //!
 //! A network namespace holds a bridge (`br0`, 192.0.2.1/24) and one tap per machine; bootsvc
 //! runs inside it with a generated `bootsvc.toml`: DHCP in reservation mode on the bridge
@@ -26,6 +27,8 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use bootsvc::http::admin::MachineView;
 use bootsvc::state::StoredEvent;
+use osie_testkit::site::config::{Admin, DhcpMode, Log, LogFormat};
+use osie_testkit::site::{self, Dir, Launch, Site};
 use osie_testkit::{unique, wait_for, workspace_root, ChildGuard, Netns};
 
 use crate::bootlog;
@@ -63,15 +66,12 @@ pub struct Lab {
     pub scenario: String,
     pub inputs: Inputs,
     pub dhcp: Dhcp,
-    pub ns: Netns,
-    pub dir: PathBuf,
-    pub config: PathBuf,
-    pub log: PathBuf,
-    bootsvc: std::cell::RefCell<Option<ChildGuard>>,
+    /// The namespace, bootsvc's config and tree, bootsvc itself (the test kit's site).
+    pub site: Site,
     taps: Cell<u32>,
     macs: std::cell::RefCell<Vec<String>>,
     failed: Cell<bool>,
-    site: Option<SiteDhcp>,
+    site_dhcp: Option<SiteDhcp>,
 }
 
 impl Lab {
@@ -83,28 +83,22 @@ impl Lab {
 
     /// The same, with `dhcp` saying who hands out addresses.
     pub fn start_with(scenario: &str, inputs: &Inputs, dhcp: Dhcp) -> Result<Lab> {
-        let dir = std::env::temp_dir().join(unique(&format!("osie-e2e-{scenario}-")));
-        std::fs::create_dir_all(dir.join("machines")).with_context(|| format!("creating {}", dir.display()))?;
-        let ns = Netns::new()?;
-        ns.add_bridge(BRIDGE, &format!("{SERVER}/24"))?;
-        let config = dir.join("bootsvc.toml");
-        write_config(&dir, &config, inputs, dhcp)?;
+        let dir = Dir::temp(&format!("osie-e2e-{scenario}-"))?;
+        let launch = Launch { prepare: Some(signals::guard_child), ..Launch::new(&inputs.bootsvc) };
+        let site = Site::new(launch, dir, config(inputs, dhcp))?;
+        site.bridge(BRIDGE, &format!("{SERVER}/24"), None)?;
         let mut lab = Lab {
             scenario: scenario.to_string(),
             inputs: inputs.clone(),
             dhcp,
-            ns,
-            log: dir.join("bootsvc.log"),
-            config,
-            dir,
-            bootsvc: Default::default(),
+            site,
             taps: Cell::new(0),
             macs: Default::default(),
             failed: Cell::new(false),
-            site: None,
+            site_dhcp: None,
         };
         if dhcp == Dhcp::ProxyBesideSite {
-            lab.site = Some(lab.start_site_dhcp()?);
+            lab.site_dhcp = Some(lab.start_site_dhcp()?);
         }
         lab.start_bootsvc()?;
         Ok(lab)
@@ -115,20 +109,15 @@ impl Lab {
     /// (`--log-dhcp`) and leases are kept with the lab's logs.
     fn start_site_dhcp(&self) -> Result<SiteDhcp> {
         let ns = Netns::new()?;
-        let (here, there) = (unique("sd"), unique("sx"));
-        self.ns.ip(&["link", "add", &here, "type", "veth", "peer", "name", &there, "netns", ns.name()])?;
-        self.ns.ip(&["link", "set", &here, "master", BRIDGE])?;
-        self.ns.ip(&["link", "set", &here, "up"])?;
-        ns.ip(&["addr", "add", &format!("{SITE_DHCP}/24"), "dev", &there])?;
-        ns.ip(&["link", "set", &there, "up"])?;
-        let log = self.dir.join("dnsmasq.log");
+        let (_, there) = self.site.attach(BRIDGE, &ns, Some(&format!("{SITE_DHCP}/24")))?;
+        let log = self.dir().join("dnsmasq.log");
         let out = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         let mut cmd = ns.cmd("dnsmasq");
         cmd.args(["--no-daemon", "--conf-file=/dev/null", "--port=0", "--bind-interfaces", "--log-dhcp"])
             .arg(format!("--interface={there}"))
             .arg("--dhcp-range=192.0.2.150,192.0.2.199,255.255.255.0,1h")
-            .arg(format!("--dhcp-leasefile={}", self.dir.join("dnsmasq-leases.txt").display()))
-            .arg(format!("--pid-file={}", self.dir.join("dnsmasq.pid").display()))
+            .arg(format!("--dhcp-leasefile={}", self.dir().join("dnsmasq-leases.txt").display()))
+            .arg(format!("--pid-file={}", self.dir().join("dnsmasq.pid").display()))
             .stdout(Stdio::null())
             .stderr(out);
         let dnsmasq = ChildGuard::spawn("dnsmasq (site DHCP)", signals::guard_child(&mut cmd))?;
@@ -139,70 +128,44 @@ impl Lab {
         Ok(SiteDhcp { _dnsmasq: dnsmasq, _ns: ns })
     }
 
-    fn start_bootsvc(&mut self) -> Result<()> {
-        let log = std::fs::File::create(&self.log).with_context(|| format!("creating {}", self.log.display()))?;
-        let mut cmd = self.ns.cmd(&self.inputs.bootsvc);
-        cmd.args(["serve", "--config"])
-            .arg(&self.config)
-            .env_remove("RUST_LOG")
-            .env_remove("BOOTSVC_CONFIG")
-            .stdout(Stdio::null())
-            .stderr(log);
-        let mut child = ChildGuard::spawn("bootsvc serve", signals::guard_child(&mut cmd))?;
-        let ready = wait_for("bootsvc's admin API", Duration::from_secs(30), || {
-            if let Err(e) = child.check_running() {
-                return Some(Err(e));
-            }
-            self.cli(&["machines", "--json"]).ok().map(|_| Ok(()))
+    /// Start bootsvc; ready when the admin API answers the CLI too.
+    fn start_bootsvc(&self) -> Result<()> {
+        let ready = self.site.start().and_then(|()| {
+            wait_for("bootsvc's admin API", Duration::from_secs(30), || self.cli(&["machines", "--json"]).ok())
         });
-        match ready.and_then(|r| r) {
-            Ok(()) => {
-                *self.bootsvc.borrow_mut() = Some(child);
-                Ok(())
-            }
-            Err(e) => {
-                self.failed.set(true);
-                let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-                bail!("bootsvc did not start: {e:#}\n{}", crate::console::tail(&log, 20))
-            }
+        if let Err(e) = ready {
+            self.failed.set(true);
+            bail!("bootsvc did not start: {e:#}\n{}", crate::console::tail(&self.log_text(), 20))
         }
+        Ok(())
+    }
+
+    /// The lab's directory.
+    pub fn dir(&self) -> &Path {
+        self.site.dir()
+    }
+
+    /// bootsvc's log (JSON lines).
+    pub fn log(&self) -> &Path {
+        self.site.log_path()
     }
 
     /// An error when bootsvc is no longer running, with the end of its log.
     pub fn check_bootsvc(&self) -> Result<()> {
-        match self.bootsvc.borrow_mut().as_mut() {
-            Some(b) => b.check_running().with_context(|| crate::console::tail(&self.log_text(), 20)),
-            None => bail!("bootsvc is not running"),
-        }
+        self.site.check_running()
     }
 
     /// Run `bootsvc <args> --config <lab config>` in the namespace; its stdout, or an
     /// error with its stderr.
     pub fn cli(&self, args: &[&str]) -> Result<String> {
-        let out = self
-            .ns
-            .cmd(&self.inputs.bootsvc)
-            .args(args)
-            .arg("--config")
-            .arg(&self.config)
-            .env_remove("BOOTSVC_CONFIG")
-            .env_remove("BOOTSVC_URL")
-            .output()
-            .with_context(|| format!("running bootsvc {}", args.join(" ")))?;
-        if !out.status.success() {
-            bail!("bootsvc {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        self.site.admin_cli(args)
     }
 
     /// Put a machine record into the inventory and wait until bootsvc serves it (the
     /// inventory is polled every second).
     pub fn add(&self, rec: &Record) -> Result<()> {
         let name = format!("{}.json", rec.hostname);
-        let tmp = self.dir.join("machines").join(format!(".{name}.tmp"));
-        let text = serde_json::to_string_pretty(&rec.to_json(SERVER))?;
-        std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, self.dir.join("machines").join(&name)).context("moving the record into place")?;
+        self.site.machine(&rec.hostname, &serde_json::to_string_pretty(&rec.to_json(SERVER))?)?;
         self.macs.borrow_mut().push(rec.mac.clone());
         wait_for(&format!("bootsvc to load {name}"), Duration::from_secs(20), || self.machine(&rec.mac).ok())
             .with_context(|| format!("bootsvc log:\n{}", crate::console::tail(&self.log_text(), 10)))?;
@@ -223,11 +186,11 @@ impl Lab {
 
     /// What bootsvc's log says so far.
     pub fn log_entries(&self) -> Vec<bootlog::Entry> {
-        bootlog::read(&self.log)
+        bootlog::read(self.log())
     }
 
     pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.site.logs()
     }
 
     /// A new tap on the bridge, for one machine.
@@ -235,13 +198,13 @@ impl Lab {
         let n = self.taps.get();
         self.taps.set(n + 1);
         let tap = format!("tap{n}");
-        self.ns.add_tap(&tap, BRIDGE)?;
+        self.site.ns.add_tap(&tap, BRIDGE)?;
         Ok(tap)
     }
 
     /// A fresh directory inside the lab (a machine's disk, serial log, firmware variables).
     pub fn subdir(&self, name: &str) -> Result<PathBuf> {
-        let d = self.dir.join(name);
+        let d = self.dir().join(name);
         std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
         Ok(d)
     }
@@ -261,8 +224,8 @@ impl Lab {
         let dest = self.kept_dir();
         let _ = std::fs::remove_dir_all(&dest);
         let _ = std::fs::create_dir_all(&dest);
-        copy_logs(&self.dir, &self.dir, &dest);
-        let _ = std::fs::copy(&self.config, dest.join("bootsvc.toml"));
+        copy_logs(self.dir(), self.dir(), &dest);
+        let _ = std::fs::copy(&self.site.config, dest.join("bootsvc.toml"));
         for mac in self.macs.borrow().iter() {
             if let Ok(out) = self.cli(&["machine", mac, "events", "--json", "--limit", "100000"]) {
                 let _ = std::fs::write(dest.join(format!("events-{}.json", mac.replace(':', "-"))), out);
@@ -284,12 +247,9 @@ impl Drop for Lab {
             let dest = self.keep_logs();
             eprintln!("{}: logs kept in {}", self.scenario, dest.display());
         }
-        if let Some(mut b) = self.bootsvc.borrow_mut().take() {
-            b.signal(libc::SIGTERM);
-            let _ = wait_for("bootsvc to stop", Duration::from_secs(5), || b.child.try_wait().ok().flatten());
-        }
-        // The namespace (and what still runs in it) goes when `ns` drops, after this.
-        let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = self.site.stop_within(Duration::from_secs(5));
+        // The namespace (and what still runs in it) and the directory go with `site`, after
+        // this.
     }
 }
 
@@ -307,52 +267,21 @@ fn copy_logs(root: &Path, dir: &Path, dest: &Path) {
     }
 }
 
-fn write_config(dir: &Path, config: &Path, inputs: &Inputs, dhcp: Dhcp) -> Result<()> {
-    let token = dir.join("admin.token");
-    std::fs::write(&token, format!("{}\n", unique("osie-e2e-admin-token-")))?;
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600))?;
-    let toml = format!(
-        r#"# Generated by osie-qemu-tests for one lab.
-[listen]
-interface = "{BRIDGE}"
-address = "{SERVER}"
-
-[dhcp]
-mode = "{mode}"
-lease_secs = 3600
-
-[tftp]
-root = "{tftp}"
-
-[http]
-listen = "{SERVER}:8080"
-public_url = "{PUBLIC_URL}"
-
-[artifacts]
-dir = "{boot}"
-images_dir = "{images}"
-
-[state]
-dir = "state"
-
-[inventory]
-dir = "machines"
-
-[admin]
-token_file = "admin.token"
-
-[log]
-format = "json"
-level = "info"
-"#,
-        mode = match dhcp {
-            Dhcp::Reservation => "reservation",
-            Dhcp::ProxyBesideSite => "proxy",
-        },
-        tftp = inputs.tftp.display(),
-        boot = inputs.boot.display(),
-        images = inputs.images.display(),
-    );
-    std::fs::write(config, toml).with_context(|| format!("writing {}", config.display()))
+/// bootsvc on the bridge: DHCP in `dhcp`'s mode with hour-long leases, TFTP, the kernel and
+/// initramfs and the images from the build, state and inventory in the lab's directory, the
+/// admin API on (a fresh token), JSON logs.
+fn config(inputs: &Inputs, dhcp: Dhcp) -> site::Config {
+    let mut c = site::Config::new(BRIDGE, SERVER.parse().expect("SERVER is an address"));
+    c.dhcp.mode = Some(match dhcp {
+        Dhcp::Reservation => DhcpMode::Reservation,
+        Dhcp::ProxyBesideSite => DhcpMode::Proxy,
+    });
+    c.dhcp.lease_secs = Some(3600);
+    c.tftp.root = inputs.tftp.clone();
+    c.http.public_url = PUBLIC_URL.into();
+    c.artifacts.dir = inputs.boot.clone();
+    c.artifacts.images_dir = inputs.images.clone();
+    c.admin = Some(Admin::with_token(&unique("osie-e2e-admin-token-")));
+    c.log = Log { format: Some(LogFormat::Json), level: Some("info".into()) };
+    c
 }

@@ -1,5 +1,6 @@
 //! A QEMU machine on a lab's network: TCG (no KVM here), a virtio NIC on its own tap that
-//! boots first, a virtio disk that boots second, the serial console in a file.
+//! boots first, a virtio disk that boots second, the serial console in a file (the command
+//! line from the test kit's `osie_testkit::qemu`).
 //!
 //! Firmware, as real servers have it:
 //! - [`Firmware::Bios`]: SeaBIOS with QEMU's default virtio NIC ROM, which is an iPXE build
@@ -20,9 +21,9 @@ use std::time::SystemTime;
 
 use anyhow::{bail, Context, Result};
 use osie_testkit::netns::run;
+use osie_testkit::qemu::{self, ovmf, Drive, Nic, Qemu};
 use osie_testkit::ChildGuard;
 
-use crate::inputs::{OVMF_CODE, OVMF_VARS};
 use crate::lab::Lab;
 use crate::signals;
 
@@ -155,60 +156,34 @@ impl Machine {
     pub fn power_on(lab: &Lab, spec: &Spec, disk: &Disk) -> Result<Machine> {
         let dir = lab.subdir(&spec.name)?;
         let serial = dir.join("serial.log");
-        let mut cmd = lab.ns.cmd("qemu-system-x86_64");
-        let machine = if spec.firmware.is_uefi() { "q35" } else { "pc" };
-        cmd.args(["-name", &spec.name, "-accel", "tcg", "-machine", machine, "-cpu", "max"])
-            .args(["-m", &spec.memory_mb.to_string(), "-smp", &spec.cpus.to_string()])
-            .args(["-nodefaults", "-display", "none", "-monitor", "none"])
-            .arg("-serial")
-            .arg(format!("file:{}", serial.display()))
-            .arg("-drive")
-            // cache=unsafe: flushes are not forced to the host disk (the machine's data lives
-            // as long as the test); discard/zeroes keep the file sparse as the installer
-            // zeroes runs of the image.
-            .arg(format!(
-                "file={},format=raw,if=none,id=disk0,cache=unsafe,discard=unmap,detect-zeroes=unmap",
-                disk.path.display()
-            ))
-            .args(["-device", "virtio-blk-pci,drive=disk0,bootindex=2"]);
-        for (i, d) in spec.extra_disks.iter().enumerate() {
-            cmd.arg("-drive")
-                .arg(format!("file={},format=raw,if=none,id=extra{i},cache=unsafe", d.path.display()))
-                .arg("-device")
-                .arg(format!("virtio-blk-pci,drive=extra{i}"));
+        let mut q = Qemu::new(spec.memory_mb, &serial);
+        q.name = Some(spec.name.clone());
+        q.machine = Some(if spec.firmware.is_uefi() { "q35" } else { "pc" }.into());
+        q.cpu = Some("max".into());
+        q.cpus = Some(spec.cpus);
+        // The machine's data lives as long as the test (cache=unsafe); the file stays sparse
+        // as the installer zeroes runs of the image.
+        q.disk(Drive { cache_unsafe: true, sparse: true, bootindex: Some(2), ..Drive::new(&disk.path) });
+        for d in &spec.extra_disks {
+            q.disk(Drive { cache_unsafe: true, ..Drive::new(&d.path) });
         }
         if spec.nic {
             let tap = lab.add_tap()?;
-            let rom = if spec.firmware.is_uefi() { ",romfile=" } else { "" };
-            cmd.arg("-netdev")
-                .arg(format!("tap,id=net0,ifname={tap},script=no,downscript=no"))
-                .arg("-device")
-                .arg(format!("virtio-net-pci,netdev=net0,mac={},bootindex=1{rom}", spec.mac));
+            let rom = !spec.firmware.is_uefi();
+            q.nic(Nic { tap, mac: Some(spec.mac.clone()), rom, bootindex: Some(1) });
         }
         match spec.firmware {
-            Firmware::Bios => {
-                // SeaBIOS (and the option ROMs it runs) print on this I/O port: COM1.
-                let sercon = dir.join("sercon-port");
-                std::fs::write(&sercon, 0x3f8u16.to_le_bytes())?;
-                cmd.arg("-fw_cfg").arg(format!("name=etc/sercon-port,file={}", sercon.display()));
-            }
+            Firmware::Bios => q.firmware = qemu::Firmware::seabios_on_serial(&dir.join("sercon-port"))?,
             Firmware::UefiPxe | Firmware::UefiHttp => {
-                let vars = dir.join("OVMF_VARS.fd");
-                std::fs::copy(OVMF_VARS, &vars).with_context(|| format!("copying {OVMF_VARS}"))?;
-                cmd.arg("-drive")
-                    .arg(format!("if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"))
-                    .arg("-drive")
-                    .arg(format!("if=pflash,format=raw,unit=1,file={}", vars.display()));
-                // An IPv4-only provisioning network, as the lab is: without IPv6 boot options
-                // OVMF reaches the disk right after its IPv4 network options fail (each IPv6
-                // one would first wait out DHCPv6).
-                cmd.args(["-fw_cfg", "name=opt/org.tianocore/IPv6Support,string=n"])
-                    .args(["-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=n"]);
+                q.firmware = qemu::Firmware::ovmf(&dir.join("OVMF_VARS.fd"))?;
+                // An IPv4-only provisioning network, as the lab is.
+                q.fw_cfg = vec![ovmf::IPV6_OFF.into(), ovmf::IPV6_PXE_OFF.into()];
                 if spec.firmware == Firmware::UefiHttp {
-                    cmd.args(["-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=n"]);
+                    q.fw_cfg.push(ovmf::IPV4_PXE_OFF.into());
                 }
             }
         }
+        let mut cmd = q.command(&lab.site.ns);
         let qemu_log = std::fs::File::create(dir.join("qemu.log"))?;
         cmd.stdout(Stdio::from(qemu_log.try_clone()?)).stderr(Stdio::from(qemu_log));
         std::fs::write(dir.join("qemu-command.txt"), format!("{cmd:?}\n"))?;

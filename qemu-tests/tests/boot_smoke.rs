@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use osie_api::metadata::{DiskHints, GptPlan};
 use osie_api::{ChecksumOf, CloudInit, Event, Finish, Image, ImageFormat, InstallPlan, MacAddr, Metadata, Phase};
+use osie_testkit::qemu::{DirectBoot, Drive, Nic, Qemu};
 use osie_testkit::{require_root, require_tools, unique, workspace_root, ChildGuard, Netns};
 
 const SERVER: &str = "192.0.2.1";
@@ -286,11 +287,11 @@ fn lab() -> Netns {
 fn boot_installer(ns: &Netns, dir: &Path, kernel: &Path, initrd: &Path, more: &[&Path]) -> (ChildGuard, PathBuf) {
     let disk = dir.join("disk.raw");
     std::fs::File::create(&disk).unwrap().set_len(DISK_BYTES).unwrap();
-    let mut qemu = qemu(ns, dir, kernel, initrd, &format!("osie.url=http://{SERVER}:{PORT} osie.mac={MAC}"));
+    let mut q = machine(dir, kernel, initrd, &format!("osie.url=http://{SERVER}:{PORT} osie.mac={MAC}"));
     for d in std::iter::once(disk.as_path()).chain(more.iter().copied()) {
-        qemu.arg("-drive").arg(format!("file={},if=virtio,format=raw", d.display()));
+        q.disk(Drive::new(d));
     }
-    (ChildGuard::spawn("qemu", &mut qemu).unwrap(), disk)
+    (ChildGuard::spawn("qemu", &mut command(&q, ns, dir)).unwrap(), disk)
 }
 
 /// Fail naming the phase that never came and the last thing the installer said.
@@ -298,25 +299,27 @@ fn expect_on_console(log: &str, serial: &Path, needle: &str, what: &str) {
     assert!(log.contains(needle), "{what} never came (no {needle:?} on the console); last: {}", last_osie_line(serial));
 }
 
-/// QEMU in `ns`: direct kernel boot, serial to `<dir>/serial.log`, a virtio NIC on `tap0`,
-/// `-no-reboot` so a reboot ends the process.
-fn qemu(ns: &Netns, dir: &Path, kernel: &Path, initrd: &Path, osie_args: &str) -> std::process::Command {
-    let mut qemu = ns.cmd("qemu-system-x86_64");
-    qemu.args(["-accel", "tcg", "-m", "1024", "-smp", "1", "-display", "none", "-monitor", "none", "-no-reboot"])
-        .arg("-serial")
-        .arg(format!("file:{}", dir.join("serial.log").display()))
-        .arg("-kernel")
-        .arg(kernel)
-        .arg("-initrd")
-        .arg(initrd)
-        .arg("-append")
-        .arg(format!("console=ttyS0 {TEST_KERNEL_ARGS} {osie_args}"))
-        .args(["-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no"])
-        .arg("-device")
-        .arg(format!("virtio-net-pci,netdev=n0,mac={MAC},romfile="))
-        .stdout(std::fs::File::create(dir.join("qemu.out")).unwrap())
+/// A machine booting the kernel directly, serial to `<dir>/serial.log`, a virtio NIC on
+/// `tap0` (no option ROM), `-no-reboot` so a reboot ends the process; QEMU's default devices
+/// kept.
+fn machine(dir: &Path, kernel: &Path, initrd: &Path, osie_args: &str) -> Qemu {
+    let mut q = Qemu::new(1024, &dir.join("serial.log"));
+    (q.cpus, q.nodefaults, q.no_reboot) = (Some(1), false, true);
+    q.direct = Some(DirectBoot {
+        kernel: kernel.to_path_buf(),
+        initrd: initrd.to_path_buf(),
+        append: format!("console=ttyS0 {TEST_KERNEL_ARGS} {osie_args}"),
+    });
+    q.nic(Nic { tap: "tap0".into(), mac: Some(MAC.into()), rom: false, bootindex: None });
+    q
+}
+
+/// QEMU for `q` in `ns`, its output in `<dir>/qemu.out` and `qemu.err`.
+fn command(q: &Qemu, ns: &Netns, dir: &Path) -> std::process::Command {
+    let mut cmd = q.command(ns);
+    cmd.stdout(std::fs::File::create(dir.join("qemu.out")).unwrap())
         .stderr(std::fs::File::create(dir.join("qemu.err")).unwrap());
-    qemu
+    cmd
 }
 
 /// `osie.rescue`: a failure (here a command line without `osie.mac`) leaves the machine up
@@ -333,11 +336,8 @@ fn rescue_mode_stays_up_after_a_failure() {
     std::fs::create_dir_all(&art.0).unwrap();
     let serial = art.0.join("serial.log");
     let ns = lab();
-    let mut vm = ChildGuard::spawn(
-        "qemu",
-        &mut qemu(&ns, &art.0, &kernel, &initrd, &format!("osie.url=http://{SERVER}:{PORT} osie.rescue")),
-    )
-    .unwrap();
+    let q = machine(&art.0, &kernel, &initrd, &format!("osie.url=http://{SERVER}:{PORT} osie.rescue"));
+    let mut vm = ChildGuard::spawn("qemu", &mut command(&q, &ns, &art.0)).unwrap();
     osie_testkit::wait_for("the rescue message", BOOT_LIMIT, || {
         serial_has(&serial, "osie.rescue: no shell in this initramfs; staying up").then_some(())
     })

@@ -28,6 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
+use osie_testkit::qemu::{self, Drive, Nic, Qemu};
 use osie_testkit::{require_file, require_root, require_tools, unique, wait_for, workspace_root, ChildGuard, Netns};
 use serde_json::Value;
 
@@ -38,8 +39,6 @@ fn image_name() -> String {
 /// Boot to cloud-init's final stage takes 1.5 to 3 minutes under TCG on this 2-core
 /// machine, depending on what else runs; the limit leaves room for a loaded CI run.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(600);
-const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
-const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
 
 // GPT layout of Debian cloud images, which the image keeps and the installer relies on.
 const TYPE_ROOT_X86_64: &str = "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709";
@@ -149,27 +148,20 @@ fn boot(image: &Image, scratch: &Scratch, fw: Firmware) -> Result<()> {
     let posts = PostServer::start(&ns)?;
 
     let serial = scratch.dir.join("serial.log");
-    let mut qemu = ns.cmd("qemu-system-x86_64");
-    qemu.args(["-accel", "tcg", "-m", "1024", "-smp", "1", "-nodefaults", "-display", "none", "-no-reboot"])
-        .arg("-serial")
-        .arg(format!("file:{}", serial.display()))
-        .arg("-drive")
-        .arg(format!("file={},format=raw,if=virtio,cache=unsafe", disk.display()))
-        .args(["-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no"])
-        // No option ROM: the firmware must boot the disk, not iPXE.
-        .args(["-device", "virtio-net-pci,netdev=n0,romfile="]);
+    let mut q = Qemu::new(1024, &serial);
+    (q.cpus, q.no_reboot) = (Some(1), true);
+    // No option ROM: the firmware must boot the disk, not iPXE. The NIC comes first on the
+    // bus, the disk after it.
+    q.nic(Nic { tap: "tap0".into(), mac: None, rom: false, bootindex: None })
+        .disk(Drive { cache_unsafe: true, ..Drive::new(&disk) });
     if let Firmware::Uefi = fw {
-        let vars = scratch.dir.join("OVMF_VARS.fd");
-        std::fs::copy(OVMF_VARS, &vars).with_context(|| format!("copying {OVMF_VARS}"))?;
-        qemu.arg("-drive")
-            .arg(format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"))
-            .arg("-drive")
-            .arg(format!("if=pflash,format=raw,file={}", vars.display()));
+        q.firmware = qemu::Firmware::ovmf(&scratch.dir.join("OVMF_VARS.fd"))?;
     }
+    let mut cmd = q.command(&ns);
     let qemu_log = std::fs::File::create(scratch.dir.join("qemu.log"))?;
-    qemu.stdout(Stdio::from(qemu_log.try_clone()?)).stderr(Stdio::from(qemu_log));
+    cmd.stdout(Stdio::from(qemu_log.try_clone()?)).stderr(Stdio::from(qemu_log));
     let start = Instant::now();
-    let mut vm = ChildGuard::spawn("qemu", &mut qemu)?;
+    let mut vm = ChildGuard::spawn("qemu", &mut cmd)?;
 
     let mut running = Ok(());
     let marker_at = wait_for("the user-data's marker on the serial console (cloud-init runcmd)", BOOT_TIMEOUT, || {

@@ -65,8 +65,8 @@ fn run(args: &Args) -> Result<()> {
     let lab = Lab::start("demo", &inputs)?;
     let rec = Record::new("demo1", MAC, Lab::address(1));
     lab.add(&rec)?;
-    println!("bootsvc is serving on {} in network namespace {}", osie_qemu_tests::lab::SERVER, lab.ns.name());
-    println!("  log: {} (JSON)", lab.log.display());
+    println!("bootsvc is serving on {} in network namespace {}", osie_qemu_tests::lab::SERVER, lab.site.ns.name());
+    println!("  log: {} (JSON)", lab.log().display());
     println!(
         "  machine record demo1: {MAC}, {}/24, netboot allowed, image debian-12 ({:.0} MB)",
         rec.ip,

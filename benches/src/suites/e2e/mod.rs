@@ -100,7 +100,7 @@ fn one_run(inputs: &Inputs, i: usize, dir: &Path) -> Result<(BTreeMap<String, f6
     let result = provision(&lab, &mut machine, &rec);
     // Whatever happened, the run's evidence goes beside the results.
     let keep = |t: Option<&Timeline>| {
-        let _ = std::fs::copy(&lab.log, dir.join("bootsvc.log"));
+        let _ = std::fs::copy(lab.log(), dir.join("bootsvc.log"));
         let _ = std::fs::copy(&serial, dir.join("serial.log"));
         let _ = std::fs::write(dir.join("qemu-command.txt"), &qemu_cmd);
         if let Some(t) = t {
