@@ -3,16 +3,23 @@
 //! kea-dhcp4 (memfile), tftpd-hpa, nginx. One server runs at a time, so the CPU time of the
 //! server namespace is the server's.
 //!
-//! Configurations are written to the lab's directory and kept for the report to quote.
+//! Configurations are written to the lab's directory and kept for the report to quote;
+//! bootsvc's is written by the test kit (`osie_testkit::site::Config`), the one writer of
+//! `bootsvc.toml` for every test site. Each server runs as a [`Server`] here, so all are
+//! started, measured and stopped alike.
 
 use std::fmt::Write as _;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use osie_testkit::dhcp::packet;
+use osie_testkit::site::{
+    self,
+    config::{Artifacts, Dhcp, Tftp},
+};
 use osie_testkit::{ChildGuard, Pair};
 
 use crate::measure::{self, Cpu};
@@ -84,45 +91,17 @@ impl Lab {
             });
             std::fs::write(d.join(format!("inventory/m{n:05}.json")), rec.to_string())?;
         }
-        let cfg = format!(
-            r#"[listen]
-interface = "{iface}"
-address = "{SERVER_IP}"
-
-[dhcp]
-enabled = {dhcp}
-lease_secs = 600
-
-[tftp]
-enabled = {tftp_on}
-root = "{tftp}"
-# The benchmark's clients share one address; up to 50 of them fetch at once.
-max_transfers_per_client = 64
-
-[http]
-listen = "{SERVER_IP}:{HTTP_PORT}"
-public_url = "http://{SERVER_IP}:{HTTP_PORT}"
-
-[artifacts]
-dir = "{artifacts}"
-images_dir = "{artifacts}"
-
-[state]
-dir = "{state}"
-
-[inventory]
-dir = "{inventory}"
-"#,
-            iface = self.pair.server_if,
-            dhcp = !opts.reservations.is_empty(),
-            tftp_on = opts.tftp_root.is_some(),
-            tftp = tftp.display(),
-            artifacts = artifacts.display(),
-            state = d.join("state").display(),
-            inventory = d.join("inventory").display(),
-        );
-        let conf = d.join("bootsvc.toml");
-        std::fs::write(&conf, cfg)?;
+        // bootsvc.toml from the test kit's writer, as every test site writes it.
+        let mut c = site::Config::new(&self.pair.server_if, SERVER_IP);
+        c.dhcp = Dhcp { enabled: Some(!opts.reservations.is_empty()), lease_secs: Some(600), ..Dhcp::default() };
+        // The benchmark's clients share one address; up to 50 of them fetch at once.
+        c.tftp = Tftp { enabled: Some(opts.tftp_root.is_some()), root: tftp, max_transfers_per_client: Some(64) };
+        c.http.listen = SocketAddrV4::new(SERVER_IP, HTTP_PORT);
+        c.http.public_url = format!("http://{SERVER_IP}:{HTTP_PORT}");
+        c.artifacts = Artifacts { dir: artifacts.clone(), images_dir: artifacts, kernel_args: None };
+        c.state_dir = d.join("state");
+        c.inventory_dir = d.join("inventory");
+        let conf = c.write(&d)?;
         self.spawn(
             "bootsvc",
             &bin.to_string_lossy(),
