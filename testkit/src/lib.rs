@@ -9,13 +9,15 @@
 //! `scripts/test`) a missing prerequisite fails the test instead, so CI never passes by
 //! skipping.
 //!
-//! [`modgraph`] finds import cycles between a crate's modules (each crate's tests call it).
+//! [`modgraph`] finds import cycles between a crate's modules (each crate's tests call it),
+//! [`crates`] dependency loops between the workspace's crates.
 //!
 //! [`site`]: a bootsvc site (namespace, `bootsvc.toml`, the real `bootsvc serve`, LAN
 //! hosts). Clients, as machines talk: [`dhcp`] (many machines over one socket, and the real
 //! udhcpc and dhclient), [`tftp`], [`http`]; [`sock`] makes their UDP sockets. [`qemu`]:
 //! the command line of a test machine (firmware, NIC ROM, disks, serial, `fw_cfg`).
 
+pub mod crates;
 pub mod dhcp;
 pub mod http;
 pub mod loopdev;
