@@ -238,10 +238,12 @@ mod tests {
     fn own_process_cpu_is_read() {
         let me = std::process::id() as i32;
         let before = pid_cpu(me).unwrap();
+        // Spin for 150 ms of this thread's CPU time (not wall time: on a loaded machine the
+        // thread may be off its core for most of a wall-clock interval).
         let ((), _, cpu) = timed(|| {
-            let t = Instant::now();
+            let c0 = thread_cpu();
             let mut x = 0u64;
-            while t.elapsed() < Duration::from_millis(150) {
+            while thread_cpu().since(c0).total() < 0.15 {
                 x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
             }
         });

@@ -6,13 +6,15 @@
 //! and a summary, not 9000 lines.
 //!
 //! [`Window`] is the pure part (counting and deciding); [`DropLog`] shares one between a
-//! server's loops and writes the summaries. DHCP and TFTP each have one.
+//! server's loops and writes the summaries. DHCP and TFTP each have one. [`RateLog`] is the
+//! plainer kind for one sort of event (the HTTP listeners' refused connections): one line per
+//! period, saying how many it stands for.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How often a summary is written (when some drop went unlogged).
 pub const INTERVAL: Duration = Duration::from_secs(10);
@@ -141,6 +143,31 @@ impl DropLog {
     }
 }
 
+/// At most one log line per period: [`RateLog::hit`] says when to write one, and how many
+/// events it stands for.
+pub struct RateLog {
+    every: Duration,
+    state: Mutex<(Option<Instant>, u64)>,
+}
+
+impl RateLog {
+    pub fn new(every: Duration) -> RateLog {
+        RateLog { every, state: Mutex::new((None, 0)) }
+    }
+
+    /// Count one event at `now`; `Some(n)`: log now, for `n` events (this one included).
+    pub fn hit(&self, now: Instant) -> Option<u64> {
+        let mut g = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        g.1 += 1;
+        if g.0.is_some_and(|last| now.duration_since(last) < self.every) {
+            return None;
+        }
+        let n = std::mem::take(&mut g.1);
+        g.0 = Some(now);
+        Some(n)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,5 +213,16 @@ mod tests {
         assert_eq!(s.top_sources.len(), TOP_SOURCES);
         assert_eq!(s.other_sources, s.dropped - TOP_SOURCES as u64);
         assert!(s.to_string().ends_with(&format!("others ({})", s.other_sources)), "{s}");
+    }
+
+    #[test]
+    fn rate_log_writes_one_line_per_period() {
+        let log = RateLog::new(Duration::from_secs(10));
+        let t = Instant::now();
+        assert_eq!(log.hit(t), Some(1));
+        assert_eq!(log.hit(t + Duration::from_secs(1)), None);
+        assert_eq!(log.hit(t + Duration::from_secs(9)), None);
+        assert_eq!(log.hit(t + Duration::from_secs(10)), Some(3));
+        assert_eq!(log.hit(t + Duration::from_secs(11)), None);
     }
 }

@@ -26,19 +26,7 @@ fn fixture(name: &str) -> Vec<u8> {
 
 /// Rewrite a packet's options: `f` gets them in wire order and may change them.
 fn rewrite(pkt: &[u8], f: impl FnOnce(&mut Vec<(u8, Vec<u8>)>)) -> Vec<u8> {
-    let mut list = Vec::new();
-    let mut b = &pkt[HEADER_LEN..];
-    while let Some((&c, rest)) = b.split_first() {
-        match c {
-            255 => break,
-            0 => b = rest,
-            _ => {
-                let len = rest[0] as usize;
-                list.push((c, rest[1..1 + len].to_vec()));
-                b = &rest[1 + len..];
-            }
-        }
-    }
+    let mut list = wire_options(pkt);
     f(&mut list);
     let mut out = pkt[..HEADER_LEN].to_vec();
     for (c, v) in list {

@@ -65,7 +65,11 @@ pub fn parse_line(line: &str) -> Option<Entry> {
     let seen = if message.starts_with("DHCP ") && v.get("msg").is_some() {
         let boot = s("boot_file");
         let (boot_file, why_not) = match boot {
-            Some(b) if b.starts_with("none (") => (None, Some(b["none (".len()..].trim_end_matches(')').to_string())),
+            // `none (<reason>)`; the reason may hold parentheses of its own: strip only the outer pair.
+            Some(b) if b.starts_with("none (") => {
+                let why = &b["none (".len()..];
+                (None, Some(why.strip_suffix(')').unwrap_or(why).to_string()))
+            }
             Some(b) => (Some(b), None),
             None => (None, s("reason")),
         };
@@ -140,6 +144,10 @@ mod tests {
 
         let Seen::Dhcp(d) = parse_line(DHCP_NO_BOOT).unwrap().seen else { panic!() };
         assert_eq!((d.arch, d.boot_file, d.why_not.as_deref()), (None, None, Some("netboot not allowed")));
+        // A reason with parentheses of its own keeps them.
+        let nested = DHCP_NO_BOOT.replace("none (netboot not allowed)", "none (not a netboot client (no option 93))");
+        let Seen::Dhcp(d) = parse_line(&nested).unwrap().seen else { panic!() };
+        assert_eq!(d.why_not.as_deref(), Some("not a netboot client (no option 93)"));
     }
 
     #[test]

@@ -19,7 +19,8 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Path as UrlPath, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Path as UrlPath};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 
@@ -28,34 +29,72 @@ use super::AppState;
 use crate::inventory::Backend;
 use crate::jail::{Jail, Refusal};
 
-pub async fn artifact(
-    State(app): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    method: Method,
-    h: HeaderMap,
-    UrlPath(p): UrlPath<String>,
-) -> Response {
-    serve(&app, "artifact", &app.cfg.artifacts.dir, peer, &p, &method, &h).await
+/// The three file routes: which directory each serves, and what its log lines call a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// `/artifacts/`: the installer's kernel and initramfs.
+    Artifact,
+    /// `/images/`: OS images and their manifests.
+    Image,
+    /// `/ipxe/`: the TFTP root, for UEFI HTTP boot.
+    BootProgram,
 }
 
-pub async fn image(
-    State(app): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    method: Method,
-    h: HeaderMap,
-    UrlPath(p): UrlPath<String>,
-) -> Response {
-    serve(&app, "image", &app.cfg.artifacts.images_dir, peer, &p, &method, &h).await
+impl Route {
+    fn root(self, app: &AppState) -> &Path {
+        match self {
+            Route::Artifact => &app.cfg.artifacts.dir,
+            Route::Image => &app.cfg.artifacts.images_dir,
+            Route::BootProgram => &app.cfg.tftp.root,
+        }
+    }
+
+    fn what(self) -> &'static str {
+        match self {
+            Route::Artifact => "artifact",
+            Route::Image => "image",
+            Route::BootProgram => "boot-program",
+        }
+    }
 }
 
-pub async fn tftp_root(
-    State(app): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+/// What every file request carries, extracted once for the three routes.
+pub struct FileRequest {
+    app: AppState,
+    peer: SocketAddr,
     method: Method,
-    h: HeaderMap,
-    UrlPath(p): UrlPath<String>,
-) -> Response {
-    serve(&app, "boot-program", &app.cfg.tftp.root, peer, &p, &method, &h).await
+    headers: HeaderMap,
+    path: String,
+}
+
+impl FromRequestParts<AppState> for FileRequest {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, Self::Rejection> {
+        let ConnectInfo(peer) =
+            ConnectInfo::<SocketAddr>::from_request_parts(parts, app).await.map_err(IntoResponse::into_response)?;
+        let UrlPath(path) =
+            UrlPath::<String>::from_request_parts(parts, app).await.map_err(IntoResponse::into_response)?;
+        Ok(FileRequest {
+            app: Arc::clone(app),
+            peer,
+            method: parts.method.clone(),
+            headers: parts.headers.clone(),
+            path,
+        })
+    }
+}
+
+pub async fn artifact(r: FileRequest) -> Response {
+    serve(Route::Artifact, r).await
+}
+
+pub async fn image(r: FileRequest) -> Response {
+    serve(Route::Image, r).await
+}
+
+pub async fn tftp_root(r: FileRequest) -> Response {
+    serve(Route::BootProgram, r).await
 }
 
 /// A file answer's bytes, for the connection loop to send with `sendfile(2)`: `len` bytes
@@ -225,23 +264,17 @@ pub fn if_range_allows(header: &str, etag: &str, last_modified: &str) -> bool {
     h == last_modified
 }
 
-/// Answer a GET or HEAD for `rel` in `root`: headers here, the bytes as a [`SendFile`].
-async fn serve(
-    app: &AppState,
-    what: &'static str,
-    root: &Path,
-    peer: SocketAddr,
-    rel: &str,
-    method: &Method,
-    headers: &HeaderMap,
-) -> Response {
-    let (mut resp, body) = answer(root, rel, method, headers).await;
+/// Answer a GET or HEAD on `route`: the headers here, the bytes as a [`SendFile`].
+async fn serve(route: Route, r: FileRequest) -> Response {
+    let FileRequest { app, peer, method, headers, path: rel } = r;
+    let what = route.what();
+    let (mut resp, body) = answer(route.root(&app), &rel, &method, &headers).await;
     let status = resp.status();
     if let Some((file, offset, len)) = body {
         let machine = source_ipv4(peer).and_then(|ip| app.storage.by_ip(ip));
         let served = Served {
             what,
-            file: rel.to_string(),
+            file: rel,
             peer,
             status: status.as_u16(),
             host: machine.as_ref().map(|m| m.hostname.clone()).unwrap_or_else(|| "-".into()),
@@ -258,67 +291,33 @@ async fn serve(
 type FileBytes = (std::fs::File, u64, u64);
 
 /// The answer for `rel` in `root` and, for a GET answered 200 or 206, the file with the
-/// offset and length of the bytes to send.
+/// offset and length of the bytes to send: open, then decide from the request's
+/// conditional and range headers ([`decide`], pure), then build the headers.
 async fn answer(root: &Path, rel: &str, method: &Method, headers: &HeaderMap) -> (Response, Option<FileBytes>) {
-    let root_for_open = root.to_path_buf();
-    let rel_for_open = rel.to_string();
-    // Open and stat in one trip to the blocking pool.
-    let opened = tokio::task::spawn_blocking(move || {
-        let (f, _) = jail(&root_for_open, &rel_for_open)?;
-        let meta = f.metadata().map_err(|e| JailError::Io(rel_for_open.clone(), e.to_string()))?;
-        Ok::<_, JailError>((f, meta))
-    })
-    .await;
-    let (file, meta) = match opened {
-        Ok(Ok((f, m))) if m.is_file() => (f, m),
-        Ok(Ok(_)) => return ((StatusCode::NOT_FOUND, "not found\n").into_response(), None),
-        Ok(Err(e)) => {
-            tracing::debug!(root = %root.display(), error = %e, "file request refused");
-            return ((StatusCode::NOT_FOUND, "not found\n").into_response(), None);
-        }
-        Err(e) => {
-            tracing::warn!(root = %root.display(), error = %e, "opening a file failed");
-            return ((StatusCode::INTERNAL_SERVER_ERROR, "read error\n").into_response(), None);
-        }
+    let (file, meta) = match open(root, rel).await {
+        Ok(f) => f,
+        Err(resp) => return (resp, None),
     };
-    let path = root.join(rel);
-    let size = meta.len();
-    let mtime = meta.modified().unwrap_or(UNIX_EPOCH);
-    let tag = etag(&meta);
-    let last_modified = httpdate::fmt_http_date(mtime);
-    let hv = |s: &str| HeaderValue::from_str(s).unwrap_or(HeaderValue::from_static(""));
-    let mut resp = Response::builder()
-        .header(header::ETAG, hv(&tag))
-        .header(header::LAST_MODIFIED, hv(&last_modified))
-        .header(header::ACCEPT_RANGES, "bytes")
-        .header(header::CONTENT_TYPE, content_type(&path));
-
+    let v = Validators::of(&meta);
     let get = |h: header::HeaderName| headers.get(h).and_then(|v| v.to_str().ok());
-    let not_modified = match (get(header::IF_NONE_MATCH), get(header::IF_MODIFIED_SINCE)) {
-        (Some(inm), _) => etag_matches(inm, &tag),
-        (None, Some(ims)) => httpdate::parse_http_date(ims).is_ok_and(|t| secs(mtime) <= secs(t)),
-        _ => false,
+    let ask = Conditions {
+        if_none_match: get(header::IF_NONE_MATCH),
+        if_modified_since: get(header::IF_MODIFIED_SINCE),
+        range: get(header::RANGE),
+        if_range: get(header::IF_RANGE),
     };
-    if not_modified {
-        return (resp.status(StatusCode::NOT_MODIFIED).body(Body::empty()).unwrap_or_default(), None);
-    }
-    let range = match get(header::RANGE) {
-        Some(r) if get(header::IF_RANGE).is_none_or(|ir| if_range_allows(ir, &tag, &last_modified)) => {
-            parse_range(r, size)
+    let hv = |s: &str| HeaderValue::from_str(s).unwrap_or(HeaderValue::from_static(""));
+    let resp = Response::builder()
+        .header(header::ETAG, hv(&v.etag))
+        .header(header::LAST_MODIFIED, hv(&v.last_modified))
+        .header(header::ACCEPT_RANGES, "bytes")
+        .header(header::CONTENT_TYPE, content_type(&root.join(rel)));
+    let size = v.size;
+    let (resp, start, len) = match decide(&ask, &v) {
+        Answer::NotModified => {
+            return (resp.status(StatusCode::NOT_MODIFIED).body(Body::empty()).unwrap_or_default(), None)
         }
-        _ => RangeReq::Full,
-    };
-    let (start, len) = match range {
-        RangeReq::Full => {
-            resp = resp.status(StatusCode::OK);
-            (0, size)
-        }
-        RangeReq::Partial(s, e) => {
-            resp =
-                resp.status(StatusCode::PARTIAL_CONTENT).header(header::CONTENT_RANGE, format!("bytes {s}-{e}/{size}"));
-            (s, e - s + 1)
-        }
-        RangeReq::Unsatisfiable => {
+        Answer::Unsatisfiable => {
             let resp = resp
                 .status(StatusCode::RANGE_NOT_SATISFIABLE)
                 .header(header::CONTENT_RANGE, format!("bytes */{size}"))
@@ -326,12 +325,101 @@ async fn answer(root: &Path, rel: &str, method: &Method, headers: &HeaderMap) ->
                 .unwrap_or_default();
             return (resp, None);
         }
+        Answer::Whole => (resp.status(StatusCode::OK), 0, size),
+        Answer::Part(s, e) => (
+            resp.status(StatusCode::PARTIAL_CONTENT).header(header::CONTENT_RANGE, format!("bytes {s}-{e}/{size}")),
+            s,
+            e - s + 1,
+        ),
     };
-    resp = resp.header(header::CONTENT_LENGTH, len);
-    if *method == Method::HEAD {
-        return (resp.body(Body::empty()).unwrap_or_default(), None);
+    let resp = resp.header(header::CONTENT_LENGTH, len).body(Body::empty()).unwrap_or_default();
+    let bytes = (*method != Method::HEAD).then_some((file, start, len));
+    (resp, bytes)
+}
+
+/// `rel` opened and stat'ed in one trip to the blocking pool; 404 for anything the jail
+/// refuses (logged at debug, the client is told nothing more).
+async fn open(root: &Path, rel: &str) -> Result<(std::fs::File, std::fs::Metadata), Response> {
+    let (root_for_open, rel_for_open) = (root.to_path_buf(), rel.to_string());
+    let opened = tokio::task::spawn_blocking(move || {
+        let (f, _) = jail(&root_for_open, &rel_for_open)?;
+        let meta = f.metadata().map_err(|e| JailError::Io(rel_for_open.clone(), e.to_string()))?;
+        Ok::<_, JailError>((f, meta))
+    })
+    .await;
+    match opened {
+        Ok(Ok((f, m))) if m.is_file() => Ok((f, m)),
+        Ok(Ok(_)) => Err((StatusCode::NOT_FOUND, "not found\n").into_response()),
+        Ok(Err(e)) => {
+            tracing::debug!(root = %root.display(), error = %e, "file request refused");
+            Err((StatusCode::NOT_FOUND, "not found\n").into_response())
+        }
+        Err(e) => {
+            tracing::warn!(root = %root.display(), error = %e, "opening a file failed");
+            Err((StatusCode::INTERNAL_SERVER_ERROR, "read error\n").into_response())
+        }
     }
-    (resp.body(Body::empty()).unwrap_or_default(), Some((file, start, len)))
+}
+
+/// What identifies one version of a file.
+pub struct Validators {
+    pub size: u64,
+    pub mtime: SystemTime,
+    pub etag: String,
+    pub last_modified: String,
+}
+
+impl Validators {
+    pub fn of(meta: &std::fs::Metadata) -> Validators {
+        let mtime = meta.modified().unwrap_or(UNIX_EPOCH);
+        Validators { size: meta.len(), mtime, etag: etag(meta), last_modified: httpdate::fmt_http_date(mtime) }
+    }
+}
+
+/// The request headers that decide a file answer.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Conditions<'a> {
+    pub if_none_match: Option<&'a str>,
+    pub if_modified_since: Option<&'a str>,
+    pub range: Option<&'a str>,
+    pub if_range: Option<&'a str>,
+}
+
+/// What a file request gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// 304.
+    NotModified,
+    /// 200, the whole file.
+    Whole,
+    /// 206, bytes `start..=end`.
+    Part(u64, u64),
+    /// 416.
+    Unsatisfiable,
+}
+
+/// The answer to `ask` for the file `v` describes (RFC 9110: `If-None-Match` before
+/// `If-Modified-Since`; a range only while `If-Range` still matches).
+pub fn decide(ask: &Conditions<'_>, v: &Validators) -> Answer {
+    let not_modified = match (ask.if_none_match, ask.if_modified_since) {
+        (Some(inm), _) => etag_matches(inm, &v.etag),
+        (None, Some(ims)) => httpdate::parse_http_date(ims).is_ok_and(|t| secs(v.mtime) <= secs(t)),
+        _ => false,
+    };
+    if not_modified {
+        return Answer::NotModified;
+    }
+    let range = match ask.range {
+        Some(r) if ask.if_range.is_none_or(|ir| if_range_allows(ir, &v.etag, &v.last_modified)) => {
+            parse_range(r, v.size)
+        }
+        _ => RangeReq::Full,
+    };
+    match range {
+        RangeReq::Full => Answer::Whole,
+        RangeReq::Partial(s, e) => Answer::Part(s, e),
+        RangeReq::Unsatisfiable => Answer::Unsatisfiable,
+    }
 }
 
 fn secs(t: SystemTime) -> u64 {
@@ -391,6 +479,34 @@ mod tests {
         assert!(!if_range_allows("\"old\"", tag, lm));
         assert!(if_range_allows(lm, tag, lm));
         assert!(!if_range_allows("Mon, 07 Nov 1994 08:49:37 GMT", tag, lm));
+    }
+
+    #[test]
+    fn decisions_in_rfc_order() {
+        let mtime = UNIX_EPOCH + std::time::Duration::from_secs(784_111_777); // 06 Nov 1994 08:49:37
+        let lm = httpdate::fmt_http_date(mtime);
+        let v = Validators { size: 1000, mtime, etag: "\"1-2-3\"".into(), last_modified: lm.clone() };
+        let later = "Mon, 07 Nov 1994 08:49:37 GMT";
+        let earlier = "Sat, 05 Nov 1994 08:49:37 GMT";
+        let c = |inm, ims, range, ir| Conditions { if_none_match: inm, if_modified_since: ims, range, if_range: ir };
+        let cases = [
+            (c(None, None, None, None), Answer::Whole),
+            (c(Some("\"1-2-3\""), None, None, None), Answer::NotModified),
+            (c(Some("\"other\""), Some(later), None, None), Answer::Whole),
+            (c(None, Some(later), None, None), Answer::NotModified),
+            (c(None, Some(lm.as_str()), None, None), Answer::NotModified),
+            (c(None, Some(earlier), None, None), Answer::Whole),
+            (c(None, Some("not a date"), None, None), Answer::Whole),
+            (c(None, None, Some("bytes=10-19"), None), Answer::Part(10, 19)),
+            (c(None, None, Some("bytes=10-19"), Some("\"1-2-3\"")), Answer::Part(10, 19)),
+            (c(None, None, Some("bytes=10-19"), Some("\"old\"")), Answer::Whole),
+            (c(None, None, Some("bytes=10-19"), Some(lm.as_str())), Answer::Part(10, 19)),
+            (c(None, None, Some("bytes=1000-"), None), Answer::Unsatisfiable),
+            (c(Some("*"), None, Some("bytes=1000-"), None), Answer::NotModified),
+        ];
+        for (ask, want) in cases {
+            assert_eq!(decide(&ask, &v), want, "{ask:?}");
+        }
     }
 
     fn read_jailed(root: &Path, rel: &str) -> Result<Vec<u8>, JailError> {

@@ -20,6 +20,7 @@ use axum::Router;
 
 use super::conn::{self, Limits, Sock};
 use super::wire;
+use crate::droplog::RateLog;
 use crate::metrics::Metrics;
 
 /// Refusals of the same kind are logged at most this often.
@@ -178,31 +179,6 @@ impl Counted {
 impl Drop for Counted {
     fn drop(&mut self) {
         self.0.http_connections.dec();
-    }
-}
-
-/// At most one log line per period: [`RateLog::hit`] says when to write one, and how many
-/// events it stands for.
-pub struct RateLog {
-    every: Duration,
-    state: Mutex<(Option<Instant>, u64)>,
-}
-
-impl RateLog {
-    pub fn new(every: Duration) -> RateLog {
-        RateLog { every, state: Mutex::new((None, 0)) }
-    }
-
-    /// Count one event at `now`; `Some(n)`: log now, for `n` events (this one included).
-    pub fn hit(&self, now: Instant) -> Option<u64> {
-        let mut g = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        g.1 += 1;
-        if g.0.is_some_and(|last| now.duration_since(last) < self.every) {
-            return None;
-        }
-        let n = std::mem::take(&mut g.1);
-        g.0 = Some(now);
-        Some(n)
     }
 }
 
@@ -405,16 +381,5 @@ mod tests {
         assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &l) }, 0);
         assert_eq!(raise_fd_limit().unwrap(), l.rlim_max);
         assert_eq!(get().rlim_cur, l.rlim_max);
-    }
-
-    #[test]
-    fn rate_log_writes_one_line_per_period() {
-        let log = RateLog::new(Duration::from_secs(10));
-        let t = Instant::now();
-        assert_eq!(log.hit(t), Some(1));
-        assert_eq!(log.hit(t + Duration::from_secs(1)), None);
-        assert_eq!(log.hit(t + Duration::from_secs(9)), None);
-        assert_eq!(log.hit(t + Duration::from_secs(10)), Some(3));
-        assert_eq!(log.hit(t + Duration::from_secs(11)), None);
     }
 }
