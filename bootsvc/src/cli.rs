@@ -1,4 +1,4 @@
-//! Command line: `serve`, `check`, `machines`, `machine <mac> …`.
+//! Command line: `serve`, `check`, `db …`, `machines`, `machine <mac> …`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -10,6 +10,7 @@ use crate::admin_client::{self, Client};
 use crate::config::Config;
 use crate::inventory::Snapshot;
 use crate::problem::Problems;
+use crate::storage::pg;
 
 /// osie's netboot service: DHCP, TFTP and HTTP (iPXE scripts, kernel and initramfs, OS
 /// images, installer metadata, events) for the machines in an inventory directory.
@@ -49,6 +50,12 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The PostgreSQL database of `[database]`: schema migrations, importing and exporting
+    /// machine records.
+    Db {
+        #[command(subcommand)]
+        action: DbAction,
+    },
     /// Act on one machine (through the admin API).
     Machine {
         /// The machine's MAC address (any of its NICs).
@@ -77,6 +84,37 @@ pub enum MachineAction {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DbAction {
+    /// Apply the schema migrations this bootsvc has (`serve` refuses any other version).
+    Migrate {
+        #[command(flatten)]
+        db: DbConfig,
+    },
+    /// Load a directory of machine records (native or Tinkerbell `Hardware`, as an
+    /// inventory directory holds) into the database, validated as `bootsvc check` does; a
+    /// file with a problem is not imported. A record replaces the machine with its first MAC.
+    Import {
+        dir: PathBuf,
+        #[command(flatten)]
+        db: DbConfig,
+    },
+    /// Write every machine in the database as `<hostname>.json` into a new or empty
+    /// directory (which `import` reads back).
+    Export {
+        dir: PathBuf,
+        #[command(flatten)]
+        db: DbConfig,
+    },
+}
+
+/// The config whose `[database]` a `db` command works on.
+#[derive(Debug, Clone, Args)]
+pub struct DbConfig {
+    #[arg(long, short, env = "BOOTSVC_CONFIG")]
+    pub config: PathBuf,
 }
 
 /// How the CLI reaches the admin API.
@@ -126,6 +164,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { config } => Ok(check(&config)),
+        Command::Db { action } => db(action),
         Command::Machines { conn, json } => {
             let v = runtime()?.block_on(async { conn.client()?.machines().await })?;
             if json {
@@ -165,6 +204,49 @@ fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
+/// `bootsvc db …`.
+fn db(action: DbAction) -> Result<ExitCode> {
+    let (DbAction::Migrate { db } | DbAction::Import { db, .. } | DbAction::Export { db, .. }) = &action;
+    let path = &db.config;
+    let cfg = Config::load(path).map_err(|p| anyhow::anyhow!("the configuration has problems:\n{p}"))?;
+    if cfg.database.is_none() {
+        anyhow::bail!("{}: has no [database] section (bootsvc/docs/config.md)", path.display());
+    }
+    match action {
+        DbAction::Migrate { .. } => println!("{}", pg::cli::migrate(&cfg)?),
+        DbAction::Import { dir, .. } => {
+            let r = pg::cli::import(&cfg, &dir)?;
+            for p in r.image_problems.iter() {
+                eprintln!("warning: {p}");
+            }
+            for p in r.problems.iter() {
+                println!("{p}");
+            }
+            println!(
+                "imported {} machine{} ({} new, {} replaced) from {} file{}{}",
+                r.added + r.replaced,
+                if r.added + r.replaced == 1 { "" } else { "s" },
+                r.added,
+                r.replaced,
+                r.files,
+                if r.files == 1 { "" } else { "s" },
+                match r.refused.len() {
+                    0 => String::new(),
+                    n => format!("; {n} file{} with problems not imported", if n == 1 { "" } else { "s" }),
+                }
+            );
+            if !r.problems.is_empty() {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        DbAction::Export { dir, .. } => {
+            let n = pg::cli::export(&cfg, &dir)?;
+            println!("exported {n} machine{} to {}", if n == 1 { "" } else { "s" }, dir.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `bootsvc check`: every problem of config, inventory and image manifests.
 fn check(path: &Path) -> ExitCode {
     let (problems, summary) = check_all(path);
@@ -186,9 +268,22 @@ pub fn check_all(path: &Path) -> (Problems, String) {
         Err(p) => return (Problems(vec![p]), String::new()),
     };
     let mut problems = cfg.validate();
+    if cfg.database.is_some() && cfg.inventory.is_none() {
+        // The machines are in the database (validated on their way in, by `db import`).
+        let mut p = Problems::default();
+        let images = crate::inventory::images::load(&cfg.artifacts.images_dir, &mut p);
+        problems.0.extend(p.0);
+        let summary = format!(
+            "ok: {}: machines in the database, {} image{}",
+            cfg.source.display(),
+            images.len(),
+            if images.len() == 1 { "" } else { "s" }
+        );
+        return (problems, summary);
+    }
     // The inventory is checked even when the config has problems, as long as its
     // directories are there: one run shows everything to fix.
-    if cfg.inventory.dir.is_dir() && cfg.artifacts.images_dir.is_dir() {
+    if cfg.inventory.as_ref().is_some_and(|i| i.dir.is_dir()) && cfg.artifacts.images_dir.is_dir() {
         match Snapshot::load(&cfg) {
             Ok(snap) => {
                 let allowed = snap.entries().iter().filter(|e| e.machine.netboot.allow).count();

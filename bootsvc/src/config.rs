@@ -5,6 +5,7 @@
 //! paths in every error) is in [`load`], the checks in [`validate`], the `[security]` account's
 //! lookup in `security`.
 
+pub mod database;
 mod http;
 mod load;
 mod security;
@@ -30,7 +31,13 @@ pub struct Config {
     pub http: Http,
     pub artifacts: Artifacts,
     pub state: State,
-    pub inventory: Inventory,
+    /// The machines in a directory of files; absent when they live in `[database]`.
+    #[serde(default)]
+    pub inventory: Option<Inventory>,
+    /// PostgreSQL holds the machines, their state, events and leases (several instances may
+    /// share it); absent: the embedded store under `state.dir` and `[inventory]`.
+    #[serde(default)]
+    pub database: Option<Database>,
     #[serde(default)]
     pub admin: Admin,
     #[serde(default)]
@@ -196,6 +203,26 @@ pub struct Inventory {
     pub dir: PathBuf,
 }
 
+/// `[database]`: where PostgreSQL is (checked in `database`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Database {
+    /// `postgresql://user@host[:port]/dbname` (a Unix socket: `host=/run/postgresql` in the
+    /// query, or the directory percent-encoded as the host). No password: use `url_file`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Or: a file (owner-only) holding the URL, password included.
+    #[serde(default)]
+    pub url_file: Option<PathBuf>,
+    /// Connections this instance keeps open at most (besides the one that listens for
+    /// changes).
+    #[serde(default = "default_db_connections")]
+    pub max_connections: usize,
+    /// Seconds to connect, and at most for one operation, before it fails.
+    #[serde(default = "default_db_timeout")]
+    pub timeout_secs: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Admin {
@@ -296,6 +323,12 @@ fn default_initrd() -> String {
 }
 fn default_kernel_args() -> String {
     "console=tty0 console=ttyS0,115200n8".into()
+}
+fn default_db_connections() -> usize {
+    8
+}
+fn default_db_timeout() -> u64 {
+    5
 }
 fn default_log_level() -> String {
     "info".into()

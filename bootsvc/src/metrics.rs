@@ -1,6 +1,7 @@
 //! Prometheus metrics, served at `/metrics`. One place defines every family so the names
 //! stay consistent; protocol code calls the small helpers below.
 
+use crate::storage::DbHealth;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -50,6 +51,8 @@ pub struct Metrics {
     pub installs: Family<OutcomeLabel, Counter>,
     /// Events stored, by phase.
     pub events: Family<KindLabel, Counter>,
+    /// With a shared database: 1 while it answers, and the events waiting for it.
+    database: Option<(Gauge, Gauge)>,
 }
 
 impl Default for Metrics {
@@ -60,6 +63,16 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Metrics {
+        Metrics::build(false)
+    }
+
+    /// The metrics of an instance on a shared database: also `osie_database_up` and
+    /// `osie_database_spooled_events`.
+    pub fn with_database() -> Metrics {
+        Metrics::build(true)
+    }
+
+    fn build(database: bool) -> Metrics {
         let mut registry = Registry::with_prefix("osie");
         let m = Metrics {
             registry: Registry::default(),
@@ -73,6 +86,7 @@ impl Metrics {
             http_connections: Gauge::default(),
             installs: Family::default(),
             events: Family::default(),
+            database: database.then(|| (Gauge::default(), Gauge::default())),
         };
         registry.register("dhcp_replies", "DHCP replies sent, by message type", m.dhcp_replies.clone());
         registry.register("dropped_packets", "Requests or packets refused, by reason", m.dropped.clone());
@@ -84,6 +98,14 @@ impl Metrics {
         registry.register("http_connections", "HTTP connections open now", m.http_connections.clone());
         registry.register("installs", "Installs finished, by outcome", m.installs.clone());
         registry.register("events", "Events stored, by phase", m.events.clone());
+        if let Some((up, spooled)) = &m.database {
+            registry.register("database_up", "1 while the shared database answers", up.clone());
+            registry.register(
+                "database_spooled_events",
+                "Events acknowledged and kept in the local spool until the database answers",
+                spooled.clone(),
+            );
+        }
         Metrics { registry, ..m }
     }
 
@@ -113,6 +135,14 @@ impl Metrics {
         self.events.get_or_create(&KindLabel { kind: phase.to_string() }).inc();
     }
 
+    /// The shared database's health as last seen.
+    pub fn database(&self, h: DbHealth) {
+        if let Some((up, spooled)) = &self.database {
+            up.set(i64::from(h.up));
+            spooled.set(i64::try_from(h.spooled).unwrap_or(i64::MAX));
+        }
+    }
+
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut s = String::new();
@@ -125,6 +155,16 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn database_health_only_with_a_database() {
+        assert!(!Metrics::new().render().contains("database"));
+        let m = Metrics::with_database();
+        m.database(DbHealth { up: false, spooled: 3 });
+        let s = m.render();
+        assert!(s.contains("osie_database_up 0"), "{s}");
+        assert!(s.contains("osie_database_spooled_events 3"), "{s}");
+    }
 
     #[test]
     fn renders_counted_families() {

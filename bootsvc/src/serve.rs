@@ -22,11 +22,11 @@ use crate::identity;
 use crate::inventory::{watch, Inventory, Snapshot};
 use crate::metrics::Metrics;
 use crate::privileges::{self, Identity};
-use crate::storage::{EmbeddedStorage, Storage};
+use crate::storage::{EmbeddedStorage, PgStorage, Storage};
 use crate::tftp::{self, TftpServer};
 
 /// How often the inventory directories are polled for changes.
-pub const RELOAD_INTERVAL: Duration = Duration::from_secs(1);
+pub const RELOAD_INTERVAL: Duration = watch::INTERVAL;
 /// Threads for blocking work at most.
 const BLOCKING_THREADS: usize = 32;
 
@@ -38,6 +38,8 @@ struct Bound {
     dhcp: Option<dhcp::server::Sockets>,
     tftp: Option<std::net::UdpSocket>,
     admin_token: Option<String>,
+    /// `[database]`'s URL (its file may be root's alone).
+    database_url: Option<String>,
 }
 
 /// Bind, drop privileges, then serve until SIGTERM/SIGINT. Call from a plain thread (it
@@ -54,6 +56,7 @@ pub fn serve(cfg: Config) -> Result<()> {
         dhcp: dhcp::server::bind_sockets(&cfg).context("starting DHCP")?,
         tftp: tftp::bind_socket(&cfg).context("starting TFTP")?,
         admin_token: cfg.admin_token()?,
+        database_url: cfg.database_url()?,
     };
     let fds = http::raise_fd_limit()?;
     crate::config::fits_fd_limit(cfg.http.max_connections, fds).map_err(|e| anyhow!("http.max_connections: {e}"))?;
@@ -70,18 +73,37 @@ pub fn serve(cfg: Config) -> Result<()> {
     rt.block_on(run(cfg, bound, who))
 }
 
-async fn run(cfg: Arc<Config>, bound: Bound, who: Identity) -> Result<()> {
+/// The storage `cfg` names: PostgreSQL with `[database]`, else the embedded store (and the
+/// inventory directory, with the task that reloads it).
+async fn open_storage(
+    cfg: &Arc<Config>,
+    database_url: Option<String>,
+) -> Result<(Arc<dyn Storage>, Option<Arc<Inventory>>)> {
+    if let Some(url) = database_url {
+        let c = Arc::clone(cfg);
+        let pg = tokio::task::spawn_blocking(move || PgStorage::open(c, &url))
+            .await
+            .map_err(|e| anyhow!("opening the database: {e}"))??;
+        let snap = pg.snapshot();
+        tracing::info!(machines = snap.len(), images = snap.images.len(), storage = %pg.describe(), "inventory loaded");
+        return Ok((Arc::new(pg), None));
+    }
     let snapshot =
-        Snapshot::load(&cfg).map_err(|p| anyhow!("the inventory has problems (bootsvc check lists them):\n{p}"))?;
+        Snapshot::load(cfg).map_err(|p| anyhow!("the inventory has problems (bootsvc check lists them):\n{p}"))?;
     tracing::info!(
         machines = snapshot.len(),
         images = snapshot.images.len(),
-        dir = %cfg.inventory.dir.display(),
+        dir = %cfg.inventory.as_ref().map(|i| i.dir.display().to_string()).unwrap_or_default(),
         "inventory loaded"
     );
     let inventory = Arc::new(Inventory::new(snapshot));
-    let storage: Arc<dyn Storage> = Arc::new(EmbeddedStorage::open(&cfg, Arc::clone(&inventory))?);
-    let metrics = Arc::new(Metrics::new());
+    let storage = Arc::new(EmbeddedStorage::open(cfg, Arc::clone(&inventory))?);
+    Ok((storage, Some(inventory)))
+}
+
+async fn run(cfg: Arc<Config>, bound: Bound, who: Identity) -> Result<()> {
+    let (storage, inventory) = open_storage(&cfg, bound.database_url).await?;
+    let metrics = Arc::new(if storage.health().is_some() { Metrics::with_database() } else { Metrics::new() });
     let app = Arc::new(App {
         cfg: Arc::clone(&cfg),
         storage: Arc::clone(&storage),
@@ -122,11 +144,13 @@ async fn run(cfg: Arc<Config>, bound: Bound, who: Identity) -> Result<()> {
     if let Some(t) = tftp {
         tasks.spawn(async move { t.run().await.context("TFTP server") });
     }
-    let (c, inv) = (Arc::clone(&cfg), Arc::clone(&inventory));
-    tasks.spawn(async move {
-        watch::watch(c, inv, RELOAD_INTERVAL).await;
-        Ok(())
-    });
+    if let Some(inv) = inventory {
+        let c = Arc::clone(&cfg);
+        tasks.spawn(async move {
+            watch::watch(c, inv, RELOAD_INTERVAL).await;
+            Ok(())
+        });
+    }
 
     let outcome = tokio::select! {
         done = tasks.join_next() => match done {

@@ -23,6 +23,7 @@ pub mod http;
 pub mod loopdev;
 pub mod modgraph;
 pub mod netns;
+pub mod postgres;
 pub mod proc;
 pub mod qemu;
 pub mod site;

@@ -54,9 +54,14 @@ impl Config {
         fix(&mut self.artifacts.dir);
         fix(&mut self.artifacts.images_dir);
         fix(&mut self.state.dir);
-        fix(&mut self.inventory.dir);
+        if let Some(inv) = self.inventory.as_mut() {
+            fix(&mut inv.dir);
+        }
         if let Some(t) = self.admin.token_file.as_mut() {
             fix(t);
+        }
+        if let Some(f) = self.database.as_mut().and_then(|d| d.url_file.as_mut()) {
+            fix(f);
         }
     }
 
@@ -148,6 +153,6 @@ dir = "machines"
         c.resolve_paths(Path::new("/etc/osie"));
         assert_eq!(c.tftp.root, Path::new("/etc/osie/tftp"));
         assert_eq!(c.artifacts.images_dir, Path::new("/srv/images"));
-        assert_eq!(c.inventory.dir, Path::new("/etc/osie/machines"));
+        assert_eq!(c.inventory.unwrap().dir, Path::new("/etc/osie/machines"));
     }
 }

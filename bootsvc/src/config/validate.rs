@@ -19,6 +19,7 @@ impl Config {
         self.check_http_connections(&mut c);
         self.check_artifacts(&mut c);
         self.check_dirs(&mut c);
+        self.check_storage(&mut c);
         self.check_admin(&mut c);
         self.check_admin_listen(&mut c);
         self.check_security(&mut c);
@@ -161,7 +162,9 @@ impl Config {
     }
 
     fn check_dirs(&self, c: &mut Collector) {
-        c.check("inventory.dir", checks::existing_dir(&self.inventory.dir));
+        if let Some(inv) = &self.inventory {
+            c.check("inventory.dir", checks::existing_dir(&inv.dir));
+        }
         let s = &self.state.dir;
         if s.exists() {
             c.check("state.dir", checks::existing_dir(s));
@@ -175,7 +178,7 @@ impl Config {
 
     fn check_admin(&self, c: &mut Collector) {
         let Some(f) = &self.admin.token_file else { return };
-        match read_token_file(f) {
+        match read_secret_file(f, MAX_TOKEN_FILE, "the admin token") {
             Err(e) => c.add("admin.token_file", e),
             Ok(t) => c.check("admin.token_file", check_token(t.trim()).map_err(|e| format!("{}: {e}", f.display()))),
         }
@@ -208,7 +211,8 @@ impl Config {
     /// The admin token, read from `admin.token_file`; `None` when the admin API is off.
     pub fn admin_token(&self) -> anyhow::Result<Option<String>> {
         let Some(f) = &self.admin.token_file else { return Ok(None) };
-        let t = read_token_file(f).map_err(|e| anyhow::anyhow!("admin token file: {e}"))?;
+        let t = read_secret_file(f, MAX_TOKEN_FILE, "the admin token")
+            .map_err(|e| anyhow::anyhow!("admin token file: {e}"))?;
         let t = t.trim().to_string();
         check_token(&t).map_err(|e| anyhow::anyhow!("admin token file {}: {e}", f.display()))?;
         Ok(Some(t))
@@ -223,12 +227,12 @@ impl Config {
 /// Largest token file read: a token is one short word; anything bigger is a mistake.
 const MAX_TOKEN_FILE: u64 = 4096;
 
-/// The token file's text, or what is wrong (naming the file): a regular file of at most
-/// [`MAX_TOKEN_FILE`] bytes, so a path like `/dev/zero` or a FIFO is refused instead of
-/// reading (or waiting) forever, that only its owner may read or change (`check` and
-/// `serve` refuse a token its group or everyone can read: anyone on the host could act as
-/// the operator).
-fn read_token_file(f: &std::path::Path) -> Result<String, String> {
+/// A secret file's text (`what` it holds: the admin token, the database URL), or what is
+/// wrong (naming the file): a regular file of at most `max` bytes, so a path like
+/// `/dev/zero` or a FIFO is refused instead of reading (or waiting) forever, that only its
+/// owner may read or change (`check` and `serve` refuse a secret its group or everyone can
+/// read: anyone on the host could act as the operator or the service).
+pub(super) fn read_secret_file(f: &std::path::Path, max: u64, what: &str) -> Result<String, String> {
     use std::io::Read;
     use std::os::unix::fs::PermissionsExt;
     let cannot = |e: &dyn std::fmt::Display| format!("cannot read {}: {e}", f.display());
@@ -237,17 +241,17 @@ fn read_token_file(f: &std::path::Path) -> Result<String, String> {
     if !meta.is_file() {
         return Err(cannot(&"not a regular file"));
     }
-    token_mode(f, meta.permissions().mode())?;
+    secret_mode(f, meta.permissions().mode(), what)?;
     let mut t = String::new();
-    file.take(MAX_TOKEN_FILE + 1).read_to_string(&mut t).map_err(|e| cannot(&e))?;
-    if t.len() as u64 > MAX_TOKEN_FILE {
-        return Err(cannot(&format!("larger than {MAX_TOKEN_FILE} bytes")));
+    file.take(max + 1).read_to_string(&mut t).map_err(|e| cannot(&e))?;
+    if t.len() as u64 > max {
+        return Err(cannot(&format!("larger than {max} bytes")));
     }
     Ok(t)
 }
 
-/// A token file's permission bits allow its owner alone.
-fn token_mode(f: &std::path::Path, mode: u32) -> Result<(), String> {
+/// A secret file's permission bits allow its owner alone.
+fn secret_mode(f: &std::path::Path, mode: u32, what: &str) -> Result<(), String> {
     let mode = mode & 0o7777;
     let who = match (mode & 0o070 != 0, mode & 0o007 != 0) {
         (false, false) => return Ok(()),
@@ -256,7 +260,7 @@ fn token_mode(f: &std::path::Path, mode: u32) -> Result<(), String> {
         (true, true) => "its group and every user",
     };
     let f = f.display();
-    Err(format!("{f} has mode {mode:04o}: {who} may read or change the admin token; run chmod 600 {f}"))
+    Err(format!("{f} has mode {mode:04o}: {who} may read or change {what}; run chmod 600 {f}"))
 }
 
 /// A bearer token: one word of at least 16 printable characters.
@@ -330,7 +334,7 @@ dir = "machines"
         c.artifacts.kernel = "../vmlinuz".into();
         c.artifacts.initrd = "missing.img".into();
         c.artifacts.kernel_args = "console=ttyS0\nchain http://evil/".into();
-        c.inventory.dir = d.path().join("nope");
+        c.inventory.as_mut().unwrap().dir = d.path().join("nope");
         c.tftp.timeout_secs = 0;
         c.tftp.max_transfers_per_client = 0;
         c.log.level = "info,,=x[".into();
@@ -427,6 +431,41 @@ dir = "machines"
         c.admin.token_file = Some(f.clone());
         assert!(c.validate().to_string().contains("larger than 4096"));
         assert!(Path::new(&c.source).is_absolute());
+    }
+
+    #[test]
+    fn machines_in_files_or_in_the_database() {
+        let (d, mut c) = fixture();
+        let db = |url: Option<&str>, file: Option<std::path::PathBuf>| crate::config::Database {
+            url: url.map(str::to_string),
+            url_file: file,
+            max_connections: 8,
+            timeout_secs: 5,
+        };
+        c.database = Some(db(Some("postgresql://osie@%2Frun%2Fpostgresql/osie"), None));
+        assert_eq!(fields(&c.validate()), ["inventory.dir"], "both");
+        c.inventory = None;
+        assert!(c.validate().is_empty(), "{}", c.validate());
+        c.database = None;
+        assert_eq!(fields(&c.validate()), ["inventory"], "neither");
+        c.database = Some(db(Some("postgresql://osie:pw@db/osie"), None));
+        let p = c.validate();
+        assert_eq!(fields(&p), ["database.url"]);
+        assert!(!p.to_string().contains("pw"), "{p}");
+        let f = d.path().join("db.url");
+        std::fs::write(&f, "postgresql://osie:pw@db/osie\n").unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o640)).unwrap();
+        c.database = Some(db(None, Some(f.clone())));
+        let p = c.validate();
+        assert_eq!(fields(&p), ["database.url_file"]);
+        assert!(p.to_string().contains("its group may read or change the database URL"), "{p}");
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(c.validate().is_empty(), "{}", c.validate());
+        assert_eq!(c.database_url().unwrap().as_deref(), Some("postgresql://osie:pw@db/osie"));
+        c.database = Some(db(Some("postgresql://osie@db/osie"), Some(f)));
+        assert_eq!(fields(&c.validate()), ["database.url_file"], "not both");
+        c.database = Some(db(None, None));
+        assert_eq!(fields(&c.validate()), ["database.url"]);
     }
 
     #[test]

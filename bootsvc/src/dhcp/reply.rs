@@ -249,8 +249,9 @@ fn discover(req: &Request, machine: &Machine, d: &Decision, ctx: &Ctx<'_>) -> Ou
     let addr = match &machine.ip {
         Some(ip) => fixed(ip),
         None => match ctx.leases.offer(&req.mac, req.requested_ip, ctx.now, &|ip| taken(req, ctx, ip)) {
-            Some(ip) => pooled(ctx, ip),
-            None => return no_address(ctx),
+            Ok(Some(ip)) => pooled(ctx, ip),
+            Ok(None) => return no_address(ctx),
+            Err(e) => return ignore("dhcp-lease-store", format!("no pool address offered: {e:#}")),
         },
     };
     build(req, d, ctx, Plan::new("offer", MessageType::Offer, Address::Lease(addr), Boot::WithAddress, req))

@@ -5,7 +5,10 @@
 //! summary), so a flood of bad packets cannot flood the log.
 //! Packets are handled one at a time, in arrival order: the work per packet is a lookup in
 //! memory (plus a small fsync'd write when a pool lease changes), so replies go out within
-//! microseconds, well inside the 2 s iPXE waits for ProxyDHCP offers.
+//! microseconds, well inside the 2 s iPXE waits for ProxyDHCP offers. A pool kept in a
+//! database ([`crate::storage::LeasePool::blocks`]) costs a round trip or a few per offer and
+//! ACK: the decision then runs inside `block_in_place`, so the runtime's other work moves to
+//! another thread while this one waits.
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
@@ -155,7 +158,13 @@ impl Handler {
         let now = leases::now();
         self.seen.observe(st.dhcp_requests(), &req, via, &lookups, now);
         let ctx = Ctx { settings: &self.settings, backend: &lookups, leases: st.leases(), now };
-        let d = reply::respond(&req, via, &ctx);
+        let d = if st.leases().blocks() && may_block_in_place() {
+            // The pool waits for a database: decide where blocking is allowed. This packet is
+            // still finished before the next is read, so packets keep their order.
+            tokio::task::block_in_place(|| reply::respond(&req, via, &ctx))
+        } else {
+            reply::respond(&req, via, &ctx)
+        };
         let port = match via {
             Via::Dhcp => reply::SERVER_PORT,
             Via::Pxe(_) => PXE_PORT,
@@ -180,6 +189,13 @@ impl Handler {
             Outcome::Done(_) => log_decision(&d, port, &from, &self.drops),
         }
     }
+}
+
+/// `block_in_place` is allowed on a multi-threaded runtime only (tests may run the server on
+/// a single thread, where blocking it is all there is to do).
+fn may_block_in_place() -> bool {
+    tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
 }
 
 /// The reply's bytes, sent to its destination.

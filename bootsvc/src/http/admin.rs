@@ -7,7 +7,12 @@
 //!
 //! - `GET /admin/machines`: every machine with its state ([`MachineView`]);
 //! - `GET /admin/machines/{mac}`, `GET /admin/machines/{mac}/events?limit=N`;
-//! - `POST /admin/machines/{mac}/reinstall`: allow netboot again after an install.
+//! - `POST /admin/machines/{mac}/reinstall`: allow netboot again after an install;
+//! - `POST /admin/machines` (a record: add a machine), `PUT /admin/machines/{mac}` (a record:
+//!   replace the machine that has `mac`), `DELETE /admin/machines/{mac}`. A record is one
+//!   native record or Tinkerbell `Hardware` object, validated as `bootsvc check` validates
+//!   the inventory (problems answered 400, `request: <field>: <what>`), then stored through
+//!   the storage (a file in the inventory directory, or the database).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,6 +23,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use bytes::Bytes;
 use osie_api::MacAddr;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -25,9 +31,11 @@ use sha2::{Digest, Sha256};
 use super::backoff::{Backoff, Verdict};
 use super::AppState;
 use crate::identity::IdentityView;
-use crate::inventory::Entry;
+use crate::inventory::load::parse_file;
+use crate::inventory::{validate, Entry};
+use crate::problem::Problems;
 use crate::state::{MachineState, StoredEvent};
-use crate::storage::{netboot_allowed, state_key};
+use crate::storage::{netboot_allowed, state_key, ChangeError};
 
 /// One machine as the admin API shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -231,6 +239,90 @@ pub async fn reinstall(State(app): State<AppState>, Path(mac): Path<String>) -> 
     blocking(move || storage.reinstall(key, &now)).await?;
     tracing::info!(mac = %key, host = %e.machine.hostname, "reinstall requested: netboot allowed again");
     Ok(Json(view(&app, &e)))
+}
+
+/// The one record in a request body, checked as a change to the current machines.
+fn record(app: &AppState, body: &[u8], replacing: Option<&MacAddr>) -> Result<Entry, AdminError> {
+    let text = std::str::from_utf8(body).map_err(|_| AdminError::BadRequest("the body is not UTF-8 text".into()))?;
+    let mut problems = Problems::default();
+    let mut entries = parse_file(std::path::Path::new("request"), text, &mut problems);
+    if !problems.is_empty() {
+        return Err(AdminError::BadRequest(problems.to_string().trim_end().to_string()));
+    }
+    if entries.len() != 1 {
+        return Err(AdminError::BadRequest(format!("one machine per request; the body holds {}", entries.len())));
+    }
+    let e = entries.remove(0);
+    let snap = app.storage.snapshot();
+    let problems = validate::change(snap.entries(), &e, replacing, &app.cfg, &snap.images);
+    if !problems.is_empty() {
+        return Err(AdminError::BadRequest(problems.to_string().trim_end().to_string()));
+    }
+    Ok(e)
+}
+
+fn change_error(e: ChangeError) -> AdminError {
+    match e {
+        ChangeError::Conflict(m) => AdminError::Conflict(m),
+        ChangeError::Failed(e) => AdminError::Internal(format!("{e:#}")),
+    }
+}
+
+/// Store `e` (replacing the machine with `replacing`) and answer with its view.
+async fn put(app: AppState, e: Entry, replacing: Option<MacAddr>) -> Result<Json<MachineView>, AdminError> {
+    let storage = Arc::clone(&app.storage);
+    let m = Arc::clone(&e.machine);
+    let stored = tokio::task::spawn_blocking(move || storage.put_machine(&m, replacing.as_ref(), "admin API"))
+        .await
+        .map_err(|e| AdminError::Internal(e.to_string()))?;
+    stored.map_err(change_error)?;
+    let mac = e.machine.boot_mac().ok_or_else(|| AdminError::Internal("machine has no MAC".into()))?;
+    let now = app
+        .storage
+        .snapshot()
+        .by_mac(&mac)
+        .cloned()
+        .ok_or_else(|| AdminError::Internal("stored, but not read back".into()))?;
+    tracing::info!(host = %now.machine.hostname, mac = %mac, source = %now.source.describe(), replaced = ?replacing, "machine record stored through the admin API");
+    Ok(Json(view(&app, &now)))
+}
+
+pub async fn add(State(app): State<AppState>, body: Bytes) -> Result<(StatusCode, Json<MachineView>), AdminError> {
+    let e = record(&app, &body, None)?;
+    Ok((StatusCode::CREATED, put(app, e, None).await?))
+}
+
+pub async fn replace(
+    State(app): State<AppState>,
+    Path(mac): Path<String>,
+    body: Bytes,
+) -> Result<Json<MachineView>, AdminError> {
+    let old = find(&app, &mac)?;
+    let key = old.machine.boot_mac().ok_or_else(|| AdminError::Internal("machine has no MAC".into()))?;
+    let e = record(&app, &body, Some(&key))?;
+    put(app, e, Some(key)).await
+}
+
+/// What `DELETE /admin/machines/{mac}` answers.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Removed {
+    pub hostname: String,
+    pub macs: Vec<MacAddr>,
+}
+
+pub async fn remove(State(app): State<AppState>, Path(mac): Path<String>) -> Result<Json<Removed>, AdminError> {
+    let e = find(&app, &mac)?;
+    let key = e.machine.boot_mac().ok_or_else(|| AdminError::Internal("machine has no MAC".into()))?;
+    let storage = Arc::clone(&app.storage);
+    let gone = tokio::task::spawn_blocking(move || storage.remove_machine(&key))
+        .await
+        .map_err(|e| AdminError::Internal(e.to_string()))?
+        .map_err(change_error)?;
+    if gone.is_none() {
+        return Err(AdminError::NotFound(format!("no machine with MAC {key} (removed meanwhile)")));
+    }
+    tracing::info!(host = %e.machine.hostname, mac = %key, "machine record removed through the admin API");
+    Ok(Json(Removed { hostname: e.machine.hostname.clone(), macs: e.machine.macs.clone() }))
 }
 
 #[cfg(test)]

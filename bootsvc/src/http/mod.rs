@@ -21,7 +21,8 @@
 //! | `GET /healthz`, `GET /metrics` | liveness, Prometheus ([`observe`]) |
 //!
 //! Admin listener (`admin.listen`), bearer token and failed-token back-off ([`admin`],
-//! [`backoff`]): `GET /admin/machines[/{mac}[/events]]`, `POST /admin/machines/{mac}/reinstall`.
+//! [`backoff`]): `GET /admin/machines[/{mac}[/events]]`, `POST /admin/machines/{mac}/reinstall`,
+//! and the records themselves: `POST /admin/machines`, `PUT`/`DELETE /admin/machines/{mac}`.
 
 pub mod admin;
 pub mod backoff;
@@ -99,8 +100,8 @@ pub fn machines_router(app: AppState) -> Router {
 pub fn admin_router(app: AppState) -> Router {
     let guard = Arc::new(admin::Guard { app: Arc::clone(&app), backoff: backoff::Backoff::default() });
     let r = Router::new()
-        .route("/admin/machines", get(admin::list))
-        .route("/admin/machines/{mac}", get(admin::one))
+        .route("/admin/machines", get(admin::list).post(admin::add))
+        .route("/admin/machines/{mac}", get(admin::one).put(admin::replace).delete(admin::remove))
         .route("/admin/machines/{mac}/events", get(admin::events))
         .route("/admin/machines/{mac}/reinstall", post(admin::reinstall))
         .route_layer(axum::middleware::from_fn_with_state(guard, admin::guard));

@@ -44,6 +44,9 @@ pub async fn healthz() -> &'static str {
 }
 
 pub async fn metrics(State(app): State<AppState>) -> Response {
+    if let Some(h) = app.storage.health() {
+        app.metrics.database(h);
+    }
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], app.metrics.render())
         .into_response()
 }

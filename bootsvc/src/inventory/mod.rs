@@ -29,7 +29,7 @@ pub use model::Machine;
 pub use source::{Entry, Source};
 
 use crate::config::Config;
-use crate::problem::Problems;
+use crate::problem::{Problem, Problems};
 
 /// What the protocol servers need to know about machines.
 pub trait Backend: Send + Sync {
@@ -64,7 +64,13 @@ impl Snapshot {
     pub fn load(cfg: &Config) -> Result<Snapshot, Problems> {
         let mut problems = Problems::default();
         let images = images::load(&cfg.artifacts.images_dir, &mut problems);
-        let entries = load::read_dir(&cfg.inventory.dir, &mut problems);
+        let entries = match &cfg.inventory {
+            Some(inv) => load::read_dir(&inv.dir, &mut problems),
+            None => {
+                problems.0.push(Problem::new(&cfg.source, "inventory", "missing: the machines are in [database]"));
+                Vec::new()
+            }
+        };
         for e in &entries {
             validate::machine(e, cfg, &images, &mut problems);
         }
@@ -74,6 +80,31 @@ impl Snapshot {
         } else {
             Err(problems)
         }
+    }
+
+    /// The entries that pass validation against `cfg` and `images` (records kept elsewhere,
+    /// a database, where one bad record must not take the others out of service), and the
+    /// problems of the rest: of two records that share a MAC, address or instance id, the
+    /// first is kept.
+    pub fn keep_valid(entries: Vec<Entry>, cfg: &Config, images: Images) -> (Snapshot, Problems) {
+        let mut problems = Problems::default();
+        let mut good = Vec::with_capacity(entries.len());
+        for e in entries {
+            let mut p = Problems::default();
+            validate::machine(&e, cfg, &images, &mut p);
+            if p.is_empty() {
+                good.push(e);
+            } else {
+                problems.0.extend(p.0);
+            }
+        }
+        let mut bad = std::collections::HashSet::new();
+        for (i, p) in validate::across_each(&good) {
+            bad.insert(i);
+            problems.0.push(p);
+        }
+        let good = good.into_iter().enumerate().filter(|(i, _)| !bad.contains(i)).map(|(_, e)| e).collect();
+        (Snapshot::new(good, images), problems)
     }
 
     /// Index validated entries (duplicates already refused: the first one wins here).

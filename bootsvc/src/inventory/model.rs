@@ -123,6 +123,24 @@ struct StrictCloudInit {
 }
 
 impl Machine {
+    /// The record as JSON to write out: what `deserialize` reads back to the same record,
+    /// fields that are absent (`null`) left out.
+    pub fn to_record(&self) -> serde_json::Value {
+        fn strip(v: &mut serde_json::Value) {
+            match v {
+                serde_json::Value::Object(m) => {
+                    m.retain(|_, x| !x.is_null());
+                    m.values_mut().for_each(strip);
+                }
+                serde_json::Value::Array(a) => a.iter_mut().for_each(strip),
+                _ => {}
+            }
+        }
+        let mut v = serde_json::to_value(self).unwrap_or_default();
+        strip(&mut v);
+        v
+    }
+
     pub fn instance_id(&self) -> String {
         self.instance_id.clone().unwrap_or_else(|| match self.macs.first() {
             Some(m) => format!("i-{}", m.to_string().replace(':', "")),

@@ -229,42 +229,65 @@ fn list_or_none(v: &[&str]) -> String {
     }
 }
 
+/// The problems of `new` as a change to the inventory `current`: on its own, and across
+/// `current` without the machine that has `replacing` among its MACs (the one it replaces).
+pub fn change(current: &[Entry], new: &Entry, replacing: Option<&MacAddr>, cfg: &Config, images: &Images) -> Problems {
+    let mut out = Problems::default();
+    machine(new, cfg, images, &mut out);
+    let mut all: Vec<Entry> =
+        current.iter().filter(|e| replacing.is_none_or(|r| !e.machine.macs.contains(r))).cloned().collect();
+    all.push(new.clone());
+    let last = all.len() - 1;
+    out.0.extend(across_each(&all).into_iter().filter(|(i, _)| *i == last).map(|(_, p)| p));
+    out
+}
+
 /// Checks across records: a MAC, a fixed address or an instance id belongs to one machine.
 pub fn across(entries: &[Entry], out: &mut Problems) {
+    for (_, p) in across_each(entries) {
+        out.0.push(p);
+    }
+}
+
+/// [`across`], each problem with the index of the entry it is about (the later of two).
+pub fn across_each(entries: &[Entry]) -> Vec<(usize, Problem)> {
+    let mut out = Vec::new();
     let mut macs: HashMap<MacAddr, &Entry> = HashMap::new();
     let mut ips: HashMap<Ipv4Addr, &Entry> = HashMap::new();
     let mut ids: HashMap<String, &Entry> = HashMap::new();
-    for e in entries {
+    for (n, e) in entries.iter().enumerate() {
+        let mut report = |e: &Entry, field: &str, what: &str, first: &Entry| out.push((n, dup(e, field, what, first)));
         let m = &e.machine;
         for (i, mac) in m.macs.iter().enumerate() {
             if m.macs[..i].contains(mac) {
                 continue; // reported by `machine`
             }
             if let Some(first) = macs.insert(*mac, e) {
-                dup(out, e, &format!("macs[{i}]"), &format!("MAC {mac}"), first);
+                report(e, &format!("macs[{i}]"), &format!("MAC {mac}"), first);
                 macs.insert(*mac, first);
             }
         }
         if let Some(ip) = &m.ip {
             if let Some(first) = ips.insert(ip.address, e) {
-                dup(out, e, "ip.address", &format!("address {}", ip.address), first);
+                report(e, "ip.address", &format!("address {}", ip.address), first);
                 ips.insert(ip.address, first);
             }
         }
         let id = m.instance_id();
         if let Some(first) = ids.insert(id.clone(), e) {
-            dup(out, e, "instance_id", &format!("instance id {id:?}"), first);
+            report(e, "instance_id", &format!("instance id {id:?}"), first);
             ids.insert(id, first);
         }
     }
+    out
 }
 
-fn dup(out: &mut Problems, e: &Entry, field: &str, what: &str, first: &Entry) {
-    out.0.push(Problem::new(
+fn dup(e: &Entry, field: &str, what: &str, first: &Entry) -> Problem {
+    Problem::new(
         &e.source.file,
         e.source.field(field),
         format!("{what} is already used by {} ({})", first.machine.hostname, first.source.describe()),
-    ));
+    )
 }
 
 #[cfg(test)]

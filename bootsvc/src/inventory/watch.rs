@@ -14,18 +14,23 @@ use std::time::{Duration, SystemTime};
 use super::{Inventory, Snapshot};
 use crate::config::Config;
 
+/// How often the directories are polled for changes.
+pub const INTERVAL: Duration = Duration::from_secs(1);
+
 /// What the poll compares: every file's (size, mtime) in the watched directories.
 pub type Fingerprint = BTreeMap<PathBuf, (u64, Option<SystemTime>)>;
 
 pub fn fingerprint(cfg: &Config) -> Fingerprint {
     let mut fp = Fingerprint::new();
-    for dir in [&cfg.inventory.dir, &cfg.artifacts.images_dir] {
-        add_dir(dir, &mut fp);
+    if let Some(inv) = &cfg.inventory {
+        add_dir(&inv.dir, &mut fp);
     }
+    add_dir(&cfg.artifacts.images_dir, &mut fp);
     fp
 }
 
-fn add_dir(dir: &Path, fp: &mut Fingerprint) {
+/// Add every file of `dir` (or the directory itself as missing) to `fp`.
+pub fn add_dir(dir: &Path, fp: &mut Fingerprint) {
     let Ok(rd) = std::fs::read_dir(dir) else {
         fp.insert(dir.to_path_buf(), (u64::MAX, None));
         return;

@@ -7,14 +7,16 @@
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
-use anyhow::Result;
+use anyhow::{anyhow, Context, Result};
 use osie_api::{Event, MacAddr};
 
-use super::{DhcpRequests, LeasePool, LeaseStore, RequestsSeen, Storage};
+use super::{ChangeError, DhcpRequests, LeasePool, LeaseStore, RequestsSeen, Storage};
 use crate::config::{Config, DhcpMode};
-use crate::inventory::{Inventory, Snapshot};
+use crate::inventory::source::Format;
+use crate::inventory::{Entry, Inventory, Machine, Snapshot};
 use crate::state::{MachineState, Recorded, Store, StoredEvent};
 
 pub struct EmbeddedStorage {
@@ -22,6 +24,11 @@ pub struct EmbeddedStorage {
     store: Store,
     leases: LeaseStore,
     requests: Arc<DhcpRequests>,
+    /// The config, to write and reload the inventory directory (`None`: records cannot be
+    /// changed through the storage).
+    cfg: Option<Config>,
+    /// Changes to the inventory directory, one at a time.
+    writes: Mutex<()>,
 }
 
 impl EmbeddedStorage {
@@ -39,7 +46,7 @@ impl EmbeddedStorage {
             (true, DhcpMode::Proxy) => DhcpRequests::open(dir)?,
             _ => DhcpRequests::disabled(),
         };
-        Ok(EmbeddedStorage { inventory, store, leases, requests })
+        Ok(EmbeddedStorage { inventory, store, leases, requests, cfg: Some(cfg.clone()), writes: Mutex::new(()) })
     }
 
     /// From parts opened by the caller (tests: an in-memory pool, a table of their own).
@@ -49,7 +56,7 @@ impl EmbeddedStorage {
         leases: LeaseStore,
         requests: Arc<DhcpRequests>,
     ) -> EmbeddedStorage {
-        EmbeddedStorage { inventory, store, leases, requests }
+        EmbeddedStorage { inventory, store, leases, requests, cfg: None, writes: Mutex::new(()) }
     }
 
     /// The inventory, for the reload watcher.
@@ -61,6 +68,45 @@ impl EmbeddedStorage {
     pub fn store(&self) -> &Store {
         &self.store
     }
+
+    fn inventory_dir(&self) -> Result<(&Config, &std::path::Path), ChangeError> {
+        let cfg = self.cfg.as_ref().ok_or_else(|| anyhow!("no inventory directory to change"))?;
+        let dir = cfg.inventory.as_ref().ok_or_else(|| anyhow!("no inventory directory to change"))?;
+        Ok((cfg, &dir.dir))
+    }
+
+    /// The file holding `e` alone, which can be rewritten or removed.
+    fn own_file(e: &Entry) -> Result<PathBuf, ChangeError> {
+        if e.source.format != Format::Native || !e.source.item.is_empty() {
+            return Err(ChangeError::Conflict(format!(
+                "{} comes from {} (Tinkerbell `Hardware`), which bootsvc does not rewrite: edit that file",
+                e.machine.hostname,
+                e.source.describe()
+            )));
+        }
+        Ok(e.source.file.clone())
+    }
+
+    /// After writing: read the directory again and serve it. Should it have problems (an
+    /// edit made beside this one), `undo` puts the files back and nothing changes.
+    fn reload(&self, cfg: &Config, undo: impl FnOnce()) -> Result<(), ChangeError> {
+        match Snapshot::load(cfg) {
+            Ok(s) => {
+                self.inventory.replace(s);
+                Ok(())
+            }
+            Err(p) => {
+                undo();
+                Err(ChangeError::Conflict(format!("the inventory directory has problems; nothing was changed:\n{p}")))
+            }
+        }
+    }
+}
+
+/// Write `m` to `path` (a new file, or replacing one) so that a reader never sees half.
+fn write_record(path: &std::path::Path, m: &Machine) -> Result<(), ChangeError> {
+    let text = serde_json::to_string_pretty(&m.to_record()).context("encoding the record")? + "\n";
+    super::leases::write_atomic(path, text.as_bytes()).map_err(|e| ChangeError::Failed(e.context("writing the record")))
 }
 
 impl Storage for EmbeddedStorage {
@@ -86,6 +132,48 @@ impl Storage for EmbeddedStorage {
 
     fn events(&self, key: &MacAddr, limit: usize) -> Result<Vec<StoredEvent>> {
         self.store.events(key, limit)
+    }
+
+    fn put_machine(&self, m: &Machine, replacing: Option<&MacAddr>, _from: &str) -> Result<(), ChangeError> {
+        let (cfg, dir) = self.inventory_dir()?;
+        let _w = self.writes.lock().unwrap_or_else(|p| p.into_inner());
+        let snap = self.inventory.snapshot();
+        let path = match replacing.and_then(|mac| snap.by_mac(mac)) {
+            Some(e) => Self::own_file(e)?,
+            None => {
+                // A hostname is a DNS name (validated): no `/`, no leading dot.
+                let mac = m.boot_mac().map(|x| x.to_string().replace(':', "")).unwrap_or_default();
+                [format!("{}.json", m.hostname), format!("{}-{mac}.json", m.hostname)]
+                    .into_iter()
+                    .map(|n| dir.join(n))
+                    .find(|p| !p.exists())
+                    .ok_or_else(|| {
+                        ChangeError::Conflict(format!("{}: a file by that name exists already", m.hostname))
+                    })?
+            }
+        };
+        let before = std::fs::read(&path).ok();
+        write_record(&path, m)?;
+        self.reload(cfg, || {
+            let _ = match &before {
+                Some(b) => super::leases::write_atomic(&path, b),
+                None => std::fs::remove_file(&path).map_err(Into::into),
+            };
+        })
+    }
+
+    fn remove_machine(&self, mac: &MacAddr) -> Result<Option<String>, ChangeError> {
+        let (cfg, _) = self.inventory_dir()?;
+        let _w = self.writes.lock().unwrap_or_else(|p| p.into_inner());
+        let snap = self.inventory.snapshot();
+        let Some(e) = snap.by_mac(mac) else { return Ok(None) };
+        let path = Self::own_file(e)?;
+        let before = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+        self.reload(cfg, || {
+            let _ = super::leases::write_atomic(&path, &before);
+        })?;
+        Ok(Some(e.machine.hostname.clone()))
     }
 
     fn leases(&self) -> &dyn LeasePool {

@@ -175,8 +175,8 @@ impl LeasePool for LeaseStore {
         requested: Option<Ipv4Addr>,
         now: u64,
         taken: &dyn Fn(Ipv4Addr) -> bool,
-    ) -> Option<Ipv4Addr> {
-        let (start, end) = self.range?;
+    ) -> Result<Option<Ipv4Addr>> {
+        let Some((start, end)) = self.range else { return Ok(None) };
         let mut st = self.lock();
         st.offers.retain(|_, (_, until)| *until > now);
         st.declined.retain(|_, until| *until > now);
@@ -204,9 +204,9 @@ impl LeasePool for LeaseStore {
                 .map(|l| l.ip)
                 .filter(|ip| free_for(&st, *ip));
         }
-        let ip = pick?;
+        let Some(ip) = pick else { return Ok(None) };
         st.offers.insert(*mac, (ip, now + OFFER_HOLD_SECS));
-        Some(ip)
+        Ok(Some(ip))
     }
 
     /// Bind `ip` to `mac` for `secs` (a REQUEST). `Ok(false)` when the address is not ours to
@@ -295,14 +295,9 @@ mod tests {
     fn pool(start: [u8; 4], end: [u8; 4]) -> Pool {
         Pool { start: start.into(), end: end.into(), prefix: 24, gateway: None, dns: vec![] }
     }
-    const A: MacAddr = MacAddr::new([2, 0, 0, 0, 0, 0xa]);
     const B: MacAddr = MacAddr::new([2, 0, 0, 0, 0, 0xb]);
-    const C: MacAddr = MacAddr::new([2, 0, 0, 0, 0, 0xc]);
     fn none(_: Ipv4Addr) -> bool {
         false
-    }
-    fn ip(last: u8) -> Ipv4Addr {
-        Ipv4Addr::new(192, 0, 2, last)
     }
 
     #[test]
@@ -314,22 +309,86 @@ mod tests {
         assert!(e.contains("not in one /24"), "{e}");
     }
 
+    fn memory(p: Pool) -> Box<dyn LeasePool> {
+        Box::new(LeaseStore::in_memory(Some(&p)).unwrap())
+    }
+
     #[test]
     fn offers_distinct_addresses_and_skips_taken_ones() {
-        let s = LeaseStore::in_memory(Some(&pool([192, 0, 2, 100], [192, 0, 2, 102]))).unwrap();
-        let taken = |x: Ipv4Addr| x == ip(100);
-        assert_eq!(s.offer(&A, None, 0, &taken), Some(ip(101)));
-        assert_eq!(s.offer(&A, None, 1, &taken), Some(ip(101)), "same client, same offer");
-        assert_eq!(s.offer(&B, Some(ip(101)), 1, &taken), Some(ip(102)), "held for A");
-        assert_eq!(s.offer(&C, None, 2, &taken), None, "pool exhausted");
-        // Offers lapse.
-        assert_eq!(s.offer(&C, None, 2 + OFFER_HOLD_SECS, &taken), Some(ip(101)));
+        rules::offers_distinct_addresses_and_skips_taken_ones(&memory);
     }
 
     #[test]
     fn ack_release_decline() {
-        let s = LeaseStore::in_memory(Some(&pool([192, 0, 2, 100], [192, 0, 2, 101]))).unwrap();
-        assert_eq!(s.offer(&A, None, 0, &none), Some(ip(100)));
+        rules::ack_release_decline(&memory);
+    }
+
+    #[test]
+    fn expired_leases_are_reused_last() {
+        rules::expired_leases_are_reused_last(&memory);
+    }
+
+    #[test]
+    fn leases_survive_reopen_and_bad_files_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = pool([192, 0, 2, 100], [192, 0, 2, 110]);
+        let s = LeaseStore::open(dir.path(), Some(&p)).unwrap();
+        let got = s.offer(&B, None, 0, &none).unwrap().unwrap();
+        assert!(s.ack(&B, got, 0, 3600, &none).unwrap());
+        drop(s);
+        let s = LeaseStore::open(dir.path(), Some(&p)).unwrap();
+        assert_eq!(s.current(&B, 1).map(|l| l.ip), Some(got));
+        assert_eq!(s.offer(&B, None, 1, &none).unwrap(), Some(got));
+
+        std::fs::write(dir.path().join(FILE_NAME), b"{not json").unwrap();
+        let e = format!("{:#}", LeaseStore::open(dir.path(), Some(&p)).err().unwrap());
+        assert!(e.contains(FILE_NAME), "{e}");
+        assert_eq!(std::fs::read(dir.path().join(FILE_NAME)).unwrap(), b"{not json");
+    }
+}
+
+/// The pool's rules, for any [`LeasePool`] made by `make` (fresh, empty, over the pool it is
+/// given): the embedded pool runs them above, the PostgreSQL pool against a real server.
+#[cfg(test)]
+pub(crate) mod rules {
+    use super::*;
+
+    pub const A: MacAddr = MacAddr::new([2, 0, 0, 0, 0, 0xa]);
+    pub const B: MacAddr = MacAddr::new([2, 0, 0, 0, 0, 0xb]);
+    pub const C: MacAddr = MacAddr::new([2, 0, 0, 0, 0, 0xc]);
+
+    pub type Make<'a> = &'a dyn Fn(Pool) -> Box<dyn LeasePool>;
+
+    fn pool(first: u8, last: u8) -> Pool {
+        Pool {
+            start: Ipv4Addr::new(192, 0, 2, first),
+            end: Ipv4Addr::new(192, 0, 2, last),
+            prefix: 24,
+            gateway: None,
+            dns: vec![],
+        }
+    }
+    fn none(_: Ipv4Addr) -> bool {
+        false
+    }
+    fn ip(last: u8) -> Ipv4Addr {
+        Ipv4Addr::new(192, 0, 2, last)
+    }
+
+    pub fn offers_distinct_addresses_and_skips_taken_ones(make: Make) {
+        let s = make(pool(100, 102));
+        let taken = |x: Ipv4Addr| x == ip(100);
+        assert_eq!(s.offer(&A, None, 0, &taken).unwrap(), Some(ip(101)));
+        assert_eq!(s.offer(&A, None, 1, &taken).unwrap(), Some(ip(101)), "same client, same offer");
+        assert_eq!(s.offer(&B, Some(ip(101)), 1, &taken).unwrap(), Some(ip(102)), "held for A");
+        assert_eq!(s.offer(&C, None, 2, &taken).unwrap(), None, "pool exhausted");
+        // Offers lapse.
+        assert_eq!(s.offer(&C, None, 2 + OFFER_HOLD_SECS, &taken).unwrap(), Some(ip(101)));
+    }
+
+    pub fn ack_release_decline(make: Make) {
+        let s = make(pool(100, 101));
+        assert_eq!(s.offer(&A, None, 0, &none).unwrap(), Some(ip(100)));
         assert!(s.ack(&A, ip(100), 0, 60, &none).unwrap());
         assert!(!s.ack(&B, ip(100), 1, 60, &none).unwrap(), "A holds it");
         assert!(!s.ack(&B, ip(7), 1, 60, &none).unwrap(), "outside the pool");
@@ -338,37 +397,18 @@ mod tests {
         assert!(s.release(&A, ip(100), 10).unwrap());
         assert_eq!(s.current(&A, 10), None);
         // Released, but A gets the same address back first.
-        assert_eq!(s.offer(&A, None, 11, &none), Some(ip(100)));
+        assert_eq!(s.offer(&A, None, 11, &none).unwrap(), Some(ip(100)));
         assert!(s.decline(&A, ip(100), 12).unwrap());
-        assert_eq!(s.offer(&A, None, 13, &none), Some(ip(101)));
+        assert_eq!(s.offer(&A, None, 13, &none).unwrap(), Some(ip(101)));
         assert!(!s.ack(&A, ip(100), 13, 60, &none).unwrap(), "declined address");
     }
 
-    #[test]
-    fn expired_leases_are_reused_last() {
-        let s = LeaseStore::in_memory(Some(&pool([192, 0, 2, 100], [192, 0, 2, 101]))).unwrap();
+    pub fn expired_leases_are_reused_last(make: Make) {
+        let s = make(pool(100, 101));
         assert!(s.ack(&A, ip(100), 0, 10, &none).unwrap());
         // Expired, but a never-used address is offered first.
-        assert_eq!(s.offer(&B, None, 20, &none), Some(ip(101)));
+        assert_eq!(s.offer(&B, None, 20, &none).unwrap(), Some(ip(101)));
         assert!(s.ack(&B, ip(101), 20, 10, &none).unwrap());
-        assert_eq!(s.offer(&C, None, 21, &none), Some(ip(100)), "A's expired lease");
-    }
-
-    #[test]
-    fn leases_survive_reopen_and_bad_files_are_kept() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = pool([192, 0, 2, 100], [192, 0, 2, 110]);
-        let s = LeaseStore::open(dir.path(), Some(&p)).unwrap();
-        let got = s.offer(&B, None, 0, &none).unwrap();
-        assert!(s.ack(&B, got, 0, 3600, &none).unwrap());
-        drop(s);
-        let s = LeaseStore::open(dir.path(), Some(&p)).unwrap();
-        assert_eq!(s.current(&B, 1).map(|l| l.ip), Some(got));
-        assert_eq!(s.offer(&B, None, 1, &none), Some(got));
-
-        std::fs::write(dir.path().join(FILE_NAME), b"{not json").unwrap();
-        let e = format!("{:#}", LeaseStore::open(dir.path(), Some(&p)).err().unwrap());
-        assert!(e.contains(FILE_NAME), "{e}");
-        assert_eq!(std::fs::read(dir.path().join(FILE_NAME)).unwrap(), b"{not json");
+        assert_eq!(s.offer(&C, None, 21, &none).unwrap(), Some(ip(100)), "A's expired lease");
     }
 }

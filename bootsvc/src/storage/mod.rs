@@ -3,7 +3,8 @@
 //! Every consumer goes through [`Storage`]: the DHCP server, the HTTP handlers, the admin
 //! API and the identity decision. [`embedded::EmbeddedStorage`] is the implementation that
 //! needs nothing but a directory (the inventory directory, `state.dir/bootsvc.redb`, the
-//! lease and request files); a database-backed one plugs in at the same seam.
+//! lease and request files); [`pg::PgStorage`] keeps the same in PostgreSQL, shared by
+//! several instances, with copies in memory for the reads that must not block.
 //! `ARCHITECTURE.md` ("Storage") shows where it sits.
 //!
 //! # Calling rules
@@ -12,8 +13,8 @@
 //! |---|---|---|---|
 //! | machines | [`Storage::snapshot`] | no: from memory (a cheap `Arc` of the current snapshot) | per DHCP packet, per HTTP request |
 //! | machine state | [`Storage::state`], [`Storage::states`] | no: from memory, kept in step with every write | per DHCP packet (is netboot allowed?), per request |
-//! | writes, history | [`Storage::record_event`], [`Storage::reinstall`], [`Storage::events`] | **yes** (fsync; a database round trip): call them from a blocking thread (`spawn_blocking`) | per event, per admin call |
-//! | pool leases | [`Storage::leases`] → [`LeasePool`] | reads no; `ack`, `release`, `decline` **yes** (durable before they return) | per DHCP packet, from the DHCP server's loop (one packet at a time) |
+//! | writes, history | [`Storage::record_event`], [`Storage::reinstall`], [`Storage::events`], [`Storage::put_machine`], [`Storage::remove_machine`] | **yes** (fsync; a database round trip): call them from a blocking thread (`spawn_blocking`) | per event, per admin call |
+//! | pool leases | [`Storage::leases`] → [`LeasePool`] | reads no; `offer`, `ack`, `release`, `decline` **yes** (durable before they return; a database round trip when [`LeasePool::blocks`]) | per DHCP packet, from the DHCP server's loop (one packet at a time; when the pool blocks, the loop decides each packet inside `block_in_place`, still one at a time, in arrival order) |
 //! | DHCP requests seen | [`Storage::dhcp_requests`] → [`RequestsSeen`] | no (written behind, at most every few seconds) | per DHCP packet, per identity check |
 //!
 //! Rules every implementation keeps:
@@ -30,6 +31,7 @@
 
 pub mod embedded;
 pub mod leases;
+pub mod pg;
 pub mod requests;
 
 use std::collections::HashMap;
@@ -41,10 +43,18 @@ use osie_api::{Event, MacAddr};
 
 pub use embedded::EmbeddedStorage;
 pub use leases::{Lease, LeaseStore};
+pub use pg::PgStorage;
 pub use requests::DhcpRequests;
 
 use crate::inventory::{Backend, Machine, Snapshot};
 use crate::state::{MachineState, Recorded, StoredEvent};
+
+/// Whether the shared database answers, and how many acknowledged events wait for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DbHealth {
+    pub up: bool,
+    pub spooled: usize,
+}
 
 /// bootsvc's storage. See the module docs for the calling rules.
 pub trait Storage: Send + Sync + 'static {
@@ -66,6 +76,16 @@ pub trait Storage: Send + Sync + 'static {
     /// The last `limit` events of the machine keyed `key`, oldest first. May block.
     fn events(&self, key: &MacAddr, limit: usize) -> Result<Vec<StoredEvent>>;
 
+    /// Store the machine record `m` (validated by the caller against [`Storage::snapshot`]:
+    /// `crate::inventory::validate::change`), replacing the machine that has `replacing`
+    /// among its MACs, or as a new machine. `from` says who made the change, for the record's
+    /// source. Durable, and seen by [`Storage::snapshot`], before it returns. May block.
+    fn put_machine(&self, m: &Machine, replacing: Option<&MacAddr>, from: &str) -> Result<(), ChangeError>;
+
+    /// Remove the machine that has `mac` among its MACs: its hostname, or `None` when no
+    /// machine has it. Durable and seen before it returns. May block.
+    fn remove_machine(&self, mac: &MacAddr) -> Result<Option<String>, ChangeError>;
+
     /// The DHCP pool (an empty one without `[dhcp.pool]` or outside reservation mode).
     fn leases(&self) -> &dyn LeasePool;
 
@@ -78,6 +98,22 @@ pub trait Storage: Send + Sync + 'static {
 
     /// For the log: which storage, where.
     fn describe(&self) -> String;
+
+    /// The shared database's health, for `/metrics`; `None`: there is none.
+    fn health(&self) -> Option<DbHealth> {
+        None
+    }
+}
+
+/// Why a change to the machines was not made.
+#[derive(Debug, thiserror::Error)]
+pub enum ChangeError {
+    /// The change cannot be made as asked (a concurrent change took a MAC, the record lives in
+    /// a file this storage does not rewrite): the message says what to do.
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Failed(#[from] anyhow::Error),
 }
 
 impl dyn Storage {
@@ -169,16 +205,23 @@ impl Leases for NoLeases {
 pub trait LeasePool: Leases {
     /// Is there a pool at all?
     fn has_pool(&self) -> bool;
-    /// The lease `mac` holds now, if any.
+    /// Do `offer`, `ack`, `release` and `decline` wait for a database (so the DHCP server
+    /// calls them where blocking is allowed)? The embedded pool's do not: a small fsync'd
+    /// write at most.
+    fn blocks(&self) -> bool {
+        false
+    }
+    /// The lease `mac` holds now, if any. From memory.
     fn current(&self, mac: &MacAddr, now: u64) -> Option<Lease>;
-    /// Pick an address to offer `mac` and hold it for it a while. Never blocks.
+    /// Pick an address to offer `mac` and hold it for it a while. `Ok(None)`: no address
+    /// left; `Err`: the pool cannot be consulted (a database away).
     fn offer(
         &self,
         mac: &MacAddr,
         requested: Option<Ipv4Addr>,
         now: u64,
         taken: &dyn Fn(Ipv4Addr) -> bool,
-    ) -> Option<Ipv4Addr>;
+    ) -> Result<Option<Ipv4Addr>>;
     /// A client chose another server's offer: free the address held for it.
     fn forget_offer(&self, mac: &MacAddr);
     /// Bind `ip` to `mac` for `secs` (a REQUEST). `Ok(false)`: not ours to give to this

@@ -197,6 +197,28 @@ impl DhcpRequests {
         self.len() == 0
     }
 
+    /// Entries read from elsewhere (a database), kept as if recorded, not marked changed.
+    pub fn load(&self, entries: impl IntoIterator<Item = Requested>) {
+        for r in entries.into_iter().take(MAX_ENTRIES) {
+            self.record(r);
+        }
+        self.dirty.store(false, Ordering::Relaxed);
+    }
+
+    /// The whole table if it changed since the last call (for a writer other than
+    /// [`DhcpRequests::flush`]); [`DhcpRequests::changed_again`] if writing it failed.
+    pub fn take_changes(&self) -> Option<Vec<Requested>> {
+        if !self.dirty.swap(false, Ordering::Relaxed) {
+            return None;
+        }
+        Some(self.lock().by_mac.values().copied().collect())
+    }
+
+    /// Writing what [`DhcpRequests::take_changes`] gave failed: try again next time.
+    pub fn changed_again(&self) {
+        self.dirty.store(true, Ordering::Relaxed);
+    }
+
     /// Write the table if it changed since the last write.
     pub fn flush(&self) -> Result<()> {
         let Some(path) = &self.path else { return Ok(()) };

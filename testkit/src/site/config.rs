@@ -22,8 +22,10 @@ pub struct Config {
     pub artifacts: Artifacts,
     /// `[state] dir` (relative paths are the config file's directory's).
     pub state_dir: PathBuf,
-    /// `[inventory] dir`.
+    /// `[inventory] dir`; not written when `database` is given.
     pub inventory_dir: PathBuf,
+    /// `[database]`: machines, state, leases and events in PostgreSQL.
+    pub database: Option<Database>,
     /// `[admin]`; `None`: no section, the admin API is off.
     pub admin: Option<Admin>,
     pub log: Log,
@@ -103,6 +105,23 @@ impl Admin {
     }
 }
 
+/// `[database]`: the URL (password included) goes into a file beside the config, mode 0600,
+/// as an operator keeps it (`url_file`); bootsvc refuses a password in the config itself.
+#[derive(Debug, Clone)]
+pub struct Database {
+    pub url: String,
+    /// The file's name beside the config.
+    pub url_file: PathBuf,
+    /// `[database] site`: the site this instance serves.
+    pub site: Option<String>,
+}
+
+impl Database {
+    pub fn new(url: &str) -> Database {
+        Database { url: url.to_string(), url_file: "db.url".into(), site: None }
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Log {
     pub format: Option<LogFormat>,
@@ -133,6 +152,7 @@ impl Config {
             artifacts: Artifacts { dir: "artifacts".into(), images_dir: "images".into(), kernel_args: None },
             state_dir: "state".into(),
             inventory_dir: "machines".into(),
+            database: None,
             admin: None,
             log: Log::default(),
             user: None,
@@ -184,8 +204,16 @@ impl Config {
 
         t.table("state");
         t.path("dir", &self.state_dir);
-        t.table("inventory");
-        t.path("dir", &self.inventory_dir);
+        if let Some(db) = &self.database {
+            t.table("database");
+            t.path("url_file", &db.url_file);
+            if let Some(site) = &db.site {
+                t.str("site", site);
+            }
+        } else {
+            t.table("inventory");
+            t.path("dir", &self.inventory_dir);
+        }
 
         if let Some(a) = &self.admin {
             t.table("admin");
@@ -210,19 +238,27 @@ impl Config {
         t.0
     }
 
-    /// Write `bootsvc.toml` into `dir` (and the admin token file, 0600); the config's path.
+    /// Write `bootsvc.toml` into `dir` (and the admin token file and the database URL file,
+    /// 0600); the config's path.
     pub fn write(&self, dir: &Path) -> Result<PathBuf> {
         if let Some(a) = &self.admin {
-            let token = dir.join(&a.token_file);
-            std::fs::write(&token, format!("{}\n", a.token)).with_context(|| format!("writing {}", token.display()))?;
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600))
-                .with_context(|| format!("chmod 600 {}", token.display()))?;
+            write_secret(&dir.join(&a.token_file), &a.token)?;
+        }
+        if let Some(db) = &self.database {
+            write_secret(&dir.join(&db.url_file), &db.url)?;
         }
         let path = dir.join("bootsvc.toml");
         std::fs::write(&path, self.render()).with_context(|| format!("writing {}", path.display()))?;
         Ok(path)
     }
+}
+
+/// A one-line secret, readable by its owner only (bootsvc refuses one others may read).
+fn write_secret(path: &Path, value: &str) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, format!("{value}\n")).with_context(|| format!("writing {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("chmod 600 {}", path.display()))
 }
 
 /// A TOML document written a table at a time, a blank line between tables.
