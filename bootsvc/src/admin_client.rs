@@ -16,6 +16,7 @@ use serde::de::DeserializeOwned;
 use crate::config::Config;
 use crate::http::admin::MachineView;
 use crate::state::StoredEvent;
+use crate::storage::SiteCount;
 
 /// Where the admin API is and how to authenticate.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,6 +124,10 @@ impl Client {
         self.call(Method::GET, &format!("/admin/machines/{mac}/events?limit={limit}")).await
     }
 
+    pub async fn sites(&self) -> Result<Vec<SiteCount>> {
+        self.call(Method::GET, "/admin/sites").await
+    }
+
     pub async fn reinstall(&self, mac: &str) -> Result<MachineView> {
         self.call(Method::POST, &format!("/admin/machines/{mac}/reinstall")).await
     }
@@ -134,6 +139,16 @@ fn read_token(f: &Path) -> Result<String> {
 }
 
 /// `bootsvc machines` as a table: one line per machine.
+/// `bootsvc sites`: one line per site.
+pub fn sites_table(v: &[SiteCount]) -> String {
+    let mut out = format!("{:<2}{:<24}{:>9}\n", "", "SITE", "MACHINES");
+    for s in v {
+        let name = if s.site.is_empty() { "(none: every site)" } else { s.site.as_str() };
+        out.push_str(&format!("{:<2}{:<24}{:>9}\n", if s.this { "*" } else { "" }, name, s.machines));
+    }
+    out
+}
+
 pub fn machines_table(v: &[MachineView]) -> String {
     let rows: Vec<[String; 8]> = v
         .iter()

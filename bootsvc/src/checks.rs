@@ -6,6 +6,20 @@ use std::path::Path;
 
 /// RFC 1123 host name: dot-separated labels of letters, digits and inner hyphens, each
 /// 1–63 characters, 253 in all.
+/// A site's name (`database.site`, a record's `site`): 1 to 63 lowercase letters, digits
+/// and inner hyphens, as it appears in logs, metrics and the database.
+pub fn site_name(s: &str) -> Result<(), String> {
+    let ok = (1..=63).contains(&s.len())
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{s:?} is not a site name: 1 to 63 lowercase letters, digits or inner hyphens"))
+    }
+}
+
 pub fn hostname(h: &str) -> Result<(), String> {
     if h.is_empty() || h.len() > 253 {
         return Err(format!("{h:?} is not a host name: 1 to 253 characters"));

@@ -50,6 +50,15 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The sites of the shared database (`[database]`), each with its number of machines;
+    /// `*` marks the answering instance's site (through the admin API).
+    Sites {
+        #[command(flatten)]
+        conn: Connect,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// The PostgreSQL database of `[database]`: schema migrations, importing and exporting
     /// machine records.
     Db {
@@ -171,6 +180,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 print!("{}{}", admin_client::machines_table(&v), admin_client::refused_claims(&v));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Sites { conn, json } => {
+            let v = runtime()?.block_on(async { conn.client()?.sites().await })?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                print!("{}", admin_client::sites_table(&v));
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -221,6 +221,17 @@ pub struct Database {
     /// Seconds to connect, and at most for one operation, before it fails.
     #[serde(default = "default_db_timeout")]
     pub timeout_secs: u64,
+    /// The site this instance serves: the machines whose record names it or no site, and
+    /// this site's DHCP pool. Default `default`.
+    #[serde(default)]
+    pub site: Option<String>,
+}
+
+impl Database {
+    /// The site's name, `default` when none is given.
+    pub fn site(&self) -> &str {
+        self.site.as_deref().unwrap_or("default")
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]

@@ -773,3 +773,86 @@ fn database_outage_keeps_known_machines_and_loses_no_event() {
     );
     site.stop();
 }
+
+/// An instance serves its own site's machines and those of no site; another site's machine
+/// gets no DHCP answer and a local-boot script, and the log says whose it is; every site is
+/// listed through any instance.
+#[test]
+fn an_instance_serves_its_own_site() {
+    let t = "an_instance_serves_its_own_site";
+    if !common::prerequisites(t) {
+        return;
+    }
+    let Some(pg) = Postgres::start(t) else { return };
+    pg.create_database("osie").unwrap();
+    let mut site = Site::new(Options::default());
+    let bridge = site.lan();
+    site.serve_on(&bridge, false);
+    site.reconfigure(|c| {
+        let mut db = Database::new(&pg.url("osie"));
+        db.site = Some("fra1".into());
+        c.database = Some(db);
+    })
+    .unwrap();
+    let c = cfg_arg(&site.config).to_string();
+    assert_eq!(bootsvc(&["db", "migrate", "--config", &c]).0, 0);
+    let recs = site.path("records");
+    std::fs::create_dir(&recs).unwrap();
+    for (i, site_field) in [r#","site":"fra1""#, r#","site":"ams1""#, ""].iter().enumerate() {
+        let (host, mac) = FIXED[i];
+        let rec = format!(
+            r#"{{"hostname":"{host}","macs":["{mac}"],"ip":{{"address":"{}","prefix":24}},"netboot":{{"allow":true}},"install":{{"image":{{"name":"debian-12"}}}}{site_field}}}"#,
+            common::CLIENTS[i]
+        );
+        std::fs::write(recs.join(format!("{host}.json")), rec).unwrap();
+    }
+    let (code, out, err) = bootsvc(&["db", "import", recs.to_str().unwrap(), "--config", &c]);
+    assert_eq!(code, 0, "{out}{err}");
+    site.start();
+
+    let script = |i: usize| site.get_as(common::CLIENTS[i], None, &format!("/boot/{}.ipxe", FIXED[i].1)).text();
+    assert!(script(0).contains("osie.mac="), "its own site's machine installs: {}", script(0));
+    assert!(script(2).contains("osie.mac="), "a machine of no site is every site's: {}", script(2));
+    assert!(!script(1).contains("osie.mac="), "{}", script(1));
+    assert!(site.logs().contains("52:54:00:00:0e:02 is a machine of site ams1: that site's instances serve it"));
+
+    let (client, cli_if) = site.join(&bridge, "02:00:00:00:01:03", None);
+    let offered = |mac: &str| {
+        let iface = cli_if.clone();
+        let mac: osie_api::MacAddr = mac.parse().unwrap();
+        client
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                rt.block_on(async move {
+                    let mut cfg = osie_testkit::dhcp::ClientConfig::broadcast(&iface);
+                    cfg.retries = 1;
+                    let dhcp = osie_testkit::dhcp::DhcpClient::bind(cfg)?;
+                    let id = osie_testkit::dhcp::Identity { mac: mac.octets(), arch: 0, ipxe: false };
+                    Ok(dhcp.offer(&id).await.ok().map(|o| o.yiaddr))
+                })
+            })
+            .join()
+            .unwrap()
+            .unwrap()
+    };
+    assert_eq!(offered(FIXED[0].1), Some(common::CLIENTS[0].parse().unwrap()));
+    assert_eq!(offered(FIXED[1].1), None, "another site's machine gets no offer");
+    assert!(site.metric("osie_dropped_packets_total{reason=\"dhcp-other-site\"}") >= 1);
+    assert!(site.logs().contains("a machine of site ams1"), "{}", osie_testkit::site::tail(&site.logs(), 10));
+
+    let listed = site.admin("GET", "/admin/machines").json();
+    let hosts: Vec<&str> = listed.as_array().unwrap().iter().map(|m| m["hostname"].as_str().unwrap()).collect();
+    assert_eq!(hosts, ["e1", "e3"]);
+    let sites = site.admin_cli(&["sites"]).unwrap();
+    assert_eq!(
+        sites.lines().map(str::trim_end).collect::<Vec<_>>(),
+        [
+            "  SITE                     MACHINES",
+            "  (none: every site)              1",
+            "  ams1                            1",
+            "* fra1                            1"
+        ],
+        "{sites}"
+    );
+    site.stop();
+}

@@ -48,6 +48,11 @@ impl Config {
         if !(1..=256).contains(&db.max_connections) {
             c.add("database.max_connections", format!("{} is out of range: 1 to 256", db.max_connections));
         }
+        if let Some(site) = &db.site {
+            if let Err(e) = crate::checks::site_name(site) {
+                c.add("database.site", e);
+            }
+        }
         if !(1..=300).contains(&db.timeout_secs) {
             c.add("database.timeout_secs", format!("{} is out of range: 1 to 300", db.timeout_secs));
         }

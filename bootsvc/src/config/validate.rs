@@ -441,6 +441,7 @@ dir = "machines"
             url_file: file,
             max_connections: 8,
             timeout_secs: 5,
+            site: None,
         };
         c.database = Some(db(Some("postgresql://osie@%2Frun%2Fpostgresql/osie"), None));
         assert_eq!(fields(&c.validate()), ["inventory.dir"], "both");
@@ -466,6 +467,12 @@ dir = "machines"
         assert_eq!(fields(&c.validate()), ["database.url_file"], "not both");
         c.database = Some(db(None, None));
         assert_eq!(fields(&c.validate()), ["database.url"]);
+        let mut bad_site = db(Some("postgresql://osie@db/osie"), None);
+        bad_site.site = Some("Fra 1".into());
+        c.database = Some(bad_site);
+        let p = c.validate();
+        assert_eq!(fields(&p), ["database.site"]);
+        assert!(p.to_string().contains("\"Fra 1\" is not a site name"), "{p}");
     }
 
     #[test]

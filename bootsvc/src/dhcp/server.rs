@@ -158,13 +158,21 @@ impl Handler {
         let now = leases::now();
         self.seen.observe(st.dhcp_requests(), &req, via, &lookups, now);
         let ctx = Ctx { settings: &self.settings, backend: &lookups, leases: st.leases(), now };
-        let d = if st.leases().blocks() && may_block_in_place() {
+        let mut d = if st.leases().blocks() && may_block_in_place() {
             // The pool waits for a database: decide where blocking is allowed. This packet is
             // still finished before the next is read, so packets keep their order.
             tokio::task::block_in_place(|| reply::respond(&req, via, &ctx))
         } else {
             reply::respond(&req, via, &ctx)
         };
+        if matches!(d.outcome, Outcome::Ignore { reason: "dhcp-unknown-mac", .. }) {
+            if let Some(site) = st.other_site(&req.mac) {
+                d.outcome = Outcome::Ignore {
+                    reason: "dhcp-other-site",
+                    why: format!("a machine of site {site}: that site's instances serve it"),
+                };
+            }
+        }
         let port = match via {
             Via::Dhcp => reply::SERVER_PORT,
             Via::Pxe(_) => PXE_PORT,

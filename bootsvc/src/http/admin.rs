@@ -35,7 +35,7 @@ use crate::inventory::load::parse_file;
 use crate::inventory::{validate, Entry};
 use crate::problem::Problems;
 use crate::state::{MachineState, StoredEvent};
-use crate::storage::{netboot_allowed, state_key, ChangeError};
+use crate::storage::{netboot_allowed, state_key, ChangeError, SiteCount};
 
 /// One machine as the admin API shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -190,6 +190,15 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> anyhow::Result<T> + Sen
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(AdminError::Internal(format!("{e:#}"))),
         Err(e) => Err(AdminError::Internal(e.to_string())),
+    }
+}
+
+/// The sites of the shared database (404 without one).
+pub async fn sites(State(app): State<AppState>) -> Result<Json<Vec<SiteCount>>, AdminError> {
+    let storage = Arc::clone(&app.storage);
+    match blocking(move || storage.sites()).await? {
+        Some(v) => Ok(Json(v)),
+        None => Err(AdminError::NotFound("no shared database: this instance serves every machine".into())),
     }
 }
 

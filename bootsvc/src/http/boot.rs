@@ -86,7 +86,11 @@ pub async fn script(
     let snap = app.storage.snapshot();
     let entry = snap.by_mac(&mac);
     let state = entry.map(|e| app.storage.state_of(&e.machine)).unwrap_or_default();
-    let choice = choose(&app.cfg, entry, &state, mac);
+    let mut choice = choose(&app.cfg, entry, &state, mac);
+    if let (None, Some(site)) = (entry, app.storage.other_site(&mac)) {
+        let why = format!("{mac} is a machine of site {site}: that site's instances serve it");
+        choice = Choice { kind: "other-site", script: ipxe::local_boot(&why), why: Some(why) };
+    }
     let host = entry.map(|e| e.machine.hostname.as_str()).unwrap_or("-");
     match (&choice.why, choice.kind) {
         (Some(why), "error") => tracing::error!(%mac, host, %peer, why, "iPXE script"),

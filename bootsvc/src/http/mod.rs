@@ -101,6 +101,7 @@ pub fn admin_router(app: AppState) -> Router {
     let guard = Arc::new(admin::Guard { app: Arc::clone(&app), backoff: backoff::Backoff::default() });
     let r = Router::new()
         .route("/admin/machines", get(admin::list).post(admin::add))
+        .route("/admin/sites", get(admin::sites))
         .route("/admin/machines/{mac}", get(admin::one).put(admin::replace).delete(admin::remove))
         .route("/admin/machines/{mac}/events", get(admin::events))
         .route("/admin/machines/{mac}/reinstall", post(admin::reinstall))

@@ -30,6 +30,10 @@ pub struct Machine {
     pub cloud_init: CloudInit,
     #[serde(default)]
     pub ssh_keys: Vec<String>,
+    /// The site whose bootsvc instances serve it (`database.site`); absent: every site's.
+    /// Without `[database]` there is one instance, and it serves every record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -41,6 +41,9 @@ pub fn machine(e: &Entry, cfg: &Config, images: &Images, out: &mut Problems) {
     if let Some(id) = &m.instance_id {
         r.check("instance_id", checks::instance_id(id));
     }
+    if let Some(site) = &m.site {
+        r.check("site", checks::site_name(site));
+    }
     macs(m, &mut r);
     match &m.ip {
         Some(ip) => ip_config(ip, cfg, &mut r),
@@ -336,7 +339,7 @@ mod tests {
     #[test]
     fn every_field_problem_is_reported() {
         let p = problems_of(
-            r#"{"hostname":"n_1","instance_id":"a b","macs":["01:00:5e:00:00:01","52:54:00:00:00:01","52:54:00:00:00:01"],
+            r#"{"hostname":"n_1","instance_id":"a b","site":"FRA_1","macs":["01:00:5e:00:00:01","52:54:00:00:00:01","52:54:00:00:00:01"],
                 "ip":{"address":"192.0.2.150","prefix":24,"gateway":"198.51.100.1"},
                 "netboot":{"allow":true,"ipxe_script":"shell","ipxe_script_url":"http://x/${mac}","kernel_args":"a\nb"},
                 "install":{"image":{"name":"ubuntu","sha256":"00"},"disk":{"path":"sda","min_size":10,"max_size":5},
@@ -349,6 +352,7 @@ mod tests {
             [
                 "hostname",
                 "instance_id",
+                "site",
                 "macs[0]",
                 "macs[2]",
                 "ip.address",
@@ -367,7 +371,7 @@ mod tests {
             ],
             "{p:#?}"
         );
-        assert!(p[9].contains("known: debian-12"), "{}", p[9]);
+        assert!(p[10].contains("known: debian-12"), "{}", p[10]);
     }
 
     #[test]

@@ -49,6 +49,16 @@ pub use requests::DhcpRequests;
 use crate::inventory::{Backend, Machine, Snapshot};
 use crate::state::{MachineState, Recorded, StoredEvent};
 
+/// A site of the shared database and its number of machines (`site` empty: the machines of
+/// no site, which every site serves).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SiteCount {
+    pub site: String,
+    pub machines: i64,
+    /// The site of the instance that answered.
+    pub this: bool,
+}
+
 /// Whether the shared database answers, and how many acknowledged events wait for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DbHealth {
@@ -98,6 +108,23 @@ pub trait Storage: Send + Sync + 'static {
 
     /// For the log: which storage, where.
     fn describe(&self) -> String;
+
+    /// The site of a machine with this NIC that this instance does not serve (another
+    /// site's), for the log; `None`: none such.
+    fn other_site(&self, _mac: &MacAddr) -> Option<String> {
+        None
+    }
+
+    /// Every site of the shared database; `None` without one (one instance serves all).
+    /// Waits for the database.
+    fn sites(&self) -> Result<Option<Vec<SiteCount>>> {
+        Ok(None)
+    }
+
+    /// This instance's site (`database.site`); `None` without a shared database.
+    fn site(&self) -> Option<&str> {
+        None
+    }
 
     /// The shared database's health, for `/metrics`; `None`: there is none.
     fn health(&self) -> Option<DbHealth> {

@@ -97,7 +97,7 @@ pub fn import(cfg: &Config, dir: &Path) -> Result<Imported> {
         let tx = c.transaction().await.map_err(db_err("starting the import"))?;
         for e in good {
             let from = e.source.describe();
-            if machines::put(&tx, &e.machine, None, &from).await? {
+            if machines::put(&tx, &e.machine, &from).await? {
                 out.replaced += 1;
             } else {
                 out.added += 1;

@@ -5,6 +5,7 @@
 //! writers racing. Every change notifies `osie_machines`, and each instance reads the table
 //! again (`super::listen`).
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -50,8 +51,39 @@ pub async fn load(c: &impl GenericClient, site: Option<&str>) -> Result<Vec<Entr
 }
 
 /// Store `m` (from `from`), replacing the machine with the same first MAC if there is one.
-/// `site`: the site it belongs to (`None`: any). Returns whether it replaced one.
-pub async fn put(c: &impl GenericClient, m: &Machine, site: Option<&str>, from: &str) -> Result<bool> {
+/// The NICs of the machines of sites other than `site`, with their site.
+pub async fn other_sites(c: &impl GenericClient, site: &str) -> Result<HashMap<MacAddr, String>> {
+    let rows = c
+        .query(
+            "SELECT mm.mac::text, m.site FROM machine_macs mm JOIN machines m ON m.id = mm.machine_id
+             WHERE m.site IS NOT NULL AND m.site <> $1",
+            &[&site],
+        )
+        .await
+        .map_err(db_err("reading other sites' machines"))?;
+    let mut out = HashMap::new();
+    for r in rows {
+        let mac: String = r.get(0);
+        if let Ok(mac) = mac.parse() {
+            out.insert(mac, r.get(1));
+        }
+    }
+    Ok(out)
+}
+
+/// The sites the database knows, each with its number of machines; `""` is the machines
+/// of no site (served by every site).
+pub async fn sites(c: &impl GenericClient) -> Result<Vec<(String, i64)>> {
+    let rows = c
+        .query("SELECT coalesce(site, ''), count(*) FROM machines GROUP BY 1 ORDER BY 1", &[])
+        .await
+        .map_err(db_err("reading the sites"))?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// Its site is the record's (`None`: any). Returns whether it replaced one.
+pub async fn put(c: &impl GenericClient, m: &Machine, from: &str) -> Result<bool> {
+    let site = m.site.as_deref();
     let boot = m.boot_mac().ok_or_else(|| anyhow!("{}: a machine without a MAC cannot be stored", m.hostname))?;
     let del = c.prepare_cached("DELETE FROM machines WHERE boot_mac = $1::text::macaddr").await;
     let replaced = c

@@ -25,7 +25,7 @@ pub mod state;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
@@ -37,7 +37,7 @@ use self::leases::PgLeases;
 use self::spool::{Spool, Spooled};
 use self::state::States;
 use super::requests::{Requested, FLUSH_INTERVAL};
-use super::{ChangeError, DbHealth, DhcpRequests, LeasePool, RequestsSeen, Storage};
+use super::{ChangeError, DbHealth, DhcpRequests, LeasePool, RequestsSeen, SiteCount, Storage};
 use crate::config::{Config, DhcpMode};
 use crate::inventory::{images, watch, Entry, Images, Inventory, Machine, Snapshot};
 use crate::problem::Problems;
@@ -52,6 +52,9 @@ pub struct Shared {
     inventory: Inventory,
     /// The records as last read, and the images they are validated against.
     records: Mutex<(Vec<Entry>, Images)>,
+    /// The NICs of other sites' machines, and their site: so a request from one is logged as
+    /// such, not as from an unknown machine.
+    others: RwLock<HashMap<MacAddr, String>>,
     states: States,
     leases: PgLeases,
 }
@@ -59,7 +62,9 @@ pub struct Shared {
 impl Shared {
     /// Read the machines again and serve those that pass this instance's validation.
     async fn reload_machines(&self, c: &impl GenericClient) -> Result<()> {
-        let entries = machines::load(c, None).await?;
+        let entries = machines::load(c, Some(&self.site)).await?;
+        let others = machines::other_sites(c, &self.site).await?;
+        *self.others.write().unwrap_or_else(|p| p.into_inner()) = others;
         let images = self.records.lock().unwrap_or_else(|p| p.into_inner()).1.clone();
         self.serve_records(entries, images);
         Ok(())
@@ -121,7 +126,7 @@ impl PgStorage {
             (true, DhcpMode::Reservation, Some(p)) => Some(p),
             _ => None,
         };
-        let site = String::new();
+        let site = db.site().to_string();
         let mut problems = Problems::default();
         let images = images::load(&cfg.artifacts.images_dir, &mut problems);
         for p in problems.iter() {
@@ -134,6 +139,7 @@ impl PgStorage {
             site,
             inventory: Inventory::new(Snapshot::default()),
             records: Mutex::new((Vec::new(), images)),
+            others: RwLock::default(),
             states: States::default(),
         });
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -238,7 +244,7 @@ impl Storage for PgStorage {
                 if let Some(mac) = replacing {
                     machines::remove(&tx, mac).await?;
                 }
-                machines::put(&tx, m, None, from).await?;
+                machines::put(&tx, m, from).await?;
                 machines::announce(&tx).await?;
                 tx.commit().await.map_err(db_err("committing"))?;
                 // Seen by this instance's reads before this returns.
@@ -285,6 +291,23 @@ impl Storage for PgStorage {
 
     fn describe(&self) -> String {
         format!("postgresql ({})", self.bridge().shown)
+    }
+
+    fn other_site(&self, mac: &MacAddr) -> Option<String> {
+        self.shared.others.read().unwrap_or_else(|p| p.into_inner()).get(mac).cloned()
+    }
+
+    fn site(&self) -> Option<&str> {
+        Some(&self.shared.site)
+    }
+
+    fn sites(&self) -> Result<Option<Vec<SiteCount>>> {
+        let all = self.bridge().run("reading the sites", async {
+            let c = self.bridge().client().await?;
+            machines::sites(&c).await
+        })?;
+        let this = &self.shared.site;
+        Ok(Some(all.into_iter().map(|(site, machines)| SiteCount { this: site == *this, site, machines }).collect()))
     }
 
     fn health(&self) -> Option<DbHealth> {

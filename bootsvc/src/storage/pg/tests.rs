@@ -52,6 +52,7 @@ fn config(pg: &Postgres, db: &str, state: &tempfile::TempDir) -> Arc<Config> {
         url_file: None,
         max_connections: 4,
         timeout_secs: 10,
+        site: None,
     });
     Arc::new(c)
 }
@@ -100,7 +101,7 @@ fn two_instances_share_machines_state_and_events() {
     b.run("adding", async {
         let mut c = b.client().await?;
         let tx = c.transaction().await?;
-        machines::put(&tx, &e[0].machine, None, "m1.json").await?;
+        machines::put(&tx, &e[0].machine, "m1.json").await?;
         machines::announce(&tx).await?;
         tx.commit().await?;
         Ok(())
