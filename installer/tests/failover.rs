@@ -4,6 +4,9 @@
 //! carrying the same size and mtime (what `cp -p` or `rsync -a` keep) the download resumes
 //! there; with another mtime it starts over from byte 0 on B.
 //!
+//! The list of instances is the one A renders into the machine's iPXE script (each instance
+//! names the other in `[http] peers`).
+//!
 //! The network: A's namespace holds a bridge with A's address; B's namespace and the
 //! machine's (the installer's) hang on it by veths. The bridge's port towards the machine is
 //! shaped to 32 Mbit/s, so the image takes seconds and the kill lands mid-stream. Each
@@ -17,6 +20,7 @@ use std::process::Stdio;
 use std::sync::mpsc::channel;
 use std::time::Duration;
 
+use osie_api::BootParams;
 use osie_testkit::site::config::Admin;
 use osie_testkit::site::{self, Dir, Launch, Site};
 use osie_testkit::ChildGuard;
@@ -51,6 +55,14 @@ fn instance(bin: &Path, address: &str, image: &[u8], mtime: std::time::SystemTim
     c.tftp.enabled = Some(false);
     c.admin = Some(Admin::with_token(TOKEN));
     let s = Site::new(Launch::new(bin), dir, c).unwrap();
+    // Each instance names the other in `[http] peers` (the kit's config does not know the
+    // field: it is added to the file as written).
+    let peer = if address == A { B } else { A };
+    let text = std::fs::read_to_string(&s.config).unwrap();
+    let public = format!("public_url = \"http://{address}:8080\"\n");
+    assert!(text.contains(&public), "{text}");
+    let text = text.replace(&public, &format!("{public}peers = [\"http://{peer}:8080\"]\n"));
+    std::fs::write(&s.config, text).unwrap();
     let record = serde_json::json!({
         "hostname": "fo-1", "macs": [MAC], "ip": {"address": MACHINE, "prefix": 24},
         "netboot": {"allow": true},
@@ -104,8 +116,15 @@ fn kill_mid_image(test: &str, same_mtime: bool) {
     a.start().unwrap();
     b.start().unwrap();
 
+    // The list the installer gets is the one A renders into the machine's iPXE script.
+    let script = a.get(&format!("/boot/{MAC}.ipxe")).text();
+    let kernel = script.lines().find(|l| l.starts_with("kernel ")).unwrap_or_else(|| panic!("{script}"));
+    let params = BootParams::parse(kernel.split(" || ").next().unwrap()).unwrap();
+    assert_eq!(params.urls(), [format!("http://{A}:8080"), format!("http://{B}:8080")], "{kernel}");
+    assert!(kernel.contains(&format!(" || kernel --name vmlinuz http://{B}:8080/artifacts/vmlinuz ")), "{kernel}");
+    let urls = params.urls().join(",");
+
     let dev = loopdev(dir.path(), 64 * MIB, 512);
-    let urls = format!("http://{A}:8080,http://{B}:8080/");
     let mut cmd = host.cmd(env!("CARGO_BIN_EXE_installer"));
     cmd.args(["install", "--metadata-url", &urls, "--mac", MAC, "--disk", dev.path.to_str().unwrap()])
         .env("RUST_LOG", "info")
