@@ -7,6 +7,10 @@
 //! The list of instances is the one A renders into the machine's iPXE script (each instance
 //! names the other in `[http] peers`).
 //!
+//! And against the test HTTP server (two of them on loopback): a `503` moves metadata and
+//! events to the next server and they stay there; a `404` for the image is an answer, and
+//! the next server is not asked.
+//!
 //! The network: A's namespace holds a bridge with A's address; B's namespace and the
 //! machine's (the installer's) hang on it by veths. The bridge's port towards the machine is
 //! shaped to 32 Mbit/s, so the image takes seconds and the kill lands mid-stream. Each
@@ -24,6 +28,7 @@ use osie_api::BootParams;
 use osie_testkit::site::config::Admin;
 use osie_testkit::site::{self, Dir, Launch, Site};
 use osie_testkit::ChildGuard;
+use support::http::{File, Server};
 use support::*;
 
 const A: &str = "192.0.2.1";
@@ -195,4 +200,75 @@ fn a_killed_instance_hands_over_and_the_image_resumes() {
 #[test]
 fn another_validator_restarts_the_image_on_the_next_instance() {
     kill_mid_image("another_validator_restarts_the_image_on_the_next_instance", false);
+}
+
+/// A whole-disk image (zstd) on `srv` at `/images/os.raw.zst`, unless `missing`, and the
+/// metadata naming it there.
+fn serve_image(srv: &Server, z: &[u8], raw_len: usize, missing: bool) {
+    if !missing {
+        srv.put("/images/os.raw.zst", File::new(z.to_vec(), "os-1"));
+    }
+    let md = serde_json::json!({
+        "instance_id": "i-fo", "hostname": "fo-2", "mac": MAC,
+        "install": {
+            "image": {"url": srv.url("/images/os.raw.zst"), "sha256": sha256_hex(z), "size": z.len(),
+                      "raw_size": raw_len, "format": "zstd"},
+            "gpt": {"grow_last_partition": true},
+        },
+        "cloud_init": {"user_data": "#cloud-config\n{}\n"},
+    });
+    srv.set_metadata(&md.to_string());
+}
+
+fn requests(srv: &Server, path: &str) -> Vec<u16> {
+    srv.log().iter().filter(|l| l.path.starts_with(path)).map(|l| l.status).collect()
+}
+
+#[test]
+fn a_5xx_moves_on_and_a_404_is_an_answer() {
+    let test = "a_5xx_moves_on_and_a_404_is_an_answer";
+    if !disk_prereqs(test) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let raw = build_image(dir.path(), 32 * MIB, 512).raw;
+    let z = zstd(&raw);
+    let dev = loopdev(dir.path(), 48 * MIB, 512);
+
+    // A answers 503 to everything of bootsvc's (restarting for ever); B works.
+    let (a, b) = (Server::start(), Server::start());
+    serve_image(&a, &z, raw.len(), false);
+    serve_image(&b, &z, raw.len(), false);
+    {
+        let mut s = a.state.lock().unwrap();
+        (s.fail_metadata, s.fail_events) = (u32::MAX, u32::MAX);
+    }
+    let list = format!("{},{}", a.url(""), b.url(""));
+    let (ok, log) =
+        installer(&["install", "--metadata-url", &list, "--mac", MAC, "--disk", dev.path.to_str().unwrap()]);
+    assert!(ok, "{log}");
+    assert_eq!(requests(&a, "/metadata"), [503], "asked once, then B stays in use");
+    assert!(requests(&a, "/events").is_empty() && requests(&a, "/images").is_empty(), "{:?}", a.log());
+    let evs = b.events();
+    assert_eq!(evs.first().map(|e| e.phase), Some(osie_api::Phase::Metadata));
+    assert_eq!(evs.last().map(|e| e.phase), Some(osie_api::Phase::Installed));
+    let note =
+        format!("[failover: {} failed (GET {}/metadata: server answered 503 Service Unavailable", a.url(""), a.url(""));
+    assert!(evs[0].message.contains(&note), "{}", evs[0].message);
+    assert!(evs[1..].iter().all(|e| !e.message.contains("failover")), "the note is sent once");
+
+    // A's metadata names an image A does not have: 404 is an answer, B is not asked for it.
+    let (a, b) = (Server::start(), Server::start());
+    serve_image(&a, &z, raw.len(), true);
+    serve_image(&b, &z, raw.len(), false);
+    let list = format!("{},{}", a.url(""), b.url(""));
+    let (ok, log) =
+        installer(&["install", "--metadata-url", &list, "--mac", MAC, "--disk", dev.path.to_str().unwrap()]);
+    assert!(!ok, "{log}");
+    assert!(log.contains("404"), "{log}");
+    assert_eq!(requests(&a, "/images"), [404]);
+    assert!(requests(&b, "/images").is_empty() && requests(&b, "/metadata").is_empty(), "{:?}", b.log());
+    let failed = a.events().pop().expect("events went to A");
+    assert_eq!(failed.phase, osie_api::Phase::Failed);
+    assert!(read_dev(&dev.path, 0, MIB).iter().all(|&x| x == 0), "the first MiB stays blank");
 }
