@@ -153,9 +153,13 @@ impl Servers {
     }
 }
 
-/// `url` under one of `bases` → the same path under each base, in order.
+/// `url` under one of `bases` (the longest that fits) → the same path under each base, in
+/// order.
 pub fn mirrors(bases: &[String], url: &str) -> Option<Vec<String>> {
-    let path = bases.iter().find_map(|b| url.strip_prefix(b.as_str()).filter(|p| p.starts_with('/')))?;
+    let path = bases
+        .iter()
+        .filter_map(|b| url.strip_prefix(b.as_str()).filter(|p| p.starts_with('/')))
+        .min_by_key(|p| p.len())?;
     Some(bases.iter().map(|b| format!("{b}{path}")).collect())
 }
 
@@ -284,7 +288,11 @@ mod tests {
         assert_eq!(s.current().0, 1);
         assert_eq!(img.current().1, "http://192.0.2.2:8080/images/d.raw.zst");
         assert_eq!(s.take_notes(), ["failover: http://192.0.2.1:8080 failed (reset), now http://192.0.2.2:8080"]);
+        // Bases with paths: the longest base that fits names the path.
+        let bases = urls(&["http://a", "http://a/osie"]);
+        assert_eq!(mirrors(&bases, "http://a/osie/images/d").unwrap(), ["http://a/images/d", "http://a/osie/images/d"]);
         // Elsewhere, or only a prefix of a host name: that URL alone.
+
         for other in ["http://198.51.100.7/d.raw.zst", "http://192.0.2.1:80801/images/d", "http://192.0.2.1:8080"] {
             assert_eq!(s.for_url(other).urls(), [other], "{other}");
         }
