@@ -8,7 +8,9 @@ use std::net::Ipv4Addr;
 
 use crate::mac::MacAddr;
 
-/// Base URL of bootsvc's HTTP service, e.g. `http://192.0.2.1:8080`.
+/// Base URL of bootsvc's HTTP service, e.g. `http://192.0.2.1:8080`; or several, separated
+/// by commas (`http://192.0.2.1:8080,http://192.0.2.2:8080`): instances of one site, tried
+/// in this order ([`parse_urls`]).
 pub const KEY_URL: &str = "osie.url";
 /// MAC of the NIC the machine booted from; the installer brings this NIC up.
 pub const KEY_MAC: &str = "osie.mac";
@@ -22,7 +24,10 @@ pub const KEY_RESCUE: &str = "osie.rescue";
 /// What the installer learns from the kernel command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BootParams {
+    /// The first `osie.url` (the instance that rendered the script).
     pub url: String,
+    /// The other instances of `osie.url`, in order, without duplicates; empty for one URL.
+    pub fallback_urls: Vec<String>,
     pub mac: MacAddr,
     pub ip: Option<StaticIp>,
     pub debug: bool,
@@ -50,7 +55,7 @@ impl BootParams {
     /// Parse a whole kernel command line. Unknown words are ignored; the last occurrence of a
     /// key wins, as with the kernel's own parameters.
     pub fn parse(cmdline: &str) -> Result<Self, CmdlineError> {
-        let mut url = None;
+        let mut urls: Option<Vec<String>> = None;
         let mut mac = None;
         let mut ip = None;
         let mut debug = false;
@@ -61,18 +66,7 @@ impl BootParams {
                 None => (word.as_str(), None),
             };
             match (key, value) {
-                (KEY_URL, Some(v)) => {
-                    let Some((scheme, rest)) = v.split_once("://").filter(|(s, _)| matches!(*s, "http" | "https"))
-                    else {
-                        return Err(invalid(KEY_URL, v, "must start with http:// or https://"));
-                    };
-                    // Trailing slashes go, but never into the `//` of the scheme.
-                    let rest = rest.trim_end_matches('/');
-                    if rest.is_empty() || rest.starts_with('/') {
-                        return Err(invalid(KEY_URL, v, "has no host"));
-                    }
-                    url = Some(format!("{scheme}://{rest}"));
-                }
+                (KEY_URL, Some(v)) => urls = Some(parse_urls(v)?),
                 (KEY_MAC, Some(v)) => {
                     mac = Some(v.parse().map_err(|e: crate::mac::MacParseError| invalid(KEY_MAC, v, &e.to_string()))?);
                 }
@@ -82,8 +76,10 @@ impl BootParams {
                 _ => {}
             }
         }
+        let mut urls = urls.ok_or(CmdlineError::Missing(KEY_URL))?.into_iter();
         Ok(BootParams {
-            url: url.ok_or(CmdlineError::Missing(KEY_URL))?,
+            url: urls.next().ok_or(CmdlineError::Missing(KEY_URL))?,
+            fallback_urls: urls.collect(),
             mac: mac.ok_or(CmdlineError::Missing(KEY_MAC))?,
             ip,
             debug,
@@ -93,7 +89,7 @@ impl BootParams {
 
     /// The `osie.*` words for a kernel command line (no `console=`; the caller adds those).
     pub fn to_args(&self) -> Vec<String> {
-        let mut v = vec![format!("{KEY_URL}={}", self.url), format!("{KEY_MAC}={}", self.mac)];
+        let mut v = vec![format!("{KEY_URL}={}", self.urls().join(",")), format!("{KEY_MAC}={}", self.mac)];
         if let Some(ip) = &self.ip {
             v.push(format!("{KEY_IP}={}", ip.to_value()));
         }
@@ -105,6 +101,43 @@ impl BootParams {
         }
         v
     }
+}
+
+impl BootParams {
+    /// Every `osie.url`, the first one first.
+    pub fn urls(&self) -> Vec<&str> {
+        std::iter::once(&self.url).chain(&self.fallback_urls).map(String::as_str).collect()
+    }
+}
+
+/// An `osie.url` value: one base URL or several separated by commas, each `http://` or
+/// `https://` with a host; trailing slashes are dropped, and so is a URL given twice (the
+/// first place counts). The error names the bad entry and its place in the list.
+pub fn parse_urls(v: &str) -> Result<Vec<String>, CmdlineError> {
+    let mut out: Vec<String> = Vec::new();
+    let many = v.contains(',');
+    for (i, entry) in v.split(',').enumerate() {
+        let bad = |why: &str| {
+            let why = if many { format!("entry {} {entry:?} {why}", i + 1) } else { why.to_string() };
+            invalid(KEY_URL, v, &why)
+        };
+        if entry.is_empty() {
+            return Err(bad("is empty (two commas, or one at an end)"));
+        }
+        let Some((scheme, rest)) = entry.split_once("://").filter(|(s, _)| matches!(*s, "http" | "https")) else {
+            return Err(bad("must start with http:// or https://"));
+        };
+        // Trailing slashes go, but never into the `//` of the scheme.
+        let rest = rest.trim_end_matches('/');
+        if rest.is_empty() || rest.starts_with('/') {
+            return Err(bad("has no host"));
+        }
+        let url = format!("{scheme}://{rest}");
+        if !out.contains(&url) {
+            out.push(url);
+        }
+    }
+    Ok(out)
 }
 
 impl StaticIp {
@@ -196,6 +229,39 @@ mod tests {
         let p = BootParams::parse("osie.url=http://x// osie.mac=52:54:00:00:00:01").unwrap();
         assert_eq!(p.url, "http://x");
         assert_eq!(BootParams::parse(&p.to_args().join(" ")).unwrap(), p);
+    }
+
+    #[test]
+    fn several_urls_keep_their_order() {
+        let p = BootParams::parse(
+            "osie.url=http://192.0.2.1:8080/,https://192.0.2.2:8443,http://192.0.2.1:8080 osie.mac=52:54:00:00:00:01",
+        )
+        .unwrap();
+        assert_eq!(p.url, "http://192.0.2.1:8080");
+        assert_eq!(p.fallback_urls, ["https://192.0.2.2:8443"], "the duplicate is dropped");
+        assert_eq!(p.urls(), ["http://192.0.2.1:8080", "https://192.0.2.2:8443"]);
+        assert_eq!(p.to_args()[0], "osie.url=http://192.0.2.1:8080,https://192.0.2.2:8443");
+        assert_eq!(BootParams::parse(&p.to_args().join(" ")).unwrap(), p);
+        // The last osie.url wins as a whole: lists are not merged.
+        let p = BootParams::parse("osie.url=http://a,http://b osie.url=http://c osie.mac=52:54:00:00:00:01").unwrap();
+        assert_eq!(p.urls(), ["http://c"]);
+    }
+
+    #[test]
+    fn a_bad_entry_is_named() {
+        for (v, want) in [
+            ("http://a,ftp://b", "entry 2 \"ftp://b\" must start with http:// or https://"),
+            ("http://a,,http://b", "entry 2 \"\" is empty"),
+            ("http://a,", "entry 2 \"\" is empty"),
+            (",http://a", "entry 1 \"\" is empty"),
+            ("http://a,http://", "entry 2 \"http://\" has no host"),
+            ("b:8080,http://a", "entry 1 \"b:8080\" must start"),
+        ] {
+            let e = parse_urls(v).unwrap_err().to_string();
+            assert!(e.contains(want) && e.contains(KEY_URL), "{v}: {e}");
+        }
+        let e = parse_urls("ftp://x").unwrap_err().to_string();
+        assert!(!e.contains("entry"), "one URL is not called an entry: {e}");
     }
 
     #[test]

@@ -147,6 +147,10 @@ pub struct Http {
     /// Base URL machines use to reach this service, e.g. `http://192.0.2.1:8080`. Goes into
     /// DHCP replies, iPXE scripts and `osie.url=`.
     pub public_url: String,
+    /// The `public_url` of the site's other instances: the installer's `osie.url` lists them
+    /// after this one's, and falls over to them in order (`docs/config.md`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peers: Vec<String>,
     /// Largest request body accepted (events, admin), bytes.
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,

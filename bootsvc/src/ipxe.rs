@@ -73,11 +73,13 @@ pub fn split_args(s: &str) -> Result<Vec<String>, Unsafe> {
 }
 
 /// The installer's kernel command line: the service's arguments, the machine's, then
-/// `osie.url` and `osie.mac` (last, so they win), each argument a safe word. Refused when the
-/// installer would not read back exactly this URL and MAC from it (an `osie.ip=` it cannot
-/// parse, say): such a machine would boot into an installer that gives up at once.
+/// `osie.url` and `osie.mac` (last, so they win), each argument a safe word. `osie_url` is
+/// one base URL or several separated by commas (this instance first, then its peers).
+/// Refused when the installer would not read back exactly these URLs and MAC from it (an
+/// `osie.ip=` it cannot parse, say): such a machine would boot into an installer that gives
+/// up at once.
 pub fn installer_args(
-    base_url: &str,
+    osie_url: &str,
     service: &str,
     machine: Option<&str>,
     mac: MacAddr,
@@ -86,11 +88,14 @@ pub fn installer_args(
     if let Some(a) = machine {
         args.extend(split_args(a)?);
     }
-    let params = BootParams { url: base_url.to_string(), mac, ip: None, debug: false, rescue: false };
+    let urls = osie_api::cmdline::parse_urls(osie_url).map_err(|e| e.to_string())?;
+    let mut each = urls.iter().cloned();
+    let url = each.next().ok_or("osie.url is empty")?;
+    let params = BootParams { url, fallback_urls: each.collect(), mac, ip: None, debug: false, rescue: false };
     args.extend(params.to_args());
     match BootParams::parse(&args.join(" ")) {
-        Ok(p) if p.url == base_url.trim_end_matches('/') && p.mac == mac => Ok(args),
-        Ok(p) => Err(format!("the installer would read osie.url={} osie.mac={} from it", p.url, p.mac)),
+        Ok(p) if p.urls() == urls && p.mac == mac => Ok(args),
+        Ok(p) => Err(format!("the installer would read osie.url={} osie.mac={} from it", p.urls().join(","), p.mac)),
         Err(e) => Err(format!("the installer could not read it: {e}")),
     }
 }
@@ -116,6 +121,9 @@ pub fn check_url(url: &str, schemes: &[&str]) -> Result<(), Unsafe> {
 pub struct Installer<'a> {
     pub kernel_url: &'a str,
     pub initrd_url: &'a str,
+    /// The same kernel and initramfs on the site's other instances, (kernel, initrd) each:
+    /// iPXE tries them in order when a fetch from the one before fails.
+    pub fallbacks: &'a [(String, String)],
     /// Kernel command-line words (after the `initrd=` this adds).
     pub args: &'a [String],
     /// Shown on the console, e.g. `node1 (52:54:00:00:00:01)`.
@@ -126,23 +134,37 @@ pub struct Installer<'a> {
 /// (`initrd=`). Harmless for BIOS boots, needed for UEFI.
 const INITRD_NAME: &str = "initrd";
 
-/// The installer script. Retries every 10 s if the kernel or initramfs cannot be loaded.
+/// The installer script. Each of the kernel and the initramfs is fetched from this instance,
+/// else from each fallback in turn (`kernel A || kernel B || goto osie_failed`); when none
+/// can be loaded it tries again every 10 s.
 pub fn installer(i: &Installer) -> Result<String, Unsafe> {
-    check_url(i.kernel_url, &["http", "https"]).map_err(|e| format!("kernel URL {:?} {e}", i.kernel_url))?;
-    check_url(i.initrd_url, &["http", "https"]).map_err(|e| format!("initrd URL {:?} {e}", i.initrd_url))?;
+    let kernels: Vec<&str> = std::iter::once(i.kernel_url).chain(i.fallbacks.iter().map(|f| f.0.as_str())).collect();
+    let initrds: Vec<&str> = std::iter::once(i.initrd_url).chain(i.fallbacks.iter().map(|f| f.1.as_str())).collect();
+    for k in &kernels {
+        check_url(k, &["http", "https"]).map_err(|e| format!("kernel URL {k:?} {e}"))?;
+    }
+    for r in &initrds {
+        check_url(r, &["http", "https"]).map_err(|e| format!("initrd URL {r:?} {e}"))?;
+    }
     for a in i.args {
         check_word(a).map_err(|e| format!("kernel argument {a:?} {e}"))?;
     }
     let mut s = String::from("#!ipxe\n");
     s += &echo(&format!("installing {}", i.banner));
     s += ":osie_retry\n";
-    s += &format!("kernel --name vmlinuz {} initrd={INITRD_NAME}", i.kernel_url);
-    for a in i.args {
-        s.push(' ');
-        s.push_str(a);
+    for k in &kernels {
+        s += &format!("kernel --name vmlinuz {k} initrd={INITRD_NAME}");
+        for a in i.args {
+            s.push(' ');
+            s.push_str(a);
+        }
+        s += " || ";
     }
-    s += " || goto osie_failed\n";
-    s += &format!("initrd --name {INITRD_NAME} {} || goto osie_failed\n", i.initrd_url);
+    s += "goto osie_failed\n";
+    for r in &initrds {
+        s += &format!("initrd --name {INITRD_NAME} {r} || ");
+    }
+    s += "goto osie_failed\n";
     s += "boot || goto osie_failed\n";
     s += ":osie_failed\n";
     s += &echo("could not load the installer, trying again in 10 seconds");
@@ -212,6 +234,7 @@ mod tests {
         let s = installer(&Installer {
             kernel_url: "http://192.0.2.1:8080/artifacts/vmlinuz",
             initrd_url: "http://192.0.2.1:8080/artifacts/initramfs.img",
+            fallbacks: &[],
             args: &a,
             banner: "node1 (52:54:00:00:00:01)",
         })
@@ -252,6 +275,50 @@ mod tests {
         assert_eq!(
             cmds[4].tokens,
             args(&["initrd", "--name", "initrd", "http://192.0.2.1:8080/artifacts/initramfs.img"])
+        );
+    }
+
+    #[test]
+    fn fallbacks_follow_on_failure() {
+        let a = args(&["osie.url=http://192.0.2.1:8080,http://192.0.2.2:8080", "osie.mac=52:54:00:00:00:01"]);
+        let fb =
+            [("http://192.0.2.2:8080/artifacts/vmlinuz".to_string(), "http://192.0.2.2:8080/artifacts/i".to_string())];
+        let s = installer(&Installer {
+            kernel_url: "http://192.0.2.1:8080/artifacts/vmlinuz",
+            initrd_url: "http://192.0.2.1:8080/artifacts/i",
+            fallbacks: &fb,
+            args: &a,
+            banner: "n1",
+        })
+        .unwrap();
+        let cmds = commands(&s);
+        let shape: Vec<(String, Option<&str>)> = cmds.iter().map(|c| (c.name(), c.then)).collect();
+        let want = [
+            ("echo", None),
+            (":osie_retry", None),
+            ("kernel", Some("||")),
+            ("kernel", Some("||")),
+            ("goto", None),
+            ("initrd", Some("||")),
+            ("initrd", Some("||")),
+            ("goto", None),
+            ("boot", Some("||")),
+            ("goto", None),
+            (":osie_failed", None),
+            ("echo", None),
+            ("sleep", None),
+            ("goto", None),
+        ];
+        let want: Vec<(String, Option<&str>)> = want.iter().map(|(n, t)| (n.to_string(), *t)).collect();
+        assert_eq!(shape, want, "{s}");
+        assert_eq!(cmds[2].tokens[3], "http://192.0.2.1:8080/artifacts/vmlinuz");
+        assert_eq!(cmds[3].tokens[3], "http://192.0.2.2:8080/artifacts/vmlinuz");
+        assert_eq!(cmds[2].tokens[4..], cmds[3].tokens[4..], "the same command line from either");
+        assert_eq!(cmds[5].tokens, args(&["initrd", "--name", "initrd", "http://192.0.2.1:8080/artifacts/i"]));
+        assert_eq!(cmds[6].tokens, args(&["initrd", "--name", "initrd", "http://192.0.2.2:8080/artifacts/i"]));
+        assert_eq!(
+            (cmds[4].tokens.clone(), cmds[7].tokens.clone()),
+            (args(&["goto", "osie_failed"]), args(&["goto", "osie_failed"]))
         );
     }
 
@@ -306,6 +373,12 @@ mod tests {
         let e = installer_args("http://192.0.2.1:8080", "", Some("osie.ip=nonsense"), mac).unwrap_err();
         assert!(e.contains("could not read"), "{e}");
         assert!(installer_args("http://192.0.2.1:8080", "", Some("osie.ip=192.0.2.9/24,192.0.2.1"), mac).is_ok());
+        // Peers: the whole list, in order, last on the line.
+        let a = installer_args("http://192.0.2.1:8080,http://192.0.2.2:8080", "", Some("osie.url=http://evil"), mac)
+            .unwrap();
+        assert_eq!(a[1], "osie.url=http://192.0.2.1:8080,http://192.0.2.2:8080");
+        let e = installer_args("http://192.0.2.1:8080,ftp://x", "", None, mac).unwrap_err();
+        assert!(e.contains("entry 2"), "{e}");
     }
 
     #[test]
@@ -322,10 +395,20 @@ mod tests {
     #[test]
     fn rendering_refuses_what_validation_would() {
         let a = args(&["quiet", "|| shell"]);
-        let i = Installer { kernel_url: "http://s/k", initrd_url: "http://s/i", args: &a, banner: "x" };
+        let i = Installer { kernel_url: "http://s/k", initrd_url: "http://s/i", fallbacks: &[], args: &a, banner: "x" };
         assert!(installer(&i).is_err());
-        let i = Installer { kernel_url: "http://s/k\nshell", initrd_url: "http://s/i", args: &[], banner: "x" };
+        let i = Installer {
+            kernel_url: "http://s/k\nshell",
+            initrd_url: "http://s/i",
+            fallbacks: &[],
+            args: &[],
+            banner: "x",
+        };
         assert!(installer(&i).is_err());
+        let bad = [("http://t/k".to_string(), "http://t/i ||shell".to_string())];
+        let i =
+            Installer { kernel_url: "http://s/k", initrd_url: "http://s/i", fallbacks: &bad, args: &[], banner: "x" };
+        assert!(installer(&i).is_err(), "a fallback is checked like the first");
         assert!(chain("http://s/x\nshell", "x").is_err());
         assert!(chain("http://s/${x}", "x").is_err());
     }

@@ -12,6 +12,7 @@ use crate::http::HttpConfig;
 use crate::image::{self, progress, ImageSpec, Tuning};
 use crate::install::{self, InstallRequest, Options};
 use crate::report::Reporter;
+use crate::servers::Servers;
 use crate::target::Target;
 
 #[derive(Parser, Debug)]
@@ -42,9 +43,10 @@ enum Cmd {
     /// The whole install: fetch metadata, pick and wipe the disk, stream the image, fix the
     /// GPT, seed cloud-init, report every step to bootsvc.
     Install {
-        /// bootsvc's base URL (GET <URL>/metadata, POST <URL>/events). A URL ending in
-        /// /metadata is accepted too.
-        #[arg(long, value_name = "URL")]
+        /// bootsvc's base URL (GET <URL>/metadata, POST <URL>/events), or several separated by
+        /// commas (instances of one site, tried in order: the next on a connection error or a
+        /// 5xx). A URL ending in /metadata is accepted too.
+        #[arg(long, value_name = "URL[,URL…]")]
         metadata_url: String,
         /// MAC of the machine to install as (sent as X-Osie-Mac).
         #[arg(long)]
@@ -130,9 +132,9 @@ fn run(cli: Cli) -> Result<()> {
     http.read_timeout = Duration::from_secs_f64(cli.read_timeout.max(0.1));
     match cli.cmd {
         Cmd::Install { metadata_url, mac, disk, candidates, no_events } => {
-            let base = metadata_url.trim_end_matches('/').trim_end_matches(osie_api::paths::METADATA).to_string();
-            let reporter = if no_events { Reporter::disabled(mac) } else { Reporter::new(&base, mac) };
-            let req = InstallRequest { base_url: base, mac, disk, hardware: None };
+            let servers = Servers::parse(&base_urls(&metadata_url)).context("--metadata-url")?;
+            let reporter = if no_events { Reporter::disabled(mac) } else { Reporter::new(&servers, mac) };
+            let req = InstallRequest { servers, mac, disk, hardware: None };
             let opts = Options { http, candidates, ..Options::default() };
             match install::run_with(&req, &reporter, &opts) {
                 Ok(md) => {
@@ -191,5 +193,24 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Disks { min_size, json } => disk::print_report(min_size, json),
+    }
+}
+
+/// `--metadata-url` as `osie.url` takes it: each entry's `/metadata` (and trailing `/`) cut.
+fn base_urls(list: &str) -> String {
+    let base = |u: &str| u.trim_end_matches('/').trim_end_matches(osie_api::paths::METADATA).to_string();
+    list.split(',').map(base).collect::<Vec<_>>().join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_urls_become_bases() {
+        assert_eq!(base_urls("http://a:8080/metadata"), "http://a:8080");
+        assert_eq!(base_urls("http://a:8080/,http://b:8080/metadata/"), "http://a:8080,http://b:8080");
+        let e = format!("{:#}", Servers::parse(&base_urls("http://a:8080,b:8080")).unwrap_err());
+        assert!(e.contains("entry 2 \"b:8080\""), "{e}");
     }
 }

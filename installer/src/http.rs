@@ -1,12 +1,15 @@
 //! The one HTTP client configuration every request of the installer uses, and how its
 //! answers and errors are judged (retry or not). The image download's own reader
-//! ([`crate::image::plain`]) takes its [`Timeouts`] from here too.
+//! ([`crate::image::plain`]) takes its [`Timeouts`] from here too. Which failures move on to
+//! another bootsvc is [`crate::servers`]'s decision, made on the [`Failure`]s judged here.
 
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use reqwest::blocking::Client;
+
+use crate::servers::Failure;
 
 /// Where an operator's CA certificate (PEM) is looked for when none is given: the
 /// initramfs builder can drop it there for `https://` bootsvc URLs.
@@ -64,6 +67,28 @@ impl HttpConfig {
             b = b.add_root_certificate(cert);
         }
         b.build().context("building the HTTP client")
+    }
+}
+
+/// A request that could not be sent or got no answer: unreachable (the next server is
+/// tried), unless no retry can fix it ([`permanent`]). `what` is `GET <url>` or the like.
+pub fn send_failure(what: &str, e: reqwest::Error) -> Failure {
+    let permanent = permanent(&e);
+    let e = anyhow::anyhow!("{what}: {:#}", anyhow::anyhow!(e.without_url()));
+    if permanent {
+        Failure::Answer(e)
+    } else {
+        Failure::Unreachable(e)
+    }
+}
+
+/// A status that is not a success: unreachable when [`retryable_status`], else an answer.
+pub fn status_failure(what: &str, status: reqwest::StatusCode, body: &str) -> Failure {
+    let e = anyhow::anyhow!("{what}: server answered {status}: {}", body.trim());
+    if retryable_status(status) {
+        Failure::Unreachable(e)
+    } else {
+        Failure::Answer(e)
     }
 }
 

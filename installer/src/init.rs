@@ -29,6 +29,7 @@ use crate::modules::{coldplug, Loader};
 use crate::net::{self, NetOptions};
 use crate::pid1::failure::fail;
 use crate::report::Reporter;
+use crate::servers::Servers;
 use crate::{finish, hardware, pid1};
 
 /// How long to wait for the boot NIC's driver to show the NIC.
@@ -67,8 +68,15 @@ fn run() -> ! {
         Ok(p) => p,
         Err(e) => fail(anyhow!(e).context("reading the kernel command line"), None, rescue),
     };
-    let reporter = Arc::new(Reporter::new(&params.url, params.mac));
-    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| boot(&params, &reporter)));
+    let servers = match Servers::new(params.urls().iter().map(|u| u.to_string()).collect()) {
+        Ok(s) => s,
+        Err(e) => fail(e.context("reading the kernel command line"), None, rescue),
+    };
+    if servers.urls().len() > 1 {
+        say(&format!("osie: bootsvc instances, in order: {}", servers.urls().join(" ")));
+    }
+    let reporter = Arc::new(Reporter::new(&servers, params.mac));
+    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| boot(&params, &servers, &reporter)));
     match outcome {
         Ok(Ok(md)) => {
             let action = md.install.as_ref().map(|p| p.finish).unwrap_or_default();
@@ -83,7 +91,7 @@ fn run() -> ! {
     }
 }
 
-fn boot(params: &BootParams, reporter: &Reporter) -> Result<Metadata> {
+fn boot(params: &BootParams, servers: &Servers, reporter: &Reporter) -> Result<Metadata> {
     let started = Instant::now();
     let mut loader = Loader::for_running_kernel().context("reading the initramfs module index")?;
     if let Err(e) = pid1::mounts::set_modprobe() {
@@ -133,7 +141,7 @@ fn boot(params: &BootParams, reporter: &Reporter) -> Result<Metadata> {
             started.elapsed().as_secs_f64()
         ),
     );
-    let req = InstallRequest { base_url: params.url.clone(), mac: params.mac, disk: None, hardware: None };
+    let req = InstallRequest { servers: servers.clone(), mac: params.mac, disk: None, hardware: None };
     install::run(&req, reporter)
 }
 

@@ -16,6 +16,7 @@ use crate::gpt::Part;
 use crate::http::HttpConfig;
 use crate::image::{self, progress, ImageSpec, Tuning};
 use crate::report::Reporter;
+use crate::servers::Servers;
 use crate::target::Target;
 use crate::{cloudinit, gpt, metadata};
 
@@ -23,8 +24,9 @@ use crate::{cloudinit, gpt, metadata};
 /// `install` command from its arguments.
 #[derive(Debug, Clone)]
 pub struct InstallRequest {
-    /// bootsvc base URL (`osie.url`).
-    pub base_url: String,
+    /// bootsvc's base URLs (`osie.url`), shared with the [`Reporter`] so that metadata,
+    /// image and events fail over together.
+    pub servers: Servers,
     /// The NIC the machine booted from (`osie.mac`); sent as `X-Osie-Mac`.
     pub mac: MacAddr,
     /// Target disk override; `None` picks one from the metadata's hints.
@@ -77,7 +79,8 @@ pub fn run_with(req: &InstallRequest, reporter: &Reporter, opts: &Options) -> Re
     let disk = select_disk(plan, &spec, req, opts, reporter)?;
     let whole = wipe_disk(&disk, reporter)?;
     let dest = destination(&whole, &disk, plan)?;
-    stream_image(&client, &spec, &dest.target, opts, reporter)?;
+    let sources = req.servers.for_url(&spec.url);
+    stream_image(&client, &spec, &sources, &dest.target, opts, reporter)?;
     fix_gpt(&whole, plan, dest.layout.as_deref(), reporter)?;
     seed_cloud_init(&whole, &md, reporter)?;
     installed(&md, &disk, reporter);
@@ -86,7 +89,7 @@ pub fn run_with(req: &InstallRequest, reporter: &Reporter, opts: &Options) -> Re
 
 /// `metadata`: this machine's metadata from bootsvc (retried while it is unreachable).
 fn fetch_metadata(client: &Client, req: &InstallRequest, opts: &Options, reporter: &Reporter) -> Result<Metadata> {
-    let md = metadata::fetch(client, &req.base_url, req.mac, opts.metadata_retry)?;
+    let md = metadata::fetch(client, &req.servers, req.mac, opts.metadata_retry)?;
     reporter.event(Phase::Metadata, format!("instance {} hostname {}", md.instance_id, md.hostname));
     Ok(md)
 }
@@ -148,9 +151,17 @@ fn destination(whole: &Target, d: &DiskInfo, plan: &InstallPlan) -> Result<Desti
 }
 
 /// `image-streaming` (progress) and `image-verified`.
-fn stream_image(client: &Client, spec: &ImageSpec, target: &Target, opts: &Options, reporter: &Reporter) -> Result<()> {
+/// The image comes from the bootsvc in use when its URL is on one of them (`sources`).
+fn stream_image(
+    client: &Client,
+    spec: &ImageSpec,
+    sources: &Servers,
+    target: &Target,
+    opts: &Options,
+    reporter: &Reporter,
+) -> Result<()> {
     let tuning = image::Tuning { timeouts: opts.http.timeouts(), ..opts.tuning.clone() };
-    let out = image::stream(client, spec, target, &tuning, &|p| {
+    let out = image::stream_from(client, spec, sources, target, &tuning, &|p| {
         tracing::info!("image: {}", progress::describe(p));
         reporter.progress(Phase::ImageStreaming, p, progress::describe(p));
     })
@@ -159,10 +170,11 @@ fn stream_image(client: &Client, spec: &ImageSpec, target: &Target, opts: &Optio
     reporter.event(
         Phase::ImageVerified,
         format!(
-            "sha256 {} ok; {} bytes in {secs:.1} s ({:.0} MB/s); {} resumes, {} restarts; {}",
+            "sha256 {} ok; {} bytes in {secs:.1} s ({:.0} MB/s) from {}; {} resumes, {} restarts; {}",
             out.sha256,
             out.raw_bytes,
             out.raw_bytes as f64 / secs / 1e6,
+            sources.current().1,
             out.resumes,
             out.restarts,
             out.timings.describe(out.elapsed)

@@ -7,7 +7,8 @@
 //! (netlink, DHCP, static addressing), [`hardware`] (inventory), [`finish`] (reboot,
 //! poweroff, kexec). The install side: [`install`] (the whole flow from metadata to a
 //! finished disk), [`metadata`], [`disk`] (enumerate, select, wipe), [`image`] (streaming,
-//! the heart, built from the [`io`] adapters), [`gpt`], [`cloudinit`], and [`report`] (events).
+//! the heart, built from the [`io`] adapters), [`gpt`], [`cloudinit`], [`report`] (events), and
+//! [`servers`] (several bootsvc instances: the one in use, failover).
 
 pub mod backoff;
 pub mod cli;
@@ -28,4 +29,5 @@ pub mod net;
 pub mod pid1;
 pub mod random;
 pub mod report;
+pub mod servers;
 pub mod target;

@@ -1,4 +1,5 @@
-//! `GET {base}/metadata`: what to install on this machine.
+//! `GET {base}/metadata`: what to install on this machine (from the bootsvc in use, see
+//! [`crate::servers`]).
 
 use std::time::Duration;
 
@@ -7,36 +8,37 @@ use osie_api::{MacAddr, Metadata};
 use reqwest::blocking::Client;
 
 use crate::backoff::Backoff;
+use crate::http;
+use crate::servers::{Failure, Servers};
 
 /// Network just came up and bootsvc may be restarting: be patient (about two minutes).
 pub const RETRY: Backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(10), 16);
 
-/// Fetch and parse the metadata. Transport errors and 5xx are retried; a 4xx or a document
-/// that does not parse is an answer and fails at once.
-pub fn fetch(client: &Client, base_url: &str, mac: MacAddr, backoff: Backoff) -> Result<Metadata> {
-    let url = format!("{}{}", base_url.trim_end_matches('/'), osie_api::paths::METADATA);
-    let body = backoff
-        .retry(&format!("GET {url}"), |_| {
+/// Fetch and parse the metadata from the server in use, moving on to the next on
+/// connection errors and 5xx ([`Servers::run`]); a 4xx or a document that does not parse is
+/// an answer and fails at once.
+pub fn fetch(client: &Client, servers: &Servers, mac: MacAddr, backoff: Backoff) -> Result<Metadata> {
+    let (body, url) = servers
+        .run("fetching metadata", backoff, |base| {
+            let url = format!("{base}{}", osie_api::paths::METADATA);
+            let what = format!("GET {url}");
             let resp = client
                 .get(&url)
                 .header(osie_api::MAC_HEADER, mac.to_string())
                 .header(reqwest::header::ACCEPT, "application/json")
                 .send()
-                .map_err(|e| {
-                    let retry = !crate::http::permanent(&e);
-                    (anyhow!(e), retry)
-                })?;
+                .map_err(|e| http::send_failure(&what, e))?;
             let status = resp.status();
             if !status.is_success() {
-                let text = resp.text().unwrap_or_default();
-                return Err((
-                    anyhow!("server answered {status}: {}", text.trim()),
-                    crate::http::retryable_status(status),
-                ));
+                return Err(http::status_failure(&what, status, &resp.text().unwrap_or_default()));
             }
-            resp.bytes().map_err(|e| (anyhow!(e).context("reading the body"), true))
+            let body = resp
+                .bytes()
+                .map_err(|e| Failure::Unreachable(anyhow!(e).context(format!("{what}: reading the body"))))?;
+            Ok((body, url))
         })
-        .with_context(|| format!("fetching metadata from {url}"))?;
+        .context("fetching metadata")?;
+    tracing::info!("metadata from {url}");
     parse(&body).with_context(|| format!("metadata from {url}"))
 }
 

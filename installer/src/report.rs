@@ -1,10 +1,14 @@
-//! Events to bootsvc (`POST {base}/events`), retried until acknowledged.
+//! Events to bootsvc (`POST {base}/events`), retried until acknowledged, on the bootsvc in
+//! use ([`Servers`]): a connection error or 5xx moves on to the next one.
 //!
 //! Events are queued and sent by a background thread, so a slow or restarting bootsvc never
 //! stalls the disk. Each carries this run's random `run_id` and a `seq`, which makes a retry
 //! of an event bootsvc already stored a no-op there. [`Reporter::flush`] waits (bounded)
 //! until everything queued was acknowledged; the install calls it before it returns.
-//! Every event is also logged on the console.
+//! Every event is also logged on the console. When the bootsvc in use changed since the last
+//! event (for the metadata, the image or an event), the next event's message ends with a
+//! `[failover: http://a failed (why), now http://b]` note, so the record says which instance
+//! served the rest of the install.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
@@ -15,7 +19,8 @@ use osie_api::{Event, EventAck, Hardware, MacAddr, Phase, Progress};
 use reqwest::blocking::Client;
 
 use crate::backoff::Backoff;
-use crate::http::HttpConfig;
+use crate::http::{self, HttpConfig};
+use crate::servers::{Failure, Servers};
 
 /// How long [`Reporter::flush`] waits for bootsvc before giving up on the queue.
 pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(120);
@@ -26,7 +31,8 @@ enum Cmd {
 }
 
 pub struct Reporter {
-    pub base_url: String,
+    /// Where events go; `None` when they are only logged.
+    pub servers: Option<Servers>,
     pub mac: MacAddr,
     pub run_id: String,
     seq: AtomicU64,
@@ -35,20 +41,20 @@ pub struct Reporter {
 }
 
 impl Reporter {
-    /// Report to bootsvc at `base_url`, as the machine `mac`.
-    pub fn new(base_url: &str, mac: MacAddr) -> Reporter {
-        Self::with_http(base_url, mac, &HttpConfig::default())
+    /// Report to the bootsvc in use of `servers`, as the machine `mac`.
+    pub fn new(servers: &Servers, mac: MacAddr) -> Reporter {
+        Self::with_http(servers, mac, &HttpConfig::default())
     }
 
-    pub fn with_http(base_url: &str, mac: MacAddr, http: &HttpConfig) -> Reporter {
+    pub fn with_http(servers: &Servers, mac: MacAddr, http: &HttpConfig) -> Reporter {
         let mut r = Self::disabled(mac);
-        r.base_url = base_url.trim_end_matches('/').to_string();
+        r.servers = Some(servers.clone());
         match http.client() {
             Ok(client) => {
                 let (tx, rx) = channel();
-                let url = format!("{}{}", r.base_url, osie_api::paths::EVENTS);
+                let servers = servers.clone();
                 let spawned =
-                    std::thread::Builder::new().name("events".into()).spawn(move || sender(client, url, mac, rx));
+                    std::thread::Builder::new().name("events".into()).spawn(move || sender(client, servers, mac, rx));
                 match spawned {
                     Ok(_) => r.tx = Some(Mutex::new(tx)),
                     Err(e) => tracing::error!("events will only be logged: cannot start the sender thread: {e}"),
@@ -62,7 +68,7 @@ impl Reporter {
     /// Log events only (`--no-events`).
     pub fn disabled(mac: MacAddr) -> Reporter {
         Reporter {
-            base_url: String::new(),
+            servers: None,
             mac,
             run_id: crate::image::hex(&crate::random::bytes::<8>()),
             seq: AtomicU64::new(0),
@@ -132,7 +138,8 @@ impl Reporter {
         }
         let ok = done_rx.recv_timeout(timeout).is_ok();
         if !ok {
-            tracing::warn!("events not all delivered to {} within {timeout:?}", self.base_url);
+            let to = self.servers.as_ref().map(|s| s.urls().join(",")).unwrap_or_default();
+            tracing::warn!("events not all delivered to {to} within {timeout:?}");
         }
         ok
     }
@@ -143,7 +150,7 @@ fn now_ms() -> u64 {
 }
 
 /// The background sender: one event at a time, in order, each until acknowledged.
-fn sender(client: Client, url: String, mac: MacAddr, rx: Receiver<Cmd>) {
+fn sender(client: Client, servers: Servers, mac: MacAddr, rx: Receiver<Cmd>) {
     // Patient: bootsvc restarting for a minute must not lose the install's report.
     let backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(10), 40);
     while let Ok(cmd) = rx.recv() {
@@ -151,32 +158,57 @@ fn sender(client: Client, url: String, mac: MacAddr, rx: Receiver<Cmd>) {
             Cmd::Flush(done) => {
                 let _ = done.send(());
             }
-            Cmd::Send(ev) => {
+            Cmd::Send(mut ev) => {
                 let started = Instant::now();
-                let r = backoff.retry(&format!("sending event {}", ev.phase), |_| post(&client, &url, mac, &ev));
+                let r = servers.run(&format!("sending event {}", ev.phase), backoff, |base| {
+                    add_notes(&mut ev.message, servers.take_notes());
+                    post(&client, &format!("{base}{}", osie_api::paths::EVENTS), mac, &ev)
+                });
                 if let Err(e) = r {
-                    tracing::error!("event {} dropped after {:?}: {e}", ev.phase, started.elapsed());
+                    tracing::error!("event {} dropped after {:?}: {e:#}", ev.phase, started.elapsed());
                 }
             }
         }
     }
 }
 
-fn post(client: &Client, url: &str, mac: MacAddr, ev: &Event) -> Result<(), (String, bool)> {
-    let resp = client.post(url).header(osie_api::MAC_HEADER, mac.to_string()).json(ev).send().map_err(|e| {
-        let retry = !crate::http::permanent(&e);
-        (format!("POST {url}: {:#}", anyhow::anyhow!(e.without_url())), retry)
-    })?;
+/// The failover notes at the end of a message, once each.
+fn add_notes(message: &mut String, notes: Vec<String>) {
+    for n in notes {
+        message.push_str(&format!(" [{n}]"));
+    }
+}
+
+fn post(client: &Client, url: &str, mac: MacAddr, ev: &Event) -> Result<(), Failure> {
+    let what = format!("POST {url}");
+    let resp = client
+        .post(url)
+        .header(osie_api::MAC_HEADER, mac.to_string())
+        .json(ev)
+        .send()
+        .map_err(|e| http::send_failure(&what, e))?;
     let status = resp.status();
     if !status.is_success() {
-        let body = resp.text().unwrap_or_default();
         // A 4xx other than the transient ones is bootsvc refusing the event: retrying the
-        // same bytes will not change its mind.
-        return Err((format!("POST {url}: {status}: {}", body.trim()), crate::http::retryable_status(status)));
+        // same bytes, here or elsewhere, will not change its mind.
+        return Err(http::status_failure(&what, status, &resp.text().unwrap_or_default()));
     }
     match resp.json::<EventAck>() {
         Ok(ack) if ack.stored => Ok(()),
-        Ok(_) => Err((format!("POST {url}: bootsvc did not store the event"), true)),
-        Err(e) => Err((format!("POST {url}: unreadable acknowledgement: {e}"), true)),
+        Ok(_) => Err(Failure::Unreachable(anyhow::anyhow!("{what}: bootsvc did not store the event"))),
+        Err(e) => Err(Failure::Unreachable(anyhow::anyhow!("{what}: unreadable acknowledgement: {e}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notes_go_at_the_end_once() {
+        let mut m = "sha256 ok".to_string();
+        add_notes(&mut m, vec!["failover: http://a failed (refused), now http://b".into()]);
+        add_notes(&mut m, Vec::new());
+        assert_eq!(m, "sha256 ok [failover: http://a failed (refused), now http://b]");
     }
 }

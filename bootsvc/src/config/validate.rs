@@ -7,6 +7,9 @@ use super::{Config, DhcpMode};
 use crate::checks;
 use crate::problem::{Collector, Problems};
 
+/// Most `http.peers`: each is about 30 bytes of a kernel command line of at most 2048.
+pub const MAX_PEERS: usize = 8;
+
 impl Config {
     /// All problems with this configuration; empty when it is usable.
     pub fn validate(&self) -> Problems {
@@ -114,6 +117,36 @@ impl Config {
         }
     }
 
+    /// `http.peers`: base URLs like `public_url`, none of them twice or this instance's own,
+    /// no comma (the separator of `osie.url`), and few enough for the kernel command line.
+    fn check_peers(&self, c: &mut Collector) {
+        let h = &self.http;
+        if h.peers.len() > MAX_PEERS {
+            c.add(
+                "http.peers",
+                format!("{} peers: at most {MAX_PEERS} (they all go on the kernel command line)", h.peers.len()),
+            );
+        }
+        let own = h.public_url.trim_end_matches('/');
+        for (i, p) in h.peers.iter().enumerate() {
+            let field = format!("http.peers[{i}]");
+            let url = p.trim_end_matches('/');
+            let r = checks::base_url(p).and_then(|()| {
+                if p.contains(',') {
+                    return Err(format!("{p:?} contains a comma, which separates the URLs of osie.url"));
+                }
+                if url == own {
+                    return Err(format!("{p:?} is http.public_url, this instance itself"));
+                }
+                if h.peers[..i].iter().any(|q| q.trim_end_matches('/') == url) {
+                    return Err(format!("{p:?} is listed twice"));
+                }
+                Ok(())
+            });
+            c.check(&field, r);
+        }
+    }
+
     fn check_http(&self, c: &mut Collector) {
         let h = &self.http;
         match h.listen.ip() {
@@ -129,6 +162,7 @@ impl Config {
             c.add("http.listen", "port 0 is not a fixed port; machines need to know it through http.public_url");
         }
         c.check("http.public_url", checks::base_url(&h.public_url));
+        self.check_peers(c);
         if !(1024..=(64 << 20)).contains(&h.max_body_bytes) {
             c.add("http.max_body_bytes", format!("{} is out of range: 1 KiB to 64 MiB", h.max_body_bytes));
         }
@@ -355,6 +389,30 @@ dir = "machines"
             assert!(f.contains(&want), "{want} missing from {p}");
         }
         assert!(p.iter().all(|x| x.file == c.source), "{p}");
+    }
+
+    #[test]
+    fn peers_are_base_urls_of_other_instances() {
+        let (_d, mut c) = fixture();
+        c.http.peers = vec!["http://192.0.2.2:8080".into(), "https://boot-b.example/".into()];
+        assert!(c.validate().is_empty(), "{}", c.validate());
+        c.http.peers = vec![
+            "192.0.2.2:8080".into(),
+            "http://192.0.2.1:8080/".into(),
+            "http://192.0.2.3:8080".into(),
+            "http://192.0.2.3:8080/".into(),
+            "http://192.0.2.4/a,b".into(),
+            "http://192.0.2.5/?x".into(),
+        ];
+        let p = c.validate();
+        let f = fields(&p);
+        assert_eq!(f, ["http.peers[0]", "http.peers[1]", "http.peers[3]", "http.peers[4]", "http.peers[5]"], "{p}");
+        let text = p.to_string();
+        for want in ["this instance itself", "listed twice", "contains a comma", "query"] {
+            assert!(text.contains(want), "{want}: {text}");
+        }
+        c.http.peers = (2..=10).map(|n| format!("http://192.0.2.{n}:8080")).collect();
+        assert!(fields(&c.validate()).contains(&"http.peers"));
     }
 
     #[test]

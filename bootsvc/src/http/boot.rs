@@ -6,7 +6,9 @@
 //! - the record's own inline script, or a `chain` to its script URL;
 //! - otherwise the installer: kernel and initramfs from `/artifacts/`, with
 //!   `artifacts.kernel_args`, the machine's `netboot.kernel_args`, then `osie.url` and
-//!   `osie.mac` (last, so nothing before can override them).
+//!   `osie.mac` (last, so nothing before can override them). With `http.peers`, `osie.url`
+//!   lists this instance's `public_url` then each peer's, and the kernel and initramfs are
+//!   fetched from the peers in turn when this instance's cannot be.
 
 use std::net::SocketAddr;
 
@@ -67,12 +69,23 @@ pub fn choose(cfg: &Config, entry: Option<&Entry>, state: &MachineState, mac: Ma
 }
 
 fn installer_script(cfg: &Config, entry: &Entry, mac: MacAddr, banner: &str) -> Result<String, ipxe::Unsafe> {
-    let base = &cfg.http.public_url;
+    let base = cfg.http.public_url.trim_end_matches('/');
+    let peers: Vec<&str> = cfg.http.peers.iter().map(|p| p.trim_end_matches('/')).collect();
+    let osie_url = std::iter::once(base).chain(peers.iter().copied()).collect::<Vec<_>>().join(",");
     let machine_args = entry.machine.netboot.kernel_args.as_deref();
-    let args = ipxe::installer_args(base, &cfg.artifacts.kernel_args, machine_args, mac)?;
-    let kernel_url = format!("{base}/artifacts/{}", cfg.artifacts.kernel);
-    let initrd_url = format!("{base}/artifacts/{}", cfg.artifacts.initrd);
-    ipxe::installer(&ipxe::Installer { kernel_url: &kernel_url, initrd_url: &initrd_url, args: &args, banner })
+    let args = ipxe::installer_args(&osie_url, &cfg.artifacts.kernel_args, machine_args, mac)?;
+    let files = |b: &str| {
+        (format!("{b}/artifacts/{}", cfg.artifacts.kernel), format!("{b}/artifacts/{}", cfg.artifacts.initrd))
+    };
+    let (kernel_url, initrd_url) = files(base);
+    let fallbacks: Vec<(String, String)> = peers.iter().map(|p| files(p)).collect();
+    ipxe::installer(&ipxe::Installer {
+        kernel_url: &kernel_url,
+        initrd_url: &initrd_url,
+        fallbacks: &fallbacks,
+        args: &args,
+        banner,
+    })
 }
 
 pub async fn script(
@@ -137,6 +150,39 @@ mod tests {
         assert_eq!(params.url, "http://192.0.2.1:8080", "our osie.url comes last and wins");
         assert!(params.debug);
         assert!(c.script.contains("initrd --name initrd http://192.0.2.1:8080/artifacts/initramfs.img"));
+    }
+
+    #[test]
+    fn peers_go_into_osie_url_and_the_fetches() {
+        let mut cfg = cfg();
+        cfg.http.peers = vec!["http://192.0.2.2:8080/".into(), "http://192.0.2.3:8080".into()];
+        let e = entry(&format!(
+            r#"{{"hostname":"n1","macs":["{MAC}"],"netboot":{{"allow":true,"kernel_args":"osie.url=http://evil"}}}}"#
+        ));
+        let c = choose(&cfg, Some(&e), &MachineState::default(), MAC.parse().unwrap());
+        assert_eq!(c.kind, "installer", "{:?}", c.why);
+        let kernels: Vec<&str> = c.script.lines().filter(|l| l.starts_with("kernel ")).collect();
+        assert_eq!(kernels.len(), 1, "one line, the fallbacks after `||`: {}", c.script);
+        let tries: Vec<&str> = kernels[0].split(" || ").collect();
+        assert_eq!(tries.len(), 4, "{}", kernels[0]);
+        for (t, host) in tries.iter().zip(["192.0.2.1", "192.0.2.2", "192.0.2.3"]) {
+            assert!(
+                t.starts_with(&format!("kernel --name vmlinuz http://{host}:8080/artifacts/vmlinuz initrd=initrd ")),
+                "{t}"
+            );
+            let params = BootParams::parse(t).unwrap();
+            assert_eq!(params.urls(), ["http://192.0.2.1:8080", "http://192.0.2.2:8080", "http://192.0.2.3:8080"]);
+        }
+        assert_eq!(tries[3], "goto osie_failed");
+        assert!(
+            c.script.contains(
+                "\ninitrd --name initrd http://192.0.2.1:8080/artifacts/initramfs.img || initrd --name initrd \
+                 http://192.0.2.2:8080/artifacts/initramfs.img || initrd --name initrd \
+                 http://192.0.2.3:8080/artifacts/initramfs.img || goto osie_failed\n"
+            ),
+            "{}",
+            c.script
+        );
     }
 
     #[test]

@@ -238,11 +238,14 @@ pub fn parse_range(h: &str, size: u64) -> RangeReq {
     }
 }
 
-/// Strong validator from inode, size and modification time: changes whenever the file does.
+/// Strong validator from size and modification time (to the nanosecond): changes whenever
+/// the file is rewritten. No inode, so that copies of one image on several instances of a
+/// site (`cp -p`, `rsync -a`: same size and mtime) give the same ETag, and an installer whose
+/// instance died resumes the download on another (`docs/config.md`, `[http] peers`).
 pub fn etag(meta: &std::fs::Metadata) -> String {
     use std::os::unix::fs::MetadataExt;
     let mtime_ns = meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128;
-    format!("\"{:x}-{:x}-{:x}\"", meta.ino(), meta.len(), mtime_ns)
+    format!("\"{:x}-{:x}\"", meta.len(), mtime_ns)
 }
 
 /// `If-None-Match`: a list of tags or `*`, compared weakly (RFC 9110 13.1.2).
@@ -463,6 +466,25 @@ mod tests {
         for (h, size, want) in cases {
             assert_eq!(parse_range(h, size), want, "{h:?} of {size}");
         }
+    }
+
+    #[test]
+    fn copies_with_the_same_size_and_mtime_share_the_etag() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        let t = UNIX_EPOCH + std::time::Duration::new(1_790_000_000, 123_456_789);
+        for p in [&a, &b] {
+            std::fs::write(p, b"image bytes").unwrap();
+            std::fs::File::options().write(true).open(p).unwrap().set_modified(t).unwrap();
+        }
+        let tag = |p: &std::path::Path| etag(&std::fs::metadata(p).unwrap());
+        assert_eq!(tag(&a), tag(&b), "two inodes, one file");
+        let later = t + std::time::Duration::from_nanos(1);
+        std::fs::File::options().write(true).open(&b).unwrap().set_modified(later).unwrap();
+        assert_ne!(tag(&a), tag(&b), "another mtime is another file");
+        std::fs::write(&b, b"image bytez").unwrap();
+        std::fs::File::options().write(true).open(&b).unwrap().set_modified(t).unwrap();
+        assert_eq!(tag(&a), tag(&b), "same size and mtime: the operator's promise that the content is the same");
     }
 
     #[test]

@@ -7,6 +7,13 @@
 //! changed, or it cannot do ranges) or there is no validator to check, it fails with
 //! [`Restart`]: the caller starts the whole stream over from byte 0 rather than splice two
 //! different files.
+//!
+//! With several bootsvc instances the file is on each of them ([`Servers::for_url`]): a
+//! connection error or a 5xx moves the download to the next one, which is asked for the
+//! rest with the same `If-Range`. Instances serving copies of one file give the same
+//! validator (bootsvc's ETag is size and modification time, `bootsvc/docs/config.md`), so
+//! the download continues there; a copy with another validator answers `200`, and the
+//! stream starts over from byte 0 on that instance.
 
 use std::io::{self, Read};
 
@@ -18,6 +25,7 @@ use reqwest::StatusCode;
 use super::plain;
 use crate::backoff::Backoff;
 use crate::http::{self, Timeouts};
+use crate::servers::{Servers, Tries};
 
 /// The download cannot be resumed safely; start it over.
 #[derive(Debug, thiserror::Error)]
@@ -68,8 +76,12 @@ impl Read for Body {
 
 pub struct Download {
     client: Client,
+    /// The file on each server; the one in use is asked.
+    servers: Servers,
+    /// The URL of the answer being read.
     url: String,
-    backoff: Backoff,
+    /// Its place in `servers`.
+    at: usize,
     timeouts: Timeouts,
     /// Use [`plain`] while the server's answers suit it.
     plain: bool,
@@ -77,8 +89,8 @@ pub struct Download {
     pos: u64,
     total: Option<u64>,
     validator: Option<String>,
-    /// Consecutive failures without a byte received in between.
-    failures: u32,
+    /// Consecutive failures without a byte received in between, per server.
+    tries: Tries,
     /// Connections resumed so far (for logs and tests).
     pub resumes: u32,
 }
@@ -89,19 +101,23 @@ enum Failure {
 }
 
 impl Download {
-    /// Start the download (the first request is retried like any later one).
-    pub fn open(client: Client, url: &str, backoff: Backoff, timeouts: Timeouts) -> io::Result<Download> {
+    /// Start the download from the server in use (the first request is retried like any
+    /// later one).
+    pub fn open(client: Client, servers: Servers, backoff: Backoff, timeouts: Timeouts) -> io::Result<Download> {
+        let (at, url) = servers.current();
+        let tries = Tries::new(servers.urls().len(), backoff);
         let mut d = Download {
             client,
-            url: url.to_string(),
-            backoff,
+            servers,
+            plain: plain::handles(&url),
+            url,
+            at,
             timeouts,
-            plain: plain::handles(url),
             resp: None,
             pos: 0,
             total: None,
             validator: None,
-            failures: 0,
+            tries,
             resumes: 0,
         };
         d.connect_with_retries(None)?;
@@ -115,17 +131,26 @@ impl Download {
 
     fn connect_with_retries(&mut self, mut last: Option<String>) -> io::Result<()> {
         loop {
-            if let Some(why) = &last {
-                self.failures += 1;
-                if self.failures >= self.backoff.tries {
+            if let Some(why) = last.take() {
+                self.servers.failed(self.at, &why);
+                let Some(wait) = self.tries.failed(self.at, why.clone()) else {
+                    let all = self.servers.urls();
+                    let why = if all.len() > 1 { self.tries.give_up(all) } else { why };
                     return Err(io::Error::other(format!(
                         "downloading {} failed at byte {}: {why} (gave up after {} tries)",
-                        self.url, self.pos, self.failures
+                        self.url,
+                        self.pos,
+                        self.tries.failures()
                     )));
-                }
-                let d = self.backoff.delay(self.failures);
-                tracing::warn!("download of {} interrupted at byte {}: {why}; retrying in {d:?}", self.url, self.pos);
-                std::thread::sleep(d);
+                };
+                let failed = std::mem::take(&mut self.url);
+                (self.at, self.url) = self.servers.current();
+                let next = match wait.is_zero() {
+                    true => format!("going on with {}", self.url),
+                    false => format!("retrying in {wait:?}"),
+                };
+                tracing::warn!("download of {failed} interrupted at byte {}: {why}; {next}", self.pos);
+                std::thread::sleep(wait);
             }
             match self.connect() {
                 Ok(r) => {
@@ -147,7 +172,7 @@ impl Download {
             extra.push((RANGE, format!("bytes={}-", self.pos)));
             extra.push((IF_RANGE, v.clone()));
         }
-        let resp = match self.plain {
+        let resp = match self.plain && plain::handles(&self.url) {
             true => plain::get(&self.url, &extra, self.timeouts).map_err(|e| Failure::Transient(anyhow!(e)))?,
             false => None,
         };
@@ -223,7 +248,7 @@ impl Read for Download {
                 },
                 Ok(n) => {
                     self.pos += n as u64;
-                    self.failures = 0;
+                    self.tries.reset();
                     return Ok(n);
                 }
                 Err(e) => format!("{e}"),

@@ -26,8 +26,9 @@
 //! - Zero runs (aligned 1 MiB segments) are written with BLKZEROOUT, never skipped: the disk
 //!   held other data before.
 //! - A dropped connection resumes with a Range request checked against the validator
-//!   ([`fetch`]); when that is impossible the whole stream starts over from byte 0 with a
-//!   fresh hash, decoder and write position — two files are never spliced.
+//!   ([`fetch`]), on the next bootsvc instance when the one in use is gone; when that is
+//!   impossible the whole stream starts over from byte 0 with a fresh hash, decoder and
+//!   write position — two files are never spliced.
 
 mod decode;
 pub mod fetch;
@@ -47,6 +48,7 @@ use reqwest::blocking::Client;
 use crate::backoff::Backoff;
 use crate::http::Timeouts;
 use crate::io::aligned::AlignedBuf;
+use crate::servers::Servers;
 use crate::target::Target;
 
 /// What to stream (from the metadata's `install.image`, or `write-image`'s arguments).
@@ -135,6 +137,19 @@ pub fn stream(
     tuning: &Tuning,
     on_progress: &(dyn Fn(&Progress) + Sync),
 ) -> Result<Outcome> {
+    stream_from(client, spec, &Servers::single(&spec.url), target, tuning, on_progress)
+}
+
+/// [`stream`] from `sources`: the image's URL on each bootsvc instance
+/// ([`Servers::for_url`]), moving on to the next on connection errors.
+pub fn stream_from(
+    client: &Client,
+    spec: &ImageSpec,
+    sources: &Servers,
+    target: &Target,
+    tuning: &Tuning,
+    on_progress: &(dyn Fn(&Progress) + Sync),
+) -> Result<Outcome> {
     let start = Instant::now();
     if let Some(raw) = spec.raw_size {
         if raw > target.len {
@@ -151,7 +166,7 @@ pub fn stream(
     target.sync()?;
     let mut restarts = 0;
     let pipeline::Attempt { outcome: mut out, head } = loop {
-        match pipeline::run(client, spec, target, tuning, on_progress) {
+        match pipeline::run(client, spec, sources, target, tuning, on_progress) {
             Ok(v) => break v,
             Err(e) if e.downcast_ref::<fetch::Restart>().is_some() && restarts < tuning.restarts => {
                 restarts += 1;

@@ -23,6 +23,7 @@ use super::{hex, ImageSpec, Outcome, Tuning};
 use crate::io::aligned::AlignedBuf;
 use crate::io::chunks::Msg;
 use crate::io::pool::Pool;
+use crate::servers::Servers;
 use crate::target::Target;
 
 /// What one attempt produced.
@@ -48,11 +49,12 @@ struct Counters {
 pub(super) fn run(
     client: &Client,
     spec: &ImageSpec,
+    sources: &Servers,
     target: &Target,
     tuning: &Tuning,
     on_progress: &(dyn Fn(&Progress) + Sync),
 ) -> Result<Attempt> {
-    let dl = open(client, spec, tuning)?;
+    let dl = open(client, spec, sources, tuning)?;
     let dl_total = spec.size.or(dl.total());
     let counters = Counters::default();
     let depth = tuning.depth.max(1);
@@ -88,8 +90,8 @@ pub(super) fn run(
 }
 
 /// The download, refused at once when the server offers another size than the metadata's.
-fn open(client: &Client, spec: &ImageSpec, tuning: &Tuning) -> Result<Download> {
-    let dl = Download::open(client.clone(), &spec.url, tuning.resume, tuning.timeouts).map_err(from_io)?;
+fn open(client: &Client, spec: &ImageSpec, sources: &Servers, tuning: &Tuning) -> Result<Download> {
+    let dl = Download::open(client.clone(), sources.clone(), tuning.resume, tuning.timeouts).map_err(from_io)?;
     if let (Some(want), Some(offered)) = (spec.size, dl.total()) {
         if want != offered {
             anyhow::bail!("the server offers {offered} bytes, the metadata says the image has {want}");

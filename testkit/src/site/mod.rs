@@ -472,6 +472,30 @@ impl Drop for Site {
     }
 }
 
+/// bootsvc's binary for a harness outside bootsvc (which cannot name it with
+/// `CARGO_BIN_EXE_bootsvc`): `OSIE_BOOTSVC` when set, else this workspace's debug build, made
+/// with `cargo build -p bootsvc` first (nothing is done when it is up to date).
+pub fn bootsvc_binary() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("OSIE_BOOTSVC") {
+        return Ok(PathBuf::from(p));
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let st = Command::new(cargo)
+        .args(["build", "-q", "-p", "bootsvc", "--bin", "bootsvc"])
+        .status()
+        .context("running cargo build -p bootsvc")?;
+    if !st.success() {
+        bail!("cargo build -p bootsvc failed: {st}");
+    }
+    // A test runs from target/<profile>/deps/: its binaries are one level up.
+    let exe = std::env::current_exe().context("finding this executable")?;
+    let p = exe.parent().and_then(Path::parent).map(|d| d.join("bootsvc")).unwrap_or_default();
+    if !p.is_file() {
+        bail!("{} missing after cargo build -p bootsvc", p.display());
+    }
+    Ok(p)
+}
+
 /// The last `n` lines of `text`.
 pub fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();

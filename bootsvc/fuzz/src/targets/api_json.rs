@@ -42,7 +42,7 @@ pub fn run(data: &[u8]) {
     if all || *which == 2 {
         if let Ok(p) = BootParams::parse(s) {
             let plain = |v: &str| !v.is_empty() && !v.contains(|c: char| c.is_whitespace() || c == '"');
-            if plain(&p.url) {
+            if p.urls().iter().all(|u| plain(u)) {
                 let again = BootParams::parse(&p.to_args().join(" "))
                     .unwrap_or_else(|e| panic!("{:?} does not parse back: {e}", p.to_args()));
                 assert_eq!(again, p);

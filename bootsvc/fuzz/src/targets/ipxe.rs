@@ -136,6 +136,7 @@ pub fn input(i: Input) {
     let installer = bootsvc::ipxe::Installer {
         kernel_url: i.public_url.as_deref().unwrap_or("http://192.0.2.1/k"),
         initrd_url: i.script_url.as_deref().unwrap_or("http://192.0.2.1/i"),
+        fallbacks: &[],
         args: &args,
         banner: &i.hostname,
     };
