@@ -17,6 +17,7 @@
 pub mod cli;
 pub mod dhcp;
 pub mod fanout;
+pub mod fleet;
 pub mod machine;
 pub mod measure;
 pub mod report;

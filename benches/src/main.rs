@@ -37,6 +37,9 @@ enum Cmd {
     HttpLoad(osie_bench::cli::HttpLoadArgs),
     /// Machines booting at once: DHCP, TFTP boot file, HTTP downloads; prints a JSON report.
     Storm(osie_bench::cli::StormArgs),
+    /// bootsvc on PostgreSQL beside its embedded store (as root): leases, DHCP exchanges,
+    /// events; prints a Markdown table with the ratios.
+    Fleet(osie_bench::fleet::FleetArgs),
 }
 
 fn main() -> Result<()> {
@@ -51,5 +54,6 @@ fn main() -> Result<()> {
         Cmd::TftpLoad(a) => osie_bench::cli::tftp_load(a),
         Cmd::HttpLoad(a) => osie_bench::cli::http_load(a),
         Cmd::Storm(a) => osie_bench::cli::storm(a),
+        Cmd::Fleet(a) => osie_bench::fleet::run(a),
     }
 }

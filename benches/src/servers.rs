@@ -18,7 +18,7 @@ use anyhow::{bail, Context, Result};
 use osie_testkit::dhcp::packet;
 use osie_testkit::site::{
     self,
-    config::{Artifacts, Dhcp, Tftp},
+    config::{Artifacts, Database, Dhcp, Pool, Tftp},
 };
 use osie_testkit::{ChildGuard, Pair};
 
@@ -91,9 +91,21 @@ impl Lab {
             });
             std::fs::write(d.join(format!("inventory/m{n:05}.json")), rec.to_string())?;
         }
+        for (n, mac) in opts.pool_machines.iter().enumerate() {
+            let rec = serde_json::json!({
+                "hostname": format!("p{n:05}"),
+                "macs": [mac],
+                "netboot": { "allow": true },
+                "install": { "image": { "url": "http://192.0.2.1:8080/images/x.raw.zst",
+                    "sha256": "0000000000000000000000000000000000000000000000000000000000000000" } },
+            });
+            std::fs::write(d.join(format!("inventory/p{n:05}.json")), rec.to_string())?;
+        }
         // bootsvc.toml from the test kit's writer, as every test site writes it.
         let mut c = site::Config::new(&self.pair.server_if, SERVER_IP);
-        c.dhcp = Dhcp { enabled: Some(!opts.reservations.is_empty()), lease_secs: Some(600), ..Dhcp::default() };
+        let dhcp = !opts.reservations.is_empty() || !opts.pool_machines.is_empty();
+        c.dhcp = Dhcp { enabled: Some(dhcp), lease_secs: Some(600), ..Dhcp::default() };
+        c.dhcp.pool = opts.pool.map(|(start, end)| Pool { start, end, prefix: 24, gateway: Some(SERVER_IP) });
         // The benchmark's clients share one address; up to 50 of them fetch at once.
         c.tftp = Tftp { enabled: Some(opts.tftp_root.is_some()), root: tftp, max_transfers_per_client: Some(64) };
         c.http.listen = SocketAddrV4::new(SERVER_IP, HTTP_PORT);
@@ -101,7 +113,24 @@ impl Lab {
         c.artifacts = Artifacts { dir: artifacts.clone(), images_dir: artifacts, kernel_args: None };
         c.state_dir = d.join("state");
         c.inventory_dir = d.join("inventory");
+        c.database = opts.database.as_deref().map(Database::new);
         let conf = c.write(&d)?;
+        if opts.database.is_some() {
+            let conf = conf.to_string_lossy();
+            let inventory = d.join("inventory");
+            for args in [
+                vec!["db", "migrate", "--config", &conf],
+                vec!["db", "import", &inventory.to_string_lossy(), "--config", &conf],
+            ] {
+                let out = Command::new(bin)
+                    .args(&args)
+                    .output()
+                    .with_context(|| format!("running bootsvc {}", args[..2].join(" ")))?;
+                if !out.status.success() {
+                    bail!("bootsvc {}: {}", args[..2].join(" "), String::from_utf8_lossy(&out.stderr).trim());
+                }
+            }
+        }
         self.spawn(
             "bootsvc",
             &bin.to_string_lossy(),
@@ -276,6 +305,12 @@ pub struct BootsvcOptions {
     pub tftp_root: Option<PathBuf>,
     /// Served under /artifacts/ (HTTP is always on).
     pub artifacts: Option<PathBuf>,
+    /// Machines without a fixed address (these MACs), given addresses from `pool`.
+    pub pool_machines: Vec<String>,
+    pub pool: Option<(Ipv4Addr, Ipv4Addr)>,
+    /// The machines, state and leases in PostgreSQL at this URL (migrated and the records
+    /// imported with `bootsvc db` before the start) instead of files and the embedded store.
+    pub database: Option<String>,
 }
 
 /// A machine with a fixed address.

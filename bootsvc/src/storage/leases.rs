@@ -218,6 +218,13 @@ impl LeasePool for LeaseStore {
         if !self.in_range(ip) || taken(ip) || held_by_other || st.declined.get(&ip).is_some_and(|u| *u > now) {
             return Ok(false);
         }
+        // Renewed early (a reboot, the boot chain's second DHCP): the stored lease still
+        // outlasts the client's next renewal (at half the lease), so nothing is written.
+        let margin = u64::from(secs) * 3 / 4;
+        if st.leases.get(&ip).is_some_and(|l| l.mac == *mac && l.expires > now + margin) {
+            st.offers.remove(mac);
+            return Ok(true);
+        }
         let before = st.leases.clone();
         st.leases.retain(|_, l| l.mac != *mac);
         st.leases.insert(ip, Lease { mac: *mac, ip, expires: now + u64::from(secs) });
@@ -324,6 +331,11 @@ mod tests {
     }
 
     #[test]
+    fn early_renewals_keep_the_stored_lease() {
+        rules::early_renewals_keep_the_stored_lease(&memory);
+    }
+
+    #[test]
     fn expired_leases_are_reused_last() {
         rules::expired_leases_are_reused_last(&memory);
     }
@@ -384,6 +396,20 @@ pub(crate) mod rules {
         assert_eq!(s.offer(&C, None, 2, &taken).unwrap(), None, "pool exhausted");
         // Offers lapse.
         assert_eq!(s.offer(&C, None, 2 + OFFER_HOLD_SECS, &taken).unwrap(), Some(ip(101)));
+    }
+
+    /// A renewal early in the lease is answered without a write (the stored lease outlasts
+    /// the client's next renewal); a later one extends it.
+    pub fn early_renewals_keep_the_stored_lease(make: Make) {
+        let s = make(pool(100, 101));
+        assert_eq!(s.offer(&A, None, 0, &none).unwrap(), Some(ip(100)));
+        assert!(s.ack(&A, ip(100), 0, 3600, &none).unwrap());
+        assert!(s.ack(&A, ip(100), 100, 3600, &none).unwrap());
+        assert_eq!(s.current(&A, 100).map(|l| l.expires), Some(3600), "not written again");
+        assert_eq!(s.offer(&A, None, 200, &none).unwrap(), Some(ip(100)), "its own address");
+        assert!(s.ack(&A, ip(100), 1000, 3600, &none).unwrap());
+        assert_eq!(s.current(&A, 1000).map(|l| l.expires), Some(4600), "a quarter gone: extended");
+        assert!(!s.ack(&B, ip(100), 1001, 3600, &none).unwrap(), "still A's");
     }
 
     pub fn ack_release_decline(make: Make) {

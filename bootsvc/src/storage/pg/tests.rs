@@ -38,6 +38,7 @@ fn the_pool_keeps_its_rules_in_postgres() {
     };
     rules::offers_distinct_addresses_and_skips_taken_ones(&make);
     rules::ack_release_decline(&make);
+    rules::early_renewals_keep_the_stored_lease(&make);
     rules::expired_leases_are_reused_last(&make);
 }
 
