@@ -37,7 +37,12 @@ fn twenty_machines_boot_at_once() {
     let mut srv = lab
         .bootsvc(
             &common::bootsvc(),
-            &BootsvcOptions { reservations: res.clone(), tftp_root: Some(tftp), artifacts: Some(artifacts) },
+            &BootsvcOptions {
+                reservations: res.clone(),
+                tftp_root: Some(tftp),
+                artifacts: Some(artifacts),
+                ..BootsvcOptions::default()
+            },
         )
         .unwrap();
 
