@@ -135,6 +135,8 @@ fn render(root: &Path, m: Option<&Machine>, results: &[SuiteResult]) -> String {
         super::suites::size::render(&mut s, r);
         notes(&mut s, root, "size");
     }
+    // Measured by its own command (`osie-bench fleet`), kept with its figures in the note.
+    notes(&mut s, root, "fleet");
     s
 }
 
