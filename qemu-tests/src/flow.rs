@@ -136,6 +136,18 @@ pub fn first_boot(w: &mut Watch, limits: &Limits) -> Result<()> {
     Ok(())
 }
 
+/// The most iPXE may take from its DHCP DISCOVER to its script request: no timer waits
+/// between (`bootsvc/docs/dhcp.md`, "No idle waits").
+pub const DISCOVER_TO_SCRIPT: Duration = Duration::from_secs(1);
+
+/// From bootsvc's log: iPXE's first DHCP DISCOVER (the offer bootsvc answered it with) to its
+/// first script request after it. `None` until both are there.
+pub fn discover_to_script(t: &Timeline) -> Option<Duration> {
+    let discover = t.first(|m| m.dhcp.as_ref().is_some_and(|d| d.class == "ipxe" && d.msg == "discover"))?;
+    let script = t.first_after(discover, |m| m.step == Step::Script)?;
+    Some(script.at.saturating_sub(discover.at))
+}
+
 fn console_mark(t: &Timeline, label: &str) -> bool {
     t.first(|m| m.step == Step::Console && m.label == label).is_some()
 }

@@ -48,6 +48,14 @@ fn install_and_first_boot(test: &str, fw: Firmware, mac: &str, dhcp: Dhcp) {
     let limits = Limits::default();
     let mut w = flow::watch(&lab, &mut machine, &rec);
     check(flow::install(&mut w, fw, mac, &limits));
+    let waited = flow::discover_to_script(w.timeline());
+    // Where the DISCOVER is bootsvc's to answer (BIOS, reservation mode), nothing may wait.
+    if fw == Firmware::Bios && waited.is_none_or(|d| d > flow::DISCOVER_TO_SCRIPT) {
+        let why =
+            format!("iPXE's DHCP DISCOVER → script request took {waited:?}, more than {:?}", flow::DISCOVER_TO_SCRIPT);
+        panic!("{}", w.fail("no idle wait between DHCP and the script", &why));
+    }
+    eprintln!("{test}: iPXE DHCP DISCOVER → script request: {waited:?}");
     check(flow::first_boot(&mut w, &limits));
     let t = w.timeline().clone();
     if let Err(e) = flow::check_provisioned(&lab, &rec, &t) {
