@@ -9,6 +9,7 @@
 //! [`choose_loader`].
 
 pub mod efivars;
+pub mod esp;
 pub mod loadopt;
 pub mod order;
 
