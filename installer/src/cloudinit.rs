@@ -254,13 +254,13 @@ pub(crate) struct Mount {
 
 impl Mount {
     fn new(dev: &Path, fs: Fs) -> Result<Mount> {
-        Mount::with_type(dev, fs.kernel_name(), nix::mount::MsFlags::MS_NOATIME)
+        Mount::with_type(dev, fs.kernel_name(), nix::mount::MsFlags::MS_NOATIME, None)
     }
 
-    /// Mount `dev` as `fstype` on a private directory.
-    pub(crate) fn with_type(dev: &Path, fstype: &str, flags: nix::mount::MsFlags) -> Result<Mount> {
+    /// Mount `dev` as `fstype` on a private directory, with mount options `data`.
+    pub(crate) fn with_type(dev: &Path, fstype: &str, flags: nix::mount::MsFlags, data: Option<&str>) -> Result<Mount> {
         let dir = private_dir("mnt")?;
-        let r = nix::mount::mount(Some(dev), &dir, Some(fstype), flags, None::<&str>);
+        let r = nix::mount::mount(Some(dev), &dir, Some(fstype), flags, data);
         if let Err(e) = r {
             let _ = fs::remove_dir(&dir);
             bail!("mounting {} ({fstype}) on {}: {e}", dev.display(), dir.display());

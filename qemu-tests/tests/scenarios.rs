@@ -307,6 +307,9 @@ fn f_uefi_disk_first_boots_without_the_network() {
     let mut machine = check(Machine::power_on(&lab, &spec, &disk));
     let limits = Limits::default();
     let mut w = flow::watch(&lab, &mut machine, &rec);
+    // Only an entry for a disk partition starts from a hard drive path: the one written.
+    const ENTRY: &str = "firmware starts the disk entry";
+    w.watch_console(ENTRY, "\" from HD(");
     check(flow::install(&mut w, Firmware::UefiHttp, mac, &limits));
     check(w.until("the installed OS's kernel on the console", limits.reboot, |t| {
         t.first(|m| m.step == Step::Console && m.label == flow::OS_KERNEL).is_some()
@@ -320,11 +323,22 @@ fn f_uefi_disk_first_boots_without_the_network() {
     if let Some(m) = t.first_after(installed, |m| m.dhcp.as_ref().is_some_and(|d| d.arch.is_some())) {
         bad(&format!("the firmware went to the network after the install: {}", m.detail));
     }
+    // And it was our entry the firmware started, not one of its own for the disk (OVMF's
+    // boot manager names each option it starts on the serial console).
+    let number = installed.detail.split("UEFI Boot").nth(1).map(|r| r.chars().take(4).collect::<String>());
+    let started = number.as_ref().map(|n| format!("BdsDxe: starting Boot{n} "));
+    if !started.as_ref().is_some_and(|s| w.machine.console().contains(s.as_str())) {
+        bad(&format!("the console does not show the firmware starting the entry written ({started:?})"));
+    }
     let kernel = t.first(|m| m.step == Step::Console && m.label == flow::OS_KERNEL).expect("waited for above");
+    let entry = t.first(|m| m.step == Step::Console && m.label == ENTRY).map_or(kernel.at, |m| m.at);
     eprintln!(
-        "{test}: {}\ninstalled → installed OS's kernel {:.1} s (disk-first, no firmware network)\n{}",
+        "{test}: {}\ninstalled → installed OS's kernel {:.1} s (disk-first, no firmware network): the firmware's \
+         restart until it starts the entry {:.1} s, then GRUB and the kernel {:.1} s\n{}",
         installed.detail,
         kernel.at.saturating_sub(installed.at).as_secs_f64(),
+        entry.saturating_sub(installed.at).as_secs_f64(),
+        kernel.at.saturating_sub(entry).as_secs_f64(),
         t.render()
     );
 }

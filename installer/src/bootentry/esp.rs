@@ -15,6 +15,9 @@ use crate::cloudinit::{Mount, PartNode};
 use crate::gpt;
 use crate::target::Target;
 
+/// vfat mount options: character sets whose modules the initramfs has.
+const FAT_OPTIONS: &str = "iocharset=utf8,codepage=437";
+
 /// What happened to the boot entry, for the `installed` event.
 #[derive(Debug)]
 pub enum Outcome {
@@ -37,7 +40,9 @@ pub fn apply(t: &Target, policy: Policy) -> Result<Outcome> {
         .context("the installed disk has no EFI system partition")?;
     let part = gpt::list(&g).into_iter().find(|x| x.number == number).context("the ESP vanished from the GPT")?;
     let node = PartNode::create(t, &part)?;
-    let mnt = Mount::with_type(&node.path, "vfat", MsFlags::MS_RDONLY | MsFlags::MS_NOATIME)
+    // Debian's kernel defaults to iocharset=ascii, whose module the initramfs does not carry
+    // (and ASCII would not do for names anyway); utf8 and cp437 it does.
+    let mnt = Mount::with_type(&node.path, "vfat", MsFlags::MS_RDONLY | MsFlags::MS_NOATIME, Some(FAT_OPTIONS))
         .with_context(|| format!("mounting the ESP (partition {number})"))?;
     let files = efi_files(&mnt.dir);
     mnt.unmount()?;
