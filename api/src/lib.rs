@@ -21,7 +21,9 @@ pub use cmdline::{BootParams, StaticIp};
 pub use events::{Event, EventAck, Phase, Progress};
 pub use hardware::Hardware;
 pub use mac::MacAddr;
-pub use metadata::{ChecksumOf, CloudInit, DiskHints, Finish, Image, ImageFormat, InstallPlan, Metadata};
+pub use metadata::{
+    BootOrder, ChecksumOf, CloudInit, DiskHints, Finish, Image, ImageFormat, InstallPlan, Metadata, UefiPlan,
+};
 
 /// HTTP header the installer sets on every request to say which NIC it booted from.
 /// bootsvc checks it together with the source address before answering.

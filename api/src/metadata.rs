@@ -42,6 +42,29 @@ pub struct InstallPlan {
     pub gpt: GptPlan,
     #[serde(default)]
     pub finish: Finish,
+    /// UEFI machines: the installed OS's boot entry.
+    #[serde(default)]
+    pub uefi: UefiPlan,
+}
+
+/// What the installer writes into the firmware of a machine that booted by UEFI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct UefiPlan {
+    #[serde(default)]
+    pub boot_order: BootOrder,
+}
+
+/// Where the installed OS's boot entry goes in `BootOrder`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BootOrder {
+    /// After the network options, which stay first: each boot asks bootsvc, whose one-shot
+    /// rule decides (the installer while netboot is allowed, else on to the disk).
+    #[default]
+    NetworkFirst,
+    /// First: the OS boots without the network; a reinstall then needs the BMC's one-time
+    /// boot override.
+    DiskFirst,
 }
 
 /// The OS image to stream onto the disk.

@@ -27,6 +27,8 @@ pub struct Config {
     pub listen: Listen,
     #[serde(default)]
     pub dhcp: Dhcp,
+    #[serde(default)]
+    pub router_advertisements: RouterAdvertisements,
     pub tftp: Tftp,
     pub http: Http,
     pub artifacts: Artifacts,
@@ -98,6 +100,29 @@ impl Default for Dhcp {
             port_4011: true,
         }
     }
+}
+
+/// Answers to IPv6 Router Solicitations on `listen.interface` (`crate::ra`): an
+/// advertisement that configures nothing, so a host that waits for routers (iPXE: 13 s)
+/// stops waiting.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouterAdvertisements {
+    #[serde(default)]
+    pub mode: RaMode,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RaMode {
+    /// Answer, unless another router's advertisement (one that configures something) was
+    /// heard on the interface within the hour.
+    #[default]
+    Auto,
+    /// Always answer (a segment known to have no IPv6 router).
+    On,
+    /// Never: no socket at all (a router serves the segment, or IPv6 is not wanted).
+    Off,
 }
 
 /// A dynamic range; leases are persisted under `state.dir`.

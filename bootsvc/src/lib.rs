@@ -2,7 +2,9 @@
 //!
 //! One module per concern: [`config`] (bootsvc.toml), [`inventory`] (machine records,
 //! images, hot reload, the [`inventory::Backend`]), [`state`] (events and per-machine
-//! state), [`storage`] (the one storage interface: machines, state, events, leases), [`dhcp`], [`tftp`], [`http`] (iPXE scripts, artifacts, metadata, events, admin),
+//! state), [`storage`] (the one storage interface: machines, state, events, leases), [`dhcp`], [`ra`]
+//! (IPv6 router advertisements that configure nothing), [`tftp`], [`http`] (iPXE scripts,
+//! artifacts, metadata, events, admin),
 //! [`ipxe`] (script rendering), [`metadata`] (what a machine is told), [`metrics`],
 //! [`identity`] (which machine is calling), [`serve`] (wiring) with [`privileges`] (root
 //! given up after binding), [`cli`] with [`admin_client`], [`logging`]. Shared pieces:
@@ -27,6 +29,7 @@ pub mod metadata;
 pub mod metrics;
 pub mod privileges;
 pub mod problem;
+pub mod ra;
 pub mod serve;
 pub mod state;
 pub mod storage;

@@ -14,7 +14,7 @@ use crate::inventory::model::{ImageRef, Machine};
 pub fn install_plan(m: &Machine, images: &Images, public_url: &str) -> Option<InstallPlan> {
     let i = m.install.as_ref()?;
     let image = resolve_image(&i.image, images, public_url)?;
-    Some(InstallPlan { image, disk: i.disk.clone(), gpt: i.gpt.clone(), finish: i.finish })
+    Some(InstallPlan { image, disk: i.disk.clone(), gpt: i.gpt.clone(), finish: i.finish, uefi: i.uefi })
 }
 
 fn resolve_image(r: &ImageRef, images: &Images, public_url: &str) -> Option<Image> {

@@ -1,7 +1,7 @@
 //! `bootsvc serve`: bind every socket, give up root, then build everything and run.
 //!
 //! Binding comes first and all at once (HTTP, the admin API's listener, DHCP 67/4011,
-//! TFTP 69), while the process is still root and has a single thread; the soft limit of open
+//! TFTP 69, the raw ICMPv6 socket for router advertisements), while the process is still root and has a single thread; the soft limit of open
 //! files is raised to the hard limit (the HTTP connection caps bound connections, not the
 //! descriptor limit); then the admin token (which may stay readable by root only) is read
 //! and privileges are dropped ([`crate::privileges`]): capabilities are per
@@ -22,6 +22,7 @@ use crate::identity;
 use crate::inventory::{watch, Inventory, Snapshot};
 use crate::metrics::Metrics;
 use crate::privileges::{self, Identity};
+use crate::ra::{self, RaServer};
 use crate::storage::{EmbeddedStorage, PgStorage, Storage};
 use crate::tftp::{self, TftpServer};
 
@@ -37,6 +38,7 @@ struct Bound {
     admin: Option<Listener>,
     dhcp: Option<dhcp::server::Sockets>,
     tftp: Option<std::net::UdpSocket>,
+    ra: Option<ra::RaSocket>,
     admin_token: Option<String>,
     /// `[database]`'s URL (its file may be root's alone).
     database_url: Option<String>,
@@ -55,6 +57,7 @@ pub fn serve(cfg: Config) -> Result<()> {
         },
         dhcp: dhcp::server::bind_sockets(&cfg).context("starting DHCP")?,
         tftp: tftp::bind_socket(&cfg).context("starting TFTP")?,
+        ra: ra::bind_socket(&cfg).context("starting router advertisements")?,
         admin_token: cfg.admin_token()?,
         database_url: cfg.database_url()?,
     };
@@ -122,11 +125,14 @@ async fn run(cfg: Arc<Config>, bound: Bound, who: Identity) -> Result<()> {
     } else {
         None
     };
+    let ra = bound.ra.map(|s| RaServer::new(&cfg, Arc::clone(&metrics), Some(s)));
     tracing::info!(
         http = %http_addr,
         public_url = %cfg.http.public_url,
+        peers = %cfg.http.peers.join(","),
         dhcp = if cfg.dhcp.enabled { "on" } else { "off" },
         tftp = if cfg.tftp.enabled { "on" } else { "off" },
+        router_advertisements = if ra.is_some() { "on" } else { "off" },
         admin = %admin_addr,
         storage = %storage.describe(),
         runs_as = %who,
@@ -143,6 +149,9 @@ async fn run(cfg: Arc<Config>, bound: Bound, who: Identity) -> Result<()> {
     }
     if let Some(t) = tftp {
         tasks.spawn(async move { t.run().await.context("TFTP server") });
+    }
+    if let Some(r) = ra {
+        tasks.spawn(async move { r.run().await.context("router advertisements") });
     }
     if let Some(inv) = inventory {
         let c = Arc::clone(&cfg);

@@ -11,7 +11,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
 
 use bootsvc::config::DhcpMode;
-use bootsvc::dhcp::classify::Class;
+use bootsvc::dhcp::classify::{self, Class};
 use bootsvc::dhcp::reply::{self, Ctx, Decision, Outcome, Settings, Via};
 use bootsvc::dhcp::request::{self, code, Options, HEADER_LEN};
 use bootsvc::storage::LeaseStore;
@@ -263,18 +263,21 @@ fn option_60_decimal_arch_when_93_is_missing() {
 
 #[test]
 fn disallowed_and_unknown_machines_get_no_boot_file() {
-    // Known, netboot not allowed: the address, no boot file (it boots from disk).
-    let pkt = fixture("ovmf-pxe-discover.bin");
+    // Known, netboot not allowed, iPXE: the address, no boot file (it gives up on the
+    // network at once and boots from disk), no-pxedhcp so it does not wait to.
+    let pkt = fixture("seabios-ipxe-rom-discover.bin");
     let d = decide(&pkt, DhcpMode::Reservation, "192.0.2.10/24", false, Via::Dhcp);
-    assert_eq!(d.no_boot, Some("netboot not allowed"));
+    assert_eq!((d.no_boot, d.decline.as_ref()), (Some("netboot not allowed"), None));
     let w = wire(&d);
     assert_eq!(w.msg.yiaddr(), Ipv4Addr::new(192, 0, 2, 10));
     assert_eq!(w.opts.get(code::BOOTFILE), None);
     assert_eq!(w.msg.fname(), None);
-    // Proxy mode has nothing else to give: silence.
+    assert_eq!(w.opts.get(code::IPXE_ENCAP), Some(&reply::IPXE_NO_PXEDHCP[..]));
+    // Proxy mode has nothing else to give iPXE: silence.
     let d = decide(&pkt, DhcpMode::Proxy, "192.0.2.10/24", false, Via::Dhcp);
     assert!(matches!(d.outcome, Outcome::Ignore { reason: "dhcp-no-boot-file", .. }), "{d:?}");
     // Unknown MAC: nothing, in either mode.
+    let pkt = fixture("ovmf-pxe-discover.bin");
     let req = request::parse(&pkt).unwrap();
     let backend = MapBackend::new(vec![machine("other", "02:00:00:00:00:99", Some("192.0.2.10/24"), true)]);
     let leases = LeaseStore::in_memory(None).unwrap();
@@ -287,6 +290,63 @@ fn disallowed_and_unknown_machines_get_no_boot_file() {
     let d = decide(&with_arch(2), DhcpMode::Reservation, "192.0.2.10/24", true, Via::Dhcp);
     assert_eq!(d.class, Class::Unsupported(2));
     assert_eq!(wire(&d).opts.get(code::BOOTFILE), None);
+    assert_eq!(d.decline, None);
+}
+
+/// UEFI PXE and HTTP boot, netboot not allowed: a boot file bootsvc does not have, so the
+/// firmware's network option fails at once instead of retrying DHCP for 28 s; in reservation
+/// mode beside the address, in proxy mode as a ProxyDHCP offer and on port 4011.
+#[test]
+fn uefi_that_must_not_netboot_is_declined_at_once() {
+    let pxe = fixture("ovmf-pxe-discover.bin");
+    let d = decide(&pxe, DhcpMode::Reservation, "192.0.2.10/24", false, Via::Dhcp);
+    assert_eq!((d.boot_file.as_ref(), d.no_boot), (None, Some("netboot not allowed")));
+    let w = wire(&d);
+    assert_eq!((w.kind, w.msg.yiaddr()), ("offer", Ipv4Addr::new(192, 0, 2, 10)));
+    assert_boot_file(&w, classify::NO_NETBOOT);
+    assert_eq!(w.opts.get(code::CLASS_ID), None, "no PXEClient: OVMF would ask port 4011 first");
+    let d = decide(&pxe, DhcpMode::Proxy, "192.0.2.10/24", false, Via::Dhcp);
+    let w = wire(&d);
+    assert_eq!((w.kind, w.msg.yiaddr()), ("proxy-offer", Ipv4Addr::UNSPECIFIED));
+    assert_boot_file(&w, classify::NO_NETBOOT);
+    assert_eq!(w.opts.get(code::CLASS_ID), Some(&b"PXEClient"[..]));
+    let from = SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 150), 68);
+    let d = decide(&fixture("ovmf-pxe-request.bin"), DhcpMode::Proxy, "192.0.2.10/24", false, Via::Pxe(from));
+    let w = wire(&d);
+    assert_eq!((w.kind, w.dest), ("proxy-ack", from));
+    assert_boot_file(&w, classify::NO_NETBOOT);
+
+    let http = fixture("ovmf-httpboot-discover.bin");
+    let url = format!("{PUBLIC_URL}/ipxe/{}", classify::NO_NETBOOT);
+    for mode in [DhcpMode::Reservation, DhcpMode::Proxy] {
+        let d = decide(&http, mode, "192.0.2.10/24", false, Via::Dhcp);
+        assert_eq!(d.decline.as_ref().map(|f| f.to_string()), Some(url.clone()));
+        let w = wire(&d);
+        assert_boot_file(&w, &url);
+        assert_eq!(w.opts.get(code::CLASS_ID), Some(&b"HTTPClient"[..]), "{mode:?}");
+    }
+    // Allowed again (a reinstall): the real boot file, nothing declined.
+    let d = decide(&pxe, DhcpMode::Reservation, "192.0.2.10/24", true, Via::Dhcp);
+    assert_eq!(d.decline, None);
+    assert_boot_file(&wire(&d), "ipxe.efi");
+}
+
+/// Reservation mode tells iPXE there is no ProxyDHCP offer to wait for; proxy mode (where
+/// bootsvc's offer is the ProxyDHCP offer) and other firmware get no option 175.
+#[test]
+fn ipxe_is_told_not_to_wait_for_proxydhcp() {
+    for f in ["seabios-ipxe-rom-discover.bin", "ovmf-pxe-chain-ipxe-efi-discover.bin", "ipxe-lkrn-discover.bin"] {
+        let d = decide(&fixture(f), DhcpMode::Reservation, "192.0.2.10/24", true, Via::Dhcp);
+        assert_eq!(wire(&d).opts.get(code::IPXE_ENCAP), Some(&[176u8, 1, 1][..]), "{f}");
+        let d = decide(&fixture(f), DhcpMode::Proxy, "192.0.2.10/24", true, Via::Dhcp);
+        if let Outcome::Reply(_) = d.outcome {
+            assert_eq!(wire(&d).opts.get(code::IPXE_ENCAP), None, "{f} in proxy mode");
+        }
+    }
+    for f in ["ovmf-pxe-discover.bin", "ovmf-httpboot-discover.bin"] {
+        let d = decide(&fixture(f), DhcpMode::Reservation, "192.0.2.10/24", true, Via::Dhcp);
+        assert_eq!(wire(&d).opts.get(code::IPXE_ENCAP), None, "{f}");
+    }
 }
 
 #[test]
@@ -532,9 +592,10 @@ fn render_decision(out: &mut String, title: &str, d: &Decision) {
     let boot = d.boot_file.as_ref().map(|b| b.to_string()).unwrap_or_else(|| "-".into());
     let _ = writeln!(
         out,
-        "decision: class {}, boot file {boot}{}",
+        "decision: class {}, boot file {boot}{}{}",
         d.class,
-        d.no_boot.map(|w| format!(" (none: {w})")).unwrap_or_default()
+        d.no_boot.map(|w| format!(" (none: {w})")).unwrap_or_default(),
+        d.decline.as_ref().map(|f| format!(", declined with {f}")).unwrap_or_default()
     );
     match &d.outcome {
         Outcome::Reply(r) => {

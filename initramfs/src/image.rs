@@ -41,6 +41,8 @@ pub const DEFAULT_MODULES: &[&str] = &[
     "nls_cp437",
     "nls_iso8859_1",
     "nls_utf8",
+    // UEFI variables: the installed OS's boot entry (installer/src/bootentry)
+    "efivarfs",
 ];
 
 /// Directories PID 1 mounts on or writes to.

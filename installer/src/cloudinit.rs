@@ -179,14 +179,14 @@ fn write_file(path: &Path, contents: &str, mode: u32) -> Result<()> {
 /// mknod, so the seed does not wait for udev or depend on `/dev` naming (`sda1`,
 /// `nvme0n1p1`, `loop3p1`). The private node is the fallback only: its directory is under
 /// `/run`, which PID 1 mounts `nodev` (a node there cannot be opened).
-struct PartNode {
+pub(crate) struct PartNode {
     /// The private directory holding a node we made; `None` for the kernel's node.
     dir: Option<PathBuf>,
-    path: PathBuf,
+    pub(crate) path: PathBuf,
 }
 
 impl PartNode {
-    fn create(t: &Target, p: &Part) -> Result<PartNode> {
+    pub(crate) fn create(t: &Target, p: &Part) -> Result<PartNode> {
         let name = crate::disk::kernel_name(&t.path)?;
         let sys = Path::new("/sys/class/block").join(&name);
         let listed = || -> Result<Option<(String, String)>> {
@@ -247,24 +247,28 @@ fn private_dir(what: &str) -> Result<PathBuf> {
 }
 
 /// A mounted filesystem, unmounted on drop if [`Mount::unmount`] was not reached.
-struct Mount {
-    dir: PathBuf,
+pub(crate) struct Mount {
+    pub(crate) dir: PathBuf,
     mounted: bool,
 }
 
 impl Mount {
     fn new(dev: &Path, fs: Fs) -> Result<Mount> {
-        let dir = private_dir("root")?;
-        let r =
-            nix::mount::mount(Some(dev), &dir, Some(fs.kernel_name()), nix::mount::MsFlags::MS_NOATIME, None::<&str>);
+        Mount::with_type(dev, fs.kernel_name(), nix::mount::MsFlags::MS_NOATIME, None)
+    }
+
+    /// Mount `dev` as `fstype` on a private directory, with mount options `data`.
+    pub(crate) fn with_type(dev: &Path, fstype: &str, flags: nix::mount::MsFlags, data: Option<&str>) -> Result<Mount> {
+        let dir = private_dir("mnt")?;
+        let r = nix::mount::mount(Some(dev), &dir, Some(fstype), flags, data);
         if let Err(e) = r {
             let _ = fs::remove_dir(&dir);
-            bail!("mounting {} ({}) on {}: {e}", dev.display(), fs.kernel_name(), dir.display());
+            bail!("mounting {} ({fstype}) on {}: {e}", dev.display(), dir.display());
         }
         Ok(Mount { dir, mounted: true })
     }
 
-    fn unmount(mut self) -> Result<()> {
+    pub(crate) fn unmount(mut self) -> Result<()> {
         self.mounted = false;
         nix::mount::umount(&self.dir).with_context(|| format!("unmounting {}", self.dir.display()))?;
         let _ = fs::remove_dir(&self.dir);

@@ -1,4 +1,5 @@
-//! The install flow: metadata → disk → image → GPT → cloud-init → `installed`.
+//! The install flow: metadata → disk → image → GPT → cloud-init → (UEFI) boot entry →
+//! `installed`.
 //!
 //! Each step reports its phase to bootsvc ([`Reporter`]); the first error ends the flow and
 //! is returned with its context — the caller reports `failed` with the chain. Nothing is
@@ -7,7 +8,7 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use osie_api::{Hardware, InstallPlan, MacAddr, Metadata, Phase};
+use osie_api::{BootOrder, Hardware, InstallPlan, MacAddr, Metadata, Phase};
 use reqwest::blocking::Client;
 
 use crate::backoff::Backoff;
@@ -18,7 +19,7 @@ use crate::image::{self, progress, ImageSpec, Tuning};
 use crate::report::Reporter;
 use crate::servers::Servers;
 use crate::target::Target;
-use crate::{cloudinit, gpt, metadata};
+use crate::{bootentry, cloudinit, gpt, metadata};
 
 /// What the flow needs to know; [`crate::init`] fills it from the kernel command line, the
 /// `install` command from its arguments.
@@ -45,6 +46,10 @@ pub struct Options {
     pub sys: PathBuf,
     pub tuning: Tuning,
     pub metadata_retry: Backoff,
+    /// Write the installed OS's UEFI boot entry into this machine's firmware
+    /// ([`bootentry`]). Only when the installer is the machine's own `/init`: in command mode
+    /// the firmware is the host's, not the target disk's.
+    pub boot_entry: bool,
 }
 
 impl Default for Options {
@@ -55,6 +60,7 @@ impl Default for Options {
             sys: PathBuf::from("/sys"),
             tuning: Tuning::default(),
             metadata_retry: metadata::RETRY,
+            boot_entry: false,
         }
     }
 }
@@ -62,7 +68,7 @@ impl Default for Options {
 /// Run the whole install. On success the disk holds the verified image and `installed` has
 /// been reported; the returned metadata says what to do next (reboot, poweroff, kexec).
 pub fn run(req: &InstallRequest, reporter: &Reporter) -> Result<Metadata> {
-    run_with(req, reporter, &Options::default())
+    run_with(req, reporter, &Options { boot_entry: true, ..Options::default() })
 }
 
 /// The phases in order; each reports its own event.
@@ -83,7 +89,8 @@ pub fn run_with(req: &InstallRequest, reporter: &Reporter, opts: &Options) -> Re
     stream_image(&client, &spec, &sources, &dest.target, opts, reporter)?;
     fix_gpt(&whole, plan, dest.layout.as_deref(), reporter)?;
     seed_cloud_init(&whole, &md, reporter)?;
-    installed(&md, &disk, reporter);
+    let entry = if opts.boot_entry { boot_entry(&whole, plan) } else { "no UEFI boot entry (command mode)".into() };
+    installed(&md, &disk, &entry, reporter);
     Ok(md)
 }
 
@@ -219,9 +226,27 @@ fn seed_cloud_init(whole: &Target, md: &Metadata, reporter: &Reporter) -> Result
     Ok(())
 }
 
+/// On a UEFI machine, the installed OS's boot entry and `BootOrder` by the plan's policy
+/// ([`bootentry`]); what was done, for the `installed` event. Not fatal: without the entry
+/// the firmware still finds the disk's `\EFI\BOOT\BOOTX64.EFI` once the network declines.
+fn boot_entry(whole: &Target, plan: &InstallPlan) -> String {
+    let policy = match plan.uefi.boot_order {
+        BootOrder::NetworkFirst => bootentry::Policy::NetworkFirst,
+        BootOrder::DiskFirst => bootentry::Policy::DiskFirst,
+    };
+    match bootentry::esp::apply(whole, policy) {
+        Ok(bootentry::esp::Outcome::NotUefi) => "BIOS boot: no UEFI boot entry".into(),
+        Ok(bootentry::esp::Outcome::Written(w)) => w.to_string(),
+        Err(e) => {
+            tracing::warn!("UEFI boot entry not written: {e:#}");
+            format!("UEFI boot entry not written ({policy}): {e:#}")
+        }
+    }
+}
+
 /// `installed`, and every event delivered (or given up on: the disk is done either way).
-fn installed(md: &Metadata, d: &DiskInfo, reporter: &Reporter) {
-    reporter.event(Phase::Installed, format!("{} installed on {}", md.hostname, d.path.display()));
+fn installed(md: &Metadata, d: &DiskInfo, entry: &str, reporter: &Reporter) {
+    reporter.event(Phase::Installed, format!("{} installed on {}; {entry}", md.hostname, d.path.display()));
     if !reporter.flush() {
         tracing::warn!("bootsvc did not acknowledge every event; the disk is installed anyway");
     }

@@ -7,10 +7,12 @@
 //! (netlink, DHCP, static addressing), [`hardware`] (inventory), [`finish`] (reboot,
 //! poweroff, kexec). The install side: [`install`] (the whole flow from metadata to a
 //! finished disk), [`metadata`], [`disk`] (enumerate, select, wipe), [`image`] (streaming,
-//! the heart, built from the [`io`] adapters), [`gpt`], [`cloudinit`], [`report`] (events), and
-//! [`servers`] (several bootsvc instances: the one in use, failover).
+//! the heart, built from the [`io`] adapters), [`gpt`], [`cloudinit`], [`bootentry`] (the
+//! UEFI boot entry and `BootOrder`), [`report`] (events), and [`servers`] (several bootsvc
+//! instances: the one in use, failover).
 
 pub mod backoff;
+pub mod bootentry;
 pub mod cli;
 pub mod cloudinit;
 pub mod disk;

@@ -136,6 +136,18 @@ pub fn first_boot(w: &mut Watch, limits: &Limits) -> Result<()> {
     Ok(())
 }
 
+/// The most iPXE may take from its DHCP DISCOVER to its script request: no timer waits
+/// between (`bootsvc/docs/dhcp.md`, "No idle waits").
+pub const DISCOVER_TO_SCRIPT: Duration = Duration::from_secs(1);
+
+/// From bootsvc's log: iPXE's first DHCP DISCOVER (the offer bootsvc answered it with) to its
+/// first script request after it. `None` until both are there.
+pub fn discover_to_script(t: &Timeline) -> Option<Duration> {
+    let discover = t.first(|m| m.dhcp.as_ref().is_some_and(|d| d.class == "ipxe" && d.msg == "discover"))?;
+    let script = t.first_after(discover, |m| m.step == Step::Script)?;
+    Some(script.at.saturating_sub(discover.at))
+}
+
 fn console_mark(t: &Timeline, label: &str) -> bool {
     t.first(|m| m.step == Step::Console && m.label == label).is_some()
 }
@@ -180,4 +192,55 @@ pub fn check_provisioned(lab: &Lab, rec: &Record, t: &Timeline) -> Result<()> {
     ensure!(view.state.status == Status::Installed, "machine status {} (want installed)", view.state.status.as_str());
     ensure!(view.state.first_boot_at.is_some(), "bootsvc did not record the first boot: {:?}", view.state);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    use super::*;
+    use crate::bootlog::parse_line;
+
+    const MAC: &str = "52:54:00:e2:00:01";
+
+    fn ts(ms: u64) -> String {
+        osie_api::time::rfc3339(1_795_284_000_000 + ms)
+    }
+
+    fn dhcp(ms: u64, msg: &str, class: &str) -> String {
+        format!(
+            r#"{{"timestamp":"{}","message":"DHCP x","mac":"{MAC}","msg":"{msg}","class":"{class}","arch":"0","reply":"offer","yiaddr":"192.0.2.21","boot_file":"http://192.0.2.1:8080/boot/{MAC}.ipxe"}}"#,
+            ts(ms)
+        )
+    }
+
+    fn script(ms: u64) -> String {
+        format!(
+            r#"{{"timestamp":"{}","message":"iPXE script","mac":"{MAC}","peer":"192.0.2.21:25001","kind":"installer"}}"#,
+            ts(ms)
+        )
+    }
+
+    fn timeline(lines: &[String]) -> Timeline {
+        let who =
+            Who { mac: MAC.into(), ip: Some(Ipv4Addr::new(192, 0, 2, 21)), kernel: "k".into(), initrd: "i".into() };
+        let log: Vec<_> = lines.iter().filter_map(|l| parse_line(l)).collect();
+        let on: SystemTime = UNIX_EPOCH + Duration::from_millis(1_795_284_000_000);
+        Timeline::build(on, &who, &log, &[], &[])
+    }
+
+    #[test]
+    fn discover_to_script_is_read_from_the_log() {
+        // iPXE's DISCOVER at 2.3 s, its script at 2.37 s: 70 ms.
+        let fast = timeline(&[dhcp(2_300, "discover", "ipxe"), dhcp(2_310, "request", "ipxe"), script(2_370)]);
+        assert_eq!(discover_to_script(&fast), Some(Duration::from_millis(70)));
+        // The waits of old: 3 s for ProxyDHCP, 13 s for IPv6.
+        let slow = timeline(&[dhcp(2_300, "discover", "ipxe"), dhcp(5_300, "request", "ipxe"), script(18_400)]);
+        assert_eq!(discover_to_script(&slow), Some(Duration::from_millis(16_100)));
+        assert!(discover_to_script(&slow).is_some_and(|d| d > DISCOVER_TO_SCRIPT));
+        // The firmware's own DISCOVER (UEFI PXE) does not count; nothing yet: None.
+        assert_eq!(discover_to_script(&timeline(&[dhcp(1_000, "discover", "uefi-pxe")])), None);
+        assert_eq!(discover_to_script(&timeline(&[dhcp(1_000, "discover", "ipxe")])), None);
+    }
 }

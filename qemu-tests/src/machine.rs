@@ -59,6 +59,10 @@ pub struct Spec {
     pub nic: bool,
     /// More disks after the boot disk (not bootable), e.g. a NoCloud seed.
     pub extra_disks: Vec<Disk>,
+    /// `bootindex` on the NIC (1) and the disk (2). Without it OVMF keeps the `BootOrder`
+    /// in its variables as the installer set it: with it, OVMF reorders its boot options by
+    /// QEMU's boot order on every boot (a thing of QEMU, not of real servers).
+    pub bootindex: bool,
 }
 
 impl Spec {
@@ -71,6 +75,7 @@ impl Spec {
             cpus: 1,
             nic: true,
             extra_disks: Vec::new(),
+            bootindex: true,
         }
     }
 }
@@ -163,14 +168,15 @@ impl Machine {
         q.cpus = Some(spec.cpus);
         // The machine's data lives as long as the test (cache=unsafe); the file stays sparse
         // as the installer zeroes runs of the image.
-        q.disk(Drive { cache_unsafe: true, sparse: true, bootindex: Some(2), ..Drive::new(&disk.path) });
+        let index = |i: u32| spec.bootindex.then_some(i);
+        q.disk(Drive { cache_unsafe: true, sparse: true, bootindex: index(2), ..Drive::new(&disk.path) });
         for d in &spec.extra_disks {
             q.disk(Drive { cache_unsafe: true, ..Drive::new(&d.path) });
         }
         if spec.nic {
             let tap = lab.add_tap()?;
             let rom = !spec.firmware.is_uefi();
-            q.nic(Nic { tap, mac: Some(spec.mac.clone()), rom, bootindex: Some(1) });
+            q.nic(Nic { tap, mac: Some(spec.mac.clone()), rom, bootindex: index(1) });
         }
         match spec.firmware {
             Firmware::Bios => q.firmware = qemu::Firmware::seabios_on_serial(&dir.join("sercon-port"))?,

@@ -21,6 +21,9 @@ pub struct Record {
     pub image: ImageRef,
     /// What `runcmd` prints to `/dev/ttyS0`; see [`Record::marker`].
     pub nonce: String,
+    /// `install.uefi.boot_order` (`network-first`, `disk-first`); `None`: not written (the
+    /// default, network-first).
+    pub uefi_boot_order: Option<&'static str>,
 }
 
 #[derive(Debug, Clone)]
@@ -41,6 +44,7 @@ impl Record {
             netboot: true,
             image: ImageRef::Named,
             nonce: osie_testkit::unique("n"),
+            uefi_boot_order: None,
         }
     }
 
@@ -84,6 +88,9 @@ impl Record {
             },
             "cloud_init": { "user_data": self.user_data() }
         });
+        if let Some(order) = self.uefi_boot_order {
+            v["install"]["uefi"] = json!({ "boot_order": order });
+        }
         if self.fixed_address {
             v["ip"] = json!({ "address": self.ip.to_string(), "prefix": 24, "gateway": gateway });
         }

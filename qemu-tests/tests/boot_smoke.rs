@@ -171,7 +171,7 @@ fn metadata_for(mac: MacAddr, image: Image, finish: Finish, disk: DiskHints) -> 
         instance_id: "i-smoke".into(),
         hostname: "smoke".into(),
         mac,
-        install: Some(InstallPlan { image, disk, gpt: GptPlan::default(), finish }),
+        install: Some(InstallPlan { image, disk, gpt: GptPlan::default(), finish, uefi: Default::default() }),
         cloud_init: CloudInit::default(),
         ssh_keys: vec![],
         metadata_base_url: None,

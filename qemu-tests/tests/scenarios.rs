@@ -9,6 +9,7 @@
 //! | `c_netboot_not_allowed_boots_its_disk` | SeaBIOS + iPXE NIC ROM | a machine with an OS on its disk and `netboot.allow = false`: no boot file, no installer, its OS runs |
 //! | `d_bad_checksum_fails_and_disk_does_not_boot` | SeaBIOS + iPXE NIC ROM | wrong sha256: `failed` with the error chain, netboot kept, the next boot netboots again, the disk's first MiB is not the image's, the disk alone does not boot |
 //! | `e_uefi_http_boot_installs_and_first_boots` | OVMF, ROM disabled, PXE off | UEFI HTTP boot (arch 16) → `ipxe.efi` over HTTP → the same as (a) |
+//! | `f_uefi_disk_first_boots_without_the_network` | OVMF as (e), its own variables, no QEMU boot order | `install.uefi.boot_order = "disk-first"`: the installer writes a boot entry for the image's loader and puts it first; after the reboot the firmware boots the disk without one DHCP packet |
 //!
 //! Logs of a failed scenario are kept in `qemu-tests/artifacts/<test>/`.
 
@@ -48,6 +49,14 @@ fn install_and_first_boot(test: &str, fw: Firmware, mac: &str, dhcp: Dhcp) {
     let limits = Limits::default();
     let mut w = flow::watch(&lab, &mut machine, &rec);
     check(flow::install(&mut w, fw, mac, &limits));
+    let waited = flow::discover_to_script(w.timeline());
+    // Where the DISCOVER is bootsvc's to answer (BIOS, reservation mode), nothing may wait.
+    if fw == Firmware::Bios && waited.is_none_or(|d| d > flow::DISCOVER_TO_SCRIPT) {
+        let why =
+            format!("iPXE's DHCP DISCOVER → script request took {waited:?}, more than {:?}", flow::DISCOVER_TO_SCRIPT);
+        panic!("{}", w.fail("no idle wait between DHCP and the script", &why));
+    }
+    eprintln!("{test}: iPXE DHCP DISCOVER → script request: {waited:?}");
     check(flow::first_boot(&mut w, &limits));
     let t = w.timeline().clone();
     if let Err(e) = flow::check_provisioned(&lab, &rec, &t) {
@@ -273,4 +282,63 @@ fn image_first_mib(inputs: &Inputs) -> Vec<u8> {
         .unwrap();
     assert_eq!(out.stdout.len(), 1 << 20, "decompressing the image's first MiB");
     out.stdout
+}
+
+/// (f) UEFI boot entries. An OVMF machine with its own variables file and no QEMU boot
+/// order (with one, OVMF reorders its options by it on every boot, which real servers do
+/// not), installed with `install.uefi.boot_order = "disk-first"`: the installer writes a
+/// `Boot####` for the image's loader through efivarfs and puts it first in `BootOrder`, and
+/// its `installed` event says so; after the reboot the firmware boots the disk without
+/// sending a single DHCP packet (bootsvc logs every one it sees), and the installed OS's
+/// kernel comes sooner than with the network first (scenario (e)).
+#[test]
+fn f_uefi_disk_first_boots_without_the_network() {
+    let test = "f_uefi_disk_first_boots_without_the_network";
+    let Some(inputs) = Inputs::for_test(test) else { return };
+    signals::install();
+    let mac = "52:54:00:e2:0f:01";
+    let lab = check(Lab::start(test, &inputs));
+    let mut rec = Record::new("node1", mac, Lab::address(1));
+    rec.uefi_boot_order = Some("disk-first");
+    check(lab.add(&rec));
+    let mut spec = Spec::new("node1", mac, Firmware::UefiHttp);
+    spec.bootindex = false;
+    let disk = check(lab.subdir("node1").and_then(|d| Disk::blank(&d, DISK_BYTES)));
+    let mut machine = check(Machine::power_on(&lab, &spec, &disk));
+    let limits = Limits::default();
+    let mut w = flow::watch(&lab, &mut machine, &rec);
+    // Only an entry for a disk partition starts from a hard drive path: the one written.
+    const ENTRY: &str = "firmware starts the disk entry";
+    w.watch_console(ENTRY, "\" from HD(");
+    check(flow::install(&mut w, Firmware::UefiHttp, mac, &limits));
+    check(w.until("the installed OS's kernel on the console", limits.reboot, |t| {
+        t.first(|m| m.step == Step::Console && m.label == flow::OS_KERNEL).is_some()
+    }));
+    let t = w.timeline().clone();
+    let bad = |what: &str| panic!("{}", w.fail("the installed OS booted from its UEFI boot entry", what));
+    let Some(installed) = t.event(Phase::Installed) else { panic!("{}", w.fail("an installed event", "none")) };
+    if !(installed.detail.contains("BootOrder (disk-first)") && installed.detail.contains("UEFI Boot")) {
+        bad(&format!("the installed event does not say which boot entry was written: {}", installed.detail));
+    }
+    if let Some(m) = t.first_after(installed, |m| m.dhcp.as_ref().is_some_and(|d| d.arch.is_some())) {
+        bad(&format!("the firmware went to the network after the install: {}", m.detail));
+    }
+    // And it was our entry the firmware started, not one of its own for the disk (OVMF's
+    // boot manager names each option it starts on the serial console).
+    let number = installed.detail.split("UEFI Boot").nth(1).map(|r| r.chars().take(4).collect::<String>());
+    let started = number.as_ref().map(|n| format!("BdsDxe: starting Boot{n} "));
+    if !started.as_ref().is_some_and(|s| w.machine.console().contains(s.as_str())) {
+        bad(&format!("the console does not show the firmware starting the entry written ({started:?})"));
+    }
+    let kernel = t.first(|m| m.step == Step::Console && m.label == flow::OS_KERNEL).expect("waited for above");
+    let entry = t.first(|m| m.step == Step::Console && m.label == ENTRY).map_or(kernel.at, |m| m.at);
+    eprintln!(
+        "{test}: {}\ninstalled → installed OS's kernel {:.1} s (disk-first, no firmware network): the firmware's \
+         restart until it starts the entry {:.1} s, then GRUB and the kernel {:.1} s\n{}",
+        installed.detail,
+        kernel.at.saturating_sub(installed.at).as_secs_f64(),
+        entry.saturating_sub(installed.at).as_secs_f64(),
+        kernel.at.saturating_sub(entry).as_secs_f64(),
+        t.render()
+    );
 }

@@ -139,6 +139,17 @@ dir = "machines"
     }
 
     #[test]
+    fn router_advertisements_default_to_auto() {
+        use crate::config::RaMode;
+        assert_eq!(Config::parse(MINIMAL, Path::new("b.toml")).unwrap().router_advertisements.mode, RaMode::Auto);
+        let text = format!("{MINIMAL}[router_advertisements]\nmode = \"off\"\n");
+        assert_eq!(Config::parse(&text, Path::new("b.toml")).unwrap().router_advertisements.mode, RaMode::Off);
+        let text = format!("{MINIMAL}[router_advertisements]\nmode = \"sometimes\"\n");
+        let p = Config::parse(&text, Path::new("b.toml")).unwrap_err();
+        assert_eq!(p.field, "router_advertisements.mode", "{p}");
+    }
+
+    #[test]
     fn syntax_errors_give_the_line() {
         let text = MINIMAL.replace("[tftp]", "[tftp");
         let p = Config::parse(&text, Path::new("b.toml")).unwrap_err();

@@ -109,6 +109,12 @@ impl fmt::Display for BootFile {
 pub const UNDIONLY: &str = "undionly.kpxe";
 pub const IPXE_EFI: &str = "ipxe.efi";
 pub const SNP_EFI: &str = "snp.efi";
+/// The boot file UEFI firmware gets when its machine must not netboot. No such file is
+/// served (TFTP answers "file not found", HTTP 404 at once), so the firmware's network boot
+/// option fails there and then, and it goes on to the next one: without it, OVMF waits out
+/// its DHCP retries (4 + 8 + 16 s) per network option. A reserved name: keep it out of the
+/// TFTP root.
+pub const NO_NETBOOT: &str = "osie-no-netboot.efi";
 
 /// Read the client's identity from its options.
 pub fn client(mac: MacAddr, opts: &Options) -> Client {
@@ -201,6 +207,17 @@ impl Class {
             Class::Ipxe => BootFile::Url(format!("{public_url}/boot/{mac}.ipxe")),
             Class::Unsupported(_) => return None,
         })
+    }
+
+    /// The boot file that sends this class on to its next boot option when its machine must
+    /// not netboot ([`NO_NETBOOT`]): UEFI PXE and HTTP boot only. iPXE needs none (with no boot
+    /// file it gives up at once), and BIOS PXE ROMs are left as they are.
+    pub fn decline_file(self, public_url: &str) -> Option<BootFile> {
+        match self {
+            Class::UefiPxe | Class::UefiPxeArm => Some(BootFile::Tftp(NO_NETBOOT)),
+            Class::UefiHttp | Class::UefiHttpArm => Some(BootFile::Url(format!("{public_url}/ipxe/{NO_NETBOOT}"))),
+            _ => None,
+        }
     }
 
     /// UEFI HTTP boot only accepts offers that carry option 60 `HTTPClient`.

@@ -36,6 +36,13 @@ pub const MIN_REPLY_LEN: usize = 300;
 /// Option 43 for BIOS PXE in proxy mode: sub-option 6 (discovery control) = 8, "use the
 /// boot file in this offer, no boot server discovery, no menu".
 pub const PXE_DISCOVERY_CONTROL: [u8; 4] = [6, 1, 8, 255];
+/// Option 175 (iPXE's encapsulated options) in an offer with an address to iPXE:
+/// sub-option 176 `no-pxedhcp` = 1. iPXE otherwise keeps collecting offers for 3 s after the
+/// first, waiting for a ProxyDHCP offer that reservation mode never sends
+/// (`bootsvc/docs/dhcp.md`, "No idle waits").
+pub const IPXE_NO_PXEDHCP: [u8; 3] = [176, 1, 1];
+/// Why a known netboot client gets no boot file when its record does not allow netboot.
+pub const NOT_ALLOWED: &str = "netboot not allowed";
 
 pub const CLIENT_PORT: u16 = 68;
 pub const SERVER_PORT: u16 = 67;
@@ -93,6 +100,10 @@ pub struct Decision {
     pub boot_file: Option<BootFile>,
     /// Why there is no boot file, when there is none.
     pub no_boot: Option<&'static str>,
+    /// Instead of no boot file: one bootsvc refuses at once, so UEFI firmware that must not
+    /// netboot goes on to its next boot option instead of waiting out its DHCP retries
+    /// ([`Class::decline_file`]).
+    pub decline: Option<BootFile>,
     pub outcome: Outcome,
 }
 
@@ -119,6 +130,14 @@ pub struct Reply {
     pub relay_agent: Option<Vec<u8>>,
 }
 
+impl Decision {
+    /// What goes into the reply as the boot file: the machine's, else the one that
+    /// declines.
+    pub fn offered_boot_file(&self) -> Option<&BootFile> {
+        self.boot_file.as_ref().or(self.decline.as_ref())
+    }
+}
+
 /// Decide what to answer to `req`.
 pub fn respond(req: &Request, via: Via, ctx: &Ctx<'_>) -> Decision {
     let client = classify::client(req.mac, &req.options);
@@ -132,6 +151,7 @@ pub fn respond(req: &Request, via: Via, ctx: &Ctx<'_>) -> Decision {
         hostname: machine.as_ref().map(|m| m.hostname.clone()),
         boot_file: None,
         no_boot: None,
+        decline: None,
         outcome: Outcome::Done(String::new()),
     };
     if let Some(not_ours) = set_aside(req, via, &d, ctx) {
@@ -144,7 +164,12 @@ pub fn respond(req: &Request, via: Via, ctx: &Ctx<'_>) -> Decision {
     };
     match boot_file(req, &d, ctx) {
         Ok(b) => d.boot_file = Some(b),
-        Err(why) => d.no_boot = Some(why),
+        Err(why) => {
+            d.no_boot = Some(why);
+            if why == NOT_ALLOWED {
+                d.decline = d.class.decline_file(&ctx.settings.public_url);
+            }
+        }
     }
     d.outcome = match via {
         Via::Pxe(src) => pxe_port(req, src, &d, ctx),
@@ -186,7 +211,7 @@ fn boot_file(req: &Request, d: &Decision, ctx: &Ctx<'_>) -> Result<BootFile, &'s
     if !is_netboot_client(d) {
         Err("not a netboot client (no PXE or HTTP vendor class, no option 93, not iPXE)")
     } else if !ctx.backend.netboot_allowed(&req.mac) {
-        Err("netboot not allowed")
+        Err(NOT_ALLOWED)
     } else {
         d.class.boot_file(&req.mac, &ctx.settings.public_url).ok_or("no boot file for this architecture")
     }
@@ -207,7 +232,7 @@ fn is_netboot_client(d: &Decision) -> bool {
 /// Proxy mode, port 67: a boot-information-only offer to a PXE client's DISCOVER (other
 /// messages and clients were set aside in [`respond`]).
 fn proxy(req: &Request, d: &Decision, ctx: &Ctx<'_>) -> Outcome {
-    if d.boot_file.is_none() {
+    if d.offered_boot_file().is_none() {
         return no_boot_file(d);
     }
     build(req, d, ctx, Plan::new("proxy-offer", MessageType::Offer, Address::None, Boot::Proxy, req))
@@ -219,7 +244,7 @@ fn pxe_port(req: &Request, src: SocketAddrV4, d: &Decision, ctx: &Ctx<'_>) -> Ou
     if !matches!(req.msg_type, MessageType::Request | MessageType::Inform) {
         return ignore("dhcp-pxe-not-request", "port 4011 answers REQUEST and INFORM");
     }
-    if d.boot_file.is_none() {
+    if d.offered_boot_file().is_none() {
         return no_boot_file(d);
     }
     // Back where it came from; broadcast to that port while the sender has no address.

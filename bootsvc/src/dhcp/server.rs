@@ -222,11 +222,13 @@ fn log_decision(d: &Decision, port: u16, from: &SocketAddr, drops: &DropLog) {
     let host = d.hostname.as_deref().unwrap_or("-");
     let boot =
         d.boot_file.as_ref().map(|b| b.to_string()).unwrap_or_else(|| format!("none ({})", d.no_boot.unwrap_or("-")));
+    let decline = d.decline.as_ref().map_or_else(String::new, |f| format!(", declined with {f}"));
     match &d.outcome {
         Outcome::Reply(r) => info!(
             mac = %d.mac, msg, port, from = %from, class, arch, arch_from = ?d.client.arch_source, host,
             reply = r.kind, yiaddr = %r.msg.yiaddr(), dest = %r.dest, boot_file = %boot,
-            "DHCP {msg} from {}: {} {} ({class}), boot file {boot}", d.mac, r.kind, r.msg.yiaddr()
+            declined_with = %d.decline.as_ref().map_or("-", |f| f.as_str()),
+            "DHCP {msg} from {}: {} {} ({class}), boot file {boot}{decline}", d.mac, r.kind, r.msg.yiaddr()
         ),
         Outcome::Ignore { reason, why } => {
             // Noise on a shared segment: other clients' traffic for the site server.

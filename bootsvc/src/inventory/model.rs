@@ -3,7 +3,7 @@
 
 use std::net::Ipv4Addr;
 
-use osie_api::metadata::{ChecksumOf, DiskHints, Finish, GptPlan, ImageFormat};
+use osie_api::metadata::{ChecksumOf, DiskHints, Finish, GptPlan, ImageFormat, UefiPlan};
 use osie_api::{CloudInit, MacAddr};
 use serde::{Deserialize, Serialize};
 
@@ -86,6 +86,9 @@ pub struct Install {
     pub gpt: GptPlan,
     #[serde(default)]
     pub finish: Finish,
+    /// UEFI machines: the boot entry's place in `BootOrder` (`bootsvc/docs/inventory.md`).
+    #[serde(default)]
+    pub uefi: UefiPlan,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

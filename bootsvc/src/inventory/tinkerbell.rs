@@ -271,6 +271,7 @@ impl Converter<'_> {
                 },
                 disk: Default::default(),
                 gpt: Default::default(),
+                uefi: Default::default(),
                 finish: Default::default(),
             };
             if let Some(dev) = hw.spec.disks.first().and_then(|d| nonempty(&d.device)) {

@@ -5,10 +5,13 @@
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 
-use dhcproto::v4::{DhcpOption, Flags, Message, MessageType, Opcode};
+use dhcproto::v4::{DhcpOption, Flags, Message, MessageType, Opcode, UnknownOption};
 use dhcproto::{Encodable, Encoder};
 
-use super::{Assigned, Ctx, Decision, Outcome, Reply, CLIENT_PORT, MIN_REPLY_LEN, PXE_DISCOVERY_CONTROL, SERVER_PORT};
+use super::{
+    Assigned, Ctx, Decision, Outcome, Reply, CLIENT_PORT, IPXE_NO_PXEDHCP, MIN_REPLY_LEN, PXE_DISCOVERY_CONTROL,
+    SERVER_PORT,
+};
 use crate::dhcp::classify::{BootFile, Class};
 use crate::dhcp::request::{code, Request};
 
@@ -65,12 +68,17 @@ pub(super) fn build(req: &Request, d: &Decision, ctx: &Ctx<'_>, plan: Plan) -> O
             msg.set_yiaddr(a.ip);
             add_lease_times(&mut msg, ctx.settings.lease_secs);
             add_config(&mut msg, a, d.hostname.as_deref());
+            if d.client.ipxe {
+                // The address comes with everything: iPXE need not wait for a ProxyDHCP offer.
+                msg.opts_mut()
+                    .insert(DhcpOption::Unknown(UnknownOption::new(code::IPXE_ENCAP.into(), IPXE_NO_PXEDHCP.to_vec())));
+            }
         }
     }
     if let Some(why) = plan.message {
         msg.opts_mut().insert(DhcpOption::Message(why));
     }
-    match (&plan.boot, &d.boot_file) {
+    match (&plan.boot, d.offered_boot_file()) {
         (Boot::WithAddress, Some(boot)) => add_boot(&mut msg, req, d.class, boot, false, me),
         (Boot::Proxy, Some(boot)) => add_boot(&mut msg, req, d.class, boot, true, me),
         _ => {}
