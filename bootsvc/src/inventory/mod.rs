@@ -6,10 +6,12 @@
 //! - [`model`]: the native record; [`tinkerbell`]: Tinkerbell `Hardware` converted to it;
 //! - [`load`]: reading the directory, into [`Entry`]s that keep their [`source`] (file and
 //!   field as written, for problems); [`validate`]: per-record and cross-record checks;
-//! - [`images`]: the image manifests records refer to by name;
+//! - [`images`]: the image manifests records refer to by name; [`bmc`]: a record's BMC and
+//!   its credentials file;
 //! - [`Snapshot`]: one consistent, validated inventory; [`Inventory`]: the current one;
 //! - [`watch`]: hot reload.
 
+pub mod bmc;
 pub mod images;
 pub mod load;
 pub mod model;

@@ -223,6 +223,7 @@ impl Converter<'_> {
             install: None,
             cloud_init: Default::default(),
             ssh_keys: Vec::new(),
+            bmc: None,
         };
         self.interfaces(hw, &mut m);
         m.hostname = self.hostname(hw, instance);
