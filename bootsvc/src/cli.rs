@@ -1,4 +1,4 @@
-//! Command line: `serve`, `check`, `machines`, `machine <mac> …`.
+//! Command line: `serve`, `check`, `machines`, `machine <mac> …`, `reinstall MAC…`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::admin_client::{self, Client};
 use crate::config::Config;
 use crate::inventory::Snapshot;
+use crate::power_cmd;
 use crate::problem::Problems;
 
 /// osie's netboot service: DHCP, TFTP and HTTP (iPXE scripts, kernel and initramfs, OS
@@ -49,6 +50,21 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Allow netboot again on many machines at once; with --power, also boot each from the
+    /// network once and power-cycle it through its BMC (through the admin API).
+    Reinstall {
+        /// The machines' MAC addresses.
+        #[arg(required = true)]
+        macs: Vec<String>,
+        /// Through each machine's BMC: one-time network boot, then power cycle (or on).
+        #[arg(long)]
+        power: bool,
+        /// Machines done at the same time.
+        #[arg(long, default_value_t = 4)]
+        parallel: usize,
+        #[command(flatten)]
+        conn: Connect,
+    },
     /// Act on one machine (through the admin API).
     Machine {
         /// The machine's MAC address (any of its NICs).
@@ -63,7 +79,20 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum MachineAction {
     /// Allow netboot again after an install: the next boot reinstalls the machine.
-    Reinstall,
+    Reinstall {
+        /// And boot it now: one-time network boot and power cycle (or on) through its BMC.
+        #[arg(long)]
+        power: bool,
+    },
+    /// Power and boot control through the machine's BMC (its record's `bmc`).
+    Power {
+        /// status (power state and the system's identity), on, off (hard), shutdown (ask the
+        /// OS), cycle (off and on; only on when off), netboot (network boot next time, once).
+        #[arg(value_parser = ["status", "on", "off", "shutdown", "cycle", "netboot"])]
+        action: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Show the machine's record summary and state.
     Show {
         #[arg(long)]
@@ -135,13 +164,38 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Reinstall { macs, power, parallel, conn } => {
+            let client = conn.client()?;
+            runtime()?.block_on(power_cmd::bulk(&client, &macs, parallel, power))
+        }
         Command::Machine { mac, action, conn } => {
             let client = conn.client()?;
             let rt = runtime()?;
             match action {
-                MachineAction::Reinstall => {
+                MachineAction::Reinstall { power: false } => {
                     let m = rt.block_on(client.reinstall(&mac))?;
                     println!("{} ({mac}): netboot allowed again; its next boot reinstalls it", m.hostname);
+                }
+                MachineAction::Reinstall { power: true } => {
+                    let a = rt.block_on(client.reinstall_power(&mac, &power_cmd::who()))?;
+                    println!("{}", power_cmd::answer_line(&a));
+                    if a.report.error.is_some() {
+                        return Ok(ExitCode::FAILURE);
+                    }
+                }
+                MachineAction::Power { action, json } => {
+                    let a = match action.as_str() {
+                        "status" => rt.block_on(client.power_status(&mac))?,
+                        _ => rt.block_on(client.power(&mac, &action, &power_cmd::who()))?,
+                    };
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&a)?);
+                    } else {
+                        println!("{}", power_cmd::answer_line(&a));
+                    }
+                    if a.report.error.is_some() {
+                        return Ok(ExitCode::FAILURE);
+                    }
                 }
                 MachineAction::Show { json } => {
                     let m = rt.block_on(client.machine(&mac))?;

@@ -7,7 +7,8 @@
 //!
 //! - `GET /admin/machines`: every machine with its state ([`MachineView`]);
 //! - `GET /admin/machines/{mac}`, `GET /admin/machines/{mac}/events?limit=N`;
-//! - `POST /admin/machines/{mac}/reinstall`: allow netboot again after an install.
+//! - `POST /admin/machines/{mac}/reinstall`: allow netboot again after an install;
+//! - the power routes, `…/{mac}/power[/{action}]` and `…/{mac}/reinstall/power` ([`super::power`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -167,7 +168,7 @@ pub async fn guard(State(g): State<Arc<Guard>>, req: Request, next: Next) -> Res
     }
 }
 
-fn find(app: &AppState, mac: &str) -> Result<Entry, AdminError> {
+pub(super) fn find(app: &AppState, mac: &str) -> Result<Entry, AdminError> {
     let mac: MacAddr = mac.parse().map_err(|_| AdminError::BadRequest(format!("{mac:?} is not a MAC address")))?;
     app.storage
         .snapshot()
