@@ -12,12 +12,14 @@ use futures_util::stream::{self, StreamExt};
 use crate::admin_client::Client;
 use crate::http::power::PowerAnswer;
 
-/// Who is asking, for the machine's timeline: the login name (the one behind `sudo`).
+/// Who is asking, for the machine's timeline: the login name (the one behind `sudo`),
+/// else the name of the user the CLI runs as.
 pub fn who() -> String {
     ["SUDO_USER", "USER", "LOGNAME"]
         .iter()
         .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
-        .unwrap_or_else(|| "unknown".into())
+        .or_else(|| nix::unistd::User::from_uid(nix::unistd::getuid()).ok().flatten().map(|u| u.name))
+        .unwrap_or_else(|| format!("uid {}", nix::unistd::getuid()))
 }
 
 /// One answer for a person: `node1 (52:54:…): cycle done; power was on` or the failure.

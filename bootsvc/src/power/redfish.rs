@@ -64,8 +64,8 @@ async fn act(c: &mut Client<'_>, bmc: &Bmc, action: Action, r: &mut Report) -> R
     r.power = sys.power;
     r.system = sys.info.clone();
     if netboots(action) {
-        let body = rj::boot_once(bmc.boot_target, bmc.boot_mode, &sys.boot_targets)
-            .map_err(|e| PowerError::new(ErrorKind::Refused, e))?;
+        let body =
+            rj::boot_once(bmc.boot_target, bmc.boot_mode, &sys).map_err(|e| PowerError::new(ErrorKind::Refused, e))?;
         c.send(Method::PATCH, &path, Some(body), true, r).await?;
     }
     if let Some(reset) = reset_for(action) {
@@ -121,28 +121,27 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 impl Client<'_> {
+    /// A session when the service root links to a session service (the root answers
+    /// without credentials), else basic auth on every request.
     async fn login(&mut self, r: &mut Report) -> Result<()> {
-        let path = "/redfish/v1/SessionService/Sessions";
+        let root = self.get("/redfish/v1/", r).await?;
+        let Some(path) = rj::sessions_path(&root) else {
+            r.steps.push(Step { sent: "(no session service)".into(), answer: "basic auth".into() });
+            return Ok(());
+        };
         let body = json!({"UserName": self.creds.username, "Password": self.creds.password});
         let sent = format!("POST {path} (user {})", self.creds.username);
-        let mut attempt = 0;
-        let resp = loop {
-            attempt += 1;
-            match self.request(Method::POST, path, Some(&body)).await {
-                Ok(resp) => break resp,
-                // Never reached the BMC: safe to try again.
-                Err(e) if e.kind == ErrorKind::Unreachable && attempt < TRIES && self.pause(attempt).await => {
-                    r.steps.push(Step { sent: sent.clone(), answer: e.message });
-                }
-                Err(e) => {
-                    r.steps.push(Step { sent: sent.clone(), answer: e.message.clone() });
-                    return Err(at(&sent, e));
-                }
+        let resp = match self.request(Method::POST, &path, Some(&body)).await {
+            Ok(resp) => resp,
+            Err(e) => {
+                r.steps.push(Step { sent: sent.clone(), answer: e.message.clone() });
+                return Err(at(&sent, e));
             }
         };
         let status = resp.status();
         let token = resp.headers().get("x-auth-token").and_then(|v| v.to_str().ok()).map(str::to_owned);
         let location = resp.headers().get(reqwest::header::LOCATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let msg = rj::error_message(&resp.bytes().await.unwrap_or_default());
         match (status, token) {
             (s, Some(token)) if s.is_success() => {
                 r.steps.push(Step { sent, answer: format!("{} session opened", s.as_u16()) });
@@ -150,19 +149,12 @@ impl Client<'_> {
                 Ok(())
             }
             (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN, _) => {
-                let msg = rj::error_message(&resp.bytes().await.unwrap_or_default());
                 r.steps.push(Step { sent: sent.clone(), answer: format!("{} {msg}", status.as_u16()) });
                 Err(PowerError::new(ErrorKind::Auth, format!("{sent}: {status}: the BMC refused the credentials")))
             }
-            (s, _) if s.is_server_error() => {
-                let msg = rj::error_message(&resp.bytes().await.unwrap_or_default());
-                r.steps.push(Step { sent: sent.clone(), answer: format!("{} {msg}", s.as_u16()) });
-                Err(PowerError::new(ErrorKind::Bmc, format!("{sent}: {s}: {msg}")))
-            }
             (s, _) => {
-                // No session service (404, 405, or a success without a token): basic auth.
-                r.steps.push(Step { sent, answer: format!("{} no session: basic auth", s.as_u16()) });
-                self.auth = Auth::Basic;
+                // A session service that gives no token: basic auth it is.
+                r.steps.push(Step { sent, answer: format!("{} no session ({msg}): basic auth", s.as_u16()) });
                 Ok(())
             }
         }

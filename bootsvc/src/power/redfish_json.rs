@@ -20,6 +20,8 @@ pub struct System {
     pub reset_types: Vec<String>,
     /// `Boot."BootSourceOverrideTarget@Redfish.AllowableValues"`.
     pub boot_targets: Vec<String>,
+    /// `Boot.BootSourceOverrideMode` is there: the BMC lets the firmware mode be chosen.
+    pub boot_mode_settable: bool,
 }
 
 /// A reset as the operator means it.
@@ -30,6 +32,13 @@ pub enum Reset {
     GracefulOff,
     /// Off then on, whatever the state was (for a reinstall: the boot override takes effect).
     Cycle,
+}
+
+/// The sessions collection the service root links to (`Links.Sessions`), if the BMC has
+/// a session service.
+pub fn sessions_path(root: &Value) -> Option<String> {
+    let p = root.get("Links")?.get("Sessions")?.get("@odata.id")?.as_str()?;
+    p.starts_with("/redfish/").then(|| p.to_owned())
 }
 
 /// The member paths of a collection (`/redfish/v1/Systems`).
@@ -76,6 +85,7 @@ pub fn system(v: &Value) -> Result<System, String> {
         reset_target: reset.and_then(|r| r.get("target")).and_then(Value::as_str).map(str::to_owned),
         reset_types: strings(reset.and_then(|r| r.get("ResetType@Redfish.AllowableValues"))),
         boot_targets: strings(v.get("Boot").and_then(|b| b.get("BootSourceOverrideTarget@Redfish.AllowableValues"))),
+        boot_mode_settable: v.get("Boot").and_then(|b| b.get("BootSourceOverrideMode")).is_some(),
     })
 }
 
@@ -98,24 +108,26 @@ pub fn reset_type(r: Reset, allowed: &[String], power: PowerState) -> Result<&'s
     }
 }
 
-/// The PATCH body of a one-time network boot.
-pub fn boot_once(target: BootTarget, mode: BootMode, allowed: &[String]) -> Result<Value, String> {
+/// The PATCH body of a one-time network boot. The firmware mode is sent only to a system
+/// that shows `BootSourceOverrideMode` (`sys.boot_mode_settable`): one that does not would
+/// take it as a request to change its firmware, and refuse.
+pub fn boot_once(target: BootTarget, mode: BootMode, sys: &System) -> Result<Value, String> {
     let t = match target {
         BootTarget::Pxe => "Pxe",
         BootTarget::UefiHttp => "UefiHttp",
     };
+    let allowed = &sys.boot_targets;
     if !allowed.is_empty() && !allowed.iter().any(|a| a == t) {
         return Err(format!("the BMC does not offer boot target {t} (it offers {})", allowed.join(", ")));
     }
-    let mode = match mode {
-        BootMode::Uefi => "UEFI",
-        BootMode::Legacy => "Legacy",
-    };
-    Ok(json!({"Boot": {
-        "BootSourceOverrideTarget": t,
-        "BootSourceOverrideEnabled": "Once",
-        "BootSourceOverrideMode": mode,
-    }}))
+    let mut boot = json!({"BootSourceOverrideTarget": t, "BootSourceOverrideEnabled": "Once"});
+    if sys.boot_mode_settable {
+        boot["BootSourceOverrideMode"] = json!(match mode {
+            BootMode::Uefi => "UEFI",
+            BootMode::Legacy => "Legacy",
+        });
+    }
+    Ok(json!({ "Boot": boot }))
 }
 
 /// The BMC's explanation in an error body: `error.@Message.ExtendedInfo[].Message`, else
@@ -187,6 +199,14 @@ mod tests {
     }
 
     #[test]
+    fn session_service_from_the_root() {
+        let root = json!({"Links": {"Sessions": {"@odata.id": "/redfish/v1/SessionService/Sessions"}}});
+        assert_eq!(sessions_path(&root).as_deref(), Some("/redfish/v1/SessionService/Sessions"));
+        assert_eq!(sessions_path(&json!({"Systems": {"@odata.id": "/redfish/v1/Systems"}})), None);
+        assert_eq!(sessions_path(&json!({"Links": {"Sessions": {"@odata.id": "https://elsewhere/x"}}})), None);
+    }
+
+    #[test]
     fn collection_members() {
         let v = json!({"Members": [{"@odata.id": "/redfish/v1/Systems/1"}, {"@odata.id": "/redfish/v1/Systems/2"}]});
         assert_eq!(members(&v).unwrap(), ["/redfish/v1/Systems/1", "/redfish/v1/Systems/2"]);
@@ -210,15 +230,23 @@ mod tests {
 
     #[test]
     fn boot_override_body() {
-        let b = boot_once(BootTarget::Pxe, BootMode::Legacy, &[]).unwrap();
+        let sys = System { boot_mode_settable: true, ..Default::default() };
+        let b = boot_once(BootTarget::Pxe, BootMode::Legacy, &sys).unwrap();
         assert_eq!(
             b,
             json!({"Boot": {"BootSourceOverrideTarget": "Pxe", "BootSourceOverrideEnabled": "Once",
                             "BootSourceOverrideMode": "Legacy"}})
         );
-        let allowed = vec!["Pxe".to_string(), "Hdd".to_string()];
-        let e = boot_once(BootTarget::UefiHttp, BootMode::Uefi, &allowed).unwrap_err();
-        assert!(e.contains("UefiHttp") && e.contains("Pxe, Hdd"), "{e}");
+        // sushy-tools' libvirt domain without a loader shows no mode: none is sent.
+        let sushy = system(&serde_json::from_str(SUSHY_SYSTEM).unwrap()).unwrap();
+        assert!(sushy.boot_mode_settable);
+        let no_mode = System { boot_mode_settable: false, ..sushy.clone() };
+        assert_eq!(
+            boot_once(BootTarget::Pxe, BootMode::Uefi, &no_mode).unwrap(),
+            json!({"Boot": {"BootSourceOverrideTarget": "Pxe", "BootSourceOverrideEnabled": "Once"}})
+        );
+        let e = boot_once(BootTarget::UefiHttp, BootMode::Uefi, &sushy).unwrap_err();
+        assert!(e.contains("UefiHttp") && e.contains("Pxe, Cd, Hdd"), "{e}");
     }
 
     #[test]
