@@ -4,7 +4,8 @@
 //! every action lands in the machine's timeline with who asked and what the BMC answered; the
 //! password shows up nowhere bootsvc writes or answers. And the failures an operator meets:
 //! a wrong password, an unknown CA, an unreachable BMC, one answering garbage or 500, one
-//! that never answers; many machines at once with a summary of those that failed.
+//! that never answers; many machines at once with a summary of those that failed. The same
+//! domain through IPMI: VirtualBMC, driven by `ipmitool`.
 
 mod bmc;
 mod common;
@@ -207,5 +208,68 @@ fn redfish_power_and_boot_through_sushy_tools_and_libvirt() {
     for (what, text) in [("log", site.logs()), ("machines", machines), ("events", events), ("admin", admin)] {
         assert!(!text.contains(PASSWORD), "the password is in the {what}");
     }
+    drop(lv);
+}
+
+#[test]
+fn ipmi_power_and_boot_through_virtualbmc_and_libvirt() {
+    if !bmc::prerequisites("ipmi_power_and_boot_through_virtualbmc_and_libvirt", &["ipmitool"]) {
+        return;
+    }
+    let mut site = Site::new(Options::default());
+    site.loopback(&[BMC_IP]).unwrap();
+    site.reconfigure(|c| c.http.caps.request_timeout_secs = Some(60)).unwrap();
+    let good = bmc::credentials(site.dir(), "good.json", "admin", PASSWORD);
+    let wrong = bmc::credentials(site.dir(), "wrong.json", "admin", "not-the-password");
+    let lan = site.lan();
+    site.ns.add_tap("pwtap0", &lan).unwrap();
+    let lv = Libvirt::start(&site.ns, site.dir(), "osie-m1", (MACS[0], "pwtap0"));
+    let _vbmc = bmc::virtualbmc(&site.ns, &lv, BMC_IP, 6230, "admin", PASSWORD);
+    // VirtualBMC answers a power off only once libvirt has stopped QEMU: seconds, under TCG.
+    let ipmi = |address: String, creds: &std::path::Path, timeout: u64| {
+        serde_json::json!({"protocol": "ipmi", "address": address, "credentials": creds, "boot_mode": "legacy",
+                           "timeout_secs": timeout})
+    };
+    site.machine("m1", &record("m1", MACS[0], ipmi(format!("{BMC_IP}:6230"), &good, 10)));
+    site.machine("m2", &record("m2", MACS[1], ipmi(format!("{BMC_IP}:6230"), &wrong, 10)));
+    site.machine("m3", &record("m3", MACS[2], ipmi(format!("{BMC_IP}:6299"), &good, 2)));
+    site.start();
+
+    let (ok, a) = power(&site, MACS[0], "status");
+    assert!(ok && a["report"]["power"] == "off", "{a:#}");
+    let (ok, a) = power(&site, MACS[0], "on");
+    assert!(ok, "{a:#}");
+    lv.wait_state("running");
+    let (ok, a) = power(&site, MACS[0], "cycle");
+    assert!(ok && a["report"]["power"] == "on", "{a:#}");
+    // VirtualBMC refuses a power cycle: a hard reset instead, both in the report.
+    let steps = a["report"]["steps"].to_string();
+    assert!(steps.contains("ipmitool chassis power cycle") && steps.contains("ipmitool chassis power reset"), "{a:#}");
+    lv.wait_state("running");
+    let (ok, a) = power(&site, MACS[0], "off");
+    assert!(ok, "{a:#}");
+    lv.wait_state("shut off");
+
+    // reinstall --power: next boot from the network, then on (it was off).
+    assert_eq!(lv.first_boot(), "hd");
+    let (ok, out, err) = cli(&site, &["machine", MACS[0], "reinstall", "--power"]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("reinstall done (power was off)"), "{out}");
+    lv.wait_state("running");
+    assert_eq!(lv.first_boot(), "network");
+    let (_, events, _) = cli(&site, &["machine", MACS[0], "events", "--json"]);
+    assert!(
+        events.contains("ipmitool chassis bootdev pxe -> Set Boot Device to pxe")
+            && events.contains("ipmitool chassis power on -> Chassis Power Control: Up/On"),
+        "{events}"
+    );
+
+    let (ok, a) = power(&site, MACS[1], "status");
+    assert!(!ok && a["report"]["error"]["kind"] == "auth", "{a:#}");
+    let t = Instant::now();
+    let (ok, a) = power(&site, MACS[2], "status");
+    assert!(!ok && a["report"]["error"]["kind"] == "unreachable", "{a:#}");
+    assert!(t.elapsed() < Duration::from_secs(30), "{:?}", t.elapsed());
+    assert!(!site.logs().contains(PASSWORD));
     drop(lv);
 }

@@ -202,8 +202,13 @@ impl Budget {
 
     /// The timeout of the next request, `None` when the time is up.
     pub fn next(&self) -> Option<Duration> {
+        self.left().map(|l| l.min(self.per_request))
+    }
+
+    /// All the time left, `None` when it is up.
+    pub fn left(&self) -> Option<Duration> {
         let left = self.until.saturating_duration_since(Instant::now());
-        (left >= Duration::from_millis(200)).then(|| left.min(self.per_request))
+        (left >= Duration::from_millis(200)).then_some(left)
     }
 }
 

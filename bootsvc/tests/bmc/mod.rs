@@ -263,6 +263,70 @@ pub fn sushy(
     child
 }
 
+/// VirtualBMC (IPMI over LAN) on `ip:port` for `lv`'s domain, one user: its daemon, whose
+/// control port is on the namespace's loopback.
+pub fn virtualbmc(ns: &Netns, lv: &Libvirt, ip: &str, port: u16, user: &str, password: &str) -> ChildGuard {
+    let d = lv.dir.join("vbmc");
+    std::fs::create_dir_all(d.join("conf")).unwrap();
+    let conf = d.join("virtualbmc.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[default]\nconfig_dir = {0}/conf\npid_file = {0}/vbmcd.pid\nserver_port = 50891\n[log]\nlogfile = {0}/vbmc.log\n",
+            d.display()
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(d.join("vbmcd.out")).unwrap();
+    let mut cmd = ns.cmd(pyenv().join("bin/vbmcd"));
+    cmd.arg("--foreground").env("VIRTUALBMC_CONFIG", &conf).stdout(log.try_clone().unwrap()).stderr(log);
+    let mut daemon = ChildGuard::spawn("vbmcd", &mut cmd).unwrap();
+    let vbmc =
+        |args: &[&str]| ns.cmd(pyenv().join("bin/vbmc")).args(args).env("VIRTUALBMC_CONFIG", &conf).output().unwrap();
+    wait_for("vbmcd to answer", Duration::from_secs(30), || {
+        daemon
+            .check_running()
+            .unwrap_or_else(|e| panic!("{e:#}: {}", std::fs::read_to_string(d.join("vbmcd.out")).unwrap_or_default()));
+        vbmc(&["list"]).status.success().then_some(())
+    })
+    .unwrap();
+    let port = port.to_string();
+    for args in [
+        &[
+            "add",
+            &lv.name,
+            "--address",
+            ip,
+            "--port",
+            &port,
+            "--username",
+            user,
+            "--password",
+            password,
+            "--libvirt-uri",
+            &lv.uri,
+        ][..],
+        &["start", &lv.name][..],
+    ] {
+        let o = vbmc(args);
+        assert!(o.status.success(), "vbmc {}: {}", args[0], String::from_utf8_lossy(&o.stderr));
+    }
+    wait_for("VirtualBMC to answer IPMI", Duration::from_secs(30), || {
+        let o = ns
+            .cmd("ipmitool")
+            .args([
+                "-I", "lanplus", "-H", ip, "-p", &port, "-U", user, "-E", "-N", "1", "-R", "1", "chassis", "power",
+                "status",
+            ])
+            .env("IPMI_PASSWORD", password)
+            .output()
+            .ok()?;
+        o.status.success().then_some(())
+    })
+    .unwrap();
+    daemon
+}
+
 /// How a bad BMC behaves.
 #[derive(Clone, Copy)]
 pub enum Bad {
