@@ -7,13 +7,12 @@
 //! that never answers; many machines at once with a summary of those that failed. The same
 //! domain through IPMI: VirtualBMC, driven by `ipmitool`.
 
-mod bmc;
 mod common;
 
 use std::time::{Duration, Instant};
 
-use bmc::{Bad, Libvirt};
 use common::{Options, Site};
+use osie_testkit::bmc::{self, Bad, Libvirt};
 use serde_json::Value;
 
 const PASSWORD: &str = "s3cret-Pa55word";

@@ -2,8 +2,8 @@
 //! `libvirtd` (its own mount namespace: its sockets, state and domain definitions on tmpfs,
 //! no default network, QEMU in TCG) with a QEMU domain, in front of it sushy-tools' Redfish
 //! emulator (TLS from a CA made here, basic auth) or VirtualBMC (IPMI); and small bad BMCs
-//! (garbage, 500, silent) served by the test itself.
-#![allow(dead_code)]
+//! (garbage, 500, silent) served by the test itself. Used by `bootsvc/tests/power.rs` and
+//! the `reinstall --power` scenario of `qemu-tests`.
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use osie_testkit::proc::{wait_for, ChildGuard};
-use osie_testkit::Netns;
+use crate::proc::{wait_for, ChildGuard};
+use crate::Netns;
 
 /// The Python environment `scripts/setup` makes (sushy-tools, VirtualBMC): `OSIE_PYENV`, or
 /// `build/pyenv` of the checkout.
@@ -26,9 +26,9 @@ pub fn pyenv() -> PathBuf {
 /// Can the libvirt-backed tests run here? (Skips with the reason otherwise.)
 pub fn prerequisites(test: &str, also: &[&str]) -> bool {
     let tools = [&["curl", "ip", "libvirtd", "virsh", "qemu-system-x86_64", "openssl", "unshare"][..], also].concat();
-    osie_testkit::require_root(test)
-        && osie_testkit::require_tools(test, &tools)
-        && osie_testkit::require_file(test, &pyenv().join("bin/sushy-emulator"), "scripts/setup")
+    crate::require_root(test)
+        && crate::require_tools(test, &tools)
+        && crate::require_file(test, &pyenv().join("bin/sushy-emulator"), "scripts/setup")
 }
 
 const QEMU_CONF: &str = r#"user = "root"
@@ -42,20 +42,40 @@ cgroup_controllers = [ ]
 
 /// A libvirtd of the test's own and its domain `name` (shut off, booting from disk first).
 pub struct Libvirt {
-    ns_name: String,
     pub dir: PathBuf,
     pub uri: String,
     pub name: String,
     daemon: Option<ChildGuard>,
+    _run: tempfile::TempDir,
 }
 
 impl Libvirt {
-    /// `nic`: the domain's NIC, (MAC, a tap already in the namespace).
+    /// `nic`: the domain's NIC, (MAC, a tap already in the namespace). A small domain
+    /// (128 MiB, no disk), enough for power and boot-order tests.
     pub fn start(ns: &Netns, dir: &Path, name: &str, nic: (&str, &str)) -> Libvirt {
+        let mut lv = Libvirt::daemon(ns, dir);
+        let xml = format!(
+            "<domain type='qemu'><name>{name}</name><memory unit='MiB'>128</memory><vcpu>1</vcpu>\
+             <os><type arch='x86_64' machine='pc'>hvm</type><boot dev='hd'/></os>\
+             <devices><emulator>/usr/bin/qemu-system-x86_64</emulator>\
+             <interface type='ethernet'><mac address='{}'/><target dev='{}' managed='no'/><model type='e1000'/></interface>\
+             <serial type='file'><source path='{}/serial.log'/></serial></devices></domain>",
+            nic.0,
+            nic.1,
+            lv.dir.display()
+        );
+        lv.define(name, &xml);
+        lv
+    }
+
+    /// libvirtd alone, no domain yet ([`Libvirt::define`]).
+    pub fn daemon(ns: &Netns, dir: &Path) -> Libvirt {
         let dir = dir.join("libvirt");
-        std::fs::create_dir_all(dir.join("run")).unwrap();
+        std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("qemu.conf"), QEMU_CONF).unwrap();
-        let run = dir.join("run");
+        // Its sockets: a short path of their own (a Unix socket's path has 108 bytes).
+        let run_dir = tempfile::Builder::new().prefix("osie-lv-").tempdir().unwrap();
+        let run = run_dir.path().to_path_buf();
         std::fs::write(
             dir.join("libvirtd.conf"),
             format!(
@@ -79,24 +99,19 @@ impl Libvirt {
         cmd.args(["-m", "--propagation", "private", "sh", "-c", &script]).stdout(Stdio::null()).stderr(log);
         let daemon = ChildGuard::spawn("libvirtd", &mut cmd).unwrap();
         let uri = format!("qemu:///system?socket={}/libvirt-sock", run.display());
-        let mut lv = Libvirt { ns_name: ns.name().to_string(), dir, uri, name: name.to_string(), daemon: Some(daemon) };
+        let lv = Libvirt { dir, uri, name: String::new(), daemon: Some(daemon), _run: run_dir };
         wait_for("libvirtd's socket", Duration::from_secs(20), || lv.virsh_ok(&["version"]).then_some(()))
             .unwrap_or_else(|e| panic!("{e:#}: {}", lv.log()));
-        let xml = format!(
-            "<domain type='qemu'><name>{name}</name><memory unit='MiB'>128</memory><vcpu>1</vcpu>\
-             <os><type arch='x86_64' machine='pc'>hvm</type><boot dev='hd'/></os>\
-             <devices><emulator>/usr/bin/qemu-system-x86_64</emulator>\
-             <interface type='ethernet'><mac address='{}'/><target dev='{}' managed='no'/><model type='e1000'/></interface>\
-             <serial type='file'><source path='{}/serial.log'/></serial></devices></domain>",
-            nic.0,
-            nic.1,
-            lv.dir.display()
-        );
-        std::fs::write(lv.dir.join("domain.xml"), xml).unwrap();
-        let file = lv.dir.join("domain.xml").to_string_lossy().into_owned();
-        lv.virsh(&["define", &file]);
-        lv.daemon.as_mut().unwrap().check_running().unwrap();
         lv
+    }
+
+    /// Define the domain `name` from `xml` (shut off); this is the domain the other calls
+    /// act on.
+    pub fn define(&mut self, name: &str, xml: &str) {
+        let file = self.dir.join(format!("{name}.xml"));
+        std::fs::write(&file, xml).unwrap();
+        self.virsh(&["define", &file.to_string_lossy()]);
+        self.name = name.to_string();
     }
 
     pub fn log(&self) -> String {
@@ -146,7 +161,6 @@ impl Drop for Libvirt {
         // The domain's QEMU first (a killed libvirtd would leave it running), then libvirtd.
         let _ = Command::new("virsh").arg("-c").arg(&self.uri).args(["destroy", &self.name]).output();
         drop(self.daemon.take());
-        let _ = &self.ns_name;
     }
 }
 
