@@ -62,6 +62,10 @@ pub enum Command {
         /// Machines done at the same time.
         #[arg(long, default_value_t = 4)]
         parallel: usize,
+        /// With --power: then wait up to this many seconds for each machine to netboot (its
+        /// installer's first event); one that does not is a failure.
+        #[arg(long, requires = "power", value_name = "SECS")]
+        wait: Option<u64>,
         #[command(flatten)]
         conn: Connect,
     },
@@ -83,6 +87,10 @@ pub enum MachineAction {
         /// And boot it now: one-time network boot and power cycle (or on) through its BMC.
         #[arg(long)]
         power: bool,
+        /// With --power: then wait up to this many seconds for the machine to netboot (its
+        /// installer's first event), and fail saying what was last seen if it does not.
+        #[arg(long, requires = "power", value_name = "SECS")]
+        wait: Option<u64>,
     },
     /// Power and boot control through the machine's BMC (its record's `bmc`).
     Power {
@@ -164,23 +172,32 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Reinstall { macs, power, parallel, conn } => {
+        Command::Reinstall { macs, power, parallel, wait, conn } => {
             let client = conn.client()?;
-            runtime()?.block_on(power_cmd::bulk(&client, &macs, parallel, power))
+            runtime()?.block_on(power_cmd::bulk(&client, &macs, parallel, power, wait))
         }
         Command::Machine { mac, action, conn } => {
             let client = conn.client()?;
             let rt = runtime()?;
             match action {
-                MachineAction::Reinstall { power: false } => {
+                MachineAction::Reinstall { power: false, .. } => {
                     let m = rt.block_on(client.reinstall(&mac))?;
                     println!("{} ({mac}): netboot allowed again; its next boot reinstalls it", m.hostname);
                 }
-                MachineAction::Reinstall { power: true } => {
+                MachineAction::Reinstall { power: true, wait } => {
                     let a = rt.block_on(client.reinstall_power(&mac, &power_cmd::who()))?;
                     println!("{}", power_cmd::answer_line(&a));
                     if a.report.error.is_some() {
                         return Ok(ExitCode::FAILURE);
+                    }
+                    if let Some(secs) = wait {
+                        match rt.block_on(power_cmd::wait_netboot(&client, &mac, secs)) {
+                            Ok(p) => println!("{} ({mac}): netbooted: the installer is at {p}", a.hostname),
+                            Err(e) => {
+                                println!("{} ({mac}): FAILED: {e}", a.hostname);
+                                return Ok(ExitCode::FAILURE);
+                            }
+                        }
                     }
                 }
                 MachineAction::Power { action, json } => {

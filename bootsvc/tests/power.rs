@@ -187,6 +187,18 @@ fn redfish_power_and_boot_through_sushy_tools_and_libvirt() {
     let (_, events, _) = cli(&site, &["machine", MACS[1], "events", "--json"]);
     assert!(events.contains("FAILED (Auth)"), "{events}");
 
+    // A machine that does not netboot after the power action (nothing answers its DHCP here)
+    // is a failure of `--wait`, saying what bootsvc last saw of it.
+    let t = Instant::now();
+    let (ok, out, err) = cli(&site, &["machine", MACS[0], "reinstall", "--power", "--wait", "6"]);
+    assert!(!ok, "{out}{err}");
+    assert!(out.contains("reinstall done (power was on)"), "{out}");
+    assert!(
+        out.contains("FAILED: did not netboot within 6 s after the power action: no event since the power action (the last: power at"),
+        "{out}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(30), "{:?}", t.elapsed());
+
     // Many at once: a line per machine, a summary of the failures, exit 1.
     let t = Instant::now();
     let (ok, out, err) = cli(&site, &["reinstall", "--power", "--parallel", "3", MACS[0], MACS[1], MACS[3]]);

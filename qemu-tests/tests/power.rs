@@ -2,7 +2,8 @@
 //! the machine is a libvirt QEMU domain (TCG, SeaBIOS, virtio NIC with its iPXE ROM on the
 //! lab bridge) whose disk holds the OS, powered off; its BMC is sushy-tools' Redfish emulator
 //! in front of that libvirt (TLS with the test's CA, on a management address apart from the
-//! provisioning network). After the one command, nothing touches QEMU or libvirt: bootsvc
+//! provisioning network). After the one command (`--wait`: it returns once the machine
+//! netboots), nothing touches QEMU or libvirt: bootsvc
 //! sets the one-time network boot and powers the machine on through the BMC, the machine
 //! netboots the installer, installs, reboots, and its new OS phones home. See
 //! `bootsvc/docs/power.md`.
@@ -73,8 +74,9 @@ fn f_installed_machine_reinstalled_by_reinstall_power_alone() {
 
     // The one command.
     let t0 = Instant::now();
-    let out = check(lab.cli(&["machine", mac, "reinstall", "--power"]));
+    let out = check(lab.cli(&["machine", mac, "reinstall", "--power", "--wait", "600"]));
     assert!(out.contains("reinstall done (power was off)"), "{out}");
+    assert!(out.contains("node1 (52:54:00:e2:0f:01): netbooted: the installer is at "), "{out}");
     eprintln!("{test}: {}", out.trim());
 
     // From here on only the machine and bootsvc: wait for its events.
