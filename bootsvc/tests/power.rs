@@ -16,6 +16,7 @@ use osie_testkit::bmc::{self, Bad, Libvirt};
 use serde_json::Value;
 
 const PASSWORD: &str = "s3cret-Pa55word";
+const MACHINE8: &str = "52:54:00:00:0b:08";
 const BMC_IP: &str = "192.0.2.50";
 const BAD_IP: &str = "192.0.2.51";
 const MACS: [&str; 7] = [
@@ -91,6 +92,10 @@ fn redfish_power_and_boot_through_sushy_tools_and_libvirt() {
     site.machine("m5", &record("m5", MACS[4], insecure(&format!("http://{BAD_IP}:8000"), 5)));
     site.machine("m6", &record("m6", MACS[5], insecure(&format!("http://{BAD_IP}:8001"), 5)));
     site.machine("m7", &record("m7", MACS[6], insecure(&format!("http://{BAD_IP}:8002"), 2)));
+    // A machine with a fixed address, to ask for everything a machine is served.
+    let mut m8: Value = serde_json::from_str(&record("m8", MACHINE8, redfish(&sushy_url, &ca, &good))).unwrap();
+    m8["ip"] = serde_json::json!({"address": common::CLIENTS[0], "prefix": 24});
+    site.machine("m8", &m8.to_string());
     let (ok, out, err) = cli(&site, &["check"]);
     assert!(ok, "{out}{err}");
     site.start();
@@ -218,6 +223,22 @@ fn redfish_power_and_boot_through_sushy_tools_and_libvirt() {
     let admin = site.admin("GET", "/admin/machines").text();
     for (what, text) in [("log", site.logs()), ("machines", machines), ("events", events), ("admin", admin)] {
         assert!(!text.contains(PASSWORD), "the password is in the {what}");
+    }
+    // What a machine is served says nothing of its BMC: not the password, not the file.
+    let from = common::CLIENTS[0];
+    let nocloud = format!("/nocloud/{MACHINE8}");
+    let served = [
+        ("/metadata", site.get_as(from, Some(MACHINE8), "/metadata")),
+        ("script", site.get_as(from, None, &format!("/boot/{MACHINE8}.ipxe"))),
+        ("ec2 meta-data", site.get_as(from, None, "/latest/meta-data/")),
+        ("ec2 user-data", site.get_as(from, None, "/latest/user-data")),
+        ("nocloud meta-data", site.get_as(from, None, &format!("{nocloud}/meta-data"))),
+        ("nocloud vendor-data", site.get_as(from, None, &format!("{nocloud}/vendor-data"))),
+    ];
+    assert_eq!(served[0].1.status, 200, "{}", served[0].1.text());
+    for (what, r) in served {
+        let t = r.text();
+        assert!(!t.contains(PASSWORD) && !t.contains("bmc-credentials") && !t.contains("8443"), "{what}: {t}");
     }
     drop(lv);
 }

@@ -125,6 +125,7 @@ impl FuzzBackend {
             install: None,
             cloud_init: Default::default(),
             ssh_keys: vec![],
+            bmc: None,
         })
     }
 }
