@@ -17,6 +17,7 @@ use serde_json::Value;
 
 const PASSWORD: &str = "s3cret-Pa55word";
 const MACHINE8: &str = "52:54:00:00:0b:08";
+const MACS9: [&str; 2] = ["52:54:00:00:0b:09", "52:54:00:00:0b:0a"];
 const BMC_IP: &str = "192.0.2.50";
 const BAD_IP: &str = "192.0.2.51";
 const MACS: [&str; 7] = [
@@ -75,6 +76,7 @@ fn redfish_power_and_boot_through_sushy_tools_and_libvirt() {
     bmc::bad_bmc(&site.ns, BAD_IP, 8000, Bad::Garbage);
     bmc::bad_bmc(&site.ns, BAD_IP, 8001, Bad::Error500);
     bmc::bad_bmc(&site.ns, BAD_IP, 8002, Bad::Silent);
+    let sessions = bmc::session_bmc(&site.ns, BAD_IP, 8003, "admin", PASSWORD);
 
     let redfish = |address: &str, ca: &std::path::Path, creds: &std::path::Path| {
         serde_json::json!({"protocol": "redfish", "address": address, "ca_file": ca, "credentials": creds,
@@ -96,6 +98,10 @@ fn redfish_power_and_boot_through_sushy_tools_and_libvirt() {
     let mut m8: Value = serde_json::from_str(&record("m8", MACHINE8, redfish(&sushy_url, &ca, &good))).unwrap();
     m8["ip"] = serde_json::json!({"address": common::CLIENTS[0], "prefix": 24});
     site.machine("m8", &m8.to_string());
+    site.machine("m9", &record("m9", MACS9[0], insecure(&format!("http://{BAD_IP}:8003"), 5)));
+    let wrong_session = serde_json::json!({"protocol": "redfish", "address": format!("http://{BAD_IP}:8003"),
+                                           "insecure": true, "credentials": wrong});
+    site.machine("m10", &record("m10", MACS9[1], wrong_session));
     let (ok, out, err) = cli(&site, &["check"]);
     assert!(ok, "{out}{err}");
     site.start();
@@ -184,6 +190,25 @@ fn redfish_power_and_boot_through_sushy_tools_and_libvirt() {
     let (kind, msg, _, took) = failure(MACS[6]);
     assert_eq!(kind, "timeout", "{msg}");
     assert!(took < Duration::from_secs(30), "bounded: {took:?}");
+    // A BMC with sessions: one opened with the credentials, its token on every request, closed
+    // at the end; a wrong password is refused at the login.
+    let (ok, a) = power(&site, MACS9[0], "status");
+    assert!(ok && a["report"]["power"] == "on" && a["report"]["system"]["manufacturer"] == "Session BMC", "{a:#}");
+    assert_eq!(
+        *sessions.lock().unwrap(),
+        [
+            "GET /redfish/v1/ none",
+            "POST /redfish/v1/SessionService/Sessions none",
+            "GET /redfish/v1/Systems token",
+            "GET /redfish/v1/Systems/1 token",
+            "DELETE /redfish/v1/SessionService/Sessions/1 token",
+        ]
+    );
+    let (ok, a) = power(&site, MACS9[1], "status");
+    assert!(!ok && a["report"]["error"]["kind"] == "auth", "{a:#}");
+    assert!(a["report"]["error"]["message"].as_str().unwrap().contains("SessionService/Sessions"), "{a:#}");
+    assert!(!a.to_string().contains("not-the-password"), "the login's body is not in the report");
+
     // A failed action is recorded too.
     let (_, events, _) = cli(&site, &["machine", MACS[1], "events", "--json"]);
     assert!(!events.contains("\"power\""), "status reads are not recorded: {events}");

@@ -10,6 +10,7 @@ use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::proc::{wait_for, ChildGuard};
@@ -383,4 +384,75 @@ pub fn bad_bmc(ns: &Netns, ip: &str, port: u16, how: Bad) {
         Ok(())
     });
     rx.recv_timeout(Duration::from_secs(5)).expect("the bad BMC listens");
+}
+
+/// A Redfish service with sessions on `ip:port` (plain HTTP), for the session login that
+/// sushy-tools does not offer: the root links `/redfish/v1/SessionService/Sessions`, a POST
+/// there with `user`/`password` answers 201 with `X-Auth-Token` and `Location`, the system
+/// (`/redfish/v1/Systems/1`, on) answers that token only, a DELETE of the session ends it.
+/// Returns its log: one line per request, `METHOD path auth` (`token`, `basic`, `none`).
+pub fn session_bmc(ns: &Netns, ip: &str, port: u16, user: &str, password: &str) -> Arc<Mutex<Vec<String>>> {
+    let addr = format!("{ip}:{port}");
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let (user, password, seen) = (user.to_string(), password.to_string(), Arc::clone(&log));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let _serving = ns.spawn(move || {
+        let l = TcpListener::bind(&addr)?;
+        tx.send(()).ok();
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            let Some((head, body)) = read_request(&mut s) else { continue };
+            let line = head.lines().next().unwrap_or_default().to_string();
+            let mut parts = line.split(' ');
+            let (method, path) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
+            let lower = head.to_ascii_lowercase();
+            let token = lower.contains("\r\nx-auth-token: tok-1");
+            let auth = if token { "token" } else if lower.contains("\r\nauthorization: basic") { "basic" } else { "none" };
+            seen.lock().unwrap().push(format!("{method} {path} {auth}"));
+            let login = serde_json::from_slice::<serde_json::Value>(&body).ok();
+            let good = login.as_ref().is_some_and(|v| v["UserName"] == user.as_str() && v["Password"] == password.as_str());
+            let system = r##"{"PowerState":"On","Manufacturer":"Session BMC","Actions":{"#ComputerSystem.Reset":{"target":"/redfish/v1/Systems/1/Actions/ComputerSystem.Reset"}}}"##;
+            let (status, extra, body) = match (method, path) {
+                ("GET", "/redfish/v1/") => ("200 OK", String::new(), r#"{"Links":{"Sessions":{"@odata.id":"/redfish/v1/SessionService/Sessions"}}}"#),
+                ("POST", "/redfish/v1/SessionService/Sessions") if good => (
+                    "201 Created",
+                    "X-Auth-Token: tok-1\r\nLocation: /redfish/v1/SessionService/Sessions/1\r\n".to_string(),
+                    "{}",
+                ),
+                (_, _) if !token => ("401 Unauthorized", String::new(), r#"{"error":{"message":"no session"}}"#),
+                ("GET", "/redfish/v1/Systems") => ("200 OK", String::new(), r#"{"Members":[{"@odata.id":"/redfish/v1/Systems/1"}]}"#),
+                ("GET", "/redfish/v1/Systems/1") => ("200 OK", String::new(), system),
+                ("DELETE", "/redfish/v1/SessionService/Sessions/1") => ("204 No Content", String::new(), ""),
+                _ => ("404 Not Found", String::new(), r#"{"error":{"message":"no such resource"}}"#),
+            };
+            let _ = write!(s, "HTTP/1.1 {status}\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+        }
+        Ok(())
+    });
+    rx.recv_timeout(Duration::from_secs(5)).expect("the session BMC listens");
+    log
+}
+
+/// One HTTP/1.1 request: its head and its body (by Content-Length).
+fn read_request(s: &mut std::net::TcpStream) -> Option<(String, Vec<u8>)> {
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let end = loop {
+        let n = s.read(&mut chunk).ok().filter(|n| *n > 0)?;
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..end]).to_string();
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+        .unwrap_or(0);
+    while buf.len() < end + len {
+        let n = s.read(&mut chunk).ok().filter(|n| *n > 0)?;
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    Some((head, buf[end..end + len].to_vec()))
 }

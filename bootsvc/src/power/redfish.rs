@@ -19,8 +19,14 @@ use crate::inventory::bmc::{redfish_url, Bmc, Credentials};
 type Result<T> = std::result::Result<T, PowerError>;
 
 enum Auth {
+    /// The login itself: the service root and the session request carry no credentials of
+    /// their own (the session request has them in its body).
+    None,
     Basic,
-    Session { token: String, location: Option<String> },
+    Session {
+        token: String,
+        location: Option<String>,
+    },
 }
 
 struct Client<'a> {
@@ -34,7 +40,7 @@ struct Client<'a> {
 /// Run `action` (see [`super::perform`]), its steps into `r`.
 pub async fn perform(bmc: &Bmc, creds: &Credentials, action: Action, budget: Budget, r: &mut Report) -> Result<()> {
     let url = redfish_url(&bmc.address).map_err(|e| PowerError::new(ErrorKind::Config, e))?;
-    let mut c = Client { http: http_client(bmc)?, base: url.base(), creds, auth: Auth::Basic, budget };
+    let mut c = Client { http: http_client(bmc)?, base: url.base(), creds, auth: Auth::None, budget };
     c.login(r).await?;
     let out = act(&mut c, bmc, action, r).await;
     c.logout(r).await;
@@ -127,6 +133,7 @@ impl Client<'_> {
         let root = self.get("/redfish/v1/", r).await?;
         let Some(path) = rj::sessions_path(&root) else {
             r.steps.push(Step { sent: "(no session service)".into(), answer: "basic auth".into() });
+            self.auth = Auth::Basic;
             return Ok(());
         };
         let body = json!({"UserName": self.creds.username, "Password": self.creds.password});
@@ -155,6 +162,7 @@ impl Client<'_> {
             (s, _) => {
                 // A session service that gives no token: basic auth it is.
                 r.steps.push(Step { sent, answer: format!("{} no session ({msg}): basic auth", s.as_u16()) });
+                self.auth = Auth::Basic;
                 Ok(())
             }
         }
@@ -264,6 +272,7 @@ impl Client<'_> {
             self.budget.next().ok_or_else(|| PowerError::new(ErrorKind::Timeout, "out of time for this action"))?;
         let mut req = self.http.request(method, format!("{}{path}", self.base)).timeout(timeout);
         req = match &self.auth {
+            Auth::None => req,
             Auth::Basic => req.basic_auth(&self.creds.username, Some(&self.creds.password)),
             Auth::Session { token, .. } => req.header("X-Auth-Token", token),
         };
