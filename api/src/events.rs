@@ -50,6 +50,9 @@ pub enum Phase {
     Failed,
     /// Sent by the installed OS on its first boot.
     FirstBoot,
+    /// A power or boot action on the machine's BMC, asked by an operator: recorded by
+    /// bootsvc itself, never accepted from a machine ([`Phase::SERVICE`]).
+    Power,
     /// A phase this build does not know (a newer sender): such an event still parses, but
     /// bootsvc refuses to store it (400 naming the phase).
     #[serde(other)]
@@ -57,6 +60,10 @@ pub enum Phase {
 }
 
 impl Phase {
+    /// The phases bootsvc records itself (not in [`Phase::ALL`]: a machine cannot send them).
+    pub const SERVICE: [Phase; 1] = [Phase::Power];
+
+    /// The phases machines send.
     pub const ALL: [Phase; 12] = [
         Phase::BootedInstaller,
         Phase::Network,
@@ -86,6 +93,7 @@ impl Phase {
             Phase::Installed => "installed",
             Phase::Failed => "failed",
             Phase::FirstBoot => "first-boot",
+            Phase::Power => "power",
             Phase::Unknown => "unknown",
         }
     }
@@ -137,7 +145,7 @@ mod tests {
 
     #[test]
     fn phases_serialize_kebab_case() {
-        for p in Phase::ALL {
+        for p in Phase::ALL.into_iter().chain(Phase::SERVICE) {
             assert_eq!(serde_json::to_string(&p).unwrap(), format!("\"{}\"", p.as_str()));
             assert_eq!(serde_json::from_str::<Phase>(&format!("\"{p}\"")).unwrap(), p);
         }

@@ -15,6 +15,7 @@ use serde::de::DeserializeOwned;
 
 use crate::config::Config;
 use crate::http::admin::MachineView;
+use crate::http::power::PowerAnswer;
 use crate::state::StoredEvent;
 use crate::storage::SiteCount;
 
@@ -74,6 +75,15 @@ impl Client {
     }
 
     async fn call<T: DeserializeOwned>(&self, method: Method, path: &str) -> Result<T> {
+        let (what, status, body) = self.exchange(method, path).await?;
+        if !status.is_success() {
+            bail!("{what}: {status}: {}", String::from_utf8_lossy(&body).trim());
+        }
+        serde_json::from_slice(&body).with_context(|| format!("{what}: undecodable answer"))
+    }
+
+    /// One request: what it was (for errors), the status and the body.
+    async fn exchange(&self, method: Method, path: &str) -> Result<(String, hyper::StatusCode, Bytes)> {
         let what = match &self.socket {
             Some(s) => format!("{method} {path} on {}", s.display()),
             None => format!("{method} http://{}{}{path}", self.authority, self.prefix),
@@ -106,10 +116,31 @@ impl Client {
         let resp = sender.send_request(req).await.with_context(|| what.clone())?;
         let status = resp.status();
         let body = resp.into_body().collect().await.with_context(|| format!("{what}: reading the answer"))?.to_bytes();
-        if !status.is_success() {
-            bail!("{what}: {status}: {}", String::from_utf8_lossy(&body).trim());
+        Ok((what, status, body))
+    }
+
+    /// A power route: its [`PowerAnswer`] whether the BMC action worked or not (the
+    /// report says), an error when there is no report (no such machine, no `bmc`, busy).
+    async fn power_call(&self, method: Method, path: &str) -> Result<PowerAnswer> {
+        let (what, status, body) = self.exchange(method, path).await?;
+        match serde_json::from_slice::<PowerAnswer>(&body) {
+            Ok(a) => Ok(a),
+            Err(_) => bail!("{what}: {status}: {}", String::from_utf8_lossy(&body).trim()),
         }
-        serde_json::from_slice(&body).with_context(|| format!("{what}: undecodable answer"))
+    }
+
+    pub async fn power_status(&self, mac: &str) -> Result<PowerAnswer> {
+        self.power_call(Method::GET, &format!("/admin/machines/{mac}/power")).await
+    }
+
+    /// `action`: on, off, shutdown, cycle, netboot. `by`: who asks, for the timeline.
+    pub async fn power(&self, mac: &str, action: &str, by: &str) -> Result<PowerAnswer> {
+        self.power_call(Method::POST, &format!("/admin/machines/{mac}/power/{action}?by={}", query_value(by))).await
+    }
+
+    /// Allow netboot, boot from the network once, power-cycle (or on).
+    pub async fn reinstall_power(&self, mac: &str, by: &str) -> Result<PowerAnswer> {
+        self.power_call(Method::POST, &format!("/admin/machines/{mac}/reinstall/power?by={}", query_value(by))).await
     }
 
     pub async fn machines(&self) -> Result<Vec<MachineView>> {
@@ -131,6 +162,16 @@ impl Client {
     pub async fn reinstall(&self, mac: &str) -> Result<MachineView> {
         self.call(Method::POST, &format!("/admin/machines/{mac}/reinstall")).await
     }
+}
+
+/// `s` percent-encoded for a query string.
+fn query_value(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 fn read_token(f: &Path) -> Result<String> {
@@ -291,6 +332,12 @@ mod tests {
     use crate::http::admin::NetbootView;
     use crate::identity::{IdentityView, KnownAddress, RefusedClaim};
     use crate::state::{EventSummary, MachineState, Status};
+
+    #[test]
+    fn query_values_are_encoded() {
+        assert_eq!(query_value("alice"), "alice");
+        assert_eq!(query_value("a b&c=d/é"), "a%20b%26c%3Dd%2F%C3%A9");
+    }
 
     #[test]
     fn url_forms() {

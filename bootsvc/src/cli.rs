@@ -1,4 +1,4 @@
-//! Command line: `serve`, `check`, `db …`, `machines`, `machine <mac> …`.
+//! Command line: `serve`, `check`, `db …`, `machines`, `sites`, `machine <mac> …`, `reinstall MAC…`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::admin_client::{self, Client};
 use crate::config::Config;
 use crate::inventory::Snapshot;
+use crate::power_cmd;
 use crate::problem::Problems;
 use crate::storage::pg;
 
@@ -65,6 +66,25 @@ pub enum Command {
         #[command(subcommand)]
         action: DbAction,
     },
+    /// Allow netboot again on many machines at once; with --power, also boot each from the
+    /// network once and power-cycle it through its BMC (through the admin API).
+    Reinstall {
+        /// The machines' MAC addresses.
+        #[arg(required = true)]
+        macs: Vec<String>,
+        /// Through each machine's BMC: one-time network boot, then power cycle (or on).
+        #[arg(long)]
+        power: bool,
+        /// Machines done at the same time.
+        #[arg(long, default_value_t = 4)]
+        parallel: usize,
+        /// With --power: then wait up to this many seconds for each machine to netboot (its
+        /// installer's first event); one that does not is a failure.
+        #[arg(long, requires = "power", value_name = "SECS")]
+        wait: Option<u64>,
+        #[command(flatten)]
+        conn: Connect,
+    },
     /// Act on one machine (through the admin API).
     Machine {
         /// The machine's MAC address (any of its NICs).
@@ -79,7 +99,24 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum MachineAction {
     /// Allow netboot again after an install: the next boot reinstalls the machine.
-    Reinstall,
+    Reinstall {
+        /// And boot it now: one-time network boot and power cycle (or on) through its BMC.
+        #[arg(long)]
+        power: bool,
+        /// With --power: then wait up to this many seconds for the machine to netboot (its
+        /// installer's first event), and fail saying what was last seen if it does not.
+        #[arg(long, requires = "power", value_name = "SECS")]
+        wait: Option<u64>,
+    },
+    /// Power and boot control through the machine's BMC (its record's `bmc`).
+    Power {
+        /// status (power state and the system's identity), on, off (hard), shutdown (ask the
+        /// OS), cycle (off and on; only on when off), netboot (network boot next time, once).
+        #[arg(value_parser = ["status", "on", "off", "shutdown", "cycle", "netboot"])]
+        action: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Show the machine's record summary and state.
     Show {
         #[arg(long)]
@@ -192,13 +229,47 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Reinstall { macs, power, parallel, wait, conn } => {
+            let client = conn.client()?;
+            runtime()?.block_on(power_cmd::bulk(&client, &macs, parallel, power, wait))
+        }
         Command::Machine { mac, action, conn } => {
             let client = conn.client()?;
             let rt = runtime()?;
             match action {
-                MachineAction::Reinstall => {
+                MachineAction::Reinstall { power: false, .. } => {
                     let m = rt.block_on(client.reinstall(&mac))?;
                     println!("{} ({mac}): netboot allowed again; its next boot reinstalls it", m.hostname);
+                }
+                MachineAction::Reinstall { power: true, wait } => {
+                    let a = rt.block_on(client.reinstall_power(&mac, &power_cmd::who()))?;
+                    println!("{}", power_cmd::answer_line(&a));
+                    if a.report.error.is_some() {
+                        return Ok(ExitCode::FAILURE);
+                    }
+                    if let Some(secs) = wait {
+                        match rt.block_on(power_cmd::wait_netboot(&client, &mac, secs)) {
+                            Ok(p) => println!("{} ({mac}): netbooted: the installer is at {p}", a.hostname),
+                            Err(e) => {
+                                println!("{} ({mac}): FAILED: {e}", a.hostname);
+                                return Ok(ExitCode::FAILURE);
+                            }
+                        }
+                    }
+                }
+                MachineAction::Power { action, json } => {
+                    let a = match action.as_str() {
+                        "status" => rt.block_on(client.power_status(&mac))?,
+                        _ => rt.block_on(client.power(&mac, &action, &power_cmd::who()))?,
+                    };
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&a)?);
+                    } else {
+                        println!("{}", power_cmd::answer_line(&a));
+                    }
+                    if a.report.error.is_some() {
+                        return Ok(ExitCode::FAILURE);
+                    }
                 }
                 MachineAction::Show { json } => {
                     let m = rt.block_on(client.machine(&mac))?;

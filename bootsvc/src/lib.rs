@@ -6,8 +6,8 @@
 //! (IPv6 router advertisements that configure nothing), [`tftp`], [`http`] (iPXE scripts,
 //! artifacts, metadata, events, admin),
 //! [`ipxe`] (script rendering), [`metadata`] (what a machine is told), [`metrics`],
-//! [`identity`] (which machine is calling), [`serve`] (wiring) with [`privileges`] (root
-//! given up after binding), [`cli`] with [`admin_client`], [`logging`]. Shared pieces:
+//! [`identity`] (which machine is calling), [`power`] (a machine's BMC: Redfish, IPMI), [`serve`] (wiring) with [`privileges`] (root
+//! given up after binding), [`cli`] with [`admin_client`] and [`power_cmd`], [`logging`]. Shared pieces:
 //! [`problem`] (file/field/what errors), [`checks`] (small validators), [`jail`] (files
 //! opened only inside their directory, for TFTP, HTTP and `check`) and [`droplog`] (dropped
 //! packets logged without flooding the log).
@@ -27,6 +27,8 @@ pub mod jail;
 pub mod logging;
 pub mod metadata;
 pub mod metrics;
+pub mod power;
+pub mod power_cmd;
 pub mod privileges;
 pub mod problem;
 pub mod ra;

@@ -16,7 +16,10 @@
 //! hosts). Clients, as machines talk: [`dhcp`] (many machines over one socket, and the real
 //! udhcpc and dhclient), [`tftp`], [`http`]; [`sock`] makes their UDP sockets. [`qemu`]:
 //! the command line of a test machine (firmware, NIC ROM, disks, serial, `fw_cfg`).
+//! [`bmc`]: BMCs for the power tests (a private libvirtd with a QEMU domain, sushy-tools'
+//! Redfish emulator, VirtualBMC, misbehaving HTTP BMCs).
 
+pub mod bmc;
 pub mod crates;
 pub mod dhcp;
 pub mod http;

@@ -126,6 +126,7 @@ impl FuzzBackend {
             cloud_init: Default::default(),
             ssh_keys: vec![],
             site: None,
+            bmc: None,
         })
     }
 }

@@ -13,6 +13,7 @@
 //!   native record or Tinkerbell `Hardware` object, validated as `bootsvc check` validates
 //!   the inventory (problems answered 400, `request: <field>: <what>`), then stored through
 //!   the storage (a file in the inventory directory, or the database).
+//! - the power routes, `…/{mac}/power[/{action}]` and `…/{mac}/reinstall/power` ([`super::power`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -175,7 +176,7 @@ pub async fn guard(State(g): State<Arc<Guard>>, req: Request, next: Next) -> Res
     }
 }
 
-fn find(app: &AppState, mac: &str) -> Result<Entry, AdminError> {
+pub(super) fn find(app: &AppState, mac: &str) -> Result<Entry, AdminError> {
     let mac: MacAddr = mac.parse().map_err(|_| AdminError::BadRequest(format!("{mac:?} is not a MAC address")))?;
     app.storage
         .snapshot()

@@ -56,17 +56,20 @@ pub async fn post(
     store(&app, &caller, ev).await
 }
 
-/// An event's phase must be one this bootsvc knows (`sent`: the phase as it came).
+/// An event's phase must be one this bootsvc knows and a machine may send (`sent`: the
+/// phase as it came); `power` is bootsvc's own record of a BMC action.
 fn known_phase(ev: &Event, sent: Option<&str>) -> Result<(), Refused> {
-    if ev.phase != Phase::Unknown {
+    if Phase::ALL.contains(&ev.phase) {
         return Ok(());
     }
     let known: Vec<&str> = Phase::ALL.iter().map(|p| p.as_str()).collect();
+    let what =
+        if Phase::SERVICE.contains(&ev.phase) { "event phase bootsvc records itself" } else { "unknown event phase" };
     Err(Refused {
         status: StatusCode::BAD_REQUEST,
         reason: "http-unknown-phase",
         message: format!(
-            "unknown event phase {:?}: not stored; this bootsvc knows {}",
+            "{what} {:?}: not stored; this bootsvc knows {}",
             sent.unwrap_or("unknown").chars().take(64).collect::<String>(),
             known.join(", ")
         ),
@@ -175,6 +178,8 @@ mod tests {
         assert_eq!((r.status, r.reason), (StatusCode::BAD_REQUEST, "http-unknown-phase"));
         assert!(r.message.starts_with("unknown event phase \"from-the-future\": not stored"), "{}", r.message);
         assert!(r.message.contains("booted-installer, network,"), "{}", r.message);
+        let (ev, sent) = event("power");
+        assert!(known_phase(&ev, sent.as_deref()).is_err(), "bootsvc records power actions itself");
         let (ev, sent) = event("unknown");
         assert!(known_phase(&ev, sent.as_deref()).is_err(), "\"unknown\" is no phase either");
         let (ev, sent) = event(&"x".repeat(500));

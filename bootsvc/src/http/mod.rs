@@ -23,6 +23,8 @@
 //! Admin listener (`admin.listen`), bearer token and failed-token back-off ([`admin`],
 //! [`backoff`]): `GET /admin/machines[/{mac}[/events]]`, `POST /admin/machines/{mac}/reinstall`,
 //! and the records themselves: `POST /admin/machines`, `PUT`/`DELETE /admin/machines/{mac}`.
+//! BMC power and boot control ([`power`]): `GET …/{mac}/power`, `POST …/{mac}/power/{action}`,
+//! `POST …/{mac}/reinstall/power`.
 
 pub mod admin;
 pub mod backoff;
@@ -33,6 +35,7 @@ pub mod files;
 pub mod identify;
 pub mod metadata;
 pub mod observe;
+pub mod power;
 pub mod server;
 pub mod wire;
 
@@ -105,6 +108,9 @@ pub fn admin_router(app: AppState) -> Router {
         .route("/admin/machines/{mac}", get(admin::one).put(admin::replace).delete(admin::remove))
         .route("/admin/machines/{mac}/events", get(admin::events))
         .route("/admin/machines/{mac}/reinstall", post(admin::reinstall))
+        .route("/admin/machines/{mac}/reinstall/power", post(power::reinstall))
+        .route("/admin/machines/{mac}/power", get(power::status))
+        .route("/admin/machines/{mac}/power/{action}", post(power::act))
         .route_layer(axum::middleware::from_fn_with_state(guard, admin::guard));
     with_limits(r, app)
 }

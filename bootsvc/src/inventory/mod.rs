@@ -3,18 +3,22 @@
 //! The DHCP server's decisions ask a [`Backend`] (by MAC, by IP), which every storage
 //! answers (`crate::storage`); nothing outside this module reads the files.
 //!
-//! - [`model`]: the native record; [`tinkerbell`]: Tinkerbell `Hardware` converted to it;
+//! - [`model`]: the native record; [`tinkerbell`]: Tinkerbell `Hardware` converted to it
+//!   (with [`tinkerbell_bmc`]: its rufio BMC);
 //! - [`load`]: reading the directory, into [`Entry`]s that keep their [`source`] (file and
 //!   field as written, for problems); [`validate`]: per-record and cross-record checks;
-//! - [`images`]: the image manifests records refer to by name;
+//! - [`images`]: the image manifests records refer to by name; [`bmc`]: a record's BMC and
+//!   its credentials file;
 //! - [`Snapshot`]: one consistent, validated inventory; [`Inventory`]: the current one;
 //! - [`watch`]: hot reload.
 
+pub mod bmc;
 pub mod images;
 pub mod load;
 pub mod model;
 pub mod source;
 pub mod tinkerbell;
+pub mod tinkerbell_bmc;
 pub mod validate;
 pub mod watch;
 

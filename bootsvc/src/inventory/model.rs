@@ -7,6 +7,8 @@ use osie_api::metadata::{ChecksumOf, DiskHints, Finish, GptPlan, ImageFormat, Ue
 use osie_api::{CloudInit, MacAddr};
 use serde::{Deserialize, Serialize};
 
+pub use super::bmc::Bmc;
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Machine {
@@ -34,6 +36,9 @@ pub struct Machine {
     /// Without `[database]` there is one instance, and it serves every record.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub site: Option<String>,
+    /// The machine's BMC, for power and boot control (`bootsvc/docs/power.md`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bmc: Option<Bmc>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

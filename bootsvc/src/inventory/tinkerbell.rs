@@ -17,6 +17,7 @@
 //! | `spec.metadata.instance.ssh_keys` | `ssh_keys` |
 //! | `spec.disks[0].device` | `install.disk.path` |
 //! | annotation `osie/image` | `install.image.name` |
+//! | `spec.bmcRef` (a rufio `Machine` in the same list) + annotation `osie/bmc-credentials` | `bmc` ([`super::tinkerbell_bmc`]) |
 //!
 //! Tinkerbell has no install plan of its own (its workflows do the installing), hence the
 //! `osie/image` annotation. `allowWorkflow: false` means "do not provision", which for osie
@@ -32,6 +33,7 @@ use serde::Deserialize;
 
 use super::model::{Arch, ImageRef, Install, IpConfig, Machine, Netboot};
 use super::source::{Entry, Format, Source};
+use super::tinkerbell_bmc::{is_rufio, Rufio, CREDENTIALS_ANNOTATION};
 use crate::checks;
 use crate::problem::{join_path, Problem, Problems};
 
@@ -68,6 +70,14 @@ struct Spec {
     user_data: Option<String>,
     #[serde(default, rename = "vendorData")]
     vendor_data: Option<String>,
+    #[serde(default, rename = "bmcRef")]
+    bmc_ref: Option<BmcRef>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct BmcRef {
+    #[serde(default)]
+    name: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -150,16 +160,19 @@ struct Instance {
 pub fn parse(file: &Path, value: serde_json::Value, problems: &mut Problems) -> Vec<Entry> {
     let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or_default().to_string();
     match kind.as_str() {
-        "Hardware" => convert_one(file, "", value, problems).into_iter().collect(),
+        "Hardware" => convert_one(file, "", value, problems, &Rufio::default()).into_iter().collect(),
         "List" | "HardwareList" => {
             let Some(items) = value.get("items").and_then(|i| i.as_array()) else {
                 problems.0.push(Problem::new(file, "items", format!("a {kind} needs an items array")));
                 return Vec::new();
             };
+            // rufio `Machine`s (BMCs) listed beside the Hardware are read for their `bmcRef`s.
+            let rufio = Rufio::collect(items);
             items
                 .iter()
                 .enumerate()
-                .filter_map(|(i, item)| convert_one(file, &format!("items[{i}]"), item.clone(), problems))
+                .filter(|(_, item)| !is_rufio(item))
+                .filter_map(|(i, item)| convert_one(file, &format!("items[{i}]"), item.clone(), problems, &rufio))
                 .collect()
         }
         other => {
@@ -173,7 +186,13 @@ pub fn parse(file: &Path, value: serde_json::Value, problems: &mut Problems) -> 
     }
 }
 
-fn convert_one(file: &Path, item: &str, value: serde_json::Value, problems: &mut Problems) -> Option<Entry> {
+fn convert_one(
+    file: &Path,
+    item: &str,
+    value: serde_json::Value,
+    problems: &mut Problems,
+    rufio: &Rufio,
+) -> Option<Entry> {
     let hw: Hardware = match serde_path_to_error::deserialize(value) {
         Ok(h) => h,
         Err(e) => {
@@ -188,7 +207,7 @@ fn convert_one(file: &Path, item: &str, value: serde_json::Value, problems: &mut
         return None;
     }
     let before = problems.len();
-    let mut conv = Converter { file, item, problems, origins: Vec::new() };
+    let mut conv = Converter { file, item, problems, origins: Vec::new(), rufio };
     let machine = conv.machine(&hw);
     let origins = conv.origins;
     let source = Source { file: file.to_path_buf(), item: item.to_string(), format: Format::Tinkerbell, origins };
@@ -200,6 +219,7 @@ struct Converter<'a> {
     item: &'a str,
     problems: &'a mut Problems,
     origins: Vec<(String, String)>,
+    rufio: &'a Rufio,
 }
 
 impl Converter<'_> {
@@ -224,6 +244,7 @@ impl Converter<'_> {
             cloud_init: Default::default(),
             ssh_keys: Vec::new(),
             site: None,
+            bmc: None,
         };
         self.interfaces(hw, &mut m);
         m.hostname = self.hostname(hw, instance);
@@ -281,6 +302,20 @@ impl Converter<'_> {
             m.install = Some(install);
         } else if m.netboot.allow && m.netboot.ipxe_script.is_none() && m.netboot.ipxe_script_url.is_none() {
             self.from("install", &format!("metadata.annotations[\"{IMAGE_ANNOTATION}\"]"));
+        }
+        if let Some(creds) = hw.metadata.annotations.get(CREDENTIALS_ANNOTATION) {
+            let src = format!("metadata.annotations[\"{CREDENTIALS_ANNOTATION}\"]");
+            match hw.spec.bmc_ref.as_ref().and_then(|r| nonempty(&r.name)) {
+                None => self.problem(&src, "names a BMC credentials file, but spec.bmcRef names no rufio Machine"),
+                Some(name) => match self.rufio.bmc(name, creds) {
+                    Ok(b) => {
+                        self.from("bmc", "spec.bmcRef");
+                        self.from("bmc.credentials", &src);
+                        m.bmc = Some(b);
+                    }
+                    Err(e) => self.problem("spec.bmcRef.name", e),
+                },
+            }
         }
         m
     }
@@ -449,6 +484,37 @@ mod tests {
         assert!(!m2.netboot.allow, "allowWorkflow false");
         assert_eq!(m2.netboot.ipxe_script_url.as_deref(), Some("http://192.0.2.9/custom.ipxe"));
         assert_eq!(m2.hostname, "arm01");
+    }
+
+    #[test]
+    fn bmc_ref_maps_with_the_rufio_machine_beside_it() {
+        let (e, p) = convert(
+            r#"{"apiVersion":"v1","kind":"List","items":[
+              {"apiVersion":"bmc.tinkerbell.org/v1alpha1","kind":"Machine","metadata":{"name":"bmc-sm01"},
+               "spec":{"connection":{"host":"192.0.2.201","port":623,"authSecretRef":{"name":"creds"},
+                                     "providerOptions":{"redfish":{"port":443}}}}},
+              {"apiVersion":"tinkerbell.org/v1alpha1","kind":"Hardware",
+               "metadata":{"name":"sm01","annotations":{"osie/bmc-credentials":"/etc/osie/bmc/sm01.json"}},
+               "spec":{"bmcRef":{"apiGroup":"bmc.tinkerbell.org","kind":"Machine","name":"bmc-sm01"},
+                       "interfaces":[{"dhcp":{"mac":"52:54:00:00:00:01"}}]}},
+              {"apiVersion":"tinkerbell.org/v1alpha1","kind":"Hardware",
+               "metadata":{"name":"sm02","annotations":{"osie/bmc-credentials":"/etc/osie/bmc/sm02.json"}},
+               "spec":{"bmcRef":{"kind":"Machine","name":"bmc-sm02"},"interfaces":[{"dhcp":{"mac":"52:54:00:00:00:02"}}]}},
+              {"apiVersion":"tinkerbell.org/v1alpha1","kind":"Hardware","metadata":{"name":"sm03"},
+               "spec":{"bmcRef":{"kind":"Machine","name":"bmc-sm01"},"interfaces":[{"dhcp":{"mac":"52:54:00:00:00:03"}}]}}
+            ]}"#,
+        );
+        assert_eq!(p.len(), 1, "{p}");
+        assert_eq!(p.0[0].field, "items[2].spec.bmcRef.name", "{p}");
+        assert_eq!(e.len(), 2, "the rufio Machine is no record; sm02 has the problem");
+        let b = e[0].machine.bmc.as_ref().unwrap();
+        assert_eq!(
+            (b.address.as_str(), b.credentials.to_str()),
+            ("https://192.0.2.201:443", Some("/etc/osie/bmc/sm01.json"))
+        );
+        assert_eq!(e[0].source.field("bmc.credentials"), "items[1].metadata.annotations[\"osie/bmc-credentials\"]");
+        assert_eq!(e[0].source.field("bmc.address"), "items[1].spec.bmcRef.address");
+        assert!(e[1].machine.bmc.is_none(), "no credentials annotation: not mapped");
     }
 
     #[test]

@@ -70,6 +70,11 @@ pub fn machine(e: &Entry, cfg: &Config, images: &Images, out: &mut Problems) {
             r.add(field, "contains a NUL byte");
         }
     }
+    if let Some(b) = &m.bmc {
+        for (field, what) in super::bmc::check(b, cfg) {
+            r.add(&format!("bmc.{field}"), what);
+        }
+    }
 }
 
 fn macs(m: &Machine, r: &mut Report) {
@@ -385,6 +390,24 @@ mod tests {
         let e = parse_file(Path::new("m.json"), r#"{"hostname":"n1","macs":["52:54:00:00:00:01"]}"#, &mut out);
         machine(&e[0], &c, &images(), &mut out);
         assert_eq!(out.0[0].field, "ip");
+    }
+
+    #[test]
+    fn bmc_problems_name_the_field() {
+        let p = problems_of(
+            r#"{"hostname":"n1","macs":["52:54:00:00:00:01"],
+                "bmc":{"protocol":"redfish","address":"https://admin:pw@192.0.2.5","credentials":"/nonexistent/bmc.json"}}"#,
+        );
+        let fields: Vec<&str> = p.iter().map(|s| s.split(':').next().unwrap()).collect();
+        assert_eq!(fields, ["bmc.address", "bmc.credentials"], "{p:?}");
+        assert!(!p[0].contains("pw@"), "{p:?}");
+        let mut out = Problems::default();
+        parse_file(
+            Path::new("m.json"),
+            r#"{"hostname":"n1","macs":[],"bmc":{"protocol":"amt","address":"x","credentials":"/c"}}"#,
+            &mut out,
+        );
+        assert_eq!(out.0[0].field, "bmc.protocol", "{out}");
     }
 
     #[test]

@@ -87,8 +87,8 @@ impl MachineState {
             time: ev.time.clone(),
             received: now.into(),
         });
-        if ev.phase == Phase::Unknown {
-            // Stored and shown, never acted on.
+        if matches!(ev.phase, Phase::Unknown | Phase::Power) {
+            // Stored and shown, never acted on (a power action says nothing of the install).
             return s;
         }
         let same_run = ev.run_id.is_some() && ev.run_id == s.run_id;

@@ -1,0 +1,210 @@
+//! The CLI's power commands, through the admin API (the serving bootsvc holds the BMC
+//! credentials and drives the BMC): `bootsvc machine <mac> power …`, `bootsvc machine <mac>
+//! reinstall --power`, and `bootsvc reinstall [--power] --parallel N MAC…` for many machines
+//! at once, a line per machine as each finishes and a summary of the failures.
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use futures_util::stream::{self, StreamExt};
+
+use osie_api::Phase;
+
+use crate::admin_client::Client;
+use crate::http::admin::MachineView;
+use crate::http::power::PowerAnswer;
+
+/// Who is asking, for the machine's timeline: the login name (the one behind `sudo`),
+/// else the name of the user the CLI runs as.
+pub fn who() -> String {
+    ["SUDO_USER", "USER", "LOGNAME"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
+        .or_else(|| nix::unistd::User::from_uid(nix::unistd::getuid()).ok().flatten().map(|u| u.name))
+        .unwrap_or_else(|| format!("uid {}", nix::unistd::getuid()))
+}
+
+/// One answer for a person: `node1 (52:54:…): cycle done; power was on` or the failure.
+pub fn answer_line(a: &PowerAnswer) -> String {
+    let r = &a.report;
+    let head = format!("{} ({})", a.hostname, a.mac);
+    match &r.error {
+        Some(e) => format!("{head}: {} FAILED: {}", r.action.as_str(), e.message),
+        None if r.action == crate::power::Action::Status => {
+            let s = &r.system;
+            let ident: Vec<&str> =
+                [&s.manufacturer, &s.model, &s.serial, &s.bios_version].iter().filter_map(|x| x.as_deref()).collect();
+            let ident = if ident.is_empty() { String::new() } else { format!(" [{}]", ident.join(", ")) };
+            format!("{head}: power {}{ident}", r.power.as_str())
+        }
+        None => format!("{head}: {} done (power was {})", r.action.as_str(), r.power.as_str()),
+    }
+}
+
+/// Did the machine netboot after the power action recorded at `since` (its event's
+/// `received`)? `Ok(phase)`: an installer event came after it. `Err(what was seen)`: not yet;
+/// what bootsvc last saw of the machine (its last event, the addresses it knows it by).
+pub fn netboot_seen(v: &MachineView, since: &str) -> Result<Phase, String> {
+    if let Some(e) = &v.state.last_event {
+        let installer = !matches!(e.phase, Phase::Power | Phase::FirstBoot | Phase::Unknown);
+        if installer && e.received.as_str() > since {
+            return Ok(e.phase);
+        }
+    }
+    let last = match &v.state.last_event {
+        Some(e) if e.received.as_str() > since => format!("last event {} at {}", e.phase, e.received),
+        Some(e) => format!("no event since the power action (the last: {} at {})", e.phase, e.received),
+        None => "no event ever".into(),
+    };
+    let addrs: Vec<String> = v.identity.addresses.iter().map(|a| format!("{} ({})", a.address, a.source)).collect();
+    let addrs = if addrs.is_empty() { "none".to_string() } else { addrs.join(", ") };
+    Err(format!("{last}; addresses bootsvc knows it by: {addrs}"))
+}
+
+/// Wait up to `secs` for the machine to netboot after the power action just done: the
+/// installer's first event. The error says so, with what bootsvc last saw.
+pub async fn wait_netboot(client: &Client, mac: &str, secs: u64) -> Result<Phase, String> {
+    let v = client.machine(mac).await.map_err(|e| format!("{e:#}"))?;
+    // The power action is the machine's last event now: everything after it is the boot.
+    let since = v.state.last_event.map(|e| e.received).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let seen = match client.machine(mac).await {
+            Ok(v) => netboot_seen(&v, &since),
+            Err(e) => Err(format!("{e:#}")),
+        };
+        match seen {
+            Ok(p) => return Ok(p),
+            Err(e) if Instant::now() >= deadline => {
+                return Err(format!("did not netboot within {secs} s after the power action: {e}"))
+            }
+            Err(_) => tokio::time::sleep(Duration::from_secs(2)).await,
+        }
+    }
+}
+
+/// What happened to one machine of a bulk run.
+struct Outcome {
+    line: String,
+    failed: bool,
+}
+
+/// `bootsvc reinstall [--power] --parallel N MAC…`.
+pub async fn bulk(
+    client: &Client,
+    macs: &[String],
+    parallel: usize,
+    power: bool,
+    wait: Option<u64>,
+) -> Result<ExitCode> {
+    let by = who();
+    let total = macs.len();
+    let started = Instant::now();
+    let mut done = 0;
+    let mut failures = Vec::new();
+    let mut results = stream::iter(macs.iter().cloned())
+        .map(|mac| {
+            let by = by.clone();
+            async move {
+                let t = Instant::now();
+                let (line, failed) = if power {
+                    match client.reinstall_power(&mac, &by).await {
+                        Ok(a) if a.report.error.is_none() && wait.is_some() => {
+                            match wait_netboot(client, &mac, wait.unwrap_or_default()).await {
+                                Ok(p) => (format!("{}; netbooted: the installer is at {p}", answer_line(&a)), false),
+                                Err(e) => (format!("{}; FAILED: {e}", answer_line(&a)), true),
+                            }
+                        }
+                        Ok(a) => (answer_line(&a), a.report.error.is_some()),
+                        Err(e) => (format!("{mac}: FAILED: {e:#}"), true),
+                    }
+                } else {
+                    match client.reinstall(&mac).await {
+                        Ok(m) => (format!("{} ({mac}): netboot allowed again", m.hostname), false),
+                        Err(e) => (format!("{mac}: FAILED: {e:#}"), true),
+                    }
+                };
+                Outcome { line: format!("{line} [{:.1} s]", t.elapsed().as_secs_f64()), failed }
+            }
+        })
+        .buffer_unordered(parallel.max(1));
+    while let Some(o) = results.next().await {
+        done += 1;
+        println!("[{done}/{total}] {}", o.line);
+        if o.failed {
+            failures.push(o);
+        }
+    }
+    println!(
+        "{total} machine{}: {} done, {} failed, in {:.1} s",
+        if total == 1 { "" } else { "s" },
+        total - failures.len(),
+        failures.len(),
+        started.elapsed().as_secs_f64()
+    );
+    if failures.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("Failed:");
+    for f in &failures {
+        println!("  {}", f.line);
+    }
+    Ok(ExitCode::FAILURE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::admin::NetbootView;
+    use crate::identity::{IdentityView, KnownAddress};
+    use crate::state::{EventSummary, MachineState};
+
+    fn view(last: Option<(Phase, &str)>) -> MachineView {
+        MachineView {
+            hostname: "n1".into(),
+            instance_id: "i-1".into(),
+            macs: vec!["52:54:00:00:00:01".parse().unwrap()],
+            ip: None,
+            source: "n1.json".into(),
+            netboot: NetbootView { allow: true, cleared: false, allowed: true },
+            state: MachineState {
+                last_event: last.map(|(phase, received)| EventSummary {
+                    phase,
+                    message: String::new(),
+                    time: received.into(),
+                    received: received.into(),
+                }),
+                ..Default::default()
+            },
+            identity: IdentityView {
+                addresses: vec![KnownAddress {
+                    address: "192.0.2.21".parse().unwrap(),
+                    source: "lease".into(),
+                    mac: None,
+                }],
+                refused: vec![],
+            },
+        }
+    }
+
+    #[test]
+    fn netboot_is_an_installer_event_after_the_power_action() {
+        let since = "2026-12-06T01:50:21.349Z";
+        assert_eq!(
+            netboot_seen(&view(Some((Phase::BootedInstaller, "2026-12-06T01:51:05.684Z"))), since),
+            Ok(Phase::BootedInstaller)
+        );
+        assert_eq!(
+            netboot_seen(&view(Some((Phase::ImageStreaming, "2026-12-06T01:51:09.000Z"))), since),
+            Ok(Phase::ImageStreaming)
+        );
+        let e = netboot_seen(&view(Some((Phase::Power, since))), since).unwrap_err();
+        assert!(e.starts_with("no event since the power action (the last: power at"), "{e}");
+        assert!(e.ends_with("addresses bootsvc knows it by: 192.0.2.21 (lease)"), "{e}");
+        let e = netboot_seen(&view(Some((Phase::Installed, "2026-12-06T01:40:00.000Z"))), since).unwrap_err();
+        assert!(e.contains("no event since"), "an older install is not this boot: {e}");
+        let e = netboot_seen(&view(Some((Phase::FirstBoot, "2026-12-06T01:59:00.000Z"))), since).unwrap_err();
+        assert!(e.starts_with("last event first-boot"), "the old OS booted, not the installer: {e}");
+    }
+}
