@@ -280,13 +280,14 @@ pub fn check(b: &Bmc, cfg: &Config) -> Vec<(&'static str, String)> {
 fn served_by(p: &Path, cfg: &Config) -> Option<&'static str> {
     let canon = |d: &Path| std::fs::canonicalize(d).unwrap_or_else(|_| d.to_path_buf());
     let file = p.parent().map(canon).unwrap_or_default();
+    let inventory = cfg.inventory.as_ref().map(|i| (&i.dir, "inventory.dir"));
     [
         (&cfg.artifacts.dir, "artifacts.dir"),
         (&cfg.artifacts.images_dir, "artifacts.images_dir"),
         (&cfg.tftp.root, "tftp.root"),
-        (&cfg.inventory.dir, "inventory.dir"),
     ]
     .into_iter()
+    .chain(inventory)
     .find(|(d, _)| file.starts_with(canon(d)))
     .map(|(_, name)| name)
 }
