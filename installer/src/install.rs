@@ -82,7 +82,7 @@ pub fn run_with(req: &InstallRequest, reporter: &Reporter, opts: &Options) -> Re
     let sources = req.servers.for_url(&spec.url);
     stream_image(&client, &spec, &sources, &dest.target, opts, reporter)?;
     fix_gpt(&whole, plan, dest.layout.as_deref(), reporter)?;
-    seed_cloud_init(&whole, &md, reporter)?;
+    seed_cloud_init(&whole, &cloudinit::on_current(&md, &req.servers), reporter)?;
     installed(&md, &disk, reporter);
     Ok(md)
 }
