@@ -233,8 +233,12 @@ impl Lab {
     }
 
     /// Put a machine record into the inventory and wait until bootsvc serves it (the
-    /// inventory is polled every second).
+    /// inventory is polled every second). Not in a fleet lab (its records are imported at
+    /// start).
     pub fn add(&self, rec: &Record) -> Result<()> {
+        if self.fleet.is_some() {
+            bail!("a fleet lab's records are in the database: pass them to Lab::start_fleet");
+        }
         let name = format!("{}.json", rec.hostname);
         self.site.machine(&rec.hostname, &serde_json::to_string_pretty(&rec.to_json(SERVER))?)?;
         self.macs.borrow_mut().push(rec.mac.clone());
