@@ -55,8 +55,8 @@ fn answering(lab: &Lab, mac: &str) -> Result<usize> {
 }
 
 #[test]
-fn f_bios_instance_killed_mid_image_installs_through_the_other() {
-    let test = "f_bios_instance_killed_mid_image_installs_through_the_other";
+fn h_bios_instance_killed_mid_image_installs_through_the_other() {
+    let test = "h_bios_instance_killed_mid_image_installs_through_the_other";
     let Some(inputs) = Inputs::for_test(test) else { return };
     signals::install();
     let mac = "52:54:00:e2:0f:01";
