@@ -10,6 +10,9 @@
 //!   (`metadata_base_url`) as the live fallback, and `phone_home` to `phone_home_url` so the
 //!   installed OS reports its first boot.
 //!
+//! The two URLs name the bootsvc instance in use when the seed is written ([`on_current`]),
+//! not necessarily the one the metadata came from: after a failover that one may be gone.
+//!
 //! YAML is written as JSON scalars (valid YAML), so no value can break the document.
 
 use std::fs;
@@ -21,6 +24,7 @@ use anyhow::{bail, Context, Result};
 use osie_api::Metadata;
 
 use crate::gpt::{self, Part};
+use crate::servers::Servers;
 use crate::target::Target;
 
 pub const SEED_DIR: &str = "var/lib/cloud/seed/nocloud";
@@ -108,6 +112,16 @@ pub fn files(md: &Metadata) -> Vec<(String, String, u32)> {
     }
     out.push((CFG_FILE.to_string(), cfg, 0o644));
     out
+}
+
+/// `md` with its metadata and phone-home URLs on the instance in use (when they are on one
+/// of `servers`' bases), so the installed OS's cloud-init and phone-home reach an instance
+/// that answered last, not the one that may have died since the metadata came.
+pub fn on_current(md: &Metadata, servers: &Servers) -> Metadata {
+    let mut md = md.clone();
+    md.metadata_base_url = md.metadata_base_url.map(|u| servers.on_current(&u));
+    md.phone_home_url = md.phone_home_url.map(|u| servers.on_current(&u));
+    md
 }
 
 /// What was seeded where.
@@ -319,6 +333,20 @@ mod tests {
         assert!(cfg.contains("datasource_list: [NoCloud, Ec2, None]"), "{cfg}");
         assert!(cfg.contains("metadata_urls: [\"http://192.0.2.1:8080/m\"]"), "{cfg}");
         assert!(cfg.contains("url: \"http://192.0.2.1:8080/phone-home/$INSTANCE_ID\""), "{cfg}");
+    }
+
+    #[test]
+    fn after_a_failover_the_seed_names_the_instance_in_use() {
+        let s = Servers::parse("http://192.0.2.1:8080,http://192.0.2.2:8080").unwrap();
+        let mut m = md();
+        m.metadata_base_url = Some("http://192.0.2.1:8080".into());
+        let cfg = |m: &Metadata| files(m).into_iter().find(|(r, _, _)| r == CFG_FILE).unwrap().1;
+        assert_eq!(cfg(&on_current(&m, &s)), cfg(&m), "no failover: as bootsvc gave them");
+        s.failed(0, "connection reset");
+        let moved = cfg(&on_current(&m, &s));
+        assert!(moved.contains("metadata_urls: [\"http://192.0.2.2:8080\"]"), "{moved}");
+        assert!(moved.contains("url: \"http://192.0.2.2:8080/phone-home/$INSTANCE_ID\""), "{moved}");
+        assert!(!moved.contains("192.0.2.1"), "{moved}");
     }
 
     #[test]

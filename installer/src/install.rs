@@ -88,7 +88,7 @@ pub fn run_with(req: &InstallRequest, reporter: &Reporter, opts: &Options) -> Re
     let sources = req.servers.for_url(&spec.url);
     stream_image(&client, &spec, &sources, &dest.target, opts, reporter)?;
     fix_gpt(&whole, plan, dest.layout.as_deref(), reporter)?;
-    seed_cloud_init(&whole, &md, reporter)?;
+    seed_cloud_init(&whole, &cloudinit::on_current(&md, &req.servers), reporter)?;
     let entry = if opts.boot_entry { boot_entry(&whole, plan) } else { "no UEFI boot entry (command mode)".into() };
     installed(&md, &disk, &entry, reporter);
     Ok(md)

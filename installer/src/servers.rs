@@ -95,6 +95,23 @@ impl Servers {
         }
     }
 
+    /// `url` moved onto the server in use when it is one of the bases or lies under one
+    /// (the longest that fits); else `url` as it is. What the installed OS is told to call
+    /// (its metadata and phone-home URLs) must name the instance in use when the seed is
+    /// written: after a failover, the one the metadata came from may be gone.
+    pub fn on_current(&self, url: &str) -> String {
+        let s = self.lock();
+        let path = s
+            .bases
+            .iter()
+            .filter_map(|b| url.strip_prefix(b.as_str()).filter(|p| p.is_empty() || p.starts_with('/')))
+            .min_by_key(|p| p.len());
+        match path {
+            Some(path) => format!("{}{path}", s.bases[s.current % s.bases.len()]),
+            None => url.to_string(),
+        }
+    }
+
     /// Attempt `i` failed with `why`: when `i` is still the one in use, move everyone to the
     /// next (another thread may have moved already). Logged, and kept as a note for the
     /// next event.
@@ -295,6 +312,25 @@ mod tests {
 
         for other in ["http://198.51.100.7/d.raw.zst", "http://192.0.2.1:80801/images/d", "http://192.0.2.1:8080"] {
             assert_eq!(s.for_url(other).urls(), [other], "{other}");
+        }
+    }
+
+    #[test]
+    fn urls_for_the_installed_os_name_the_server_in_use() {
+        let s = Servers::new(urls(&["http://192.0.2.1:8080", "http://192.0.2.2:8080"])).unwrap();
+        let phone = "http://192.0.2.1:8080/phone-home/i-1";
+        assert_eq!(s.on_current(phone), phone, "no failover: as bootsvc gave it");
+        s.failed(0, "reset");
+        assert_eq!(s.on_current(phone), "http://192.0.2.2:8080/phone-home/i-1");
+        // The base itself (bootsvc's metadata_base_url), with or without a slash.
+        assert_eq!(s.on_current("http://192.0.2.1:8080"), "http://192.0.2.2:8080");
+        assert_eq!(s.on_current("http://192.0.2.1:8080/"), "http://192.0.2.2:8080/");
+        // A view for one file moves the same way (the instance in use is shared).
+        s.for_url("http://192.0.2.2:8080/images/d").failed(1, "refused");
+        assert_eq!(s.on_current("http://192.0.2.2:8080/m"), "http://192.0.2.1:8080/m");
+        // Elsewhere, or only a prefix of a host name: unchanged.
+        for other in ["http://198.51.100.7/phone-home", "http://192.0.2.1:80801/phone-home"] {
+            assert_eq!(s.on_current(other), other);
         }
     }
 

@@ -59,15 +59,10 @@ fn instance(bin: &Path, address: &str, image: &[u8], mtime: std::time::SystemTim
     c.dhcp.enabled = Some(false);
     c.tftp.enabled = Some(false);
     c.admin = Some(Admin::with_token(TOKEN));
-    let s = Site::new(Launch::new(bin), dir, c).unwrap();
-    // Each instance names the other in `[http] peers` (the kit's config does not know the
-    // field: it is added to the file as written).
+    // Each instance names the other in `[http] peers`.
     let peer = if address == A { B } else { A };
-    let text = std::fs::read_to_string(&s.config).unwrap();
-    let public = format!("public_url = \"http://{address}:8080\"\n");
-    assert!(text.contains(&public), "{text}");
-    let text = text.replace(&public, &format!("{public}peers = [\"http://{peer}:8080\"]\n"));
-    std::fs::write(&s.config, text).unwrap();
+    c.http.peers = vec![format!("http://{peer}:8080")];
+    let s = Site::new(Launch::new(bin), dir, c).unwrap();
     let record = serde_json::json!({
         "hostname": "fo-1", "macs": [MAC], "ip": {"address": MACHINE, "prefix": 24},
         "netboot": {"allow": true},

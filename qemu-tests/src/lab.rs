@@ -9,7 +9,8 @@
 //! from `build/images`, state and inventory in the lab's own directory, JSON logs to
 //! `bootsvc.log`. The harness talks to it the way an operator does: machine records written
 //! into the inventory directory, events and state read with `bootsvc machine …` (the admin
-//! API).
+//! API). [`Lab::start_fleet`] makes a second instance beside it on one PostgreSQL
+//! (`crate::fleet`); the harness then reads both logs and asks whichever is still running.
 //!
 //! Everything lives in a temporary directory that goes away with the lab. When the lab is
 //! dropped during a panic, or after [`Lab::failed`] (or always, with `OSIE_KEEP_ARTIFACTS=1`),
@@ -32,6 +33,7 @@ use osie_testkit::site::{self, Dir, Launch, Site};
 use osie_testkit::{unique, wait_for, workspace_root, ChildGuard, Netns};
 
 use crate::bootlog;
+use crate::fleet::Fleet;
 use crate::inputs::Inputs;
 use crate::record::Record;
 use crate::signals;
@@ -63,6 +65,8 @@ struct SiteDhcp {
 }
 
 pub struct Lab {
+    /// A second instance and the database both use ([`Lab::start_fleet`]); dropped first.
+    pub fleet: Option<Fleet>,
     pub scenario: String,
     pub inputs: Inputs,
     pub dhcp: Dhcp,
@@ -88,6 +92,7 @@ impl Lab {
         let site = Site::new(launch, dir, config(inputs, dhcp))?;
         site.bridge(BRIDGE, &format!("{SERVER}/24"), None)?;
         let mut lab = Lab {
+            fleet: None,
             scenario: scenario.to_string(),
             inputs: inputs.clone(),
             dhcp,
@@ -102,6 +107,69 @@ impl Lab {
         }
         lab.start_bootsvc()?;
         Ok(lab)
+    }
+
+    /// Two instances on one PostgreSQL (`crate::fleet`): A (this lab's site, 192.0.2.1) and
+    /// B (192.0.2.2), both in reservation mode on the bridge, each naming the other in
+    /// `[http] peers`; `records` imported into the database first (`bootsvc db import`).
+    /// Started, both answering their admin API. `None` when PostgreSQL is not installed
+    /// (skipped, or failed under `OSIE_REQUIRE_ALL=1`).
+    pub fn start_fleet(scenario: &str, inputs: &Inputs, records: &[Record]) -> Result<Option<Lab>> {
+        let dir = Dir::temp(&format!("osie-e2e-{scenario}-"))?;
+        let mut c = config(inputs, Dhcp::Reservation);
+        let Some(fleet) = Fleet::new(scenario, &inputs.bootsvc, &c, dir.path())? else { return Ok(None) };
+        c.database = Some(Fleet::database(&fleet.pg));
+        c.http.peers = vec![crate::fleet::PEER_URL.into()];
+        fleet.peer.reconfigure(|b| b.database = c.database.clone())?;
+        let launch = Launch { prepare: Some(signals::guard_child), ..Launch::new(&inputs.bootsvc) };
+        let site = Site::new(launch, dir, c)?;
+        site.bridge(BRIDGE, &format!("{SERVER}/24"), None)?;
+        let (_, there) = site.attach(BRIDGE, &fleet.peer.ns, Some(&format!("{}/24", crate::fleet::PEER)))?;
+        fleet.peer.serve_on(&there, true)?;
+        Fleet::import(&site, records, SERVER)?;
+        let lab = Lab {
+            fleet: Some(fleet),
+            scenario: scenario.to_string(),
+            inputs: inputs.clone(),
+            dhcp: Dhcp::Reservation,
+            site,
+            taps: Cell::new(0),
+            macs: std::cell::RefCell::new(records.iter().map(|r| r.mac.clone()).collect()),
+            failed: Cell::new(false),
+            site_dhcp: None,
+        };
+        lab.start_bootsvc()?;
+        if let Some(f) = &lab.fleet {
+            if let Err(e) = f.start_peer() {
+                lab.failed.set(true);
+                return Err(e);
+            }
+        }
+        Ok(Some(lab))
+    }
+
+    /// The fleet of a [`Lab::start_fleet`] lab.
+    pub fn fleet(&self) -> Result<&Fleet> {
+        self.fleet.as_ref().context("not a fleet lab (Lab::start_fleet)")
+    }
+
+    /// The lab's instances: A (its own site), then B in a fleet lab.
+    pub fn instances(&self) -> Vec<&Site> {
+        std::iter::once(&self.site).chain(self.fleet.as_ref().map(|f| &f.peer)).collect()
+    }
+
+    /// SIGKILL instance `i` (0: A, 1: B) on purpose: the lab carries on with the other.
+    pub fn kill9(&self, i: usize) -> Result<()> {
+        self.fleet()?.kill9(&self.site, i);
+        Ok(())
+    }
+
+    /// The instance the admin CLI talks to: A, or the one still running in a fleet lab.
+    fn admin_site(&self) -> Result<&Site> {
+        match &self.fleet {
+            Some(f) => f.admin(&self.site),
+            None => Ok(&self.site),
+        }
     }
 
     /// dnsmasq in a namespace of its own, joined to the bridge by a veth, as a site's DHCP
@@ -152,18 +220,25 @@ impl Lab {
 
     /// An error when bootsvc is no longer running, with the end of its log.
     pub fn check_bootsvc(&self) -> Result<()> {
-        self.site.check_running()
+        match &self.fleet {
+            Some(f) => f.check_running(&self.site),
+            None => self.site.check_running(),
+        }
     }
 
     /// Run `bootsvc <args> --config <lab config>` in the namespace; its stdout, or an
     /// error with its stderr.
     pub fn cli(&self, args: &[&str]) -> Result<String> {
-        self.site.admin_cli(args)
+        self.admin_site()?.admin_cli(args)
     }
 
     /// Put a machine record into the inventory and wait until bootsvc serves it (the
-    /// inventory is polled every second).
+    /// inventory is polled every second). Not in a fleet lab (its records are imported at
+    /// start).
     pub fn add(&self, rec: &Record) -> Result<()> {
+        if self.fleet.is_some() {
+            bail!("a fleet lab's records are in the database: pass them to Lab::start_fleet");
+        }
         let name = format!("{}.json", rec.hostname);
         self.site.machine(&rec.hostname, &serde_json::to_string_pretty(&rec.to_json(SERVER))?)?;
         self.macs.borrow_mut().push(rec.mac.clone());
@@ -184,13 +259,13 @@ impl Lab {
         serde_json::from_str(&out).context("bootsvc machine events: undecodable JSON")
     }
 
-    /// What bootsvc's log says so far.
+    /// What bootsvc's log says so far (every instance's, in a fleet lab).
     pub fn log_entries(&self) -> Vec<bootlog::Entry> {
-        bootlog::read(self.log())
+        self.instances().into_iter().flat_map(|s| bootlog::read(s.log_path())).collect()
     }
 
     pub fn log_text(&self) -> String {
-        self.site.logs()
+        self.instances().into_iter().map(|s| s.logs()).collect::<Vec<_>>().join("\n")
     }
 
     /// A new tap on the bridge, for one machine.
@@ -226,6 +301,10 @@ impl Lab {
         let _ = std::fs::create_dir_all(&dest);
         copy_logs(self.dir(), self.dir(), &dest);
         let _ = std::fs::copy(&self.site.config, dest.join("bootsvc.toml"));
+        if let Some(f) = &self.fleet {
+            let _ = std::fs::copy(&f.peer.config, dest.join("b-bootsvc.toml"));
+            let _ = std::fs::write(dest.join("postgresql.log"), f.pg.log());
+        }
         for mac in self.macs.borrow().iter() {
             if let Ok(out) = self.cli(&["machine", mac, "events", "--json", "--limit", "100000"]) {
                 let _ = std::fs::write(dest.join(format!("events-{}.json", mac.replace(':', "-"))), out);
@@ -246,6 +325,9 @@ impl Drop for Lab {
         if keep || self.failed.get() || std::thread::panicking() {
             let dest = self.keep_logs();
             eprintln!("{}: logs kept in {}", self.scenario, dest.display());
+        }
+        if let Some(f) = &self.fleet {
+            let _ = f.peer.stop_within(Duration::from_secs(5));
         }
         let _ = self.site.stop_within(Duration::from_secs(5));
         // The namespace (and what still runs in it) and the directory go with `site`, after

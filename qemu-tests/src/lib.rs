@@ -7,6 +7,7 @@
 //!   the bootsvc binary), with errors that name the command that makes them.
 //! - [`lab`]: a network namespace with a bridge and `bootsvc serve` on it; machine records;
 //!   logs kept under `qemu-tests/artifacts/<scenario>/` when a scenario fails.
+//! - [`fleet`]: a lab with two bootsvc instances on one PostgreSQL.
 //! - [`record`]: the machine records the scenarios use.
 //! - [`machine`]: QEMU machines (SeaBIOS + iPXE ROM, OVMF PXE, OVMF HTTP boot) and disks.
 //! - [`bootlog`], [`timeline`], [`clock`], [`console`]: what happened to a machine, in order,
@@ -18,6 +19,7 @@
 pub mod bootlog;
 pub mod clock;
 pub mod console;
+pub mod fleet;
 pub mod flow;
 pub mod inputs;
 pub mod lab;

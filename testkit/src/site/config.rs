@@ -67,6 +67,9 @@ pub struct Tftp {
 pub struct Http {
     pub listen: SocketAddrV4,
     pub public_url: String,
+    /// `[http] peers`: the base URLs of the site's other instances (rendered into the iPXE
+    /// script's `osie.url` after this one's); empty: not written.
+    pub peers: Vec<String>,
     pub caps: HttpCaps,
 }
 
@@ -147,6 +150,7 @@ impl Config {
             http: Http {
                 listen: SocketAddrV4::new(address, 8080),
                 public_url: format!("http://{address}:8080"),
+                peers: Vec::new(),
                 caps: HttpCaps::default(),
             },
             artifacts: Artifacts { dir: "artifacts".into(), images_dir: "images".into(), kernel_args: None },
@@ -186,6 +190,10 @@ impl Config {
         t.table("http");
         t.str("listen", &self.http.listen.to_string());
         t.str("public_url", &self.http.public_url);
+        if !self.http.peers.is_empty() {
+            let peers: Vec<String> = self.http.peers.iter().map(|p| quote(p)).collect();
+            t.raw(&format!("peers = [{}]", peers.join(", ")));
+        }
         let c = &self.http.caps;
         t.opt_num("max_body_bytes", c.max_body_bytes);
         t.opt_num("max_header_bytes", c.max_header_bytes);
@@ -348,6 +356,7 @@ mod tests {
             }),
         };
         c.tftp.max_transfers_per_client = Some(64);
+        c.http.peers = vec!["http://192.0.2.2:8080".into(), "http://192.0.2.3:8080".into()];
         c.http.caps = HttpCaps { max_connections: Some(12), idle_timeout_secs: Some(2), ..HttpCaps::default() };
         c.artifacts.kernel_args = Some("console=ttyS0,115200n8".into());
         c.admin = Some(Admin { listen: Some("/run/a \"b\".sock".into()), ..Admin::with_token("t") });
@@ -358,6 +367,7 @@ mod tests {
             "[dhcp]\nenabled = false\nmode = \"proxy\"\nlease_secs = 600\n\
              pool = { start = \"192.0.2.100\", end = \"192.0.2.199\", prefix = 24, gateway = \"192.0.2.1\" }\n",
             "root = \"tftp\"\nmax_transfers_per_client = 64\n",
+            "public_url = \"http://192.0.2.1:8080\"\npeers = [\"http://192.0.2.2:8080\", \"http://192.0.2.3:8080\"]\n",
             "max_connections = 12\nidle_timeout_secs = 2\n",
             "kernel_args = \"console=ttyS0,115200n8\"\n",
             "[admin]\ntoken_file = \"admin.token\"\nlisten = \"/run/a \\\"b\\\".sock\"\n",
