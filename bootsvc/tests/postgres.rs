@@ -364,6 +364,68 @@ impl Drop for Second {
     }
 }
 
+/// A site serving DHCP on its LAN with its machines in database `db` of `pg` (migrated),
+/// with `pool` (first, last address) and `site` when given, not yet started; and the LAN.
+fn database_site(pg: &Postgres, db: &str, pool: Option<(&str, &str)>, site: Option<&str>) -> (Site, String) {
+    pg.create_database(db).unwrap();
+    let s = Site::new(Options::default());
+    let bridge = s.lan();
+    s.serve_on(&bridge, false);
+    s.reconfigure(|c| {
+        c.dhcp.pool = pool.map(|(start, end)| Pool {
+            start: start.parse().unwrap(),
+            end: end.parse().unwrap(),
+            prefix: 24,
+            gateway: Some("192.0.2.1".parse().unwrap()),
+        });
+        let mut d = Database::new(&pg.url(db));
+        d.site = site.map(str::to_string);
+        c.database = Some(d);
+    })
+    .unwrap();
+    assert_eq!(bootsvc(&["db", "migrate", "--config", cfg_arg(&s.config)]).0, 0);
+    (s, bridge)
+}
+
+/// Write `records` (file name, JSON) into a directory of the site and `bootsvc db import` it.
+fn import_records(site: &Site, records: impl IntoIterator<Item = (String, String)>) {
+    let dir = site.path("records");
+    std::fs::create_dir(&dir).unwrap();
+    for (name, json) in records {
+        std::fs::write(dir.join(name), json).unwrap();
+    }
+    let (code, out, err) = bootsvc(&["db", "import", dir.to_str().unwrap(), "--config", cfg_arg(&site.config)]);
+    assert_eq!(code, 0, "{out}{err}");
+}
+
+/// A pool machine's record, as the fleet tests write it.
+fn fleet_record(i: usize) -> (String, String) {
+    let json = format!(
+        r#"{{"hostname":"f{i}","macs":["{}"],"netboot":{{"allow":true}},"install":{{"image":{{"name":"debian-12"}}}}}}"#,
+        fleet_mac_str(i)
+    );
+    (format!("f{i}.json"), json)
+}
+
+/// The address offered to `mac` by one DISCOVER (sent twice at most) from `client`.
+fn offer_to(client: &osie_testkit::Netns, iface: &str, mac: [u8; 6]) -> Option<std::net::Ipv4Addr> {
+    let iface = iface.to_string();
+    client
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(async move {
+                let mut cfg = osie_testkit::dhcp::ClientConfig::broadcast(&iface);
+                cfg.retries = 1;
+                let dhcp = osie_testkit::dhcp::DhcpClient::bind(cfg)?;
+                let id = osie_testkit::dhcp::Identity { mac, arch: 0, ipxe: false };
+                Ok(dhcp.offer(&id).await.ok().map(|o| o.yiaddr))
+            })
+        })
+        .join()
+        .unwrap()
+        .unwrap()
+}
+
 type Leased = Vec<(std::net::Ipv4Addr, std::net::Ipv4Addr)>;
 
 /// Every machine of the fleet through one DHCP exchange (whichever instance answers
@@ -416,36 +478,8 @@ fn two_instances_share_one_database() {
         return;
     }
     let Some(pg) = Postgres::start(t) else { return };
-    pg.create_database("fleet").unwrap();
-    let mut site = Site::new(Options::default());
-    let bridge = site.lan();
-    site.serve_on(&bridge, false);
-    site.reconfigure(|c| {
-        c.dhcp.pool = Some(Pool {
-            start: "192.0.2.20".parse().unwrap(),
-            end: "192.0.2.250".parse().unwrap(),
-            prefix: 24,
-            gateway: Some("192.0.2.1".parse().unwrap()),
-        });
-        c.database = Some(Database::new(&pg.url("fleet")));
-    })
-    .unwrap();
-    let c = cfg_arg(&site.config).to_string();
-    assert_eq!(bootsvc(&["db", "migrate", "--config", &c]).0, 0);
-    let recs = site.path("fleet");
-    std::fs::create_dir(&recs).unwrap();
-    for i in 0..FLEET {
-        std::fs::write(
-            recs.join(format!("f{i}.json")),
-            format!(
-                r#"{{"hostname":"f{i}","macs":["{}"],"netboot":{{"allow":true}},"install":{{"image":{{"name":"debian-12"}}}}}}"#,
-                fleet_mac_str(i)
-            ),
-        )
-        .unwrap();
-    }
-    let (code, out, err) = bootsvc(&["db", "import", recs.to_str().unwrap(), "--config", &c]);
-    assert_eq!(code, 0, "{out}{err}");
+    let (mut site, bridge) = database_site(&pg, "fleet", Some(("192.0.2.20", "192.0.2.250")), None);
+    import_records(&site, (0..FLEET).map(fleet_record));
     site.start();
     let second = Second::start(&site, &bridge);
     let (client, cli_if) = site.join(&bridge, "02:00:00:00:01:03", None);
@@ -629,42 +663,18 @@ fn database_outage_keeps_known_machines_and_loses_no_event() {
         return;
     }
     let Some(mut pg) = Postgres::start(t) else { return };
-    pg.create_database("osie").unwrap();
     const POOLED: usize = 60;
-    let mut site = Site::new(Options::default());
-    let bridge = site.lan();
-    site.serve_on(&bridge, false);
-    site.reconfigure(|c| {
-        c.dhcp.pool = Some(Pool {
-            start: "192.0.2.100".parse().unwrap(),
-            end: "192.0.2.199".parse().unwrap(),
-            prefix: 24,
-            gateway: Some("192.0.2.1".parse().unwrap()),
-        });
-        c.database = Some(Database::new(&pg.url("osie")));
-    })
-    .unwrap();
-    let c = cfg_arg(&site.config).to_string();
-    assert_eq!(bootsvc(&["db", "migrate", "--config", &c]).0, 0);
-    let recs = site.path("records");
-    std::fs::create_dir(&recs).unwrap();
-    // Pool machines 0..POOLED, and one more that asks first during the outage.
-    for i in 0..=POOLED {
-        let rec = format!(
-            r#"{{"hostname":"f{i}","macs":["{}"],"netboot":{{"allow":true}},"install":{{"image":{{"name":"debian-12"}}}}}}"#,
-            fleet_mac_str(i)
-        );
-        std::fs::write(recs.join(format!("f{i}.json")), rec).unwrap();
-    }
-    for (i, (host, mac)) in FIXED.iter().enumerate() {
-        let rec = format!(
+    let (mut site, bridge) = database_site(&pg, "osie", Some(("192.0.2.100", "192.0.2.199")), None);
+    // Pool machines 0..POOLED, and one more that asks first during the outage; and the
+    // fixed-address machines.
+    let fixed = FIXED.iter().enumerate().map(|(i, (host, mac))| {
+        let json = format!(
             r#"{{"hostname":"{host}","macs":["{mac}"],"ip":{{"address":"{}","prefix":24}},"netboot":{{"allow":true}},"install":{{"image":{{"name":"debian-12"}}}}}}"#,
             common::CLIENTS[i]
         );
-        std::fs::write(recs.join(format!("{host}.json")), rec).unwrap();
-    }
-    let (code, out, err) = bootsvc(&["db", "import", recs.to_str().unwrap(), "--config", &c]);
-    assert_eq!(code, 0, "{out}{err}");
+        (format!("{host}.json"), json)
+    });
+    import_records(&site, (0..=POOLED).map(fleet_record).chain(fixed));
     site.start();
     let (client, cli_if) = site.join(&bridge, "02:00:00:00:01:03", None);
     let counts =
@@ -699,23 +709,7 @@ fn database_outage_keeps_known_machines_and_loses_no_event() {
     let again = storm_of(&client, &cli_if, POOLED).join().unwrap().unwrap();
     assert_eq!(again, leases, "each machine its own address again, from memory");
     let refused = site.metric("osie_dropped_packets_total{reason=\"dhcp-lease-store\"}");
-    let late = {
-        let iface = cli_if.clone();
-        client
-            .spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-                rt.block_on(async move {
-                    let mut cfg = osie_testkit::dhcp::ClientConfig::broadcast(&iface);
-                    cfg.retries = 1;
-                    let dhcp = osie_testkit::dhcp::DhcpClient::bind(cfg)?;
-                    let id = osie_testkit::dhcp::Identity { mac: fleet_mac(POOLED), arch: 0, ipxe: false };
-                    Ok(dhcp.offer(&id).await.is_ok())
-                })
-            })
-            .join()
-            .unwrap()
-            .unwrap()
-    };
+    let late = offer_to(&client, &cli_if, fleet_mac(POOLED)).is_some();
     assert!(!late, "a machine without an address gets none while the database is gone");
     assert!(site.metric("osie_dropped_packets_total{reason=\"dhcp-lease-store\"}") > refused);
     let script = |i: usize| site.get_as(common::CLIENTS[i], None, &format!("/boot/{}.ipxe", FIXED[i].1));
@@ -784,30 +778,16 @@ fn an_instance_serves_its_own_site() {
         return;
     }
     let Some(pg) = Postgres::start(t) else { return };
-    pg.create_database("osie").unwrap();
-    let mut site = Site::new(Options::default());
-    let bridge = site.lan();
-    site.serve_on(&bridge, false);
-    site.reconfigure(|c| {
-        let mut db = Database::new(&pg.url("osie"));
-        db.site = Some("fra1".into());
-        c.database = Some(db);
-    })
-    .unwrap();
-    let c = cfg_arg(&site.config).to_string();
-    assert_eq!(bootsvc(&["db", "migrate", "--config", &c]).0, 0);
-    let recs = site.path("records");
-    std::fs::create_dir(&recs).unwrap();
-    for (i, site_field) in [r#","site":"fra1""#, r#","site":"ams1""#, ""].iter().enumerate() {
+    let (mut site, bridge) = database_site(&pg, "osie", None, Some("fra1"));
+    let records = [r#","site":"fra1""#, r#","site":"ams1""#, ""].iter().enumerate().map(|(i, site_field)| {
         let (host, mac) = FIXED[i];
-        let rec = format!(
+        let json = format!(
             r#"{{"hostname":"{host}","macs":["{mac}"],"ip":{{"address":"{}","prefix":24}},"netboot":{{"allow":true}},"install":{{"image":{{"name":"debian-12"}}}}{site_field}}}"#,
             common::CLIENTS[i]
         );
-        std::fs::write(recs.join(format!("{host}.json")), rec).unwrap();
-    }
-    let (code, out, err) = bootsvc(&["db", "import", recs.to_str().unwrap(), "--config", &c]);
-    assert_eq!(code, 0, "{out}{err}");
+        (format!("{host}.json"), json)
+    });
+    import_records(&site, records);
     site.start();
 
     let script = |i: usize| site.get_as(common::CLIENTS[i], None, &format!("/boot/{}.ipxe", FIXED[i].1)).text();
@@ -817,24 +797,7 @@ fn an_instance_serves_its_own_site() {
     assert!(site.logs().contains("52:54:00:00:0e:02 is a machine of site ams1: that site's instances serve it"));
 
     let (client, cli_if) = site.join(&bridge, "02:00:00:00:01:03", None);
-    let offered = |mac: &str| {
-        let iface = cli_if.clone();
-        let mac: osie_api::MacAddr = mac.parse().unwrap();
-        client
-            .spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-                rt.block_on(async move {
-                    let mut cfg = osie_testkit::dhcp::ClientConfig::broadcast(&iface);
-                    cfg.retries = 1;
-                    let dhcp = osie_testkit::dhcp::DhcpClient::bind(cfg)?;
-                    let id = osie_testkit::dhcp::Identity { mac: mac.octets(), arch: 0, ipxe: false };
-                    Ok(dhcp.offer(&id).await.ok().map(|o| o.yiaddr))
-                })
-            })
-            .join()
-            .unwrap()
-            .unwrap()
-    };
+    let offered = |mac: &str| offer_to(&client, &cli_if, mac.parse::<osie_api::MacAddr>().unwrap().octets());
     assert_eq!(offered(FIXED[0].1), Some(common::CLIENTS[0].parse().unwrap()));
     assert_eq!(offered(FIXED[1].1), None, "another site's machine gets no offer");
     assert!(site.metric("osie_dropped_packets_total{reason=\"dhcp-other-site\"}") >= 1);

@@ -27,6 +27,13 @@ use crate::config::Pool;
 
 /// How long an offered address is held for the client that was offered it.
 pub const OFFER_HOLD_SECS: u64 = 60;
+
+/// Whether an ACK for a lease that ends at `expires` may be answered without writing it
+/// again (a reboot, the boot chain's second DHCP): the stored lease still outlasts the
+/// client's next renewal, at half of `secs`, with a quarter to spare. Both pools use it.
+pub fn renewal_needs_no_write(expires: u64, now: u64, secs: u32) -> bool {
+    expires > now + u64::from(secs) * 3 / 4
+}
 /// How long a declined address (in use by someone else, says the client) is left alone.
 pub const DECLINE_HOLD_SECS: u64 = 600;
 /// Largest pool accepted: the pool is scanned linearly when offering.
@@ -218,10 +225,7 @@ impl LeasePool for LeaseStore {
         if !self.in_range(ip) || taken(ip) || held_by_other || st.declined.get(&ip).is_some_and(|u| *u > now) {
             return Ok(false);
         }
-        // Renewed early (a reboot, the boot chain's second DHCP): the stored lease still
-        // outlasts the client's next renewal (at half the lease), so nothing is written.
-        let margin = u64::from(secs) * 3 / 4;
-        if st.leases.get(&ip).is_some_and(|l| l.mac == *mac && l.expires > now + margin) {
+        if st.leases.get(&ip).is_some_and(|l| l.mac == *mac && renewal_needs_no_write(l.expires, now, secs)) {
             st.offers.remove(mac);
             return Ok(true);
         }

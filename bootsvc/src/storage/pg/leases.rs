@@ -28,7 +28,7 @@ use osie_api::MacAddr;
 
 use super::bridge::{db_err, Bridge};
 use crate::config::Pool;
-use crate::storage::leases::{now, validate_pool, DECLINE_HOLD_SECS, OFFER_HOLD_SECS};
+use crate::storage::leases::{now, renewal_needs_no_write, validate_pool, DECLINE_HOLD_SECS, OFFER_HOLD_SECS};
 use crate::storage::{Lease, LeasePool, Leases};
 
 /// Channel of the lease notifications; the payload is [`Changed`] as JSON.
@@ -178,7 +178,7 @@ impl PgLeases {
     }
 
     /// The address bound to `mac` in the copy in memory, when it is in the pool, not
-    /// `taken`, the one `requested` (if any), and bound for more than `margin` seconds more:
+    /// `taken`, the one `requested` (if any), and bound for as long as `lasts` says:
     /// a machine that has its address is answered without a round trip (most DHCP traffic:
     /// every boot asks again). The copy follows other instances' writes by notification;
     /// were it stale, the REQUEST's transaction still checks before anything is bound.
@@ -187,11 +187,11 @@ impl PgLeases {
         mac: &MacAddr,
         requested: Option<Ipv4Addr>,
         now: u64,
-        margin: u64,
+        lasts: impl Fn(u64) -> bool,
         taken: &dyn Fn(Ipv4Addr) -> bool,
     ) -> Option<Ipv4Addr> {
         let l = self.current(mac, now)?;
-        let fits = requested.is_none_or(|r| r == l.ip) && l.expires > now + margin;
+        let fits = requested.is_none_or(|r| r == l.ip) && lasts(l.expires);
         (fits && self.in_range(l.ip) && !taken(l.ip)).then_some(l.ip)
     }
 
@@ -443,7 +443,7 @@ impl LeasePool for PgLeases {
         taken: &dyn Fn(Ipv4Addr) -> bool,
     ) -> Result<Option<Ipv4Addr>> {
         let Some(range) = self.range else { return Ok(None) };
-        if let Some(ip) = self.still_bound(mac, requested, now, 0, taken) {
+        if let Some(ip) = self.still_bound(mac, requested, now, |expires| expires > now, taken) {
             return Ok(Some(ip));
         }
         self.bridge.run("offering a pool address", self.offer_in_db(mac, requested, now, range, taken))
@@ -456,9 +456,8 @@ impl LeasePool for PgLeases {
         if !self.in_range(ip) {
             return Ok(false);
         }
-        // Renewed early (a reboot, a second DHCP of the boot chain): the stored lease still
-        // outlasts the client's next renewal (at half the lease), so the ACK needs no write.
-        if self.still_bound(mac, Some(ip), now, u64::from(secs) * 3 / 4, taken).is_some() {
+        let early = |expires| renewal_needs_no_write(expires, now, secs);
+        if self.still_bound(mac, Some(ip), now, early, taken).is_some() {
             return Ok(true);
         }
         let got = self.bridge.run("binding a pool address", self.ack_in_db(mac, ip, now, secs, taken))?;
