@@ -14,10 +14,12 @@
 //! the report), [`report`] (the JSON results → `BENCHMARKS.md`), [`machine`] (what the
 //! figures were measured on).
 
+pub mod cgroup;
 pub mod cli;
 pub mod dhcp;
 pub mod fanout;
 pub mod fleet;
+pub mod fleet_storm;
 pub mod machine;
 pub mod measure;
 pub mod report;

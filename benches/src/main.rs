@@ -40,6 +40,9 @@ enum Cmd {
     /// bootsvc on PostgreSQL beside its embedded store (as root): leases, DHCP exchanges,
     /// events; prints a Markdown table with the ratios.
     Fleet(osie_bench::fleet::FleetArgs),
+    /// Machines netbooting at once through one bootsvc on PostgreSQL, then two on the same
+    /// database, each under its own CPU quota (as root); prints a Markdown table.
+    FleetStorm(osie_bench::fleet_storm::FleetStormArgs),
 }
 
 fn main() -> Result<()> {
@@ -55,5 +58,6 @@ fn main() -> Result<()> {
         Cmd::HttpLoad(a) => osie_bench::cli::http_load(a),
         Cmd::Storm(a) => osie_bench::cli::storm(a),
         Cmd::Fleet(a) => osie_bench::fleet::run(a),
+        Cmd::FleetStorm(a) => osie_bench::fleet_storm::run(a),
     }
 }

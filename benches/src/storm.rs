@@ -160,7 +160,7 @@ async fn boot(client: &DhcpClient, spec: &StormSpec, id: &Identity) -> Result<Bo
 
 /// `http://1.2.3.4:8080/a/b` → (1.2.3.4:8080, "/a/b"). Addresses only: booting machines
 /// are given addresses, not names.
-fn split_url(url: &str) -> Option<(SocketAddrV4, String)> {
+pub(crate) fn split_url(url: &str) -> Option<(SocketAddrV4, String)> {
     let rest = url.strip_prefix("http://")?;
     let (host, path) = match rest.find('/') {
         Some(i) => (&rest[..i], rest[i..].to_string()),

@@ -366,6 +366,8 @@ mod tests {
             macs: vec!["52:54:00:00:00:01".parse().unwrap()],
             ip: Some("192.0.2.10/24".into()),
             source: "node1.json".into(),
+            site: None,
+            labels: Default::default(),
             netboot: NetbootView { allow: true, cleared: false, allowed: true },
             state: MachineState {
                 status: Status::Installing,

@@ -20,6 +20,45 @@ pub fn site_name(s: &str) -> Result<(), String> {
     }
 }
 
+/// A label's name part (and a value when not empty): 1 to 63 letters, digits, `-`, `_`, `.`,
+/// beginning and ending with a letter or digit (Kubernetes' rule, so Tinkerbell's labels
+/// carry over).
+fn label_word(s: &str) -> bool {
+    let edge = |b: Option<&u8>| b.is_some_and(|b| b.is_ascii_alphanumeric());
+    (1..=63).contains(&s.len())
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && edge(s.as_bytes().first())
+        && edge(s.as_bytes().last())
+}
+
+/// A label key: a name, optionally after a DNS prefix and `/` (`example.com/rack`).
+pub fn label_key(k: &str) -> Result<(), String> {
+    let ok = match k.split_once('/') {
+        Some((prefix, name)) => prefix.len() <= 253 && hostname(prefix).is_ok() && label_word(name),
+        None => label_word(k),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{k:?} is not a label key: a name of 1 to 63 letters, digits, '-', '_' or '.' (beginning and \
+             ending with a letter or digit), optionally after a DNS prefix and '/'"
+        ))
+    }
+}
+
+/// A label value: empty, or as a label name.
+pub fn label_value(v: &str) -> Result<(), String> {
+    if v.is_empty() || label_word(v) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{v:?} is not a label value: empty, or 1 to 63 letters, digits, '-', '_' or '.' beginning and ending \
+             with a letter or digit"
+        ))
+    }
+}
+
 pub fn hostname(h: &str) -> Result<(), String> {
     if h.is_empty() || h.len() > 253 {
         return Err(format!("{h:?} is not a host name: 1 to 253 characters"));

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 use crate::admin_client::{self, Client};
@@ -46,6 +46,8 @@ pub enum Command {
     /// event (through the admin API of the running service).
     Machines {
         #[command(flatten)]
+        select: Select,
+        #[command(flatten)]
         conn: Connect,
         /// Print JSON instead of a table.
         #[arg(long)]
@@ -69,9 +71,10 @@ pub enum Command {
     /// Allow netboot again on many machines at once; with --power, also boot each from the
     /// network once and power-cycle it through its BMC (through the admin API).
     Reinstall {
-        /// The machines' MAC addresses.
-        #[arg(required = true)]
+        /// The machines' MAC addresses (or choose them with --site and --label).
         macs: Vec<String>,
+        #[command(flatten)]
+        select: Select,
         /// Through each machine's BMC: one-time network boot, then power cycle (or on).
         #[arg(long)]
         power: bool,
@@ -180,6 +183,24 @@ pub struct Connect {
     pub token_file: Option<PathBuf>,
 }
 
+/// Machines chosen by their record's `site` and `labels` rather than by MAC.
+#[derive(Debug, Args)]
+pub struct Select {
+    /// Only the machines whose record names this site (`site`; records without one are not
+    /// chosen).
+    #[arg(long)]
+    pub site: Option<String>,
+    /// Only the machines with this label (`KEY=VALUE`; repeated: all of them).
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+}
+
+impl Select {
+    fn selector(&self) -> Result<power_cmd::Selector> {
+        power_cmd::Selector::parse(self.site.as_deref(), &self.labels)
+    }
+}
+
 impl Connect {
     fn client(&self) -> Result<Client> {
         Client::new(self.config.as_deref(), self.url.as_deref(), self.token_file.as_deref())
@@ -211,8 +232,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Check { config } => Ok(check(&config)),
         Command::Db { action } => db(action),
-        Command::Machines { conn, json } => {
-            let v = runtime()?.block_on(async { conn.client()?.machines().await })?;
+        Command::Machines { select, conn, json } => {
+            let selector = select.selector()?;
+            let mut v = runtime()?.block_on(async { conn.client()?.machines().await })?;
+            v.retain(|m| selector.matches(m));
             if json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
@@ -229,9 +252,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Reinstall { macs, power, parallel, wait, conn } => {
-            let client = conn.client()?;
-            runtime()?.block_on(power_cmd::bulk(&client, &macs, parallel, power, wait))
+        Command::Reinstall { macs, select, power, parallel, wait, conn } => {
+            let (selector, client, rt) = (select.selector()?, conn.client()?, runtime()?);
+            let macs = match (macs.is_empty(), selector.is_empty()) {
+                (false, true) => macs,
+                (true, false) => {
+                    let chosen = rt.block_on(power_cmd::choose(&client, &selector))?;
+                    println!("{}", chosen.line);
+                    chosen.macs
+                }
+                (false, false) => bail!("name the machines by MAC or choose them with --site/--label, not both"),
+                (true, true) => bail!("which machines? give their MACs, or choose them with --site and/or --label"),
+            };
+            rt.block_on(power_cmd::bulk(&client, &macs, parallel, power, wait))
         }
         Command::Machine { mac, action, conn } => {
             let client = conn.client()?;

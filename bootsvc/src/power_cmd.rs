@@ -84,6 +84,79 @@ pub async fn wait_netboot(client: &Client, mac: &str, secs: u64) -> Result<Phase
     }
 }
 
+/// Which machines a bulk command acts on, by their record: its `site`, and every label
+/// asked for. Empty: every machine.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Selector {
+    pub site: Option<String>,
+    pub labels: Vec<(String, String)>,
+}
+
+impl Selector {
+    /// From `--site` and `--label KEY=VALUE`s, each checked as a record's would be.
+    pub fn parse(site: Option<&str>, labels: &[String]) -> Result<Selector> {
+        if let Some(s) = site {
+            crate::checks::site_name(s).map_err(|e| anyhow::anyhow!("--site: {e}"))?;
+        }
+        let labels = labels
+            .iter()
+            .map(|l| {
+                let (k, v) = l
+                    .split_once('=')
+                    .ok_or_else(|| anyhow::anyhow!("--label {l:?}: give KEY=VALUE (for example rack=r12)"))?;
+                crate::checks::label_key(k)
+                    .and_then(|_| crate::checks::label_value(v))
+                    .map_err(|e| anyhow::anyhow!("--label {l:?}: {e}"))?;
+                Ok((k.to_string(), v.to_string()))
+            })
+            .collect::<Result<_>>()?;
+        Ok(Selector { site: site.map(str::to_string), labels })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.site.is_none() && self.labels.is_empty()
+    }
+
+    pub fn matches(&self, m: &MachineView) -> bool {
+        self.site.as_ref().is_none_or(|s| m.site.as_ref() == Some(s))
+            && self.labels.iter().all(|(k, v)| m.labels.get(k) == Some(v))
+    }
+
+    /// `site fra1, label rack=r12`.
+    pub fn describe(&self) -> String {
+        let site = self.site.iter().map(|s| format!("site {s}"));
+        let labels = self.labels.iter().map(|(k, v)| format!("label {k}={v}"));
+        site.chain(labels).collect::<Vec<_>>().join(", ")
+    }
+}
+
+/// The machines a selector chooses: their boot MACs and a line naming them.
+pub struct Chosen {
+    pub macs: Vec<String>,
+    pub line: String,
+}
+
+/// Ask the serving instance for every machine and keep those `sel` chooses; none is an
+/// error (a typo in a label must not look like success).
+pub async fn choose(client: &Client, sel: &Selector) -> Result<Chosen> {
+    let all = client.machines().await?;
+    let chosen: Vec<&MachineView> = all.iter().filter(|m| sel.matches(m)).collect();
+    if chosen.is_empty() {
+        anyhow::bail!("no machine matches {} (of {} machines)", sel.describe(), all.len());
+    }
+    let names: Vec<&str> = chosen.iter().map(|m| m.hostname.as_str()).collect();
+    Ok(Chosen {
+        macs: chosen.iter().filter_map(|m| m.macs.first()).map(|m| m.to_string()).collect(),
+        line: format!(
+            "{} machine{} with {}: {}",
+            names.len(),
+            if names.len() == 1 { "" } else { "s" },
+            sel.describe(),
+            names.join(", ")
+        ),
+    })
+}
+
 /// What happened to one machine of a bulk run.
 struct Outcome {
     line: String,
@@ -167,6 +240,8 @@ mod tests {
             macs: vec!["52:54:00:00:00:01".parse().unwrap()],
             ip: None,
             source: "n1.json".into(),
+            site: None,
+            labels: Default::default(),
             netboot: NetbootView { allow: true, cleared: false, allowed: true },
             state: MachineState {
                 last_event: last.map(|(phase, received)| EventSummary {
@@ -186,6 +261,31 @@ mod tests {
                 refused: vec![],
             },
         }
+    }
+
+    #[test]
+    fn selectors_choose_by_site_and_every_label() {
+        let mut m = view(None);
+        m.site = Some("fra1".into());
+        m.labels = [("rack".to_string(), "r12".to_string()), ("role".to_string(), "db".to_string())].into();
+        let sel = |site: Option<&str>, labels: &[&str]| {
+            Selector::parse(site, &labels.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        };
+        assert!(sel(None, &[]).unwrap().matches(&m), "no selector: every machine");
+        assert!(sel(Some("fra1"), &["rack=r12"]).unwrap().matches(&m));
+        assert!(sel(None, &["rack=r12", "role=db"]).unwrap().matches(&m));
+        assert!(!sel(None, &["rack=r12", "role=web"]).unwrap().matches(&m), "all labels must match");
+        assert!(!sel(Some("ams1"), &[]).unwrap().matches(&m));
+        assert!(!sel(None, &["rack=r1"]).unwrap().matches(&m), "values compare whole");
+        m.site = None;
+        assert!(!sel(Some("fra1"), &[]).unwrap().matches(&m), "no site in the record: not chosen by --site");
+        assert_eq!(sel(Some("fra1"), &["rack=r12"]).unwrap().describe(), "site fra1, label rack=r12");
+        let e = sel(None, &["rack"]).unwrap_err().to_string();
+        assert!(e.contains("give KEY=VALUE"), "{e}");
+        let e = sel(None, &["-x=1"]).unwrap_err().to_string();
+        assert!(e.contains("not a label key"), "{e}");
+        let e = sel(Some("FRA"), &[]).unwrap_err().to_string();
+        assert!(e.starts_with("--site: \"FRA\" is not a site name"), "{e}");
     }
 
     #[test]

@@ -74,6 +74,69 @@ fn admin_api_on_its_own_listener_found_by_the_cli() {
     assert!(site.cli(&["machines", "--config", &cfg]).status.success());
 }
 
+#[test]
+fn bulk_reinstall_chooses_machines_by_site_and_label() {
+    if !common::prerequisites("bulk_reinstall_chooses_machines_by_site_and_label") {
+        return;
+    }
+    let mut site = Site::new(Options::default());
+    let machines = [("n1", Some("fra1"), "r1"), ("n2", Some("fra1"), "r2"), ("n3", None, "r1")];
+    let mac = |i: usize| format!("52:54:00:00:02:0{i}");
+    for (i, (name, at, rack)) in machines.iter().enumerate() {
+        let at = at.map(|s| format!(r#""site":"{s}","#)).unwrap_or_default();
+        site.machine(
+            name,
+            &format!(
+                r#"{{"hostname":"{name}",{at}"labels":{{"rack":"{rack}"}},"macs":["{}"],"ip":{{"address":"{}","prefix":24}},
+                    "netboot":{{"allow":true}},"install":{{"image":{{"name":"debian-12"}}}}}}"#,
+                mac(i),
+                common::CLIENTS[i]
+            ),
+        );
+    }
+    site.start();
+    // Each installs (its `installed` clears netboot) …
+    for i in 0..3 {
+        let ev = format!(
+            r#"{{"machine":"{}","phase":"installed","time":"2026-01-01T00:00:00Z","run_id":"r{i}","seq":0}}"#,
+            mac(i)
+        );
+        assert_eq!(site.post_json_as(common::CLIENTS[i], "/events", &ev).status, 200);
+    }
+    let allowed = || -> Vec<bool> {
+        let v: serde_json::Value = serde_json::from_str(&site.admin_cli(&["machines", "--json"]).unwrap()).unwrap();
+        let mut by_name: Vec<(String, bool)> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| (m["hostname"].as_str().unwrap().to_string(), m["netboot"]["allowed"].as_bool().unwrap()))
+            .collect();
+        by_name.sort();
+        by_name.into_iter().map(|(_, a)| a).collect()
+    };
+    assert_eq!(allowed(), [false, false, false]);
+    // … and is chosen for a reinstall by its labels and site.
+    let out = site.admin_cli(&["reinstall", "--label", "rack=r1"]).unwrap();
+    assert!(out.starts_with("2 machines with label rack=r1: n1, n3\n"), "{out}");
+    assert!(out.contains("2 machines: 2 done, 0 failed"), "{out}");
+    assert_eq!(allowed(), [true, false, true]);
+    let out = site.admin_cli(&["reinstall", "--site", "fra1", "--label", "rack=r2"]).unwrap();
+    assert!(out.starts_with("1 machine with site fra1, label rack=r2: n2\n"), "{out}");
+    assert_eq!(allowed(), [true, true, true]);
+    let listed = site.admin_cli(&["machines", "--site", "fra1"]).unwrap();
+    let names: Vec<&str> = listed.lines().skip(1).filter_map(|l| l.split_whitespace().next()).collect();
+    assert_eq!(names, ["n1", "n2"], "a record without a site is not fra1's: {listed}");
+    // A choice that matches nothing, or is not a choice, fails and says why.
+    let e = site.admin_cli(&["reinstall", "--label", "rack=r9"]).unwrap_err().to_string();
+    assert!(e.ends_with("no machine matches label rack=r9 (of 3 machines)"), "{e}");
+    let e = site.admin_cli(&["reinstall", &mac(0), "--site", "fra1"]).unwrap_err().to_string();
+    assert!(e.contains("not both"), "{e}");
+    let e = site.admin_cli(&["reinstall"]).unwrap_err().to_string();
+    assert!(e.contains("which machines?"), "{e}");
+    let e = site.admin_cli(&["reinstall", "--label", "rack"]).unwrap_err().to_string();
+    assert!(e.contains("give KEY=VALUE"), "{e}");
+}
+
 /// One keep-alive connection from `from`, `n` requests with `auth`: the statuses and the
 /// `Retry-After` values seen.
 fn burst(from: Ipv4Addr, to: SocketAddrV4, auth: &str, n: usize) -> std::io::Result<(Vec<u16>, Vec<u64>)> {

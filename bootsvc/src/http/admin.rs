@@ -49,6 +49,11 @@ pub struct MachineView {
     pub ip: Option<String>,
     /// The inventory file (and list item) the record comes from.
     pub source: String,
+    /// The record's `site` and `labels` (what `bootsvc reinstall --site/--label` select by).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
     pub netboot: NetbootView,
     pub state: MachineState,
     /// Addresses bootsvc knows for the machine, and addresses that claimed it and were
@@ -76,6 +81,8 @@ fn view(app: &AppState, e: &Entry) -> MachineView {
         macs: m.macs.clone(),
         ip: m.ip.as_ref().map(|i| format!("{}/{}", i.address, i.prefix)),
         source: e.source.describe(),
+        site: m.site.clone(),
+        labels: m.labels.clone(),
         netboot: NetbootView {
             allow: m.netboot.allow,
             cleared: state.netboot_cleared,

@@ -1,6 +1,7 @@
 //! One machine record, as written in the inventory directory (`<name>.json`). The reference
 //! for every field is `bootsvc/docs/inventory.md`; keep the two in step.
 
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use osie_api::metadata::{ChecksumOf, DiskHints, Finish, GptPlan, ImageFormat, UefiPlan};
@@ -36,6 +37,10 @@ pub struct Machine {
     /// Without `[database]` there is one instance, and it serves every record.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub site: Option<String>,
+    /// Labels an operator selects machines by (`bootsvc reinstall --label rack=r12`):
+    /// `key: value`, Kubernetes' rules for both (`bootsvc/docs/inventory.md`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
     /// The machine's BMC, for power and boot control (`bootsvc/docs/power.md`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bmc: Option<Bmc>,

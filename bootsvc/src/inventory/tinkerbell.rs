@@ -16,6 +16,7 @@
 //! | `spec.vendorData` | `cloud_init.vendor_data` |
 //! | `spec.metadata.instance.ssh_keys` | `ssh_keys` |
 //! | `spec.disks[0].device` | `install.disk.path` |
+//! | `metadata.labels` | `labels` |
 //! | annotation `osie/image` | `install.image.name` |
 //! | `spec.bmcRef` (a rufio `Machine` in the same list) + annotation `osie/bmc-credentials` | `bmc` ([`super::tinkerbell_bmc`]) |
 //!
@@ -56,6 +57,8 @@ struct ObjectMeta {
     name: Option<String>,
     #[serde(default)]
     annotations: BTreeMap<String, String>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -244,8 +247,12 @@ impl Converter<'_> {
             cloud_init: Default::default(),
             ssh_keys: Vec::new(),
             site: None,
+            labels: hw.metadata.labels.clone(),
             bmc: None,
         };
+        if !m.labels.is_empty() {
+            self.from("labels", "metadata.labels");
+        }
         self.interfaces(hw, &mut m);
         m.hostname = self.hostname(hw, instance);
         if let Some(id) = instance.and_then(|i| nonempty(&i.id)) {
@@ -524,6 +531,8 @@ mod tests {
         assert_eq!(e.len(), 1);
         assert_eq!(e[0].source.item, "");
         assert_eq!(e[0].machine.hostname, "machine1");
+        let labels: Vec<(&str, &str)> = e[0].machine.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert_eq!(labels, [("example.com/role", "worker"), ("rack", "r12")], "metadata.labels carry over");
     }
 
     #[test]

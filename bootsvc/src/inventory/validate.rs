@@ -33,6 +33,9 @@ impl Report<'_> {
     }
 }
 
+/// Labels one record may carry.
+const MAX_LABELS: usize = 64;
+
 /// Check one record.
 pub fn machine(e: &Entry, cfg: &Config, images: &Images, out: &mut Problems) {
     let m = &e.machine;
@@ -43,6 +46,12 @@ pub fn machine(e: &Entry, cfg: &Config, images: &Images, out: &mut Problems) {
     }
     if let Some(site) = &m.site {
         r.check("site", checks::site_name(site));
+    }
+    if m.labels.len() > MAX_LABELS {
+        r.add("labels", format!("{} labels: at most {MAX_LABELS}", m.labels.len()));
+    }
+    for (k, v) in &m.labels {
+        r.check(&format!("labels[{k:?}]"), checks::label_key(k).and_then(|_| checks::label_value(v)));
     }
     macs(m, &mut r);
     match &m.ip {
@@ -344,7 +353,7 @@ mod tests {
     #[test]
     fn every_field_problem_is_reported() {
         let p = problems_of(
-            r#"{"hostname":"n_1","instance_id":"a b","site":"FRA_1","macs":["01:00:5e:00:00:01","52:54:00:00:00:01","52:54:00:00:00:01"],
+            r#"{"hostname":"n_1","instance_id":"a b","site":"FRA_1","labels":{"rack":"r 1","-x":"y","example.com/role":"db"},"macs":["01:00:5e:00:00:01","52:54:00:00:00:01","52:54:00:00:00:01"],
                 "ip":{"address":"192.0.2.150","prefix":24,"gateway":"198.51.100.1"},
                 "netboot":{"allow":true,"ipxe_script":"shell","ipxe_script_url":"http://x/${mac}","kernel_args":"a\nb"},
                 "install":{"image":{"name":"ubuntu","sha256":"00"},"disk":{"path":"sda","min_size":10,"max_size":5},
@@ -358,6 +367,8 @@ mod tests {
                 "hostname",
                 "instance_id",
                 "site",
+                "labels[\"-x\"]",
+                "labels[\"rack\"]",
                 "macs[0]",
                 "macs[2]",
                 "ip.address",
@@ -376,7 +387,8 @@ mod tests {
             ],
             "{p:#?}"
         );
-        assert!(p[10].contains("known: debian-12"), "{}", p[10]);
+        assert!(p[12].contains("known: debian-12"), "{}", p[12]);
+        assert!(p[4].contains("\"r 1\" is not a label value"), "{}", p[4]);
     }
 
     #[test]
