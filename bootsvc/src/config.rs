@@ -263,7 +263,7 @@ impl Database {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Admin {
     /// File holding the bearer token for the admin API. Without it the admin API is off.
@@ -273,9 +273,34 @@ pub struct Admin {
     /// path of a Unix socket. Never the machines' listener.
     #[serde(default)]
     pub listen: AdminListen,
+    /// File holding a second token that logs in to the status page (`/ui/`) read-only: it
+    /// sees everything and can do nothing. Not accepted by the admin API.
+    #[serde(default)]
+    pub read_only_token_file: Option<PathBuf>,
+    /// Seconds a status page session lasts after its login.
+    #[serde(default = "default_session_secs")]
+    pub session_secs: u64,
+}
+
+fn default_session_secs() -> u64 {
+    8 * 3600
+}
+
+impl Default for Admin {
+    fn default() -> Self {
+        Admin {
+            token_file: None,
+            listen: AdminListen::default(),
+            read_only_token_file: None,
+            session_secs: default_session_secs(),
+        }
+    }
 }
 
 impl Admin {
+    /// Bounds of `session_secs`: a minute to a week.
+    pub const SESSION_SECS: std::ops::RangeInclusive<u64> = 60..=7 * 86_400;
+
     /// The admin listener's caps: a few operators and scripts, never the machines (fixed;
     /// `http.max_connections` is checked against the open-files limit with these added).
     pub const MAX_CONNECTIONS: usize = 64;

@@ -40,6 +40,8 @@ struct Bound {
     tftp: Option<std::net::UdpSocket>,
     ra: Option<ra::RaSocket>,
     admin_token: Option<String>,
+    /// The status page's read-only token (`admin.read_only_token_file`).
+    read_only_token: Option<String>,
     /// `[database]`'s URL (its file may be root's alone).
     database_url: Option<String>,
 }
@@ -59,6 +61,7 @@ pub fn serve(cfg: Config) -> Result<()> {
         tftp: tftp::bind_socket(&cfg).context("starting TFTP")?,
         ra: ra::bind_socket(&cfg).context("starting router advertisements")?,
         admin_token: cfg.admin_token()?,
+        read_only_token: cfg.read_only_token()?,
         database_url: cfg.database_url()?,
     };
     let fds = http::raise_fd_limit()?;
@@ -112,6 +115,7 @@ async fn run(cfg: Arc<Config>, bound: Bound, who: Identity) -> Result<()> {
         storage: Arc::clone(&storage),
         identity: identity::Identity::new(cfg.dhcp.mode),
         metrics: Arc::clone(&metrics),
+        ui: http::ui::Ui::new(&cfg, bound.admin_token.clone(), bound.read_only_token),
         admin_token: bound.admin_token,
     });
 

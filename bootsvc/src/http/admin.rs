@@ -67,7 +67,7 @@ pub struct NetbootView {
     pub allowed: bool,
 }
 
-fn view(app: &AppState, e: &Entry) -> MachineView {
+pub(super) fn view(app: &AppState, e: &Entry) -> MachineView {
     let m = &e.machine;
     let state = app.storage.state_of(m);
     MachineView {
@@ -135,7 +135,7 @@ fn authorize(app: &AppState, h: &HeaderMap) -> Result<(), AdminError> {
 /// What [`guard`] keeps: the app and the back-off state of every source.
 pub struct Guard {
     pub app: AppState,
-    pub backoff: Backoff,
+    pub backoff: Arc<Backoff>,
 }
 
 /// Middleware of every admin route: the back-off first (a locked-out source is refused

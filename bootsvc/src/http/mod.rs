@@ -25,6 +25,9 @@
 //! and the records themselves: `POST /admin/machines`, `PUT`/`DELETE /admin/machines/{mac}`.
 //! BMC power and boot control ([`power`]): `GET …/{mac}/power`, `POST …/{mac}/power/{action}`,
 //! `POST …/{mac}/reinstall/power`.
+//!
+//! The status page ([`ui`]) is on the admin listener too, under `/ui/`, behind a login of its
+//! own (a session cookie, not the bearer token).
 
 pub mod admin;
 pub mod backoff;
@@ -37,6 +40,7 @@ pub mod metadata;
 pub mod observe;
 pub mod power;
 pub mod server;
+pub mod ui;
 pub mod wire;
 
 use std::sync::Arc;
@@ -67,6 +71,8 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// Bearer token of the admin API; `None` turns the admin API off.
     pub admin_token: Option<String>,
+    /// The status page: sessions, live streams (`ui`).
+    pub ui: ui::Ui,
 }
 
 pub type AppState = Arc<App>;
@@ -101,7 +107,7 @@ pub fn machines_router(app: AppState) -> Router {
 
 /// The admin API's routes, each behind [`admin::guard`] (back-off, then the token).
 pub fn admin_router(app: AppState) -> Router {
-    let guard = Arc::new(admin::Guard { app: Arc::clone(&app), backoff: backoff::Backoff::default() });
+    let guard = Arc::new(admin::Guard { app: Arc::clone(&app), backoff: Arc::clone(&app.ui.backoff) });
     let r = Router::new()
         .route("/admin/machines", get(admin::list).post(admin::add))
         .route("/admin/sites", get(admin::sites))
@@ -111,7 +117,8 @@ pub fn admin_router(app: AppState) -> Router {
         .route("/admin/machines/{mac}/reinstall/power", post(power::reinstall))
         .route("/admin/machines/{mac}/power", get(power::status))
         .route("/admin/machines/{mac}/power/{action}", post(power::act))
-        .route_layer(axum::middleware::from_fn_with_state(guard, admin::guard));
+        .route_layer(axum::middleware::from_fn_with_state(guard, admin::guard))
+        .merge(ui::router(&app));
     with_limits(r, app)
 }
 
@@ -125,6 +132,7 @@ fn with_limits(r: Router<AppState>, app: AppState) -> Router {
         .layer(DefaultBodyLimit::max(max_body))
         .layer(TraceLayer::new_for_http())
         .layer(axum::middleware::from_fn_with_state(Arc::clone(&app), observe::count))
+        .layer(axum::middleware::from_fn_with_state(Arc::clone(&app), ui::poke_after_writes))
         .with_state(app)
 }
 
