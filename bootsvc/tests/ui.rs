@@ -4,7 +4,8 @@
 //! token, kept over a restart, ended by logout; actions only with the session's CSRF token
 //! and only from an admin session; the stream carrying an event as it is stored. Then in a
 //! real browser (headless Chromium through DevTools): what a machine sent with HTML and
-//! control characters in it shows as text, runs nothing, and updates without a reload.
+//! control characters in it shows as text, runs nothing, and updates without a reload, also
+//! across a restart of bootsvc.
 
 mod common;
 
@@ -266,6 +267,30 @@ fn status_page_in_a_browser_shows_what_machines_send_as_text() {
     )
     .unwrap();
     assert_eq!(b.eval("window.marker").unwrap(), "same page", "updated without a reload");
+
+    // bootsvc restarts: the page reconnects by itself (the session is kept) and follows again.
+    site.stop();
+    b.wait_until(
+        "the page to notice",
+        Duration::from_secs(10),
+        "document.querySelector('#conn').textContent !== 'live'",
+    )
+    .unwrap();
+    site.start();
+    b.wait_until(
+        "the page to reconnect",
+        Duration::from_secs(15),
+        "document.querySelector('#conn').textContent === 'live'",
+    )
+    .unwrap();
+    post_event(&site, &event_of("run-2", "network", 1, "dhcp ok", ""));
+    b.wait_until(
+        "the event after the restart",
+        Duration::from_secs(10),
+        "document.querySelector('#phase').textContent === 'network'",
+    )
+    .unwrap();
+    assert_eq!(b.eval("window.marker").unwrap(), "same page", "no reload through the restart");
     let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("ui/hostile-text.png");
     let n = b.screenshot(&shot).unwrap();
     eprintln!("screenshot: {} ({n} bytes)", shot.display());

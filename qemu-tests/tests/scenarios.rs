@@ -4,7 +4,7 @@
 //!
 //! | test | firmware | what it proves |
 //! |---|---|---|
-//! | `a_bios_ipxe_rom_installs_and_first_boots` | SeaBIOS + iPXE NIC ROM | DHCP (class ipxe) → script → kernel + initramfs → install → reboot from disk → user-data marker + `first-boot` from the OS |
+//! | `a_bios_ipxe_rom_installs_and_first_boots` | SeaBIOS + iPXE NIC ROM | DHCP (class ipxe) → script → kernel + initramfs → install → reboot from disk → user-data marker + `first-boot` from the OS; the status page (`/ui/`) watches in headless Chromium: the machine listed, its progress bar moving without a reload, its timeline with every phase once `installed` (screenshots in `qemu-tests/artifacts/status-page/`) |
 //! | `b_uefi_pxe_installs_and_first_boots` | OVMF, ROM disabled | in proxy mode beside a site DHCP server (dnsmasq): UEFI PXE (arch 7) → `ipxe.efi` over TFTP → iPXE → the same; the installed OS is leased another address than the installer had, and its first boot is recorded from there |
 //! | `c_netboot_not_allowed_boots_its_disk` | SeaBIOS + iPXE NIC ROM | a machine with an OS on its disk and `netboot.allow = false`: no boot file, no installer, its OS runs |
 //! | `d_bad_checksum_fails_and_disk_does_not_boot` | SeaBIOS + iPXE NIC ROM | wrong sha256: `failed` with the error chain, netboot kept, the next boot netboots again, the disk's first MiB is not the image's, the disk alone does not boot |
@@ -19,6 +19,7 @@ use anyhow::{ensure, Context};
 use osie_api::Phase;
 use osie_qemu_tests::flow::{self, Limits};
 use osie_qemu_tests::lab::{Dhcp, PUBLIC_URL};
+use osie_qemu_tests::page::PageWatch;
 use osie_qemu_tests::record::ImageRef;
 use osie_qemu_tests::timeline::Step;
 use osie_qemu_tests::{signals, Disk, Firmware, Inputs, Lab, Machine, Record, Spec};
@@ -32,10 +33,14 @@ fn check<T>(r: anyhow::Result<T>) -> T {
 
 /// Install a blank machine with `fw`, let it boot its OS, and check what bootsvc saw. With
 /// `Dhcp::ProxyBesideSite` a site DHCP server (dnsmasq) hands out the addresses and the
-/// record has no fixed address.
-fn install_and_first_boot(test: &str, fw: Firmware, mac: &str, dhcp: Dhcp) {
+/// record has no fixed address. With `page`, the status page watches the install in headless
+/// Chromium (`osie_qemu_tests::page`).
+fn install_and_first_boot(test: &str, fw: Firmware, mac: &str, dhcp: Dhcp, page: bool) {
     let Some(inputs) = Inputs::for_test(test) else { return };
     if dhcp == Dhcp::ProxyBesideSite && !osie_testkit::require_tools(test, &["dnsmasq"]) {
+        return;
+    }
+    if page && osie_testkit::browser::chromium().is_none() && !osie_testkit::require_tools(test, &["chromium"]) {
         return;
     }
     signals::install();
@@ -43,12 +48,28 @@ fn install_and_first_boot(test: &str, fw: Firmware, mac: &str, dhcp: Dhcp) {
     let mut rec = Record::new("node1", mac, Lab::address(1));
     rec.fixed_address = dhcp == Dhcp::Reservation;
     check(lab.add(&rec));
+    let watcher = page.then(|| {
+        PageWatch::start(&lab, mac).unwrap_or_else(|e| {
+            lab.failed();
+            panic!("the status page: {e:#}")
+        })
+    });
     let spec = Spec::new("node1", mac, fw);
     let disk = check(lab.subdir("node1").and_then(|d| Disk::blank(&d, DISK_BYTES)));
     let mut machine = check(Machine::power_on(&lab, &spec, &disk));
     let limits = Limits::default();
     let mut w = flow::watch(&lab, &mut machine, &rec);
     check(flow::install(&mut w, fw, mac, &limits));
+    if let Some(p) = watcher {
+        let mut phases: Vec<Phase> = check(lab.events(mac)).iter().map(|e| e.event.phase).collect();
+        phases.dedup();
+        match p.finish(&phases) {
+            Ok((samples, shots)) => {
+                eprintln!("{test}: the status page followed the install ({} changes seen): {shots:?}", samples.len())
+            }
+            Err(e) => panic!("{}", w.fail("the status page following the install live", &format!("{e:#}"))),
+        }
+    }
     let waited = flow::discover_to_script(w.timeline());
     // Where the DISCOVER is bootsvc's to answer (BIOS, reservation mode), nothing may wait.
     if fw == Firmware::Bios && waited.is_none_or(|d| d > flow::DISCOVER_TO_SCRIPT) {
@@ -104,6 +125,7 @@ fn a_bios_ipxe_rom_installs_and_first_boots() {
         Firmware::Bios,
         "52:54:00:e2:0a:01",
         Dhcp::Reservation,
+        true,
     );
 }
 
@@ -114,6 +136,7 @@ fn b_uefi_pxe_installs_and_first_boots() {
         Firmware::UefiPxe,
         "52:54:00:e2:0b:01",
         Dhcp::ProxyBesideSite,
+        false,
     );
 }
 
@@ -124,6 +147,7 @@ fn e_uefi_http_boot_installs_and_first_boots() {
         Firmware::UefiHttp,
         "52:54:00:e2:0e:01",
         Dhcp::Reservation,
+        false,
     );
 }
 

@@ -354,11 +354,40 @@ async function loadPane(mac, what, label) {
   if (r.status === 404) { box.replaceChildren(el("span", { class: "note" }, "This bootsvc does not keep " + label + ".")); return; }
   if (!r.ok) { box.replaceChildren(el("span", { class: "note" }, label + ": " + r.status)); return; }
   const type = r.headers.get("content-type") || "";
-  const body = type.includes("json") ? JSON.stringify(await r.json(), null, 1) : await r.text();
+  let text;
+  if (type.includes("json")) {
+    const j = await r.json();
+    text = paneText(j);
+  } else {
+    text = await r.text();
+  }
   const pre = el("pre", { class: "log", id: what + "-text" });
   // Line by line: the line breaks stay, every other control character is shown escaped.
-  pre.textContent = body.split("\n").map(vis).join("\n");
+  pre.textContent = text.split("\n").map(vis).join("\n");
   box.replaceChildren(pre);
+}
+
+// The boot trace (steps and a diagnosis) or the installer log (runs of lines) as lines of text;
+// anything else as indented JSON.
+function paneText(j) {
+  const out = [];
+  if (Array.isArray(j.runs)) {
+    for (const run of j.runs) {
+      out.push("── run " + (run.run_id ?? "?") + (run.dropped ? " (" + run.dropped + " lines dropped)" : ""));
+      for (const l of run.lines || []) out.push(typeof l === "string" ? l : (l.text ?? JSON.stringify(l)));
+    }
+    return out.length ? out.join("\n") : "(no log kept)";
+  }
+  if (Array.isArray(j.steps)) {
+    if (j.diagnosis) out.push("diagnosis: " + (typeof j.diagnosis === "string" ? j.diagnosis : JSON.stringify(j.diagnosis)), "");
+    for (const s of j.steps) {
+      const st = s.step || s;
+      const at = st.at_ms ? new Date(st.at_ms).toLocaleTimeString() + "  " : "";
+      out.push(at + JSON.stringify(st.step ?? st));
+    }
+    return out.join("\n");
+  }
+  return JSON.stringify(j, null, 1);
 }
 
 // ---- routing and start -----------------------------------------------------------------
