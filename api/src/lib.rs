@@ -8,10 +8,12 @@
 //! - [`metadata`]: what `GET /metadata` returns for one machine.
 //! - [`events`]: what the installer (and the installed OS) `POST /events`.
 //! - [`hardware`]: the inventory the installer sends with its first event.
+//! - [`log`]: the installer's console log, sent in chunks.
 
 pub mod cmdline;
 pub mod events;
 pub mod hardware;
+pub mod log;
 pub mod mac;
 pub mod metadata;
 pub mod size;
@@ -35,4 +37,6 @@ pub mod paths {
     pub const METADATA: &str = "/metadata";
     /// Progress events (JSON, [`crate::Event`]).
     pub const EVENTS: &str = "/events";
+    /// The installer's console log, in chunks (JSON, [`crate::log::LogChunk`]).
+    pub const LOG: &str = "/log";
 }

@@ -380,6 +380,7 @@ mod tests {
                 ..Default::default()
             },
             identity: Default::default(),
+            diagnosis: None,
         };
         let t = machines_table(std::slice::from_ref(&m));
         let lines: Vec<&str> = t.lines().collect();

@@ -21,7 +21,7 @@
 //! | `GET /healthz`, `GET /metrics` | liveness, Prometheus ([`observe`]) |
 //!
 //! Admin listener (`admin.listen`), bearer token and failed-token back-off ([`admin`],
-//! [`backoff`]): `GET /admin/machines[/{mac}[/events]]`, `POST /admin/machines/{mac}/reinstall`,
+//! [`backoff`]): `GET /admin/machines[/{mac}[/events|/trace|/log]]`, `POST /admin/machines/{mac}/reinstall`,
 //! and the records themselves: `POST /admin/machines`, `PUT`/`DELETE /admin/machines/{mac}`.
 //! BMC power and boot control ([`power`]): `GET …/{mac}/power`, `POST …/{mac}/power/{action}`,
 //! `POST …/{mac}/reinstall/power`.
@@ -107,6 +107,8 @@ pub fn admin_router(app: AppState) -> Router {
         .route("/admin/sites", get(admin::sites))
         .route("/admin/machines/{mac}", get(admin::one).put(admin::replace).delete(admin::remove))
         .route("/admin/machines/{mac}/events", get(admin::events))
+        .route("/admin/machines/{mac}/trace", get(admin::trace))
+        .route("/admin/machines/{mac}/log", get(admin::log))
         .route("/admin/machines/{mac}/reinstall", post(admin::reinstall))
         .route("/admin/machines/{mac}/reinstall/power", post(power::reinstall))
         .route("/admin/machines/{mac}/power", get(power::status))
