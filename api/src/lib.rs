@@ -31,6 +31,10 @@ pub use metadata::{
 /// bootsvc checks it together with the source address before answering.
 pub const MAC_HEADER: &str = "X-Osie-Mac";
 
+/// HTTP header the installer sets on its metadata reads: its run's `run_id` (the trace id
+/// its events and log chunks carry), so bootsvc's boot trace files the read under the run.
+pub const RUN_HEADER: &str = "X-Osie-Run";
+
 /// Paths on bootsvc's HTTP service, relative to the base URL (`osie.url`).
 pub mod paths {
     /// Native metadata for the installer (JSON, [`crate::Metadata`]).

@@ -38,4 +38,5 @@ pub mod state;
 pub mod storage;
 pub mod tftp;
 pub mod trace;
+pub mod tracer;
 pub mod udp;

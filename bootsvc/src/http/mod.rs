@@ -17,6 +17,7 @@
 //! | `GET /{2009-04-04,latest}/meta-data/…`, `…/user-data` | EC2-compatible tree for the caller |
 //! | `GET /nocloud/{mac}/{meta-data,user-data,vendor-data,network-config}` | NoCloud seed |
 //! | `POST /events` | installer events, stored before the answer ([`events`]) |
+//! | `POST /log` | the installer's console log, in chunks ([`log`]) |
 //! | `POST /phone-home/{instance_id}` | cloud-init `phone_home` from the installed OS |
 //! | `GET /healthz`, `GET /metrics` | liveness, Prometheus ([`observe`]) |
 //!
@@ -33,6 +34,7 @@ pub mod conn;
 pub mod events;
 pub mod files;
 pub mod identify;
+pub mod log;
 pub mod metadata;
 pub mod observe;
 pub mod power;
@@ -67,6 +69,8 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// Bearer token of the admin API; `None` turns the admin API off.
     pub admin_token: Option<String>,
+    /// The boot trace's recorder (`None`: nothing recorded).
+    pub tracer: crate::tracer::MaybeTracer,
 }
 
 pub type AppState = Arc<App>;
@@ -84,6 +88,7 @@ pub fn machines_router(app: AppState) -> Router {
         .route(osie_api::paths::METADATA, get(metadata::installer))
         .route("/nocloud/{mac}/{doc}", get(metadata::nocloud))
         .route(osie_api::paths::EVENTS, post(events::post))
+        .route(osie_api::paths::LOG, post(log::post))
         .route("/phone-home/{instance_id}", post(events::phone_home))
         .route("/healthz", get(observe::healthz))
         .route("/metrics", get(observe::metrics));

@@ -10,6 +10,7 @@
 
 pub mod diagnose;
 pub mod log;
+pub mod render;
 
 use std::net::{IpAddr, Ipv4Addr};
 
