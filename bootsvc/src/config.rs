@@ -46,6 +46,10 @@ pub struct Config {
     pub log: Log,
     #[serde(default)]
     pub security: Security,
+    /// The boot trace, the installer's log and the diagnosis thresholds
+    /// (`bootsvc/docs/trace.md`).
+    #[serde(default)]
+    pub trace: Trace,
     /// The file this was loaded from (not part of the file itself).
     #[serde(skip)]
     pub source: PathBuf,
@@ -305,6 +309,66 @@ impl Admin {
     /// `http.max_connections` is checked against the open-files limit with these added).
     pub const MAX_CONNECTIONS: usize = 64;
     pub const MAX_PER_SOURCE: usize = 16;
+}
+
+/// `[trace]`: bounds of the boot trace and the installer's log, and the thresholds of the
+/// diagnosis (`bootsvc/docs/trace.md`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Trace {
+    /// Steps kept per machine (a ring: the oldest go first).
+    pub steps_per_machine: usize,
+    /// Steps waiting to be stored at most; past that they are dropped (and counted), never
+    /// waited for.
+    pub queue: usize,
+    /// Installer log: bytes kept per run.
+    pub log_run_bytes: u64,
+    /// Installer log: runs kept per machine.
+    pub log_runs: usize,
+    /// Diagnosis: offers in a row never followed by a request before "another DHCP server?".
+    pub offers_without_request: u32,
+    /// Diagnosis: seconds after a boot file, a script or the kernel before the next step is
+    /// overdue.
+    pub next_step_secs: u64,
+    /// Diagnosis: seconds after the initramfs before the installer's first event is overdue.
+    pub installer_secs: u64,
+    /// Diagnosis: seconds without an installer event before the install is called stuck.
+    pub event_silence_secs: u64,
+    /// Diagnosis: seconds after `installed` before a missing phone-home is called out.
+    pub first_boot_secs: u64,
+}
+
+impl Default for Trace {
+    fn default() -> Self {
+        let t = crate::trace::Thresholds::default();
+        Trace {
+            steps_per_machine: 500,
+            queue: 8192,
+            log_run_bytes: 1 << 20,
+            log_runs: 3,
+            offers_without_request: t.offers_without_request,
+            next_step_secs: t.next_step_secs,
+            installer_secs: t.installer_secs,
+            event_silence_secs: t.event_silence_secs,
+            first_boot_secs: t.first_boot_secs,
+        }
+    }
+}
+
+impl Trace {
+    pub fn thresholds(&self) -> crate::trace::Thresholds {
+        crate::trace::Thresholds {
+            offers_without_request: self.offers_without_request,
+            next_step_secs: self.next_step_secs,
+            installer_secs: self.installer_secs,
+            event_silence_secs: self.event_silence_secs,
+            first_boot_secs: self.first_boot_secs,
+        }
+    }
+
+    pub fn log_bounds(&self) -> crate::trace::log::LogBounds {
+        crate::trace::log::LogBounds { run_bytes: self.log_run_bytes, runs: self.log_runs }
+    }
 }
 
 /// Who bootsvc runs as once its ports are bound (`crate::privileges`); looked up by

@@ -185,6 +185,7 @@ mod tests {
                 }],
                 refused: vec![],
             },
+            diagnosis: None,
         }
     }
 

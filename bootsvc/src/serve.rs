@@ -25,6 +25,7 @@ use crate::privileges::{self, Identity};
 use crate::ra::{self, RaServer};
 use crate::storage::{EmbeddedStorage, PgStorage, Storage};
 use crate::tftp::{self, TftpServer};
+use crate::tracer::Tracer;
 
 /// How often the inventory directories are polled for changes.
 pub const RELOAD_INTERVAL: Duration = watch::INTERVAL;
@@ -110,6 +111,8 @@ async fn open_storage(
 async fn run(cfg: Arc<Config>, bound: Bound, who: Identity) -> Result<()> {
     let (storage, inventory) = open_storage(&cfg, bound.database_url).await?;
     let metrics = Arc::new(if storage.health().is_some() { Metrics::with_database() } else { Metrics::new() });
+    let tracer = Tracer::start(&cfg.trace, Arc::clone(&storage), Arc::clone(&metrics))
+        .context("starting the boot trace's writer")?;
     let app = Arc::new(App {
         cfg: Arc::clone(&cfg),
         storage: Arc::clone(&storage),
@@ -117,15 +120,19 @@ async fn run(cfg: Arc<Config>, bound: Bound, who: Identity) -> Result<()> {
         metrics: Arc::clone(&metrics),
         ui: http::ui::Ui::new(&cfg, bound.admin_token.clone(), bound.read_only_token),
         admin_token: bound.admin_token,
+        tracer: Some(Arc::clone(&tracer)),
     });
 
     let http = http::machines_server(&app, bound.http);
     let http_addr = http.describe();
     let admin = bound.admin.map(|l| http::admin_server(&app, l));
     let admin_addr = admin.as_ref().map_or_else(|| "off".to_string(), |a| a.describe());
-    let dhcp = cfg.dhcp.enabled.then(|| DhcpServer::new(&cfg, Arc::clone(&storage), Arc::clone(&metrics), bound.dhcp));
+    let dhcp = cfg.dhcp.enabled.then(|| {
+        DhcpServer::new(&cfg, Arc::clone(&storage), Arc::clone(&metrics), bound.dhcp).with_tracer(Arc::clone(&tracer))
+    });
     let tftp = if cfg.tftp.enabled {
-        Some(TftpServer::new(Arc::clone(&cfg), Arc::clone(&metrics), bound.tftp).context("starting TFTP")?)
+        let t = TftpServer::new(Arc::clone(&cfg), Arc::clone(&metrics), bound.tftp).context("starting TFTP")?;
+        Some(t.with_tracer(Arc::clone(&tracer)))
     } else {
         None
     };

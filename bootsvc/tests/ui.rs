@@ -209,6 +209,14 @@ fn status_page_in_a_browser_shows_what_machines_send_as_text() {
     let chain = r#","error":["writing the image: <b>disk</b> \u0007 gone","<iframe src=/x>"]"#;
     post_event(&site, &event("failed", 1, "failed </td></tr><tr><td>", chain));
 
+    // The installer's log (the trace helper's `POST /log`), with the same kind of lines.
+    let log = serde_json::json!({
+        "machine": MAC, "run_id": "run-1", "seq": 0,
+        "lines": ["osie: starting", HOSTILE, "<style>body{display:none}</style>\u{8}\u{8}done"]
+    });
+    let r = site.post_json_as(CLIENTS[0], "/log", &log.to_string());
+    assert_eq!(r.status, 200, "{}", r.text());
+
     let mut b = Browser::launch(&site.ns, 1280, 860).unwrap();
     let ui = "http://127.0.0.1:8081/ui/";
     // A forged cookie: the login form, and the API and stream refuse the page's own requests.
@@ -257,6 +265,31 @@ fn status_page_in_a_browser_shows_what_machines_send_as_text() {
     let errors = errors.as_str().unwrap();
     assert!(errors.contains("<b>disk</b> \\x07 gone") && errors.contains("<iframe src=/x>"), "{errors}");
     assert_eq!(b.eval("document.querySelectorAll('#event-table tbody tr').length").unwrap(), 2, "no injected row");
+    // The installer's log pane and the boot trace pane: the same, as text.
+    let log = b
+        .wait_until(
+            "the installer log pane",
+            Duration::from_secs(10),
+            "document.querySelector('#log-text')?.textContent",
+        )
+        .unwrap();
+    let log = log.as_str().unwrap();
+    // (bootsvc keeps log lines with their control characters already escaped, `\u{1b}`; the
+    // page escapes what is left, the bidi override.)
+    assert!(log.contains("<script>window.pwned=1</script><img src=x onerror=\"window.pwned=2\">"), "{log}");
+    assert!(log.contains("[31mred") && log.contains("\\u202etxt"), "{log}");
+    assert!(log.contains("<style>body{display:none}</style>") && log.contains("done"), "{log}");
+    assert!(!log.chars().any(|c| (c.is_control() && c != '\n') || c == '\u{202e}'), "{log:?}");
+    let trace = b
+        .wait_until(
+            "the boot trace pane",
+            Duration::from_secs(10),
+            "document.querySelector('#trace-text')?.textContent",
+        )
+        .unwrap();
+    assert!(trace.as_str().unwrap().contains("diagnosis"), "{trace}");
+    assert_eq!(b.eval("document.querySelectorAll('#main script, #main style, #main img').length").unwrap(), 0);
+    assert_eq!(b.eval("typeof window.pwned").unwrap(), "undefined");
 
     // Live: a new run's events change the page without a reload.
     post_event(&site, &event_of("run-2", "booted-installer", 0, "again", ""));

@@ -26,10 +26,33 @@ impl Config {
         self.check_admin(&mut c);
         self.check_admin_listen(&mut c);
         self.check_security(&mut c);
+        self.check_trace(&mut c);
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             c.add("log.level", format!("{:?} is not a tracing filter: {e}", self.log.level));
         }
         out
+    }
+
+    fn check_trace(&self, c: &mut Collector) {
+        let t = &self.trace;
+        let ranges: [(&str, u64, u64, u64, &str); 8] = [
+            ("trace.steps_per_machine", t.steps_per_machine as u64, 10, 100_000, ""),
+            ("trace.queue", t.queue as u64, 64, 1_000_000, ""),
+            ("trace.log_run_bytes", t.log_run_bytes, 64 * 1024, 256 << 20, " bytes"),
+            ("trace.log_runs", t.log_runs as u64, 1, 100, ""),
+            ("trace.offers_without_request", u64::from(t.offers_without_request), 1, 1000, ""),
+            ("trace.next_step_secs", t.next_step_secs, 5, 86_400, " s"),
+            ("trace.installer_secs", t.installer_secs, 10, 86_400, " s"),
+            ("trace.event_silence_secs", t.event_silence_secs, 30, 7 * 86_400, " s"),
+        ];
+        for (field, v, lo, hi, unit) in ranges {
+            if !(lo..=hi).contains(&v) {
+                c.add(field, format!("{v}{unit} is out of range: {lo} to {hi}{unit}"));
+            }
+        }
+        if !(60..=30 * 86_400).contains(&t.first_boot_secs) {
+            c.add("trace.first_boot_secs", format!("{} s is out of range: 60 to {} s", t.first_boot_secs, 30 * 86_400));
+        }
     }
 
     fn check_listen(&self, c: &mut Collector) {

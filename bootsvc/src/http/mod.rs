@@ -17,11 +17,12 @@
 //! | `GET /{2009-04-04,latest}/meta-data/…`, `…/user-data` | EC2-compatible tree for the caller |
 //! | `GET /nocloud/{mac}/{meta-data,user-data,vendor-data,network-config}` | NoCloud seed |
 //! | `POST /events` | installer events, stored before the answer ([`events`]) |
+//! | `POST /log` | the installer's console log, in chunks ([`log`]) |
 //! | `POST /phone-home/{instance_id}` | cloud-init `phone_home` from the installed OS |
 //! | `GET /healthz`, `GET /metrics` | liveness, Prometheus ([`observe`]) |
 //!
 //! Admin listener (`admin.listen`), bearer token and failed-token back-off ([`admin`],
-//! [`backoff`]): `GET /admin/machines[/{mac}[/events]]`, `POST /admin/machines/{mac}/reinstall`,
+//! [`backoff`]): `GET /admin/machines[/{mac}[/events|/trace|/log]]`, `POST /admin/machines/{mac}/reinstall`,
 //! and the records themselves: `POST /admin/machines`, `PUT`/`DELETE /admin/machines/{mac}`.
 //! BMC power and boot control ([`power`]): `GET …/{mac}/power`, `POST …/{mac}/power/{action}`,
 //! `POST …/{mac}/reinstall/power`.
@@ -36,6 +37,7 @@ pub mod conn;
 pub mod events;
 pub mod files;
 pub mod identify;
+pub mod log;
 pub mod metadata;
 pub mod observe;
 pub mod power;
@@ -73,6 +75,8 @@ pub struct App {
     pub admin_token: Option<String>,
     /// The status page: sessions, live streams (`ui`).
     pub ui: ui::Ui,
+    /// The boot trace's recorder (`None`: nothing recorded).
+    pub tracer: crate::tracer::MaybeTracer,
 }
 
 pub type AppState = Arc<App>;
@@ -90,6 +94,7 @@ pub fn machines_router(app: AppState) -> Router {
         .route(osie_api::paths::METADATA, get(metadata::installer))
         .route("/nocloud/{mac}/{doc}", get(metadata::nocloud))
         .route(osie_api::paths::EVENTS, post(events::post))
+        .route(osie_api::paths::LOG, post(log::post))
         .route("/phone-home/{instance_id}", post(events::phone_home))
         .route("/healthz", get(observe::healthz))
         .route("/metrics", get(observe::metrics));
@@ -113,6 +118,8 @@ pub fn admin_router(app: AppState) -> Router {
         .route("/admin/sites", get(admin::sites))
         .route("/admin/machines/{mac}", get(admin::one).put(admin::replace).delete(admin::remove))
         .route("/admin/machines/{mac}/events", get(admin::events))
+        .route("/admin/machines/{mac}/trace", get(admin::trace))
+        .route("/admin/machines/{mac}/log", get(admin::log))
         .route("/admin/machines/{mac}/reinstall", post(admin::reinstall))
         .route("/admin/machines/{mac}/reinstall/power", post(power::reinstall))
         .route("/admin/machines/{mac}/power", get(power::status))

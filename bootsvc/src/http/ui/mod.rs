@@ -11,7 +11,7 @@
 //! | `GET /ui/login`, `POST /ui/login` | anyone | the login form; a token in, a session cookie out ([`session`]) |
 //! | `GET /ui/app.js`, `/ui/app.css` | anyone | the page's code (no data) |
 //! | `GET /ui/api/session`, `POST /ui/api/logout` | session | the role and CSRF token; logout |
-//! | `GET /ui/api/machines[/{mac}[/events]]`, `GET /ui/api/timing` | session | JSON |
+//! | `GET /ui/api/machines[/{mac}[/events\|/trace\|/log]]`, `GET /ui/api/timing` | session | JSON (the trace and log: `bootsvc/docs/trace.md`) |
 //! | `GET /ui/api/stream` | session | server-sent events ([`live`]) |
 //! | `GET /ui/api/machines/{mac}/power` | session | the BMC's power state |
 //! | `POST /ui/api/machines/{mac}/reinstall[/power]`, `…/power/{action}` | admin session + `X-Osie-Csrf` | actions, as the admin API's |
@@ -106,6 +106,8 @@ pub fn router(app: &AppState) -> Router<AppState> {
         .route("/ui/api/machines", get(list))
         .route("/ui/api/machines/{mac}", get(one))
         .route("/ui/api/machines/{mac}/events", get(admin::events))
+        .route("/ui/api/machines/{mac}/trace", get(admin::trace))
+        .route("/ui/api/machines/{mac}/log", get(admin::log))
         .route("/ui/api/machines/{mac}/power", get(power::status))
         .route("/ui/api/timing", get(timing))
         .route("/ui/api/stream", get(stream))
