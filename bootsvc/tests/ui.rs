@@ -186,6 +186,13 @@ fn status_page_needs_a_session_and_actions_its_csrf_token() {
     assert_eq!(post(&site, &admin, Some(&token), "/ui/api/logout").status, 200);
     assert_eq!(get(&site, &admin, "/ui/api/machines").status, 401, "logged out");
     assert_eq!(get(&site, &ro, "/ui/api/machines").status, 200, "the other session carries on");
+
+    // Guessing tokens at the login form is the admin API's back-off too: locked out (429).
+    let statuses: Vec<u16> = (0..7).map(|_| login(&site, "guessed-token-0123456789").0.status).collect();
+    assert_eq!(statuses, [401, 401, 401, 401, 401, 401, 429], "5 free, the 6th locks out");
+    let (r, id) = login(&site, TOKEN);
+    assert_eq!((r.status, id), (429, None), "a right token during the lock-out gains nothing");
+    assert!(r.header("retry-after").is_some(), "{}", r.headers);
 }
 
 /// What a machine may put in front of an operator: markup, script, terminal escapes, bidi
