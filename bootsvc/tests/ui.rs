@@ -153,7 +153,7 @@ fn status_page_needs_a_session_and_actions_its_csrf_token() {
     let mut curl = site
         .ns
         .cmd("curl")
-        .args(["-sN", "--max-time", "6", "-H", &cookie(&ro), "-o"])
+        .args(["-sN", "--max-time", "9", "-H", &cookie(&ro), "-o"])
         .arg(&out)
         .arg("http://127.0.0.1:8081/ui/api/stream")
         .stdout(Stdio::null())
@@ -171,6 +171,14 @@ fn status_page_needs_a_session_and_actions_its_csrf_token() {
         std::thread::sleep(Duration::from_millis(20));
     }
     eprintln!("event stored → on the stream in {:?}", stored.elapsed());
+    // Past http.request_timeout_secs (5 s here): the stream is not a request that times out.
+    std::thread::sleep(Duration::from_secs(6).saturating_sub(start.elapsed()));
+    post_event(&site, &event("network", 1, "after the request timeout", ""));
+    let late = Instant::now();
+    while !std::fs::read_to_string(&out).unwrap_or_default().contains("after the request timeout") {
+        assert!(late.elapsed() < Duration::from_secs(3), "the stream ended at the request timeout");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let _ = curl.wait();
     let text = std::fs::read_to_string(&out).unwrap();
     assert!(text.starts_with("retry: 2000\n\nevent: machines\ndata: [{"), "{text}");

@@ -157,6 +157,8 @@ pub struct Sessions {
     /// `None`: kept in memory only (tests).
     file: Option<PathBuf>,
     kept: Mutex<HashMap<String, Kept>>,
+    /// Held from taking a snapshot to writing it, so the file gets the snapshots in order.
+    writer: Mutex<()>,
 }
 
 impl Sessions {
@@ -171,7 +173,13 @@ impl Sessions {
                 }
             }
         }
-        let s = Sessions { tokens, lifetime: lifetime_secs, file, kept: Mutex::new(HashMap::new()) };
+        let s = Sessions {
+            tokens,
+            lifetime: lifetime_secs,
+            file,
+            kept: Mutex::new(HashMap::new()),
+            writer: Mutex::new(()),
+        };
         kept.retain(|_, k: &mut Kept| s.valid(k, now));
         *s.lock() = kept;
         s
@@ -196,6 +204,7 @@ impl Sessions {
         let grant = self.tokens.grant(role).context("no token configured for that role")?;
         let kept = Kept { role, created: now, expires: now + self.lifetime, grant };
         let key = key_of(&id);
+        let _w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let snapshot = {
             let mut m = self.lock();
             m.retain(|_, k| self.valid(k, now));
@@ -231,6 +240,7 @@ impl Sessions {
 
     /// End a session (logout).
     pub fn end(&self, s: &Session) -> Result<()> {
+        let _w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let snapshot = {
             let mut m = self.lock();
             m.remove(&s.key);
