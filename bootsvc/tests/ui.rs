@@ -342,4 +342,6 @@ fn status_page_in_a_browser_shows_what_machines_send_as_text() {
     let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("ui/hostile-text.png");
     let n = b.screenshot(&shot).unwrap();
     eprintln!("screenshot: {} ({n} bytes)", shot.display());
+    b.eval("document.getElementById('trace').scrollIntoView(); true").unwrap();
+    b.screenshot(&shot.with_file_name("hostile-text-panes.png")).unwrap();
 }

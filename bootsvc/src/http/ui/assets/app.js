@@ -161,7 +161,11 @@ function changed(m, old) {
     if (m.macs[0] === S.route.mac) {
       renderMachineHead(m);
       clearTimeout(S.evTimer);
-      S.evTimer = setTimeout(() => loadEvents(m), 300);
+      S.evTimer = setTimeout(() => {
+        loadEvents(m);
+        loadPane(m.macs[0], "trace", "the boot trace");
+        loadPane(m.macs[0], "log", "the installer log");
+      }, 300);
     }
     return;
   }
@@ -367,6 +371,14 @@ async function loadPane(mac, what, label) {
   box.replaceChildren(pre);
 }
 
+// One trace step as `kind key=value …` (the step's own fields; not its number, time, MAC, run).
+function stepText(st) {
+  const skip = new Set(["n", "at_ms", "mac", "kind", "run_id"]);
+  const kv = Object.entries(st).filter(([k, x]) => !skip.has(k) && x !== null && x !== "" && !(Array.isArray(x) && !x.length))
+    .map(([k, x]) => k + "=" + (typeof x === "object" ? JSON.stringify(x) : x));
+  return (st.kind ? st.kind + " " : "") + kv.join(" ");
+}
+
 // The boot trace (steps and a diagnosis) or the installer log (runs of lines) as lines of text;
 // anything else as indented JSON.
 function paneText(j) {
@@ -379,11 +391,12 @@ function paneText(j) {
     return out.length ? out.join("\n") : "(no log kept)";
   }
   if (Array.isArray(j.steps)) {
-    if (j.diagnosis) out.push("diagnosis: " + (typeof j.diagnosis === "string" ? j.diagnosis : JSON.stringify(j.diagnosis)), "");
+    const d = j.diagnosis;
+    if (d) out.push("diagnosis: " + (typeof d === "string" ? d : (d.health ?? "") + ": " + (d.at ?? "") + (d.cause ? "; likely cause: " + d.cause : "")), "");
     for (const s of j.steps) {
-      const st = s.step || s;
+      const st = s.at_ms !== undefined ? s : (s.step || s);
       const at = st.at_ms ? new Date(st.at_ms).toLocaleTimeString() + "  " : "";
-      out.push(at + JSON.stringify(st.step ?? st));
+      out.push(at + stepText(st));
     }
     return out.join("\n");
   }
