@@ -184,7 +184,11 @@ async fn run(cfg: Arc<Config>, bound: Bound, who: Identity) -> Result<()> {
             Ok(())
         }
     };
-    // The DHCP REQUESTs seen are written every few seconds; on the way out, the rest.
+    // The trace steps still queued, then what is written behind (the DHCP REQUESTs seen,
+    // the trace's last commits), on the way out.
+    if !tracer.flush(Duration::from_secs(2)) {
+        tracing::warn!("boot trace: steps still queued at shutdown were not stored");
+    }
     if let Err(e) = storage.flush() {
         tracing::warn!("saving DHCP requests seen: {e:#}");
     }

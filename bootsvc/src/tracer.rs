@@ -7,6 +7,7 @@
 //! steps in order ([`Timings`]) for `/metrics`. `bootsvc/docs/trace.md` has the rules.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,11 +21,16 @@ use crate::trace::{Step, TraceStep};
 
 /// Most steps stored in one transaction.
 pub const BATCH: usize = 512;
+/// How long the writer gathers steps after the first before it stores them: a boot storm
+/// costs a few transactions a second, not one per packet.
+pub const LINGER: Duration = Duration::from_millis(250);
 
 pub struct Tracer {
     tx: SyncSender<(MacAddr, TraceStep)>,
     storage: Arc<dyn Storage>,
     metrics: Arc<Metrics>,
+    /// Steps queued or being stored (for [`Tracer::flush`]).
+    pending: Arc<AtomicUsize>,
 }
 
 impl Tracer {
@@ -33,8 +39,22 @@ impl Tracer {
         let (tx, rx) = sync_channel(cfg.queue.max(1));
         let keep = cfg.steps_per_machine;
         let (s, m) = (Arc::clone(&storage), Arc::clone(&metrics));
-        std::thread::Builder::new().name("trace-writer".into()).spawn(move || writer(rx, s, m, keep))?;
-        Ok(Arc::new(Tracer { tx, storage, metrics }))
+        let pending = Arc::new(AtomicUsize::new(0));
+        let p = Arc::clone(&pending);
+        std::thread::Builder::new().name("trace-writer".into()).spawn(move || writer(rx, s, m, keep, &p))?;
+        Ok(Arc::new(Tracer { tx, storage, metrics, pending }))
+    }
+
+    /// Wait up to `limit` until every queued step is stored (at shutdown). True when it is.
+    pub fn flush(&self, limit: Duration) -> bool {
+        let until = Instant::now() + limit;
+        while self.pending.load(Ordering::Acquire) > 0 {
+            if Instant::now() > until {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        true
     }
 
     /// Record the step `make` builds for the machine with the NIC `mac` (built only for a
@@ -45,7 +65,12 @@ impl Tracer {
             self.metrics.trace_step("unknown-machine", 1);
             return;
         };
-        match self.tx.try_send((key, make())) {
+        self.pending.fetch_add(1, Ordering::AcqRel);
+        let r = self.tx.try_send((key, make()));
+        if r.is_err() {
+            self.pending.fetch_sub(1, Ordering::AcqRel);
+        }
+        match r {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => self.metrics.trace_step("dropped", 1),
             // The writer is gone (it only ends with the process): nothing to record into.
@@ -82,13 +107,20 @@ impl Tracer {
 /// An optional tracer (servers built without one, in tests, record nothing).
 pub type MaybeTracer = Option<Arc<Tracer>>;
 
-fn writer(rx: Receiver<(MacAddr, TraceStep)>, storage: Arc<dyn Storage>, metrics: Arc<Metrics>, keep: usize) {
+fn writer(
+    rx: Receiver<(MacAddr, TraceStep)>,
+    storage: Arc<dyn Storage>,
+    metrics: Arc<Metrics>,
+    keep: usize,
+    pending: &AtomicUsize,
+) {
     let mut timings = Timings::default();
     let mut last_warn: Option<Instant> = None;
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
+        let until = Instant::now() + LINGER;
         while batch.len() < BATCH {
-            match rx.try_recv() {
+            match rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
                 Ok(s) => batch.push(s),
                 Err(_) => break,
             }
@@ -109,6 +141,7 @@ fn writer(rx: Receiver<(MacAddr, TraceStep)>, storage: Arc<dyn Storage>, metrics
                 }
             }
         }
+        pending.fetch_sub(batch.len(), Ordering::AcqRel);
     }
 }
 

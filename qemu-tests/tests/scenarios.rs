@@ -9,6 +9,7 @@
 //! | `c_netboot_not_allowed_boots_its_disk` | SeaBIOS + iPXE NIC ROM | a machine with an OS on its disk and `netboot.allow = false`: no boot file, no installer, its OS runs |
 //! | `d_bad_checksum_fails_and_disk_does_not_boot` | SeaBIOS + iPXE NIC ROM | wrong sha256: `failed` with the error chain, netboot kept, the next boot netboots again, the disk's first MiB is not the image's, the disk alone does not boot |
 //! | `e_uefi_http_boot_installs_and_first_boots` | OVMF, ROM disabled, PXE off | UEFI HTTP boot (arch 16) → `ipxe.efi` over HTTP → the same as (a) |
+//! | `i_missing_kernel_is_diagnosed` | SeaBIOS + iPXE NIC ROM | the kernel gone from the artifacts: iPXE fetches its script, the kernel answers 404, and the boot trace's diagnosis names that step (stopped as soon as it does) |
 //! | `f_uefi_disk_first_boots_without_the_network` | OVMF as (e), its own variables, no QEMU boot order | `install.uefi.boot_order = "disk-first"`: the installer writes a boot entry for the image's loader and puts it first; after the reboot the firmware boots the disk without one DHCP packet |
 //!
 //! Logs of a failed scenario are kept in `qemu-tests/artifacts/<test>/`.
@@ -89,7 +90,17 @@ fn install_and_first_boot(test: &str, fw: Firmware, mac: &str, dhcp: Dhcp, page:
             Err(e) => panic!("{}", w.fail("the installed OS known at its own new address", &format!("{e:#}"))),
         }
     }
+    // The boot trace of a healthy install: every step seen, and `done` (first boot).
+    let trace = check(lab.trace(mac));
+    let kept = check(lab.keep_trace(mac));
+    if trace.diagnosis.health != bootsvc::trace::Health::Done {
+        panic!(
+            "{}",
+            w.fail("the boot trace diagnosed done", &format!("{:?} (trace in {})", trace.diagnosis, kept.display()))
+        );
+    }
     eprintln!("{test}: {}\n{}", fw.describe(), t.render());
+    eprintln!("{}", bootsvc::trace::render::trace_text(&trace));
 }
 
 /// Proxy mode: the site DHCP server leased the installed OS (systemd-networkd, a DUID client
@@ -364,5 +375,50 @@ fn f_uefi_disk_first_boots_without_the_network() {
         entry.saturating_sub(installed.at).as_secs_f64(),
         kernel.at.saturating_sub(entry).as_secs_f64(),
         t.render()
+    );
+}
+
+/// (i) The kernel is missing from the artifacts (removed after bootsvc started: `serve`
+/// refuses to start without it). The machine gets DHCP and its script, its kernel request
+/// answers 404, and the boot trace's diagnosis says so: stuck at the kernel, with the HTTP
+/// status. Stopped as soon as the diagnosis is there.
+#[test]
+fn i_missing_kernel_is_diagnosed() {
+    let test = "i_missing_kernel_is_diagnosed";
+    let Some(inputs) = Inputs::for_test(test) else { return };
+    signals::install();
+    let mac = "52:54:00:e2:09:01";
+    let lab = check(Lab::start(test, &inputs));
+    let artifacts = check(lab.own_artifacts());
+    std::fs::remove_file(artifacts.join("vmlinuz")).unwrap();
+    let rec = Record::new("node1", mac, Lab::address(1));
+    check(lab.add(&rec));
+    let spec = Spec::new("node1", mac, Firmware::Bios);
+    let disk = check(lab.subdir("node1").and_then(|d| Disk::blank(&d, DISK_BYTES)));
+    let machine = check(Machine::power_on(&lab, &spec, &disk));
+    let started = std::time::Instant::now();
+    let limit = Limits::default().firmware;
+    let trace = loop {
+        let t = check(lab.trace(mac));
+        if t.diagnosis.health == bootsvc::trace::Health::Stuck {
+            break t;
+        }
+        if started.elapsed() > limit {
+            lab.failed();
+            panic!("no diagnosis within {limit:?}: {:?}\n{}", t.diagnosis, bootsvc::trace::render::trace_text(&t));
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    drop(machine);
+    let kept = check(lab.keep_trace(mac));
+    let text = bootsvc::trace::render::trace_text(&trace);
+    eprintln!("{test}: diagnosed in {:?} (trace kept in {})\n{text}", started.elapsed(), kept.display());
+    assert_eq!(trace.diagnosis.at, "kernel vmlinuz refused", "{text}");
+    let cause = trace.diagnosis.cause.as_deref().unwrap_or_default();
+    assert!(cause.starts_with("kernel vmlinuz answered HTTP 404"), "{text}");
+    let kinds: Vec<String> = trace.steps.iter().map(|s| bootsvc::trace::render::describe(s).0).collect();
+    assert!(
+        kinds.starts_with(&["dhcp".into(), "dhcp".into(), "script".into()]),
+        "DHCP and the script came first: {text}"
     );
 }

@@ -67,6 +67,8 @@ pub struct Store {
     committed: Condvar,
     /// Event commits so far (each one fsync), for tests and figures.
     commits: std::sync::atomic::AtomicU64,
+    /// When trace steps were last committed durably (`trace`: most of their commits are not).
+    trace_synced: Mutex<Option<std::time::Instant>>,
 }
 
 /// One event waiting to be written.
@@ -134,6 +136,7 @@ impl Store {
             queue: Mutex::new(Queue::default()),
             committed: Condvar::new(),
             commits: Default::default(),
+            trace_synced: Mutex::new(None),
         })
     }
 

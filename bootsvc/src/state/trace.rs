@@ -2,11 +2,16 @@
 //! a per-machine ring (`trace`, numbered by `trace_next`), log chunks per machine, run and
 //! `seq` (`log_chunks`) with each machine's bookkeeping of runs (`log_meta`, decided by
 //! `crate::trace::log::LogMeta::admit`). The recorder (`crate::tracer`) writes steps in
-//! batches, one transaction each.
+//! batches, one transaction each, without an fsync of their own but at most every
+//! [`SYNC_EVERY`] (redb's non-durable commit: the next durable one, an event's or this,
+//! writes them): a crash loses a few seconds of trace at most, and the trace never makes
+//! the disk a bottleneck for the events.
 
 use anyhow::{Context, Result};
 use osie_api::MacAddr;
-use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use std::time::{Duration, Instant};
+
+use redb::{Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::Store;
 use crate::trace::log::{self, Admit, LogBounds, LogMeta, LogOutcome, LogView, StoredChunk};
@@ -21,22 +26,34 @@ pub(super) const LOG_CHUNKS: TableDefinition<(&str, &str, u64), &[u8]> = TableDe
 /// Machine key → JSON [`LogMeta`].
 pub(super) const LOG_META: TableDefinition<&str, &[u8]> = TableDefinition::new("log_meta");
 
+/// Trace commits without an fsync for at most this long.
+pub const SYNC_EVERY: Duration = Duration::from_secs(2);
+
 impl Store {
     /// Store `steps` (machine key, step), keeping the last `keep` per machine.
     pub fn record_steps(&self, steps: &[(MacAddr, TraceStep)], keep: usize) -> Result<()> {
         if steps.is_empty() {
             return Ok(());
         }
-        let txn = self.db.begin_write().context("state store: starting a trace write")?;
+        // Encoded before the transaction: the write lock (which events wait for) is held for
+        // the inserts alone.
+        let encoded = steps
+            .iter()
+            .map(|(k, s)| Ok((k.to_string(), serde_json::to_vec(s)?)))
+            .collect::<Result<Vec<(String, Vec<u8>)>>>()?;
+        let mut txn = self.db.begin_write().context("state store: starting a trace write")?;
+        let mut synced = self.trace_synced.lock().unwrap_or_else(|p| p.into_inner());
+        let durable = synced.is_none_or(|t| t.elapsed() >= SYNC_EVERY);
+        if !durable {
+            txn.set_durability(Durability::None)
+                .map_err(|e| anyhow::anyhow!("state store: setting durability: {e}"))?;
+        }
         {
             let mut next = txn.open_table(TRACE_NEXT).context("state store: trace_next table")?;
             let mut trace = txn.open_table(TRACE).context("state store: trace table")?;
-            for (key, step) in steps {
-                let k = key.to_string();
+            for (k, step) in &encoded {
                 let n = next.get(k.as_str()).context("state store: reading trace_next")?.map_or(0, |v| v.value());
-                trace
-                    .insert((k.as_str(), n), serde_json::to_vec(step)?.as_slice())
-                    .context("state store: storing a trace step")?;
+                trace.insert((k.as_str(), n), step.as_slice()).context("state store: storing a trace step")?;
                 next.insert(k.as_str(), n + 1).context("state store: storing trace_next")?;
                 // The ring: one in, the one `keep` behind out (bounded work per step).
                 if let Some(old) = (n + 1).checked_sub(keep as u64 + 1) {
@@ -45,6 +62,17 @@ impl Store {
             }
         }
         txn.commit().context("state store: committing trace steps")?;
+        if durable {
+            *synced = Some(Instant::now());
+        }
+        Ok(())
+    }
+
+    /// Make the trace's commits so far durable (at shutdown).
+    pub fn sync_trace(&self) -> Result<()> {
+        let txn = self.db.begin_write().context("state store: starting a write")?;
+        txn.commit().context("state store: syncing the trace")?;
+        *self.trace_synced.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
         Ok(())
     }
 

@@ -203,6 +203,7 @@ impl Storage for EmbeddedStorage {
     }
 
     fn flush(&self) -> Result<()> {
+        self.store.sync_trace()?;
         self.requests.flush()
     }
 

@@ -123,7 +123,8 @@ pub trait Storage: Send + Sync + 'static {
     /// nothing otherwise).
     fn dhcp_requests(&self) -> &dyn RequestsSeen;
 
-    /// Write out what is written behind (the requests seen); called at shutdown.
+    /// Write out what is written behind (the requests seen, the trace's last commits); called
+    /// at shutdown.
     fn flush(&self) -> Result<()>;
 
     /// For the log: which storage, where.
