@@ -8,10 +8,12 @@
 //! - [`metadata`]: what `GET /metadata` returns for one machine.
 //! - [`events`]: what the installer (and the installed OS) `POST /events`.
 //! - [`hardware`]: the inventory the installer sends with its first event.
+//! - [`log`]: the installer's console log, sent in chunks.
 
 pub mod cmdline;
 pub mod events;
 pub mod hardware;
+pub mod log;
 pub mod mac;
 pub mod metadata;
 pub mod size;
@@ -29,10 +31,16 @@ pub use metadata::{
 /// bootsvc checks it together with the source address before answering.
 pub const MAC_HEADER: &str = "X-Osie-Mac";
 
+/// HTTP header the installer sets on its metadata reads: its run's `run_id` (the trace id
+/// its events and log chunks carry), so bootsvc's boot trace files the read under the run.
+pub const RUN_HEADER: &str = "X-Osie-Run";
+
 /// Paths on bootsvc's HTTP service, relative to the base URL (`osie.url`).
 pub mod paths {
     /// Native metadata for the installer (JSON, [`crate::Metadata`]).
     pub const METADATA: &str = "/metadata";
     /// Progress events (JSON, [`crate::Event`]).
     pub const EVENTS: &str = "/events";
+    /// The installer's console log, in chunks (JSON, [`crate::log::LogChunk`]).
+    pub const LOG: &str = "/log";
 }

@@ -18,6 +18,7 @@ use crate::http::admin::MachineView;
 use crate::http::power::PowerAnswer;
 use crate::state::StoredEvent;
 use crate::storage::SiteCount;
+use crate::trace::render::table;
 
 /// Where the admin API is and how to authenticate.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -155,6 +156,14 @@ impl Client {
         self.call(Method::GET, &format!("/admin/machines/{mac}/events?limit={limit}")).await
     }
 
+    pub async fn trace(&self, mac: &str, limit: usize) -> Result<crate::trace::TraceView> {
+        self.call(Method::GET, &format!("/admin/machines/{mac}/trace?limit={limit}")).await
+    }
+
+    pub async fn log(&self, mac: &str) -> Result<crate::trace::LogView> {
+        self.call(Method::GET, &format!("/admin/machines/{mac}/log")).await
+    }
+
     pub async fn sites(&self) -> Result<Vec<SiteCount>> {
         self.call(Method::GET, "/admin/sites").await
     }
@@ -191,7 +200,7 @@ pub fn sites_table(v: &[SiteCount]) -> String {
 }
 
 pub fn machines_table(v: &[MachineView]) -> String {
-    let rows: Vec<[String; 8]> = v
+    let rows: Vec<[String; 9]> = v
         .iter()
         .map(|m| {
             let s = &m.state;
@@ -221,10 +230,11 @@ pub fn machines_table(v: &[MachineView]) -> String {
                 s.phase.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
                 progress,
                 last.chars().take(80).collect(),
+                crate::trace::render::cell(m.diagnosis.as_ref()),
             ]
         })
         .collect();
-    table(&["HOSTNAME", "MAC", "IP", "NETBOOT", "STATUS", "PHASE", "PROGRESS", "LAST EVENT"], &rows)
+    table(&["HOSTNAME", "MAC", "IP", "NETBOOT", "STATUS", "PHASE", "PROGRESS", "LAST EVENT", "DIAGNOSIS"], &rows)
 }
 
 /// What `bootsvc machines` prints under its table: the claims refused on any machine (an
@@ -299,31 +309,6 @@ pub fn events_table(v: &[StoredEvent]) -> String {
     table(&["RECEIVED", "PHASE", "FROM", "MESSAGE"], &rows)
 }
 
-fn table<const N: usize>(head: &[&str; N], rows: &[[String; N]]) -> String {
-    let mut w: Vec<usize> = head.iter().map(|h| h.len()).collect();
-    for r in rows {
-        for (i, c) in r.iter().enumerate() {
-            w[i] = w[i].max(c.chars().count());
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let mut s = String::new();
-        for (i, c) in cells.iter().enumerate() {
-            if i + 1 == N {
-                s.push_str(c);
-            } else {
-                s.push_str(&format!("{c:<width$}  ", width = w[i]));
-            }
-        }
-        s.trim_end().to_string() + "\n"
-    };
-    let mut out = line(head.to_vec());
-    for r in rows {
-        out += &line(r.iter().map(String::as_str).collect());
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use osie_api::{Phase, Progress};
@@ -382,6 +367,7 @@ mod tests {
                 ..Default::default()
             },
             identity: Default::default(),
+            diagnosis: None,
         };
         let t = machines_table(std::slice::from_ref(&m));
         let lines: Vec<&str> = t.lines().collect();
@@ -400,7 +386,8 @@ mod tests {
                 "25%",
                 "2026-01-01T00:00:00.000Z",
                 "image-streaming:",
-                "writing"
+                "writing",
+                "-"
             ]
         );
 

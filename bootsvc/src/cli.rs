@@ -42,8 +42,9 @@ pub enum Command {
         #[arg(long, short, env = "BOOTSVC_CONFIG")]
         config: PathBuf,
     },
-    /// List machines with their netboot permission, install status, phase, progress and last
-    /// event (through the admin API of the running service).
+    /// List machines with their netboot permission, install status, phase, progress, last
+    /// event and diagnosis (where the boot trace says it is; when stuck, the likely cause),
+    /// through the admin API of the running service.
     Machines {
         #[command(flatten)]
         select: Select,
@@ -130,6 +131,25 @@ pub enum MachineAction {
         /// At most this many (the newest).
         #[arg(long, default_value_t = 100)]
         limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The machine's boot trace (DHCP, TFTP, script, downloads, metadata, events), oldest
+    /// first, and where it is: when stuck, the likely cause (bootsvc/docs/trace.md).
+    Trace {
+        /// At most this many steps (the newest).
+        #[arg(long, default_value_t = 500)]
+        limit: usize,
+        /// The admin API's JSON (`TraceView`), e.g. to keep as a test fixture.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The installer's console log as it sent it, whole, per run (the last few runs are
+    /// kept, even after the machine rebooted).
+    Log {
+        /// Only the run whose id starts with this.
+        #[arg(long)]
+        run: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -318,6 +338,22 @@ fn run(cli: Cli) -> Result<ExitCode> {
                         println!("{}", serde_json::to_string_pretty(&v)?);
                     } else {
                         print!("{}", admin_client::events_table(&v));
+                    }
+                }
+                MachineAction::Trace { limit, json } => {
+                    let v = rt.block_on(client.trace(&mac, limit))?;
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&v)?);
+                    } else {
+                        print!("{}", crate::trace::render::trace_text(&v));
+                    }
+                }
+                MachineAction::Log { run, json } => {
+                    let v = rt.block_on(client.log(&mac))?;
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&v)?);
+                    } else {
+                        print!("{}", crate::trace::render::log_text(&v, run.as_deref()));
                     }
                 }
             }

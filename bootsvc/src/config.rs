@@ -46,6 +46,10 @@ pub struct Config {
     pub log: Log,
     #[serde(default)]
     pub security: Security,
+    /// The boot trace, the installer's log and the diagnosis thresholds
+    /// (`bootsvc/docs/trace.md`).
+    #[serde(default)]
+    pub trace: Trace,
     /// The file this was loaded from (not part of the file itself).
     #[serde(skip)]
     pub source: PathBuf,
@@ -263,7 +267,7 @@ impl Database {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Admin {
     /// File holding the bearer token for the admin API. Without it the admin API is off.
@@ -273,13 +277,98 @@ pub struct Admin {
     /// path of a Unix socket. Never the machines' listener.
     #[serde(default)]
     pub listen: AdminListen,
+    /// File holding a second token that logs in to the status page (`/ui/`) read-only: it
+    /// sees everything and can do nothing. Not accepted by the admin API.
+    #[serde(default)]
+    pub read_only_token_file: Option<PathBuf>,
+    /// Seconds a status page session lasts after its login.
+    #[serde(default = "default_session_secs")]
+    pub session_secs: u64,
+}
+
+fn default_session_secs() -> u64 {
+    8 * 3600
+}
+
+impl Default for Admin {
+    fn default() -> Self {
+        Admin {
+            token_file: None,
+            listen: AdminListen::default(),
+            read_only_token_file: None,
+            session_secs: default_session_secs(),
+        }
+    }
 }
 
 impl Admin {
+    /// Bounds of `session_secs`: a minute to a week.
+    pub const SESSION_SECS: std::ops::RangeInclusive<u64> = 60..=7 * 86_400;
+
     /// The admin listener's caps: a few operators and scripts, never the machines (fixed;
     /// `http.max_connections` is checked against the open-files limit with these added).
     pub const MAX_CONNECTIONS: usize = 64;
     pub const MAX_PER_SOURCE: usize = 16;
+}
+
+/// `[trace]`: bounds of the boot trace and the installer's log, and the thresholds of the
+/// diagnosis (`bootsvc/docs/trace.md`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Trace {
+    /// Steps kept per machine (a ring: the oldest go first).
+    pub steps_per_machine: usize,
+    /// Steps waiting to be stored at most; past that they are dropped (and counted), never
+    /// waited for.
+    pub queue: usize,
+    /// Installer log: bytes kept per run.
+    pub log_run_bytes: u64,
+    /// Installer log: runs kept per machine.
+    pub log_runs: usize,
+    /// Diagnosis: offers in a row never followed by a request before "another DHCP server?".
+    pub offers_without_request: u32,
+    /// Diagnosis: seconds after a boot file, a script or the kernel before the next step is
+    /// overdue.
+    pub next_step_secs: u64,
+    /// Diagnosis: seconds after the initramfs before the installer's first event is overdue.
+    pub installer_secs: u64,
+    /// Diagnosis: seconds without an installer event before the install is called stuck.
+    pub event_silence_secs: u64,
+    /// Diagnosis: seconds after `installed` before a missing phone-home is called out.
+    pub first_boot_secs: u64,
+}
+
+impl Default for Trace {
+    fn default() -> Self {
+        let t = crate::trace::Thresholds::default();
+        Trace {
+            steps_per_machine: 500,
+            queue: 8192,
+            log_run_bytes: 1 << 20,
+            log_runs: 3,
+            offers_without_request: t.offers_without_request,
+            next_step_secs: t.next_step_secs,
+            installer_secs: t.installer_secs,
+            event_silence_secs: t.event_silence_secs,
+            first_boot_secs: t.first_boot_secs,
+        }
+    }
+}
+
+impl Trace {
+    pub fn thresholds(&self) -> crate::trace::Thresholds {
+        crate::trace::Thresholds {
+            offers_without_request: self.offers_without_request,
+            next_step_secs: self.next_step_secs,
+            installer_secs: self.installer_secs,
+            event_silence_secs: self.event_silence_secs,
+            first_boot_secs: self.first_boot_secs,
+        }
+    }
+
+    pub fn log_bounds(&self) -> crate::trace::log::LogBounds {
+        crate::trace::log::LogBounds { run_bytes: self.log_run_bytes, runs: self.log_runs }
+    }
 }
 
 /// Who bootsvc runs as once its ports are bound (`crate::privileges`); looked up by

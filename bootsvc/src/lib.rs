@@ -6,6 +6,7 @@
 //! (IPv6 router advertisements that configure nothing), [`tftp`], [`http`] (iPXE scripts,
 //! artifacts, metadata, events, admin),
 //! [`ipxe`] (script rendering), [`metadata`] (what a machine is told), [`metrics`],
+//! [`trace`] (the boot trace, the installer's log, the diagnosis; recorded by [`tracer`]),
 //! [`identity`] (which machine is calling), [`power`] (a machine's BMC: Redfish, IPMI), [`serve`] (wiring) with [`privileges`] (root
 //! given up after binding), [`cli`] with [`admin_client`] and [`power_cmd`], [`logging`]. Shared pieces:
 //! [`problem`] (file/field/what errors), [`checks`] (small validators), [`jail`] (files
@@ -36,4 +37,6 @@ pub mod serve;
 pub mod state;
 pub mod storage;
 pub mod tftp;
+pub mod trace;
+pub mod tracer;
 pub mod udp;

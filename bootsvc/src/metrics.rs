@@ -7,6 +7,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -23,6 +24,19 @@ pub struct ReasonLabel {
 pub struct RouteLabels {
     pub route: String,
     pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabel {
+    pub phase: String,
+}
+
+/// Bucket bounds of the phase durations, in seconds: 1 s to 2 h.
+const PHASE_BUCKETS: [f64; 14] =
+    [1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0];
+
+fn phase_histogram() -> Histogram {
+    Histogram::new(PHASE_BUCKETS)
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -51,6 +65,13 @@ pub struct Metrics {
     pub installs: Family<OutcomeLabel, Counter>,
     /// Events stored, by phase.
     pub events: Family<KindLabel, Counter>,
+    /// Boot trace steps, by outcome (`stored`, `dropped`: queue full, `unknown-machine`,
+    /// `failed`: storage refused the batch).
+    pub trace_steps: Family<OutcomeLabel, Counter>,
+    /// Installer log chunks, by outcome (`stored`, `duplicate`, `full`, `refused`, `failed`).
+    pub log_chunks: Family<OutcomeLabel, Counter>,
+    /// Durations of the provisioning phases (`crate::tracer::Timings`), in seconds.
+    pub phase_seconds: Family<PhaseLabel, Histogram, fn() -> Histogram>,
     /// With a shared database: 1 while it answers, and the events waiting for it.
     database: Option<(Gauge, Gauge)>,
 }
@@ -86,6 +107,9 @@ impl Metrics {
             http_connections: Gauge::default(),
             installs: Family::default(),
             events: Family::default(),
+            trace_steps: Family::default(),
+            log_chunks: Family::default(),
+            phase_seconds: Family::new_with_constructor(phase_histogram as fn() -> Histogram),
             database: database.then(|| (Gauge::default(), Gauge::default())),
         };
         registry.register("dhcp_replies", "DHCP replies sent, by message type", m.dhcp_replies.clone());
@@ -98,6 +122,13 @@ impl Metrics {
         registry.register("http_connections", "HTTP connections open now", m.http_connections.clone());
         registry.register("installs", "Installs finished, by outcome", m.installs.clone());
         registry.register("events", "Events stored, by phase", m.events.clone());
+        registry.register("trace_steps", "Boot trace steps, by outcome", m.trace_steps.clone());
+        registry.register("log_chunks", "Installer log chunks received, by outcome", m.log_chunks.clone());
+        registry.register(
+            "phase_duration_seconds",
+            "Provisioning phase durations: dhcp-to-script, script-to-installer, image, install-total, installed-to-first-boot",
+            m.phase_seconds.clone(),
+        );
         if let Some((up, spooled)) = &m.database {
             registry.register("database_up", "1 while the shared database answers", up.clone());
             registry.register(
@@ -133,6 +164,18 @@ impl Metrics {
 
     pub fn event(&self, phase: &str) {
         self.events.get_or_create(&KindLabel { kind: phase.to_string() }).inc();
+    }
+
+    pub fn trace_step(&self, outcome: &str, n: u64) {
+        self.trace_steps.get_or_create(&OutcomeLabel { outcome: outcome.to_string() }).inc_by(n);
+    }
+
+    pub fn log_chunk(&self, outcome: &str) {
+        self.log_chunks.get_or_create(&OutcomeLabel { outcome: outcome.to_string() }).inc();
+    }
+
+    pub fn phase_duration(&self, phase: &str, secs: f64) {
+        self.phase_seconds.get_or_create(&PhaseLabel { phase: phase.to_string() }).observe(secs);
     }
 
     /// The shared database's health as last seen.
@@ -175,5 +218,17 @@ mod tests {
         let s = m.render();
         assert!(s.contains("osie_dhcp_replies_total{kind=\"offer\"} 2"), "{s}");
         assert!(s.contains("osie_dropped_packets_total{reason=\"dhcp-malformed\"} 1"), "{s}");
+    }
+
+    #[test]
+    fn phase_durations_are_histograms() {
+        let m = Metrics::new();
+        m.phase_duration("image", 42.0);
+        m.phase_duration("image", 4.0);
+        let s = m.render();
+        assert!(s.contains("# TYPE osie_phase_duration_seconds histogram"), "{s}");
+        assert!(s.contains("osie_phase_duration_seconds_bucket{le=\"5.0\",phase=\"image\"} 1"), "{s}");
+        assert!(s.contains("osie_phase_duration_seconds_bucket{le=\"60.0\",phase=\"image\"} 2"), "{s}");
+        assert!(s.contains("osie_phase_duration_seconds_sum{phase=\"image\"} 46.0"), "{s}");
     }
 }

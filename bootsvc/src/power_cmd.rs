@@ -260,6 +260,7 @@ mod tests {
                 }],
                 refused: vec![],
             },
+            diagnosis: None,
         }
     }
 

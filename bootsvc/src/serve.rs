@@ -25,6 +25,7 @@ use crate::privileges::{self, Identity};
 use crate::ra::{self, RaServer};
 use crate::storage::{EmbeddedStorage, PgStorage, Storage};
 use crate::tftp::{self, TftpServer};
+use crate::tracer::Tracer;
 
 /// How often the inventory directories are polled for changes.
 pub const RELOAD_INTERVAL: Duration = watch::INTERVAL;
@@ -40,6 +41,8 @@ struct Bound {
     tftp: Option<std::net::UdpSocket>,
     ra: Option<ra::RaSocket>,
     admin_token: Option<String>,
+    /// The status page's read-only token (`admin.read_only_token_file`).
+    read_only_token: Option<String>,
     /// `[database]`'s URL (its file may be root's alone).
     database_url: Option<String>,
 }
@@ -59,6 +62,7 @@ pub fn serve(cfg: Config) -> Result<()> {
         tftp: tftp::bind_socket(&cfg).context("starting TFTP")?,
         ra: ra::bind_socket(&cfg).context("starting router advertisements")?,
         admin_token: cfg.admin_token()?,
+        read_only_token: cfg.read_only_token()?,
         database_url: cfg.database_url()?,
     };
     let fds = http::raise_fd_limit()?;
@@ -107,21 +111,28 @@ async fn open_storage(
 async fn run(cfg: Arc<Config>, bound: Bound, who: Identity) -> Result<()> {
     let (storage, inventory) = open_storage(&cfg, bound.database_url).await?;
     let metrics = Arc::new(if storage.health().is_some() { Metrics::with_database() } else { Metrics::new() });
+    let tracer = Tracer::start(&cfg.trace, Arc::clone(&storage), Arc::clone(&metrics))
+        .context("starting the boot trace's writer")?;
     let app = Arc::new(App {
         cfg: Arc::clone(&cfg),
         storage: Arc::clone(&storage),
         identity: identity::Identity::new(cfg.dhcp.mode),
         metrics: Arc::clone(&metrics),
+        ui: http::ui::Ui::new(&cfg, bound.admin_token.clone(), bound.read_only_token),
         admin_token: bound.admin_token,
+        tracer: Some(Arc::clone(&tracer)),
     });
 
     let http = http::machines_server(&app, bound.http);
     let http_addr = http.describe();
     let admin = bound.admin.map(|l| http::admin_server(&app, l));
     let admin_addr = admin.as_ref().map_or_else(|| "off".to_string(), |a| a.describe());
-    let dhcp = cfg.dhcp.enabled.then(|| DhcpServer::new(&cfg, Arc::clone(&storage), Arc::clone(&metrics), bound.dhcp));
+    let dhcp = cfg.dhcp.enabled.then(|| {
+        DhcpServer::new(&cfg, Arc::clone(&storage), Arc::clone(&metrics), bound.dhcp).with_tracer(Arc::clone(&tracer))
+    });
     let tftp = if cfg.tftp.enabled {
-        Some(TftpServer::new(Arc::clone(&cfg), Arc::clone(&metrics), bound.tftp).context("starting TFTP")?)
+        let t = TftpServer::new(Arc::clone(&cfg), Arc::clone(&metrics), bound.tftp).context("starting TFTP")?;
+        Some(t.with_tracer(Arc::clone(&tracer)))
     } else {
         None
     };
@@ -173,7 +184,11 @@ async fn run(cfg: Arc<Config>, bound: Bound, who: Identity) -> Result<()> {
             Ok(())
         }
     };
-    // The DHCP REQUESTs seen are written every few seconds; on the way out, the rest.
+    // The trace steps still queued, then what is written behind (the DHCP REQUESTs seen,
+    // the trace's last commits), on the way out.
+    if !tracer.flush(Duration::from_secs(2)) {
+        tracing::warn!("boot trace: steps still queued at shutdown were not stored");
+    }
     if let Err(e) = storage.flush() {
         tracing::warn!("saving DHCP requests seen: {e:#}");
     }

@@ -60,10 +60,10 @@ fn migrate_check_and_bad_database_settings() {
     assert_eq!(out.trim(), format!("ok: {c}: machines in the database, 1 image"));
 
     let (code, out, err) = bootsvc(&["db", "migrate", "--config", c]);
-    assert_eq!((code, out.trim()), (0, "schema migrated from version 0 to 1: applied 1 (initial)"), "{err}");
+    assert_eq!((code, out.trim()), (0, "schema migrated from version 0 to 2: applied 1 (initial), 2 (trace)"), "{err}");
     let (code, out, err) = bootsvc(&["db", "migrate", "--config", c]);
-    assert_eq!((code, out.trim()), (0, "the schema is up to date (version 1)"), "{err}");
-    assert_eq!(pg.psql("osie", "SELECT version, name FROM osie_schema").unwrap(), "1|initial");
+    assert_eq!((code, out.trim()), (0, "the schema is up to date (version 2)"), "{err}");
+    assert_eq!(pg.psql("osie", "SELECT version, name FROM osie_schema").unwrap(), "1|initial\n2|trace");
 
     // A password in the config itself.
     let text = std::fs::read_to_string(&cfg).unwrap();
@@ -142,13 +142,13 @@ fn serve_refuses_other_schema_versions() {
 
     let (code, _, err) = bootsvc(&["db", "migrate", "--config", cfg_arg(&site.config)]);
     assert_eq!(code, 0, "{err}");
-    pg.psql("osie", "INSERT INTO osie_schema VALUES (2, 'from-the-future', 'x', now(), 'a newer bootsvc')").unwrap();
+    pg.psql("osie", "INSERT INTO osie_schema VALUES (3, 'from-the-future', 'x', now(), 'a newer bootsvc')").unwrap();
     let (_, log) = site.start_fails();
-    assert!(log.contains("the database's schema is version 2, newer than this bootsvc knows (1)"), "{log}");
+    assert!(log.contains("the database's schema is version 3, newer than this bootsvc knows (2)"), "{log}");
     pg.psql("osie", "DELETE FROM osie_schema").unwrap();
     let (_, log) = site.start_fails();
     assert!(
-        log.contains("the database's schema is version 0, older than this bootsvc's (1): run `bootsvc db migrate`"),
+        log.contains("the database's schema is version 0, older than this bootsvc's (2): run `bootsvc db migrate`"),
         "{log}"
     );
     pg.psql("osie", "INSERT INTO osie_schema SELECT 1, 'initial', 'edited', now(), 'x'").unwrap();

@@ -96,7 +96,7 @@ pub fn run_with(req: &InstallRequest, reporter: &Reporter, opts: &Options) -> Re
 
 /// `metadata`: this machine's metadata from bootsvc (retried while it is unreachable).
 fn fetch_metadata(client: &Client, req: &InstallRequest, opts: &Options, reporter: &Reporter) -> Result<Metadata> {
-    let md = metadata::fetch(client, &req.servers, req.mac, opts.metadata_retry)?;
+    let md = metadata::fetch(client, &req.servers, req.mac, &reporter.run_id, opts.metadata_retry)?;
     reporter.event(Phase::Metadata, format!("instance {} hostname {}", md.instance_id, md.hostname));
     Ok(md)
 }

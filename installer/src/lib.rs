@@ -25,6 +25,7 @@ pub mod init;
 pub mod install;
 pub mod io;
 pub mod logging;
+pub mod logship;
 pub mod metadata;
 pub mod modules;
 pub mod net;

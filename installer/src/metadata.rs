@@ -16,8 +16,9 @@ pub const RETRY: Backoff = Backoff::new(Duration::from_millis(500), Duration::fr
 
 /// Fetch and parse the metadata from the server in use, moving on to the next on
 /// connection errors and 5xx ([`Servers::run`]); a 4xx or a document that does not parse is
-/// an answer and fails at once.
-pub fn fetch(client: &Client, servers: &Servers, mac: MacAddr, backoff: Backoff) -> Result<Metadata> {
+/// an answer and fails at once. `run_id` goes along (`X-Osie-Run`) so bootsvc's boot trace
+/// files the read under this run.
+pub fn fetch(client: &Client, servers: &Servers, mac: MacAddr, run_id: &str, backoff: Backoff) -> Result<Metadata> {
     let (body, url) = servers
         .run("fetching metadata", backoff, |base| {
             let url = format!("{base}{}", osie_api::paths::METADATA);
@@ -25,6 +26,7 @@ pub fn fetch(client: &Client, servers: &Servers, mac: MacAddr, backoff: Backoff)
             let resp = client
                 .get(&url)
                 .header(osie_api::MAC_HEADER, mac.to_string())
+                .header(osie_api::RUN_HEADER, run_id)
                 .header(reqwest::header::ACCEPT, "application/json")
                 .send()
                 .map_err(|e| http::send_failure(&what, e))?;

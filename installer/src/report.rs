@@ -51,6 +51,7 @@ impl Reporter {
         r.servers = Some(servers.clone());
         match http.client() {
             Ok(client) => {
+                crate::logship::start(client.clone(), servers.clone(), mac, r.run_id.clone());
                 let (tx, rx) = channel();
                 let servers = servers.clone();
                 let spawned =
@@ -132,6 +133,8 @@ impl Reporter {
 
     pub fn flush_within(&self, timeout: Duration) -> bool {
         let Some(tx) = &self.tx else { return true };
+        // The console log's last lines too (bounded: a slow bootsvc costs lines, not time).
+        crate::logship::flush(timeout.min(crate::logship::TIMEOUT * 2));
         let (done_tx, done_rx) = channel();
         if tx.lock().map(|t| t.send(Cmd::Flush(done_tx))).is_err() {
             return false;

@@ -197,6 +197,20 @@ impl Lab {
     }
 
     /// Start bootsvc; ready when the admin API answers the CLI too.
+    /// Serve the artifacts from a copy in the lab's directory (`artifacts/`), which a test
+    /// may change (the build's own are shared and read-only); restarts bootsvc. The copy's
+    /// directory.
+    pub fn own_artifacts(&self) -> Result<PathBuf> {
+        let dir = self.subdir("artifacts")?;
+        for f in ["vmlinuz", "initramfs.img"] {
+            std::fs::copy(self.inputs.boot.join(f), dir.join(f)).with_context(|| format!("copying {f}"))?;
+        }
+        self.site.stop()?;
+        self.site.reconfigure(|c| c.artifacts.dir = dir.clone())?;
+        self.start_bootsvc()?;
+        Ok(dir)
+    }
+
     fn start_bootsvc(&self) -> Result<()> {
         let ready = self.site.start().and_then(|()| {
             wait_for("bootsvc's admin API", Duration::from_secs(30), || self.cli(&["machines", "--json"]).ok())
@@ -257,6 +271,23 @@ impl Lab {
     pub fn events(&self, mac: &str) -> Result<Vec<StoredEvent>> {
         let out = self.cli(&["machine", mac, "events", "--json", "--limit", "100000"])?;
         serde_json::from_str(&out).context("bootsvc machine events: undecodable JSON")
+    }
+
+    /// The machine's boot trace and its diagnosis (`bootsvc machine <mac> trace --json`).
+    pub fn trace(&self, mac: &str) -> Result<bootsvc::trace::TraceView> {
+        let out = self.cli(&["machine", mac, "trace", "--json"])?;
+        serde_json::from_str(&out).context("bootsvc machine trace: undecodable JSON")
+    }
+
+    /// Keep the machine's boot trace in the scenario's artifacts (`trace-<mac>.json`, the
+    /// form of `bootsvc/tests/fixtures/trace/`); the path.
+    pub fn keep_trace(&self, mac: &str) -> Result<PathBuf> {
+        let v = self.trace(mac)?;
+        let dir = self.kept_dir();
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let p = dir.join(format!("trace-{}.json", mac.replace(':', "")));
+        std::fs::write(&p, serde_json::to_string_pretty(&v)?).with_context(|| format!("writing {}", p.display()))?;
+        Ok(p)
     }
 
     /// What bootsvc's log says so far (every instance's, in a fleet lab).

@@ -14,6 +14,7 @@
 //!   relative to power-on.
 //! - [`watch`]: waiting for phases; failures say which phase never came and what was seen.
 //! - [`flow`]: the phases of one provisioning run, shared by the scenarios and the demo.
+//! - [`page`]: the status page watched in headless Chromium while a machine installs.
 //! - [`signals`]: Ctrl-C and timeouts unwind through the guards; children die with us.
 
 pub mod bootlog;
@@ -24,6 +25,7 @@ pub mod flow;
 pub mod inputs;
 pub mod lab;
 pub mod machine;
+pub mod page;
 pub mod record;
 pub mod signals;
 pub mod timeline;

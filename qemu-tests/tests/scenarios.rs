@@ -4,11 +4,12 @@
 //!
 //! | test | firmware | what it proves |
 //! |---|---|---|
-//! | `a_bios_ipxe_rom_installs_and_first_boots` | SeaBIOS + iPXE NIC ROM | DHCP (class ipxe) → script → kernel + initramfs → install → reboot from disk → user-data marker + `first-boot` from the OS |
+//! | `a_bios_ipxe_rom_installs_and_first_boots` | SeaBIOS + iPXE NIC ROM | DHCP (class ipxe) → script → kernel + initramfs → install → reboot from disk → user-data marker + `first-boot` from the OS; the status page (`/ui/`) watches in headless Chromium: the machine listed, its progress bar moving without a reload, its timeline with every phase once `installed` (screenshots in `qemu-tests/artifacts/status-page/`) |
 //! | `b_uefi_pxe_installs_and_first_boots` | OVMF, ROM disabled | in proxy mode beside a site DHCP server (dnsmasq): UEFI PXE (arch 7) → `ipxe.efi` over TFTP → iPXE → the same; the installed OS is leased another address than the installer had, and its first boot is recorded from there |
 //! | `c_netboot_not_allowed_boots_its_disk` | SeaBIOS + iPXE NIC ROM | a machine with an OS on its disk and `netboot.allow = false`: no boot file, no installer, its OS runs |
 //! | `d_bad_checksum_fails_and_disk_does_not_boot` | SeaBIOS + iPXE NIC ROM | wrong sha256: `failed` with the error chain, netboot kept, the next boot netboots again, the disk's first MiB is not the image's, the disk alone does not boot |
 //! | `e_uefi_http_boot_installs_and_first_boots` | OVMF, ROM disabled, PXE off | UEFI HTTP boot (arch 16) → `ipxe.efi` over HTTP → the same as (a) |
+//! | `i_missing_kernel_is_diagnosed` | SeaBIOS + iPXE NIC ROM | the kernel gone from the artifacts: iPXE fetches its script, the kernel answers 404, and the boot trace's diagnosis names that step (stopped as soon as it does) |
 //! | `f_uefi_disk_first_boots_without_the_network` | OVMF as (e), its own variables, no QEMU boot order | `install.uefi.boot_order = "disk-first"`: the installer writes a boot entry for the image's loader and puts it first; after the reboot the firmware boots the disk without one DHCP packet |
 //!
 //! Logs of a failed scenario are kept in `qemu-tests/artifacts/<test>/`.
@@ -19,6 +20,7 @@ use anyhow::{ensure, Context};
 use osie_api::Phase;
 use osie_qemu_tests::flow::{self, Limits};
 use osie_qemu_tests::lab::{Dhcp, PUBLIC_URL};
+use osie_qemu_tests::page::PageWatch;
 use osie_qemu_tests::record::ImageRef;
 use osie_qemu_tests::timeline::Step;
 use osie_qemu_tests::{signals, Disk, Firmware, Inputs, Lab, Machine, Record, Spec};
@@ -32,10 +34,14 @@ fn check<T>(r: anyhow::Result<T>) -> T {
 
 /// Install a blank machine with `fw`, let it boot its OS, and check what bootsvc saw. With
 /// `Dhcp::ProxyBesideSite` a site DHCP server (dnsmasq) hands out the addresses and the
-/// record has no fixed address.
-fn install_and_first_boot(test: &str, fw: Firmware, mac: &str, dhcp: Dhcp) {
+/// record has no fixed address. With `page`, the status page watches the install in headless
+/// Chromium (`osie_qemu_tests::page`).
+fn install_and_first_boot(test: &str, fw: Firmware, mac: &str, dhcp: Dhcp, page: bool) {
     let Some(inputs) = Inputs::for_test(test) else { return };
     if dhcp == Dhcp::ProxyBesideSite && !osie_testkit::require_tools(test, &["dnsmasq"]) {
+        return;
+    }
+    if page && osie_testkit::browser::chromium().is_none() && !osie_testkit::require_tools(test, &["chromium"]) {
         return;
     }
     signals::install();
@@ -43,12 +49,28 @@ fn install_and_first_boot(test: &str, fw: Firmware, mac: &str, dhcp: Dhcp) {
     let mut rec = Record::new("node1", mac, Lab::address(1));
     rec.fixed_address = dhcp == Dhcp::Reservation;
     check(lab.add(&rec));
+    let watcher = page.then(|| {
+        PageWatch::start(&lab, mac).unwrap_or_else(|e| {
+            lab.failed();
+            panic!("the status page: {e:#}")
+        })
+    });
     let spec = Spec::new("node1", mac, fw);
     let disk = check(lab.subdir("node1").and_then(|d| Disk::blank(&d, DISK_BYTES)));
     let mut machine = check(Machine::power_on(&lab, &spec, &disk));
     let limits = Limits::default();
     let mut w = flow::watch(&lab, &mut machine, &rec);
     check(flow::install(&mut w, fw, mac, &limits));
+    if let Some(p) = watcher {
+        let mut phases: Vec<Phase> = check(lab.events(mac)).iter().map(|e| e.event.phase).collect();
+        phases.dedup();
+        match p.finish(&phases) {
+            Ok((samples, shots)) => {
+                eprintln!("{test}: the status page followed the install ({} changes seen): {shots:?}", samples.len())
+            }
+            Err(e) => panic!("{}", w.fail("the status page following the install live", &format!("{e:#}"))),
+        }
+    }
     let waited = flow::discover_to_script(w.timeline());
     // Where the DISCOVER is bootsvc's to answer (BIOS, reservation mode), nothing may wait.
     if fw == Firmware::Bios && waited.is_none_or(|d| d > flow::DISCOVER_TO_SCRIPT) {
@@ -68,7 +90,17 @@ fn install_and_first_boot(test: &str, fw: Firmware, mac: &str, dhcp: Dhcp) {
             Err(e) => panic!("{}", w.fail("the installed OS known at its own new address", &format!("{e:#}"))),
         }
     }
+    // The boot trace of a healthy install: every step seen, and `done` (first boot).
+    let trace = check(lab.trace(mac));
+    let kept = check(lab.keep_trace(mac));
+    if trace.diagnosis.health != bootsvc::trace::Health::Done {
+        panic!(
+            "{}",
+            w.fail("the boot trace diagnosed done", &format!("{:?} (trace in {})", trace.diagnosis, kept.display()))
+        );
+    }
     eprintln!("{test}: {}\n{}", fw.describe(), t.render());
+    eprintln!("{}", bootsvc::trace::render::trace_text(&trace));
 }
 
 /// Proxy mode: the site DHCP server leased the installed OS (systemd-networkd, a DUID client
@@ -104,6 +136,7 @@ fn a_bios_ipxe_rom_installs_and_first_boots() {
         Firmware::Bios,
         "52:54:00:e2:0a:01",
         Dhcp::Reservation,
+        true,
     );
 }
 
@@ -114,6 +147,7 @@ fn b_uefi_pxe_installs_and_first_boots() {
         Firmware::UefiPxe,
         "52:54:00:e2:0b:01",
         Dhcp::ProxyBesideSite,
+        false,
     );
 }
 
@@ -124,6 +158,7 @@ fn e_uefi_http_boot_installs_and_first_boots() {
         Firmware::UefiHttp,
         "52:54:00:e2:0e:01",
         Dhcp::Reservation,
+        false,
     );
 }
 
@@ -340,5 +375,50 @@ fn f_uefi_disk_first_boots_without_the_network() {
         entry.saturating_sub(installed.at).as_secs_f64(),
         kernel.at.saturating_sub(entry).as_secs_f64(),
         t.render()
+    );
+}
+
+/// (i) The kernel is missing from the artifacts (removed after bootsvc started: `serve`
+/// refuses to start without it). The machine gets DHCP and its script, its kernel request
+/// answers 404, and the boot trace's diagnosis says so: stuck at the kernel, with the HTTP
+/// status. Stopped as soon as the diagnosis is there.
+#[test]
+fn i_missing_kernel_is_diagnosed() {
+    let test = "i_missing_kernel_is_diagnosed";
+    let Some(inputs) = Inputs::for_test(test) else { return };
+    signals::install();
+    let mac = "52:54:00:e2:09:01";
+    let lab = check(Lab::start(test, &inputs));
+    let artifacts = check(lab.own_artifacts());
+    std::fs::remove_file(artifacts.join("vmlinuz")).unwrap();
+    let rec = Record::new("node1", mac, Lab::address(1));
+    check(lab.add(&rec));
+    let spec = Spec::new("node1", mac, Firmware::Bios);
+    let disk = check(lab.subdir("node1").and_then(|d| Disk::blank(&d, DISK_BYTES)));
+    let machine = check(Machine::power_on(&lab, &spec, &disk));
+    let started = std::time::Instant::now();
+    let limit = Limits::default().firmware;
+    let trace = loop {
+        let t = check(lab.trace(mac));
+        if t.diagnosis.health == bootsvc::trace::Health::Stuck {
+            break t;
+        }
+        if started.elapsed() > limit {
+            lab.failed();
+            panic!("no diagnosis within {limit:?}: {:?}\n{}", t.diagnosis, bootsvc::trace::render::trace_text(&t));
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    drop(machine);
+    let kept = check(lab.keep_trace(mac));
+    let text = bootsvc::trace::render::trace_text(&trace);
+    eprintln!("{test}: diagnosed in {:?} (trace kept in {})\n{text}", started.elapsed(), kept.display());
+    assert_eq!(trace.diagnosis.at, "kernel vmlinuz refused", "{text}");
+    let cause = trace.diagnosis.cause.as_deref().unwrap_or_default();
+    assert!(cause.starts_with("kernel vmlinuz answered HTTP 404"), "{text}");
+    let kinds: Vec<String> = trace.steps.iter().map(|s| bootsvc::trace::render::describe(s).0).collect();
+    assert!(
+        kinds.starts_with(&["dhcp".into(), "dhcp".into(), "script".into()]),
+        "DHCP and the script came first: {text}"
     );
 }

@@ -17,9 +17,11 @@
 //! udhcpc and dhclient), [`tftp`], [`http`]; [`sock`] makes their UDP sockets. [`qemu`]:
 //! the command line of a test machine (firmware, NIC ROM, disks, serial, `fw_cfg`).
 //! [`bmc`]: BMCs for the power tests (a private libvirtd with a QEMU domain, sushy-tools'
-//! Redfish emulator, VirtualBMC, misbehaving HTTP BMCs).
+//! Redfish emulator, VirtualBMC, misbehaving HTTP BMCs). [`browser`]: headless Chromium
+//! driven through its DevTools protocol (the status page's tests).
 
 pub mod bmc;
+pub mod browser;
 pub mod crates;
 pub mod dhcp;
 pub mod http;

@@ -60,6 +60,9 @@ impl Config {
         if let Some(t) = self.admin.token_file.as_mut() {
             fix(t);
         }
+        if let Some(t) = self.admin.read_only_token_file.as_mut() {
+            fix(t);
+        }
         if let Some(f) = self.database.as_mut().and_then(|d| d.url_file.as_mut()) {
             fix(f);
         }

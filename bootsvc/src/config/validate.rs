@@ -26,10 +26,33 @@ impl Config {
         self.check_admin(&mut c);
         self.check_admin_listen(&mut c);
         self.check_security(&mut c);
+        self.check_trace(&mut c);
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             c.add("log.level", format!("{:?} is not a tracing filter: {e}", self.log.level));
         }
         out
+    }
+
+    fn check_trace(&self, c: &mut Collector) {
+        let t = &self.trace;
+        let ranges: [(&str, u64, u64, u64, &str); 8] = [
+            ("trace.steps_per_machine", t.steps_per_machine as u64, 10, 100_000, ""),
+            ("trace.queue", t.queue as u64, 64, 1_000_000, ""),
+            ("trace.log_run_bytes", t.log_run_bytes, 64 * 1024, 256 << 20, " bytes"),
+            ("trace.log_runs", t.log_runs as u64, 1, 100, ""),
+            ("trace.offers_without_request", u64::from(t.offers_without_request), 1, 1000, ""),
+            ("trace.next_step_secs", t.next_step_secs, 5, 86_400, " s"),
+            ("trace.installer_secs", t.installer_secs, 10, 86_400, " s"),
+            ("trace.event_silence_secs", t.event_silence_secs, 30, 7 * 86_400, " s"),
+        ];
+        for (field, v, lo, hi, unit) in ranges {
+            if !(lo..=hi).contains(&v) {
+                c.add(field, format!("{v}{unit} is out of range: {lo} to {hi}{unit}"));
+            }
+        }
+        if !(60..=30 * 86_400).contains(&t.first_boot_secs) {
+            c.add("trace.first_boot_secs", format!("{} s is out of range: 60 to {} s", t.first_boot_secs, 30 * 86_400));
+        }
     }
 
     fn check_listen(&self, c: &mut Collector) {
@@ -211,10 +234,55 @@ impl Config {
     }
 
     fn check_admin(&self, c: &mut Collector) {
-        let Some(f) = &self.admin.token_file else { return };
-        match read_secret_file(f, MAX_TOKEN_FILE, "the admin token") {
-            Err(e) => c.add("admin.token_file", e),
-            Ok(t) => c.check("admin.token_file", check_token(t.trim()).map_err(|e| format!("{}: {e}", f.display()))),
+        let a = &self.admin;
+        if !crate::config::Admin::SESSION_SECS.contains(&a.session_secs) {
+            c.add(
+                "admin.session_secs",
+                format!(
+                    "{} is out of range: {}..={} (a minute to a week)",
+                    a.session_secs,
+                    crate::config::Admin::SESSION_SECS.start(),
+                    crate::config::Admin::SESSION_SECS.end()
+                ),
+            );
+        }
+        let admin = match &a.token_file {
+            Some(f) => match read_secret_file(f, MAX_TOKEN_FILE, "the admin token") {
+                Err(e) => {
+                    c.add("admin.token_file", e);
+                    None
+                }
+                Ok(t) => {
+                    let t = t.trim().to_string();
+                    c.check("admin.token_file", check_token(&t).map_err(|e| format!("{}: {e}", f.display())));
+                    Some(t)
+                }
+            },
+            None => None,
+        };
+        let Some(f) = &a.read_only_token_file else { return };
+        if a.token_file.is_none() {
+            c.add(
+                "admin.read_only_token_file",
+                "needs admin.token_file: without it the admin listener (and the status page) is off",
+            );
+            return;
+        }
+        match read_secret_file(f, MAX_TOKEN_FILE, "the read-only token") {
+            Err(e) => c.add("admin.read_only_token_file", e),
+            Ok(t) => {
+                let t = t.trim();
+                let ok = check_token(t).map_err(|e| format!("{}: {e}", f.display())).and_then(|()| {
+                    match admin.as_deref() == Some(t) {
+                        true => Err(format!(
+                            "{}: the same token as admin.token_file: a read-only token must differ",
+                            f.display()
+                        )),
+                        false => Ok(()),
+                    }
+                });
+                c.check("admin.read_only_token_file", ok);
+            }
         }
     }
 
@@ -244,11 +312,17 @@ impl Config {
 
     /// The admin token, read from `admin.token_file`; `None` when the admin API is off.
     pub fn admin_token(&self) -> anyhow::Result<Option<String>> {
-        let Some(f) = &self.admin.token_file else { return Ok(None) };
-        let t = read_secret_file(f, MAX_TOKEN_FILE, "the admin token")
-            .map_err(|e| anyhow::anyhow!("admin token file: {e}"))?;
-        let t = t.trim().to_string();
-        check_token(&t).map_err(|e| anyhow::anyhow!("admin token file {}: {e}", f.display()))?;
+        self.admin.token_file.as_deref().map(|f| token_in(f, "admin token")).transpose()
+    }
+
+    /// The status page's read-only token, from `admin.read_only_token_file` (checked as the
+    /// admin token is; it may not equal it).
+    pub fn read_only_token(&self) -> anyhow::Result<Option<String>> {
+        let Some(f) = &self.admin.read_only_token_file else { return Ok(None) };
+        let t = token_in(f, "read-only token")?;
+        if self.admin_token()?.as_deref() == Some(t.as_str()) {
+            anyhow::bail!("read-only token file {}: the same token as admin.token_file", f.display());
+        }
         Ok(Some(t))
     }
 
@@ -256,6 +330,15 @@ impl Config {
     pub fn server_address(&self) -> Ipv4Addr {
         self.listen.address
     }
+}
+
+/// The token in `f` (`what`: "admin token"…), trimmed and checked.
+fn token_in(f: &std::path::Path, what: &str) -> anyhow::Result<String> {
+    let t =
+        read_secret_file(f, MAX_TOKEN_FILE, &format!("the {what}")).map_err(|e| anyhow::anyhow!("{what} file: {e}"))?;
+    let t = t.trim().to_string();
+    check_token(&t).map_err(|e| anyhow::anyhow!("{what} file {}: {e}", f.display()))?;
+    Ok(t)
 }
 
 /// Largest token file read: a token is one short word; anything bigger is a mistake.
@@ -489,6 +572,31 @@ dir = "machines"
         c.admin.token_file = Some(f.clone());
         assert!(c.validate().to_string().contains("larger than 4096"));
         assert!(Path::new(&c.source).is_absolute());
+    }
+
+    #[test]
+    fn read_only_token_and_session_length_are_checked() {
+        let (d, mut c) = fixture();
+        let (admin, ro) = (d.path().join("token"), d.path().join("ro"));
+        for (f, t) in [(&admin, "0123456789abcdef0123\n"), (&ro, "0123456789abcdef0123\n")] {
+            std::fs::write(f, t).unwrap();
+            std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        c.admin.read_only_token_file = Some(ro.clone());
+        assert_eq!(fields(&c.validate()), ["admin.read_only_token_file"], "needs the admin token file");
+        c.admin.token_file = Some(admin.clone());
+        assert!(c.validate().to_string().contains("must differ"), "the same token twice");
+        assert!(c.read_only_token().is_err());
+        std::fs::write(&ro, "another-read-only-token\n").unwrap();
+        assert!(c.validate().is_empty(), "{}", c.validate());
+        assert_eq!(c.read_only_token().unwrap().as_deref(), Some("another-read-only-token"));
+        std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(fields(&c.validate()), ["admin.read_only_token_file"], "others may read it");
+        std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o600)).unwrap();
+        for (secs, ok) in [(59, false), (60, true), (28_800, true), (604_800, true), (604_801, false)] {
+            c.admin.session_secs = secs;
+            assert_eq!(c.validate().is_empty(), ok, "{secs}: {}", c.validate());
+        }
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //!
 //! Each packet is parsed, answered by [`reply::respond`], logged as one line and counted;
 //! drops are logged through [`DropLog`] (the first few of each reason per interval, then a
-//! summary), so a flood of bad packets cannot flood the log.
+//! summary), so a flood of bad packets cannot flood the log. A request of an inventory
+//! machine is also a step of its boot trace (`crate::tracer`: queued, never waited for).
 //! Packets are handled one at a time, in arrival order: the work per packet is a lookup in
 //! memory (plus a small fsync'd write when a pool lease changes), so replies go out within
 //! microseconds, well inside the 2 s iPXE waits for ProxyDHCP offers. A pool kept in a
@@ -24,6 +25,8 @@ use crate::config::Config;
 use crate::droplog::DropLog;
 use crate::metrics::Metrics;
 use crate::storage::{leases, Lookups, Storage};
+use crate::trace::{DhcpStep, Step, TraceStep};
+use crate::tracer::{MaybeTracer, Tracer};
 
 pub const PXE_PORT: u16 = 4011;
 
@@ -53,6 +56,7 @@ pub struct DhcpServer {
     /// Machines, their state, the pool's leases, the requests seen (proxy mode).
     storage: Arc<dyn Storage>,
     metrics: Arc<Metrics>,
+    tracer: MaybeTracer,
 }
 
 impl DhcpServer {
@@ -65,7 +69,13 @@ impl DhcpServer {
 
     /// Serve on sockets bound earlier ([`bind_sockets`]).
     pub fn new(cfg: &Config, storage: Arc<dyn Storage>, metrics: Arc<Metrics>, sockets: Option<Sockets>) -> DhcpServer {
-        DhcpServer { sockets, settings: Settings::from_config(cfg), storage, metrics }
+        DhcpServer { sockets, settings: Settings::from_config(cfg), storage, metrics, tracer: None }
+    }
+
+    /// Record each request of an inventory machine in its boot trace.
+    pub fn with_tracer(mut self, t: Arc<Tracer>) -> DhcpServer {
+        self.tracer = Some(t);
+        self
     }
 
     /// Serve until the task is dropped.
@@ -83,6 +93,7 @@ impl DhcpServer {
             settings: self.settings,
             storage: self.storage,
             metrics: self.metrics,
+            tracer: self.tracer,
             drops: DropLog::new("DHCP"),
             seen: Observer::default(),
         };
@@ -127,6 +138,7 @@ struct Handler {
     settings: Settings,
     storage: Arc<dyn Storage>,
     metrics: Arc<Metrics>,
+    tracer: MaybeTracer,
     drops: DropLog,
     seen: Observer,
 }
@@ -177,24 +189,33 @@ impl Handler {
             Via::Dhcp => reply::SERVER_PORT,
             Via::Pxe(_) => PXE_PORT,
         };
-        match &d.outcome {
+        let sent = match &d.outcome {
             Outcome::Reply(r) => match send(sock, r).await {
                 Ok(()) => {
                     self.metrics.dhcp_reply(r.kind);
                     log_decision(&d, port, &from, &self.drops);
+                    true
                 }
                 Err(e) => {
                     self.metrics.drop_reason("dhcp-send-failed");
                     if self.drops.note("dhcp-send-failed", Some(from.ip())) {
                         warn!(mac = %d.mac, dest = %r.dest, kind = r.kind, "DHCP reply not sent: {e:#}");
                     }
+                    false
                 }
             },
             Outcome::Ignore { reason, .. } => {
                 self.metrics.drop_reason(reason);
                 log_decision(&d, port, &from, &self.drops);
+                false
             }
-            Outcome::Done(_) => log_decision(&d, port, &from, &self.drops),
+            Outcome::Done(_) => {
+                log_decision(&d, port, &from, &self.drops);
+                false
+            }
+        };
+        if let Some(t) = &self.tracer {
+            t.record(&d.mac, || trace_step(&d, &req, via, from, sent));
         }
     }
 }
@@ -211,6 +232,43 @@ async fn send(sock: &UdpSocket, r: &Reply) -> Result<()> {
     let buf = r.encode()?;
     sock.send_to(&buf, SocketAddr::V4(r.dest)).await?;
     Ok(())
+}
+
+/// The boot trace's record of a decision (`bootsvc/docs/trace.md`).
+fn trace_step(d: &Decision, req: &request::Request, via: Via, from: SocketAddr, sent: bool) -> TraceStep {
+    let (answer, address) = match &d.outcome {
+        Outcome::Reply(r) if sent => (Some(r.kind.to_string()), Some(r.msg.yiaddr()).filter(|a| !a.is_unspecified())),
+        _ => (None, None),
+    };
+    let reason = match &d.outcome {
+        Outcome::Reply(_) if !sent => "the reply could not be sent".to_string(),
+        Outcome::Reply(_) => d.no_boot.map(|r| format!("no boot file: {r}")).unwrap_or_default(),
+        Outcome::Ignore { why, .. } => why.clone(),
+        Outcome::Done(what) => what.clone(),
+    };
+    let vendor_class =
+        req.options.get(request::code::CLASS_ID).map(|v| crate::trace::clean(&String::from_utf8_lossy(v), 64));
+    TraceStep {
+        at_ms: crate::trace::now_ms(),
+        mac: d.mac,
+        source: Some(from.ip()).filter(|ip| !ip.is_unspecified()),
+        run_id: None,
+        step: Step::Dhcp(DhcpStep {
+            message: format!("{:?}", d.msg_type).to_lowercase(),
+            via: match via {
+                Via::Dhcp => "dhcp",
+                Via::Pxe(_) => "pxe",
+            }
+            .into(),
+            arch: d.client.arch,
+            class: d.class.to_string(),
+            vendor_class,
+            answer,
+            address,
+            boot_file: d.offered_boot_file().map(|b| crate::trace::clean(b.as_str(), crate::trace::MAX_TEXT)),
+            reason: crate::trace::clean(&reason, crate::trace::MAX_TEXT),
+        }),
+    }
 }
 
 /// The one line per decision: who asked, what they are, what they got and why (for ignored

@@ -7,6 +7,8 @@
 //!
 //! - `GET /admin/machines`: every machine with its state ([`MachineView`]);
 //! - `GET /admin/machines/{mac}`, `GET /admin/machines/{mac}/events?limit=N`;
+//! - `GET /admin/machines/{mac}/trace?limit=N` (the boot trace and its diagnosis),
+//!   `GET /admin/machines/{mac}/log` (the installer's log): `bootsvc/docs/trace.md`;
 //! - `POST /admin/machines/{mac}/reinstall`: allow netboot again after an install;
 //! - `POST /admin/machines` (a record: add a machine), `PUT /admin/machines/{mac}` (a record:
 //!   replace the machine that has `mac`), `DELETE /admin/machines/{mac}`. A record is one
@@ -37,6 +39,8 @@ use crate::inventory::{validate, Entry};
 use crate::problem::Problems;
 use crate::state::{MachineState, StoredEvent};
 use crate::storage::{netboot_allowed, state_key, ChangeError, SiteCount};
+use crate::trace::diagnose::diagnose;
+use crate::trace::{Diagnosis, LogView, TraceView};
 
 /// One machine as the admin API shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -60,6 +64,10 @@ pub struct MachineView {
     /// refused (`crate::identity`).
     #[serde(default)]
     pub identity: IdentityView,
+    /// Where the machine is, from its boot trace (`crate::trace::diagnose`); `None` when
+    /// the trace could not be read.
+    #[serde(default)]
+    pub diagnosis: Option<Diagnosis>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,7 +80,7 @@ pub struct NetbootView {
     pub allowed: bool,
 }
 
-fn view(app: &AppState, e: &Entry) -> MachineView {
+pub(super) fn view(app: &AppState, e: &Entry) -> MachineView {
     let m = &e.machine;
     let state = app.storage.state_of(m);
     MachineView {
@@ -90,7 +98,39 @@ fn view(app: &AppState, e: &Entry) -> MachineView {
         },
         state,
         identity: app.identity.view(&*app.storage, m),
+        diagnosis: None,
     }
+}
+
+/// Steps read for a machine's diagnosis in lists (the rules look at the last attempt).
+const DIAGNOSIS_STEPS: usize = 100;
+
+/// `views` with their diagnosis, read from storage (blocking: off the async threads).
+async fn diagnosed(app: &AppState, mut views: Vec<MachineView>) -> Vec<MachineView> {
+    let storage = Arc::clone(&app.storage);
+    let t = app.cfg.trace.thresholds();
+    let keys: Vec<Option<MacAddr>> = views.iter().map(|v| v.macs.first().copied()).collect();
+    let got = tokio::task::spawn_blocking(move || {
+        let now = crate::trace::now_ms();
+        keys.into_iter()
+            .map(|k| {
+                let k = k?;
+                match storage.steps(&k, DIAGNOSIS_STEPS) {
+                    Ok(steps) => Some(diagnose(&steps, now, &t)),
+                    Err(e) => {
+                        tracing::warn!(mac = %k, error = %format!("{e:#}"), "reading the boot trace failed");
+                        None
+                    }
+                }
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap_or_default();
+    for (v, d) in views.iter_mut().zip(got) {
+        v.diagnosis = d;
+    }
+    views
 }
 
 /// Constant-time comparison: both sides hashed to fixed length, then compared without an
@@ -142,7 +182,7 @@ fn authorize(app: &AppState, h: &HeaderMap) -> Result<(), AdminError> {
 /// What [`guard`] keeps: the app and the back-off state of every source.
 pub struct Guard {
     pub app: AppState,
-    pub backoff: Backoff,
+    pub backoff: Arc<Backoff>,
 }
 
 /// Middleware of every admin route: the back-off first (a locked-out source is refused
@@ -212,12 +252,48 @@ pub async fn sites(State(app): State<AppState>) -> Result<Json<Vec<SiteCount>>, 
 
 pub async fn list(State(app): State<AppState>) -> Result<Json<Vec<MachineView>>, AdminError> {
     let snap = app.storage.snapshot();
-    Ok(Json(snap.entries().iter().map(|e| view(&app, e)).collect()))
+    let views = snap.entries().iter().map(|e| view(&app, e)).collect();
+    Ok(Json(diagnosed(&app, views).await))
 }
 
 pub async fn one(State(app): State<AppState>, Path(mac): Path<String>) -> Result<Json<MachineView>, AdminError> {
     let e = find(&app, &mac)?;
-    Ok(Json(view(&app, &e)))
+    let v = diagnosed(&app, vec![view(&app, &e)]).await;
+    Ok(Json(v.into_iter().next().ok_or_else(|| AdminError::Internal("no view".into()))?))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct TraceQuery {
+    #[serde(default = "default_trace_limit")]
+    pub limit: usize,
+}
+
+fn default_trace_limit() -> usize {
+    500
+}
+
+/// `GET /admin/machines/{mac}/trace`: the boot trace and its diagnosis.
+pub async fn trace(
+    State(app): State<AppState>,
+    Path(mac): Path<String>,
+    Query(q): Query<TraceQuery>,
+) -> Result<Json<TraceView>, AdminError> {
+    let e = find(&app, &mac)?;
+    let key = state_key(&e.machine).ok_or_else(|| AdminError::Internal("machine has no MAC".into()))?;
+    let storage = Arc::clone(&app.storage);
+    let limit = q.limit.clamp(1, 100_000);
+    let steps = blocking(move || storage.steps(&key, limit)).await?;
+    let now_ms = crate::trace::now_ms();
+    let diagnosis = diagnose(&steps, now_ms, &app.cfg.trace.thresholds());
+    Ok(Json(TraceView { hostname: e.machine.hostname.clone(), mac: key, now_ms, steps, diagnosis }))
+}
+
+/// `GET /admin/machines/{mac}/log`: the installer's log kept, per run.
+pub async fn log(State(app): State<AppState>, Path(mac): Path<String>) -> Result<Json<LogView>, AdminError> {
+    let e = find(&app, &mac)?;
+    let key = state_key(&e.machine).ok_or_else(|| AdminError::Internal("machine has no MAC".into()))?;
+    let storage = Arc::clone(&app.storage);
+    Ok(Json(blocking(move || storage.log(&key)).await?))
 }
 
 #[derive(Debug, Deserialize)]

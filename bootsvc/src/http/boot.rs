@@ -23,6 +23,7 @@ use crate::inventory::Entry;
 use crate::ipxe;
 use crate::state::MachineState;
 use crate::storage::netboot_allowed;
+use crate::trace::{ScriptStep, Step};
 
 /// A script and what kind it is (for logs).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,7 +112,17 @@ pub async fn script(
         (None, _) => tracing::info!(%mac, host, %peer, kind = choice.kind, "iPXE script"),
     }
     // A script fetch identifies nobody: anyone who knows the MAC can fetch the script
-    // (docs/security.md). Nothing is recorded.
+    // (docs/security.md). Nothing is stored in the machine's state; the boot trace notes the
+    // fetch with its source address (a claim, as a DHCP request is: docs/trace.md).
+    if let Some(t) = &app.tracer {
+        let script = match choice.kind {
+            "local-boot" => "local",
+            "error" => "refused",
+            k => k,
+        };
+        let step = Step::Script(ScriptStep { script: script.to_string(), status: 200 });
+        t.step(mac, Some(peer.ip()), None, step);
+    }
     ([(header::CONTENT_TYPE, "text/plain; charset=utf-8"), (header::CACHE_CONTROL, "no-store")], choice.script)
         .into_response()
 }

@@ -19,6 +19,7 @@ use super::identify::{self, Caller, Refused};
 use super::AppState;
 use crate::state::Recorded;
 use crate::storage::state_key;
+use crate::trace::{EventStep, Step};
 
 pub async fn post(
     State(app): State<AppState>,
@@ -100,6 +101,15 @@ async fn store(app: &AppState, caller: &Caller, ev: Event) -> Response {
         }
     };
     let host = &caller.entry.machine.hostname;
+    if let (Some(t), false) = (&app.tracer, rec.duplicate) {
+        let step = Step::Event(EventStep {
+            phase: ev.phase.as_str().to_string(),
+            percent: ev.progress.as_ref().and_then(|p| p.percent()),
+            message: crate::trace::clean(&ev.message, crate::trace::MAX_TEXT),
+        });
+        let run = ev.run_id.as_deref().map(|r| crate::trace::clean(r, 64));
+        t.step(caller.mac, Some(std::net::IpAddr::V4(caller.ip)), run, step);
+    }
     if rec.duplicate {
         tracing::debug!(mac = %caller.mac, host, phase = %ev.phase, "duplicate event acknowledged");
     } else {

@@ -28,6 +28,8 @@ use super::identify::source_ipv4;
 use super::AppState;
 use crate::inventory::Backend;
 use crate::jail::{Jail, Refusal};
+use crate::trace::{Artifact, DownloadStep, Outcome, Step, TraceStep};
+use crate::tracer::Tracer;
 
 /// The three file routes: which directory each serves, and what its log lines call a file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,6 +118,8 @@ struct Served {
     status: u16,
     host: String,
     mac: String,
+    /// Where the boot trace records it, when the caller is an inventory machine.
+    trace: Option<(Arc<Tracer>, Artifact)>,
 }
 
 impl SendFile {
@@ -129,6 +133,26 @@ impl SendFile {
         let s = &*self.served;
         let (what, file, peer, status, host, mac, size) =
             (s.what, &s.file, s.peer, s.status, &s.host, &s.mac, self.len);
+        if let Some((tracer, artifact)) = &s.trace {
+            let step = DownloadStep {
+                artifact: *artifact,
+                path: crate::trace::clean(file, crate::trace::MAX_TEXT),
+                status,
+                bytes: sent,
+                size: Some(size),
+                outcome: if result.is_ok() { Outcome::Complete } else { Outcome::Abandoned },
+                reason: result.err().map(|e| e.to_string()).unwrap_or_default(),
+            };
+            let at_ms = crate::trace::now_ms();
+            let ip = peer.ip();
+            tracer.record_ip(ip, |mac| TraceStep {
+                at_ms,
+                mac,
+                source: Some(ip),
+                run_id: None,
+                step: Step::Download(step),
+            });
+        }
         match result {
             Ok(()) => tracing::info!(
                 %peer, what, file, status, bytes = sent, size, outcome = "complete", host, mac,
@@ -273,6 +297,28 @@ async fn serve(route: Route, r: FileRequest) -> Response {
     let what = route.what();
     let (mut resp, body) = answer(route.root(&app), &rel, &method, &headers).await;
     let status = resp.status();
+    let artifact = match route {
+        Route::Artifact if rel == app.cfg.artifacts.kernel => Artifact::Kernel,
+        Route::Artifact if rel == app.cfg.artifacts.initrd => Artifact::Initramfs,
+        Route::Image => Artifact::Image,
+        _ => Artifact::File,
+    };
+    if let (Some(t), true) = (&app.tracer, status.is_client_error() && method == Method::GET) {
+        // Not found (or refused by the jail, or a range past the end): the step the
+        // diagnosis names ("kernel … answered HTTP 404").
+        let step = DownloadStep {
+            artifact,
+            path: crate::trace::clean(&rel, crate::trace::MAX_TEXT),
+            status: status.as_u16(),
+            bytes: 0,
+            size: None,
+            outcome: Outcome::Refused,
+            reason: status.canonical_reason().unwrap_or("refused").to_lowercase(),
+        };
+        let at_ms = crate::trace::now_ms();
+        let ip = peer.ip();
+        t.record_ip(ip, |mac| TraceStep { at_ms, mac, source: Some(ip), run_id: None, step: Step::Download(step) });
+    }
     if let Some((file, offset, len)) = body {
         let machine = source_ipv4(peer).and_then(|ip| app.storage.by_ip(ip));
         let served = Served {
@@ -282,6 +328,7 @@ async fn serve(route: Route, r: FileRequest) -> Response {
             status: status.as_u16(),
             host: machine.as_ref().map(|m| m.hostname.clone()).unwrap_or_else(|| "-".into()),
             mac: machine.as_ref().and_then(|m| m.macs.first()).map(|m| m.to_string()).unwrap_or_else(|| "-".into()),
+            trace: app.tracer.as_ref().map(|t| (Arc::clone(t), artifact)),
         };
         resp.extensions_mut().insert(SendFile { file: Arc::new(file), offset, len, served: Arc::new(served) });
         return resp;

@@ -10,9 +10,10 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use osie_api::MacAddr;
 
-use super::identify::{self, Refused};
+use super::identify::{self, Caller, Refused};
 use super::AppState;
 use crate::metadata as md;
+use crate::trace::{MetadataStep, Step};
 
 /// `GET /metadata`: the installer's [`osie_api::Metadata`], for the MAC in `X-Osie-Mac`.
 pub async fn installer(
@@ -40,7 +41,18 @@ pub async fn installer(
         mac = %caller.mac, host = %m.hostname, ip = %caller.ip, matched = %caller.how,
         plan = meta.install.is_some(), "metadata served"
     );
+    let run = h.get(osie_api::RUN_HEADER).and_then(|v| v.to_str().ok()).map(|r| crate::trace::clean(r, 64));
+    note(&app, &caller, osie_api::paths::METADATA, run);
     Json(meta).into_response()
+}
+
+/// The read, in the machine's boot trace.
+fn note(app: &AppState, c: &Caller, path: &str, run_id: Option<String>) {
+    if let Some(t) = &app.tracer {
+        let step =
+            Step::Metadata(MetadataStep { path: crate::trace::clean(path, crate::trace::MAX_TEXT), status: 200 });
+        t.step(c.mac, Some(std::net::IpAddr::V4(c.ip)), run_id, step);
+    }
 }
 
 fn text(body: String) -> Response {
@@ -76,6 +88,7 @@ async fn ec2(app: &AppState, peer: SocketAddr, path: &str) -> Response {
         Ok(c) => c,
         Err(r) => return r.respond(app, "/{version}/meta-data", peer),
     };
+    note(app, &c, &format!("/latest/meta-data/{path}"), None);
     match md::ec2_meta_data(&c.entry.machine, c.ip, path).body() {
         Some(b) => text(b),
         None => not_found(),
@@ -87,6 +100,7 @@ pub async fn ec2_user_data(State(app): State<AppState>, ConnectInfo(peer): Conne
         Ok(c) => c,
         Err(r) => return r.respond(&app, "/{version}/user-data", peer),
     };
+    note(&app, &c, "/latest/user-data", None);
     match &c.entry.machine.cloud_init.user_data {
         Some(u) => text(u.clone()),
         // As EC2 does when an instance has no user-data.
@@ -105,6 +119,7 @@ pub async fn nocloud(
         Ok(c) => c,
         Err(r) => return r.respond(&app, "/nocloud/{mac}/{doc}", peer),
     };
+    note(&app, &c, &format!("/nocloud/{mac}/{doc}"), None);
     let ci = &c.entry.machine.cloud_init;
     match doc.as_str() {
         "meta-data" => text(md::nocloud_meta_data(&c.entry.machine)),

@@ -17,14 +17,18 @@
 //! | `GET /{2009-04-04,latest}/meta-data/…`, `…/user-data` | EC2-compatible tree for the caller |
 //! | `GET /nocloud/{mac}/{meta-data,user-data,vendor-data,network-config}` | NoCloud seed |
 //! | `POST /events` | installer events, stored before the answer ([`events`]) |
+//! | `POST /log` | the installer's console log, in chunks ([`log`]) |
 //! | `POST /phone-home/{instance_id}` | cloud-init `phone_home` from the installed OS |
 //! | `GET /healthz`, `GET /metrics` | liveness, Prometheus ([`observe`]) |
 //!
 //! Admin listener (`admin.listen`), bearer token and failed-token back-off ([`admin`],
-//! [`backoff`]): `GET /admin/machines[/{mac}[/events]]`, `POST /admin/machines/{mac}/reinstall`,
+//! [`backoff`]): `GET /admin/machines[/{mac}[/events|/trace|/log]]`, `POST /admin/machines/{mac}/reinstall`,
 //! and the records themselves: `POST /admin/machines`, `PUT`/`DELETE /admin/machines/{mac}`.
 //! BMC power and boot control ([`power`]): `GET …/{mac}/power`, `POST …/{mac}/power/{action}`,
 //! `POST …/{mac}/reinstall/power`.
+//!
+//! The status page ([`ui`]) is on the admin listener too, under `/ui/`, behind a login of its
+//! own (a session cookie, not the bearer token).
 
 pub mod admin;
 pub mod backoff;
@@ -33,10 +37,12 @@ pub mod conn;
 pub mod events;
 pub mod files;
 pub mod identify;
+pub mod log;
 pub mod metadata;
 pub mod observe;
 pub mod power;
 pub mod server;
+pub mod ui;
 pub mod wire;
 
 use std::sync::Arc;
@@ -67,6 +73,10 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// Bearer token of the admin API; `None` turns the admin API off.
     pub admin_token: Option<String>,
+    /// The status page: sessions, live streams (`ui`).
+    pub ui: ui::Ui,
+    /// The boot trace's recorder (`None`: nothing recorded).
+    pub tracer: crate::tracer::MaybeTracer,
 }
 
 pub type AppState = Arc<App>;
@@ -84,6 +94,7 @@ pub fn machines_router(app: AppState) -> Router {
         .route(osie_api::paths::METADATA, get(metadata::installer))
         .route("/nocloud/{mac}/{doc}", get(metadata::nocloud))
         .route(osie_api::paths::EVENTS, post(events::post))
+        .route(osie_api::paths::LOG, post(log::post))
         .route("/phone-home/{instance_id}", post(events::phone_home))
         .route("/healthz", get(observe::healthz))
         .route("/metrics", get(observe::metrics));
@@ -101,17 +112,20 @@ pub fn machines_router(app: AppState) -> Router {
 
 /// The admin API's routes, each behind [`admin::guard`] (back-off, then the token).
 pub fn admin_router(app: AppState) -> Router {
-    let guard = Arc::new(admin::Guard { app: Arc::clone(&app), backoff: backoff::Backoff::default() });
+    let guard = Arc::new(admin::Guard { app: Arc::clone(&app), backoff: Arc::clone(&app.ui.backoff) });
     let r = Router::new()
         .route("/admin/machines", get(admin::list).post(admin::add))
         .route("/admin/sites", get(admin::sites))
         .route("/admin/machines/{mac}", get(admin::one).put(admin::replace).delete(admin::remove))
         .route("/admin/machines/{mac}/events", get(admin::events))
+        .route("/admin/machines/{mac}/trace", get(admin::trace))
+        .route("/admin/machines/{mac}/log", get(admin::log))
         .route("/admin/machines/{mac}/reinstall", post(admin::reinstall))
         .route("/admin/machines/{mac}/reinstall/power", post(power::reinstall))
         .route("/admin/machines/{mac}/power", get(power::status))
         .route("/admin/machines/{mac}/power/{action}", post(power::act))
-        .route_layer(axum::middleware::from_fn_with_state(guard, admin::guard));
+        .route_layer(axum::middleware::from_fn_with_state(guard, admin::guard))
+        .merge(ui::router(&app));
     with_limits(r, app)
 }
 
@@ -125,6 +139,7 @@ fn with_limits(r: Router<AppState>, app: AppState) -> Router {
         .layer(DefaultBodyLimit::max(max_body))
         .layer(TraceLayer::new_for_http())
         .layer(axum::middleware::from_fn_with_state(Arc::clone(&app), observe::count))
+        .layer(axum::middleware::from_fn_with_state(Arc::clone(&app), ui::poke_after_writes))
         .with_state(app)
 }
 

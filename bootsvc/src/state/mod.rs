@@ -14,6 +14,7 @@
 //! an event names. Reads come from an in-memory copy kept in step with the file.
 
 pub mod machine;
+mod trace;
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -66,6 +67,8 @@ pub struct Store {
     committed: Condvar,
     /// Event commits so far (each one fsync), for tests and figures.
     commits: std::sync::atomic::AtomicU64,
+    /// When trace steps were last committed durably (`trace`: most of their commits are not).
+    trace_synced: Mutex<Option<std::time::Instant>>,
 }
 
 /// One event waiting to be written.
@@ -108,6 +111,10 @@ impl Store {
             txn.open_table(MACHINES).context("state store: machines table")?;
             txn.open_table(EVENTS).context("state store: events table")?;
             txn.open_table(EVENT_IDS).context("state store: event ids table")?;
+            txn.open_table(trace::TRACE).context("state store: trace table")?;
+            txn.open_table(trace::TRACE_NEXT).context("state store: trace_next table")?;
+            txn.open_table(trace::LOG_CHUNKS).context("state store: log_chunks table")?;
+            txn.open_table(trace::LOG_META).context("state store: log_meta table")?;
         }
         txn.commit().context("state store: creating tables")?;
         let mut cache = HashMap::new();
@@ -129,6 +136,7 @@ impl Store {
             queue: Mutex::new(Queue::default()),
             committed: Condvar::new(),
             commits: Default::default(),
+            trace_synced: Mutex::new(None),
         })
     }
 

@@ -18,6 +18,8 @@ use crate::config::{Config, DhcpMode};
 use crate::inventory::source::Format;
 use crate::inventory::{Entry, Inventory, Machine, Snapshot};
 use crate::state::{MachineState, Recorded, Store, StoredEvent};
+use crate::trace::log::{LogBounds, LogOutcome, LogView, StoredChunk};
+use crate::trace::{StoredStep, TraceStep};
 
 pub struct EmbeddedStorage {
     inventory: Arc<Inventory>,
@@ -134,6 +136,22 @@ impl Storage for EmbeddedStorage {
         self.store.events(key, limit)
     }
 
+    fn record_steps(&self, steps: &[(MacAddr, TraceStep)], keep: usize) -> Result<()> {
+        self.store.record_steps(steps, keep)
+    }
+
+    fn steps(&self, key: &MacAddr, limit: usize) -> Result<Vec<StoredStep>> {
+        self.store.steps(key, limit)
+    }
+
+    fn record_log(&self, key: MacAddr, chunk: &StoredChunk, bounds: &LogBounds) -> Result<LogOutcome> {
+        self.store.record_log(key, chunk, bounds)
+    }
+
+    fn log(&self, key: &MacAddr) -> Result<LogView> {
+        self.store.log(key)
+    }
+
     fn put_machine(&self, m: &Machine, replacing: Option<&MacAddr>, _from: &str) -> Result<(), ChangeError> {
         let (cfg, dir) = self.inventory_dir()?;
         let _w = self.writes.lock().unwrap_or_else(|p| p.into_inner());
@@ -185,6 +203,7 @@ impl Storage for EmbeddedStorage {
     }
 
     fn flush(&self) -> Result<()> {
+        self.store.sync_trace()?;
         self.requests.flush()
     }
 
@@ -275,6 +294,18 @@ pub(crate) mod tests {
         let got = rx.recv_timeout(std::time::Duration::from_secs(10)).expect("the DHCP answer came (no deadlock)");
         let ip: Ipv4Addr = "192.0.2.100".parse().unwrap();
         assert_eq!(got, ("offer", "ack", ip, Some("pooled".to_string())));
+    }
+
+    #[test]
+    fn trace_and_log_rules() {
+        let d = tempfile::tempdir().unwrap();
+        crate::storage::trace_rules::the_trace_is_a_ring_per_machine(&storage(d.path()));
+        let d = tempfile::tempdir().unwrap();
+        let s = storage(d.path());
+        crate::storage::trace_rules::log_chunks_are_bounded_deduplicated_and_evicted(&s);
+        drop(s);
+        let again = storage(d.path());
+        assert_eq!(again.log(&"52:54:00:00:00:01".parse().unwrap()).unwrap().runs.len(), 2, "kept across a restart");
     }
 
     #[test]

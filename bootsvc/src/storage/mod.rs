@@ -15,6 +15,7 @@
 //! | machine state | [`Storage::state`], [`Storage::states`] | no: from memory, kept in step with every write | per DHCP packet (is netboot allowed?), per request |
 //! | writes, history | [`Storage::record_event`], [`Storage::reinstall`], [`Storage::events`], [`Storage::put_machine`], [`Storage::remove_machine`] | **yes** (fsync; a database round trip): call them from a blocking thread (`spawn_blocking`) | per event, per admin call |
 //! | pool leases | [`Storage::leases`] → [`LeasePool`] | reads no; `offer`, `ack`, `release`, `decline` **yes** (durable before they return; a database round trip when [`LeasePool::blocks`]) | per DHCP packet, from the DHCP server's loop (one packet at a time; when the pool blocks, the loop decides each packet inside `block_in_place`, still one at a time, in arrival order) |
+//! | boot trace, installer log | [`Storage::record_steps`], [`Storage::steps`], [`Storage::record_log`], [`Storage::log`] | **yes**: the recorder (`crate::tracer`) calls `record_steps` from its own thread, in batches, never from DHCP or TFTP | per batch of steps, per log chunk, per admin call |
 //! | DHCP requests seen | [`Storage::dhcp_requests`] → [`RequestsSeen`] | no (written behind, at most every few seconds) | per DHCP packet, per identity check |
 //!
 //! Rules every implementation keeps:
@@ -33,6 +34,8 @@ pub mod embedded;
 pub mod leases;
 pub mod pg;
 pub mod requests;
+#[cfg(test)]
+pub(crate) mod trace_rules;
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -48,6 +51,9 @@ pub use requests::DhcpRequests;
 
 use crate::inventory::{Backend, Machine, Snapshot};
 use crate::state::{MachineState, Recorded, StoredEvent};
+pub use crate::trace::log::LogOutcome;
+use crate::trace::log::{LogBounds, LogView, StoredChunk};
+use crate::trace::{StoredStep, TraceStep};
 
 /// A site of the shared database and its number of machines (`site` empty: the machines of
 /// no site, which every site serves).
@@ -86,6 +92,20 @@ pub trait Storage: Send + Sync + 'static {
     /// The last `limit` events of the machine keyed `key`, oldest first. May block.
     fn events(&self, key: &MacAddr, limit: usize) -> Result<Vec<StoredEvent>>;
 
+    /// Store boot trace steps, each under its machine's key, numbering them per machine and
+    /// keeping the last `keep` of each machine. One transaction for the batch. May block.
+    fn record_steps(&self, steps: &[(MacAddr, TraceStep)], keep: usize) -> Result<()>;
+
+    /// The last `limit` trace steps of the machine keyed `key`, oldest first. May block.
+    fn steps(&self, key: &MacAddr, limit: usize) -> Result<Vec<StoredStep>>;
+
+    /// Store a chunk of the installer's log under `bounds` (`crate::trace::log::LogMeta::admit`
+    /// decides). Durable before it returns. May block.
+    fn record_log(&self, key: MacAddr, chunk: &StoredChunk, bounds: &LogBounds) -> Result<LogOutcome>;
+
+    /// The installer log kept for the machine keyed `key`. May block.
+    fn log(&self, key: &MacAddr) -> Result<LogView>;
+
     /// Store the machine record `m` (validated by the caller against [`Storage::snapshot`]:
     /// `crate::inventory::validate::change`), replacing the machine that has `replacing`
     /// among its MACs, or as a new machine. `from` says who made the change, for the record's
@@ -103,7 +123,8 @@ pub trait Storage: Send + Sync + 'static {
     /// nothing otherwise).
     fn dhcp_requests(&self) -> &dyn RequestsSeen;
 
-    /// Write out what is written behind (the requests seen); called at shutdown.
+    /// Write out what is written behind (the requests seen, the trace's last commits); called
+    /// at shutdown.
     fn flush(&self) -> Result<()>;
 
     /// For the log: which storage, where.

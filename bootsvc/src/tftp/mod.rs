@@ -51,9 +51,11 @@ use crate::config::{Config, Tftp};
 use crate::droplog::DropLog;
 use crate::jail::Jail;
 use crate::metrics::Metrics;
+use crate::trace::{Outcome, Step, TftpStep, TraceStep};
+use crate::tracer::{MaybeTracer, Tracer};
 use admission::{Admit, Caps};
 use packet::{ErrorCode, Granted};
-use transfer::{Limits, Session};
+use transfer::{Limits, Session, Traced};
 
 pub const TFTP_PORT: u16 = 69;
 /// Largest block size any client gets (RFC 2348's maximum).
@@ -82,6 +84,7 @@ pub struct TftpServer {
     caps: Caps,
     blksize_limit: u16,
     metrics: Arc<Metrics>,
+    tracer: MaybeTracer,
 }
 
 impl TftpServer {
@@ -109,7 +112,14 @@ impl TftpServer {
             caps: Caps { total: Tftp::MAX_TRANSFERS, per_client: cfg.tftp.max_transfers_per_client.max(1) },
             blksize_limit: blksize_limit(link_mtu(iface)),
             metrics,
+            tracer: None,
         })
+    }
+
+    /// Record each transfer to an inventory machine in its boot trace.
+    pub fn with_tracer(mut self, t: Arc<Tracer>) -> TftpServer {
+        self.tracer = Some(t);
+        self
     }
 
     /// Serve until the task is dropped.
@@ -125,8 +135,8 @@ impl TftpServer {
             max_transfers = self.caps.total, max_transfers_per_client = self.caps.per_client,
             "TFTP serving"
         );
-        let (address, limits, caps, blksize_limit, metrics) =
-            (self.address, self.limits, self.caps, self.blksize_limit, self.metrics);
+        let (address, limits, caps, blksize_limit, metrics, tracer) =
+            (self.address, self.limits, self.caps, self.blksize_limit, self.metrics, self.tracer);
         let active: Active = Arc::default();
         let workers =
             (0..worker_count()).map(|n| spawn_worker(n, limits, Arc::clone(&active))).collect::<Result<Vec<_>>>()?;
@@ -150,6 +160,7 @@ impl TftpServer {
                             caps,
                             blksize_limit,
                             metrics,
+                            tracer,
                             active,
                             drops: DropLog::new("TFTP"),
                             workers,
@@ -224,6 +235,7 @@ struct Server {
     caps: Caps,
     blksize_limit: u16,
     metrics: Arc<Metrics>,
+    tracer: MaybeTracer,
     active: Active,
     drops: DropLog,
     workers: Vec<mpsc::UnboundedSender<Job>>,
@@ -307,6 +319,25 @@ impl Server {
             Err(r) => {
                 let reason = refusal::reason(&r);
                 self.metrics.tftp_transfer("refused");
+                if let Some(t) = &self.tracer {
+                    let step = TftpStep {
+                        file: crate::trace::clean(&name, crate::trace::MAX_TEXT),
+                        options: options(&req.options),
+                        bytes: 0,
+                        size: None,
+                        block: 0,
+                        outcome: Outcome::Refused,
+                        reason: r.to_string(),
+                    };
+                    let at_ms = crate::trace::now_ms();
+                    t.record_ip(peer.ip(), |mac| TraceStep {
+                        at_ms,
+                        mac,
+                        source: Some(peer.ip()),
+                        run_id: None,
+                        step: Step::Tftp(step),
+                    });
+                }
                 if self.dropped(reason, Some(peer)) {
                     warn!(client = %peer, file = %name, reason, "TFTP read request refused: {r}");
                 }
@@ -329,7 +360,11 @@ impl Server {
             client = %peer, file = %name, size, blksize = granted.blksize, windowsize = granted.windowsize,
             "TFTP read request: sending"
         );
-        let session = Session::new(peer, name, size, Arc::clone(&self.metrics));
+        let mut session = Session::new(peer, name, size, Arc::clone(&self.metrics));
+        if let Some(t) = &self.tracer {
+            let tracer = Arc::clone(t);
+            session = session.traced(Traced { tracer, options: options(&req.options), blksize: granted.blksize });
+        }
         self.active.lock().unwrap_or_else(|e| e.into_inner()).insert(peer);
         let n = self.next.get();
         self.next.set((n + 1) % self.workers.len());
@@ -339,6 +374,11 @@ impl Server {
             self.active.lock().unwrap_or_else(|e| e.into_inner()).remove(&peer);
         }
     }
+}
+
+/// The options as asked, for the boot trace (`name=value`, a few, cleaned).
+fn options(o: &[(String, String)]) -> Vec<String> {
+    o.iter().take(8).map(|(k, v)| crate::trace::clean(&format!("{k}={v}"), 64)).collect()
 }
 
 /// The transfer's own socket: a fresh port on the server's address (the transfer ID),

@@ -24,6 +24,8 @@ use tracing::info;
 
 use super::packet::{self, FromClient, Granted};
 use crate::metrics::Metrics;
+use crate::trace::{Outcome, Step, TftpStep, TraceStep};
+use crate::tracer::Tracer;
 
 /// Read-ahead per transfer (at least one whole window).
 const READ_AHEAD: usize = 64 * 1024;
@@ -63,12 +65,27 @@ pub struct Session {
     started: Instant,
     end: Option<End>,
     metrics: Arc<Metrics>,
+    trace: Option<Traced>,
+}
+
+/// What the boot trace needs of a transfer beyond the session's counts.
+pub struct Traced {
+    pub tracer: Arc<Tracer>,
+    /// The options as asked (`name=value`).
+    pub options: Vec<String>,
+    pub blksize: u16,
 }
 
 impl Session {
     pub fn new(client: SocketAddr, name: String, size: u64, metrics: Arc<Metrics>) -> Session {
         metrics.tftp_in_flight.inc();
-        Session { client, name, size, acked: 0, started: Instant::now(), end: None, metrics }
+        Session { client, name, size, acked: 0, started: Instant::now(), end: None, metrics, trace: None }
+    }
+
+    /// Record the transfer in the boot trace of the machine holding the client's address.
+    pub fn traced(mut self, t: Traced) -> Session {
+        self.trace = Some(t);
+        self
     }
 
     fn ack_bytes(&mut self, n: u64) {
@@ -89,6 +106,27 @@ impl Drop for Session {
             Some(End::Io(e)) => format!(" ({e})"),
             None => " (server stopping)".into(),
         };
+        if let Some(t) = self.trace.take() {
+            let complete = matches!(self.end, Some(End::Complete));
+            let step = TftpStep {
+                file: crate::trace::clean(&self.name, crate::trace::MAX_TEXT),
+                options: t.options,
+                bytes: self.acked,
+                size: Some(self.size),
+                block: self.acked / u64::from(t.blksize.max(1)),
+                outcome: if complete { Outcome::Complete } else { Outcome::Abandoned },
+                reason: why.trim().trim_start_matches('(').trim_end_matches(')').to_string(),
+            };
+            let at_ms = crate::trace::now_ms();
+            let ip = self.client.ip();
+            t.tracer.record_ip(ip, |mac| TraceStep {
+                at_ms,
+                mac,
+                source: Some(ip),
+                run_id: None,
+                step: Step::Tftp(step),
+            });
+        }
         let secs = self.started.elapsed().as_secs_f64();
         info!(
             client = %self.client, file = %self.name, bytes = self.acked, size = self.size, secs, outcome,

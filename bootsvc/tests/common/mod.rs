@@ -25,6 +25,8 @@ pub const BASE: &str = "http://192.0.2.1:8080";
 /// The admin API: its own listener, on the namespace's loopback (the default `admin.listen`).
 pub const ADMIN: &str = "http://127.0.0.1:8081";
 pub const TOKEN: &str = "test-token-0123456789abcdef";
+/// The status page's read-only token, with [`Options::read_only`].
+pub const RO_TOKEN: &str = "read-only-token-0123456789abcdef";
 /// Addresses on the namespace's loopback besides the server's: machines call from these.
 pub const CLIENTS: [&str; 4] = ["192.0.2.11", "192.0.2.12", "192.0.2.13", "192.0.2.14"];
 
@@ -54,6 +56,8 @@ pub struct Options {
     pub http: HttpCaps,
     /// `admin.listen` (default: unset, so `127.0.0.1:8081`).
     pub admin_listen: Option<String>,
+    /// `admin.read_only_token_file` holding [`RO_TOKEN`].
+    pub read_only: bool,
 }
 
 /// The site's `bootsvc.toml`: DHCP and TFTP off, small HTTP limits, artifacts, images and
@@ -77,7 +81,11 @@ pub fn config(opts: &Options) -> site::Config {
         ..opts.http.clone()
     };
     c.artifacts.kernel_args = Some("console=ttyS0,115200n8".into());
-    c.admin = (!opts.no_admin).then(|| Admin { listen: opts.admin_listen.clone(), ..Admin::with_token(TOKEN) });
+    c.admin = (!opts.no_admin).then(|| Admin {
+        listen: opts.admin_listen.clone(),
+        read_only_token: opts.read_only.then(|| RO_TOKEN.to_string()),
+        ..Admin::with_token(TOKEN)
+    });
     c.log =
         Log { format: Some(if opts.log_json { LogFormat::Json } else { LogFormat::Text }), level: Some("info".into()) };
     c.user = opts.user.map(str::to_string);

@@ -92,6 +92,9 @@ pub struct Artifacts {
     pub kernel_args: Option<String>,
 }
 
+/// Where [`Admin::read_only_token`] is written, beside the config.
+pub const READ_ONLY_TOKEN_FILE: &str = "read-only.token";
+
 #[derive(Debug, Clone)]
 pub struct Admin {
     /// What the token file holds.
@@ -100,11 +103,14 @@ pub struct Admin {
     pub token_file: PathBuf,
     /// `admin.listen` (an address or a Unix socket path); `None`: bootsvc's default.
     pub listen: Option<String>,
+    /// The status page's read-only token, written to `read-only.token` beside the config
+    /// (`admin.read_only_token_file`).
+    pub read_only_token: Option<String>,
 }
 
 impl Admin {
     pub fn with_token(token: &str) -> Admin {
-        Admin { token: token.to_string(), token_file: "admin.token".into(), listen: None }
+        Admin { token: token.to_string(), token_file: "admin.token".into(), listen: None, read_only_token: None }
     }
 }
 
@@ -229,6 +235,9 @@ impl Config {
             if let Some(l) = &a.listen {
                 t.str("listen", l);
             }
+            if a.read_only_token.is_some() {
+                t.path("read_only_token_file", Path::new(READ_ONLY_TOKEN_FILE));
+            }
         }
         if self.log.format.is_some() || self.log.level.is_some() {
             t.table("log");
@@ -251,6 +260,9 @@ impl Config {
     pub fn write(&self, dir: &Path) -> Result<PathBuf> {
         if let Some(a) = &self.admin {
             write_secret(&dir.join(&a.token_file), &a.token)?;
+            if let Some(ro) = &a.read_only_token {
+                write_secret(&dir.join(READ_ONLY_TOKEN_FILE), ro)?;
+            }
         }
         if let Some(db) = &self.database {
             write_secret(&dir.join(&db.url_file), &db.url)?;

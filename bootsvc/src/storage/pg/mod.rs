@@ -21,6 +21,7 @@ pub mod machines;
 pub mod schema;
 pub mod spool;
 pub mod state;
+pub mod trace;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -42,6 +43,8 @@ use crate::config::{Config, DhcpMode};
 use crate::inventory::{images, watch, Entry, Images, Inventory, Machine, Snapshot};
 use crate::problem::Problems;
 use crate::state::{MachineState, Recorded, StoredEvent};
+use crate::trace::log::{LogBounds, LogOutcome, LogView, StoredChunk};
+use crate::trace::{StoredStep, TraceStep};
 
 /// What the listener updates, shared with it.
 pub struct Shared {
@@ -232,6 +235,34 @@ impl Storage for PgStorage {
         self.bridge().run("reading events", async {
             let c = self.bridge().client().await?;
             state::events(&c, key, limit).await
+        })
+    }
+
+    fn record_steps(&self, steps: &[(MacAddr, TraceStep)], keep: usize) -> Result<()> {
+        self.bridge().run("storing trace steps", async {
+            let mut c = self.bridge().client().await?;
+            trace::record_steps(&mut c, steps, keep).await
+        })
+    }
+
+    fn steps(&self, key: &MacAddr, limit: usize) -> Result<Vec<StoredStep>> {
+        self.bridge().run("reading the trace", async {
+            let c = self.bridge().client().await?;
+            trace::steps(&c, key, limit).await
+        })
+    }
+
+    fn record_log(&self, key: MacAddr, chunk: &StoredChunk, bounds: &LogBounds) -> Result<LogOutcome> {
+        self.bridge().run("storing a log chunk", async {
+            let mut c = self.bridge().client().await?;
+            trace::record_log(&mut c, key, chunk, bounds).await
+        })
+    }
+
+    fn log(&self, key: &MacAddr) -> Result<LogView> {
+        self.bridge().run("reading the log", async {
+            let c = self.bridge().client().await?;
+            trace::log(&c, key).await
         })
     }
 

@@ -20,8 +20,10 @@ pub struct Migration {
 }
 
 /// Every migration this bootsvc knows, oldest first, numbered 1, 2, 3…
-pub const MIGRATIONS: &[Migration] =
-    &[Migration { version: 1, name: "initial", sql: include_str!("migrations/0001_initial.sql") }];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration { version: 1, name: "initial", sql: include_str!("migrations/0001_initial.sql") },
+    Migration { version: 2, name: "trace", sql: include_str!("migrations/0002_trace.sql") },
+];
 
 /// The schema version this bootsvc serves.
 pub fn latest() -> i32 {

@@ -181,16 +181,31 @@ fn schema_versions_are_checked() {
     assert!(!e.contains(&pg.password), "{e}");
     pg.psql("v", "CREATE TABLE osie_schema (version integer PRIMARY KEY, name text NOT NULL, sha256 text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now(), applied_by text NOT NULL)").unwrap();
     let e = format!("{:#}", PgStorage::open(Arc::clone(&cfg), &pg.url("v")).err().unwrap());
-    assert!(e.contains("schema is version 0, older than this bootsvc's (1): run `bootsvc db migrate`"), "{e}");
+    assert!(e.contains("schema is version 0, older than this bootsvc's (2): run `bootsvc db migrate`"), "{e}");
     pg.psql("v", "DROP TABLE osie_schema").unwrap();
     let b = migrated(&pg, "v2");
     drop(b);
     let cfg2 = config(&pg, "v2", &state);
     assert!(PgStorage::open(Arc::clone(&cfg2), &pg.url("v2")).is_ok());
-    pg.psql("v2", "INSERT INTO osie_schema VALUES (2, 'future', 'x', now(), 'test')").unwrap();
+    pg.psql("v2", "INSERT INTO osie_schema VALUES (3, 'future', 'x', now(), 'test')").unwrap();
     let e = format!("{:#}", PgStorage::open(Arc::clone(&cfg2), &pg.url("v2")).err().unwrap());
-    assert!(e.contains("schema is version 2, newer than this bootsvc knows (1)"), "{e}");
-    pg.psql("v2", "DELETE FROM osie_schema WHERE version = 2; UPDATE osie_schema SET sha256 = 'edited'").unwrap();
+    assert!(e.contains("schema is version 3, newer than this bootsvc knows (2)"), "{e}");
+    pg.psql("v2", "DELETE FROM osie_schema WHERE version = 3; UPDATE osie_schema SET sha256 = 'edited'").unwrap();
     let e = format!("{:#}", PgStorage::open(cfg2, &pg.url("v2")).err().unwrap());
     assert!(e.contains("schema version 1 (initial) in the database differs from this bootsvc's migration 1"), "{e}");
+}
+
+#[test]
+fn trace_and_log_keep_their_rules_in_postgres() {
+    let Some(pg) = Postgres::start("trace_and_log_keep_their_rules_in_postgres") else { return };
+    drop(migrated(&pg, "trace"));
+    let (sa, sz) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = PgStorage::open(config(&pg, "trace", &sa), &pg.url("trace")).unwrap();
+    crate::storage::trace_rules::the_trace_is_a_ring_per_machine(&a);
+    crate::storage::trace_rules::log_chunks_are_bounded_deduplicated_and_evicted(&a);
+    // Another instance on the same database reads the same.
+    let z = PgStorage::open(config(&pg, "trace", &sz), &pg.url("trace")).unwrap();
+    let k: MacAddr = "52:54:00:00:00:01".parse().unwrap();
+    assert_eq!(z.steps(&k, 100).unwrap(), a.steps(&k, 100).unwrap());
+    assert_eq!(z.log(&k).unwrap(), a.log(&k).unwrap());
 }
