@@ -8,12 +8,14 @@
 //! - [`metadata`]: what `GET /metadata` returns for one machine.
 //! - [`events`]: what the installer (and the installed OS) `POST /events`.
 //! - [`hardware`]: the inventory the installer sends with its first event.
+//! - [`qcow2`]: the qcow2 header and tables, read the same way by both sides.
 
 pub mod cmdline;
 pub mod events;
 pub mod hardware;
 pub mod mac;
 pub mod metadata;
+pub mod qcow2;
 pub mod size;
 pub mod time;
 
