@@ -9,6 +9,7 @@
 //! - [`events`]: what the installer (and the installed OS) `POST /events`.
 //! - [`hardware`]: the inventory the installer sends with its first event.
 //! - [`log`]: the installer's console log, sent in chunks.
+//! - [`qcow2`]: the qcow2 header and tables, read the same way by both sides.
 
 pub mod cmdline;
 pub mod events;
@@ -16,6 +17,7 @@ pub mod hardware;
 pub mod log;
 pub mod mac;
 pub mod metadata;
+pub mod qcow2;
 pub mod size;
 pub mod time;
 

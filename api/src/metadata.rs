@@ -88,13 +88,16 @@ pub struct Image {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ImageFormat {
-    /// Decide from the first bytes (zstd, gzip and xz magic; anything else is raw).
+    /// Decide from the first bytes (zstd, gzip, xz and qcow2 magic; anything else is raw).
     #[default]
     Auto,
     Raw,
     Zstd,
     Gzip,
     Xz,
+    /// qcow2 (v2, v3): tables read first, then the file streamed in file order
+    /// ([`crate::qcow2`]); `sha256` covers the downloaded file.
+    Qcow2,
 }
 
 /// Which bytes `sha256` covers.

@@ -14,7 +14,7 @@ use crate::suites::{self, Ctx, ITEMS};
 
 #[derive(Args)]
 pub struct RunArgs {
-    /// Items to run: dhcp, tftp, http, image, e2e, size, or all.
+    /// Items to run: dhcp, tftp, http, image, qcow2, e2e, size, or all.
     #[arg(required = true)]
     items: Vec<String>,
     /// Smoke mode: tiny inputs, one short run each (exercises the harness in seconds).
@@ -99,6 +99,7 @@ pub fn run(a: RunArgs) -> Result<()> {
             "tftp" => suites::tftp::run(ctx, out),
             "http" => suites::http::run(ctx, out),
             "image" => suites::image::run(ctx, out),
+            "qcow2" => suites::qcow2::run(ctx, out),
             "e2e" => suites::e2e::run(ctx, out),
             "size" => suites::size::run(ctx, out),
             _ => unreachable!("checked above"),

@@ -31,7 +31,7 @@ struct ItemSpec {
     cols: &'static [Col],
 }
 
-const ITEMS: [ItemSpec; 4] = [
+const ITEMS: [ItemSpec; 5] = [
     ItemSpec {
         item: "image",
         title: "1. Image streaming",
@@ -43,6 +43,20 @@ const ITEMS: [ItemSpec; 4] = [
             col("cpu_s_per_gb", "CPU s/GB", 2),
             col("cores", "cores busy", 2),
             col("max_rss_mib", "max RSS MiB", 0),
+        ],
+    },
+    ItemSpec {
+        item: "qcow2",
+        title: "1b. qcow2 images",
+        primary: "mb_per_sec",
+        higher_better: true,
+        cols: &[
+            col("mb_per_sec", "MB/s", 0),
+            col("seconds", "s", 2),
+            col("cpu_s_per_gb", "CPU s/GB", 2),
+            col("cores", "cores busy", 2),
+            col("max_rss_mib", "max RSS MiB", 0),
+            col("ram_mib", "RAM MiB (RSS + staged)", 0),
         ],
     },
     ItemSpec {
@@ -209,6 +223,20 @@ fn summary(s: &mut String, results: &[SuiteResult]) {
                         d >= 0.9,
                     ));
                 }
+            }
+        }
+    }
+    // qcow2: faster than Ironic's way (download to RAM, then convert), memory bounded.
+    if let Some(r) = find("qcow2") {
+        for rec in r.records.iter().filter(|x| x.osie) {
+            let ironic = r.records.iter().find(|x| x.case == rec.case && x.tool.starts_with("Ironic"));
+            if let (Some(o), Some(b)) = (rec.median("mb_per_sec"), ironic.and_then(|x| x.median("mb_per_sec"))) {
+                let what = format!("qcow2 {}: installer ÷ Ironic's way (download to RAM, convert)", rec.case);
+                rows.push((what, "≥ 1×".into(), format!("{:.2}×", o / b), o >= b));
+            }
+            if let Some(m) = rec.median("max_rss_mib") {
+                let what = format!("qcow2 {}: installer peak RSS", rec.case);
+                rows.push((what, "≤ 256 MiB".into(), format!("{m:.0} MiB"), m <= 256.0));
             }
         }
     }
@@ -389,7 +417,7 @@ fn limit_text(item: &str, rec: &Record) -> String {
                 });
             }
         }
-        "image" => {
+        "image" | "qcow2" => {
             if let (Some(c), Some(cpu)) = (cores, rec.median("cpu_s_per_gb")) {
                 parts.push(format!("{c:.2} cores busy, {cpu:.2} CPU s per GB"));
             }

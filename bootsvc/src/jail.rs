@@ -218,9 +218,15 @@ impl Jail {
 /// For `bootsvc check` and the inventory reload: `name` in `root`, opened exactly as a
 /// request for it would be. Its metadata, or what is wrong, for the operator.
 pub fn servable(root: &Path, name: &str) -> Result<std::fs::Metadata, String> {
+    open_servable(root, name)?.metadata().map_err(|e| format!("{}: {e}", root.join(name).display()))
+}
+
+/// The file a request for `name` would be served, opened through the same jail (for checks
+/// that read it, such as a qcow2 image's tables).
+pub fn open_servable(root: &Path, name: &str) -> Result<std::fs::File, String> {
     let jail = Jail::new(root).map_err(|e| format!("{e:#}"))?;
     match jail.open(Path::new(name)) {
-        Ok((f, _)) => f.metadata().map_err(|e| format!("{}: {e}", root.join(name).display())),
+        Ok((f, _)) => Ok(f),
         Err(r) => Err(jail.explain(name, &r)),
     }
 }

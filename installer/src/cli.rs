@@ -103,6 +103,7 @@ enum Format {
     Zstd,
     Gzip,
     Xz,
+    Qcow2,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -162,6 +163,7 @@ fn run(cli: Cli) -> Result<()> {
                     Format::Zstd => ImageFormat::Zstd,
                     Format::Gzip => ImageFormat::Gzip,
                     Format::Xz => ImageFormat::Xz,
+                    Format::Qcow2 => ImageFormat::Qcow2,
                 },
                 size,
                 raw_size,

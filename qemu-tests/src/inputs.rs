@@ -114,6 +114,45 @@ impl Inputs {
     pub fn image_sha256(&self) -> &str {
         self.manifest["sha256"].as_str().unwrap_or_default()
     }
+
+    /// The same OS as a qcow2 image with zstd-compressed clusters (what `qemu-img convert -c
+    /// -o compression_type=zstd` writes from the decompressed image), in an images directory
+    /// of its own under `dir` with its manifest (`format: qcow2`): these inputs, serving it
+    /// under the same name. About 20 s on 2 cores; needs `qemu-img`.
+    pub fn as_qcow2(&self, dir: &Path) -> Result<Inputs> {
+        let images = dir.join("images-qcow2");
+        std::fs::create_dir_all(&images).with_context(|| format!("creating {}", images.display()))?;
+        let (raw, qcow2) = (images.join(format!("{IMAGE}.raw")), images.join(format!("{IMAGE}.qcow2")));
+        let run = |cmd: &mut std::process::Command| -> Result<String> {
+            let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+            if !out.status.success() {
+                bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+            }
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        };
+        run(std::process::Command::new("zstd")
+            .args(["-d", "-q", "-f", "--sparse", "-o"])
+            .arg(&raw)
+            .arg(self.image_file()))?;
+        run(std::process::Command::new("qemu-img")
+            .args(["convert", "-W", "-f", "raw", "-O", "qcow2", "-c", "-o", "compression_type=zstd"])
+            .arg(&raw)
+            .arg(&qcow2))?;
+        let raw_size = std::fs::metadata(&raw)?.len();
+        std::fs::remove_file(&raw)?;
+        let sum = run(std::process::Command::new("sha256sum").arg(&qcow2))?;
+        let sha256 = sum.split_whitespace().next().context("sha256sum printed nothing")?.to_string();
+        let manifest = serde_json::json!({
+            "name": IMAGE,
+            "file": format!("{IMAGE}.qcow2"),
+            "format": "qcow2",
+            "size": std::fs::metadata(&qcow2)?.len(),
+            "raw_size": raw_size,
+            "sha256": sha256,
+        });
+        std::fs::write(images.join(format!("{IMAGE}.json")), manifest.to_string())?;
+        Ok(Inputs { images, manifest, ..self.clone() })
+    }
 }
 
 fn build_dir() -> PathBuf {

@@ -4,7 +4,7 @@
 //!
 //! | test | firmware | what it proves |
 //! |---|---|---|
-//! | `a_bios_ipxe_rom_installs_and_first_boots` | SeaBIOS + iPXE NIC ROM | DHCP (class ipxe) → script → kernel + initramfs → install → reboot from disk → user-data marker + `first-boot` from the OS; the status page (`/ui/`) watches in headless Chromium: the machine listed, its progress bar moving without a reload, its timeline with every phase once `installed` (screenshots in `qemu-tests/artifacts/status-page/`) |
+//! | `a_bios_ipxe_rom_installs_and_first_boots` | SeaBIOS + iPXE NIC ROM | DHCP (class ipxe) → script → kernel + initramfs → install of the image's **qcow2** form (zstd clusters, made in the test with `qemu-img`) → reboot from disk → user-data marker + `first-boot` from the OS; the status page (`/ui/`) watches in headless Chromium: the machine listed, its progress bar moving without a reload, its timeline with every phase once `installed` (screenshots in `qemu-tests/artifacts/status-page/`) |
 //! | `b_uefi_pxe_installs_and_first_boots` | OVMF, ROM disabled | in proxy mode beside a site DHCP server (dnsmasq): UEFI PXE (arch 7) → `ipxe.efi` over TFTP → iPXE → the same; the installed OS is leased another address than the installer had, and its first boot is recorded from there |
 //! | `c_netboot_not_allowed_boots_its_disk` | SeaBIOS + iPXE NIC ROM | a machine with an OS on its disk and `netboot.allow = false`: no boot file, no installer, its OS runs |
 //! | `d_bad_checksum_fails_and_disk_does_not_boot` | SeaBIOS + iPXE NIC ROM | wrong sha256: `failed` with the error chain, netboot kept, the next boot netboots again, the disk's first MiB is not the image's, the disk alone does not boot |
@@ -35,8 +35,8 @@ fn check<T>(r: anyhow::Result<T>) -> T {
 /// Install a blank machine with `fw`, let it boot its OS, and check what bootsvc saw. With
 /// `Dhcp::ProxyBesideSite` a site DHCP server (dnsmasq) hands out the addresses and the
 /// record has no fixed address. With `page`, the status page watches the install in headless
-/// Chromium (`osie_qemu_tests::page`).
-fn install_and_first_boot(test: &str, fw: Firmware, mac: &str, dhcp: Dhcp, page: bool) {
+/// Chromium (`osie_qemu_tests::page`). `image`: which file of the test image it installs.
+fn install_and_first_boot(test: &str, fw: Firmware, mac: &str, dhcp: Dhcp, page: bool, image: Form) {
     let Some(inputs) = Inputs::for_test(test) else { return };
     if dhcp == Dhcp::ProxyBesideSite && !osie_testkit::require_tools(test, &["dnsmasq"]) {
         return;
@@ -45,6 +45,18 @@ fn install_and_first_boot(test: &str, fw: Firmware, mac: &str, dhcp: Dhcp, page:
         return;
     }
     signals::install();
+    // The qcow2 form is made here from the same image (removed at the end).
+    let mut scratch = None;
+    let inputs = match image {
+        Form::Packed => inputs,
+        Form::Qcow2 => {
+            let t = std::time::Instant::now();
+            let s = scratch.insert(check(Scratch::new(test)));
+            let q = check(inputs.as_qcow2(&s.0));
+            eprintln!("{test}: the image as qcow2 (zstd clusters, {} bytes) in {:?}", q.manifest["size"], t.elapsed());
+            q
+        }
+    };
     let lab = check(Lab::start_with(test, &inputs, dhcp));
     let mut rec = Record::new("node1", mac, Lab::address(1));
     rec.fixed_address = dhcp == Dhcp::Reservation;
@@ -103,6 +115,35 @@ fn install_and_first_boot(test: &str, fw: Firmware, mac: &str, dhcp: Dhcp, page:
     eprintln!("{}", bootsvc::trace::render::trace_text(&trace));
 }
 
+/// Which file of the test image the machine installs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Form {
+    /// `debian-12.raw.zst` as `images/build` packs it.
+    Packed,
+    /// The same disk as qcow2 with zstd clusters (`Inputs::as_qcow2`).
+    Qcow2,
+}
+
+/// A directory for this test's own files, readable by bootsvc after it drops privileges;
+/// removed when dropped.
+struct Scratch(std::path::PathBuf);
+
+impl Scratch {
+    fn new(test: &str) -> anyhow::Result<Scratch> {
+        use std::os::unix::fs::PermissionsExt;
+        let d = std::env::temp_dir().join(format!("osie-e2e-{test}-{}", std::process::id()));
+        std::fs::create_dir_all(&d)?;
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755))?;
+        Ok(Scratch(d))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// Proxy mode: the site DHCP server leased the installed OS (systemd-networkd, a DUID client
 /// identifier) another address than the firmware and the installer (whose client identifier
 /// is the MAC). bootsvc knew that address from the OS's own DHCP REQUEST, stored the first
@@ -137,6 +178,7 @@ fn a_bios_ipxe_rom_installs_and_first_boots() {
         "52:54:00:e2:0a:01",
         Dhcp::Reservation,
         true,
+        Form::Qcow2,
     );
 }
 
@@ -148,6 +190,7 @@ fn b_uefi_pxe_installs_and_first_boots() {
         "52:54:00:e2:0b:01",
         Dhcp::ProxyBesideSite,
         false,
+        Form::Packed,
     );
 }
 
@@ -159,6 +202,7 @@ fn e_uefi_http_boot_installs_and_first_boots() {
         "52:54:00:e2:0e:01",
         Dhcp::Reservation,
         false,
+        Form::Packed,
     );
 }
 

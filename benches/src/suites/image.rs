@@ -23,7 +23,7 @@ use osie_testkit::{ChildGuard, LoopDev, Netns};
 
 /// How (b) and (c) are compressed; a cached input made otherwise is made again.
 const PACKING: &str = "images/pack --level 9 --frame-mib 32";
-const PORT: u16 = 8080;
+pub(super) const PORT: u16 = 8080;
 
 /// An image as the tools are given it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -104,17 +104,8 @@ pub fn run(ctx: &Ctx, out: &mut SuiteResult) -> Result<()> {
             for run in 0..ctx.runs {
                 reset(&dev, &inputs_dir, input)?;
                 let log = dir.join(format!("{}.log", tool.name().split_whitespace().next().unwrap_or("tool")));
-                let script = cmd_text.clone();
-                let log2 = log.clone();
-                let ran: Ran = ns
-                    .spawn(move || {
-                        let mut c = Command::new("bash");
-                        c.args(["-o", "pipefail", "-c", &script]);
-                        measure::run_measured(&mut c, &log2, "image writer")
-                    })
-                    .join()
-                    .map_err(|_| anyhow::anyhow!("runner thread panicked"))?
-                    .with_context(|| format!("{} on {}", tool.name(), input.label))?;
+                let ran =
+                    run_script(&ns, &cmd_text, &log).with_context(|| format!("{} on {}", tool.name(), input.label))?;
                 if run == 0 {
                     verify(&dev, input).with_context(|| format!("{} on {}", tool.name(), input.label))?;
                 }
@@ -170,9 +161,22 @@ fn command_text(ctx: &Ctx, tool: Tool, i: &Input, base: &str, inputs: &Path, dev
     }
 }
 
+/// `script` under `bash -o pipefail` in `ns`, measured (wall time, CPU and peak RSS of it and
+/// its children), its output in `log`.
+pub(super) fn run_script(ns: &Netns, script: &str, log: &Path) -> Result<Ran> {
+    let (script, log) = (script.to_string(), log.to_path_buf());
+    ns.spawn(move || {
+        let mut c = Command::new("bash");
+        c.args(["-o", "pipefail", "-c", &script]);
+        measure::run_measured(&mut c, &log, "image writer")
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("runner thread panicked"))?
+}
+
 /// Before each run: the target discarded (its backing file's blocks freed) and its buffers
 /// dropped; the image files read into the page cache.
-fn reset(dev: &str, inputs: &Path, i: &Input) -> Result<()> {
+pub(super) fn reset(dev: &str, inputs: &Path, i: &Input) -> Result<()> {
     osie_testkit::netns::run(Command::new("blkdiscard").args(["-f", dev])).context("blkdiscard")?;
     osie_testkit::netns::run(Command::new("blockdev").args(["--flushbufs", dev])).context("blockdev --flushbufs")?;
     for f in [&i.zst, &i.raw] {
@@ -181,7 +185,7 @@ fn reset(dev: &str, inputs: &Path, i: &Input) -> Result<()> {
     Ok(())
 }
 
-fn warm(p: &Path) -> Result<()> {
+pub(super) fn warm(p: &Path) -> Result<()> {
     use std::io::Read;
     let mut f = std::fs::File::open(p).with_context(|| format!("opening {}", p.display()))?;
     let mut buf = vec![0u8; 8 << 20];
@@ -190,7 +194,7 @@ fn warm(p: &Path) -> Result<()> {
 }
 
 /// The device's first `raw_size` bytes must be the image.
-fn verify(dev: &str, i: &Input) -> Result<()> {
+pub(super) fn verify(dev: &str, i: &Input) -> Result<()> {
     let mib = i.raw_size / (1 << 20);
     let out = osie_testkit::netns::run(Command::new("bash").args([
         "-o",
@@ -205,7 +209,7 @@ fn verify(dev: &str, i: &Input) -> Result<()> {
     Ok(())
 }
 
-fn start_nginx(ns: &Netns, dir: &Path, root: &Path) -> Result<ChildGuard> {
+pub(super) fn start_nginx(ns: &Netns, dir: &Path, root: &Path) -> Result<ChildGuard> {
     let conf = dir.join("nginx.conf");
     std::fs::write(
         &conf,
@@ -296,7 +300,7 @@ fn finish(dir: &Path, raw: &Path, zst: &Path, label: &str) -> Result<Input> {
 
 /// (a): `build/images/debian-12.raw.zst` from `images/build` (run by scripts/bench), and
 /// its raw file for `dd`.
-fn debian(ctx: &Ctx, dir: &Path) -> Result<Input> {
+pub(super) fn debian(ctx: &Ctx, dir: &Path) -> Result<Input> {
     let src = ctx.root.join("build/images/debian-12.raw.zst");
     let man = ctx.root.join("build/images/debian-12.json");
     if !src.exists() || !man.exists() {
@@ -380,11 +384,11 @@ fn compress(raw: &Path, zst: &Path) -> Result<()> {
     Ok(())
 }
 
-fn sha256_file(p: &Path) -> Result<String> {
+pub(super) fn sha256_file(p: &Path) -> Result<String> {
     let out = osie_testkit::netns::run(Command::new("sha256sum").arg(p))?;
     Ok(String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or("").to_string())
 }
 
-fn file_name(p: &Path) -> String {
+pub(super) fn file_name(p: &Path) -> String {
     p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
 }

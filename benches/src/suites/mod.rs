@@ -7,6 +7,7 @@ pub mod dhcp;
 pub mod e2e;
 pub mod http;
 pub mod image;
+pub mod qcow2;
 pub mod size;
 pub mod tftp;
 
@@ -19,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::stats;
 
 /// The items, in the order they run and appear in the report.
-pub const ITEMS: [&str; 6] = ["dhcp", "tftp", "http", "image", "e2e", "size"];
+pub const ITEMS: [&str; 7] = ["dhcp", "tftp", "http", "image", "qcow2", "e2e", "size"];
 
 /// Where things are and how hard to try.
 #[derive(Debug, Clone)]

@@ -15,6 +15,7 @@ pub mod targets {
     pub mod identity;
     pub mod inventory;
     pub mod ipxe;
+    pub mod qcow2;
     pub mod tftp;
 }
 

@@ -47,3 +47,23 @@ fn inventory() {
 fn ipxe() {
     replay("ipxe", bootsvc_fuzz::targets::ipxe::run);
 }
+
+#[test]
+fn qcow2() {
+    replay("qcow2", bootsvc_fuzz::targets::qcow2::run);
+}
+
+/// The qcow2 seeds made with qemu-img (plain, zlib, zstd, v2, extended L2) are accepted, so the
+/// oracle is really run on them; the layer over a backing file is refused.
+#[test]
+fn qcow2_seeds_are_parsed() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus/qcow2");
+    let (mut ok, mut refused) = (0, 0);
+    for f in std::fs::read_dir(dir).unwrap() {
+        match bootsvc_fuzz::targets::qcow2::plan(&std::fs::read(f.unwrap().path()).unwrap()) {
+            Some(_) => ok += 1,
+            None => refused += 1,
+        }
+    }
+    assert!(ok >= 5 && refused >= 1, "{ok} accepted, {refused} refused");
+}

@@ -42,6 +42,8 @@ pub enum ManifestFormat {
     Gzip,
     Xz,
     Raw,
+    /// Read with `osie_api::qcow2`: `check` reads its header and tables.
+    Qcow2,
 }
 
 impl From<ManifestFormat> for ImageFormat {
@@ -51,6 +53,7 @@ impl From<ManifestFormat> for ImageFormat {
             ManifestFormat::Gzip => ImageFormat::Gzip,
             ManifestFormat::Xz => ImageFormat::Xz,
             ManifestFormat::Raw => ImageFormat::Raw,
+            ManifestFormat::Qcow2 => ImageFormat::Qcow2,
         }
     }
 }
@@ -118,12 +121,18 @@ fn load_one(dir: &Path, path: &Path, problems: &mut Problems) -> Option<ImageMan
     match checks::file_name(&m.file) {
         Err(e) => c.add("file", e),
         // Opened as a request for it would be: what passes here is served.
-        Ok(()) => match crate::jail::servable(dir, &m.file) {
+        Ok(()) => match crate::jail::open_servable(dir, &m.file) {
             Err(e) => c.add("file", e),
-            Ok(meta) if meta.len() != m.size => {
-                c.add("size", format!("{} but {} has {} bytes", m.size, m.file, meta.len()));
-            }
-            Ok(_) => {}
+            Ok(f) => match f.metadata() {
+                Err(e) => c.add("file", format!("{}: {e}", m.file)),
+                Ok(meta) if meta.len() != m.size => {
+                    c.add("size", format!("{} but {} has {} bytes", m.size, m.file, meta.len()));
+                }
+                Ok(meta) => match qcow2_problem(&f, meta.len(), &m) {
+                    Ok(()) => {}
+                    Err((field, e)) => c.add(field, e),
+                },
+            },
         },
     }
     if let Some(raw) = m.raw_size {
@@ -132,6 +141,40 @@ fn load_one(dir: &Path, path: &Path, problems: &mut Problems) -> Option<ImageMan
         }
     }
     (problems.len() == before).then_some(m)
+}
+
+/// A qcow2 file read as the installer will read it (header, L1, every L2 table): what it
+/// would refuse is refused here. Any other format must not be qcow2 in disguise.
+fn qcow2_problem(f: &std::fs::File, len: u64, m: &ImageManifest) -> Result<(), (&'static str, String)> {
+    use osie_api::qcow2::{Header, Mapper, HEADER_READ};
+    use std::os::unix::fs::FileExt;
+    let read = |at: u64, n: u64| -> Result<Vec<u8>, (&'static str, String)> {
+        let mut b = vec![0u8; n.min(len.saturating_sub(at)) as usize];
+        f.read_exact_at(&mut b, at).map_err(|e| ("file", format!("reading {} at byte {at}: {e}", m.file)))?;
+        Ok(b)
+    };
+    let head = read(0, HEADER_READ)?;
+    if m.format != ManifestFormat::Qcow2 {
+        return match osie_api::qcow2::is_qcow2(&head) {
+            true => Err(("format", format!("{} is a qcow2 image: say \"qcow2\"", m.file))),
+            false => Ok(()),
+        };
+    }
+    if m.checksum_of == ChecksumOf::Raw {
+        return Err(("checksum_of", "a qcow2 image's sha256 covers the file (\"compressed\"), not the disk".into()));
+    }
+    let bad = |e: osie_api::qcow2::Refused| ("file", format!("{}: {e}", m.file));
+    let h = Header::parse(&head, len).map_err(bad)?;
+    let (l1_at, l1_len) = h.l1_range();
+    let l1 = read(l1_at, l1_len)?;
+    let mut mapper = Mapper::new(&h);
+    for t in h.l2_tables(&l1).map_err(bad)? {
+        mapper.add(t, &read(t.offset, h.cluster_size())?).map_err(bad)?;
+    }
+    match m.raw_size {
+        Some(raw) if raw != h.size => Err(("raw_size", format!("{raw} but {}'s virtual size is {}", m.file, h.size))),
+        _ => Ok(()),
+    }
 }
 
 /// `*.json` files directly in `dir`, sorted; hidden files are skipped (editors' temp files).
@@ -169,6 +212,66 @@ mod tests {
 
     fn manifest(dir: &Path, name: &str, body: &str) {
         std::fs::write(dir.join(format!("{name}.json")), body).unwrap();
+    }
+
+    /// A qcow2 v3 file: 64 KiB clusters, 1 MiB virtual, L1 at cluster 1, its L2 table at 2,
+    /// disk cluster 0 at file cluster 3.
+    fn qcow2_file(backing: bool) -> Vec<u8> {
+        let mut f = vec![0u8; 4 << 16];
+        f[..4].copy_from_slice(osie_api::qcow2::MAGIC);
+        f[7] = 3;
+        f[23] = 16;
+        f[24..32].copy_from_slice(&(1u64 << 20).to_be_bytes());
+        f[39] = 1;
+        f[40..48].copy_from_slice(&(1u64 << 16).to_be_bytes());
+        f[99] = 4;
+        f[103] = 112;
+        if backing {
+            f[15] = 200;
+            f[19] = 4;
+        }
+        f[1 << 16..(1 << 16) + 8].copy_from_slice(&(2u64 << 16).to_be_bytes());
+        f[2 << 16..(2 << 16) + 8].copy_from_slice(&(3u64 << 16).to_be_bytes());
+        f
+    }
+
+    #[test]
+    fn qcow2_files_are_read_as_the_installer_reads_them() {
+        let d = tempfile::tempdir().unwrap();
+        let sha = "ab".repeat(32);
+        let size = 4 << 16;
+        std::fs::write(d.path().join("good.qcow2"), qcow2_file(false)).unwrap();
+        std::fs::write(d.path().join("layer.qcow2"), qcow2_file(true)).unwrap();
+        for (name, file, format, extra) in [
+            ("good", "good.qcow2", "qcow2", r#","raw_size":1048576"#),
+            ("wrongsize", "good.qcow2", "qcow2", r#","raw_size":4096"#),
+            ("disguised", "good.qcow2", "raw", ""),
+            ("ofraw", "good.qcow2", "qcow2", r#","checksum_of":"raw""#),
+            ("layer", "layer.qcow2", "qcow2", ""),
+        ] {
+            let body = format!(
+                r#"{{"name":"{name}","file":"{file}","format":"{format}","size":{size},"sha256":"{sha}"{extra}}}"#
+            );
+            manifest(d.path(), name, &body);
+        }
+        let mut p = Problems::default();
+        let images = load(d.path(), &mut p);
+        assert_eq!(images.keys().collect::<Vec<_>>(), ["good"]);
+        assert_eq!(images["good"].to_api("http://192.0.2.1").format, ImageFormat::Qcow2);
+        let got: Vec<String> = p
+            .iter()
+            .map(|x| format!("{}:{}: {}", x.file.file_name().unwrap().to_str().unwrap(), x.field, x.what))
+            .collect();
+        let want = [
+            "disguised.json:format: good.qcow2 is a qcow2 image",
+            "layer.json:file: layer.qcow2: qcow2: the image has a backing file",
+            "ofraw.json:checksum_of: a qcow2 image's sha256 covers the file",
+            "wrongsize.json:raw_size: 4096 but good.qcow2's virtual size is 1048576",
+        ];
+        assert_eq!(got.len(), want.len(), "{got:#?}");
+        for (g, w) in got.iter().zip(want) {
+            assert!(g.starts_with(w), "{g} does not start with {w}");
+        }
     }
 
     #[test]

@@ -8,11 +8,13 @@
 //! - [`load`]: reading the directory, into [`Entry`]s that keep their [`source`] (file and
 //!   field as written, for problems); [`validate`]: per-record and cross-record checks;
 //! - [`images`]: the image manifests records refer to by name; [`bmc`]: a record's BMC and
-//!   its credentials file;
+//!   its credentials file; [`checksums`]: the digest a vendor's `SHA256SUMS`/`SHA512SUMS` gives a
+//!   file (not wired yet);
 //! - [`Snapshot`]: one consistent, validated inventory; [`Inventory`]: the current one;
 //! - [`watch`]: hot reload.
 
 pub mod bmc;
+pub mod checksums;
 pub mod images;
 pub mod load;
 pub mod model;

@@ -223,6 +223,12 @@ fn image_ref(img: &ImageRef, images: &Images, r: &mut Report) {
                 None => r.add("install.image.sha256", "missing: an image given by URL needs its sha256"),
                 Some(s) => r.check("install.image.sha256", checks::sha256_hex(s)),
             }
+            if img.format == osie_api::ImageFormat::Qcow2 && img.checksum_of == osie_api::ChecksumOf::Raw {
+                r.add(
+                    "install.image.checksum_of",
+                    "a qcow2 image's sha256 covers the file (\"compressed\"), not the disk",
+                );
+            }
         }
     }
 }

@@ -28,6 +28,7 @@ use std::sync::Mutex;
 use anyhow::{anyhow, Context};
 use osie_api::ImageFormat;
 
+use super::qcow2::Tables;
 use super::stage::{fill, send, Join, StageError, StageResult};
 use super::timing::{Busy, StageTime};
 use crate::io::chunks::{ChunkReader, Msg, Piece};
@@ -60,13 +61,22 @@ pub(super) struct Decoded {
     pub time: StageTime,
 }
 
-pub(super) fn decode_stage(rx: Receiver<Msg>, tx: SyncSender<Msg>, opts: DecodeOpts) -> StageResult<Decoded> {
+pub(super) fn decode_stage(
+    rx: Receiver<Msg>,
+    tx: SyncSender<Msg>,
+    opts: DecodeOpts,
+    tables: &Tables<'_>,
+) -> StageResult<Decoded> {
     let busy = Busy::start();
     let mut src = ChunkReader::new(rx);
     let format = match opts.format {
         ImageFormat::Auto => sniff(src.fill_buf().context("reading the image's first bytes")?),
         f => f,
     };
+    if format == ImageFormat::Qcow2 {
+        let time = super::qcow2::decode(src, &tx, tables, (opts.chunk, opts.depth), busy)?;
+        return Ok(Decoded { format, time });
+    }
     if format == ImageFormat::Zstd {
         let time = zstd_frames(src, tx, opts, busy)?;
         return Ok(Decoded { format, time });
@@ -83,6 +93,7 @@ fn format_name(f: ImageFormat) -> &'static str {
         ImageFormat::Zstd => "zstd",
         ImageFormat::Gzip => "gzip",
         ImageFormat::Xz => "xz",
+        ImageFormat::Qcow2 => "qcow2",
     }
 }
 
@@ -339,7 +350,12 @@ mod tests {
             let _ = in_tx.send(Msg::End);
         });
         let opts = DecodeOpts { format: ImageFormat::Auto, chunk: 1 << 16, depth: 2, threads };
-        let stage = std::thread::spawn(move || decode_stage(in_rx, out_tx, opts).map(|d| d.format));
+        let stage = std::thread::spawn(move || {
+            let (client, sources) =
+                (reqwest::blocking::Client::new(), crate::servers::Servers::single("http://192.0.2.1/"));
+            let tables = Tables { client: &client, sources: &sources, disk_len: 0, disk: String::new() };
+            decode_stage(in_rx, out_tx, opts, &tables).map(|d| d.format)
+        });
         let mut out = Vec::new();
         let read = ChunkReader::new(out_rx).read_to_end(&mut out);
         let r = stage.join().unwrap();

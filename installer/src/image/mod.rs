@@ -35,6 +35,7 @@ pub mod fetch;
 mod pipeline;
 pub mod plain;
 pub mod progress;
+pub mod qcow2;
 pub mod sink;
 mod stage;
 pub mod timing;
@@ -151,6 +152,9 @@ pub fn stream_from(
     on_progress: &(dyn Fn(&Progress) + Sync),
 ) -> Result<Outcome> {
     let start = Instant::now();
+    if spec.format == ImageFormat::Qcow2 && spec.checksum_of == ChecksumOf::Raw {
+        bail!("a qcow2 image's sha256 covers the downloaded file (checksum_of: compressed), not the disk's bytes");
+    }
     if let Some(raw) = spec.raw_size {
         if raw > target.len {
             bail!("the image ({raw} bytes) does not fit on {} ({} bytes)", target.describe(), target.len);

@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 use super::decode::{chunks_held, decode_stage, DecodeOpts, Decoded};
 use super::fetch::{Download, Restart};
 use super::progress::Meter;
+use super::qcow2::Tables;
 use super::sink::{Sink, Written};
 use super::stage::{fill, send, Join, StageError, StageResult};
 use super::timing::{Busy, StageTime, Timings};
@@ -70,7 +71,8 @@ pub(super) fn run(
         let (rx, hash_compressed) = hash_if(s, spec.checksum_of == ChecksumOf::Compressed, rx, depth);
         let (tx, rx_decoded) = sync_channel(depth);
         let opts = DecodeOpts { format: spec.format, chunk: tuning.out_chunk, depth, threads: tuning.decode_threads };
-        let decode = s.spawn(move || decode_stage(rx, tx, opts));
+        let tables = Tables { client, sources, disk_len: target.len, disk: target.describe() };
+        let decode = s.spawn(move || decode_stage(rx, tx, opts, &tables));
         let (rx, hash_raw) = hash_if(s, spec.checksum_of == ChecksumOf::Raw, rx_decoded, depth);
         let sunk = sink_stage(rx, target, &counters.raw);
         drop(stop_progress);
@@ -220,6 +222,9 @@ fn hash_stage(rx: Receiver<Msg>, tx: SyncSender<Msg>) -> StageResult<Hashed> {
                 send(&tx, Msg::End)?;
                 return Ok(Hashed { sha256: h.finalize().into(), time: busy.finish() });
             }
+            Ok(Msg::At(..) | Msg::Zeros(..)) => {
+                return Err(anyhow!("a qcow2 image has no stream of raw bytes to hash: its sha256 covers the download (checksum_of: compressed)").into())
+            }
             Err(_) => return Err(StageError::Pipe),
         }
     }
@@ -237,6 +242,14 @@ fn sink_stage(rx: Receiver<Msg>, target: &Target, counter: &AtomicU64) -> StageR
         match rx.recv() {
             Ok(Msg::Data(b)) => {
                 busy.time(|| sink.push(&b))?;
+                counter.store(sink.pos(), Ordering::Relaxed);
+            }
+            Ok(Msg::At(at, b)) => {
+                busy.time(|| sink.place(at, &b))?;
+                counter.store(sink.pos(), Ordering::Relaxed);
+            }
+            Ok(Msg::Zeros(at, len)) => {
+                busy.time(|| sink.zeros(at, len))?;
                 counter.store(sink.pos(), Ordering::Relaxed);
             }
             Ok(Msg::End) => break,

@@ -96,6 +96,53 @@ impl<'a> Sink<'a> {
         Ok(())
     }
 
+    /// Take bytes that go at `at` (a qcow2 cluster; they arrive in file order, not disk
+    /// order). Those in the first MiB are held back like a stream's.
+    pub fn place(&mut self, at: u64, data: &[u8]) -> Result<()> {
+        let end = self.fits(at, data.len() as u64)?;
+        let held = SEGMENT.saturating_sub(at).min(data.len() as u64) as usize;
+        if held > 0 {
+            let (s, e) = (at as usize, at as usize + held);
+            if self.held.len() < e {
+                // Fresh buffers are zeroed: bytes skipped so far read as zeros.
+                self.held.set_len(e);
+            }
+            self.held[s..e].copy_from_slice(&data[..held]);
+        }
+        if held < data.len() {
+            self.write(at + held as u64, &data[held..])?;
+        }
+        self.pos = self.pos.max(end);
+        Ok(())
+    }
+
+    /// The bytes `[at, at + len)` read as zeros: BLKZEROOUT, except in the held-back first MiB
+    /// (already zero there).
+    pub fn zeros(&mut self, at: u64, len: u64) -> Result<()> {
+        let end = self.fits(at, len)?;
+        let held_end = end.min(SEGMENT) as usize;
+        if self.held.len() < held_end {
+            self.held.set_len(held_end);
+        }
+        let from = at.max(SEGMENT);
+        if end > from {
+            self.zero(from, end - from)?;
+        }
+        self.pos = self.pos.max(end);
+        Ok(())
+    }
+
+    fn fits(&self, at: u64, len: u64) -> Result<u64> {
+        match at.checked_add(len) {
+            Some(end) if end <= self.target.len => Ok(end),
+            _ => bail!(
+                "the image is larger than {} ({} bytes): {len} bytes at byte {at} do not fit",
+                self.target.describe(),
+                self.target.len
+            ),
+        }
+    }
+
     /// The stream ended: issue the last zero run.
     pub fn finish(mut self) -> Result<Written> {
         if let Some((s, l)) = self.zero_run.take() {

@@ -9,6 +9,11 @@ use super::pool::Pooled;
 
 pub enum Msg {
     Data(Pooled),
+    /// Bytes that go at this offset of the output: qcow2 clusters arrive in file order,
+    /// not disk order (`image::qcow2`).
+    At(u64, Pooled),
+    /// The output's bytes `[at, at + len)` read as zeros.
+    Zeros(u64, u64),
     /// The producer reached the end of its stream cleanly. A channel that closes without
     /// `End` means the producer failed: readers report that instead of a short stream.
     End,
@@ -85,6 +90,9 @@ impl BufRead for ChunkReader {
                     self.pos = 0;
                 }
                 Ok(Msg::End) => self.done = true,
+                Ok(Msg::At(..) | Msg::Zeros(..)) => {
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, "placed bytes cannot be read as a stream"))
+                }
                 Err(_) => {
                     return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the stage before stopped mid-stream"))
                 }

@@ -23,6 +23,10 @@ pub fn decoder<'a, R: BufRead + Send + 'a>(format: ImageFormat, src: R) -> io::R
         // Multi-member: `pigz` and concatenated files produce several gzip members.
         ImageFormat::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(src)),
         ImageFormat::Xz => Box::new(liblzma::bufread::XzDecoder::new_multi_decoder(src)),
+        // Not a stream: its clusters go to their own offsets (`image::qcow2`).
+        ImageFormat::Qcow2 => {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "qcow2 is not decoded as one stream"))
+        }
     })
 }
 

@@ -1,4 +1,4 @@
-//! Tell a compressed stream's format from its first bytes (`format: auto`).
+//! Tell an image's format from its first bytes (`format: auto`).
 
 use osie_api::ImageFormat;
 
@@ -13,6 +13,8 @@ pub fn sniff(head: &[u8]) -> ImageFormat {
         ImageFormat::Zstd
     } else if head.starts_with(XZ) {
         ImageFormat::Xz
+    } else if osie_api::qcow2::is_qcow2(head) {
+        ImageFormat::Qcow2
     } else if head.starts_with(GZIP) {
         ImageFormat::Gzip
     } else {
@@ -29,6 +31,7 @@ mod tests {
         assert_eq!(sniff(&zstd::encode_all(&b"x"[..], 1).unwrap()), ImageFormat::Zstd);
         assert_eq!(sniff(&[0x1f, 0x8b, 8, 0]), ImageFormat::Gzip);
         assert_eq!(sniff(b"\xfd7zXZ\x00\x00"), ImageFormat::Xz);
+        assert_eq!(sniff(b"QFI\xfb\x00\x00\x00\x03"), ImageFormat::Qcow2);
         assert_eq!(sniff(&[0xeb, 0x63, 0x90]), ImageFormat::Raw);
         assert_eq!(sniff(&[0x28, 0xb5]), ImageFormat::Raw, "too short to be zstd");
         assert_eq!(sniff(&[]), ImageFormat::Raw);
