@@ -178,12 +178,13 @@ fn nic_present(mac: MacAddr) -> bool {
     hardware::nics(Path::new("/sys")).iter().any(|n| n.mac == mac)
 }
 
-/// Logs to the console with the time since boot, no colours (serial consoles).
+/// Logs to the console with the time since boot, no colours (serial consoles); each line
+/// also goes to bootsvc ([`crate::logging::Tee`]).
 fn init_logging(debug: bool) {
     let filter = if debug { "debug" } else { "info" };
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
+        .with_writer(crate::logging::Tee::default)
         .with_ansi(false)
         .with_target(false)
         .with_timer(tracing_subscriber::fmt::time::uptime())

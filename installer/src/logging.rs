@@ -27,9 +27,10 @@ pub fn say(msg: &str) {
 }
 
 /// One event's output: to stderr as it is written, and its lines to the log shipper when
-/// the event is done (the logger makes one writer per event).
+/// the event is done (the logger makes one writer per event). Both loggers use it: this
+/// module's and PID 1's (`crate::init`).
 #[derive(Default)]
-struct Tee {
+pub struct Tee {
     text: Vec<u8>,
 }
 

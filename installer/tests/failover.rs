@@ -247,6 +247,14 @@ fn a_5xx_moves_on_and_a_404_is_an_answer() {
     let evs = b.events();
     assert_eq!(evs.first().map(|e| e.phase), Some(osie_api::Phase::Metadata));
     assert_eq!(evs.last().map(|e| e.phase), Some(osie_api::Phase::Installed));
+    // The console log went along, under the run's id, to its end (flushed before exit); the
+    // metadata read named the run too.
+    let lines = b.log_lines();
+    assert!(lines.iter().any(|l| l.contains("event installed")), "{lines:#?}");
+    let run = evs[0].run_id.clone().unwrap();
+    assert!(b.state.lock().unwrap().logs.iter().all(|c| c.run_id == run && c.machine.to_string() == MAC));
+    let md = b.log().into_iter().find(|l| l.path == "/metadata").unwrap();
+    assert_eq!(md.headers.get("x-osie-run"), Some(&run), "{md:?}");
     let note =
         format!("[failover: {} failed (GET {}/metadata: server answered 503 Service Unavailable", a.url(""), a.url(""));
     assert!(evs[0].message.contains(&note), "{}", evs[0].message);

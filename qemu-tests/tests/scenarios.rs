@@ -4,7 +4,7 @@
 //!
 //! | test | firmware | what it proves |
 //! |---|---|---|
-//! | `a_bios_ipxe_rom_installs_and_first_boots` | SeaBIOS + iPXE NIC ROM | DHCP (class ipxe) → script → kernel + initramfs → install of the image's **qcow2** form (zstd clusters, made in the test with `qemu-img`) → reboot from disk → user-data marker + `first-boot` from the OS; the status page (`/ui/`) watches in headless Chromium: the machine listed, its progress bar moving without a reload, its timeline with every phase once `installed` (screenshots in `qemu-tests/artifacts/status-page/`) |
+//! | `a_bios_ipxe_rom_installs_and_first_boots` | SeaBIOS + iPXE NIC ROM | DHCP (class ipxe) → script → kernel + initramfs → install of the image's **qcow2** form (zstd clusters, made in the test with `qemu-img`) → reboot from disk → user-data marker + `first-boot` from the OS; the status page (`/ui/`) watches in headless Chromium: the machine listed, its progress bar moving without a reload, its timeline with every phase once `installed` (screenshots in `qemu-tests/artifacts/status-page/`); the boot trace says `done`, the installer's log is kept to its end |
 //! | `b_uefi_pxe_installs_and_first_boots` | OVMF, ROM disabled | in proxy mode beside a site DHCP server (dnsmasq): UEFI PXE (arch 7) → `ipxe.efi` over TFTP → iPXE → the same; the installed OS is leased another address than the installer had, and its first boot is recorded from there |
 //! | `c_netboot_not_allowed_boots_its_disk` | SeaBIOS + iPXE NIC ROM | a machine with an OS on its disk and `netboot.allow = false`: no boot file, no installer, its OS runs |
 //! | `d_bad_checksum_fails_and_disk_does_not_boot` | SeaBIOS + iPXE NIC ROM | wrong sha256: `failed` with the error chain, netboot kept, the next boot netboots again, the disk's first MiB is not the image's, the disk alone does not boot |
@@ -110,6 +110,15 @@ fn install_and_first_boot(test: &str, fw: Firmware, mac: &str, dhcp: Dhcp, page:
             "{}",
             w.fail("the boot trace diagnosed done", &format!("{:?} (trace in {})", trace.diagnosis, kept.display()))
         );
+    }
+    // The installer's console log, kept whole after the reboot, under the run's id.
+    let log: bootsvc::trace::LogView =
+        check(lab.cli(&["machine", mac, "log", "--json"]).and_then(|s| Ok(serde_json::from_str(&s)?)));
+    let run = check(lab.events(mac)).iter().find_map(|e| e.event.run_id.clone());
+    let kept = log.runs.iter().find(|r| Some(&r.run_id) == run.as_ref());
+    if !kept.is_some_and(|r| r.lines.iter().any(|l| l.text.contains("event installed"))) {
+        let runs: Vec<_> = log.runs.iter().map(|r| (&r.run_id, r.lines.len(), r.dropped)).collect();
+        panic!("{}", w.fail("the installer's log kept to its end", &format!("run {run:?}; runs kept {runs:?}")));
     }
     eprintln!("{test}: {}\n{}", fw.describe(), t.render());
     eprintln!("{}", bootsvc::trace::render::trace_text(&trace));

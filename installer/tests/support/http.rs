@@ -1,5 +1,5 @@
 //! A small HTTP/1.1 server for the installer's tests: static files with Range, If-Range and
-//! ETag like a real server, `/metadata`, `/events`, and fault injection (drop the connection
+//! ETag like a real server, `/metadata`, `/events`, `/log`, and fault injection (drop the connection
 //! at given offsets, replace the file mid-download, stall).
 //!
 //! std `TcpListener` + a thread per connection; every response closes its connection.
@@ -52,6 +52,8 @@ pub struct State {
     pub faults: HashMap<String, Faults>,
     pub metadata: Option<String>,
     pub events: Vec<osie_api::Event>,
+    /// Chunks of the installer's console log (`POST /log`).
+    pub logs: Vec<osie_api::log::LogChunk>,
     pub log: Vec<Logged>,
     /// Answer this many `/metadata` and `/events` requests with 503 first (a restarting bootsvc).
     pub fail_metadata: u32,
@@ -102,6 +104,13 @@ impl Server {
 
     pub fn set_metadata(&self, json: &str) {
         self.state.lock().unwrap().metadata = Some(json.to_string());
+    }
+
+    /// The console log lines received, in the order sent.
+    pub fn log_lines(&self) -> Vec<String> {
+        let mut c = self.state.lock().unwrap().logs.clone();
+        c.sort_by_key(|c| c.seq);
+        c.into_iter().flat_map(|c| c.lines).collect()
     }
 
     pub fn events(&self) -> Vec<osie_api::Event> {
@@ -174,6 +183,12 @@ fn serve(c: TcpStream, st: &Mutex<State>) -> std::io::Result<()> {
             log(200);
             let ev: osie_api::Event = serde_json::from_slice(&body).expect("installer sent a valid event");
             st.lock().unwrap().events.push(ev);
+            respond(&mut w, 200, &[("Content-Type", "application/json")], br#"{"stored":true}"#)
+        }
+        ("POST", "/log") => {
+            log(200);
+            let c: osie_api::log::LogChunk = serde_json::from_slice(&body).expect("installer sent a valid log chunk");
+            st.lock().unwrap().logs.push(c);
             respond(&mut w, 200, &[("Content-Type", "application/json")], br#"{"stored":true}"#)
         }
         ("GET" | "HEAD", _) => serve_file(&mut w, st, &method, &path, &headers, &log),
