@@ -110,7 +110,7 @@ async fn run(cfg: Arc<Config>, bound: Bound, who: Identity) -> Result<()> {
     let app = Arc::new(App {
         cfg: Arc::clone(&cfg),
         storage: Arc::clone(&storage),
-        identity: identity::Identity::new(cfg.dhcp.mode),
+        identity: Arc::new(identity::Identity::new(cfg.dhcp.mode)),
         metrics: Arc::clone(&metrics),
         admin_token: bound.admin_token,
     });
@@ -121,7 +121,14 @@ async fn run(cfg: Arc<Config>, bound: Bound, who: Identity) -> Result<()> {
     let admin_addr = admin.as_ref().map_or_else(|| "off".to_string(), |a| a.describe());
     let dhcp = cfg.dhcp.enabled.then(|| DhcpServer::new(&cfg, Arc::clone(&storage), Arc::clone(&metrics), bound.dhcp));
     let tftp = if cfg.tftp.enabled {
-        Some(TftpServer::new(Arc::clone(&cfg), Arc::clone(&metrics), bound.tftp).context("starting TFTP")?)
+        let grub =
+            tftp::generated::Generated::new(Arc::clone(&cfg), Arc::clone(&app.storage), Arc::clone(&app.identity))
+                .context("starting TFTP: the shim/GRUB chain's files")?;
+        Some(
+            TftpServer::new(Arc::clone(&cfg), Arc::clone(&metrics), bound.tftp)
+                .context("starting TFTP")?
+                .with_generated(grub),
+        )
     } else {
         None
     };
