@@ -81,7 +81,11 @@ fn run() -> ! {
         Ok(Ok(md)) => {
             let action = md.install.as_ref().map(|p| p.finish).unwrap_or_default();
             say(&format!("osie: install finished; next: {}", format!("{action:?}").to_lowercase()));
-            finish::finish(action, &md.instance_id)
+            let report = |msg: String| {
+                reporter.event(Phase::Installed, msg);
+                reporter.flush_within(Duration::from_secs(5));
+            };
+            finish::finish(action, &md.instance_id, &report)
         }
         Ok(Err(e)) => fail(e, Some(reporter), params.rescue),
         Err(p) => {
