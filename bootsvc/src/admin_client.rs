@@ -366,7 +366,7 @@ mod tests {
             macs: vec!["52:54:00:00:00:01".parse().unwrap()],
             ip: Some("192.0.2.10/24".into()),
             source: "node1.json".into(),
-            netboot: NetbootView { allow: true, cleared: false, allowed: true },
+            netboot: NetbootView { allow: true, cleared: false, allowed: true, uefi_chain: Default::default() },
             state: MachineState {
                 status: Status::Installing,
                 phase: Some(Phase::ImageStreaming),

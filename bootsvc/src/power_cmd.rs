@@ -167,7 +167,7 @@ mod tests {
             macs: vec!["52:54:00:00:00:01".parse().unwrap()],
             ip: None,
             source: "n1.json".into(),
-            netboot: NetbootView { allow: true, cleared: false, allowed: true },
+            netboot: NetbootView { allow: true, cleared: false, allowed: true, uefi_chain: Default::default() },
             state: MachineState {
                 last_event: last.map(|(phase, received)| EventSummary {
                     phase,
