@@ -295,7 +295,7 @@ fn image_first_mib(inputs: &Inputs) -> Vec<u8> {
 ///    loading signed modules) runs the installer, installed with
 ///    `install.uefi.boot_order = "disk-first"`: the installer writes a `Boot####` for the
 ///    image's loader (its signed shim) through efivarfs, puts it first in `BootOrder`, and
-///    its `installed` event says so, and that Secure Boot was on;
+///    its `installed` event says so; its hardware report says Secure Boot was on;
 /// 3. after the reboot the firmware boots the disk without sending a single DHCP packet
 ///    (bootsvc logs every one it sees), through the image's signed shim and GRUB, and the
 ///    installed OS's kernel says Secure Boot is enabled.
@@ -368,6 +368,11 @@ fn f_uefi_disk_first_boots_without_the_network() {
         if !console.contains(needle) {
             bad(&format!("{what}: {needle:?} is not on the console"));
         }
+    }
+    // The installer's hardware report says Secure Boot was on (the firmware's variable).
+    let reported = lab.events(mac).ok().and_then(|ev| ev.iter().find_map(|e| e.event.hardware.clone()));
+    if reported.as_ref().and_then(|h| h.secure_boot) != Some(true) {
+        bad(&format!("the hardware report does not say Secure Boot was on: {:?}", reported.map(|h| h.secure_boot)));
     }
     let Some(installed) = t.event(Phase::Installed) else { panic!("{}", w.fail("an installed event", "none")) };
     if !(installed.detail.contains("BootOrder (disk-first)") && installed.detail.contains("UEFI Boot")) {
