@@ -16,6 +16,10 @@ pub struct Hardware {
     pub nics: Vec<Nic>,
     #[serde(default)]
     pub dmi: Dmi,
+    /// UEFI Secure Boot was enforcing when the installer ran (the firmware's `SecureBoot`
+    /// variable); `None` on BIOS machines, or when the variable could not be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secure_boot: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]

@@ -353,7 +353,7 @@ mod tests {
             source: "node1.json".into(),
             site: None,
             labels: Default::default(),
-            netboot: NetbootView { allow: true, cleared: false, allowed: true },
+            netboot: NetbootView { allow: true, cleared: false, allowed: true, uefi_chain: Default::default() },
             state: MachineState {
                 status: Status::Installing,
                 phase: Some(Phase::ImageStreaming),

@@ -31,6 +31,9 @@ pub struct Config {
     pub router_advertisements: RouterAdvertisements,
     pub tftp: Tftp,
     pub http: Http,
+    /// Which boot chain UEFI machines get (`docs/secure-boot.md`).
+    #[serde(default)]
+    pub boot: Boot,
     pub artifacts: Artifacts,
     pub state: State,
     /// The machines in a directory of files; absent when they live in `[database]`.
@@ -127,6 +130,38 @@ pub enum RaMode {
     On,
     /// Never: no socket at all (a router serves the segment, or IPv6 is not wanted).
     Off,
+}
+
+/// `[boot]`: the site's default boot chain for UEFI machines; a record's
+/// `netboot.uefi_chain` overrides it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Boot {
+    #[serde(default)]
+    pub uefi_chain: UefiChain,
+}
+
+/// What UEFI PXE (arch 7, 9) and UEFI HTTP boot (arch 16) firmware is given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UefiChain {
+    /// `ipxe.efi` (Debian's, unsigned: refused by firmware enforcing Secure Boot), then the
+    /// machine's iPXE script.
+    #[default]
+    Ipxe,
+    /// Debian's signed `shimx64.efi`, which loads the signed network GRUB (`grubx64.efi`
+    /// beside it), which reads the machine's GRUB configuration and boots Debian's signed
+    /// kernel: works with Secure Boot enforcing.
+    ShimGrub,
+}
+
+impl UefiChain {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UefiChain::Ipxe => "ipxe",
+            UefiChain::ShimGrub => "shim-grub",
+        }
+    }
 }
 
 /// A dynamic range; leases are persisted under `state.dir`.

@@ -242,7 +242,7 @@ mod tests {
             source: "n1.json".into(),
             site: None,
             labels: Default::default(),
-            netboot: NetbootView { allow: true, cleared: false, allowed: true },
+            netboot: NetbootView { allow: true, cleared: false, allowed: true, uefi_chain: Default::default() },
             state: MachineState {
                 last_event: last.map(|(phase, received)| EventSummary {
                     phase,

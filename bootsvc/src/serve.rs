@@ -116,7 +116,7 @@ async fn run(cfg: Arc<Config>, bound: Bound, who: Identity) -> Result<()> {
     let app = Arc::new(App {
         cfg: Arc::clone(&cfg),
         storage: Arc::clone(&storage),
-        identity: identity::Identity::new(cfg.dhcp.mode),
+        identity: Arc::new(identity::Identity::new(cfg.dhcp.mode)),
         metrics: Arc::clone(&metrics),
         ui: http::ui::Ui::new(&cfg, bound.admin_token.clone(), bound.read_only_token),
         admin_token: bound.admin_token,
@@ -131,8 +131,11 @@ async fn run(cfg: Arc<Config>, bound: Bound, who: Identity) -> Result<()> {
         DhcpServer::new(&cfg, Arc::clone(&storage), Arc::clone(&metrics), bound.dhcp).with_tracer(Arc::clone(&tracer))
     });
     let tftp = if cfg.tftp.enabled {
+        let grub =
+            tftp::generated::Generated::new(Arc::clone(&cfg), Arc::clone(&app.storage), Arc::clone(&app.identity))
+                .context("starting TFTP: the shim/GRUB chain's files")?;
         let t = TftpServer::new(Arc::clone(&cfg), Arc::clone(&metrics), bound.tftp).context("starting TFTP")?;
-        Some(t.with_tracer(Arc::clone(&tracer)))
+        Some(t.with_tracer(Arc::clone(&tracer)).with_generated(grub))
     } else {
         None
     };

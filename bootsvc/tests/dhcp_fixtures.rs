@@ -10,7 +10,7 @@ mod net;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
 
-use bootsvc::config::DhcpMode;
+use bootsvc::config::{DhcpMode, UefiChain};
 use bootsvc::dhcp::classify::{self, Class};
 use bootsvc::dhcp::reply::{self, Ctx, Decision, Outcome, Settings, Via};
 use bootsvc::dhcp::request::{self, code, Options, HEADER_LEN};
@@ -64,7 +64,14 @@ fn bios_pxe_rom() -> Vec<u8> {
 const SERVER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 
 fn settings(mode: DhcpMode) -> Settings {
-    Settings { server_ip: SERVER, mode, lease_secs: 600, public_url: PUBLIC_URL.into(), pool: None }
+    Settings {
+        server_ip: SERVER,
+        mode,
+        lease_secs: 600,
+        public_url: PUBLIC_URL.into(),
+        pool: None,
+        uefi_chain: UefiChain::Ipxe,
+    }
 }
 
 /// Run one packet through parse + respond against a backend that knows its MAC with
@@ -329,6 +336,41 @@ fn uefi_that_must_not_netboot_is_declined_at_once() {
     let d = decide(&pxe, DhcpMode::Reservation, "192.0.2.10/24", true, Via::Dhcp);
     assert_eq!(d.decline, None);
     assert_boot_file(&wire(&d), "ipxe.efi");
+}
+
+/// The shim/GRUB chain (`docs/secure-boot.md`): set for the site, or for one machine over
+/// the site's default; either way only x64 UEFI firmware gets shim, in both modes, and
+/// iPXE (already running) and BIOS get what they always get.
+#[test]
+fn uefi_chain_by_site_and_by_machine() {
+    let run = |pkt: &[u8], mode: DhcpMode, site: UefiChain, own: Option<UefiChain>| {
+        let req = request::parse(pkt).unwrap();
+        let mut m = machine("node1", &req.mac.to_string(), Some("192.0.2.10/24"), true);
+        m.netboot.uefi_chain = own;
+        let backend = MapBackend::new(vec![m]);
+        let leases = LeaseStore::in_memory(None).unwrap();
+        let s = Settings { uefi_chain: site, ..settings(mode) };
+        let d = reply::respond(&req, Via::Dhcp, &Ctx { settings: &s, backend: &backend, leases: &leases, now: 1 });
+        d.boot_file.map(|b| b.to_string())
+    };
+    let shim_url = format!("{PUBLIC_URL}/ipxe/shimx64.efi");
+    let pxe = fixture("ovmf-pxe-discover.bin");
+    let http = fixture("ovmf-httpboot-discover.bin");
+    let ipxe = fixture("ovmf-pxe-chain-ipxe-efi-discover.bin");
+    for mode in [DhcpMode::Reservation, DhcpMode::Proxy] {
+        use UefiChain::{Ipxe, ShimGrub};
+        assert_eq!(run(&pxe, mode, ShimGrub, None).as_deref(), Some("shimx64.efi"), "{mode:?}");
+        assert_eq!(run(&pxe, mode, Ipxe, Some(ShimGrub)).as_deref(), Some("shimx64.efi"), "{mode:?}");
+        assert_eq!(run(&pxe, mode, ShimGrub, Some(Ipxe)).as_deref(), Some("ipxe.efi"), "{mode:?}");
+        assert_eq!(run(&pxe, mode, Ipxe, None).as_deref(), Some("ipxe.efi"), "{mode:?}");
+        assert_eq!(run(&http, mode, ShimGrub, None), Some(shim_url.clone()), "{mode:?}");
+        assert_eq!(run(&http, mode, ShimGrub, Some(Ipxe)), Some(format!("{PUBLIC_URL}/ipxe/ipxe.efi")), "{mode:?}");
+        assert_eq!(run(&with_arch(9), mode, ShimGrub, None).as_deref(), Some("shimx64.efi"), "{mode:?}");
+        assert_eq!(run(&with_arch(6), mode, ShimGrub, None).as_deref(), Some("ipxe.efi"), "IA32: {mode:?}");
+        assert_eq!(run(&bios_pxe_rom(), mode, ShimGrub, None).as_deref(), Some("undionly.kpxe"), "{mode:?}");
+        let script = run(&ipxe, mode, ShimGrub, None).unwrap();
+        assert!(script.ends_with(".ipxe"), "iPXE already running keeps its script: {script}");
+    }
 }
 
 /// Reservation mode tells iPXE there is no ProxyDHCP offer to wait for; proxy mode (where

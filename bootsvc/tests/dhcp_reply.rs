@@ -72,6 +72,7 @@ impl World {
                 lease_secs: 600,
                 public_url: PUBLIC_URL.into(),
                 pool: Some(pool()),
+                uefi_chain: Default::default(),
             },
         }
     }

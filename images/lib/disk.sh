@@ -9,7 +9,10 @@
 #
 # Layout (Debian cloud images' numbering, which the installer keeps and tests check):
 #   14  BIOS boot   sectors 2048..8191      (3 MiB)    GRUB i386-pc core.img
-#   15  ESP (vfat)  sectors 8192..262143    (124 MiB)  \EFI\BOOT\BOOTX64.EFI (GRUB x86_64-efi)
+#   15  ESP (vfat)  sectors 8192..262143    (124 MiB)  \EFI\BOOT\BOOTX64.EFI: Debian's signed
+#                                                     shim when the recipe installs shim-signed
+#                                                     and grub-efi-amd64-signed (Secure Boot),
+#                                                     else GRUB x86_64-efi built here
 #    1  root (ext4) sectors 262144..end                label "root"; last on the disk so
 #                                                     cloud-init's growpart can grow it
 # Both GRUB cores find the root filesystem by UUID and read the same /boot/grub/grub.cfg.
@@ -71,6 +74,20 @@ assemble_disk() {
     # FAT volume ids show up in upper case in /dev/disk/by-uuid.
     write_boot_config "$dir" "$root_uuid" "$(echo "${esp_id:0:4}-${esp_id:4:4}" | tr a-f A-F)"
     write_grub_cores "$root_uuid" "$dir"
+    # Debian's signed shim and GRUB, if the recipe installed them: the ESP boots through them.
+    local signed=
+    if [ -f "$dir/usr/lib/shim/shimx64.efi.signed" ] && [ -f "$dir/usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed" ]; then
+        cp "$dir/usr/lib/shim/shimx64.efi.signed" "$work/shimx64.efi"
+        cp "$dir/usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed" "$work/grubx64.efi"
+        # The signed GRUB's embedded prefix is /EFI/debian on the ESP: it sources grub.cfg from
+        # there, which hands over to the root filesystem's /boot/grub/grub.cfg.
+        cat > "$work/debian-grub.cfg" <<EOF
+search --no-floppy --fs-uuid --set=root $root_uuid
+set prefix=(\$root)/boot/grub
+configfile \$prefix/grub.cfg
+EOF
+        signed=1
+    fi
 
     log "making the ext4 root (label root, UUID $root_uuid)"
     local root_kib=$(( (root_end - ROOT_START + 1) * SECTOR / 1024 ))
@@ -86,7 +103,20 @@ assemble_disk() {
     quiet "mkfs.vfat on $raw" mkfs.vfat -F 32 -s 1 -n EFI -i "$esp_id" --offset=$ESP_START "$raw" "$esp_kib"
     local esp="$raw@@$(( ESP_START * SECTOR ))"
     MTOOLS_SKIP_CHECK=1 mmd -i "$esp" ::/EFI ::/EFI/BOOT
-    MTOOLS_SKIP_CHECK=1 mcopy -i "$esp" "$work/BOOTX64.EFI" ::/EFI/BOOT/BOOTX64.EFI
+    if [ -n "$signed" ]; then
+        # Where Debian's grub-install puts them (the installer's boot entry names
+        # \EFI\debian\shimx64.efi), and the removable-media path the firmware falls back to:
+        # shim as BOOTX64.EFI loads grubx64.efi from beside it.
+        log "ESP: Debian's signed shim and GRUB (Secure Boot)"
+        MTOOLS_SKIP_CHECK=1 mmd -i "$esp" ::/EFI/debian
+        MTOOLS_SKIP_CHECK=1 mcopy -i "$esp" "$work/shimx64.efi" ::/EFI/debian/shimx64.efi
+        MTOOLS_SKIP_CHECK=1 mcopy -i "$esp" "$work/grubx64.efi" ::/EFI/debian/grubx64.efi
+        MTOOLS_SKIP_CHECK=1 mcopy -i "$esp" "$work/debian-grub.cfg" ::/EFI/debian/grub.cfg
+        MTOOLS_SKIP_CHECK=1 mcopy -i "$esp" "$work/shimx64.efi" ::/EFI/BOOT/BOOTX64.EFI
+        MTOOLS_SKIP_CHECK=1 mcopy -i "$esp" "$work/grubx64.efi" ::/EFI/BOOT/grubx64.efi
+    else
+        MTOOLS_SKIP_CHECK=1 mcopy -i "$esp" "$work/BOOTX64.EFI" ::/EFI/BOOT/BOOTX64.EFI
+    fi
 
     log "installing GRUB for BIOS (boot sector, core in partition 14)"
     bios_setup "$raw" "$root_end"

@@ -1,5 +1,5 @@
 //! The machine's hardware, as sent with the first event: CPU and memory from `/proc`,
-//! disks, NICs and DMI from `/sys`. Every reader takes the root directory, so tests point it
+//! disks, NICs, DMI and whether UEFI Secure Boot is on from `/sys`. Every reader takes the root directory, so tests point it
 //! at captured trees (`tests/fixtures/machine/`); parsers of `/proc` text are pure. The
 //! disks are the ones the disk chooser picks from, read by the same code
 //! ([`crate::disk::sysfs`]), so the report and the choice cannot disagree.
@@ -28,6 +28,27 @@ pub fn collect_from(root: &Path) -> Hardware {
         disks: disks(&sys),
         nics: nics(&sys),
         dmi: dmi(&sys),
+        secure_boot: secure_boot(&sys),
+    }
+}
+
+/// The global variable `SecureBoot` (EFI_GLOBAL_VARIABLE), through efivarfs.
+const SECURE_BOOT_VAR: &str = "firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c";
+
+/// Whether the firmware enforces Secure Boot: the `SecureBoot` variable's one data byte after
+/// efivarfs' 4 bytes of attributes (1: on). `None` without UEFI or without the variable.
+pub fn secure_boot(sys: &Path) -> Option<bool> {
+    if !sys.join("firmware/efi").is_dir() {
+        return None;
+    }
+    parse_secure_boot(&std::fs::read(sys.join(SECURE_BOOT_VAR)).ok()?)
+}
+
+/// efivarfs' `SecureBoot` file: 4 bytes of attributes, then the value (one byte).
+pub fn parse_secure_boot(bytes: &[u8]) -> Option<bool> {
+    match bytes {
+        [_, _, _, _, v] => Some(*v == 1),
+        _ => None,
     }
 }
 
@@ -143,6 +164,23 @@ mod tests {
 
     fn fixture() -> std::path::PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/machine")
+    }
+
+    #[test]
+    fn secure_boot_from_efivarfs() {
+        assert_eq!(parse_secure_boot(&[6, 0, 0, 0, 1]), Some(true));
+        assert_eq!(parse_secure_boot(&[6, 0, 0, 0, 0]), Some(false));
+        assert_eq!(parse_secure_boot(&[6, 0, 0, 0]), None);
+        assert_eq!(parse_secure_boot(&[]), None);
+        let d = tempfile::tempdir().unwrap();
+        let sys = d.path();
+        assert_eq!(secure_boot(sys), None, "no UEFI: not known, not off");
+        std::fs::create_dir_all(sys.join("firmware/efi/efivars")).unwrap();
+        assert_eq!(secure_boot(sys), None, "UEFI without the variable");
+        std::fs::write(sys.join(SECURE_BOOT_VAR), [6, 0, 0, 0, 1]).unwrap();
+        assert_eq!(secure_boot(sys), Some(true));
+        std::fs::write(sys.join(SECURE_BOOT_VAR), [6, 0, 0, 0, 0]).unwrap();
+        assert_eq!(secure_boot(sys), Some(false));
     }
 
     #[test]

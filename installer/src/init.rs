@@ -30,7 +30,7 @@ use crate::net::{self, NetOptions};
 use crate::pid1::failure::fail;
 use crate::report::Reporter;
 use crate::servers::Servers;
-use crate::{finish, hardware, pid1};
+use crate::{bootentry, finish, hardware, pid1};
 
 /// How long to wait for the boot NIC's driver to show the NIC.
 const NIC_WAIT: Duration = Duration::from_secs(60);
@@ -81,7 +81,11 @@ fn run() -> ! {
         Ok(Ok(md)) => {
             let action = md.install.as_ref().map(|p| p.finish).unwrap_or_default();
             say(&format!("osie: install finished; next: {}", format!("{action:?}").to_lowercase()));
-            finish::finish(action, &md.instance_id)
+            let report = |msg: String| {
+                reporter.event(Phase::Installed, msg);
+                reporter.flush_within(Duration::from_secs(5));
+            };
+            finish::finish(action, &md.instance_id, &report)
         }
         Ok(Err(e)) => fail(e, Some(reporter), params.rescue),
         Err(p) => {
@@ -117,6 +121,12 @@ fn boot(params: &BootParams, servers: &Servers, reporter: &Reporter) -> Result<M
         net::dhcp_client::spawn_renewal(net.ifname.clone(), params.mac, lease);
     }
 
+    // The hardware report reads whether Secure Boot is on from efivarfs.
+    if Path::new("/sys/firmware/efi").is_dir() {
+        if let Err(e) = bootentry::esp::mount_efivarfs() {
+            tracing::warn!("Secure Boot state unknown: {e:#}");
+        }
+    }
     let hw = hardware::collect();
     say(&format!(
         "osie: hardware: {} x {} threads, {} MiB, disks [{}], nics [{}]",

@@ -114,6 +114,36 @@ pub fn install(w: &mut Watch, fw: Firmware, mac: &str, limits: &Limits) -> Resul
     })?;
     w.until("kernel over HTTP", limits.firmware, |t| t.first(|m| m.step == Step::Kernel).is_some())?;
     w.until("initramfs over HTTP", limits.firmware, |t| t.first(|m| m.step == Step::Initrd).is_some())?;
+    installer_phases(w, limits)
+}
+
+/// From power-on to `installed` through the shim/GRUB chain (`bootsvc/docs/secure-boot.md`)
+/// on OVMF's UEFI PXE: Debian's signed shim and GRUB, the machine's GRUB configuration, the
+/// installer's kernel and initramfs, all over TFTP.
+pub fn install_shim_grub(w: &mut Watch, mac: &str, limits: &Limits) -> Result<()> {
+    w.until("DHCP answer to OVMF's PXE client (uefi-pxe, arch 7, shimx64.efi)", limits.firmware, |t| {
+        t.first(|m| {
+            m.dhcp.as_ref().is_some_and(|d| d.class == "uefi-pxe" && d.boot_file.as_deref() == Some("shimx64.efi"))
+        })
+        .is_some()
+    })?;
+    // GRUB names its files from its root, with a leading `/`.
+    let config = format!("/boot/{mac}.grub");
+    for f in ["shimx64.efi", "grubx64.efi", "/grub/grub.cfg", &config, "/artifacts/vmlinuz", "/artifacts/initramfs.img"]
+    {
+        w.until(&format!("{f} over TFTP"), limits.firmware, |t| tftp_complete(t, f))?;
+    }
+    installer_phases(w, limits)
+}
+
+/// The firmware, shim or GRUB read `file` over TFTP to its end.
+pub fn tftp_complete(t: &Timeline, file: &str) -> bool {
+    let want = format!("TFTP {file}: ");
+    t.first(|m| m.step == Step::BootProgram && m.detail.starts_with(&want) && m.detail.ends_with("complete")).is_some()
+}
+
+/// From the installer's kernel to `installed`.
+fn installer_phases(w: &mut Watch, limits: &Limits) -> Result<()> {
     w.phase(Phase::BootedInstaller, limits.installer)?;
     w.until("the image download", limits.installer, |t| t.first(|m| m.step == Step::Image).is_some())?;
     w.phase(Phase::ImageVerified, limits.install)?;

@@ -63,6 +63,8 @@ pub struct Spec {
     /// in its variables as the installer set it: with it, OVMF reorders its boot options by
     /// QEMU's boot order on every boot (a thing of QEMU, not of real servers).
     pub bootindex: bool,
+    /// UEFI only: OVMF enforcing Secure Boot with Microsoft's keys enrolled.
+    pub secure_boot: bool,
 }
 
 impl Spec {
@@ -76,6 +78,7 @@ impl Spec {
             nic: true,
             extra_disks: Vec::new(),
             bootindex: true,
+            secure_boot: false,
         }
     }
 }
@@ -163,7 +166,14 @@ impl Machine {
         let serial = dir.join("serial.log");
         let mut q = Qemu::new(spec.memory_mb, &serial);
         q.name = Some(spec.name.clone());
-        q.machine = Some(if spec.firmware.is_uefi() { "q35" } else { "pc" }.into());
+        q.machine = Some(
+            match (spec.firmware.is_uefi(), spec.secure_boot) {
+                (true, true) => "q35,smm=on",
+                (true, false) => "q35",
+                (false, _) => "pc",
+            }
+            .into(),
+        );
         q.cpu = Some("max".into());
         q.cpus = Some(spec.cpus);
         // The machine's data lives as long as the test (cache=unsafe); the file stays sparse
@@ -181,7 +191,12 @@ impl Machine {
         match spec.firmware {
             Firmware::Bios => q.firmware = qemu::Firmware::seabios_on_serial(&dir.join("sercon-port"))?,
             Firmware::UefiPxe | Firmware::UefiHttp => {
-                q.firmware = qemu::Firmware::ovmf(&dir.join("OVMF_VARS.fd"))?;
+                let vars = dir.join("OVMF_VARS.fd");
+                q.firmware = if spec.secure_boot {
+                    qemu::Firmware::ovmf_secure_boot(&vars)?
+                } else {
+                    qemu::Firmware::ovmf(&vars)?
+                };
                 // An IPv4-only provisioning network, as the lab is.
                 q.fw_cfg = vec![ovmf::IPV6_OFF.into(), ovmf::IPV6_PXE_OFF.into()];
                 if spec.firmware == Firmware::UefiHttp {

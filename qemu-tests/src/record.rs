@@ -24,6 +24,8 @@ pub struct Record {
     /// `install.uefi.boot_order` (`network-first`, `disk-first`); `None`: not written (the
     /// default, network-first).
     pub uefi_boot_order: Option<&'static str>,
+    /// `netboot.uefi_chain`: `ipxe` or `shim-grub` (absent: the site's).
+    pub uefi_chain: Option<&'static str>,
 }
 
 #[derive(Debug, Clone)]
@@ -45,6 +47,7 @@ impl Record {
             image: ImageRef::Named,
             nonce: osie_testkit::unique("n"),
             uefi_boot_order: None,
+            uefi_chain: None,
         }
     }
 
@@ -88,6 +91,9 @@ impl Record {
             },
             "cloud_init": { "user_data": self.user_data() }
         });
+        if let Some(chain) = self.uefi_chain {
+            v["netboot"]["uefi_chain"] = json!(chain);
+        }
         if let Some(order) = self.uefi_boot_order {
             v["install"]["uefi"] = json!({ "boot_order": order });
         }

@@ -10,7 +10,7 @@
 //! | `d_bad_checksum_fails_and_disk_does_not_boot` | SeaBIOS + iPXE NIC ROM | wrong sha256: `failed` with the error chain, netboot kept, the next boot netboots again, the disk's first MiB is not the image's, the disk alone does not boot |
 //! | `e_uefi_http_boot_installs_and_first_boots` | OVMF, ROM disabled, PXE off | UEFI HTTP boot (arch 16) → `ipxe.efi` over HTTP → the same as (a) |
 //! | `i_missing_kernel_is_diagnosed` | SeaBIOS + iPXE NIC ROM | the kernel gone from the artifacts: iPXE fetches its script, the kernel answers 404, and the boot trace's diagnosis names that step (stopped as soon as it does) |
-//! | `f_uefi_disk_first_boots_without_the_network` | OVMF as (e), its own variables, no QEMU boot order | `install.uefi.boot_order = "disk-first"`: the installer writes a boot entry for the image's loader and puts it first; after the reboot the firmware boots the disk without one DHCP packet |
+//! | `f_uefi_disk_first_boots_without_the_network` | OVMF enforcing Secure Boot (Microsoft's keys), UEFI PXE, its own variables, no QEMU boot order | Debian's unsigned iPXE is refused by the firmware; the shim/GRUB chain (signed shim, GRUB, kernel; GRUB configuration from bootsvc) installs; `install.uefi.boot_order = "disk-first"`: the installer writes a boot entry for the image's signed shim and puts it first; after the reboot the firmware boots the disk without one DHCP packet, with Secure Boot on |
 //!
 //! Logs of a failed scenario are kept in `qemu-tests/artifacts/<test>/`.
 
@@ -372,38 +372,96 @@ fn image_first_mib(inputs: &Inputs) -> Vec<u8> {
     out.stdout
 }
 
-/// (f) UEFI boot entries. An OVMF machine with its own variables file and no QEMU boot
-/// order (with one, OVMF reorders its options by it on every boot, which real servers do
-/// not), installed with `install.uefi.boot_order = "disk-first"`: the installer writes a
-/// `Boot####` for the image's loader through efivarfs and puts it first in `BootOrder`, and
-/// its `installed` event says so; after the reboot the firmware boots the disk without
-/// sending a single DHCP packet (bootsvc logs every one it sees), and the installed OS's
-/// kernel comes sooner than with the network first (scenario (e)).
+/// (f) Secure Boot and UEFI boot entries, on one OVMF machine enforcing Secure Boot with
+/// Microsoft's keys enrolled (as servers ship), with its own variables file and no QEMU boot
+/// order (with one, OVMF reorders its options by it on every boot, which real servers do not):
+///
+/// 1. given Debian's unsigned iPXE (its record's `netboot.uefi_chain = "ipxe"`), the firmware
+///    refuses to start it ("Access Denied"): the check is real. A short boot, then off.
+/// 2. given the shim/GRUB chain (`"shim-grub"`): Debian's signed shim and network GRUB over
+///    TFTP, the machine's GRUB configuration from bootsvc, the signed kernel (in lockdown,
+///    loading signed modules) runs the installer, installed with
+///    `install.uefi.boot_order = "disk-first"`: the installer writes a `Boot####` for the
+///    image's loader (its signed shim) through efivarfs, puts it first in `BootOrder`, and
+///    its `installed` event says so; its hardware report says Secure Boot was on;
+/// 3. after the reboot the firmware boots the disk without sending a single DHCP packet
+///    (bootsvc logs every one it sees), through the image's signed shim and GRUB, and the
+///    installed OS's kernel says Secure Boot is enabled.
 #[test]
 fn f_uefi_disk_first_boots_without_the_network() {
     let test = "f_uefi_disk_first_boots_without_the_network";
     let Some(inputs) = Inputs::for_test(test) else { return };
+    let secure_boot_files = [
+        (std::path::PathBuf::from(osie_testkit::qemu::OVMF_CODE_SECURE_BOOT), "scripts/setup (package ovmf)"),
+        (inputs.tftp.join("shimx64.efi"), "scripts/setup"),
+        (inputs.tftp.join("grubx64.efi"), "scripts/setup"),
+    ];
+    if !secure_boot_files.iter().all(|(f, by)| osie_testkit::require_file(test, f, by)) {
+        return;
+    }
     signals::install();
     let mac = "52:54:00:e2:0f:01";
     let lab = check(Lab::start(test, &inputs));
     let mut rec = Record::new("node1", mac, Lab::address(1));
     rec.uefi_boot_order = Some("disk-first");
+    rec.uefi_chain = Some("ipxe");
     check(lab.add(&rec));
-    let mut spec = Spec::new("node1", mac, Firmware::UefiHttp);
+    let mut spec = Spec::new("node1", mac, Firmware::UefiPxe);
     spec.bootindex = false;
+    spec.secure_boot = true;
     let disk = check(lab.subdir("node1").and_then(|d| Disk::blank(&d, DISK_BYTES)));
-    let mut machine = check(Machine::power_on(&lab, &spec, &disk));
     let limits = Limits::default();
+
+    // 1. Debian's iPXE is not signed: refused before it runs.
+    const DENIED: &str = "firmware refuses to load the boot program";
+    let started = std::time::Instant::now();
+    {
+        let mut machine = check(Machine::power_on(&lab, &spec, &disk));
+        let mut w = flow::watch(&lab, &mut machine, &rec);
+        w.watch_console(DENIED, ": Access Denied");
+        check(w.until("ipxe.efi over TFTP", limits.firmware, |t| flow::tftp_complete(t, "ipxe.efi")));
+        check(w.until("the firmware refusing the unsigned ipxe.efi (Secure Boot)", limits.firmware, |t| {
+            t.first(|m| m.step == Step::Console && m.label == DENIED).is_some()
+        }));
+        if let Some(m) = w.timeline().first(|m| m.dhcp.as_ref().is_some_and(|d| d.class == "ipxe")) {
+            panic!("{}", w.fail("iPXE never running under Secure Boot", &format!("iPXE sent DHCP: {}", m.detail)));
+        }
+        drop(w);
+        machine.power_off();
+    }
+    let refused_in = started.elapsed();
+
+    // 2. The signed chain installs.
+    rec.uefi_chain = Some("shim-grub");
+    check(lab.add(&rec));
+    check(osie_testkit::wait_for("bootsvc to load the record's shim-grub chain", Duration::from_secs(20), || {
+        lab.machine(mac).ok().filter(|v| v.netboot.uefi_chain == bootsvc::config::UefiChain::ShimGrub)
+    }));
+    let mut machine = check(Machine::power_on(&lab, &spec, &disk));
     let mut w = flow::watch(&lab, &mut machine, &rec);
     // Only an entry for a disk partition starts from a hard drive path: the one written.
     const ENTRY: &str = "firmware starts the disk entry";
     w.watch_console(ENTRY, "\" from HD(");
-    check(flow::install(&mut w, Firmware::UefiHttp, mac, &limits));
+    check(flow::install_shim_grub(&mut w, mac, &limits));
     check(w.until("the installed OS's kernel on the console", limits.reboot, |t| {
         t.first(|m| m.step == Step::Console && m.label == flow::OS_KERNEL).is_some()
     }));
     let t = w.timeline().clone();
     let bad = |what: &str| panic!("{}", w.fail("the installed OS booted from its UEFI boot entry", what));
+    let console = w.machine.console();
+    for (what, needle) in [
+        ("the installer's kernel in lockdown", "Kernel is locked down from EFI Secure Boot"),
+        ("the installer's kernel: Secure Boot enabled", "secureboot: Secure boot enabled"),
+    ] {
+        if !console.contains(needle) {
+            bad(&format!("{what}: {needle:?} is not on the console"));
+        }
+    }
+    // The installer's hardware report says Secure Boot was on (the firmware's variable).
+    let reported = lab.events(mac).ok().and_then(|ev| ev.iter().find_map(|e| e.event.hardware.clone()));
+    if reported.as_ref().and_then(|h| h.secure_boot) != Some(true) {
+        bad(&format!("the hardware report does not say Secure Boot was on: {:?}", reported.map(|h| h.secure_boot)));
+    }
     let Some(installed) = t.event(Phase::Installed) else { panic!("{}", w.fail("an installed event", "none")) };
     if !(installed.detail.contains("BootOrder (disk-first)") && installed.detail.contains("UEFI Boot")) {
         bad(&format!("the installed event does not say which boot entry was written: {}", installed.detail));
@@ -415,14 +473,21 @@ fn f_uefi_disk_first_boots_without_the_network() {
     // boot manager names each option it starts on the serial console).
     let number = installed.detail.split("UEFI Boot").nth(1).map(|r| r.chars().take(4).collect::<String>());
     let started = number.as_ref().map(|n| format!("BdsDxe: starting Boot{n} "));
-    if !started.as_ref().is_some_and(|s| w.machine.console().contains(s.as_str())) {
-        bad(&format!("the console does not show the firmware starting the entry written ({started:?})"));
+    let Some(entry_at) = started.as_ref().and_then(|s| console.find(s.as_str())) else {
+        bad(&format!("the console does not show the firmware starting the entry written ({started:?})"))
+    };
+    // 3. The installed OS's kernel (after the entry started) with Secure Boot on.
+    let os = &console[entry_at..];
+    if !(os.contains("-cloud-amd64 (") && os.contains("secureboot: Secure boot enabled")) {
+        bad("the installed OS's kernel does not say \"secureboot: Secure boot enabled\"");
     }
     let kernel = t.first(|m| m.step == Step::Console && m.label == flow::OS_KERNEL).expect("waited for above");
     let entry = t.first(|m| m.step == Step::Console && m.label == ENTRY).map_or(kernel.at, |m| m.at);
     eprintln!(
-        "{test}: {}\ninstalled → installed OS's kernel {:.1} s (disk-first, no firmware network): the firmware's \
-         restart until it starts the entry {:.1} s, then GRUB and the kernel {:.1} s\n{}",
+        "{test}: the unsigned iPXE refused {:.1} s after power-on\n{}\ninstalled → installed OS's kernel {:.1} s \
+         (disk-first, no firmware network, Secure Boot on): the firmware's restart until it starts the entry \
+         {:.1} s, then shim, GRUB and the kernel {:.1} s\n{}",
+        refused_in.as_secs_f64(),
         installed.detail,
         kernel.at.saturating_sub(installed.at).as_secs_f64(),
         entry.saturating_sub(installed.at).as_secs_f64(),

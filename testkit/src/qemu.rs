@@ -17,6 +17,10 @@ use crate::Netns;
 /// Debian's `ovmf` package.
 pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
 pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+/// The Secure Boot build (needs SMM) and a variable store with Microsoft's keys enrolled and
+/// Secure Boot enforcing: firmware as servers ship it.
+pub const OVMF_CODE_SECURE_BOOT: &str = "/usr/share/OVMF/OVMF_CODE_4M.ms.fd";
+pub const OVMF_VARS_SECURE_BOOT: &str = "/usr/share/OVMF/OVMF_VARS_4M.ms.fd";
 
 /// `fw_cfg` switches of OVMF's network stack.
 pub mod ovmf {
@@ -36,6 +40,9 @@ pub enum Firmware {
     /// OVMF with the machine's own copy of the variable store ([`Firmware::ovmf`]), so boot
     /// entries OVMF writes do not leak between machines.
     Ovmf { vars: PathBuf },
+    /// OVMF enforcing Secure Boot with Microsoft's keys ([`Firmware::ovmf_secure_boot`]); the
+    /// machine needs SMM (`q35,smm=on`).
+    OvmfSecureBoot { vars: PathBuf },
 }
 
 impl Firmware {
@@ -49,6 +56,14 @@ impl Firmware {
     pub fn ovmf(vars: &Path) -> Result<Firmware> {
         std::fs::copy(OVMF_VARS, vars).with_context(|| format!("copying {OVMF_VARS} to {}", vars.display()))?;
         Ok(Firmware::Ovmf { vars: vars.to_path_buf() })
+    }
+
+    /// OVMF enforcing Secure Boot, with a fresh copy of its variable store (Microsoft's keys
+    /// enrolled) at `vars`.
+    pub fn ovmf_secure_boot(vars: &Path) -> Result<Firmware> {
+        std::fs::copy(OVMF_VARS_SECURE_BOOT, vars)
+            .with_context(|| format!("copying {OVMF_VARS_SECURE_BOOT} to {}", vars.display()))?;
+        Ok(Firmware::OvmfSecureBoot { vars: vars.to_path_buf() })
     }
 }
 
@@ -184,6 +199,12 @@ impl Qemu {
             Firmware::SeaBios { sercon: None } => {}
             Firmware::Ovmf { vars } => {
                 a.push(&["-drive", &format!("if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}")]);
+                a.pair("-drive", file_arg("if=pflash,format=raw,unit=1,file=", vars));
+            }
+            Firmware::OvmfSecureBoot { vars } => {
+                // Only SMM code may write the variable store: the OS cannot switch Secure Boot off.
+                a.push(&["-global", "driver=cfi.pflash01,property=secure,value=on"]);
+                a.push(&["-drive", &format!("if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE_SECURE_BOOT}")]);
                 a.pair("-drive", file_arg("if=pflash,format=raw,unit=1,file=", vars));
             }
         }

@@ -21,6 +21,9 @@ impl Config {
         self.check_http(&mut c);
         self.check_http_connections(&mut c);
         self.check_artifacts(&mut c);
+        if self.boot.uefi_chain == super::UefiChain::ShimGrub {
+            c.check("boot.uefi_chain", self.check_shim_grub());
+        }
         self.check_dirs(&mut c);
         self.check_storage(&mut c);
         self.check_admin(&mut c);
@@ -53,6 +56,30 @@ impl Config {
         if !(60..=30 * 86_400).contains(&t.first_boot_secs) {
             c.add("trace.first_boot_secs", format!("{} s is out of range: 60 to {} s", t.first_boot_secs, 30 * 86_400));
         }
+    }
+
+    /// What a site needs before any machine gets the shim/GRUB chain: TFTP on (the only
+    /// protocol of Debian's signed GRUB), shim and GRUB in `tftp.root` (`scripts/build` puts
+    /// them there), opened the way a request for them would be, and kernel file names and
+    /// arguments that can go into a GRUB configuration.
+    pub fn check_shim_grub(&self) -> Result<(), String> {
+        use crate::grub::{self, GRUB_EFI, SHIM_EFI};
+        if !self.tftp.enabled {
+            return Err("the shim/GRUB chain needs tftp.enabled: Debian's signed GRUB reads its configuration, \
+                        kernel and initramfs over TFTP only"
+                .into());
+        }
+        for f in [SHIM_EFI, GRUB_EFI] {
+            crate::jail::servable(&self.tftp.root, f).map_err(|e| {
+                format!(
+                    "the shim/GRUB chain needs {f} in tftp.root (scripts/build puts Debian's signed one there): {e}"
+                )
+            })?;
+        }
+        for f in [&self.artifacts.kernel, &self.artifacts.initrd] {
+            grub::quote(f).map_err(|e| format!("artifacts file name {f:?} {e}"))?;
+        }
+        grub::check_args(&self.artifacts.kernel_args).map_err(|e| format!("artifacts.kernel_args: {e}"))
     }
 
     fn check_listen(&self, c: &mut Collector) {

@@ -5,11 +5,14 @@
 //! | option 93 | class | boot file |
 //! |---|---|---|
 //! | 0 | BIOS PXE | `undionly.kpxe` via TFTP |
-//! | 6, 7, 9 | UEFI PXE x86/x64 | `ipxe.efi` via TFTP |
+//! | 6, 7, 9 | UEFI PXE x86/x64 | `ipxe.efi` via TFTP (chain `shim-grub`, arch 7 and 9: `shimx64.efi`) |
 //! | 10, 11 | UEFI PXE ARM | `snp.efi` via TFTP |
-//! | 15, 16 | UEFI HTTP boot x86/x64 | `{public_url}/ipxe/ipxe.efi`, option 60 `HTTPClient` |
+//! | 15, 16 | UEFI HTTP boot x86/x64 | `{public_url}/ipxe/ipxe.efi` (chain `shim-grub`, arch 16: `…/ipxe/shimx64.efi`), option 60 `HTTPClient` |
 //! | 19 | UEFI HTTP boot ARM64 | `{public_url}/ipxe/snp.efi`, option 60 `HTTPClient` |
 //! | any, with option 77 `iPXE` or option 175 | iPXE | `{public_url}/boot/<mac>.ipxe` |
+//!
+//! The chain (`boot.uefi_chain`, a record's `netboot.uefi_chain`) changes the x64 UEFI
+//! rows only: `docs/secure-boot.md`.
 //!
 //! Option 93 missing or unreadable: the decimal arch in option 60
 //! (`PXEClient:Arch:00007:UNDI:003016`). Neither: an `HTTPClient` is taken as x64 HTTP
@@ -21,6 +24,8 @@ use std::fmt;
 use osie_api::MacAddr;
 
 use super::request::{code, Options};
+use crate::config::UefiChain;
+use crate::grub::SHIM_EFI;
 use crate::inventory::model::Arch;
 
 /// What option 60 says the client is.
@@ -109,6 +114,7 @@ impl fmt::Display for BootFile {
 pub const UNDIONLY: &str = "undionly.kpxe";
 pub const IPXE_EFI: &str = "ipxe.efi";
 pub const SNP_EFI: &str = "snp.efi";
+
 /// The boot file UEFI firmware gets when its machine must not netboot. No such file is
 /// served (TFTP answers "file not found", HTTP 404 at once), so the firmware's network boot
 /// option fails there and then, and it goes on to the next one: without it, OVMF waits out
@@ -196,10 +202,14 @@ impl Client {
 
 impl Class {
     /// The boot file for this class. `public_url` is `http.public_url` without a trailing
-    /// slash. `None` for unsupported architectures.
-    pub fn boot_file(self, mac: &MacAddr, public_url: &str) -> Option<BootFile> {
+    /// slash; `arch` the client's option 93 (shim is x64 only: arch 7, 9 and 16). `None` for
+    /// unsupported architectures.
+    pub fn boot_file(self, mac: &MacAddr, public_url: &str, arch: Option<u16>, chain: UefiChain) -> Option<BootFile> {
+        let shim = chain == UefiChain::ShimGrub && matches!(arch, Some(7 | 9 | 16) | None);
         Some(match self {
             Class::BiosPxe => BootFile::Tftp(UNDIONLY),
+            Class::UefiPxe if shim => BootFile::Tftp(SHIM_EFI),
+            Class::UefiHttp if shim => BootFile::Url(format!("{public_url}/ipxe/{SHIM_EFI}")),
             Class::UefiPxe => BootFile::Tftp(IPXE_EFI),
             Class::UefiPxeArm => BootFile::Tftp(SNP_EFI),
             Class::UefiHttp => BootFile::Url(format!("{public_url}/ipxe/{IPXE_EFI}")),
@@ -269,7 +279,7 @@ mod tests {
 
     #[test]
     fn boot_files_follow_the_table() {
-        let f = |c: Class| c.boot_file(&MAC, URL).map(|b| b.to_string());
+        let f = |c: Class| c.boot_file(&MAC, URL, None, UefiChain::Ipxe).map(|b| b.to_string());
         assert_eq!(f(Class::BiosPxe).as_deref(), Some("undionly.kpxe"));
         assert_eq!(f(Class::UefiPxe).as_deref(), Some("ipxe.efi"));
         assert_eq!(f(Class::UefiPxeArm).as_deref(), Some("snp.efi"));
@@ -277,6 +287,24 @@ mod tests {
         assert_eq!(f(Class::UefiHttpArm).as_deref(), Some("http://192.0.2.1:8080/ipxe/snp.efi"));
         assert_eq!(f(Class::Ipxe).as_deref(), Some("http://192.0.2.1:8080/boot/52:54:00:ab:cd:ef.ipxe"));
         assert_eq!(f(Class::Unsupported(2)), None);
+    }
+
+    #[test]
+    fn the_shim_grub_chain_changes_x64_uefi_only() {
+        let f = |c: Class, arch: Option<u16>| c.boot_file(&MAC, URL, arch, UefiChain::ShimGrub).map(|b| b.to_string());
+        assert_eq!(f(Class::UefiPxe, Some(7)).as_deref(), Some("shimx64.efi"));
+        assert_eq!(f(Class::UefiPxe, Some(9)).as_deref(), Some("shimx64.efi"));
+        assert_eq!(f(Class::UefiHttp, Some(16)).as_deref(), Some("http://192.0.2.1:8080/ipxe/shimx64.efi"));
+        // Inferred from the vendor class alone (no arch): x64, the only UEFI build here.
+        assert_eq!(f(Class::UefiHttp, None).as_deref(), Some("http://192.0.2.1:8080/ipxe/shimx64.efi"));
+        // IA32 UEFI has no x64 shim to run: iPXE, as before.
+        assert_eq!(f(Class::UefiPxe, Some(6)).as_deref(), Some("ipxe.efi"));
+        assert_eq!(f(Class::UefiHttp, Some(15)).as_deref(), Some("http://192.0.2.1:8080/ipxe/ipxe.efi"));
+        assert_eq!(f(Class::BiosPxe, Some(0)).as_deref(), Some("undionly.kpxe"));
+        assert_eq!(f(Class::UefiPxeArm, Some(11)).as_deref(), Some("snp.efi"));
+        assert_eq!(f(Class::Ipxe, Some(7)).as_deref(), Some("http://192.0.2.1:8080/boot/52:54:00:ab:cd:ef.ipxe"));
+        // The decline file does not depend on the chain.
+        assert_eq!(Class::UefiPxe.decline_file(URL), Some(BootFile::Tftp(NO_NETBOOT)));
     }
 
     #[test]

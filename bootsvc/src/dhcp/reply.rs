@@ -26,7 +26,7 @@ use osie_api::MacAddr;
 
 use super::classify::{self, BootFile, Class, Client};
 use super::request::Request;
-use crate::config::{Config, DhcpMode, Pool};
+use crate::config::{Config, DhcpMode, Pool, UefiChain};
 use crate::inventory::{Backend, Machine};
 use crate::storage::LeasePool;
 use build::{build, Address, Boot, Plan};
@@ -56,6 +56,8 @@ pub struct Settings {
     /// `http.public_url` without a trailing slash.
     pub public_url: String,
     pub pool: Option<Pool>,
+    /// `boot.uefi_chain`: the site's chain for UEFI machines whose record names none.
+    pub uefi_chain: UefiChain,
 }
 
 impl Settings {
@@ -66,6 +68,7 @@ impl Settings {
             lease_secs: cfg.dhcp.lease_secs,
             public_url: cfg.http.public_url.trim_end_matches('/').to_string(),
             pool: cfg.dhcp.pool.clone(),
+            uefi_chain: cfg.boot.uefi_chain,
         }
     }
 }
@@ -162,7 +165,7 @@ pub fn respond(req: &Request, via: Via, ctx: &Ctx<'_>) -> Decision {
         d.outcome = ignore("dhcp-unknown-mac", "MAC not in the inventory");
         return d;
     };
-    match boot_file(req, &d, ctx) {
+    match boot_file(req, &d, &machine, ctx) {
         Ok(b) => d.boot_file = Some(b),
         Err(why) => {
             d.no_boot = Some(why);
@@ -207,13 +210,16 @@ fn set_aside(req: &Request, via: Via, d: &Decision, ctx: &Ctx<'_>) -> Option<Out
 /// The boot file, if this machine may netboot now and this request comes from boot
 /// firmware (an OS's own DHCP client, the installer's or the installed system's, gets its
 /// address and no boot file to misread); else why not.
-fn boot_file(req: &Request, d: &Decision, ctx: &Ctx<'_>) -> Result<BootFile, &'static str> {
+fn boot_file(req: &Request, d: &Decision, machine: &Machine, ctx: &Ctx<'_>) -> Result<BootFile, &'static str> {
     if !is_netboot_client(d) {
         Err("not a netboot client (no PXE or HTTP vendor class, no option 93, not iPXE)")
     } else if !ctx.backend.netboot_allowed(&req.mac) {
         Err(NOT_ALLOWED)
     } else {
-        d.class.boot_file(&req.mac, &ctx.settings.public_url).ok_or("no boot file for this architecture")
+        let chain = machine.uefi_chain(ctx.settings.uefi_chain);
+        d.class
+            .boot_file(&req.mac, &ctx.settings.public_url, d.client.arch, chain)
+            .ok_or("no boot file for this architecture")
     }
 }
 

@@ -33,6 +33,7 @@ use sha2::{Digest, Sha256};
 
 use super::backoff::{Backoff, Verdict};
 use super::AppState;
+use crate::config::UefiChain;
 use crate::identity::IdentityView;
 use crate::inventory::load::parse_file;
 use crate::inventory::{validate, Entry};
@@ -78,6 +79,10 @@ pub struct NetbootView {
     pub cleared: bool,
     /// What DHCP and `/boot` act on: `allow && !cleared`.
     pub allowed: bool,
+    /// The boot chain it gets as a UEFI machine: its record's `netboot.uefi_chain`, else the
+    /// site's `boot.uefi_chain`.
+    #[serde(default)]
+    pub uefi_chain: UefiChain,
 }
 
 pub(super) fn view(app: &AppState, e: &Entry) -> MachineView {
@@ -95,6 +100,7 @@ pub(super) fn view(app: &AppState, e: &Entry) -> MachineView {
             allow: m.netboot.allow,
             cleared: state.netboot_cleared,
             allowed: netboot_allowed(m, &state),
+            uefi_chain: m.uefi_chain(app.cfg.boot.uefi_chain),
         },
         state,
         identity: app.identity.view(&*app.storage, m),

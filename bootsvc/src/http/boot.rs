@@ -1,4 +1,5 @@
-//! `GET /boot/{mac}.ipxe`: what a machine's iPXE runs next. The choice is a pure function
+//! `GET /boot/{mac}.ipxe`: what a machine's iPXE runs next. (`GET /boot/{mac}.grub` and
+//! `GET /grub/grub.cfg`, the shim/GRUB chain's, are answered by `netboot::grub`.) The choice is a pure function
 //! ([`choose`]) of the config, the machine's record and its state:
 //!
 //! - unknown MAC, or netboot not allowed (by the record, or cleared by a finished install):
@@ -17,12 +18,14 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use osie_api::MacAddr;
 
+use super::identify::source_ipv4;
 use super::AppState;
 use crate::config::Config;
+use crate::grub;
 use crate::inventory::Entry;
 use crate::ipxe;
+use crate::netboot;
 use crate::state::MachineState;
-use crate::storage::netboot_allowed;
 use crate::trace::{ScriptStep, Step};
 
 /// A script and what kind it is (for logs).
@@ -36,19 +39,11 @@ pub struct Choice {
 
 pub fn choose(cfg: &Config, entry: Option<&Entry>, state: &MachineState, mac: MacAddr) -> Choice {
     let Some(entry) = entry else {
-        let why = format!("no machine with MAC {mac} in the inventory");
+        let why = netboot::unknown(mac);
         return Choice { kind: "unknown", script: ipxe::local_boot(&why), why: Some(why) };
     };
     let m = &entry.machine;
-    if !netboot_allowed(m, state) {
-        let why = if m.netboot.allow {
-            format!(
-                "{} is installed, netboot was cleared (bootsvc machine {mac} reinstall allows it again)",
-                m.hostname
-            )
-        } else {
-            format!("netboot is not allowed for {}", m.hostname)
-        };
+    if let Some(why) = netboot::refused(m, state, mac) {
         return Choice { kind: "local-boot", script: ipxe::local_boot(&why), why: Some(why) };
     }
     let banner = format!("{} ({mac})", m.hostname);
@@ -70,16 +65,13 @@ pub fn choose(cfg: &Config, entry: Option<&Entry>, state: &MachineState, mac: Ma
 }
 
 fn installer_script(cfg: &Config, entry: &Entry, mac: MacAddr, banner: &str) -> Result<String, ipxe::Unsafe> {
-    let base = cfg.http.public_url.trim_end_matches('/');
-    let peers: Vec<&str> = cfg.http.peers.iter().map(|p| p.trim_end_matches('/')).collect();
-    let osie_url = std::iter::once(base).chain(peers.iter().copied()).collect::<Vec<_>>().join(",");
-    let machine_args = entry.machine.netboot.kernel_args.as_deref();
-    let args = ipxe::installer_args(&osie_url, &cfg.artifacts.kernel_args, machine_args, mac)?;
+    let urls = netboot::base_urls(cfg);
+    let args = netboot::installer_args(cfg, &entry.machine, mac)?;
     let files = |b: &str| {
         (format!("{b}/artifacts/{}", cfg.artifacts.kernel), format!("{b}/artifacts/{}", cfg.artifacts.initrd))
     };
-    let (kernel_url, initrd_url) = files(base);
-    let fallbacks: Vec<(String, String)> = peers.iter().map(|p| files(p)).collect();
+    let (kernel_url, initrd_url) = files(urls[0]);
+    let fallbacks: Vec<(String, String)> = urls[1..].iter().map(|p| files(p)).collect();
     ipxe::installer(&ipxe::Installer {
         kernel_url: &kernel_url,
         initrd_url: &initrd_url,
@@ -94,8 +86,11 @@ pub async fn script(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(file): Path<String>,
 ) -> Response {
+    if let Some(name) = grub::parse_name(&format!("boot/{file}")) {
+        return grub_config(&app, peer, name);
+    }
     let Some(mac) = file.strip_suffix(".ipxe").and_then(|m| m.parse::<MacAddr>().ok()) else {
-        return (StatusCode::NOT_FOUND, "expected /boot/<mac>.ipxe\n").into_response();
+        return (StatusCode::NOT_FOUND, "expected /boot/<mac>.ipxe or /boot/<mac>.grub\n").into_response();
     };
     let snap = app.storage.snapshot();
     let entry = snap.by_mac(&mac);
@@ -127,22 +122,25 @@ pub async fn script(
         .into_response()
 }
 
+/// `GET /grub/grub.cfg`: what GRUB reads first (`grub::entry`).
+pub async fn grub_entry(State(app): State<AppState>, ConnectInfo(peer): ConnectInfo<SocketAddr>) -> Response {
+    grub_config(&app, peer, grub::Name::Entry)
+}
+
+/// A GRUB configuration (`netboot::grub`): identified like the TFTP request for it.
+fn grub_config(app: &AppState, peer: SocketAddr, name: grub::Name) -> Response {
+    let c = netboot::grub::answer(&app.cfg, &*app.storage, &app.identity, name, source_ipv4(peer));
+    netboot::grub::log(&c, name, &peer, "http");
+    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8"), (header::CACHE_CONTROL, "no-store")], c.config)
+        .into_response()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use osie_api::BootParams;
 
-    fn cfg() -> Config {
-        let mut c = crate::config::sample();
-        c.artifacts.kernel_args = "console=ttyS0,115200n8".into();
-        c
-    }
-
-    fn entry(json: &str) -> Entry {
-        crate::inventory::load::test_entry(json)
-    }
-
-    const MAC: &str = "52:54:00:00:00:01";
+    use crate::netboot::testing::{cfg, entry, MAC};
 
     #[test]
     fn known_allowed_machine_gets_the_installer() {

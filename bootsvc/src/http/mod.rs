@@ -12,6 +12,7 @@
 //! | route | what |
 //! |---|---|
 //! | `GET /boot/{mac}.ipxe` | the machine's iPXE script ([`boot`]) |
+//! | `GET /boot/{mac}.grub`, `GET /grub/grub.cfg` | the shim/GRUB chain's configurations, as over TFTP (`grub::choose`) |
 //! | `GET /artifacts/{file}`, `/images/{file}`, `/ipxe/{file}` | kernel + initramfs, OS images, the TFTP root ([`files`]) |
 //! | `GET /metadata` | installer metadata, `X-Osie-Mac` + source address ([`metadata`]) |
 //! | `GET /{2009-04-04,latest}/meta-data/…`, `…/user-data` | EC2-compatible tree for the caller |
@@ -69,7 +70,7 @@ pub struct App {
     /// Machines, their state and events, leases (`crate::storage`).
     pub storage: Arc<dyn Storage>,
     /// Which machine is calling (`crate::identity`).
-    pub identity: Identity,
+    pub identity: Arc<Identity>,
     pub metrics: Arc<Metrics>,
     /// Bearer token of the admin API; `None` turns the admin API off.
     pub admin_token: Option<String>,
@@ -88,6 +89,7 @@ const EC2_VERSIONS: [&str; 2] = ["2009-04-04", "latest"];
 pub fn machines_router(app: AppState) -> Router {
     let mut r = Router::new()
         .route("/boot/{file}", get(boot::script))
+        .route("/grub/grub.cfg", get(boot::grub_entry))
         .route("/artifacts/{*path}", get(files::artifact))
         .route("/images/{*path}", get(files::image))
         .route("/ipxe/{*path}", get(files::tftp_root))

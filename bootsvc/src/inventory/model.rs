@@ -9,6 +9,7 @@ use osie_api::{CloudInit, MacAddr};
 use serde::{Deserialize, Serialize};
 
 pub use super::bmc::Bmc;
+pub use crate::config::UefiChain;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -78,6 +79,13 @@ pub struct Netboot {
     /// Or: a URL the machine's script chains to.
     #[serde(default)]
     pub ipxe_script_url: Option<String>,
+    /// UEFI only: the boot chain this machine gets, instead of the site's `boot.uefi_chain`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uefi_chain: Option<UefiChain>,
+    /// The shim/GRUB chain's counterpart of `ipxe_script`: a whole GRUB configuration
+    /// served instead of the installer's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grub_config: Option<String>,
     /// Extra kernel arguments for the installer (after `artifacts.kernel_args`). No secrets:
     /// the command line is world-readable.
     #[serde(default)]
@@ -163,6 +171,11 @@ impl Machine {
             Some(m) => format!("i-{}", m.to_string().replace(':', "")),
             None => format!("i-{}", self.hostname),
         })
+    }
+
+    /// The boot chain this machine gets as a UEFI machine: its own, else the site's.
+    pub fn uefi_chain(&self, site: UefiChain) -> UefiChain {
+        self.netboot.uefi_chain.unwrap_or(site)
     }
 
     pub fn boot_mac(&self) -> Option<MacAddr> {

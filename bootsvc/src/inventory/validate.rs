@@ -11,7 +11,8 @@ use super::images::Images;
 use super::model::{ImageRef, Install, IpConfig, Machine};
 use super::source::{Entry, Source};
 use crate::checks;
-use crate::config::{Config, DhcpMode};
+use crate::config::{Config, DhcpMode, UefiChain};
+use crate::grub;
 use crate::ipxe;
 use crate::problem::{Problem, Problems};
 
@@ -63,6 +64,7 @@ pub fn machine(e: &Entry, cfg: &Config, images: &Images, out: &mut Problems) {
         None => {}
     }
     netboot(m, &mut r);
+    uefi_chain(m, cfg, &mut r);
     if let Some(install) = &m.install {
         install_plan(install, images, &mut r);
     }
@@ -157,6 +159,24 @@ fn netboot(m: &Machine, r: &mut Report) {
     }
     if nb.allow && nb.ipxe_script.is_none() && nb.ipxe_script_url.is_none() && m.install.is_none() {
         r.add("install", "missing: netboot.allow is true but there is nothing to install (or set netboot.allow false)");
+    }
+}
+
+/// A machine given the shim/GRUB chain: its GRUB configuration and kernel arguments; and,
+/// when the site's default is iPXE, what the site needs for the chain (`grub::check_chain`).
+fn uefi_chain(m: &Machine, cfg: &Config, r: &mut Report) {
+    let nb = &m.netboot;
+    if nb.grub_config.as_deref().is_some_and(|s| s.trim().is_empty()) {
+        r.add("netboot.grub_config", "is empty");
+    }
+    if m.uefi_chain(cfg.boot.uefi_chain) != UefiChain::ShimGrub {
+        return;
+    }
+    if cfg.boot.uefi_chain != UefiChain::ShimGrub {
+        r.check("netboot.uefi_chain", cfg.check_shim_grub());
+    }
+    if let Some(a) = &nb.kernel_args {
+        r.check("netboot.kernel_args", grub::check_args(a));
     }
 }
 

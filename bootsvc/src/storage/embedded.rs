@@ -279,6 +279,7 @@ pub(crate) mod tests {
                 lease_secs: 3600,
                 public_url: "http://192.0.2.1:8080".into(),
                 pool: Some(pool()),
+                uefi_chain: Default::default(),
             };
             let ctx = Ctx { settings: &settings, backend: &b, leases: b.leases(), now: leases::now() };
             let mac = [0x52, 0x54, 0, 0, 0, 2];

@@ -6,6 +6,8 @@
 //!   escape, no symlink escape), shared with the HTTP file routes; [`refusal`] turns its
 //!   answers into TFTP's metrics labels and ERROR packets.
 //! - [`admission`]: which requests get a transfer (caps per source address and in all).
+//! - [`generated`]: the shim/GRUB chain's names (GRUB configurations made per request, the
+//!   installer's kernel and initramfs), asked before the root.
 //! - [`transfer`]: one transfer on its own socket; counted and logged when it ends.
 //!
 //! The server runs on threads of its own, each with a single-threaded tokio runtime: the
@@ -31,6 +33,7 @@
 //! Interface used by the service wiring (`serve`): bind first, then run.
 
 pub mod admission;
+pub mod generated;
 pub mod packet;
 pub mod refusal;
 pub mod transfer;
@@ -85,6 +88,7 @@ pub struct TftpServer {
     blksize_limit: u16,
     metrics: Arc<Metrics>,
     tracer: MaybeTracer,
+    generated: Option<Arc<generated::Generated>>,
 }
 
 impl TftpServer {
@@ -113,12 +117,19 @@ impl TftpServer {
             blksize_limit: blksize_limit(link_mtu(iface)),
             metrics,
             tracer: None,
+            generated: None,
         })
     }
 
     /// Record each transfer to an inventory machine in its boot trace.
     pub fn with_tracer(mut self, t: Arc<Tracer>) -> TftpServer {
         self.tracer = Some(t);
+        self
+    }
+
+    /// Also answer the shim/GRUB chain's names ([`generated`]).
+    pub fn with_generated(mut self, g: generated::Generated) -> TftpServer {
+        self.generated = Some(Arc::new(g));
         self
     }
 
@@ -135,8 +146,8 @@ impl TftpServer {
             max_transfers = self.caps.total, max_transfers_per_client = self.caps.per_client,
             "TFTP serving"
         );
-        let (address, limits, caps, blksize_limit, metrics, tracer) =
-            (self.address, self.limits, self.caps, self.blksize_limit, self.metrics, self.tracer);
+        let (address, limits, caps, blksize_limit, metrics, tracer, generated) =
+            (self.address, self.limits, self.caps, self.blksize_limit, self.metrics, self.tracer, self.generated);
         let active: Active = Arc::default();
         let workers =
             (0..worker_count()).map(|n| spawn_worker(n, limits, Arc::clone(&active))).collect::<Result<Vec<_>>>()?;
@@ -156,6 +167,7 @@ impl TftpServer {
                     rt.block_on(async move {
                         let server = Server {
                             jail,
+                            generated,
                             address,
                             caps,
                             blksize_limit,
@@ -231,6 +243,7 @@ fn spawn_worker(n: usize, limits: Limits, active: Active) -> Result<mpsc::Unboun
 /// The request loop's state, on the `tftp` thread.
 struct Server {
     jail: Arc<Jail>,
+    generated: Option<Arc<generated::Generated>>,
     address: Ipv4Addr,
     caps: Caps,
     blksize_limit: u16,
@@ -314,7 +327,11 @@ impl Server {
                 return;
             }
         }
-        let (file, size) = match self.jail.open(Path::new(&name)) {
+        let opened = match self.generated.as_ref().and_then(|g| g.open(&name, peer)) {
+            Some(r) => r,
+            None => self.jail.open(Path::new(&name)),
+        };
+        let (file, size) = match opened {
             Ok(f) => f,
             Err(r) => {
                 let reason = refusal::reason(&r);

@@ -66,8 +66,8 @@ pub fn apply(t: &Target, policy: Policy) -> Result<Outcome> {
 }
 
 /// efivarfs on its usual place (the kernel loads the module on demand); already mounted is
-/// fine.
-fn mount_efivarfs() -> Result<()> {
+/// fine. Also before the hardware report, which reads the `SecureBoot` variable there.
+pub fn mount_efivarfs() -> Result<()> {
     let dir = Path::new(efivars::DIR);
     match nix::mount::mount(Some("efivarfs"), dir, Some("efivarfs"), MsFlags::empty(), None::<&str>) {
         Ok(()) | Err(nix::errno::Errno::EBUSY) => Ok(()),
