@@ -59,7 +59,16 @@ pub fn netboot_seen(v: &MachineView, since: &str) -> Result<Phase, String> {
     };
     let addrs: Vec<String> = v.identity.addresses.iter().map(|a| format!("{} ({})", a.address, a.source)).collect();
     let addrs = if addrs.is_empty() { "none".to_string() } else { addrs.join(", ") };
-    Err(format!("{last}; addresses bootsvc knows it by: {addrs}"))
+    // The boot trace says how far the machine got (DHCP, TFTP, script, kernel…) and why it
+    // may be stuck: the step an operator looks for first.
+    let trace = match &v.diagnosis {
+        Some(d) => match &d.cause {
+            Some(c) => format!("; the boot trace: {} ({c})", d.at),
+            None => format!("; the boot trace: {}", d.at),
+        },
+        None => String::new(),
+    };
+    Err(format!("{last}{trace}; addresses bootsvc knows it by: {addrs}"))
 }
 
 /// Wait up to `secs` for the machine to netboot after the power action just done: the
@@ -303,6 +312,18 @@ mod tests {
         let e = netboot_seen(&view(Some((Phase::Power, since))), since).unwrap_err();
         assert!(e.starts_with("no event since the power action (the last: power at"), "{e}");
         assert!(e.ends_with("addresses bootsvc knows it by: 192.0.2.21 (lease)"), "{e}");
+        let mut v = view(Some((Phase::Power, since)));
+        v.diagnosis = Some(crate::trace::Diagnosis {
+            health: crate::trace::Health::Stuck,
+            at: "TFTP undionly.kpxe abandoned at block 12".into(),
+            cause: Some("the transfer stopped".into()),
+            since_ms: None,
+        });
+        let e = netboot_seen(&v, since).unwrap_err();
+        assert!(
+            e.contains("; the boot trace: TFTP undionly.kpxe abandoned at block 12 (the transfer stopped); addresses"),
+            "the last boot-chain step seen: {e}"
+        );
         let e = netboot_seen(&view(Some((Phase::Installed, "2026-12-06T01:40:00.000Z"))), since).unwrap_err();
         assert!(e.contains("no event since"), "an older install is not this boot: {e}");
         let e = netboot_seen(&view(Some((Phase::FirstBoot, "2026-12-06T01:59:00.000Z"))), since).unwrap_err();
