@@ -4,8 +4,9 @@
 //!
 //! Each machine goes as a BIOS machine with iPXE does, against whichever instance answers
 //! first: DHCP as a PXE ROM (its reserved address), TFTP `undionly.kpxe` from its address,
-//! DHCP again as iPXE, its script from the instance named in that answer, the real kernel
-//! and initramfs from it, its metadata, and its first event (stored in PostgreSQL). A
+//! DHCP again as iPXE, its script from the instance named in that answer, the initramfs
+//! from it (1 MiB, as in the load test `bootsvc/tests/load.rs`; with `--real-artifacts` the
+//! real kernel and initramfs), its metadata, and its first event (stored in PostgreSQL). A
 //! machine is complete when its event is acknowledged; any wrong answer counts it failed.
 //!
 //! Each instance runs under its own CPU quota (`--cpu`, a cgroup), as if each had a host of
@@ -46,6 +47,11 @@ pub struct FleetStormArgs {
     /// whole comparison at each.
     #[arg(long, value_delimiter = ',', default_values_t = [0.2, 0.5])]
     cpu: Vec<f64>,
+    /// Each machine downloads the real kernel and initramfs (`scripts/build`'s, 15 MB) instead
+    /// of the load test's 1 MiB initramfs: then the clients' copying of 7 GB, not the
+    /// instances, sets the pace on this machine.
+    #[arg(long)]
+    real_artifacts: bool,
     /// Where `undionly.kpxe`, the kernel and the initramfs come from (`scripts/build`'s output).
     #[arg(long, default_value = "build")]
     build: PathBuf,
@@ -84,6 +90,7 @@ struct Storm {
 #[derive(Clone, Copy)]
 struct Sizes {
     undionly: u64,
+    /// 0: not fetched.
     kernel: u64,
     initrd: u64,
 }
@@ -102,7 +109,7 @@ pub fn run(a: FleetStormArgs) -> Result<()> {
     let bin = std::fs::canonicalize(&a.bootsvc).with_context(|| format!("bootsvc binary {}", a.bootsvc.display()))?;
     let work = std::path::absolute(&a.work).with_context(|| format!("{}", a.work.display()))?;
     let _ = std::fs::remove_dir_all(&work);
-    let files = place_files(&std::path::absolute(&a.build)?, &work)?;
+    let files = place_files(&std::path::absolute(&a.build)?, &work, a.real_artifacts)?;
     write_records(&work.join("records"), a.machines)?;
     let pg = Postgres::start_with("osie-bench-fleet-storm", Options { durable: true })
         .context("PostgreSQL's server programs are missing (scripts/setup installs them)")?;
@@ -165,7 +172,7 @@ pub fn run(a: FleetStormArgs) -> Result<()> {
 
 /// `undionly.kpxe` into a TFTP root, the kernel and initramfs into an artifacts directory
 /// (hard links where the file system allows).
-fn place_files(build: &Path, work: &Path) -> Result<Sizes> {
+fn place_files(build: &Path, work: &Path, real: bool) -> Result<Sizes> {
     let put = |from: PathBuf, dir: &str, name: &str| -> Result<u64> {
         let d = work.join(dir);
         std::fs::create_dir_all(&d)?;
@@ -176,11 +183,20 @@ fn place_files(build: &Path, work: &Path) -> Result<Sizes> {
         }
         Ok(std::fs::metadata(&to)?.len())
     };
-    Ok(Sizes {
-        undionly: put(build.join("tftp/undionly.kpxe"), "tftp", "undionly.kpxe")?,
-        kernel: put(build.join("boot/vmlinuz"), "artifacts", "vmlinuz")?,
-        initrd: put(build.join("boot/initramfs.img"), "artifacts", "initramfs.img")?,
-    })
+    let undionly = put(build.join("tftp/undionly.kpxe"), "tftp", "undionly.kpxe")?;
+    if real {
+        return Ok(Sizes {
+            undionly,
+            kernel: put(build.join("boot/vmlinuz"), "artifacts", "vmlinuz")?,
+            initrd: put(build.join("boot/initramfs.img"), "artifacts", "initramfs.img")?,
+        });
+    }
+    let d = work.join("artifacts");
+    std::fs::create_dir_all(&d)?;
+    let initrd: Vec<u8> = (0..1024 * 1024 + 5).map(|i: u32| (i.wrapping_mul(2654435761) >> 24) as u8).collect();
+    std::fs::write(d.join("initramfs.img"), &initrd)?;
+    std::fs::write(d.join("vmlinuz"), b"not fetched")?;
+    Ok(Sizes { undionly, kernel: 0, initrd: initrd.len() as u64 })
 }
 
 fn write_records(dir: &Path, machines: usize) -> Result<()> {
@@ -344,7 +360,8 @@ async fn boot(i: usize, dhcp: Arc<DhcpClient>, sizes: Sizes) -> Result<Ipv4Addr>
     let mut script = Vec::new();
     osie_testkit::http::get(server, &path, Some(ip), &[], timeout, Some(&mut script)).await?;
     ensure!(String::from_utf8_lossy(&script).contains(&format!("osie.mac={m}")), "not its script");
-    for (file, size) in [("vmlinuz", sizes.kernel), ("initramfs.img", sizes.initrd)] {
+    for (file, size) in [("vmlinuz", sizes.kernel), ("initramfs.img", sizes.initrd)].into_iter().filter(|(_, s)| *s > 0)
+    {
         let got = osie_testkit::http::get(server, &format!("/artifacts/{file}"), Some(ip), &[], timeout, None).await?;
         ensure!(got.bytes == size, "{file}: {} of {size} bytes", got.bytes);
     }
