@@ -71,8 +71,13 @@ pub enum BootOrder {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Image {
     pub url: String,
-    /// Lower-case hex sha256 of the stream named by `checksum_of`.
+    /// Lower-case hex digest of the stream named by `checksum_of`, in `digest_algo` (the
+    /// field keeps its first name: an installer that predates `digest_algo` refuses a
+    /// SHA-512 here as "not 64 hex digits" rather than mistaking it).
     pub sha256: String,
+    /// The algorithm of `sha256`'s digest (SHA-512 when a vendor's `SHA512SUMS` gave it).
+    #[serde(default)]
+    pub digest_algo: DigestAlgo,
     /// Bytes of the download (the compressed file), when known.
     #[serde(default)]
     pub size: Option<u64>,
@@ -98,6 +103,25 @@ pub enum ImageFormat {
     /// qcow2 (v2, v3): tables read first, then the file streamed in file order
     /// ([`crate::qcow2`]); `sha256` covers the downloaded file.
     Qcow2,
+}
+
+/// A digest's algorithm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DigestAlgo {
+    #[default]
+    Sha256,
+    Sha512,
+}
+
+impl DigestAlgo {
+    /// Hex digits of a digest.
+    pub fn hex_len(self) -> usize {
+        match self {
+            DigestAlgo::Sha256 => 64,
+            DigestAlgo::Sha512 => 128,
+        }
+    }
 }
 
 /// Which bytes `sha256` covers.
@@ -182,12 +206,13 @@ pub struct CloudInit {
 }
 
 impl Image {
-    /// `Ok` if `sha256` is 64 lower- or upper-case hex digits.
+    /// `Ok` if `sha256` is the digest's hex digits (64 for SHA-256, 128 for SHA-512).
     pub fn check_sha256(&self) -> Result<(), String> {
-        if self.sha256.len() == 64 && self.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+        let n = self.digest_algo.hex_len();
+        if self.sha256.len() == n && self.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
             Ok(())
         } else {
-            Err(format!("sha256 {:?} is not 64 hex digits", self.sha256))
+            Err(format!("sha256 {:?} is not {n} hex digits ({:?})", self.sha256, self.digest_algo))
         }
     }
 }
@@ -209,6 +234,19 @@ mod tests {
         assert_eq!(plan.finish, Finish::Reboot);
         assert!(plan.gpt.layout.is_empty());
         assert!(plan.image.check_sha256().is_err());
+        assert_eq!(plan.image.digest_algo, DigestAlgo::Sha256);
+    }
+
+    #[test]
+    fn sha512_digests_are_checked_by_their_length() {
+        let img = |algo: &str, hex: String| -> Image {
+            serde_json::from_str(&format!(r#"{{"url":"http://192.0.2.1/i.qcow2","sha256":"{hex}"{algo}}}"#)).unwrap()
+        };
+        assert!(img(r#","digest_algo":"sha512""#, "ab".repeat(64)).check_sha256().is_ok());
+        assert!(img(r#","digest_algo":"sha512""#, "ab".repeat(32)).check_sha256().is_err());
+        // Without the field (an older bootsvc): SHA-256, and a 128-digit digest is refused.
+        assert!(img("", "ab".repeat(32)).check_sha256().is_ok());
+        assert!(img("", "ab".repeat(64)).check_sha256().is_err());
     }
 
     #[test]

@@ -419,6 +419,43 @@ fn check(path: &Path) -> ExitCode {
     ExitCode::FAILURE
 }
 
+/// Records whose digest comes from a vendor's checksums file: fetched and verified as the
+/// metadata request will, so `check` shows the refusal an install would meet.
+fn check_vendor_sums(cfg: &Config, snap: &Snapshot) -> Vec<crate::problem::Problem> {
+    let wanted: Vec<_> = snap
+        .entries()
+        .iter()
+        .filter_map(|e| {
+            let img = &e.machine.install.as_ref()?.image;
+            Some((e.source.clone(), img.url.clone()?, img.checksums_url.clone()?, img.signature_url.clone()))
+        })
+        .collect();
+    if wanted.is_empty() {
+        return Vec::new();
+    }
+    // An unreadable keyring is already a problem of `images.keyring`.
+    let sums = crate::vendor_sums::VendorSums::new(cfg.keyring().ok().flatten().map(std::sync::Arc::new));
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            return vec![crate::problem::Problem::new(&cfg.source, "", format!("starting the async runtime: {e}"))]
+        }
+    };
+    rt.block_on(async {
+        let mut out = Vec::new();
+        for (src, url, sums_url, sig) in wanted {
+            if let Err(e) = sums.digest(&url, &sums_url, sig.as_deref()).await {
+                out.push(crate::problem::Problem::new(
+                    &src.file,
+                    src.field("install.image.checksums_url"),
+                    e.to_string(),
+                ));
+            }
+        }
+        out
+    })
+}
+
 /// The problems, and the summary line when there are none.
 pub fn check_all(path: &Path) -> (Problems, String) {
     let cfg = match Config::load_unchecked(path) {
@@ -444,6 +481,7 @@ pub fn check_all(path: &Path) -> (Problems, String) {
     if cfg.inventory.as_ref().is_some_and(|i| i.dir.is_dir()) && cfg.artifacts.images_dir.is_dir() {
         match Snapshot::load(&cfg) {
             Ok(snap) => {
+                problems.0.extend(check_vendor_sums(&cfg, &snap));
                 let allowed = snap.entries().iter().filter(|e| e.machine.netboot.allow).count();
                 let summary = format!(
                     "ok: {}: {} machine{} ({allowed} may netboot), {} image{}",

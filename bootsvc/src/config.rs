@@ -35,6 +35,9 @@ pub struct Config {
     #[serde(default)]
     pub boot: Boot,
     pub artifacts: Artifacts,
+    /// What bootsvc trusts for images given by a vendor's checksums file.
+    #[serde(default)]
+    pub images: ImagesCfg,
     pub state: State,
     /// The machines in a directory of files; absent when they live in `[database]`.
     #[serde(default)]
@@ -254,6 +257,17 @@ pub struct Artifacts {
     /// Kernel arguments added for every machine (before the machine's own).
     #[serde(default = "default_kernel_args")]
     pub kernel_args: String,
+}
+
+/// `[images]`: the trust for images whose digest comes from a vendor's checksums file
+/// (`bootsvc/docs/inventory.md`).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImagesCfg {
+    /// OpenPGP public keys (armored or binary, several in one file) that a record's
+    /// `signature_url` must be signed by. Unset: a record with `signature_url` is refused.
+    #[serde(default)]
+    pub keyring: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -4,26 +4,36 @@
 
 use std::net::Ipv4Addr;
 
+use osie_api::metadata::DigestAlgo;
 use osie_api::{Image, InstallPlan, MacAddr, Metadata};
 
+use crate::inventory::checksums::Digest;
 use crate::inventory::images::Images;
 use crate::inventory::model::{ImageRef, Machine};
 
 /// The install plan with the image resolved (by manifest name, or as given by URL).
-/// `None` when the record has no plan, or names an image that no longer exists.
-pub fn install_plan(m: &Machine, images: &Images, public_url: &str) -> Option<InstallPlan> {
+/// `None` when the record has no plan, or names an image that no longer exists, or gives its
+/// digest by `checksums_url` and `vendor` (the digest [`crate::vendor_sums`] took from that
+/// file) is `None`.
+pub fn install_plan(m: &Machine, images: &Images, public_url: &str, vendor: Option<&Digest>) -> Option<InstallPlan> {
     let i = m.install.as_ref()?;
-    let image = resolve_image(&i.image, images, public_url)?;
+    let image = resolve_image(&i.image, images, public_url, vendor)?;
     Some(InstallPlan { image, disk: i.disk.clone(), gpt: i.gpt.clone(), finish: i.finish, uefi: i.uefi })
 }
 
-fn resolve_image(r: &ImageRef, images: &Images, public_url: &str) -> Option<Image> {
+fn resolve_image(r: &ImageRef, images: &Images, public_url: &str, vendor: Option<&Digest>) -> Option<Image> {
     if let Some(name) = &r.name {
         return images.get(name).map(|m| m.to_api(public_url));
     }
+    let (sha256, digest_algo) = match (&r.checksums_url, vendor) {
+        (Some(_), Some(d)) => (d.hex.clone(), d.algo.into()),
+        (Some(_), None) => return None,
+        (None, _) => (r.sha256.clone()?.to_ascii_lowercase(), DigestAlgo::Sha256),
+    };
     Some(Image {
         url: r.url.clone()?,
-        sha256: r.sha256.clone()?.to_ascii_lowercase(),
+        sha256,
+        digest_algo,
         size: r.size,
         raw_size: r.raw_size,
         format: r.format,
@@ -32,7 +42,13 @@ fn resolve_image(r: &ImageRef, images: &Images, public_url: &str) -> Option<Imag
 }
 
 /// `GET /metadata` for `m`, booted from `mac`.
-pub fn for_installer(m: &Machine, mac: MacAddr, images: &Images, public_url: &str) -> Metadata {
+pub fn for_installer(
+    m: &Machine,
+    mac: MacAddr,
+    images: &Images,
+    public_url: &str,
+    vendor: Option<&Digest>,
+) -> Metadata {
     let mut cloud_init = m.cloud_init.clone();
     if cloud_init.meta_data.is_none() {
         cloud_init.meta_data = Some(nocloud_meta_data(m));
@@ -41,7 +57,7 @@ pub fn for_installer(m: &Machine, mac: MacAddr, images: &Images, public_url: &st
         instance_id: m.instance_id(),
         hostname: m.hostname.clone(),
         mac,
-        install: install_plan(m, images, public_url),
+        install: install_plan(m, images, public_url, vendor),
         cloud_init,
         ssh_keys: m.ssh_keys.clone(),
         metadata_base_url: Some(public_url.to_string()),
@@ -166,7 +182,7 @@ mod tests {
             r#"{"hostname":"n1","macs":["52:54:00:00:00:01"],"install":{"image":{"name":"deb"},"finish":"kexec"},
                 "ssh_keys":["ssh-ed25519 AAAA ops@example"]}"#,
         );
-        let md = for_installer(&m, m.macs[0], &images(), "http://192.0.2.1:8080");
+        let md = for_installer(&m, m.macs[0], &images(), "http://192.0.2.1:8080", None);
         let plan = md.install.unwrap();
         assert_eq!(plan.image.url, "http://192.0.2.1:8080/images/deb.raw.zst");
         assert_eq!(plan.image.sha256, "ab".repeat(32));
@@ -211,9 +227,22 @@ mod tests {
             r#"{{"hostname":"n1","macs":["52:54:00:00:00:01"],"install":{{"image":{{"url":"http://192.0.2.9/x.raw.xz","sha256":"{}","format":"xz"}}}}}}"#,
             "C".repeat(64)
         ));
-        let p = install_plan(&m, &images(), "http://s").unwrap();
+        let p = install_plan(&m, &images(), "http://s", None).unwrap();
         assert_eq!(p.image.url, "http://192.0.2.9/x.raw.xz");
         assert_eq!(p.image.sha256, "c".repeat(64));
         assert_eq!(p.image.format, osie_api::ImageFormat::Xz);
+    }
+
+    #[test]
+    fn image_by_checksums_url_takes_the_vendor_digest() {
+        let m = machine(
+            r#"{"hostname":"n1","macs":["52:54:00:00:00:01"],"install":{"image":{"url":"http://192.0.2.9/d.qcow2","checksums_url":"http://192.0.2.9/SHA512SUMS"}}}"#,
+        );
+        // No digest (not fetched, or refused): no plan rather than one with an empty digest.
+        assert!(install_plan(&m, &images(), "http://s", None).is_none());
+        let d = Digest { algo: crate::inventory::checksums::Algo::Sha512, hex: "ef".repeat(64) };
+        let p = install_plan(&m, &images(), "http://s", Some(&d)).unwrap();
+        assert_eq!((p.image.sha256, p.image.digest_algo), ("ef".repeat(64), DigestAlgo::Sha512));
+        assert!(p.image.url.ends_with("/d.qcow2"));
     }
 }

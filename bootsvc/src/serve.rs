@@ -41,6 +41,8 @@ struct Bound {
     tftp: Option<std::net::UdpSocket>,
     ra: Option<ra::RaSocket>,
     admin_token: Option<String>,
+    /// `images.keyring`, parsed (read before privileges are dropped).
+    keyring: Option<Arc<crate::signature::Keyring>>,
     /// The status page's read-only token (`admin.read_only_token_file`).
     read_only_token: Option<String>,
     /// `[database]`'s URL (its file may be root's alone).
@@ -62,6 +64,7 @@ pub fn serve(cfg: Config) -> Result<()> {
         tftp: tftp::bind_socket(&cfg).context("starting TFTP")?,
         ra: ra::bind_socket(&cfg).context("starting router advertisements")?,
         admin_token: cfg.admin_token()?,
+        keyring: cfg.keyring()?.map(Arc::new),
         read_only_token: cfg.read_only_token()?,
         database_url: cfg.database_url()?,
     };
@@ -121,6 +124,7 @@ async fn run(cfg: Arc<Config>, bound: Bound, who: Identity) -> Result<()> {
         ui: http::ui::Ui::new(&cfg, bound.admin_token.clone(), bound.read_only_token),
         admin_token: bound.admin_token,
         tracer: Some(Arc::clone(&tracer)),
+        vendor_sums: crate::vendor_sums::VendorSums::new(bound.keyring),
     });
 
     let http = http::machines_server(&app, bound.http);

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
+use osie_api::metadata::DigestAlgo;
 use osie_api::{ChecksumOf, ImageFormat, MacAddr};
 
 use crate::disk;
@@ -65,9 +66,12 @@ enum Cmd {
     WriteImage {
         #[arg(long)]
         url: String,
-        /// Expected sha256 (hex) of the stream named by --checksum-of.
+        /// Expected digest (hex) of the stream named by --checksum-of, in --algo.
         #[arg(long)]
         sha256: String,
+        /// The digest's algorithm (sha512: a vendor's SHA512SUMS).
+        #[arg(long, value_enum, default_value_t = Algo::Sha256)]
+        algo: Algo,
         #[arg(long, value_enum, default_value_t = Format::Auto)]
         format: Format,
         #[arg(long, value_enum, default_value_t = Of::Compressed)]
@@ -104,6 +108,12 @@ enum Format {
     Gzip,
     Xz,
     Qcow2,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum Algo {
+    Sha256,
+    Sha512,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -149,10 +159,15 @@ fn run(cli: Cli) -> Result<()> {
                 }
             }
         }
-        Cmd::WriteImage { url, sha256, format, checksum_of, size, raw_size, disk, progress_every } => {
+        Cmd::WriteImage { url, sha256, algo, format, checksum_of, size, raw_size, disk, progress_every } => {
+            let algo = match algo {
+                Algo::Sha256 => DigestAlgo::Sha256,
+                Algo::Sha512 => DigestAlgo::Sha512,
+            };
             let spec = ImageSpec {
                 url,
-                sha256: image::parse_sha256(&sha256).context("--sha256")?,
+                digest: image::parse_digest(&sha256, algo).context("--sha256")?,
+                algo,
                 checksum_of: match checksum_of {
                     Of::Compressed => ChecksumOf::Compressed,
                     Of::Raw => ChecksumOf::Raw,
@@ -181,12 +196,13 @@ fn run(cli: Cli) -> Result<()> {
             target.reread_partitions()?;
             let secs = out.elapsed.as_secs_f64();
             tracing::info!(
-                "wrote {} bytes ({} written, {} zeroed) from {} downloaded in {secs:.2} s ({:.0} MB/s); sha256 {} ok; {} resumes, {} restarts; {}",
+                "wrote {} bytes ({} written, {} zeroed) from {} downloaded in {secs:.2} s ({:.0} MB/s); {} {} ok; {} resumes, {} restarts; {}",
                 out.raw_bytes,
                 out.bytes_written,
                 out.bytes_zeroed,
                 out.downloaded,
                 out.raw_bytes as f64 / secs / 1e6,
+                image::algo_name(spec.algo),
                 out.sha256,
                 out.resumes,
                 out.restarts,

@@ -177,7 +177,8 @@ fn stream_image(
     reporter.event(
         Phase::ImageVerified,
         format!(
-            "sha256 {} ok; {} bytes in {secs:.1} s ({:.0} MB/s) from {}; {} resumes, {} restarts; {}",
+            "{} {} ok; {} bytes in {secs:.1} s ({:.0} MB/s) from {}; {} resumes, {} restarts; {}",
+            image::algo_name(spec.algo),
             out.sha256,
             out.raw_bytes,
             out.raw_bytes as f64 / secs / 1e6,

@@ -260,3 +260,33 @@ fn an_image_larger_than_the_disk_stops_cleanly() {
     let (ok, log) = write_image(&srv.url("/i.zst"), &sha256_hex(&body), &dev.path, &["--raw-size", "41943040"]);
     assert!(!ok && log.contains("does not fit"), "{log}");
 }
+
+/// A vendor's SHA512SUMS gives a SHA-512: the stream is checked against it (and a wrong one
+/// fails, leaving the first MiB blank as for SHA-256).
+#[test]
+fn sha512_digests_are_checked() {
+    use sha2::{Digest, Sha512};
+    if !disk_prereqs("sha512_digests_are_checked") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let raw = patterned(4 * MIB as usize);
+    let dev = loopdev(dir.path(), 16 * MIB, 512);
+    let srv = Server::start();
+    srv.put("/i.zst", File::new(zstd(&raw), "a"));
+    let body = srv.state.lock().unwrap().files["/i.zst"].body.clone();
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let good = hex(&Sha512::digest(&body[..]));
+    let (ok, log) = write_image(&srv.url("/i.zst"), &good, &dev.path, &["--algo", "sha512"]);
+    assert!(ok && log.contains(&format!("sha512 {good} ok")), "{log}");
+    assert!(read_dev(&dev.path, 0, raw.len() as u64) == raw);
+
+    std::fs::write(&dev.backing, vec![0u8; 16 * MIB as usize]).unwrap();
+    let wrong = hex(&Sha512::digest(b"another file"));
+    let (ok, log) = write_image(&srv.url("/i.zst"), &wrong, &dev.path, &["--algo", "sha512"]);
+    assert!(!ok && log.contains("sha512 of the downloaded bytes"), "{log}");
+    assert_eq!(read_dev(&dev.path, 0, MIB), vec![0u8; MIB as usize], "the first MiB was written");
+    // A SHA-256 is not taken for a SHA-512.
+    let (ok, log) = write_image(&srv.url("/i.zst"), &sha256_hex(&body), &dev.path, &["--algo", "sha512"]);
+    assert!(!ok && log.contains("128 hex digits"), "{log}");
+}

@@ -54,6 +54,9 @@ impl Config {
         fix(&mut self.artifacts.dir);
         fix(&mut self.artifacts.images_dir);
         fix(&mut self.state.dir);
+        if let Some(k) = self.images.keyring.as_mut() {
+            fix(k);
+        }
         if let Some(inv) = self.inventory.as_mut() {
             fix(&mut inv.dir);
         }

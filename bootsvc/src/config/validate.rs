@@ -24,6 +24,9 @@ impl Config {
         if self.boot.uefi_chain == super::UefiChain::ShimGrub {
             c.check("boot.uefi_chain", self.check_shim_grub());
         }
+        if self.images.keyring.is_some() {
+            c.check("images.keyring", self.keyring().map(|_| ()).map_err(|e| format!("{e:#}")));
+        }
         self.check_dirs(&mut c);
         self.check_storage(&mut c);
         self.check_admin(&mut c);
@@ -337,6 +340,32 @@ impl Config {
         }
     }
 
+    /// The keyring of `images.keyring` (read as root at start, like the tokens); `None`
+    /// when unset.
+    pub fn keyring(&self) -> anyhow::Result<Option<crate::signature::Keyring>> {
+        let Some(f) = &self.images.keyring else { return Ok(None) };
+        // A device or a huge file is refused, not read forever (a distribution's keyring is
+        // a few hundred KiB).
+        const MAX: u64 = 16 << 20;
+        let b = std::fs::File::open(f)
+            .and_then(|file| {
+                let meta = file.metadata()?;
+                if !meta.is_file() {
+                    return Err(std::io::Error::other("not a regular file"));
+                }
+                if meta.len() > MAX {
+                    return Err(std::io::Error::other(format!("larger than {MAX} bytes")));
+                }
+                let mut b = Vec::new();
+                std::io::Read::read_to_end(&mut std::io::Read::take(file, MAX), &mut b)?;
+                Ok(b)
+            })
+            .map_err(|e| anyhow::anyhow!("keyring {}: {e}", f.display()))?;
+        let k =
+            crate::signature::Keyring::from_bytes(&b).map_err(|e| anyhow::anyhow!("keyring {}: {e}", f.display()))?;
+        Ok(Some(k))
+    }
+
     /// The admin token, read from `admin.token_file`; `None` when the admin API is off.
     pub fn admin_token(&self) -> anyhow::Result<Option<String>> {
         self.admin.token_file.as_deref().map(|f| token_in(f, "admin token")).transpose()
@@ -599,6 +628,21 @@ dir = "machines"
         c.admin.token_file = Some(f.clone());
         assert!(c.validate().to_string().contains("larger than 4096"));
         assert!(Path::new(&c.source).is_absolute());
+    }
+
+    #[test]
+    fn keyring_is_checked() {
+        let (d, mut c) = fixture();
+        let f = d.path().join("vendor-keys.asc");
+        c.images.keyring = Some(f.clone());
+        assert_eq!(fields(&c.validate()), ["images.keyring"]);
+        std::fs::write(&f, "not a key\n").unwrap();
+        assert_eq!(fields(&c.validate()), ["images.keyring"]);
+        c.images.keyring = Some("/dev/zero".into());
+        assert!(c.validate().to_string().contains("not a regular file"));
+        c.images.keyring = None;
+        assert!(c.validate().is_empty());
+        assert!(c.keyring().unwrap().is_none());
     }
 
     #[test]

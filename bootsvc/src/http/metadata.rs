@@ -12,8 +12,11 @@ use osie_api::MacAddr;
 
 use super::identify::{self, Caller, Refused};
 use super::AppState;
+use crate::inventory::checksums::Digest;
+use crate::inventory::model::Machine;
 use crate::metadata as md;
 use crate::trace::{MetadataStep, Step};
+use crate::vendor_sums::SumsError;
 
 /// `GET /metadata`: the installer's [`osie_api::Metadata`], for the MAC in `X-Osie-Mac`.
 pub async fn installer(
@@ -36,7 +39,20 @@ pub async fn installer(
     };
     let snap = app.storage.snapshot();
     let m = &caller.entry.machine;
-    let meta = md::for_installer(m, caller.mac, &snap.images, &app.cfg.http.public_url);
+    let vendor = match vendor_digest(&app, m).await {
+        Ok(d) => d,
+        Err(e) => {
+            // Refused here, where the installer asks: it reports the reason as its failure
+            // (409: no retry fixes it; 502: the vendor's server may come back).
+            let status = match e {
+                SumsError::Refused(_) => StatusCode::CONFLICT,
+                SumsError::Unreachable(_) => StatusCode::BAD_GATEWAY,
+            };
+            tracing::warn!(mac = %caller.mac, host = %m.hostname, error = %e, "metadata refused: image checksum");
+            return (status, format!("install.image: {e}\n")).into_response();
+        }
+    };
+    let meta = md::for_installer(m, caller.mac, &snap.images, &app.cfg.http.public_url, vendor.as_ref());
     tracing::info!(
         mac = %caller.mac, host = %m.hostname, ip = %caller.ip, matched = %caller.how,
         plan = meta.install.is_some(), "metadata served"
@@ -44,6 +60,14 @@ pub async fn installer(
     let run = h.get(osie_api::RUN_HEADER).and_then(|v| v.to_str().ok()).map(|r| crate::trace::clean(r, 64));
     note(&app, &caller, osie_api::paths::METADATA, run);
     Json(meta).into_response()
+}
+
+/// The digest of the machine's image from its vendor's checksums file, when the record gives
+/// one (`install.image.checksums_url`).
+async fn vendor_digest(app: &AppState, m: &Machine) -> Result<Option<Digest>, SumsError> {
+    let Some(img) = m.install.as_ref().map(|i| &i.image) else { return Ok(None) };
+    let (Some(url), Some(sums)) = (&img.url, &img.checksums_url) else { return Ok(None) };
+    app.vendor_sums.digest(url, sums, img.signature_url.as_deref()).await.map(Some)
 }
 
 /// The read, in the machine's boot trace.

@@ -78,6 +78,8 @@ pub struct App {
     pub ui: ui::Ui,
     /// The boot trace's recorder (`None`: nothing recorded).
     pub tracer: crate::tracer::MaybeTracer,
+    /// Vendor checksum files, verified once per URL (`crate::vendor_sums`).
+    pub vendor_sums: crate::vendor_sums::VendorSums,
 }
 
 pub type AppState = Arc<App>;

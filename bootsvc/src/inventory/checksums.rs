@@ -11,8 +11,9 @@
 //! must agree with it. Comments, blank lines and the lines of a cleartext OpenPGP wrapper are
 //! skipped; a name listed twice with different digests is refused rather than guessed.
 //!
-//! Not wired yet: the record/manifest field `checksums_url`, fetching the file and checking
-//! its signature in bootsvc are the rest of issue 16's item 2.
+//! Used by `crate::vendor_sums` (which fetches the file and checks its signature) for a
+//! record's `install.image.checksums_url`; [`file_name`] is the name looked up, also checked by
+//! the record's validation.
 
 use std::fmt;
 
@@ -28,6 +29,15 @@ impl fmt::Display for Algo {
             Algo::Sha256 => "SHA-256",
             Algo::Sha512 => "SHA-512",
         })
+    }
+}
+
+impl From<Algo> for osie_api::metadata::DigestAlgo {
+    fn from(a: Algo) -> Self {
+        match a {
+            Algo::Sha256 => osie_api::metadata::DigestAlgo::Sha256,
+            Algo::Sha512 => osie_api::metadata::DigestAlgo::Sha512,
+        }
     }
 }
 
@@ -94,6 +104,13 @@ pub fn digest_for(text: &str, name: &str) -> Result<Digest, String> {
         0 => "no checksum lines (neither `HASH  NAME` nor `SHA256 (NAME) = HASH`)".to_string(),
         n => format!("{name} is not among the {n} file(s) it lists"),
     })
+}
+
+/// The last path segment of `url` (no query or fragment), percent-escapes kept as written.
+pub fn file_name(url: &str) -> Option<&str> {
+    let path = url.split(['?', '#']).next()?;
+    let name = path.rsplit('/').next()?;
+    (!name.is_empty() && path.contains("://") && path.matches('/').count() >= 3).then_some(name)
 }
 
 #[cfg(test)]

@@ -71,6 +71,7 @@ impl ImageManifest {
             raw_size: self.raw_size,
             format: self.format.into(),
             checksum_of: self.checksum_of,
+            digest_algo: Default::default(),
         }
     }
 }

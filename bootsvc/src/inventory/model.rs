@@ -119,6 +119,13 @@ pub struct ImageRef {
     pub url: Option<String>,
     #[serde(default)]
     pub sha256: Option<String>,
+    /// Instead of `sha256`: the vendor's `SHA256SUMS`/`SHA512SUMS` file, whose line for the
+    /// image's file name gives the digest (`crate::vendor_sums`).
+    #[serde(default)]
+    pub checksums_url: Option<String>,
+    /// The detached OpenPGP signature of `checksums_url`, checked against `[images] keyring`.
+    #[serde(default)]
+    pub signature_url: Option<String>,
     #[serde(default)]
     pub size: Option<u64>,
     #[serde(default)]

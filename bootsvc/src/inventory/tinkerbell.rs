@@ -292,6 +292,8 @@ impl Converter<'_> {
                     name: Some(image.clone()),
                     url: None,
                     sha256: None,
+                    checksums_url: None,
+                    signature_url: None,
                     size: None,
                     raw_size: None,
                     format: Default::default(),

@@ -227,6 +227,8 @@ fn image_ref(img: &ImageRef, images: &Images, r: &mut Report) {
             }
             for (field, set) in [
                 ("install.image.sha256", img.sha256.is_some()),
+                ("install.image.checksums_url", img.checksums_url.is_some()),
+                ("install.image.signature_url", img.signature_url.is_some()),
                 ("install.image.size", img.size.is_some()),
                 ("install.image.raw_size", img.raw_size.is_some()),
             ] {
@@ -239,9 +241,29 @@ fn image_ref(img: &ImageRef, images: &Images, r: &mut Report) {
             if let Err(e) = ipxe::check_url(url, &["http", "https"]) {
                 r.add("install.image.url", e);
             }
-            match &img.sha256 {
-                None => r.add("install.image.sha256", "missing: an image given by URL needs its sha256"),
-                Some(s) => r.check("install.image.sha256", checks::sha256_hex(s)),
+            match (&img.sha256, &img.checksums_url) {
+                (None, None) => {
+                    r.add("install.image.sha256", "missing: an image given by URL needs its sha256 (or checksums_url)")
+                }
+                (Some(_), Some(_)) => r.add("install.image.checksums_url", "give sha256 or checksums_url, not both"),
+                (Some(s), None) => r.check("install.image.sha256", checks::sha256_hex(s)),
+                (None, Some(u)) => {
+                    if let Err(e) = ipxe::check_url(u, &["http", "https"]) {
+                        r.add("install.image.checksums_url", e);
+                    }
+                    if crate::inventory::checksums::file_name(url).is_none() {
+                        r.add("install.image.url", "ends in no file name to look up in the checksums file");
+                    }
+                }
+            }
+            match (&img.signature_url, &img.checksums_url) {
+                (Some(_), None) => r.add("install.image.signature_url", "signs a checksums_url: give that too"),
+                (Some(u), Some(_)) => {
+                    if let Err(e) = ipxe::check_url(u, &["http", "https"]) {
+                        r.add("install.image.signature_url", e);
+                    }
+                }
+                (None, _) => {}
             }
             if img.format == osie_api::ImageFormat::Qcow2 && img.checksum_of == osie_api::ChecksumOf::Raw {
                 r.add(
@@ -453,7 +475,35 @@ mod tests {
         let p = problems_of(
             r#"{"hostname":"n1","macs":["52:54:00:00:00:01"],"install":{"image":{"url":"http://192.0.2.9/x.raw"}}}"#,
         );
-        assert_eq!(p, ["install.image.sha256: missing: an image given by URL needs its sha256"]);
+        assert_eq!(p, ["install.image.sha256: missing: an image given by URL needs its sha256 (or checksums_url)"]);
+    }
+
+    #[test]
+    fn checksums_url_instead_of_sha256() {
+        let rec = |img: &str| {
+            problems_of(&format!(r#"{{"hostname":"n1","macs":["52:54:00:00:00:01"],"install":{{"image":{img}}}}}"#))
+        };
+        let sums = r#""checksums_url":"https://v.example.org/SHA256SUMS""#;
+        assert!(rec(&format!(r#"{{"url":"https://v.example.org/d.qcow2",{sums}}}"#)).is_empty());
+        assert!(rec(&format!(
+            r#"{{"url":"https://v.example.org/d.qcow2",{sums},"signature_url":"https://v.example.org/SHA256SUMS.gpg"}}"#
+        ))
+        .is_empty());
+        let sha = "ab".repeat(32);
+        assert_eq!(
+            rec(&format!(r#"{{"url":"https://v.example.org/d.qcow2",{sums},"sha256":"{sha}"}}"#)),
+            ["install.image.checksums_url: give sha256 or checksums_url, not both"]
+        );
+        assert_eq!(
+            rec(&format!(
+                r#"{{"url":"https://v.example.org/d.qcow2","sha256":"{sha}","signature_url":"https://v.example.org/s"}}"#
+            )),
+            ["install.image.signature_url: signs a checksums_url: give that too"]
+        );
+        assert_eq!(
+            rec(&format!(r#"{{"url":"https://v.example.org/",{sums}}}"#)),
+            ["install.image.url: ends in no file name to look up in the checksums file"]
+        );
     }
 
     #[test]

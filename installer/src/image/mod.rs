@@ -43,6 +43,7 @@ pub mod timing;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use osie_api::metadata::DigestAlgo;
 use osie_api::{ChecksumOf, ImageFormat, Progress};
 use reqwest::blocking::Client;
 
@@ -56,7 +57,9 @@ use crate::target::Target;
 #[derive(Debug, Clone)]
 pub struct ImageSpec {
     pub url: String,
-    pub sha256: [u8; 32],
+    /// The expected digest of the stream named by `checksum_of`, in `algo`.
+    pub digest: Vec<u8>,
+    pub algo: DigestAlgo,
     pub checksum_of: ChecksumOf,
     pub format: ImageFormat,
     /// Expected bytes of the download.
@@ -69,7 +72,8 @@ impl ImageSpec {
     pub fn from_api(img: &osie_api::Image) -> Result<ImageSpec> {
         Ok(ImageSpec {
             url: img.url.clone(),
-            sha256: parse_sha256(&img.sha256).context("install.image.sha256")?,
+            digest: parse_digest(&img.sha256, img.digest_algo).context("install.image.sha256")?,
+            algo: img.digest_algo,
             checksum_of: img.checksum_of,
             format: img.format,
             size: img.size,
@@ -121,6 +125,7 @@ pub struct Outcome {
     pub raw_bytes: u64,
     pub bytes_written: u64,
     pub bytes_zeroed: u64,
+    /// Hex digest of the checked stream, in the spec's algorithm (the name predates SHA-512).
     pub sha256: String,
     pub resumes: u32,
     pub restarts: u32,
@@ -205,23 +210,33 @@ fn verify(spec: &ImageSpec, out: &Outcome) -> Result<()> {
             bail!("the image decoded to {} bytes, the metadata says {s}: truncated or wrong file", out.raw_bytes);
         }
     }
-    let want = hex(&spec.sha256);
+    let want = hex(&spec.digest);
     if out.sha256 != want {
         let of = match spec.checksum_of {
             ChecksumOf::Compressed => "downloaded",
             ChecksumOf::Raw => "decoded",
         };
-        bail!("sha256 of the {of} bytes is {}, expected {want}: the image is corrupt or not the one named", out.sha256);
+        let algo = algo_name(spec.algo);
+        bail!("{algo} of the {of} bytes is {}, expected {want}: the image is corrupt or not the one named", out.sha256);
     }
     Ok(())
 }
 
-pub fn parse_sha256(s: &str) -> Result<[u8; 32]> {
-    let s = s.trim();
-    if s.len() != 64 {
-        bail!("{s:?} is not a sha256 (64 hex digits)");
+/// `sha256` or `sha512`, as logs and errors name it.
+pub fn algo_name(a: DigestAlgo) -> &'static str {
+    match a {
+        DigestAlgo::Sha256 => "sha256",
+        DigestAlgo::Sha512 => "sha512",
     }
-    let mut out = [0u8; 32];
+}
+
+/// A hex digest of `algo` (64 or 128 digits, either case).
+pub fn parse_digest(s: &str, algo: DigestAlgo) -> Result<Vec<u8>> {
+    let s = s.trim();
+    if s.len() != algo.hex_len() {
+        bail!("{s:?} is not a {} ({} hex digits)", algo_name(algo), algo.hex_len());
+    }
+    let mut out = vec![0u8; s.len() / 2];
     for (i, o) in out.iter_mut().enumerate() {
         *o = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).with_context(|| format!("{s:?} is not hex"))?;
     }
@@ -237,11 +252,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sha256_parsing() {
+    fn digest_parsing() {
         let h = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
-        assert_eq!(hex(&parse_sha256(h).unwrap()), h);
-        assert_eq!(hex(&parse_sha256(&h.to_uppercase()).unwrap()), h);
-        assert!(parse_sha256("abc").is_err());
-        assert!(parse_sha256(&"zz".repeat(32)).is_err());
+        let parse = |s: &str| parse_digest(s, DigestAlgo::Sha256);
+        assert_eq!(hex(&parse(h).unwrap()), h);
+        assert_eq!(hex(&parse(&h.to_uppercase()).unwrap()), h);
+        assert!(parse("abc").is_err());
+        assert!(parse(&"zz".repeat(32)).is_err());
+        // SHA-512 wants 128 digits: a SHA-256 is not taken for one, nor the reverse.
+        let h512 = "cf".repeat(64);
+        assert_eq!(hex(&parse_digest(&h512, DigestAlgo::Sha512).unwrap()), h512);
+        assert!(parse_digest(h, DigestAlgo::Sha512).is_err());
+        assert!(parse(&h512).is_err());
     }
 }

@@ -9,9 +9,10 @@ use std::thread::{Scope, ScopedJoinHandle};
 use std::time::Instant;
 
 use anyhow::{anyhow, Result};
+use osie_api::metadata::DigestAlgo;
 use osie_api::{ChecksumOf, Progress};
 use reqwest::blocking::Client;
-use sha2::{Digest, Sha256};
+use sha2::{Digest, Sha256, Sha512};
 
 use super::decode::{chunks_held, decode_stage, DecodeOpts, Decoded};
 use super::fetch::{Download, Restart};
@@ -68,12 +69,12 @@ pub(super) fn run(
         let held = chunks_held(tuning.decode_threads, tuning.in_chunk);
         let (tx, rx) = sync_channel(depth);
         let download = s.spawn(move || download_stage(dl, tx, tuning.in_chunk, depth, held, &counters.downloaded));
-        let (rx, hash_compressed) = hash_if(s, spec.checksum_of == ChecksumOf::Compressed, rx, depth);
+        let (rx, hash_compressed) = hash_if(s, spec.checksum_of == ChecksumOf::Compressed, spec.algo, rx, depth);
         let (tx, rx_decoded) = sync_channel(depth);
         let opts = DecodeOpts { format: spec.format, chunk: tuning.out_chunk, depth, threads: tuning.decode_threads };
         let tables = Tables { client, sources, disk_len: target.len, disk: target.describe() };
         let decode = s.spawn(move || decode_stage(rx, tx, opts, &tables));
-        let (rx, hash_raw) = hash_if(s, spec.checksum_of == ChecksumOf::Raw, rx_decoded, depth);
+        let (rx, hash_raw) = hash_if(s, spec.checksum_of == ChecksumOf::Raw, spec.algo, rx_decoded, depth);
         let sunk = sink_stage(rx, target, &counters.raw);
         drop(stop_progress);
 
@@ -109,7 +110,7 @@ fn attempt(f: Fetched, h: Hashed, d: Decoded, w: Sunk, counters: &Counters) -> A
         raw_bytes: counters.raw.load(Ordering::Relaxed),
         bytes_written: w.written.bytes_written,
         bytes_zeroed: w.written.bytes_zeroed,
-        sha256: hex(&h.sha256),
+        sha256: hex(&h.digest),
         resumes: f.resumes,
         timings: Timings { download: f.time, hash: h.time, decode: d.time, sink: w.time },
         ..Default::default()
@@ -148,6 +149,7 @@ fn report_progress(
 fn hash_if<'s>(
     s: &'s Scope<'s, '_>,
     on: bool,
+    algo: DigestAlgo,
     rx: Receiver<Msg>,
     depth: usize,
 ) -> (Receiver<Msg>, Option<ScopedJoinHandle<'s, StageResult<Hashed>>>) {
@@ -155,7 +157,7 @@ fn hash_if<'s>(
         return (rx, None);
     }
     let (tx, out) = sync_channel(depth);
-    (out, Some(s.spawn(move || hash_stage(rx, tx))))
+    (out, Some(s.spawn(move || hash_stage(algo, rx, tx))))
 }
 
 /// An `io::Error` from the download, keeping a [`Restart`] recognisable by the caller.
@@ -204,13 +206,38 @@ fn download_stage(
 }
 
 struct Hashed {
-    sha256: [u8; 32],
+    digest: Vec<u8>,
     time: StageTime,
 }
 
-/// sha256 of everything passing through, on its own core.
-fn hash_stage(rx: Receiver<Msg>, tx: SyncSender<Msg>) -> StageResult<Hashed> {
-    let mut h = Sha256::new();
+/// The two digests vendors publish, behind one interface.
+enum Hasher {
+    Sha256(Sha256),
+    Sha512(Sha512),
+}
+
+impl Hasher {
+    fn update(&mut self, b: &[u8]) {
+        match self {
+            Hasher::Sha256(h) => h.update(b),
+            Hasher::Sha512(h) => h.update(b),
+        }
+    }
+
+    fn finish(self) -> Vec<u8> {
+        match self {
+            Hasher::Sha256(h) => h.finalize().to_vec(),
+            Hasher::Sha512(h) => h.finalize().to_vec(),
+        }
+    }
+}
+
+/// The digest (sha256 or sha512) of everything passing through, on its own core.
+fn hash_stage(algo: DigestAlgo, rx: Receiver<Msg>, tx: SyncSender<Msg>) -> StageResult<Hashed> {
+    let mut h = match algo {
+        DigestAlgo::Sha256 => Hasher::Sha256(Sha256::new()),
+        DigestAlgo::Sha512 => Hasher::Sha512(Sha512::new()),
+    };
     let mut busy = Busy::start();
     loop {
         match rx.recv() {
@@ -220,7 +247,7 @@ fn hash_stage(rx: Receiver<Msg>, tx: SyncSender<Msg>) -> StageResult<Hashed> {
             }
             Ok(Msg::End) => {
                 send(&tx, Msg::End)?;
-                return Ok(Hashed { sha256: h.finalize().into(), time: busy.finish() });
+                return Ok(Hashed { digest: h.finish(), time: busy.finish() });
             }
             Ok(Msg::At(..) | Msg::Zeros(..)) => {
                 return Err(anyhow!("a qcow2 image has no stream of raw bytes to hash: its sha256 covers the download (checksum_of: compressed)").into())
