@@ -18,6 +18,7 @@ pub mod checks;
 pub mod cli;
 pub mod config;
 pub mod dhcp;
+pub mod dhcp6;
 pub mod droplog;
 pub mod http;
 pub mod identity;

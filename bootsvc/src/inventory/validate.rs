@@ -8,7 +8,7 @@ use std::net::Ipv4Addr;
 use osie_api::MacAddr;
 
 use super::images::Images;
-use super::model::{ImageRef, Install, IpConfig, Machine};
+use super::model::{ImageRef, Install, Ip6Config, IpConfig, Machine};
 use super::source::{Entry, Source};
 use crate::checks;
 use crate::config::{Config, DhcpMode};
@@ -62,6 +62,9 @@ pub fn machine(e: &Entry, cfg: &Config, images: &Images, out: &mut Problems) {
         ),
         None => {}
     }
+    if let Some(ip6) = &m.ip6 {
+        ip6_config(ip6, cfg, &mut r);
+    }
     netboot(m, &mut r);
     if let Some(install) = &m.install {
         install_plan(install, images, &mut r);
@@ -98,6 +101,17 @@ fn macs(m: &Machine, r: &mut Report) {
         if m.macs[..i].contains(mac) {
             r.add(&format!("macs[{i}]"), format!("{mac} is listed twice"));
         }
+    }
+}
+
+fn ip6_config(ip: &Ip6Config, cfg: &Config, r: &mut Report) {
+    if !(48..=128).contains(&ip.prefix) {
+        r.add("ip6.prefix", format!("/{} is not a sane prefix: 48 to 128", ip.prefix));
+    }
+    if let Err(e) = checks::host_address6(ip.address) {
+        r.add("ip6.address", e);
+    } else if cfg.dhcp6.address == Some(ip.address) {
+        r.add("ip6.address", format!("{} is bootsvc's own address (dhcp6.address)", ip.address));
     }
 }
 
