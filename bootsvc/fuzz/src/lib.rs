@@ -12,6 +12,7 @@
 pub mod targets {
     pub mod api_json;
     pub mod dhcp;
+    pub mod dhcp6;
     pub mod identity;
     pub mod inventory;
     pub mod ipxe;
@@ -131,6 +132,7 @@ impl FuzzBackend {
             cloud_init: Default::default(),
             ssh_keys: vec![],
             site: None,
+            labels: Default::default(),
             bmc: None,
         })
     }
