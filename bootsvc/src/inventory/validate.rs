@@ -285,6 +285,7 @@ pub fn across_each(entries: &[Entry]) -> Vec<(usize, Problem)> {
     let mut out = Vec::new();
     let mut macs: HashMap<MacAddr, &Entry> = HashMap::new();
     let mut ips: HashMap<Ipv4Addr, &Entry> = HashMap::new();
+    let mut ip6s: HashMap<std::net::Ipv6Addr, &Entry> = HashMap::new();
     let mut ids: HashMap<String, &Entry> = HashMap::new();
     for (n, e) in entries.iter().enumerate() {
         let mut report = |e: &Entry, field: &str, what: &str, first: &Entry| out.push((n, dup(e, field, what, first)));
@@ -302,6 +303,12 @@ pub fn across_each(entries: &[Entry]) -> Vec<(usize, Problem)> {
             if let Some(first) = ips.insert(ip.address, e) {
                 report(e, "ip.address", &format!("address {}", ip.address), first);
                 ips.insert(ip.address, first);
+            }
+        }
+        if let Some(ip) = &m.ip6 {
+            if let Some(first) = ip6s.insert(ip.address, e) {
+                report(e, "ip6.address", &format!("address {}", ip.address), first);
+                ip6s.insert(ip.address, first);
             }
         }
         let id = m.instance_id();
@@ -450,17 +457,17 @@ mod tests {
         let mk = |file: &str, json: &str, p: &mut Problems| parse_file(Path::new(file), json, p);
         let mut entries = mk(
             "a.json",
-            r#"{"hostname":"a","macs":["52:54:00:00:00:01"],"ip":{"address":"192.0.2.10","prefix":24}}"#,
+            r#"{"hostname":"a","macs":["52:54:00:00:00:01"],"ip":{"address":"192.0.2.10","prefix":24},"ip6":{"address":"2001:db8::10","prefix":64}}"#,
             &mut p,
         );
         entries.extend(mk(
             "b.json",
-            r#"{"hostname":"b","instance_id":"i-525400000001","macs":["52:54:00:00:00:02","52:54:00:00:00:01"],"ip":{"address":"192.0.2.10","prefix":24}}"#,
+            r#"{"hostname":"b","instance_id":"i-525400000001","macs":["52:54:00:00:00:02","52:54:00:00:00:01"],"ip":{"address":"192.0.2.10","prefix":24},"ip6":{"address":"2001:db8::10","prefix":64}}"#,
             &mut p,
         ));
         across(&entries, &mut p);
         let got: Vec<String> = p.iter().map(|x| format!("{}: {}", x.file.display(), x.field)).collect();
-        assert_eq!(got, ["b.json: macs[1]", "b.json: ip.address", "b.json: instance_id"]);
+        assert_eq!(got, ["b.json: macs[1]", "b.json: ip.address", "b.json: ip6.address", "b.json: instance_id"]);
         assert!(p.0[0].what.contains("already used by a (a.json)"), "{p}");
     }
 }
