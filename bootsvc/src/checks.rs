@@ -1,7 +1,7 @@
 //! Small pure checks shared by config and inventory validation. Each returns `Err(why)`
 //! phrased to follow the field name: `hostname: <why>`.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 
 /// RFC 1123 host name: dot-separated labels of letters, digits and inner hyphens, each
@@ -157,6 +157,21 @@ pub fn subnet(a: Ipv4Addr, prefix: u8) -> (Ipv4Addr, Ipv4Addr) {
 pub fn host_address(a: Ipv4Addr) -> Result<(), String> {
     if a.is_unspecified() || a.is_broadcast() || a.is_multicast() || a.is_loopback() {
         Err(format!("{a} is not a host address"))
+    } else {
+        Ok(())
+    }
+}
+
+/// An IPv6 address (or prefix) a machine can reach bootsvc at without a zone: global or
+/// unique local, not link-local, multicast, loopback, unspecified or IPv4-mapped.
+pub fn host_address6(a: Ipv6Addr) -> Result<(), String> {
+    if a.is_unspecified()
+        || a.is_loopback()
+        || a.is_multicast()
+        || a.is_unicast_link_local()
+        || a.to_ipv4_mapped().is_some()
+    {
+        Err(format!("{a} is not a global or unique local IPv6 address"))
     } else {
         Ok(())
     }

@@ -16,7 +16,7 @@ pub use http::{fits_fd_limit, AdminListen};
 #[cfg(test)]
 pub(crate) use load::sample;
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -27,6 +27,8 @@ pub struct Config {
     pub listen: Listen,
     #[serde(default)]
     pub dhcp: Dhcp,
+    #[serde(default)]
+    pub dhcp6: Dhcp6,
     #[serde(default)]
     pub router_advertisements: RouterAdvertisements,
     pub tftp: Tftp,
@@ -112,14 +114,74 @@ impl Default for Dhcp {
     }
 }
 
-/// Answers to IPv6 Router Solicitations on `listen.interface` (`crate::ra`): an
+/// `[dhcp6]`: a DHCPv6 server on `listen.interface` (`crate::dhcp6`, `bootsvc/docs/dhcp.md`,
+/// "IPv6"): inventory machines get their record's `ip6` address and their boot file URL.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dhcp6 {
+    #[serde(default)]
+    pub enabled: bool,
+    /// bootsvc's own IPv6 address on `listen.interface` (global or unique local): the host of
+    /// the boot file URLs DHCPv6 hands out. Required when `enabled`.
+    #[serde(default)]
+    pub address: Option<Ipv6Addr>,
+    /// Lease time handed out (valid lifetime), seconds; preferred lifetime is the same, T1
+    /// half, T2 four fifths.
+    #[serde(default = "default_lease_secs")]
+    pub lease_secs: u32,
+}
+
+impl Default for Dhcp6 {
+    fn default() -> Self {
+        Dhcp6 { enabled: false, address: None, lease_secs: default_lease_secs() }
+    }
+}
+
+impl Dhcp6 {
+    /// The base URL of boot files over IPv6: `http://[address]:port`, the port of
+    /// `http.listen` (which must then accept IPv6, e.g. `[::]:8080`).
+    pub fn public_url(&self, http: &Http) -> Option<String> {
+        self.address.map(|a| format!("http://[{a}]:{}", http.listen.port()))
+    }
+}
+
+/// Answers to IPv6 Router Solicitations on `listen.interface` (`crate::ra`). By default an
 /// advertisement that configures nothing, so a host that waits for routers (iPXE: 13 s)
-/// stops waiting.
+/// stops waiting; with `managed` or `prefix` it tells hosts where their address comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouterAdvertisements {
     #[serde(default)]
     pub mode: RaMode,
+    /// The M flag: addresses come from DHCPv6 (`[dhcp6]`). Sets the O flag too (the boot
+    /// file URL and other configuration also come from DHCPv6).
+    #[serde(default)]
+    pub managed: bool,
+    /// An on-link prefix for SLAAC, `2001:db8:1::/64` (the length must be 64 for SLAAC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+}
+
+impl RouterAdvertisements {
+    /// `prefix` parsed: address and length. Checked by `validate`.
+    pub fn prefix(&self) -> Option<Result<(Ipv6Addr, u8), String>> {
+        self.prefix.as_deref().map(parse_prefix6)
+    }
+}
+
+/// `2001:db8:1::/64` → its network and length; host bits must be zero.
+pub fn parse_prefix6(s: &str) -> Result<(Ipv6Addr, u8), String> {
+    let (a, l) = s.split_once('/').ok_or_else(|| format!("{s:?} is not address/length"))?;
+    let a: Ipv6Addr = a.parse().map_err(|e| format!("{a:?}: {e}"))?;
+    let l: u8 = l.parse().map_err(|_| format!("{l:?} is not a prefix length"))?;
+    if l > 128 {
+        return Err(format!("/{l} is longer than 128"));
+    }
+    let mask = if l == 0 { 0 } else { u128::MAX << (128 - u32::from(l)) };
+    if u128::from(a) & !mask != 0 {
+        return Err(format!("{a}/{l} has host bits set"));
+    }
+    Ok((a, l))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

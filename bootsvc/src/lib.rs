@@ -19,6 +19,7 @@ pub mod checks;
 pub mod cli;
 pub mod config;
 pub mod dhcp;
+pub mod dhcp6;
 pub mod droplog;
 pub mod grub;
 pub mod http;

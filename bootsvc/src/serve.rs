@@ -1,7 +1,7 @@
 //! `bootsvc serve`: bind every socket, give up root, then build everything and run.
 //!
 //! Binding comes first and all at once (HTTP, the admin API's listener, DHCP 67/4011,
-//! TFTP 69, the raw ICMPv6 socket for router advertisements), while the process is still root and has a single thread; the soft limit of open
+//! DHCPv6 547, TFTP 69, the raw ICMPv6 socket for router advertisements), while the process is still root and has a single thread; the soft limit of open
 //! files is raised to the hard limit (the HTTP connection caps bound connections, not the
 //! descriptor limit); then the admin token (which may stay readable by root only) is read
 //! and privileges are dropped ([`crate::privileges`]): capabilities are per
@@ -17,6 +17,7 @@ use tokio::task::JoinSet;
 
 use crate::config::{AdminListen, Config};
 use crate::dhcp::{self, DhcpServer};
+use crate::dhcp6::{self, Dhcp6Server};
 use crate::http::{self, App, Listener};
 use crate::identity;
 use crate::inventory::{watch, Inventory, Snapshot};
@@ -38,6 +39,7 @@ struct Bound {
     /// The admin API's listener; `None` when the admin API is off (no token file).
     admin: Option<Listener>,
     dhcp: Option<dhcp::server::Sockets>,
+    dhcp6: Option<dhcp6::server::Bound>,
     tftp: Option<std::net::UdpSocket>,
     ra: Option<ra::RaSocket>,
     admin_token: Option<String>,
@@ -61,6 +63,7 @@ pub fn serve(cfg: Config) -> Result<()> {
             (Some(_), AdminListen::Unix(p)) => Some(Listener::unix(p, "the admin API")?),
         },
         dhcp: dhcp::server::bind_sockets(&cfg).context("starting DHCP")?,
+        dhcp6: dhcp6::server::bind_socket(&cfg).context("starting DHCPv6")?,
         tftp: tftp::bind_socket(&cfg).context("starting TFTP")?,
         ra: ra::bind_socket(&cfg).context("starting router advertisements")?,
         admin_token: cfg.admin_token()?,
@@ -134,6 +137,7 @@ async fn run(cfg: Arc<Config>, bound: Bound, who: Identity) -> Result<()> {
     let dhcp = cfg.dhcp.enabled.then(|| {
         DhcpServer::new(&cfg, Arc::clone(&storage), Arc::clone(&metrics), bound.dhcp).with_tracer(Arc::clone(&tracer))
     });
+    let dhcp6 = bound.dhcp6.map(|b| Dhcp6Server::new(b, Arc::clone(&storage), Arc::clone(&metrics)));
     let tftp = if cfg.tftp.enabled {
         let grub =
             tftp::generated::Generated::new(Arc::clone(&cfg), Arc::clone(&app.storage), Arc::clone(&app.identity))
@@ -149,6 +153,7 @@ async fn run(cfg: Arc<Config>, bound: Bound, who: Identity) -> Result<()> {
         public_url = %cfg.http.public_url,
         peers = %cfg.http.peers.join(","),
         dhcp = if cfg.dhcp.enabled { "on" } else { "off" },
+        dhcp6 = if dhcp6.is_some() { "on" } else { "off" },
         tftp = if cfg.tftp.enabled { "on" } else { "off" },
         router_advertisements = if ra.is_some() { "on" } else { "off" },
         admin = %admin_addr,
@@ -164,6 +169,9 @@ async fn run(cfg: Arc<Config>, bound: Bound, who: Identity) -> Result<()> {
     }
     if let Some(d) = dhcp {
         tasks.spawn(async move { d.run().await.context("DHCP server") });
+    }
+    if let Some(d) = dhcp6 {
+        tasks.spawn(async move { d.run().await.context("DHCPv6 server") });
     }
     if let Some(t) = tftp {
         tasks.spawn(async move { t.run().await.context("TFTP server") });

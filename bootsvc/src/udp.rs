@@ -34,3 +34,16 @@ pub fn bind(addr: SocketAddrV4, interface: Option<&str>, what: &str) -> Result<U
     socket::bind(fd.as_raw_fd(), &SockaddrIn::from(addr)).with_context(|| format!("{what}: binding UDP {addr}"))?;
     Ok(UdpSocket::from(fd))
 }
+
+/// setsockopt(2) with a plain value, for options nix does not name (ICMPv6 filters, IPv6
+/// multicast on one interface).
+pub fn set_raw<T>(fd: &impl AsRawFd, level: libc::c_int, name: libc::c_int, value: &T) -> std::io::Result<()> {
+    let len = libc::socklen_t::try_from(std::mem::size_of::<T>()).map_err(std::io::Error::other)?;
+    // SAFETY: `value` points to a live `T` of `len` bytes for the length of the call.
+    let rc = unsafe { libc::setsockopt(fd.as_raw_fd(), level, name, (value as *const T).cast(), len) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}

@@ -3,13 +3,13 @@
 //! ndisc6) on the other. It answers a solicitation with an advertisement that configures
 //! nothing; solicitations that crossed a router (hop limit below 255) or are malformed are
 //! dropped and counted; `auto` goes quiet once another router advertises configuration on the
-//! segment; `off` sends nothing.
+//! segment; `off` sends nothing; a configured prefix is advertised for SLAAC.
 
 mod common;
 
 use std::time::Duration;
 
-use common::{Options, Site};
+use common::{link_local_ready, Options, Site};
 use osie_testkit::{require_root, require_tools, wait_for, Netns};
 
 /// Send one ICMPv6 message (hex) from `iface` to `dest` with hop limit `hops`: Python's raw
@@ -34,17 +34,6 @@ fn send(ns: &Netns, iface: &str, hops: u8, msg_hex: &str) {
     ns.run("python3", &["-c", SEND, iface, &hops.to_string(), msg_hex, dest]).unwrap();
 }
 
-/// Wait until `iface` in `ns` has a link-local address that is no longer tentative (DAD
-/// done): before that nothing can be sent from it.
-fn link_local_ready(ns: &Netns, iface: &str) {
-    wait_for(&format!("a usable link-local address on {iface}"), Duration::from_secs(10), || {
-        let out = ns.run("ip", &["-6", "addr", "show", "dev", iface, "scope", "link"]).ok()?;
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
-        (text.contains("fe80::") && !text.contains("tentative")).then_some(())
-    })
-    .unwrap();
-}
-
 /// `rdisc6` on `iface`: its output when an advertisement came, `None` when none did.
 fn rdisc6(ns: &Netns, iface: &str) -> Option<String> {
     let out = ns.cmd("rdisc6").args(["-1", "-r", "2", "-w", "1000", iface]).output().unwrap();
@@ -54,12 +43,17 @@ fn rdisc6(ns: &Netns, iface: &str) -> Option<String> {
 /// A site serving DHCP on a veth to one host, with `mode` (`None`: the default), started;
 /// both ends ready for IPv6.
 fn start_site(mode: Option<&str>) -> (Site, Netns, String) {
+    start_site_with(&mode.map(|m| format!("mode = \"{m}\"\n")).unwrap_or_default())
+}
+
+/// As [`start_site`], with `ra` as the `[router_advertisements]` table's lines.
+fn start_site_with(ra: &str) -> (Site, Netns, String) {
     let mut site = Site::new(Options::default());
     let (host, srv_if, cli_if) = site.segment(Some("02:00:00:00:6a:01"));
     site.serve_on(&srv_if, false);
-    if let Some(m) = mode {
+    if !ra.is_empty() {
         let mut text = std::fs::read_to_string(&site.config).unwrap();
-        text.push_str(&format!("\n[router_advertisements]\nmode = \"{m}\"\n"));
+        text.push_str(&format!("\n[router_advertisements]\n{ra}"));
         std::fs::write(&site.config, text).unwrap();
     }
     site.start();
@@ -125,4 +119,23 @@ fn auto_goes_quiet_when_a_router_serves_the_segment_and_off_says_nothing() {
 
     let (site, host, cli_if) = start_site(Some("off"));
     assert_eq!(rdisc6(&host, &cli_if), None, "mode off answered\n{}", site.logs());
+}
+
+#[test]
+fn a_configured_prefix_is_advertised_for_slaac() {
+    if !prerequisites("router_adverts") {
+        return;
+    }
+    let (site, host, cli_if) = start_site_with("prefix = \"2001:db8:1::/64\"\n");
+    let out = rdisc6(&host, &cli_if).unwrap_or_else(|| panic!("no advertisement came\n{}", site.logs()));
+    for line in [
+        "Router lifetime           :            0 (0x00000000) seconds",
+        "Stateful address conf.    :           No",
+        " Prefix                   : 2001:db8:1::/64",
+        "  On-link                 :          Yes",
+        "  Autonomous address conf.:          Yes",
+        "  Valid time              :        86400 (0x00015180) seconds",
+    ] {
+        assert!(out.contains(line), "{line:?} not in:\n{out}");
+    }
 }

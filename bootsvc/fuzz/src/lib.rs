@@ -12,6 +12,7 @@
 pub mod targets {
     pub mod api_json;
     pub mod dhcp;
+    pub mod dhcp6;
     pub mod identity;
     pub mod inventory;
     pub mod ipxe;
@@ -26,7 +27,7 @@ use std::sync::Arc;
 use bootsvc::config::Config;
 use bootsvc::http::boot::Choice;
 use bootsvc::inventory::images::{ImageManifest, Images, ManifestFormat};
-use bootsvc::inventory::model::{Arch, IpConfig, Machine, Netboot};
+use bootsvc::inventory::model::{Arch, Ip6Config, IpConfig, Machine, Netboot};
 use bootsvc::inventory::{Backend, Entry};
 use bootsvc::ipxe::reader;
 use bootsvc::problem::Problems;
@@ -121,12 +122,18 @@ impl FuzzBackend {
                 gateway: Some(Ipv4Addr::new(192, 0, 2, 1)),
                 dns: vec![],
             }),
+            // Fixed machines have an IPv6 address too (DHCPv6's only kind).
+            ip6: Self::fixed_ip(mac).map(|_| Ip6Config {
+                address: std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, u16::from(o[4]), u16::from(o[5])),
+                prefix: 64,
+            }),
             arch: if o[4] % 2 == 1 { Arch::Aarch64 } else { Arch::X86_64 },
             netboot: Netboot { allow: kind != 3, ..Default::default() },
             install: None,
             cloud_init: Default::default(),
             ssh_keys: vec![],
             site: None,
+            labels: Default::default(),
             bmc: None,
         })
     }

@@ -24,6 +24,11 @@ fn dhcp() {
 }
 
 #[test]
+fn dhcp6() {
+    replay("dhcp6", bootsvc_fuzz::targets::dhcp6::run);
+}
+
+#[test]
 fn identity() {
     replay("identity", bootsvc_fuzz::targets::identity::run);
 }

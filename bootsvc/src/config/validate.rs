@@ -17,6 +17,7 @@ impl Config {
         let mut c = out.collector(&self.source, "");
         self.check_listen(&mut c);
         self.check_dhcp(&mut c);
+        self.check_ipv6(&mut c);
         self.check_tftp(&mut c);
         self.check_http(&mut c);
         self.check_http_connections(&mut c);
@@ -96,6 +97,50 @@ impl Config {
         let a = self.listen.address;
         if a.is_unspecified() || a.is_broadcast() || a.is_multicast() {
             c.add("listen.address", format!("{a} cannot be this server's address on the machines' network"));
+        }
+    }
+
+    fn check_ipv6(&self, c: &mut Collector) {
+        let d = &self.dhcp6;
+        if !(30..=31_536_000).contains(&d.lease_secs) {
+            c.add("dhcp6.lease_secs", format!("{} is out of range: 30 s to one year", d.lease_secs));
+        }
+        match d.address {
+            None if d.enabled => c.add("dhcp6.address", "required with dhcp6.enabled: bootsvc's IPv6 address"),
+            Some(a) => {
+                if let Err(e) = checks::host_address6(a) {
+                    c.add("dhcp6.address", e);
+                }
+            }
+            None => {}
+        }
+        if d.enabled && self.listen.interface.is_empty() {
+            c.add("listen.interface", "is empty; DHCPv6 binds to this interface");
+        }
+        let ra = &self.router_advertisements;
+        if let Some(p) = ra.prefix() {
+            match p {
+                Err(e) => c.add("router_advertisements.prefix", e),
+                Ok((a, l)) => {
+                    if l != 64 {
+                        c.add(
+                            "router_advertisements.prefix",
+                            format!("/{l}: SLAAC forms addresses in /64 prefixes only"),
+                        );
+                    } else if let Err(e) = checks::host_address6(a) {
+                        c.add("router_advertisements.prefix", e);
+                    }
+                }
+            }
+        }
+        if ra.mode == super::RaMode::Off && (ra.managed || ra.prefix.is_some()) {
+            c.add(
+                "router_advertisements.mode",
+                "\"off\" sends nothing: remove managed/prefix, or use \"on\" or \"auto\"",
+            );
+        }
+        if ra.managed && !d.enabled {
+            c.add("router_advertisements.managed", "hosts are sent to DHCPv6, but dhcp6.enabled is false");
         }
     }
 
@@ -575,6 +620,30 @@ dir = "machines"
         let (_d, mut c) = fixture();
         c.dhcp.pool.as_mut().unwrap().prefix = 31;
         assert_eq!(fields(&c.validate()), ["dhcp.pool.prefix"]);
+    }
+
+    #[test]
+    fn ipv6_settings_are_checked() {
+        let (_d, mut c) = fixture();
+        c.dhcp6.enabled = true;
+        assert_eq!(fields(&c.validate()), ["dhcp6.address"], "enabled needs an address");
+        for bad in ["fe80::1", "ff02::1", "::", "::1", "::ffff:192.0.2.1"] {
+            c.dhcp6.address = Some(bad.parse().unwrap());
+            assert_eq!(fields(&c.validate()), ["dhcp6.address"], "{bad}");
+        }
+        c.dhcp6.address = Some("2001:db8::1".parse().unwrap());
+        c.router_advertisements.managed = true;
+        c.router_advertisements.prefix = Some("2001:db8:1::/64".into());
+        assert!(c.validate().is_empty(), "{}", c.validate());
+        for bad in ["2001:db8:1::/48", "2001:db8:1::1/64", "fe80::/64", "2001:db8::", "2001:db8::/x"] {
+            c.router_advertisements.prefix = Some(bad.into());
+            assert_eq!(fields(&c.validate()), ["router_advertisements.prefix"], "{bad}");
+        }
+        c.router_advertisements.prefix = None;
+        c.dhcp6.enabled = false;
+        assert_eq!(fields(&c.validate()), ["router_advertisements.managed"]);
+        c.router_advertisements.mode = crate::config::RaMode::Off;
+        assert_eq!(fields(&c.validate()), ["router_advertisements.mode", "router_advertisements.managed"]);
     }
 
     /// What check accepts is what the server serves: files are opened through the jail.

@@ -125,13 +125,7 @@ pub const NO_NETBOOT: &str = "osie-no-netboot.efi";
 /// Read the client's identity from its options.
 pub fn client(mac: MacAddr, opts: &Options) -> Client {
     let class_id = opts.get(code::CLASS_ID).unwrap_or_default();
-    let vendor = if class_id.starts_with(b"PXEClient") {
-        Vendor::Pxe
-    } else if class_id.starts_with(b"HTTPClient") {
-        Vendor::Http
-    } else {
-        Vendor::Other
-    };
+    let vendor = vendor(class_id);
     let (arch, arch_source) = match opts.get(code::CLIENT_ARCH) {
         // RFC 4578 allows a list, most preferred first; the first is what the firmware runs.
         Some(&[hi, lo, ..]) => (Some(u16::from_be_bytes([hi, lo])), ArchSource::Option93),
@@ -142,6 +136,17 @@ pub fn client(mac: MacAddr, opts: &Options) -> Client {
     };
     let ipxe = opts.contains(code::IPXE_ENCAP) || opts.get(code::USER_CLASS).is_some_and(user_class_is_ipxe);
     Client { mac, arch, arch_source, vendor, ipxe }
+}
+
+/// What a vendor class (DHCPv4 option 60, DHCPv6 option 16's class data) says the client is.
+pub fn vendor(class_id: &[u8]) -> Vendor {
+    if class_id.starts_with(b"PXEClient") {
+        Vendor::Pxe
+    } else if class_id.starts_with(b"HTTPClient") {
+        Vendor::Http
+    } else {
+        Vendor::Other
+    }
 }
 
 /// `PXEClient:Arch:00011:UNDI:003000` → 11. The number is decimal (PXE spec).

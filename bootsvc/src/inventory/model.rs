@@ -2,7 +2,7 @@
 //! for every field is `bootsvc/docs/inventory.md`; keep the two in step.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use osie_api::metadata::{ChecksumOf, DiskHints, Finish, GptPlan, ImageFormat, UefiPlan};
 use osie_api::{CloudInit, MacAddr};
@@ -23,6 +23,10 @@ pub struct Machine {
     /// Fixed addressing. Absent: an address from `dhcp.pool`, if configured.
     #[serde(default)]
     pub ip: Option<IpConfig>,
+    /// Fixed IPv6 address, handed out by DHCPv6 (`[dhcp6]`, `bootsvc/docs/dhcp.md`, "IPv6").
+    /// Absent: DHCPv6 gives the machine its boot file and no address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<Ip6Config>,
     /// Architecture hint, used when a DHCP client's own arch is ambiguous.
     #[serde(default)]
     pub arch: Arch,
@@ -56,6 +60,14 @@ pub struct IpConfig {
     pub gateway: Option<Ipv4Addr>,
     #[serde(default)]
     pub dns: Vec<Ipv4Addr>,
+}
+
+/// A machine's IPv6 address and the on-link prefix length it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ip6Config {
+    pub address: Ipv6Addr,
+    pub prefix: u8,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

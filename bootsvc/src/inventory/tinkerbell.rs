@@ -241,6 +241,7 @@ impl Converter<'_> {
             instance_id: None,
             macs: Vec::new(),
             ip: None,
+            ip6: None,
             arch: Arch::default(),
             netboot: Netboot::default(),
             install: None,

@@ -8,7 +8,7 @@ use std::net::Ipv4Addr;
 use osie_api::MacAddr;
 
 use super::images::Images;
-use super::model::{ImageRef, Install, IpConfig, Machine};
+use super::model::{ImageRef, Install, Ip6Config, IpConfig, Machine};
 use super::source::{Entry, Source};
 use crate::checks;
 use crate::config::{Config, DhcpMode, UefiChain};
@@ -63,6 +63,9 @@ pub fn machine(e: &Entry, cfg: &Config, images: &Images, out: &mut Problems) {
         ),
         None => {}
     }
+    if let Some(ip6) = &m.ip6 {
+        ip6_config(ip6, cfg, &mut r);
+    }
     netboot(m, &mut r);
     uefi_chain(m, cfg, &mut r);
     if let Some(install) = &m.install {
@@ -100,6 +103,17 @@ fn macs(m: &Machine, r: &mut Report) {
         if m.macs[..i].contains(mac) {
             r.add(&format!("macs[{i}]"), format!("{mac} is listed twice"));
         }
+    }
+}
+
+fn ip6_config(ip: &Ip6Config, cfg: &Config, r: &mut Report) {
+    if !(48..=128).contains(&ip.prefix) {
+        r.add("ip6.prefix", format!("/{} is not a sane prefix: 48 to 128", ip.prefix));
+    }
+    if let Err(e) = checks::host_address6(ip.address) {
+        r.add("ip6.address", e);
+    } else if cfg.dhcp6.address == Some(ip.address) {
+        r.add("ip6.address", format!("{} is bootsvc's own address (dhcp6.address)", ip.address));
     }
 }
 
@@ -319,6 +333,7 @@ pub fn across_each(entries: &[Entry]) -> Vec<(usize, Problem)> {
     let mut out = Vec::new();
     let mut macs: HashMap<MacAddr, &Entry> = HashMap::new();
     let mut ips: HashMap<Ipv4Addr, &Entry> = HashMap::new();
+    let mut ip6s: HashMap<std::net::Ipv6Addr, &Entry> = HashMap::new();
     let mut ids: HashMap<String, &Entry> = HashMap::new();
     for (n, e) in entries.iter().enumerate() {
         let mut report = |e: &Entry, field: &str, what: &str, first: &Entry| out.push((n, dup(e, field, what, first)));
@@ -336,6 +351,12 @@ pub fn across_each(entries: &[Entry]) -> Vec<(usize, Problem)> {
             if let Some(first) = ips.insert(ip.address, e) {
                 report(e, "ip.address", &format!("address {}", ip.address), first);
                 ips.insert(ip.address, first);
+            }
+        }
+        if let Some(ip) = &m.ip6 {
+            if let Some(first) = ip6s.insert(ip.address, e) {
+                report(e, "ip6.address", &format!("address {}", ip.address), first);
+                ip6s.insert(ip.address, first);
             }
         }
         let id = m.instance_id();
@@ -512,17 +533,17 @@ mod tests {
         let mk = |file: &str, json: &str, p: &mut Problems| parse_file(Path::new(file), json, p);
         let mut entries = mk(
             "a.json",
-            r#"{"hostname":"a","macs":["52:54:00:00:00:01"],"ip":{"address":"192.0.2.10","prefix":24}}"#,
+            r#"{"hostname":"a","macs":["52:54:00:00:00:01"],"ip":{"address":"192.0.2.10","prefix":24},"ip6":{"address":"2001:db8::10","prefix":64}}"#,
             &mut p,
         );
         entries.extend(mk(
             "b.json",
-            r#"{"hostname":"b","instance_id":"i-525400000001","macs":["52:54:00:00:00:02","52:54:00:00:00:01"],"ip":{"address":"192.0.2.10","prefix":24}}"#,
+            r#"{"hostname":"b","instance_id":"i-525400000001","macs":["52:54:00:00:00:02","52:54:00:00:00:01"],"ip":{"address":"192.0.2.10","prefix":24},"ip6":{"address":"2001:db8::10","prefix":64}}"#,
             &mut p,
         ));
         across(&entries, &mut p);
         let got: Vec<String> = p.iter().map(|x| format!("{}: {}", x.file.display(), x.field)).collect();
-        assert_eq!(got, ["b.json: macs[1]", "b.json: ip.address", "b.json: instance_id"]);
+        assert_eq!(got, ["b.json: macs[1]", "b.json: ip.address", "b.json: ip6.address", "b.json: instance_id"]);
         assert!(p.0[0].what.contains("already used by a (a.json)"), "{p}");
     }
 }

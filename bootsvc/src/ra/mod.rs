@@ -1,5 +1,7 @@
 //! Router Advertisements on the provisioning interface: bootsvc answers an IPv6 Router
-//! Solicitation with an advertisement that configures nothing ([`packet::advertisement`]),
+//! Solicitation with an advertisement that configures nothing ([`packet::advertisement`])
+//! unless `router_advertisements.managed` (addresses from DHCPv6) or `.prefix` (SLAAC) say
+//! otherwise,
 //! so a host that waits for routers before it goes on stops waiting. iPXE waits 13 s for
 //! its IPv6 autoconfiguration after DHCP on a link without routers before it runs its boot
 //! file, on every boot (`bootsvc/docs/dhcp.md`, "No idle waits"); with the answer it goes on
@@ -32,6 +34,7 @@ use tracing::{info, warn};
 use crate::config::{Config, RaMode};
 use crate::droplog::DropLog;
 use crate::metrics::Metrics;
+use crate::udp::set_raw;
 use limit::{Limiter, Quiet};
 use packet::{Received, HOP_LIMIT, ROUTER_ADVERTISEMENT, ROUTER_SOLICITATION};
 
@@ -56,7 +59,7 @@ pub struct RaSocket {
 /// and no answers.
 pub fn bind_socket(cfg: &Config) -> Result<Option<RaSocket>> {
     let mode = cfg.router_advertisements.mode;
-    if mode == RaMode::Off || (mode == RaMode::Auto && !cfg.dhcp.enabled) {
+    if mode == RaMode::Off || (mode == RaMode::Auto && !cfg.dhcp.enabled && !cfg.dhcp6.enabled) {
         return Ok(None);
     }
     match open(&cfg.listen.interface) {
@@ -111,27 +114,19 @@ fn open(interface: &str) -> Result<RaSocket> {
     Ok(RaSocket { fd, ifindex, interface: interface.to_string() })
 }
 
-/// setsockopt(2) with a plain value, for options nix does not name.
-fn set_raw<T>(fd: &OwnedFd, level: libc::c_int, name: libc::c_int, value: &T) -> std::io::Result<()> {
-    let len = libc::socklen_t::try_from(std::mem::size_of::<T>()).map_err(std::io::Error::other)?;
-    // SAFETY: `value` points to a live `T` of `len` bytes for the length of the call.
-    let rc = unsafe { libc::setsockopt(fd.as_raw_fd(), level, name, (value as *const T).cast(), len) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
-
 pub struct RaServer {
     socket: Option<RaSocket>,
     mode: RaMode,
+    offer: packet::Offer,
     metrics: std::sync::Arc<Metrics>,
 }
 
 impl RaServer {
     pub fn new(cfg: &Config, metrics: std::sync::Arc<Metrics>, socket: Option<RaSocket>) -> RaServer {
-        RaServer { socket, mode: cfg.router_advertisements.mode, metrics }
+        let ra = &cfg.router_advertisements;
+        // `validate` refuses a bad prefix before `serve` gets here.
+        let prefix = ra.prefix().and_then(Result::ok);
+        RaServer { socket, mode: ra.mode, offer: packet::Offer { managed: ra.managed, prefix }, metrics }
     }
 
     /// Serve until the task is dropped.
@@ -142,10 +137,14 @@ impl RaServer {
         // so it stays open and the same for the `AsyncFd`'s whole life.
         let fd = unsafe { AsyncFd::register_with_interest(sock.fd, Interest::READABLE) }
             .map_err(|e| anyhow!("router advertisements: registering the socket with tokio: {e}"))?;
-        info!(interface = %interface, mode = ?self.mode, "answering IPv6 router solicitations");
+        info!(
+            interface = %interface, mode = ?self.mode, managed = self.offer.managed,
+            prefix = ?self.offer.prefix, "answering IPv6 router solicitations"
+        );
         let drops = DropLog::new("RA");
         let mut h = Handler {
             mode: self.mode,
+            advertisement: packet::advertisement(self.offer),
             metrics: &self.metrics,
             drops: &drops,
             limiter: Limiter::new(Instant::now()),
@@ -194,6 +193,7 @@ fn receive(fd: &OwnedFd, buf: &mut [u8]) -> std::io::Result<(usize, Ipv6Addr, Op
 
 struct Handler<'a> {
     mode: RaMode,
+    advertisement: Vec<u8>,
     metrics: &'a Metrics,
     drops: &'a DropLog,
     limiter: Limiter,
@@ -243,8 +243,8 @@ impl Handler<'_> {
         // To the host that asked; to all nodes when it has no address yet (RFC 4861 6.2.6).
         let dest = if src.is_unspecified() { ALL_NODES } else { src };
         let to = SockaddrIn6::from(SocketAddrV6::new(dest, 0, 0, self.ifindex));
-        match socket::sendto(fd.as_raw_fd(), &packet::advertisement(), &to, MsgFlags::empty()) {
-            Ok(_) => info!(from = %src, dest = %dest, "router solicitation answered: no router, nothing to configure"),
+        match socket::sendto(fd.as_raw_fd(), &self.advertisement, &to, MsgFlags::empty()) {
+            Ok(_) => info!(from = %src, dest = %dest, "router solicitation answered: no default router"),
             Err(e) => {
                 if self.drop("ra-send-failed", Some(src)) {
                     warn!(dest = %dest, "router advertisement not sent: {e}");

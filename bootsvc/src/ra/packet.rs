@@ -156,14 +156,40 @@ fn option_types(mut opts: &[u8]) -> Result<Vec<u8>, Refused> {
     Ok(types)
 }
 
-/// The advertisement bootsvc answers with: it configures nothing. Router lifetime 0 (not a
-/// default router), no prefix (no address to form), M = 0 and O = 0 (no DHCPv6 to wait
-/// for), hop limit, reachable time and retransmission timer unspecified. A host (iPXE, the
-/// installer's kernel) that has asked for routers learns there is none to wait for, and
-/// nothing else changes for it. Checksum 0: the kernel fills it in.
-pub fn advertisement() -> [u8; RA_LEN] {
-    let mut ra = [0u8; RA_LEN];
+/// Seconds a prefix bootsvc advertises stays valid, and preferred, in hosts (RFC 4861 4.6.2).
+pub const PREFIX_VALID_SECS: u32 = 86_400;
+pub const PREFIX_PREFERRED_SECS: u32 = 14_400;
+const PREFIX_ON_LINK: u8 = 0x80;
+const PREFIX_AUTONOMOUS: u8 = 0x40;
+
+/// What bootsvc's advertisement tells hosts (`router_advertisements.managed` and `.prefix`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Offer {
+    /// M and O: addresses and other configuration from DHCPv6.
+    pub managed: bool,
+    /// An on-link /64 for SLAAC (on-link and autonomous flags set).
+    pub prefix: Option<(Ipv6Addr, u8)>,
+}
+
+/// The advertisement bootsvc answers with. Router lifetime 0 always: bootsvc is not a
+/// default router, and a host that asked for routers learns there is none to wait for. By
+/// default it configures nothing else either (no prefix, M = 0, O = 0; hop limit, reachable
+/// time and retransmission timer unspecified), so a host (iPXE, the installer's kernel) just
+/// stops waiting. With `managed` hosts go to DHCPv6 for their address and boot file; with a
+/// prefix they form their address from it (SLAAC). Checksum 0: the kernel fills it in.
+pub fn advertisement(offer: Offer) -> Vec<u8> {
+    let mut ra = vec![0u8; RA_LEN];
     ra[0] = ROUTER_ADVERTISEMENT;
+    if offer.managed {
+        ra[5] = RA_MANAGED | RA_OTHER;
+    }
+    if let Some((prefix, len)) = offer.prefix {
+        ra.extend_from_slice(&[OPT_PREFIX_INFO, 4, len, PREFIX_ON_LINK | PREFIX_AUTONOMOUS]);
+        ra.extend_from_slice(&PREFIX_VALID_SECS.to_be_bytes());
+        ra.extend_from_slice(&PREFIX_PREFERRED_SECS.to_be_bytes());
+        ra.extend_from_slice(&[0; 4]);
+        ra.extend_from_slice(&prefix.octets());
+    }
     ra
 }
 
@@ -221,12 +247,50 @@ mod tests {
 
     #[test]
     fn what_bootsvc_sends_configures_nothing() {
-        let ra = advertisement();
+        let ra = advertisement(Offer::default());
         assert_eq!(ra.len(), 16);
         assert_eq!(ra[0], ROUTER_ADVERTISEMENT);
         assert!(ra[1..].iter().all(|&b| b == 0), "code, checksum, flags, lifetime, timers all 0: {ra:?}");
         let Ok(Received::Advertisement(a)) = parse(&ra, LL, HL) else { panic!("own advertisement not valid") };
         assert!(!a.configures(), "{a:?}");
+    }
+
+    #[test]
+    fn managed_and_prefix_advertisements() {
+        let prefix: Ipv6Addr = "2001:db8:1::".parse().unwrap();
+        let ra = advertisement(Offer { managed: true, prefix: Some((prefix, 64)) });
+        assert_eq!(ra.len(), RA_LEN + 32);
+        assert_eq!(&ra[6..8], &[0, 0], "router lifetime 0: bootsvc is no default router");
+        let Ok(Received::Advertisement(a)) = parse(&ra, LL, HL) else { panic!("own advertisement not valid: {ra:?}") };
+        assert_eq!(a, Advert { router_lifetime: 0, managed: true, other: true, options: vec![OPT_PREFIX_INFO] });
+        // The prefix option as RFC 4861 4.6.2 lays it out.
+        let p = &ra[RA_LEN..];
+        assert_eq!(&p[..4], &[3, 4, 64, 0xc0]);
+        assert_eq!(u32::from_be_bytes(p[4..8].try_into().unwrap()), PREFIX_VALID_SECS);
+        assert_eq!(u32::from_be_bytes(p[8..12].try_into().unwrap()), PREFIX_PREFERRED_SECS);
+        assert_eq!(&p[16..], &prefix.octets());
+        let only_m = advertisement(Offer { managed: true, prefix: None });
+        assert_eq!((only_m.len(), only_m[5]), (RA_LEN, 0xc0));
+    }
+
+    #[test]
+    fn malformed_advertisements_are_refused() {
+        let good = advertisement(Offer { managed: false, prefix: Some(("2001:db8:1::".parse().unwrap(), 64)) });
+        // The prefix option cut short, zero-length, or claiming more than is there.
+        for (cut, want) in [(RA_LEN + 31, Refused::BadOption), (RA_LEN + 1, Refused::BadOption)] {
+            assert_eq!(parse(&good[..cut], LL, HL), Err(want), "cut at {cut}");
+        }
+        let mut zero = good.clone();
+        zero[RA_LEN + 1] = 0;
+        assert_eq!(parse(&zero, LL, HL), Err(Refused::BadOption));
+        let mut long = good.clone();
+        long[RA_LEN + 1] = 5;
+        assert_eq!(parse(&long, LL, HL), Err(Refused::BadOption));
+        let mut code = good.clone();
+        code[1] = 9;
+        assert_eq!(parse(&code, LL, HL), Err(Refused::Code(9)));
+        assert_eq!(parse(&good, LL, Some(254)), Err(Refused::HopLimit(Some(254))));
+        assert_eq!(parse(&good, Ipv6Addr::UNSPECIFIED, HL), Err(Refused::NotLinkLocal));
     }
 
     #[test]

@@ -223,3 +223,14 @@ pub fn hex(b: &[u8]) -> String {
 pub fn run(cmd: &mut std::process::Command) -> Output {
     cmd.output().unwrap()
 }
+
+/// Wait until `iface` in `ns` has a link-local address that is no longer tentative (DAD
+/// done): before that nothing can be sent from it.
+pub fn link_local_ready(ns: &Netns, iface: &str) {
+    osie_testkit::wait_for(&format!("a usable link-local address on {iface}"), Duration::from_secs(10), || {
+        let out = ns.run("ip", &["-6", "addr", "show", "dev", iface, "scope", "link"]).ok()?;
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        (text.contains("fe80::") && !text.contains("tentative")).then_some(())
+    })
+    .unwrap();
+}
