@@ -25,6 +25,8 @@ pub const DEFAULT_MODULES: &[&str] = &[
     "nvme",
     "ahci",
     "ata_piix",
+    // arm64 servers: SATA controllers on the SoC (Ampere, HiSilicon) rather than on PCI
+    "ahci_platform",
     "sd_mod",
     // network
     "virtio_net",
@@ -33,6 +35,10 @@ pub const DEFAULT_MODULES: &[&str] = &[
     "igb",
     "ixgbe",
     "mlx5_core",
+    // arm64 servers' NICs (Ampere boards: Broadcom; HiSilicon Kunpeng; Cavium ThunderX)
+    "bnxt_en",
+    "hns3",
+    "nicvf",
     // filesystems of installed systems (cloud-init seeding mounts the root; ESPs are vfat)
     "ext4",
     "xfs",

@@ -52,13 +52,17 @@ pub fn parse_secure_boot(bytes: &[u8]) -> Option<bool> {
     }
 }
 
-/// CPU model and topology from `/proc/cpuinfo` (x86 layout: one block per logical CPU).
+/// CPU model and topology from `/proc/cpuinfo`: one block per logical CPU on both x86 and
+/// arm64. arm64 names no model there, only the MIDR fields (`CPU implementer`, `CPU part`),
+/// and an ACPI-booted arm64 server (UEFI; QEMU's `virt` with AAVMF too) has no device tree to
+/// read one from: the model is named from those fields ([`arm_cpu_name`]).
 pub fn parse_cpuinfo(text: &str) -> Cpu {
     let mut cpu = Cpu::default();
     let mut sockets = BTreeSet::new();
     let mut cores = BTreeSet::new();
     let mut cores_per_socket = 0u32;
     let (mut phys, mut core) = (None, None);
+    let (mut implementer, mut part) = (None, None);
     let mut flush = |phys: &mut Option<String>, core: &mut Option<String>| {
         if let Some(p) = phys.take() {
             if let Some(c) = core.take() {
@@ -80,10 +84,15 @@ pub fn parse_cpuinfo(text: &str) -> Cpu {
             "physical id" => phys = Some(v.to_string()),
             "core id" => core = Some(v.to_string()),
             "cpu cores" => cores_per_socket = v.parse().unwrap_or(0),
+            "CPU implementer" if implementer.is_none() => implementer = parse_hex(v),
+            "CPU part" if part.is_none() => part = parse_hex(v),
             _ => {}
         }
     }
     flush(&mut phys, &mut core);
+    if let (true, Some(i), Some(p)) = (cpu.model.is_empty(), implementer, part) {
+        cpu.model = arm_cpu_name(i, p);
+    }
     cpu.sockets = (sockets.len() as u32).max(u32::from(cpu.threads > 0));
     cpu.cores = if !cores.is_empty() {
         cores.len() as u32
@@ -93,6 +102,37 @@ pub fn parse_cpuinfo(text: &str) -> Cpu {
         cpu.threads
     };
     cpu
+}
+
+fn parse_hex(v: &str) -> Option<u32> {
+    u32::from_str_radix(v.strip_prefix("0x").unwrap_or(v), 16).ok()
+}
+
+/// An arm64 core's name from its MIDR implementer and part numbers, for the cores found in
+/// servers and in QEMU (the numbers are those of Linux's arch/arm64/include/asm/cputype.h);
+/// others are named by their numbers.
+pub fn arm_cpu_name(implementer: u32, part: u32) -> String {
+    let known = match (implementer, part) {
+        (0x41, 0xd07) => "ARM Cortex-A57",
+        (0x41, 0xd08) => "ARM Cortex-A72",
+        (0x41, 0xd0c) => "ARM Neoverse-N1",
+        (0x41, 0xd40) => "ARM Neoverse-V1",
+        (0x41, 0xd49) => "ARM Neoverse-N2",
+        (0x41, 0xd4f) => "ARM Neoverse-V2",
+        (0x43, 0x0af) => "Cavium ThunderX2",
+        (0x46, 0x001) => "Fujitsu A64FX",
+        (0x48, 0xd01) => "HiSilicon Kunpeng-920",
+        (0xc0, 0xac3) => "Ampere-1",
+        (0xc0, 0xac4) => "Ampere-1a",
+        // QEMU's `-cpu max` (implementer 0: "reserved for software use")
+        (0x00, 0x051) => "QEMU max",
+        _ => "",
+    };
+    if known.is_empty() {
+        format!("arm64 implementer {implementer:#04x} part {part:#05x}")
+    } else {
+        known.to_string()
+    }
 }
 
 /// `MemTotal` in bytes.
@@ -187,6 +227,28 @@ mod tests {
     fn cpuinfo_of_the_dev_vm() {
         let cpu = parse_cpuinfo(&std::fs::read_to_string(fixture().join("proc/cpuinfo")).unwrap());
         assert_eq!(cpu, Cpu { model: "AMD EPYC".into(), threads: 2, cores: 2, sockets: 1 });
+    }
+
+    #[test]
+    fn cpuinfo_of_arm64_names_the_core_from_its_midr() {
+        // Linux's arm64 layout (QEMU virt, -cpu cortex-a57 -smp 2): no model name, no
+        // topology lines.
+        let block = |n| {
+            format!(
+                "processor\t: {n}\nBogoMIPS\t: 125.00\nFeatures\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 cpuid\n\
+                 CPU implementer\t: 0x41\nCPU architecture: 8\nCPU variant\t: 0x1\nCPU part\t: 0xd07\nCPU revision\t: 0\n\n"
+            )
+        };
+        let cpu = parse_cpuinfo(&format!("{}{}", block(0), block(1)));
+        assert_eq!(cpu.model, "ARM Cortex-A57");
+        assert_eq!((cpu.sockets, cpu.cores, cpu.threads), (1, 2, 2));
+        let max = parse_cpuinfo("processor\t: 0\nCPU implementer\t: 0x00\nCPU part\t: 0x051\n");
+        assert_eq!(max.model, "QEMU max");
+        assert_eq!(arm_cpu_name(0x51, 0x0c00), "arm64 implementer 0x51 part 0xc00");
+        // An x86 model name is never replaced.
+        let x86 =
+            parse_cpuinfo("processor\t: 0\nmodel name\t: Intel Xeon\nCPU part\t: 0xd07\nCPU implementer\t: 0x41\n");
+        assert_eq!(x86.model, "Intel Xeon");
     }
 
     #[test]

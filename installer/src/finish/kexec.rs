@@ -12,6 +12,12 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
 /// `KEXEC_FILE_NO_INITRAMFS`
 const NO_INITRAMFS: libc::c_ulong = 4;
+/// The syscall's number: the libc crate names it for x86_64 musl but not for aarch64 musl
+/// (294 in the kernel's generic table, include/uapi/asm-generic/unistd.h).
+#[cfg(target_arch = "aarch64")]
+const SYS_KEXEC_FILE_LOAD: libc::c_long = 294;
+#[cfg(not(target_arch = "aarch64"))]
+const SYS_KEXEC_FILE_LOAD: libc::c_long = libc::SYS_kexec_file_load;
 const MOUNT_AT: &str = "/run/osie/kexec-root";
 /// Where the installer seeds cloud-init (NoCloud); its meta-data names the instance.
 const SEED_META: &str = "var/lib/cloud/seed/nocloud/meta-data";
@@ -150,7 +156,7 @@ fn load_from(root: &Path, dev: &Path) -> Result<Loaded> {
     // command line, all valid for the duration of the call.
     let r = unsafe {
         libc::syscall(
-            libc::SYS_kexec_file_load,
+            SYS_KEXEC_FILE_LOAD,
             kf.as_raw_fd(),
             initrd_f.as_ref().map_or(-1, |f| f.as_raw_fd()),
             c.as_bytes_with_nul().len() as libc::c_ulong,
