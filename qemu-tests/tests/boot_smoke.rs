@@ -162,6 +162,7 @@ fn metadata(mac: MacAddr) -> String {
         raw_size: None,
         format: ImageFormat::Zstd,
         checksum_of: ChecksumOf::Compressed,
+        digest_algo: Default::default(),
     };
     metadata_for(mac, image, Finish::Reboot, DiskHints::default())
 }
@@ -427,6 +428,7 @@ fn install_then_kexec_into_the_installed_kernel() {
         raw_size: Some(image.len() as u64),
         format: ImageFormat::Raw,
         checksum_of: ChecksumOf::Raw,
+        digest_algo: Default::default(),
     };
 
     let ns = lab();

@@ -148,7 +148,11 @@ pub fn respond(req: &Request<'_>, src: Ipv6Addr, settings: &Settings, backend: &
         // (`Class::decline_file`).
         class.decline_file(&settings.public_url).ok_or(NOT_ALLOWED)
     } else {
-        class.boot_file(&mac, &settings.public_url).ok_or("no boot file for this architecture")
+        // iPXE over IPv6: Debian's signed GRUB (the shim/GRUB chain) reads its files over
+        // TFTP from the IPv4 address it booted from (`bootsvc/docs/secure-boot.md`).
+        class
+            .boot_file(&mac, &settings.public_url, c.arch, crate::config::UefiChain::Ipxe)
+            .ok_or("no boot file for this architecture")
     };
     match file {
         Ok(f) => d.boot_file = Some(url(&f, settings.address)),
