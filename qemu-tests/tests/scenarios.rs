@@ -102,8 +102,14 @@ fn install_and_first_boot(test: &str, fw: Firmware, mac: &str, dhcp: Dhcp, page:
             Err(e) => panic!("{}", w.fail("the installed OS known at its own new address", &format!("{e:#}"))),
         }
     }
-    // The boot trace of a healthy install: every step seen, and `done` (first boot).
-    let trace = check(lab.trace(mac));
+    // The boot trace of a healthy install: every step seen, and `done` (first boot). Steps
+    // are stored in batches off the request path (up to 250 ms behind the event's answer).
+    let mut trace = check(lab.trace(mac));
+    let settle = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while trace.diagnosis.health != bootsvc::trace::Health::Done && std::time::Instant::now() < settle {
+        std::thread::sleep(std::time::Duration::from_millis(250));
+        trace = check(lab.trace(mac));
+    }
     let kept = check(lab.keep_trace(mac));
     if trace.diagnosis.health != bootsvc::trace::Health::Done {
         panic!(
