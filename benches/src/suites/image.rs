@@ -133,16 +133,22 @@ pub fn run(ctx: &Ctx, out: &mut SuiteResult) -> Result<()> {
     Ok(())
 }
 
+/// The installer's `write-image` command line for `i` served at `base`, as both image suites
+/// run and quote it.
+pub(super) fn installer_command(ctx: &Ctx, i: &Input, base: &str, dev: &str) -> String {
+    format!(
+        "{} write-image --url {base}/{} --sha256 {} --size {} --raw-size {} --disk {dev} --progress-every 60",
+        ctx.installer.display(),
+        i.zst,
+        i.sha256,
+        i.size,
+        i.raw_size
+    )
+}
+
 fn command_text(ctx: &Ctx, tool: Tool, i: &Input, base: &str, inputs: &Path, dev: &str) -> String {
     match tool {
-        Tool::Installer => format!(
-            "{} write-image --url {base}/{} --sha256 {} --size {} --raw-size {} --disk {dev} --progress-every 60",
-            ctx.installer.display(),
-            i.zst,
-            i.sha256,
-            i.size,
-            i.raw_size
-        ),
+        Tool::Installer => installer_command(ctx, i, base, dev),
         Tool::Pipeline => {
             format!("curl -sS --fail {base}/{} | zstd -dc | dd of={dev} bs=4M oflag=direct status=none", i.zst)
         }

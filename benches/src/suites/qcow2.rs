@@ -110,14 +110,7 @@ pub fn run(ctx: &Ctx, out: &mut SuiteResult) -> Result<()> {
 
 fn command_text(ctx: &Ctx, tool: Tool, i: &Input, base: &str, inputs: &Path, dev: &str) -> String {
     match tool {
-        Tool::Installer => format!(
-            "{} write-image --url {base}/{} --sha256 {} --size {} --raw-size {} --disk {dev} --progress-every 60",
-            ctx.installer.display(),
-            i.zst,
-            i.sha256,
-            i.size,
-            i.raw_size
-        ),
+        Tool::Installer => image::installer_command(ctx, i, base, dev),
         Tool::QemuImg => {
             format!("qemu-img convert -n -t none -W -f qcow2 -O raw {} {dev}", inputs.join(&i.zst).display())
         }
