@@ -434,7 +434,7 @@ fn check_vendor_sums(cfg: &Config, snap: &Snapshot) -> Vec<crate::problem::Probl
         return Vec::new();
     }
     // An unreadable keyring is already a problem of `images.keyring`.
-    let sums = crate::vendor_sums::VendorSums::new(cfg.keyring().ok().flatten().map(std::sync::Arc::new));
+    let sums = crate::vendor_sums::VendorSums::new(cfg.keyring().ok().flatten());
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -466,7 +466,8 @@ pub fn check_all(path: &Path) -> (Problems, String) {
     if cfg.database.is_some() && cfg.inventory.is_none() {
         // The machines are in the database (validated on their way in, by `db import`).
         let mut p = Problems::default();
-        let images = crate::inventory::images::load(&cfg.artifacts.images_dir, &mut p);
+        let images =
+            crate::inventory::images::load(&cfg.artifacts.images_dir, cfg.keyring().ok().flatten().as_deref(), &mut p);
         problems.0.extend(p.0);
         let summary = format!(
             "ok: {}: machines in the database, {} image{}",

@@ -67,7 +67,7 @@ pub fn serve(cfg: Config) -> Result<()> {
         tftp: tftp::bind_socket(&cfg).context("starting TFTP")?,
         ra: ra::bind_socket(&cfg).context("starting router advertisements")?,
         admin_token: cfg.admin_token()?,
-        keyring: cfg.keyring()?.map(Arc::new),
+        keyring: cfg.keyring()?,
         read_only_token: cfg.read_only_token()?,
         database_url: cfg.database_url()?,
     };

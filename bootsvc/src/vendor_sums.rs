@@ -111,8 +111,6 @@ impl VendorSums {
 mod tests {
     //! Keys and signatures made here by `gpg` (a temporary GNUPGHOME), served over loopback.
 
-    use std::path::Path;
-    use std::process::Command;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -120,20 +118,9 @@ mod tests {
 
     use super::*;
     use crate::inventory::checksums::Algo;
+    use crate::signature::testgpg::Gpg;
 
     const IMAGE: &str = "debian-12-genericcloud-amd64.qcow2";
-
-    fn gpg(home: &Path, args: &[&str]) -> Vec<u8> {
-        let out = Command::new("gpg")
-            .arg("--homedir")
-            .arg(home)
-            .args(["--batch", "--quiet", "--pinentry-mode", "loopback", "--passphrase", ""])
-            .args(args)
-            .output()
-            .expect("running gpg (Debian package gnupg)");
-        assert!(out.status.success(), "gpg {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        out.stdout
-    }
 
     /// Serves `files` by path on 127.0.0.1, counting requests.
     async fn serve(files: HashMap<String, Vec<u8>>) -> (String, Arc<AtomicUsize>) {
@@ -166,29 +153,17 @@ mod tests {
 
     #[tokio::test]
     async fn signed_checksum_files_good_bad_unknown_missing_unreachable() {
-        let dir = tempfile::tempdir().unwrap();
-        let home = dir.path().join("gnupg");
-        std::fs::create_dir(&home).unwrap();
-        std::fs::set_permissions(&home, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+        let g = Gpg::new();
         // The vendor's key (RSA, as Debian's and Ubuntu's are) and a stranger's (Ed25519).
-        gpg(&home, &["--quick-gen-key", "Vendor <vendor@example.org>", "rsa2048", "sign", "never"]);
-        gpg(&home, &["--quick-gen-key", "Stranger <other@example.org>", "ed25519", "sign", "never"]);
-        let keyring = Keyring::from_bytes(&gpg(&home, &["--armor", "--export", "vendor@example.org"])).unwrap();
+        g.run(&["--quick-gen-key", "Vendor <vendor@example.org>", "rsa2048", "sign", "never"]);
+        g.run(&["--quick-gen-key", "Stranger <other@example.org>", "ed25519", "sign", "never"]);
+        let keyring = Keyring::from_bytes(&g.export("vendor@example.org")).unwrap();
         assert_eq!(keyring.len(), 1);
 
         let (a, b) = ("a1".repeat(32), "b2".repeat(64));
         let gnu = format!("{a}  {IMAGE}\n{}  other.img\n", "00".repeat(32));
         let bsd = format!("SHA512 ({IMAGE}) = {b}\n");
-        let sign = |text: &str, who: &str, armor: bool| {
-            let f = dir.path().join(format!("sums-{who}-{armor}"));
-            std::fs::write(&f, text).unwrap();
-            let mut args = vec!["--local-user", who, "--output", "-", "--detach-sign"];
-            if armor {
-                args.insert(0, "--armor");
-            }
-            args.push(f.to_str().unwrap());
-            gpg(&home, &args)
-        };
+        let sign = |text: &str, who: &str, armor: bool| g.sign(text.as_bytes(), who, armor, &[]);
         let mut files = HashMap::new();
         files.insert("/SHA256SUMS".to_string(), gnu.clone().into_bytes());
         files.insert("/SHA256SUMS.gpg".to_string(), sign(&gnu, "vendor@example.org", false));

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use bootsvc::config::Config;
-use bootsvc::inventory::images::{ImageManifest, ManifestFormat};
+use bootsvc::inventory::images::ImageManifest;
 use bootsvc::inventory::{load, validate, Images};
 use bootsvc::problem::Problems;
 
@@ -14,15 +14,11 @@ fn examples_are_valid() {
     let text = std::fs::read_to_string(dir.join("bootsvc.toml")).unwrap();
     let cfg = Config::parse(&text, &dir.join("bootsvc.toml")).unwrap_or_else(|p| panic!("{p}"));
     assert!(cfg.admin.token_file.is_some() && cfg.dhcp.pool.is_some());
-    let image = ImageManifest {
-        name: "debian-12".into(),
-        file: "debian-12.raw.zst".into(),
-        format: ManifestFormat::Zstd,
-        size: 1,
-        raw_size: None,
-        sha256: "0".repeat(64),
-        checksum_of: Default::default(),
-    };
+    let image: ImageManifest = serde_json::from_str(&format!(
+        r#"{{"name":"debian-12","file":"debian-12.raw.zst","format":"zstd","size":1,"sha256":"{}"}}"#,
+        "0".repeat(64)
+    ))
+    .unwrap();
     let images: Images = [("debian-12".to_string(), image)].into();
     let mut p = Problems::default();
     let entries = load::read_dir(&dir.join("machines"), &mut p);

@@ -74,8 +74,11 @@ pub fn images() -> Images {
         format: ManifestFormat::Zstd,
         size: 10,
         raw_size: Some(100),
-        sha256: "ab".repeat(32),
+        sha256: Some("ab".repeat(32)),
+        checksums_url: None,
+        signature_url: None,
         checksum_of: Default::default(),
+        digest: None,
     };
     [("debian-12".to_string(), m)].into()
 }

@@ -385,10 +385,17 @@ impl Config {
         }
     }
 
-    /// The keyring of `images.keyring` (read as root at start, like the tokens); `None`
-    /// when unset.
-    pub fn keyring(&self) -> anyhow::Result<Option<crate::signature::Keyring>> {
+    /// The keyring of `images.keyring`; `None` when unset. Read once per process (as root at
+    /// start, like the tokens) and kept: image manifests are read again after privileges are
+    /// dropped, with the same keys. A changed keyring takes a restart.
+    pub fn keyring(&self) -> anyhow::Result<Option<std::sync::Arc<crate::signature::Keyring>>> {
+        use std::collections::BTreeMap;
+        use std::sync::{Arc, Mutex};
+        static READ: Mutex<BTreeMap<std::path::PathBuf, Arc<crate::signature::Keyring>>> = Mutex::new(BTreeMap::new());
         let Some(f) = &self.images.keyring else { return Ok(None) };
+        if let Some(k) = READ.lock().unwrap_or_else(|p| p.into_inner()).get(f) {
+            return Ok(Some(Arc::clone(k)));
+        }
         // A device or a huge file is refused, not read forever (a distribution's keyring is
         // a few hundred KiB).
         const MAX: u64 = 16 << 20;
@@ -406,8 +413,10 @@ impl Config {
                 Ok(b)
             })
             .map_err(|e| anyhow::anyhow!("keyring {}: {e}", f.display()))?;
-        let k =
-            crate::signature::Keyring::from_bytes(&b).map_err(|e| anyhow::anyhow!("keyring {}: {e}", f.display()))?;
+        let k = Arc::new(
+            crate::signature::Keyring::from_bytes(&b).map_err(|e| anyhow::anyhow!("keyring {}: {e}", f.display()))?,
+        );
+        READ.lock().unwrap_or_else(|p| p.into_inner()).insert(f.clone(), Arc::clone(&k));
         Ok(Some(k))
     }
 

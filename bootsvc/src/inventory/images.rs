@@ -5,9 +5,13 @@
 //!  "raw_size": 2147483648, "sha256": "…", "checksum_of": "compressed"}
 //! ```
 //!
-//! `sha256` covers the file as served unless `checksum_of` is `raw`. A machine's
-//! `install.image.name` picks a manifest; the installer gets `{public_url}/images/{file}` with
-//! its checksum and sizes.
+//! `sha256` covers the file as served unless `checksum_of` is `raw`. Instead of `sha256`, a
+//! manifest may name the vendor's checksums file kept beside it, and its detached OpenPGP
+//! signature, as published (`"checksums_url": "SHA512SUMS", "signature_url": "SHA512SUMS.sign"`,
+//! names in the same directory, like the image): the digest is taken for `file` from it, once
+//! the signature is checked against `[images] keyring` — by `check` and `serve` alike. A
+//! machine's `install.image.name` picks a manifest; the installer gets
+//! `{public_url}/images/{file}` with its checksum and sizes.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -16,7 +20,9 @@ use osie_api::metadata::{ChecksumOf, ImageFormat};
 use serde::{Deserialize, Serialize};
 
 use crate::checks;
+use crate::inventory::checksums::{digest_for, Algo, Digest};
 use crate::problem::{Problem, Problems};
+use crate::signature::Keyring;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImageManifest {
@@ -29,9 +35,20 @@ pub struct ImageManifest {
     /// Bytes once decompressed.
     #[serde(default)]
     pub raw_size: Option<u64>,
-    pub sha256: String,
+    /// The file's SHA-256 (or the disk's, with `checksum_of: raw`); or `checksums_url`.
+    #[serde(default)]
+    pub sha256: Option<String>,
+    /// The vendor's `SHA256SUMS`/`SHA512SUMS`, a file beside the manifest.
+    #[serde(default)]
+    pub checksums_url: Option<String>,
+    /// The detached OpenPGP signature of `checksums_url`, a file beside the manifest.
+    #[serde(default)]
+    pub signature_url: Option<String>,
     #[serde(default)]
     pub checksum_of: ChecksumOf,
+    /// The digest the installer checks: `sha256`, or the one the checksums file gives.
+    #[serde(skip)]
+    pub digest: Option<Digest>,
 }
 
 /// Manifests name the format; unlike a machine record they never say "auto".
@@ -64,21 +81,26 @@ pub type Images = BTreeMap<String, ImageManifest>;
 impl ImageManifest {
     /// The image as the installer is told about it.
     pub fn to_api(&self, public_url: &str) -> osie_api::Image {
+        let (hex, algo) = match &self.digest {
+            Some(d) => (d.hex.clone(), d.algo.into()),
+            None => (self.sha256.clone().unwrap_or_default().to_ascii_lowercase(), Default::default()),
+        };
         osie_api::Image {
             url: format!("{public_url}/images/{}", self.file),
-            sha256: self.sha256.to_ascii_lowercase(),
+            sha256: hex,
             size: Some(self.size),
             raw_size: self.raw_size,
             format: self.format.into(),
             checksum_of: self.checksum_of,
-            digest_algo: Default::default(),
+            digest_algo: algo,
         }
     }
 }
 
 /// Read every `*.json` manifest in `dir`; problems (with the manifest file and field) go to
-/// `problems`, good manifests into the result.
-pub fn load(dir: &Path, problems: &mut Problems) -> Images {
+/// `problems`, good manifests into the result. `keyring` checks the signatures of vendor
+/// checksums files (`None`: a manifest with `signature_url` is refused).
+pub fn load(dir: &Path, keyring: Option<&Keyring>, problems: &mut Problems) -> Images {
     let mut out = Images::new();
     let files = match json_files(dir) {
         Ok(f) => f,
@@ -88,14 +110,14 @@ pub fn load(dir: &Path, problems: &mut Problems) -> Images {
         }
     };
     for path in files {
-        if let Some(m) = load_one(dir, &path, problems) {
+        if let Some(m) = load_one(dir, &path, keyring, problems) {
             out.insert(m.name.clone(), m);
         }
     }
     out
 }
 
-fn load_one(dir: &Path, path: &Path, problems: &mut Problems) -> Option<ImageManifest> {
+fn load_one(dir: &Path, path: &Path, keyring: Option<&Keyring>, problems: &mut Problems) -> Option<ImageManifest> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) => {
@@ -103,7 +125,7 @@ fn load_one(dir: &Path, path: &Path, problems: &mut Problems) -> Option<ImageMan
             return None;
         }
     };
-    let m: ImageManifest = match serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(&text)) {
+    let mut m: ImageManifest = match serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(&text)) {
         Ok(m) => m,
         Err(e) => {
             let field = e.path().to_string();
@@ -118,7 +140,21 @@ fn load_one(dir: &Path, path: &Path, problems: &mut Problems) -> Option<ImageMan
     if m.name != stem {
         c.add("name", format!("{:?} differs from the manifest's file name {stem:?}.json", m.name));
     }
-    c.check("sha256", checks::sha256_hex(&m.sha256));
+    match (&m.sha256, &m.checksums_url) {
+        (Some(sha), None) => match checks::sha256_hex(sha) {
+            Ok(()) => m.digest = Some(Digest { algo: Algo::Sha256, hex: sha.to_ascii_lowercase() }),
+            Err(e) => c.add("sha256", e),
+        },
+        (None, None) => c.add("sha256", "missing: give the image's sha256, or checksums_url"),
+        (Some(_), Some(_)) => c.add("checksums_url", "give sha256 or checksums_url, not both"),
+        (None, Some(sums)) => match vendor_digest(dir, &m, sums, keyring) {
+            Ok(d) => m.digest = Some(d),
+            Err((field, e)) => c.add(field, e),
+        },
+    }
+    if m.signature_url.is_some() && m.checksums_url.is_none() {
+        c.add("signature_url", "signs a checksums_url: give that too");
+    }
     match checks::file_name(&m.file) {
         Err(e) => c.add("file", e),
         // Opened as a request for it would be: what passes here is served.
@@ -142,6 +178,39 @@ fn load_one(dir: &Path, path: &Path, problems: &mut Problems) -> Option<ImageMan
         }
     }
     (problems.len() == before).then_some(m)
+}
+
+/// The digest for `m.file` in the checksums file `sums` beside the manifest, its signature
+/// checked when the manifest names one.
+fn vendor_digest(
+    dir: &Path,
+    m: &ImageManifest,
+    sums: &str,
+    keyring: Option<&Keyring>,
+) -> Result<Digest, (&'static str, String)> {
+    // Read as the image is: plain names in the directory, no link out of it.
+    const MAX: u64 = 4 << 20;
+    let read = |field: &'static str, name: &str| -> Result<Vec<u8>, (&'static str, String)> {
+        checks::file_name(name).map_err(|e| (field, format!("{e} (a file beside the manifest, as published)")))?;
+        let f = crate::jail::open_servable(dir, name).map_err(|e| (field, e))?;
+        let mut b = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::Read::take(f, MAX + 1), &mut b)
+            .map_err(|e| (field, format!("reading {name}: {e}")))?;
+        if b.len() as u64 > MAX {
+            return Err((field, format!("{name} is larger than {MAX} bytes: not a checksums file")));
+        }
+        Ok(b)
+    };
+    let text = read("checksums_url", sums)?;
+    if let Some(sig_name) = &m.signature_url {
+        let sig = read("signature_url", sig_name)?;
+        let keyring = keyring.ok_or_else(|| {
+            ("signature_url", format!("{sig_name}: no keyring to check it against ([images] keyring is not set)"))
+        })?;
+        keyring.verify(&text, &sig).map_err(|e| ("signature_url", format!("{sig_name} over {sums}: {e}")))?;
+    }
+    let text = String::from_utf8_lossy(&text);
+    digest_for(&text, &m.file).map_err(|e| ("checksums_url", format!("{sums}: {e}")))
 }
 
 /// A qcow2 file read as the installer will read it (header, L1, every L2 table): what it
@@ -201,8 +270,11 @@ pub(crate) fn test_images(name: &str) -> Images {
         format: ManifestFormat::Zstd,
         size: 10,
         raw_size: Some(100),
-        sha256: "AB".repeat(32),
+        sha256: Some("AB".repeat(32)),
+        checksums_url: None,
+        signature_url: None,
         checksum_of: Default::default(),
+        digest: Some(Digest { algo: Algo::Sha256, hex: "ab".repeat(32) }),
     };
     [(name.to_string(), m)].into()
 }
@@ -256,7 +328,7 @@ mod tests {
             manifest(d.path(), name, &body);
         }
         let mut p = Problems::default();
-        let images = load(d.path(), &mut p);
+        let images = load(d.path(), None, &mut p);
         assert_eq!(images.keys().collect::<Vec<_>>(), ["good"]);
         assert_eq!(images["good"].to_api("http://192.0.2.1").format, ImageFormat::Qcow2);
         let got: Vec<String> = p
@@ -299,7 +371,7 @@ mod tests {
             &format!(r#"{{"name":"gone","file":"gone.raw","format":"raw","size":1,"sha256":"{sha}"}}"#),
         );
         let mut p = Problems::default();
-        let images = load(d.path(), &mut p);
+        let images = load(d.path(), None, &mut p);
         assert_eq!(images.keys().collect::<Vec<_>>(), ["deb"]);
         let got: Vec<String> =
             p.iter().map(|x| format!("{}:{}", x.file.file_name().unwrap().to_str().unwrap(), x.field)).collect();
@@ -318,12 +390,78 @@ mod tests {
             &format!(r#"{{"name":"far","file":"far.raw","format":"raw","size":10,"sha256":"{sha}"}}"#),
         );
         let mut p = Problems::default();
-        assert!(!load(d.path(), &mut p).contains_key("far"));
+        assert!(!load(d.path(), None, &mut p).contains_key("far"));
         let far = p.iter().find(|x| x.file.ends_with("far.json")).unwrap();
         assert_eq!(far.field, "file");
         assert!(far.what.contains("far.raw is an absolute symlink"), "{}", far.what);
         assert_eq!(img.url, "http://192.0.2.1:8080/images/deb.raw.zst");
         assert_eq!(img.format, ImageFormat::Zstd);
         assert_eq!((img.size, img.raw_size), (Some(10), Some(4096)));
+    }
+
+    /// A vendor's checksums file and signature kept beside the manifest, as published:
+    /// good (both file forms, SHA-256 and SHA-512), bad, unknown key, name missing, no keyring.
+    #[test]
+    fn vendor_checksums_files_beside_the_manifest() {
+        use crate::signature::testgpg::Gpg;
+        let g = Gpg::new();
+        g.run(&["--quick-gen-key", "Vendor <vendor@example.org>", "ed25519", "sign", "never"]);
+        g.run(&["--quick-gen-key", "Stranger <other@example.org>", "ed25519", "sign", "never"]);
+        let keyring = Keyring::from_bytes(&g.export("vendor@example.org")).unwrap();
+        let d = tempfile::tempdir().unwrap();
+        let put = |name: &str, b: &[u8]| std::fs::write(d.path().join(name), b).unwrap();
+        put("deb.raw.zst", b"0123456789");
+        let (a, b) = ("a1".repeat(32), "b2".repeat(64));
+        let gnu = format!("{a}  deb.raw.zst\n{}  other.img\n", "00".repeat(32));
+        let bsd = format!("SHA512 (deb.raw.zst) = {b}\n");
+        put("SHA256SUMS", gnu.as_bytes());
+        put("SHA256SUMS.gpg", &g.sign(gnu.as_bytes(), "vendor@example.org", false, &[]));
+        put("SHA512SUMS", bsd.as_bytes());
+        put("SHA512SUMS.sign", &g.sign(bsd.as_bytes(), "vendor@example.org", true, &[]));
+        put("SHA256SUMS.other", &g.sign(gnu.as_bytes(), "other@example.org", false, &[]));
+        put("CHANGED", gnu.replacen("a1", "a2", 1).as_bytes());
+        put("NOTHERE", format!("{a}  else.raw.zst\n").as_bytes());
+        for (name, sums) in [
+            ("gnu", r#""checksums_url":"SHA256SUMS","signature_url":"SHA256SUMS.gpg""#),
+            ("bsd", r#""checksums_url":"SHA512SUMS","signature_url":"SHA512SUMS.sign""#),
+            ("unsigned", r#""checksums_url":"SHA256SUMS""#),
+            ("stranger", r#""checksums_url":"SHA256SUMS","signature_url":"SHA256SUMS.other""#),
+            ("changed", r#""checksums_url":"CHANGED","signature_url":"SHA256SUMS.gpg""#),
+            ("missing", r#""checksums_url":"NOTHERE""#),
+            ("far", r#""checksums_url":"../SHA256SUMS""#),
+            ("both", &format!(r#""checksums_url":"SHA256SUMS","sha256":"{a}""#)),
+            ("neither", ""),
+        ] {
+            let comma = if sums.is_empty() { "" } else { "," };
+            let body = format!(r#"{{"name":"{name}","file":"deb.raw.zst","format":"zstd","size":10{comma}{sums}}}"#);
+            manifest(d.path(), name, &body);
+        }
+        let mut p = Problems::default();
+        let images = load(d.path(), Some(&keyring), &mut p);
+        assert_eq!(images.keys().collect::<Vec<_>>(), ["bsd", "gnu", "unsigned"]);
+        let api = |n: &str| images[n].to_api("http://192.0.2.1");
+        assert_eq!((api("gnu").sha256, api("gnu").digest_algo), (a.clone(), osie_api::metadata::DigestAlgo::Sha256));
+        assert_eq!((api("bsd").sha256, api("bsd").digest_algo), (b.clone(), osie_api::metadata::DigestAlgo::Sha512));
+        let got: Vec<String> = p
+            .iter()
+            .map(|x| format!("{}:{}: {}", x.file.file_name().unwrap().to_str().unwrap(), x.field, x.what))
+            .collect();
+        let want = [
+            "both.json:checksums_url: give sha256 or checksums_url, not both",
+            "changed.json:signature_url: SHA256SUMS.gpg over CHANGED: bad signature",
+            "far.json:checksums_url: ",
+            "missing.json:checksums_url: NOTHERE: deb.raw.zst is not among the 1 file(s)",
+            "neither.json:sha256: missing",
+            "stranger.json:signature_url: SHA256SUMS.other over SHA256SUMS: signed by a key not in the keyring",
+        ];
+        assert_eq!(got.len(), want.len(), "{got:#?}");
+        for (g, w) in got.iter().zip(want) {
+            assert!(g.starts_with(w), "{g} does not start with {w}");
+        }
+        // No keyring: a signed manifest is refused, an unsigned one is the operator's choice.
+        let mut p = Problems::default();
+        let images = load(d.path(), None, &mut p);
+        assert!(!images.contains_key("gnu") && images.contains_key("unsigned"));
+        assert!(p.iter().any(|x| x.file.ends_with("gnu.json") && x.what.contains("no keyring")), "{p}");
     }
 }

@@ -131,7 +131,7 @@ impl PgStorage {
         };
         let site = db.site().to_string();
         let mut problems = Problems::default();
-        let images = images::load(&cfg.artifacts.images_dir, &mut problems);
+        let images = images::load(&cfg.artifacts.images_dir, cfg.keyring().ok().flatten().as_deref(), &mut problems);
         for p in problems.iter() {
             tracing::warn!(problem = %p, "an image manifest is not served: {p}");
         }
@@ -377,9 +377,10 @@ async fn watch_images(shared: std::sync::Weak<Shared>) {
         last = now;
         let Some(s) = shared.upgrade() else { return };
         let dir = s.cfg.artifacts.images_dir.clone();
+        let keyring = s.cfg.keyring().ok().flatten();
         let Ok((images, problems)) = tokio::task::spawn_blocking(move || {
             let mut p = Problems::default();
-            let i = images::load(&dir, &mut p);
+            let i = images::load(&dir, keyring.as_deref(), &mut p);
             (i, p)
         })
         .await
