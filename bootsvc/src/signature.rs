@@ -64,13 +64,13 @@ impl Keyring {
                 if named(&k.legacy_key_id(), &k.fingerprint()) {
                     match s.verify(k, data) {
                         Ok(()) => return primary_state(k, now),
-                        Err(e) => failures.push(format!("key {}: {e}", k.legacy_key_id())),
+                        Err(e) => failures.push(format!("key {}: {}", k.legacy_key_id(), why(&e))),
                     }
                 }
                 for sk in k.public_subkeys.iter().filter(|sk| named(&sk.legacy_key_id(), &sk.fingerprint())) {
                     match s.verify(sk, data) {
                         Ok(()) => return primary_state(k, now).and_then(|()| subkey_state(k, sk, now)),
-                        Err(e) => failures.push(format!("subkey {}: {e}", sk.legacy_key_id())),
+                        Err(e) => failures.push(format!("subkey {}: {}", sk.legacy_key_id(), why(&e))),
                     }
                 }
             }
@@ -133,6 +133,21 @@ fn expiry(sig: Option<&Signature>, created: Timestamp, now: Timestamp) -> Result
     Err(osie_api::time::rfc3339(end.saturating_mul(1000)))
 }
 
+/// rPGP's verification error in one line: its debug assertions span several lines ending
+/// in the reason (`… invalid signed hash value`), which is what an operator can act on.
+fn why(e: &pgp::errors::Error) -> String {
+    let e = e.to_string();
+    let last = e.lines().last().unwrap_or_default();
+    let reason = last.rsplit(": ").next().unwrap_or(last).trim();
+    match reason {
+        "invalid signed hash value" => {
+            "the file is not what it signed (changed after signing, or another file's signature)".into()
+        }
+        "" => e,
+        r => r.to_string(),
+    }
+}
+
 fn reason(r: &Signature) -> String {
     match r.revocation_reason_string() {
         Some(s) if !s.is_empty() => format!(" ({})", String::from_utf8_lossy(s)),
@@ -140,87 +155,10 @@ fn reason(r: &Signature) -> String {
     }
 }
 
-/// `gpg` (Debian package gnupg) in a temporary home, for tests that need real keys and
-/// signatures.
-#[cfg(test)]
-pub(crate) mod testgpg {
-    use std::path::PathBuf;
-    use std::process::Command;
-
-    pub struct Gpg {
-        dir: tempfile::TempDir,
-    }
-
-    impl Gpg {
-        pub fn new() -> Gpg {
-            let dir = tempfile::tempdir().unwrap();
-            let home = dir.path().join("gnupg");
-            std::fs::create_dir(&home).unwrap();
-            std::fs::set_permissions(&home, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
-            Gpg { dir }
-        }
-
-        pub fn home(&self) -> PathBuf {
-            self.dir.path().join("gnupg")
-        }
-
-        pub fn run(&self, args: &[&str]) -> Vec<u8> {
-            let out = Command::new("gpg")
-                .arg("--homedir")
-                .arg(self.home())
-                .args(["--batch", "--quiet", "--pinentry-mode", "loopback", "--passphrase", ""])
-                .args(args)
-                .output()
-                .expect("running gpg (Debian package gnupg)");
-            assert!(out.status.success(), "gpg {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-            out.stdout
-        }
-
-        /// A detached signature of `text` by `who` (`extra` goes first, e.g. a faked time).
-        pub fn sign(&self, text: &[u8], who: &str, armor: bool, extra: &[&str]) -> Vec<u8> {
-            let f = self.dir.path().join("to-sign");
-            std::fs::write(&f, text).unwrap();
-            let mut args: Vec<&str> = extra.to_vec();
-            if armor {
-                args.push("--armor");
-            }
-            args.extend(["--local-user", who, "--output", "-", "--detach-sign", f.to_str().unwrap()]);
-            self.run(&args)
-        }
-
-        /// The key's fingerprint.
-        pub fn fpr(&self, who: &str) -> String {
-            let out = String::from_utf8(self.run(&["--with-colons", "--list-keys", who])).unwrap();
-            let line = out.lines().find(|l| l.starts_with("fpr:")).unwrap();
-            line.split(':').nth(9).unwrap().to_string()
-        }
-
-        pub fn path(&self, name: &str) -> PathBuf {
-            self.dir.path().join(name)
-        }
-
-        pub fn export(&self, who: &str) -> Vec<u8> {
-            self.run(&["--armor", "--export", who])
-        }
-
-        /// Import the revocation certificate gpg wrote when it made `who`'s key.
-        pub fn revoke(&self, who: &str) {
-            let fpr = self.fpr(who);
-            let rev = self.home().join("openpgp-revocs.d").join(format!("{fpr}.rev"));
-            // gpg writes it with the armor line escaped (":-----BEGIN") so that it is not
-            // imported by accident.
-            let text = std::fs::read_to_string(&rev).unwrap().replace(":-----BEGIN", "-----BEGIN");
-            let f = self.path("revocation.asc");
-            std::fs::write(&f, text).unwrap();
-            self.run(&["--import", f.to_str().unwrap()]);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::testgpg::Gpg;
     use super::*;
+    use osie_testkit::gpg::Gpg;
 
     const SUMS: &[u8] = b"0123  debian.qcow2\n";
 

@@ -118,7 +118,7 @@ mod tests {
 
     use super::*;
     use crate::inventory::checksums::Algo;
-    use crate::signature::testgpg::Gpg;
+    use osie_testkit::gpg::Gpg;
 
     const IMAGE: &str = "debian-12-genericcloud-amd64.qcow2";
 

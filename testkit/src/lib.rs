@@ -24,6 +24,7 @@ pub mod bmc;
 pub mod browser;
 pub mod crates;
 pub mod dhcp;
+pub mod gpg;
 pub mod http;
 pub mod loopdev;
 pub mod modgraph;

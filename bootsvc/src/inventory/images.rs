@@ -403,7 +403,7 @@ mod tests {
     /// good (both file forms, SHA-256 and SHA-512), bad, unknown key, name missing, no keyring.
     #[test]
     fn vendor_checksums_files_beside_the_manifest() {
-        use crate::signature::testgpg::Gpg;
+        use osie_testkit::gpg::Gpg;
         let g = Gpg::new();
         g.run(&["--quick-gen-key", "Vendor <vendor@example.org>", "ed25519", "sign", "never"]);
         g.run(&["--quick-gen-key", "Stranger <other@example.org>", "ed25519", "sign", "never"]);

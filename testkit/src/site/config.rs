@@ -31,6 +31,8 @@ pub struct Config {
     pub log: Log,
     /// `[security] user`: the user bootsvc drops to after binding.
     pub user: Option<String>,
+    /// `[images] keyring`: OpenPGP keys for vendor checksums files.
+    pub images_keyring: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -166,6 +168,7 @@ impl Config {
             admin: None,
             log: Log::default(),
             user: None,
+            images_keyring: None,
         }
     }
 
@@ -247,6 +250,10 @@ impl Config {
             if let Some(l) = &self.log.level {
                 t.str("level", l);
             }
+        }
+        if let Some(k) = &self.images_keyring {
+            t.table("images");
+            t.path("keyring", k);
         }
         if let Some(u) = &self.user {
             t.table("security");
