@@ -18,7 +18,14 @@ use crate::inventory::model::{ImageRef, Machine};
 pub fn install_plan(m: &Machine, images: &Images, public_url: &str, vendor: Option<&Digest>) -> Option<InstallPlan> {
     let i = m.install.as_ref()?;
     let image = resolve_image(&i.image, images, public_url, vendor)?;
-    Some(InstallPlan { image, disk: i.disk.clone(), gpt: i.gpt.clone(), finish: i.finish, uefi: i.uefi })
+    Some(InstallPlan {
+        image,
+        disk: i.disk.clone(),
+        gpt: i.gpt.clone(),
+        finish: i.finish,
+        uefi: i.uefi,
+        steps: i.steps.clone(),
+    })
 }
 
 fn resolve_image(r: &ImageRef, images: &Images, public_url: &str, vendor: Option<&Digest>) -> Option<Image> {
@@ -179,10 +186,17 @@ mod tests {
     #[test]
     fn installer_metadata_resolves_the_image() {
         let m = machine(
-            r#"{"hostname":"n1","macs":["52:54:00:00:00:01"],"install":{"image":{"name":"deb"},"finish":"kexec"},
+            r#"{"hostname":"n1","macs":["52:54:00:00:00:01"],"install":{"image":{"name":"deb"},"finish":"kexec",
+                "steps":[{"write_file":{"path":"/etc/motd","content":"hi","mode":"0600"}}]},
                 "ssh_keys":["ssh-ed25519 AAAA ops@example"]}"#,
         );
         let md = for_installer(&m, m.macs[0], &images(), "http://192.0.2.1:8080", None);
+        // The steps reach the installer as written (the api type on both sides).
+        let wire = serde_json::to_value(&md).unwrap();
+        assert_eq!(
+            wire["install"]["steps"],
+            serde_json::json!([{"write_file":{"path":"/etc/motd","content":"hi","mode":"0600"}}])
+        );
         let plan = md.install.unwrap();
         assert_eq!(plan.image.url, "http://192.0.2.1:8080/images/deb.raw.zst");
         assert_eq!(plan.image.sha256, "ab".repeat(32));

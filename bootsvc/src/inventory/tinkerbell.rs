@@ -304,6 +304,7 @@ impl Converter<'_> {
                 gpt: Default::default(),
                 uefi: Default::default(),
                 finish: Default::default(),
+                steps: Vec::new(),
             };
             if let Some(dev) = hw.spec.disks.first().and_then(|d| nonempty(&d.device)) {
                 install.disk.path = Some(dev.to_string());
