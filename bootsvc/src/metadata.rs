@@ -35,7 +35,16 @@ fn resolve_image(r: &ImageRef, images: &Images, public_url: &str, vendor: Option
     let (sha256, digest_algo) = match (&r.checksums_url, vendor) {
         (Some(_), Some(d)) => (d.hex.clone(), d.algo.into()),
         (Some(_), None) => return None,
-        (None, _) => (r.sha256.clone()?.to_ascii_lowercase(), DigestAlgo::Sha256),
+        (None, _) => match &r.sha256 {
+            Some(s) => (s.to_ascii_lowercase(), DigestAlgo::Sha256),
+            // No digest in the record: the manifest of the file the URL names gives it.
+            None => {
+                let url = r.url.clone()?;
+                let m = crate::inventory::images::by_file(images, &url)?;
+                let format = if r.format == osie_api::ImageFormat::Auto { m.format.into() } else { r.format };
+                return Some(Image { url, format, ..m.to_api(public_url) });
+            }
+        },
     };
     Some(Image {
         url: r.url.clone()?,

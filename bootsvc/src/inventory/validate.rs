@@ -263,9 +263,11 @@ fn image_ref(img: &ImageRef, images: &Images, r: &mut Report) {
                 r.add("install.image.url", e);
             }
             match (&img.sha256, &img.checksums_url) {
-                (None, None) => {
-                    r.add("install.image.sha256", "missing: an image given by URL needs its sha256 (or checksums_url)")
-                }
+                (None, None) if super::images::by_file(images, url).is_some() => {}
+                (None, None) => r.add(
+                    "install.image.sha256",
+                    "missing: an image given by URL needs its sha256 (or checksums_url, or a file of artifacts.images_dir by that name, whose manifest gives it)",
+                ),
                 (Some(_), Some(_)) => r.add("install.image.checksums_url", "give sha256 or checksums_url, not both"),
                 (Some(s), None) => r.check("install.image.sha256", checks::sha256_hex(s)),
                 (None, Some(u)) => {
@@ -503,7 +505,15 @@ mod tests {
         let p = problems_of(
             r#"{"hostname":"n1","macs":["52:54:00:00:00:01"],"install":{"image":{"url":"http://192.0.2.9/x.raw"}}}"#,
         );
-        assert_eq!(p, ["install.image.sha256: missing: an image given by URL needs its sha256 (or checksums_url)"]);
+        assert_eq!(
+            p,
+            ["install.image.sha256: missing: an image given by URL needs its sha256 (or checksums_url, or a file of artifacts.images_dir by that name, whose manifest gives it)"]
+        );
+        // A file of artifacts.images_dir: its manifest gives the digest.
+        let p = problems_of(
+            r#"{"hostname":"n1","macs":["52:54:00:00:00:01"],"install":{"image":{"url":"http://192.0.2.9/images/debian-12.raw.zst"}}}"#,
+        );
+        assert!(p.is_empty(), "{p:?}");
     }
 
     #[test]
