@@ -46,6 +46,9 @@ pub enum Phase {
     ImageVerified,
     GptFixed,
     CloudInitSeeded,
+    /// One of the record's `install.steps` done (or failed with `continue_on_error`): its
+    /// exit status and the end of its output.
+    Step,
     Installed,
     Failed,
     /// Sent by the installed OS on its first boot.
@@ -64,7 +67,7 @@ impl Phase {
     pub const SERVICE: [Phase; 1] = [Phase::Power];
 
     /// The phases machines send.
-    pub const ALL: [Phase; 12] = [
+    pub const ALL: [Phase; 13] = [
         Phase::BootedInstaller,
         Phase::Network,
         Phase::Metadata,
@@ -74,6 +77,7 @@ impl Phase {
         Phase::ImageVerified,
         Phase::GptFixed,
         Phase::CloudInitSeeded,
+        Phase::Step,
         Phase::Installed,
         Phase::Failed,
         Phase::FirstBoot,
@@ -90,6 +94,7 @@ impl Phase {
             Phase::ImageVerified => "image-verified",
             Phase::GptFixed => "gpt-fixed",
             Phase::CloudInitSeeded => "cloud-init-seeded",
+            Phase::Step => "step",
             Phase::Installed => "installed",
             Phase::Failed => "failed",
             Phase::FirstBoot => "first-boot",

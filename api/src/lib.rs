@@ -19,6 +19,7 @@ pub mod mac;
 pub mod metadata;
 pub mod qcow2;
 pub mod size;
+pub mod steps;
 pub mod time;
 
 pub use cmdline::{BootParams, StaticIp};
@@ -28,6 +29,7 @@ pub use mac::MacAddr;
 pub use metadata::{
     BootOrder, ChecksumOf, CloudInit, DiskHints, Finish, Image, ImageFormat, InstallPlan, Metadata, UefiPlan,
 };
+pub use steps::Step;
 
 /// HTTP header the installer sets on every request to say which NIC it booted from.
 /// bootsvc checks it together with the source address before answering.

@@ -45,6 +45,9 @@ pub struct InstallPlan {
     /// UEFI machines: the installed OS's boot entry.
     #[serde(default)]
     pub uefi: UefiPlan,
+    /// The operator's steps, run in order after the cloud-init seed ([`crate::steps`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<crate::steps::Step>,
 }
 
 /// What the installer writes into the firmware of a machine that booted by UEFI.

@@ -18,7 +18,14 @@ use crate::inventory::model::{ImageRef, Machine};
 pub fn install_plan(m: &Machine, images: &Images, public_url: &str, vendor: Option<&Digest>) -> Option<InstallPlan> {
     let i = m.install.as_ref()?;
     let image = resolve_image(&i.image, images, public_url, vendor)?;
-    Some(InstallPlan { image, disk: i.disk.clone(), gpt: i.gpt.clone(), finish: i.finish, uefi: i.uefi })
+    Some(InstallPlan {
+        image,
+        disk: i.disk.clone(),
+        gpt: i.gpt.clone(),
+        finish: i.finish,
+        uefi: i.uefi,
+        steps: i.steps.clone(),
+    })
 }
 
 fn resolve_image(r: &ImageRef, images: &Images, public_url: &str, vendor: Option<&Digest>) -> Option<Image> {
@@ -28,7 +35,16 @@ fn resolve_image(r: &ImageRef, images: &Images, public_url: &str, vendor: Option
     let (sha256, digest_algo) = match (&r.checksums_url, vendor) {
         (Some(_), Some(d)) => (d.hex.clone(), d.algo.into()),
         (Some(_), None) => return None,
-        (None, _) => (r.sha256.clone()?.to_ascii_lowercase(), DigestAlgo::Sha256),
+        (None, _) => match &r.sha256 {
+            Some(s) => (s.to_ascii_lowercase(), DigestAlgo::Sha256),
+            // No digest in the record: the manifest of the file the URL names gives it.
+            None => {
+                let url = r.url.clone()?;
+                let m = crate::inventory::images::by_file(images, &url)?;
+                let format = if r.format == osie_api::ImageFormat::Auto { m.format.into() } else { r.format };
+                return Some(Image { url, format, ..m.to_api(public_url) });
+            }
+        },
     };
     Some(Image {
         url: r.url.clone()?,
@@ -179,10 +195,17 @@ mod tests {
     #[test]
     fn installer_metadata_resolves_the_image() {
         let m = machine(
-            r#"{"hostname":"n1","macs":["52:54:00:00:00:01"],"install":{"image":{"name":"deb"},"finish":"kexec"},
+            r#"{"hostname":"n1","macs":["52:54:00:00:00:01"],"install":{"image":{"name":"deb"},"finish":"kexec",
+                "steps":[{"write_file":{"path":"/etc/motd","content":"hi","mode":"0600"}}]},
                 "ssh_keys":["ssh-ed25519 AAAA ops@example"]}"#,
         );
         let md = for_installer(&m, m.macs[0], &images(), "http://192.0.2.1:8080", None);
+        // The steps reach the installer as written (the api type on both sides).
+        let wire = serde_json::to_value(&md).unwrap();
+        assert_eq!(
+            wire["install"]["steps"],
+            serde_json::json!([{"write_file":{"path":"/etc/motd","content":"hi","mode":"0600"}}])
+        );
         let plan = md.install.unwrap();
         assert_eq!(plan.image.url, "http://192.0.2.1:8080/images/deb.raw.zst");
         assert_eq!(plan.image.sha256, "ab".repeat(32));

@@ -134,48 +134,97 @@ pub struct Seeded {
 
 /// Find the root filesystem on the (already partitioned) disk, mount it, write the seed.
 pub fn seed(t: &Target, md: &Metadata) -> Result<Seeded> {
-    let gpt = gpt::read(t)?;
-    let mut probed = Vec::new();
-    for p in gpt::list(&gpt) {
-        let mut head = vec![0u8; 0x10000 + 4096];
-        let n = head.len().min(p.len as usize);
-        use std::os::unix::fs::FileExt;
-        t.file.read_exact_at(&mut head[..n], p.start).with_context(|| format!("reading partition {}", p.number))?;
-        let fs = probe(&head[..n]);
-        probed.push((p, fs));
-    }
-    let Some((root, fs)) = pick_root(&probed) else {
-        let seen: Vec<String> =
-            probed.iter().map(|(p, fs)| format!("#{} {:?} type {} {:?}", p.number, p.name, p.type_guid, fs)).collect();
-        bail!("no root filesystem (ext4, xfs or btrfs; Linux root or Linux filesystem type) among {}", seen.join(", "));
-    };
-    let (fs, label) = fs.clone().context("checked mountable")?;
-    tracing::info!("root filesystem: partition {} ({}, label {label:?})", root.number, fs.kernel_name());
-    if fs == Fs::Ext4 {
-        // A filesystem block smaller than the disk's sector cannot be mounted (EINVAL).
-        let mut sb = [0u8; 4];
-        use std::os::unix::fs::FileExt;
-        t.file.read_exact_at(&mut sb, root.start + 1024 + 24)?;
-        let block = 1024u64 << u32::from_le_bytes(sb).min(16);
-        if block < u64::from(t.logical_sector) {
-            bail!(
-                "the root filesystem (partition {}) has {block}-byte blocks, smaller than the {}-byte sectors of {}: it cannot be mounted there; use an image made for 4K-sector disks",
-                root.number,
-                t.logical_sector,
-                t.path.display()
-            );
-        }
-    }
-    let node = PartNode::create(t, root)?;
-    let mnt = Mount::new(&node.path, fs)?;
+    let m = Mounted::root(t)?;
     let mut written = Vec::new();
     for (rel, contents, mode) in files(md) {
-        let path = mnt.dir.join(&rel);
+        let path = m.mnt.dir.join(&rel);
         write_file(&path, &contents, mode).with_context(|| format!("writing /{rel} in the installed system"))?;
         written.push(format!("/{rel}"));
     }
-    mnt.unmount()?;
-    Ok(Seeded { partition: root.number, fs, files: written })
+    let (partition, fs) = (m.partition, m.fs);
+    m.unmount()?;
+    Ok(Seeded { partition, fs, files: written })
+}
+
+/// A filesystem of the installed disk, mounted on a private directory: the root filesystem
+/// ([`pick_root`]), or a partition named by its number. Unmounted by [`Mounted::unmount`],
+/// or on drop.
+pub(crate) struct Mounted {
+    pub(crate) partition: u32,
+    pub(crate) fs: Fs,
+    pub(crate) mnt: Mount,
+    _node: PartNode,
+}
+
+impl Mounted {
+    /// The root filesystem.
+    pub(crate) fn root(t: &Target) -> Result<Mounted> {
+        Mounted::find(t, None)
+    }
+
+    /// Partition `number`'s filesystem (ext4, xfs or btrfs).
+    pub(crate) fn partition(t: &Target, number: u32) -> Result<Mounted> {
+        Mounted::find(t, Some(number))
+    }
+
+    fn find(t: &Target, number: Option<u32>) -> Result<Mounted> {
+        let gpt = gpt::read(t)?;
+        let mut probed = Vec::new();
+        for p in gpt::list(&gpt) {
+            let mut head = vec![0u8; 0x10000 + 4096];
+            let n = head.len().min(p.len as usize);
+            use std::os::unix::fs::FileExt;
+            t.file.read_exact_at(&mut head[..n], p.start).with_context(|| format!("reading partition {}", p.number))?;
+            let fs = probe(&head[..n]);
+            probed.push((p, fs));
+        }
+        let chosen = match number {
+            None => pick_root(&probed),
+            Some(n) => probed.iter().find(|(p, _)| p.number == n),
+        };
+        let seen = || -> String {
+            let v: Vec<String> = probed
+                .iter()
+                .map(|(p, fs)| format!("#{} {:?} type {} {:?}", p.number, p.name, p.type_guid, fs))
+                .collect();
+            v.join(", ")
+        };
+        let Some((root, fs)) = chosen else {
+            match number {
+                None => bail!(
+                    "no root filesystem (ext4, xfs or btrfs; Linux root or Linux filesystem type) among {}",
+                    seen()
+                ),
+                Some(n) => bail!("the disk has no partition {n}; it has {}", seen()),
+            }
+        };
+        let Some((fs, label)) = fs.clone() else {
+            bail!("partition {} holds no filesystem the installer mounts (ext4, xfs or btrfs)", root.number);
+        };
+        tracing::info!("filesystem: partition {} ({}, label {label:?})", root.number, fs.kernel_name());
+        if fs == Fs::Ext4 {
+            // A filesystem block smaller than the disk's sector cannot be mounted (EINVAL).
+            let mut sb = [0u8; 4];
+            use std::os::unix::fs::FileExt;
+            t.file.read_exact_at(&mut sb, root.start + 1024 + 24)?;
+            let block = 1024u64 << u32::from_le_bytes(sb).min(16);
+            if block < u64::from(t.logical_sector) {
+                bail!(
+                    "the filesystem of partition {} has {block}-byte blocks, smaller than the {}-byte sectors of {}: it cannot be mounted there; use an image made for 4K-sector disks",
+                    root.number,
+                    t.logical_sector,
+                    t.path.display()
+                );
+            }
+        }
+        let node = PartNode::create(t, root)?;
+        let mnt = Mount::new(&node.path, fs)?;
+        Ok(Mounted { partition: root.number, fs, mnt, _node: node })
+    }
+
+    pub(crate) fn unmount(self) -> Result<()> {
+        self.mnt.unmount()
+    }
 }
 
 fn write_file(path: &Path, contents: &str, mode: u32) -> Result<()> {

@@ -1,5 +1,5 @@
-//! The install flow: metadata → disk → image → GPT → cloud-init → (UEFI) boot entry →
-//! `installed`.
+//! The install flow: metadata → disk → image → GPT → cloud-init → the record's steps →
+//! (UEFI) boot entry → `installed`.
 //!
 //! Each step reports its phase to bootsvc ([`Reporter`]); the first error ends the flow and
 //! is returned with its context — the caller reports `failed` with the chain. Nothing is
@@ -19,7 +19,7 @@ use crate::image::{self, progress, ImageSpec, Tuning};
 use crate::report::Reporter;
 use crate::servers::Servers;
 use crate::target::Target;
-use crate::{bootentry, cloudinit, gpt, metadata};
+use crate::{bootentry, cloudinit, gpt, metadata, steps};
 
 /// What the flow needs to know; [`crate::init`] fills it from the kernel command line, the
 /// `install` command from its arguments.
@@ -82,6 +82,7 @@ pub fn run_with(req: &InstallRequest, reporter: &Reporter, opts: &Options) -> Re
         bail!("bootsvc has no install plan for {}; no disk was touched", req.mac);
     };
     let spec = ImageSpec::from_api(&plan.image)?;
+    steps::check(&plan.steps)?;
     let disk = select_disk(plan, &spec, req, opts, reporter)?;
     let whole = wipe_disk(&disk, reporter)?;
     let dest = destination(&whole, &disk, plan)?;
@@ -89,6 +90,7 @@ pub fn run_with(req: &InstallRequest, reporter: &Reporter, opts: &Options) -> Re
     stream_image(&client, &spec, &sources, &dest.target, opts, reporter)?;
     fix_gpt(&whole, plan, dest.layout.as_deref(), reporter)?;
     seed_cloud_init(&whole, &cloudinit::on_current(&md, &req.servers), reporter)?;
+    steps::run_all(&whole, &plan.steps, reporter).context("running the record's steps")?;
     let entry = if opts.boot_entry { boot_entry(&whole, plan) } else { "no UEFI boot entry (command mode)".into() };
     installed(&md, &disk, &entry, reporter);
     Ok(md)

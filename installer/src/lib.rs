@@ -7,7 +7,7 @@
 //! (netlink, DHCP, static addressing), [`hardware`] (inventory), [`finish`] (reboot,
 //! poweroff, kexec). The install side: [`install`] (the whole flow from metadata to a
 //! finished disk), [`metadata`], [`disk`] (enumerate, select, wipe), [`image`] (streaming,
-//! the heart, built from the [`io`] adapters), [`gpt`], [`cloudinit`], [`bootentry`] (the
+//! the heart, built from the [`io`] adapters), [`gpt`], [`cloudinit`], [`steps`] (the record's own steps), [`bootentry`] (the
 //! UEFI boot entry and `BootOrder`), [`report`] (events), and [`servers`] (several bootsvc
 //! instances: the one in use, failover).
 
@@ -33,4 +33,5 @@ pub mod pid1;
 pub mod random;
 pub mod report;
 pub mod servers;
+pub mod steps;
 pub mod target;

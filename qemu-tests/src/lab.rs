@@ -250,11 +250,18 @@ impl Lab {
     /// inventory is polled every second). Not in a fleet lab (its records are imported at
     /// start).
     pub fn add(&self, rec: &Record) -> Result<()> {
+        self.add_as(rec, &rec.to_json(SERVER))
+    }
+
+    /// Add `rec` to the inventory as the document `doc` (its native record, or Tinkerbell's
+    /// `Hardware` with its `Template` and `Workflow`: [`Record::tinkerbell`]); wait until
+    /// bootsvc serves it.
+    pub fn add_as(&self, rec: &Record, doc: &serde_json::Value) -> Result<()> {
         if self.fleet.is_some() {
             bail!("a fleet lab's records are in the database: pass them to Lab::start_fleet");
         }
         let name = format!("{}.json", rec.hostname);
-        self.site.machine(&rec.hostname, &serde_json::to_string_pretty(&rec.to_json(SERVER))?)?;
+        self.site.machine(&rec.hostname, &serde_json::to_string_pretty(doc)?)?;
         self.macs.borrow_mut().push(rec.mac.clone());
         wait_for(&format!("bootsvc to load {name}"), Duration::from_secs(20), || self.machine(&rec.mac).ok())
             .with_context(|| format!("bootsvc log:\n{}", crate::console::tail(&self.log_text(), 10)))?;

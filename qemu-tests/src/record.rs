@@ -104,9 +104,142 @@ impl Record {
     }
 }
 
+/// The scenario's Tinkerbell template, in the shape of Tinkerbell's published examples
+/// (`bootsvc/docs/inventory.md`, "Tinkerbell `Template` and `Workflow`"): image2disk of a
+/// `.raw.gz`, a writefile and a cexec that leave markers the first boot prints. `{img}` and
+/// `{nonce}` are filled in; the Go-template expressions are bootsvc's to resolve.
+const TEMPLATE: &str = r#"version: "0.1"
+name: debian_bookworm
+global_timeout: 1800
+tasks:
+  - name: "os-installation"
+    worker: "{{.device_1}}"
+    volumes:
+      - /dev:/dev
+      - /dev/console:/dev/console
+      - /lib/firmware:/lib/firmware:ro
+    actions:
+      - name: "stream-debian-image"
+        image: quay.io/tinkerbell/actions/image2disk:latest
+        timeout: 600
+        environment:
+          DEST_DISK: {{ index .Hardware.Disks 0 }}
+          IMG_URL: "{img}"
+          COMPRESSED: true
+      - name: "write-marker"
+        image: quay.io/tinkerbell/actions/writefile:latest
+        timeout: 90
+        environment:
+          DEST_DISK: {{ formatPartition ( index .Hardware.Disks 0 ) 1 }}
+          FS_TYPE: ext4
+          DEST_PATH: /etc/osie-tink/writefile-marker
+          CONTENTS: |
+            osie-e2e {nonce} writefile wrote this
+          UID: 0
+          GID: 0
+          MODE: 0644
+          DIRMODE: 0755
+      - name: "cexec-marker"
+        image: quay.io/tinkerbell/actions/cexec:latest
+        timeout: 90
+        environment:
+          BLOCK_DEVICE: {{ formatPartition ( index .Hardware.Disks 0 ) 1 }}
+          FS_TYPE: ext4
+          CHROOT: y
+          DEFAULT_INTERPRETER: "/bin/sh -c"
+          CMD_LINE: 'echo "osie-e2e {nonce} cexec ran: $((6*7)) $(. /etc/os-release && echo $ID) $(test -r /proc/self/mounts && echo proc)" > /etc/osie-tink/cexec-marker'
+"#;
+
+impl Record {
+    /// The lines the first boot prints from the Tinkerbell template's writefile and cexec
+    /// (the cexec's computed in the installed system: `42`, its `os-release` id, `/proc`).
+    pub fn tinkerbell_markers(&self) -> [String; 2] {
+        [
+            format!("osie-e2e {} writefile wrote this", self.nonce),
+            format!("osie-e2e {} cexec ran: 42 debian proc", self.nonce),
+        ]
+    }
+
+    /// The machine as Tinkerbell has it (`kubectl get hardware,templates,workflows -o
+    /// json`): a Hardware (its disk `/dev/vda`, the record's address, user-data that also
+    /// prints the template's markers), a Template installing `img` (a `.raw.gz` URL) and a
+    /// Workflow joining them.
+    pub fn tinkerbell(&self, gateway: &str, img: &str) -> Value {
+        let user_data = format!(
+            "{}\x20 - [ sh, -c, 'cat /etc/osie-tink/writefile-marker /etc/osie-tink/cexec-marker > /dev/ttyS0' ]\n",
+            self.user_data()
+        );
+        let mut dhcp =
+            json!({ "arch": "x86_64", "hostname": self.hostname, "mac": self.mac, "lease_time": 86400, "uefi": false });
+        if self.fixed_address {
+            dhcp["ip"] = json!({ "address": self.ip.to_string(), "gateway": gateway, "netmask": "255.255.255.0" });
+        }
+        let meta = |name: &str| json!({ "name": name, "namespace": "tink-system" });
+        json!({
+            "apiVersion": "v1",
+            "kind": "List",
+            "items": [
+                {
+                    "apiVersion": "tinkerbell.org/v1alpha1",
+                    "kind": "Hardware",
+                    "metadata": meta(&self.hostname),
+                    "spec": {
+                        "disks": [{ "device": "/dev/vda" }],
+                        "interfaces": [{ "dhcp": dhcp, "netboot": { "allowPXE": self.netboot, "allowWorkflow": true } }],
+                        "metadata": { "instance": { "hostname": self.hostname } },
+                        "userData": user_data
+                    }
+                },
+                {
+                    "apiVersion": "tinkerbell.org/v1alpha1",
+                    "kind": "Template",
+                    "metadata": meta("debian-bookworm"),
+                    "spec": { "data": TEMPLATE.replace("{img}", img).replace("{nonce}", &self.nonce) }
+                },
+                {
+                    "apiVersion": "tinkerbell.org/v1alpha1",
+                    "kind": "Workflow",
+                    "metadata": meta(&format!("{}-provision", self.hostname)),
+                    "spec": {
+                        "templateRef": "debian-bookworm",
+                        "hardwareRef": self.hostname,
+                        "hardwareMap": { "device_1": self.mac },
+                        "bootOptions": { "toggleAllowNetboot": true }
+                    }
+                }
+            ]
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_tinkerbell_documents_convert_to_the_plan() {
+        let r = Record::new("node1", "52:54:00:e2:00:01", Ipv4Addr::new(192, 0, 2, 21));
+        let doc = r.tinkerbell("192.0.2.1", "http://192.0.2.1:8080/images/debian-12.raw.gz");
+        let mut p = bootsvc::problem::Problems::default();
+        let e = bootsvc::inventory::load::parse_file(std::path::Path::new("node1.json"), &doc.to_string(), &mut p);
+        assert!(p.is_empty(), "{p}");
+        let m = &e[0].machine;
+        let i = m.install.as_ref().unwrap();
+        assert_eq!(i.image.url.as_deref(), Some("http://192.0.2.1:8080/images/debian-12.raw.gz"));
+        assert_eq!(i.disk.path.as_deref(), Some("/dev/vda"));
+        assert_eq!(i.steps.len(), 2);
+        assert_eq!(
+            i.steps[0].write_file.as_ref().unwrap().content.as_deref(),
+            Some(format!("{}\n", r.tinkerbell_markers()[0]).as_str())
+        );
+        let cmd = &i.steps[1].run.as_ref().unwrap().command;
+        assert_eq!(&cmd[..2], ["/bin/sh", "-c"]);
+        assert!(cmd[2].contains(&format!("osie-e2e {} cexec ran: $((6*7))", r.nonce)), "{cmd:?}");
+        assert_eq!(m.ip.as_ref().unwrap().address, r.ip);
+        assert!(m.netboot.allow);
+        let ud = m.cloud_init.user_data.as_deref().unwrap();
+        assert!(ud.contains("cat /etc/osie-tink/writefile-marker /etc/osie-tink/cexec-marker > /dev/ttyS0"), "{ud}");
+    }
 
     #[test]
     fn record_is_what_bootsvc_reads() {

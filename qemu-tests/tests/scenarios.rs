@@ -8,7 +8,7 @@
 //! | `b_uefi_pxe_installs_and_first_boots` | OVMF, ROM disabled | in proxy mode beside a site DHCP server (dnsmasq): UEFI PXE (arch 7) → `ipxe.efi` over TFTP → iPXE → the same; the installed OS is leased another address than the installer had, and its first boot is recorded from there |
 //! | `c_netboot_not_allowed_boots_its_disk` | SeaBIOS + iPXE NIC ROM | a machine with an OS on its disk and `netboot.allow = false`: no boot file, no installer, its OS runs |
 //! | `d_bad_checksum_fails_and_disk_does_not_boot` | SeaBIOS + iPXE NIC ROM | wrong sha256: `failed` with the error chain, netboot kept, the next boot netboots again, the disk's first MiB is not the image's, the disk alone does not boot |
-//! | `e_uefi_http_boot_installs_and_first_boots` | OVMF, ROM disabled, PXE off | UEFI HTTP boot (arch 16) → `ipxe.efi` over HTTP → the same as (a) |
+//! | `e_uefi_http_boot_installs_and_first_boots` | OVMF, ROM disabled, PXE off | UEFI HTTP boot (arch 16) → `ipxe.efi` over HTTP → the same as (a), the machine given as Tinkerbell's Hardware, Template and Workflow: image2disk of the image's **`.raw.gz`** form (made in the test; its digest from the manifest of the file the URL names), a writefile and a cexec (chrooted, `/proc` bound) whose markers the first boot prints; a `step` event each |
 //! | `i_missing_kernel_is_diagnosed` | SeaBIOS + iPXE NIC ROM | the kernel gone from the artifacts: iPXE fetches its script, the kernel answers 404, and the boot trace's diagnosis names that step (stopped as soon as it does) |
 //! | `f_uefi_disk_first_boots_without_the_network` | OVMF enforcing Secure Boot (Microsoft's keys), UEFI PXE, its own variables, no QEMU boot order | Debian's unsigned iPXE is refused by the firmware; the shim/GRUB chain (signed shim, GRUB, kernel; GRUB configuration from bootsvc) installs; `install.uefi.boot_order = "disk-first"`: the installer writes a boot entry for the image's signed shim and puts it first; after the reboot the firmware boots the disk without one DHCP packet, with Secure Boot on |
 //!
@@ -19,7 +19,7 @@ use std::time::Duration;
 use anyhow::{ensure, Context};
 use osie_api::Phase;
 use osie_qemu_tests::flow::{self, Limits};
-use osie_qemu_tests::lab::{Dhcp, PUBLIC_URL};
+use osie_qemu_tests::lab::{Dhcp, PUBLIC_URL, SERVER};
 use osie_qemu_tests::page::PageWatch;
 use osie_qemu_tests::record::ImageRef;
 use osie_qemu_tests::timeline::Step;
@@ -56,11 +56,25 @@ fn install_and_first_boot(test: &str, fw: Firmware, mac: &str, dhcp: Dhcp, page:
             eprintln!("{test}: the image as qcow2 (zstd clusters, {} bytes) in {:?}", q.manifest["size"], t.elapsed());
             q
         }
+        Form::TinkerbellRawGz => {
+            let t = std::time::Instant::now();
+            let s = scratch.insert(check(Scratch::new(test)));
+            let g = check(inputs.as_raw_gz(&s.0));
+            eprintln!("{test}: the image as .raw.gz ({} bytes) in {:?}", g.manifest["size"], t.elapsed());
+            g
+        }
     };
     let lab = check(Lab::start_with(test, &inputs, dhcp));
     let mut rec = Record::new("node1", mac, Lab::address(1));
     rec.fixed_address = dhcp == Dhcp::Reservation;
-    check(lab.add(&rec));
+    if image == Form::TinkerbellRawGz {
+        // Tinkerbell's documents, the image by URL without a digest: the manifest of the
+        // file it names gives it.
+        let url = format!("{PUBLIC_URL}/images/{}", inputs.manifest["file"].as_str().unwrap_or_default());
+        check(lab.add_as(&rec, &rec.tinkerbell(SERVER, &url)));
+    } else {
+        check(lab.add(&rec));
+    }
     let watcher = page.then(|| {
         PageWatch::start(&lab, mac).unwrap_or_else(|e| {
             lab.failed();
@@ -72,6 +86,11 @@ fn install_and_first_boot(test: &str, fw: Firmware, mac: &str, dhcp: Dhcp, page:
     let mut machine = check(Machine::power_on(&lab, &spec, &disk));
     let limits = Limits::default();
     let mut w = flow::watch(&lab, &mut machine, &rec);
+    let markers = rec.tinkerbell_markers();
+    if image == Form::TinkerbellRawGz {
+        w.watch_console(WRITEFILE, &markers[0]);
+        w.watch_console(CEXEC, &markers[1]);
+    }
     check(flow::install(&mut w, fw, mac, &limits));
     if let Some(p) = watcher {
         let mut phases: Vec<Phase> = check(lab.events(mac)).iter().map(|e| e.event.phase).collect();
@@ -92,6 +111,9 @@ fn install_and_first_boot(test: &str, fw: Firmware, mac: &str, dhcp: Dhcp, page:
     }
     eprintln!("{test}: iPXE DHCP DISCOVER → script request: {waited:?}");
     check(flow::first_boot(&mut w, &limits));
+    if image == Form::TinkerbellRawGz {
+        check(template_ran(&lab, &mut w, &rec, &limits));
+    }
     let t = w.timeline().clone();
     if let Err(e) = flow::check_provisioned(&lab, &rec, &t) {
         panic!("{}", w.fail("a correctly provisioned machine", &format!("{e:#}")));
@@ -137,6 +159,34 @@ enum Form {
     Packed,
     /// The same disk as qcow2 with zstd clusters (`Inputs::as_qcow2`).
     Qcow2,
+    /// The same disk as `.raw.gz`, installed by a Tinkerbell Hardware, Template (image2disk,
+    /// writefile, cexec) and Workflow instead of a native record (`Record::tinkerbell`).
+    TinkerbellRawGz,
+}
+
+/// Console labels of the Tinkerbell template's markers.
+const WRITEFILE: &str = "writefile marker";
+const CEXEC: &str = "cexec marker";
+
+/// The Tinkerbell template's actions ran: a `step` event each (the cexec's `exit 0`), and the
+/// installed OS printed what the writefile wrote and what the cexec computed in it.
+fn template_ran(lab: &Lab, w: &mut osie_qemu_tests::watch::Watch, rec: &Record, limits: &Limits) -> anyhow::Result<()> {
+    let steps: Vec<String> =
+        lab.events(&rec.mac)?.into_iter().filter(|e| e.event.phase == Phase::Step).map(|e| e.event.message).collect();
+    ensure!(steps.len() == 2, "want 2 step events (writefile, cexec), got {steps:#?}");
+    ensure!(
+        steps[0].starts_with("step 1/2 (write-marker): wrote /etc/osie-tink/writefile-marker"),
+        "writefile's event: {}",
+        steps[0]
+    );
+    ensure!(steps[1].starts_with("step 2/2 (cexec-marker): exit 0 in "), "cexec's event: {}", steps[1]);
+    let seen =
+        |t: &osie_qemu_tests::Timeline, label: &str| t.first(|m| m.step == Step::Console && m.label == label).is_some();
+    w.until("the template's writefile and cexec markers printed by the installed OS", limits.first_boot, |t| {
+        seen(t, WRITEFILE) && seen(t, CEXEC)
+    })?;
+    eprintln!("step events:\n  {}", steps.join("\n  "));
+    Ok(())
 }
 
 /// A directory for this test's own files, readable by bootsvc after it drops privileges;
@@ -217,7 +267,7 @@ fn e_uefi_http_boot_installs_and_first_boots() {
         "52:54:00:e2:0e:01",
         Dhcp::Reservation,
         false,
-        Form::Packed,
+        Form::TinkerbellRawGz,
     );
 }
 

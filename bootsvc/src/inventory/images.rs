@@ -97,6 +97,15 @@ impl ImageManifest {
     }
 }
 
+/// The manifest of the file an image URL names (its last path segment), for a record that
+/// gives an image by URL without a digest (a Tinkerbell template's `IMG_URL`): the digest
+/// is the manifest's, and the installer still checks it, so a different file under the
+/// same name elsewhere fails its install rather than being trusted.
+pub fn by_file<'a>(images: &'a Images, url: &str) -> Option<&'a ImageManifest> {
+    let name = super::checksums::file_name(url)?;
+    images.values().find(|m| m.file == name)
+}
+
 /// Read every `*.json` manifest in `dir`; problems (with the manifest file and field) go to
 /// `problems`, good manifests into the result. `keyring` checks the signatures of vendor
 /// checksums files (`None`: a manifest with `signature_url` is refused).

@@ -4,7 +4,8 @@
 //! answers (`crate::storage`); nothing outside this module reads the files.
 //!
 //! - [`model`]: the native record; [`tinkerbell`]: Tinkerbell `Hardware` converted to it
-//!   (with [`tinkerbell_bmc`]: its rufio BMC);
+//!   (with [`tinkerbell_bmc`]: its rufio BMC; [`tinkerbell_workflow`]: its `Workflow` and
+//!   `Template` as the install plan, their expressions resolved by [`gotemplate`]);
 //! - [`load`]: reading the directory, into [`Entry`]s that keep their [`source`] (file and
 //!   field as written, for problems); [`validate`]: per-record and cross-record checks;
 //! - [`images`]: the image manifests records refer to by name; [`bmc`]: a record's BMC and
@@ -15,12 +16,14 @@
 
 pub mod bmc;
 pub mod checksums;
+pub mod gotemplate;
 pub mod images;
 pub mod load;
 pub mod model;
 pub mod source;
 pub mod tinkerbell;
 pub mod tinkerbell_bmc;
+pub mod tinkerbell_workflow;
 pub mod validate;
 pub mod watch;
 

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use osie_api::metadata::{ChecksumOf, DiskHints, Finish, GptPlan, ImageFormat, UefiPlan};
-use osie_api::{CloudInit, MacAddr};
+use osie_api::{CloudInit, MacAddr, Step};
 use serde::{Deserialize, Serialize};
 
 pub use super::bmc::Bmc;
@@ -119,6 +119,10 @@ pub struct Install {
     /// UEFI machines: the boot entry's place in `BootOrder` (`bootsvc/docs/inventory.md`).
     #[serde(default)]
     pub uefi: UefiPlan,
+    /// The operator's steps after the image and the cloud-init seed (`write_file`, `run`),
+    /// in order; the api type, which refuses unknown fields itself.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<Step>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

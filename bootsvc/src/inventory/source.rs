@@ -17,7 +17,8 @@ pub struct Source {
     pub item: String,
     pub format: Format,
     /// For converted records: which source field each osie field came from, as
-    /// (osie field path, source field path), e.g. (`ip.prefix`, `spec.interfaces[0].dhcp.ip.netmask`).
+    /// (osie field path, source field path), e.g. (`ip.prefix`, `spec.interfaces[0].dhcp.ip.netmask`);
+    /// a source path that starts with `items[` is another item of the file (a Template).
     pub origins: Vec<(String, String)>,
 }
 
@@ -46,6 +47,8 @@ impl Source {
             })
             .max_by_key(|(osie, _)| osie.len());
         match best {
+            // From another item of the list (a Template): its path is the file's own.
+            Some((osie, src)) if src.starts_with("items[") => format!("{src}{}", &field[osie.len()..]),
             Some((osie, src)) => join_path(&self.item, &format!("{src}{}", &field[osie.len()..])),
             None => join_path(&self.item, &format!("(osie field {field})")),
         }

@@ -17,11 +17,12 @@
 //! | `spec.metadata.instance.ssh_keys` | `ssh_keys` |
 //! | `spec.disks[0].device` | `install.disk.path` |
 //! | `metadata.labels` | `labels` |
-//! | annotation `osie/image` | `install.image.name` |
+//! | a `Workflow` naming it and its `Template` ([`super::tinkerbell_workflow`]) | `install` |
+//! | annotation `osie/image` (instead) | `install.image.name` |
 //! | `spec.bmcRef` (a rufio `Machine` in the same list) + annotation `osie/bmc-credentials` | `bmc` ([`super::tinkerbell_bmc`]) |
 //!
-//! Tinkerbell has no install plan of its own (its workflows do the installing), hence the
-//! `osie/image` annotation. `allowWorkflow: false` means "do not provision", which for osie
+//! Tinkerbell keeps the install plan in Workflows and Templates, listed in the same file;
+//! the `osie/image` annotation is the short way for a machine without one. `allowWorkflow: false` means "do not provision", which for osie
 //! (where netbooting means installing) is the same as not allowing netboot.
 
 use std::collections::BTreeMap;
@@ -35,6 +36,7 @@ use serde::Deserialize;
 use super::model::{Arch, ImageRef, Install, IpConfig, Machine, Netboot};
 use super::source::{Entry, Format, Source};
 use super::tinkerbell_bmc::{is_rufio, Rufio, CREDENTIALS_ANNOTATION};
+use super::tinkerbell_workflow::{is_workflow_kind, Workflows};
 use crate::checks;
 use crate::problem::{join_path, Problem, Problems};
 
@@ -163,7 +165,9 @@ struct Instance {
 pub fn parse(file: &Path, value: serde_json::Value, problems: &mut Problems) -> Vec<Entry> {
     let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or_default().to_string();
     match kind.as_str() {
-        "Hardware" => convert_one(file, "", value, problems, &Rufio::default()).into_iter().collect(),
+        "Hardware" => {
+            convert_one(file, "", value, problems, &Rufio::default(), &Workflows::default()).into_iter().collect()
+        }
         "List" | "HardwareList" => {
             let Some(items) = value.get("items").and_then(|i| i.as_array()) else {
                 problems.0.push(Problem::new(file, "items", format!("a {kind} needs an items array")));
@@ -171,12 +175,29 @@ pub fn parse(file: &Path, value: serde_json::Value, problems: &mut Problems) -> 
             };
             // rufio `Machine`s (BMCs) listed beside the Hardware are read for their `bmcRef`s.
             let rufio = Rufio::collect(items);
+            // Templates and Workflows beside them give the Hardware they name its install plan.
+            let workflows = Workflows::collect(items);
+            for (field, what) in workflows.problems() {
+                problems.0.push(Problem::new(file, field, what));
+            }
             items
                 .iter()
                 .enumerate()
-                .filter(|(_, item)| !is_rufio(item))
-                .filter_map(|(i, item)| convert_one(file, &format!("items[{i}]"), item.clone(), problems, &rufio))
+                .filter(|(_, item)| !is_rufio(item) && !is_workflow_kind(item))
+                .filter_map(|(i, item)| {
+                    convert_one(file, &format!("items[{i}]"), item.clone(), problems, &rufio, &workflows)
+                })
                 .collect()
+        }
+        "Template" | "Workflow" => {
+            problems.0.push(Problem::new(
+                file,
+                "kind",
+                format!(
+                    "a {kind} on its own: list it with its Hardware (kubectl get hardware,templates,workflows -o json)"
+                ),
+            ));
+            Vec::new()
         }
         other => {
             problems.0.push(Problem::new(
@@ -195,6 +216,7 @@ fn convert_one(
     value: serde_json::Value,
     problems: &mut Problems,
     rufio: &Rufio,
+    workflows: &Workflows,
 ) -> Option<Entry> {
     let hw: Hardware = match serde_path_to_error::deserialize(value) {
         Ok(h) => h,
@@ -210,7 +232,7 @@ fn convert_one(
         return None;
     }
     let before = problems.len();
-    let mut conv = Converter { file, item, problems, origins: Vec::new(), rufio };
+    let mut conv = Converter { file, item, problems, origins: Vec::new(), rufio, workflows };
     let machine = conv.machine(&hw);
     let origins = conv.origins;
     let source = Source { file: file.to_path_buf(), item: item.to_string(), format: Format::Tinkerbell, origins };
@@ -223,6 +245,7 @@ struct Converter<'a> {
     problems: &'a mut Problems,
     origins: Vec<(String, String)>,
     rufio: &'a Rufio,
+    workflows: &'a Workflows,
 }
 
 impl Converter<'_> {
@@ -283,7 +306,27 @@ impl Converter<'_> {
             m.cloud_init.vendor_data = Some(v.to_string());
             self.from("cloud_init.vendor_data", "spec.vendorData");
         }
-        if let Some(image) = hw.metadata.annotations.get(IMAGE_ANNOTATION) {
+        let disks: Vec<String> = hw.spec.disks.iter().filter_map(|d| nonempty(&d.device).map(String::from)).collect();
+        let macs: Vec<String> = m.macs.iter().map(ToString::to_string).collect();
+        let planned = hw.metadata.name.as_deref().and_then(|n| self.workflows.plan(n, &disks, &macs));
+        if let (Some(_), Some(_)) = (hw.metadata.annotations.get(IMAGE_ANNOTATION), &planned) {
+            self.problem(
+                &format!("metadata.annotations[\"{IMAGE_ANNOTATION}\"]"),
+                "a Workflow in this file names this Hardware too: give the install plan one way (remove the annotation or the Workflow)",
+            );
+        } else if let Some(p) = planned {
+            match p {
+                Ok(p) => {
+                    self.origins.extend(p.origins);
+                    m.install = Some(p.install);
+                }
+                Err(refusals) => {
+                    for (field, what) in refusals {
+                        self.problems.0.push(Problem::new(self.file, field, what));
+                    }
+                }
+            }
+        } else if let Some(image) = hw.metadata.annotations.get(IMAGE_ANNOTATION) {
             let src = format!("metadata.annotations[\"{IMAGE_ANNOTATION}\"]");
             self.from("install", &src);
             self.from("install.image", &src);
@@ -304,6 +347,7 @@ impl Converter<'_> {
                 gpt: Default::default(),
                 uefi: Default::default(),
                 finish: Default::default(),
+                steps: Vec::new(),
             };
             if let Some(dev) = hw.spec.disks.first().and_then(|d| nonempty(&d.device)) {
                 install.disk.path = Some(dev.to_string());

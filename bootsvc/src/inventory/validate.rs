@@ -196,6 +196,13 @@ fn uefi_chain(m: &Machine, cfg: &Config, r: &mut Report) {
 
 fn install_plan(i: &Install, images: &Images, r: &mut Report) {
     image_ref(&i.image, images, r);
+    for (n, step) in i.steps.iter().enumerate() {
+        for (field, what) in step.check() {
+            let at =
+                if field.is_empty() { format!("install.steps[{n}]") } else { format!("install.steps[{n}].{field}") };
+            r.add(&at, what);
+        }
+    }
     let d = &i.disk;
     if d.path.as_deref().is_some_and(|p| !p.starts_with("/dev/")) {
         r.add("install.disk.path", "must be a /dev/… path");
@@ -256,9 +263,11 @@ fn image_ref(img: &ImageRef, images: &Images, r: &mut Report) {
                 r.add("install.image.url", e);
             }
             match (&img.sha256, &img.checksums_url) {
-                (None, None) => {
-                    r.add("install.image.sha256", "missing: an image given by URL needs its sha256 (or checksums_url)")
-                }
+                (None, None) if super::images::by_file(images, url).is_some() => {}
+                (None, None) => r.add(
+                    "install.image.sha256",
+                    "missing: an image given by URL needs its sha256 (or checksums_url, or a file of artifacts.images_dir by that name, whose manifest gives it)",
+                ),
                 (Some(_), Some(_)) => r.add("install.image.checksums_url", "give sha256 or checksums_url, not both"),
                 (Some(s), None) => r.check("install.image.sha256", checks::sha256_hex(s)),
                 (None, Some(u)) => {
@@ -496,7 +505,15 @@ mod tests {
         let p = problems_of(
             r#"{"hostname":"n1","macs":["52:54:00:00:00:01"],"install":{"image":{"url":"http://192.0.2.9/x.raw"}}}"#,
         );
-        assert_eq!(p, ["install.image.sha256: missing: an image given by URL needs its sha256 (or checksums_url)"]);
+        assert_eq!(
+            p,
+            ["install.image.sha256: missing: an image given by URL needs its sha256 (or checksums_url, or a file of artifacts.images_dir by that name, whose manifest gives it)"]
+        );
+        // A file of artifacts.images_dir: its manifest gives the digest.
+        let p = problems_of(
+            r#"{"hostname":"n1","macs":["52:54:00:00:00:01"],"install":{"image":{"url":"http://192.0.2.9/images/debian-12.raw.zst"}}}"#,
+        );
+        assert!(p.is_empty(), "{p:?}");
     }
 
     #[test]
@@ -525,6 +542,33 @@ mod tests {
             rec(&format!(r#"{{"url":"https://v.example.org/",{sums}}}"#)),
             ["install.image.url: ends in no file name to look up in the checksums file"]
         );
+    }
+
+    #[test]
+    fn steps_are_checked_with_their_fields() {
+        let rec = |steps: &str| {
+            problems_of(&format!(
+                r#"{{"hostname":"n1","macs":["52:54:00:00:00:01"],"install":{{"image":{{"name":"debian-12"}},"steps":{steps}}}}}"#
+            ))
+        };
+        assert!(rec(r#"[{"write_file":{"path":"/etc/motd","content":"hi"}},{"run":{"command":["true"]}}]"#).is_empty());
+        assert_eq!(
+            rec(r#"[{"run":{"command":["true"]}},{"write_file":{"path":"/etc/../shadow","content":"x"},"run":{"command":["x"]}},{"write_file":{"path":"/a/../b","content":"x"}},{"run":{"command":[],"timeout_secs":0}}]"#),
+            [
+                "install.steps[1]: give write_file or run, not both",
+                "install.steps[2].write_file.path: \"/a/../b\" has a `..` component: paths stay beneath the installed root",
+                "install.steps[3].run.command: is empty: give the program and its arguments",
+                "install.steps[3].run.timeout_secs: 0: 1 to 86400 seconds",
+            ]
+        );
+        // Unknown fields of a step are errors of the record, named.
+        let mut p = Problems::default();
+        parse_file(
+            Path::new("m.json"),
+            r#"{"hostname":"n1","macs":["52:54:00:00:00:01"],"install":{"image":{"name":"debian-12"},"steps":[{"run":{"command":["x"],"shell":true}}]}}"#,
+            &mut p,
+        );
+        assert_eq!(p.0[0].field, "install.steps[0].run.shell", "{p}");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 "use strict";
 
 const PHASES = ["booted-installer", "network", "metadata", "disk-selected", "disk-wiped", "image-streaming",
-  "image-verified", "gpt-fixed", "cloud-init-seeded", "installed"];
+  "image-verified", "gpt-fixed", "cloud-init-seeded", "step", "installed"];
 
 const S = { session: null, machines: new Map(), es: null, route: null, evTimer: null, shown: null };
 
