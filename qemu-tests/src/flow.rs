@@ -203,12 +203,12 @@ pub fn check_provisioned(lab: &Lab, rec: &Record, t: &Timeline) -> Result<()> {
     let fb = lab.events(&rec.mac)?.into_iter().find(|e| e.event.phase == Phase::FirstBoot);
     let fb = fb.ok_or_else(|| anyhow::anyhow!("no first-boot event stored"))?;
     if rec.fixed_address {
-        ensure!(fb.source == Some(rec.ip), "first-boot came from {:?}, not the machine's {}", fb.source, rec.ip);
+        ensure!(fb.source == Some(rec.ip.into()), "first-boot came from {:?}, not the machine's {}", fb.source, rec.ip);
     } else {
         // Proxy mode: from an address the machine asked the site DHCP server for.
         let asked = crate::bootlog::requested(&lab.log_entries(), &rec.mac);
         ensure!(
-            fb.source.is_some_and(|s| asked.contains(&s)),
+            fb.source.is_some_and(|s| asked.iter().any(|a| std::net::IpAddr::from(*a) == s)),
             "first-boot came from {:?}, not one of the addresses the machine asked for ({asked:?})",
             fb.source
         );
