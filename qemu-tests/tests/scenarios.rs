@@ -168,7 +168,8 @@ fn known_at_its_new_address(lab: &Lab, rec: &Record) -> anyhow::Result<String> {
     let from = |p: Phase| events.iter().find(|e| e.event.phase == p).and_then(|e| e.source);
     let installer = from(Phase::BootedInstaller).context("booted-installer has no source address")?;
     let os = from(Phase::FirstBoot).context("first-boot has no source address")?;
-    let asked = osie_qemu_tests::bootlog::requested(&lab.log_entries(), &rec.mac);
+    let asked: Vec<std::net::IpAddr> =
+        osie_qemu_tests::bootlog::requested(&lab.log_entries(), &rec.mac).into_iter().map(Into::into).collect();
     ensure!(
         os != installer && asked.first() != Some(&os),
         "the installed OS is at {os}, the installer was at {installer} (addresses asked for: {asked:?}): the \

@@ -183,7 +183,10 @@ mod tests {
 
     /// Serve one connection: record the request head, answer with `answer`.
     fn serve_once(answer: Vec<u8>) -> (String, std::thread::JoinHandle<String>) {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        serve_once_on(TcpListener::bind("127.0.0.1:0").unwrap(), answer)
+    }
+
+    fn serve_once_on(l: TcpListener, answer: Vec<u8>) -> (String, std::thread::JoinHandle<String>) {
         let url = format!("http://{}/img.zst?x=1", l.local_addr().unwrap());
         let h = std::thread::spawn(move || {
             let (mut s, _) = l.accept().unwrap();
@@ -214,25 +217,14 @@ mod tests {
             eprintln!("skipped: no IPv6 loopback here");
             return;
         };
-        let url = format!("http://{}/img", l.local_addr().unwrap());
-        let h = std::thread::spawn(move || {
-            let (mut s, _) = l.accept().unwrap();
-            let mut req = Vec::new();
-            let mut b = [0u8; 1024];
-            while !req.ends_with(b"\r\n\r\n") {
-                let n = s.read(&mut b).unwrap();
-                req.extend_from_slice(&b[..n]);
-            }
-            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").unwrap();
-            String::from_utf8(req).unwrap()
-        });
+        let (url, h) = serve_once_on(l, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec());
         let t = Timeouts { connect: Duration::from_secs(5), read: Duration::from_secs(5) };
         let mut r = get(&url, &[], t).unwrap().expect("answered here, not left to reqwest");
         let mut body = String::new();
         r.read_to_string(&mut body).unwrap();
         assert_eq!(body, "ok");
         let req = h.join().unwrap();
-        let port = url.rsplit(':').next().unwrap().trim_end_matches("/img");
+        let port = url.rsplit(':').next().unwrap().trim_end_matches("/img.zst?x=1");
         assert!(req.contains(&format!("\r\nHost: [::1]:{port}\r\n")), "{req}");
     }
 
