@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use anyhow::{ensure, Result};
+use anyhow::{bail, ensure, Result};
 use bootsvc::state::Status;
 use osie_api::Phase;
 
@@ -87,6 +87,7 @@ pub fn install(w: &mut Watch, fw: Firmware, mac: &str, limits: &Limits) -> Resul
                 .is_some()
             })?;
         }
+        Firmware::UefiHttp6 => bail!("UEFI PXE over IPv6 is watched by its own scenario (g), not this IPv4 flow"),
         Firmware::UefiHttp => {
             w.until("DHCP answer to OVMF's HTTP boot (uefi-http, arch 16, ipxe.efi URL)", limits.firmware, |t| {
                 t.first(|m| dhcp_of(m, "uefi-http", Some(16))).is_some()

@@ -2,8 +2,10 @@
 //! [`super::decide`], whose rules it follows (`bootsvc/docs/security.md`, "IPv6 callers").
 //!
 //! - The record's `ip6` (the only address DHCPv6 hands out, so also its "lease") binds that
-//!   address to the machine, and no other IPv6 address of it is accepted then; another
-//!   record's `ip6` is never this machine's.
+//!   address to the machine; another record's `ip6` is never this machine's. Unlike IPv4, an
+//!   IPv6 host holds several addresses at once (link-local, SLAAC, DHCPv6) and the kernel
+//!   picks the source, so a machine with `ip6` is also known at its other addresses by the
+//!   rules below (the UEFI firmware takes the DHCPv6 address, the installer a SLAAC one).
 //! - Otherwise the kernel's neighbour (NDP) entry for the source is the proof, as the ARP
 //!   entry is for IPv4: it names the NIC that completed the TCP handshake. Every complete
 //!   entry must be one of the machine's NICs, and at least one must exist (a source behind a
@@ -39,8 +41,10 @@ pub struct Facts6<'a> {
 /// Decide whether `f.source` is the machine's address.
 pub fn decide6(f: &Facts6<'_>) -> Result<Sources, Refusal> {
     let ours = |m: &MacAddr| f.macs.contains(m);
-    if let Some(r) = by_fixed(f.source, f.fixed, f.fixed_of_other) {
-        return r;
+    match by_fixed(f.source, f.fixed, f.fixed_of_other) {
+        // Not its `ip6`: its other addresses are judged below.
+        Some(Err(Refusal::NotItsFixedAddress { .. })) | None => {}
+        Some(r) => return r,
     }
     let claimed = eui64(f.source);
     if let Some(m) = claimed.filter(|m| !ours(m)) {
@@ -86,8 +90,12 @@ mod tests {
         let rows: &[Row] = &[
             ("its ip6", "2001:db8::10", Some("2001:db8::10"), Some(&[X]), false, Ok(fixed)),
             ("its ip6, table unreadable", "2001:db8::10", Some("2001:db8::10"), None, false, Ok(fixed)),
-            ("not its ip6, even its own EUI-64", "2001:db8::5054:ff:fe00:a01", Some("2001:db8::10"), Some(&[A1]), false,
-             Err(Refusal::NotItsFixedAddress { fixed: a("2001:db8::10").into() })),
+            ("not its ip6: its SLAAC address, by neighbour and EUI-64", "2001:db8::5054:ff:fe00:a01", Some("2001:db8::10"),
+             Some(&[A1]), false, Ok(nb(true))),
+            ("not its ip6, a stranger's NIC", "2001:db8::99", Some("2001:db8::10"), Some(&[X]), false,
+             Err(Refusal::NeighbourIsAnother(X))),
+            ("not its ip6, table unreadable", "2001:db8::99", Some("2001:db8::10"), None, false,
+             Err(Refusal::NeighboursUnknown)),
             ("SLAAC EUI-64 and neighbour agree", "2001:db8::5054:ff:fe00:a01", None, Some(&[A1]), false, Ok(nb(true))),
             ("link-local EUI-64 of its other NIC, that NIC's entry", "fe80::5054:ff:fe00:a02", None, Some(&[A2]), false, Ok(nb(true))),
             ("no EUI-64 (stable privacy address), its neighbour entry", "2001:db8::1234:5678:9abc:def0", None, Some(&[A1]), false, Ok(nb(false))),

@@ -132,9 +132,10 @@ impl Identity {
     }
 
     /// Is the IPv6 address `ip` the address of `m` ([`decide6`])? The neighbour table is read
-    /// only when the record has no `ip6`.
+    /// unless `ip` is the record's `ip6`.
     pub fn check6(&self, snap: &Snapshot, m: &Machine, ip: Ipv6Addr) -> Result<Sources, Refusal> {
-        let neighbours = if m.ip6.is_none() { self.neighbours.lookup6(ip).ok() } else { Some(Vec::new()) };
+        let own = m.ip6.as_ref().is_some_and(|c| c.address == ip);
+        let neighbours = if own { Some(Vec::new()) } else { self.neighbours.lookup6(ip).ok() };
         self.judge6(snap, neighbours.as_deref(), m, ip)
     }
 
