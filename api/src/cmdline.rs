@@ -105,6 +105,12 @@ impl BootParams {
 
 impl BootParams {
     /// Every `osie.url`, the first one first.
+    /// Is bootsvc reached over IPv6: the first `osie.url`'s host a bracketed IPv6 literal
+    /// (`http://[2001:db8::1]:8080`)? Then the installer's network is IPv6 (SLAAC).
+    pub fn wants_ipv6(&self) -> bool {
+        self.url.split_once("://").is_some_and(|(_, rest)| rest.starts_with('['))
+    }
+
     pub fn urls(&self) -> Vec<&str> {
         std::iter::once(&self.url).chain(&self.fallback_urls).map(String::as_str).collect()
     }
@@ -229,6 +235,19 @@ mod tests {
         let p = BootParams::parse("osie.url=http://x// osie.mac=52:54:00:00:00:01").unwrap();
         assert_eq!(p.url, "http://x");
         assert_eq!(BootParams::parse(&p.to_args().join(" ")).unwrap(), p);
+    }
+
+    #[test]
+    fn ipv6_urls() {
+        let p =
+            BootParams::parse("osie.url=http://[2001:db8::1]:8080/,http://192.0.2.1:8080 osie.mac=52:54:00:00:00:01")
+                .unwrap();
+        assert_eq!(p.urls(), ["http://[2001:db8::1]:8080", "http://192.0.2.1:8080"]);
+        assert!(p.wants_ipv6());
+        let p =
+            BootParams::parse("osie.url=http://192.0.2.1:8080,http://[2001:db8::1]:8080 osie.mac=52:54:00:00:00:01")
+                .unwrap();
+        assert!(!p.wants_ipv6(), "the first URL decides");
     }
 
     #[test]

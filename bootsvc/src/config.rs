@@ -137,11 +137,17 @@ impl Default for Dhcp6 {
     }
 }
 
-impl Dhcp6 {
-    /// The base URL of boot files over IPv6: `http://[address]:port`, the port of
-    /// `http.listen` (which must then accept IPv6, e.g. `[::]:8080`).
-    pub fn public_url(&self, http: &Http) -> Option<String> {
-        self.address.map(|a| format!("http://[{a}]:{}", http.listen.port()))
+impl Config {
+    /// The base URL given to machines that reach bootsvc over IPv6 (DHCPv6 boot files, iPXE
+    /// scripts, `osie.url`, metadata): `http.public_url6`, else `http://[dhcp6.address]:port`
+    /// with the port of the listener that accepts IPv6. `None`: IPv6 is not served.
+    pub fn public_url6(&self) -> Option<String> {
+        if let Some(u) = &self.http.public_url6 {
+            return Some(u.trim_end_matches('/').to_string());
+        }
+        self.dhcp6
+            .address
+            .map(|a| format!("http://[{a}]:{}", self.http.ipv6_listener().unwrap_or(self.http.listen).port()))
     }
 }
 
@@ -271,11 +277,20 @@ impl Tftp {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Http {
-    /// Socket address to bind, e.g. `0.0.0.0:8080`.
+    /// Socket address to bind, e.g. `0.0.0.0:8080`, `[::]:8080` (IPv6 and IPv4) or
+    /// `[2001:db8::1]:8080`.
     pub listen: SocketAddr,
+    /// A second listener for IPv6 callers when `listen` is an IPv4 address, e.g.
+    /// `[2001:db8::1]:8080`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen6: Option<SocketAddr>,
     /// Base URL machines use to reach this service, e.g. `http://192.0.2.1:8080`. Goes into
     /// DHCP replies, iPXE scripts and `osie.url=`.
     pub public_url: String,
+    /// Base URL for machines that reach this service over IPv6, e.g. `http://[2001:db8::1]:8080`;
+    /// unset: derived from `dhcp6.address` ([`Config::public_url6`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_url6: Option<String>,
     /// The `public_url` of the site's other instances: the installer's `osie.url` lists them
     /// after this one's, and falls over to them in order (`docs/config.md`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

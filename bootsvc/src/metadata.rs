@@ -2,7 +2,7 @@
 //! [`Metadata`] for the installer, the EC2-compatible meta-data tree and the NoCloud
 //! documents for cloud-init in the installed OS.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use osie_api::metadata::DigestAlgo;
 use osie_api::{Image, InstallPlan, MacAddr, Metadata};
@@ -128,16 +128,30 @@ impl Ec2 {
     }
 }
 
-/// `…/meta-data/<path>` for `m`, called from `ip` (its `local-ipv4`). `path` is relative
-/// (`""`, `instance-id`, `public-keys/0/openssh-key`); trailing slashes are ignored.
-pub fn ec2_meta_data(m: &Machine, ip: Ipv4Addr, path: &str) -> Ec2 {
+/// `…/meta-data/<path>` for `m`, called from `ip` (its `local-ipv4` when the record has no
+/// `ip`; over IPv6, its `ipv6`). `path` is relative (`""`, `instance-id`,
+/// `public-keys/0/openssh-key`); trailing slashes are ignored.
+pub fn ec2_meta_data(m: &Machine, ip: IpAddr, path: &str) -> Ec2 {
     let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
-    let local_ipv4 = m.ip.as_ref().map_or(ip, |i| i.address);
+    let local_ipv4 = m.ip.as_ref().map(|i| i.address).or(match ip {
+        IpAddr::V4(a) => Some(a),
+        IpAddr::V6(_) => None,
+    });
+    let ipv6 = m.ip6.as_ref().map(|i| i.address).or(match ip {
+        IpAddr::V6(a) => Some(a),
+        IpAddr::V4(_) => None,
+    });
     let mac = m.boot_mac().map(|m| m.to_string()).unwrap_or_default();
     match parts.as_slice() {
         [] => {
-            let mut v: Vec<String> =
-                ["hostname", "instance-id", "local-hostname", "local-ipv4", "mac"].map(String::from).to_vec();
+            let mut v: Vec<String> = ["hostname", "instance-id", "local-hostname"].map(String::from).to_vec();
+            if local_ipv4.is_some() {
+                v.push("local-ipv4".into());
+            }
+            if ipv6.is_some() {
+                v.push("ipv6".into());
+            }
+            v.push("mac".into());
             if !m.ssh_keys.is_empty() {
                 v.push("public-keys/".into());
             }
@@ -145,7 +159,8 @@ pub fn ec2_meta_data(m: &Machine, ip: Ipv4Addr, path: &str) -> Ec2 {
         }
         ["instance-id"] => Ec2::Value(m.instance_id()),
         ["hostname"] | ["local-hostname"] => Ec2::Value(m.hostname.clone()),
-        ["local-ipv4"] => Ec2::Value(local_ipv4.to_string()),
+        ["local-ipv4"] => local_ipv4.map_or(Ec2::NotFound, |a| Ec2::Value(a.to_string())),
+        ["ipv6"] => ipv6.map_or(Ec2::NotFound, |a| Ec2::Value(a.to_string())),
         ["mac"] => Ec2::Value(mac),
         ["public-keys"] if !m.ssh_keys.is_empty() => {
             // EC2 lists `<index>=<key name>`; cloud-init then reads `<index>/openssh-key`.
@@ -231,7 +246,7 @@ mod tests {
         let m = machine(
             r#"{"hostname":"n1","macs":["52:54:00:00:00:01"],"ssh_keys":["ssh-ed25519 AAAA ops@example","ssh-rsa BBBB"]}"#,
         );
-        let ip = Ipv4Addr::new(192, 0, 2, 55);
+        let ip = IpAddr::from([192, 0, 2, 55]);
         assert_eq!(
             ec2_meta_data(&m, ip, "").body().unwrap(),
             "hostname\ninstance-id\nlocal-hostname\nlocal-ipv4\nmac\npublic-keys/"
@@ -242,6 +257,14 @@ mod tests {
         assert_eq!(ec2_meta_data(&m, ip, "public-keys/1/openssh-key"), Ec2::Value("ssh-rsa BBBB".into()));
         assert_eq!(ec2_meta_data(&m, ip, "public-keys/2/openssh-key"), Ec2::NotFound);
         assert_eq!(ec2_meta_data(&m, ip, "placement/"), Ec2::NotFound);
+        // Over IPv6: its address as `ipv6`, and no `local-ipv4` it does not have.
+        let ip6: IpAddr = "2001:db8::55".parse().unwrap();
+        assert_eq!(
+            ec2_meta_data(&m, ip6, "").body().unwrap(),
+            "hostname\ninstance-id\nlocal-hostname\nipv6\nmac\npublic-keys/"
+        );
+        assert_eq!(ec2_meta_data(&m, ip6, "ipv6"), Ec2::Value("2001:db8::55".into()));
+        assert_eq!(ec2_meta_data(&m, ip6, "local-ipv4"), Ec2::NotFound);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! `bootsvc serve`: bind every socket, give up root, then build everything and run.
 //!
-//! Binding comes first and all at once (HTTP, the admin API's listener, DHCP 67/4011,
-//! DHCPv6 547, TFTP 69, the raw ICMPv6 socket for router advertisements), while the process is still root and has a single thread; the soft limit of open
+//! Binding comes first and all at once (HTTP, `http.listen6`, the admin API's listener, DHCP 67/4011,
+//! DHCPv6 547, TFTP 69 (and on `dhcp6.address`), the raw ICMPv6 socket for router advertisements), while the process is still root and has a single thread; the soft limit of open
 //! files is raised to the hard limit (the HTTP connection caps bound connections, not the
 //! descriptor limit); then the admin token (which may stay readable by root only) is read
 //! and privileges are dropped ([`crate::privileges`]): capabilities are per
@@ -35,12 +35,13 @@ const BLOCKING_THREADS: usize = 32;
 
 /// Sockets bound as root, before the drop.
 struct Bound {
-    http: Listener,
+    /// `http.listen`, then `http.listen6` when set.
+    http: Vec<Listener>,
     /// The admin API's listener; `None` when the admin API is off (no token file).
     admin: Option<Listener>,
     dhcp: Option<dhcp::server::Sockets>,
     dhcp6: Option<dhcp6::server::Bound>,
-    tftp: Option<std::net::UdpSocket>,
+    tftp: Option<tftp::Sockets>,
     ra: Option<ra::RaSocket>,
     admin_token: Option<String>,
     /// `images.keyring`, parsed (read before privileges are dropped).
@@ -56,7 +57,10 @@ struct Bound {
 pub fn serve(cfg: Config) -> Result<()> {
     let cfg = Arc::new(cfg);
     let bound = Bound {
-        http: Listener::tcp(cfg.http.listen, "HTTP")?,
+        http: std::iter::once(cfg.http.listen)
+            .chain(cfg.http.listen6)
+            .map(|a| Listener::tcp(a, "HTTP"))
+            .collect::<Result<_>>()?,
         admin: match (&cfg.admin.token_file, &cfg.admin.listen) {
             (None, _) => None,
             (Some(_), AdminListen::Tcp(a)) => Some(Listener::tcp(*a, "the admin API")?),
@@ -130,8 +134,8 @@ async fn run(cfg: Arc<Config>, bound: Bound, who: Identity) -> Result<()> {
         vendor_sums: crate::vendor_sums::VendorSums::new(bound.keyring),
     });
 
-    let http = http::machines_server(&app, bound.http);
-    let http_addr = http.describe();
+    let http = http::machines_servers(&app, bound.http);
+    let http_addr = http.iter().map(|s| s.describe()).collect::<Vec<_>>().join(",");
     let admin = bound.admin.map(|l| http::admin_server(&app, l));
     let admin_addr = admin.as_ref().map_or_else(|| "off".to_string(), |a| a.describe());
     let dhcp = cfg.dhcp.enabled.then(|| {
@@ -151,6 +155,7 @@ async fn run(cfg: Arc<Config>, bound: Bound, who: Identity) -> Result<()> {
     tracing::info!(
         http = %http_addr,
         public_url = %cfg.http.public_url,
+        public_url6 = %cfg.public_url6().unwrap_or_else(|| "-".into()),
         peers = %cfg.http.peers.join(","),
         dhcp = if cfg.dhcp.enabled { "on" } else { "off" },
         dhcp6 = if dhcp6.is_some() { "on" } else { "off" },
@@ -163,7 +168,9 @@ async fn run(cfg: Arc<Config>, bound: Bound, who: Identity) -> Result<()> {
     );
 
     let mut tasks = JoinSet::new();
-    tasks.spawn(async move { http.run().await.context("HTTP server") });
+    for h in http {
+        tasks.spawn(async move { h.run().await.context("HTTP server") });
+    }
     if let Some(a) = admin {
         tasks.spawn(async move { a.run().await.context("admin API server") });
     }

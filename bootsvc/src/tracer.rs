@@ -82,17 +82,7 @@ impl Tracer {
     /// address): its fixed address, bootsvc's lease, or (proxy mode) the address its DHCP
     /// request named. Counted as unknown when no inventory machine holds it. Never blocks.
     pub fn record_ip(&self, ip: std::net::IpAddr, make: impl FnOnce(MacAddr) -> TraceStep) {
-        let std::net::IpAddr::V4(v4) = ip else {
-            self.metrics.trace_step("unknown-machine", 1);
-            return;
-        };
-        let snap = self.storage.snapshot();
-        let mac = snap
-            .by_fixed_ip(v4)
-            .and_then(|e| e.machine.boot_mac())
-            .or_else(|| self.storage.leases().mac_for_ip(v4))
-            .or_else(|| self.storage.dhcp_requests().mac_for_ip(v4));
-        match mac {
+        match mac_of(&*self.storage, ip) {
             Some(mac) => self.record(&mac, || make(mac)),
             None => self.metrics.trace_step("unknown-machine", 1),
         }
@@ -101,6 +91,24 @@ impl Tracer {
     /// Record `step` of `mac` now.
     pub fn step(&self, mac: MacAddr, source: Option<std::net::IpAddr>, run_id: Option<String>, step: Step) {
         self.record(&mac, || TraceStep { at_ms: crate::trace::now_ms(), mac, source, run_id, step });
+    }
+}
+
+/// The machine (its boot MAC) an address is attributed to in the trace and the logs: by fixed
+/// address (`ip`, `ip6`), pool lease or DHCP request for IPv4, by the EUI-64 an IPv6 address
+/// was formed from. A claim, as a DHCP request is (`docs/trace.md`): nothing is served on it.
+pub fn mac_of(storage: &dyn Storage, ip: std::net::IpAddr) -> Option<MacAddr> {
+    let snap = storage.snapshot();
+    match crate::netaddr::unmap(ip) {
+        std::net::IpAddr::V4(v4) => snap
+            .by_fixed_ip(v4)
+            .and_then(|e| e.machine.boot_mac())
+            .or_else(|| storage.leases().mac_for_ip(v4))
+            .or_else(|| storage.dhcp_requests().mac_for_ip(v4)),
+        std::net::IpAddr::V6(v6) => snap
+            .by_fixed_ip6(v6)
+            .or_else(|| crate::netaddr::eui64(v6).and_then(|m| snap.by_mac(&m)))
+            .and_then(|e| e.machine.boot_mac()),
     }
 }
 

@@ -98,7 +98,9 @@ fn a_machine_gets_its_address_and_a_neighbour_with_its_duid_gets_nothing() {
         })
         .to_string(),
     );
-    let mut text = std::fs::read_to_string(&site.config).unwrap();
+    // The boot file URLs are IPv6: HTTP must accept IPv6 (`check` refuses it otherwise).
+    let mut text =
+        std::fs::read_to_string(&site.config).unwrap().replace("listen = \"192.0.2.1:8080\"", "listen = \"[::]:8080\"");
     text.push_str(&format!("\n[dhcp6]\nenabled = true\naddress = \"{SERVER6}\"\n"));
     std::fs::write(&site.config, text).unwrap();
     site.start();

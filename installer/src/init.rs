@@ -114,8 +114,14 @@ fn boot(params: &BootParams, servers: &Servers, reporter: &Reporter) -> Result<M
     say(&format!("osie: modules loaded: {}", all.join(" ")));
     say(&format!("osie: devices ready in {:.1} s", started.elapsed().as_secs_f64()));
 
-    let net = net::bring_up(params.mac, params.ip.as_ref(), &NetOptions::default())
-        .with_context(|| format!("bringing up the boot NIC {}", params.mac))?;
+    // bootsvc over IPv6 (`osie.url=http://[…]`): SLAAC, the address bootsvc knows by its
+    // EUI-64; otherwise DHCP or `osie.ip=`.
+    let net = if params.wants_ipv6() {
+        net::bring_up6(params.mac, &NetOptions::default())
+    } else {
+        net::bring_up(params.mac, params.ip.as_ref(), &NetOptions::default())
+    }
+    .with_context(|| format!("bringing up the boot NIC {}", params.mac))?;
     say(&format!("osie: network {net}"));
     if let Some(lease) = net.lease.clone() {
         net::dhcp_client::spawn_renewal(net.ifname.clone(), params.mac, lease);

@@ -1,10 +1,11 @@
 //! The boot NIC coming up for real: the installer's netlink and DHCP client in a network
-//! namespace of their own, against dnsmasq in a peer namespace (a veth between them).
+//! namespace of their own, against dnsmasq in a peer namespace (a veth between them): DHCP,
+//! and SLAAC from dnsmasq's router advertisements (IPv6).
 
 use std::path::Path;
 use std::time::Duration;
 
-use installer::net::{bring_up, dhcp_client, NetConfig, NetOptions};
+use installer::net::{bring_up, bring_up6, dhcp_client, NetConfig, NetOptions};
 use osie_api::{MacAddr, StaticIp};
 use osie_testkit::{require_root, require_tools, ChildGuard, Pair};
 
@@ -44,6 +45,7 @@ fn options(dir: &Path, deadline: Duration) -> NetOptions {
         dhcp: dhcp_client::Options { deadline, first_wait: Duration::from_secs(1), max_wait: Duration::from_secs(4) },
         link_wait: Duration::from_secs(5),
         carrier_wait: Duration::from_secs(5),
+        ..NetOptions::default()
     }
 }
 
@@ -98,7 +100,8 @@ fn dhcp_lease_from_dnsmasq_configures_address_route_and_dns() {
     let cfg = up_in_client(&pair, mac, None, options(dir.path(), Duration::from_secs(30))).unwrap();
     assert_eq!(cfg.method, "dhcp");
     assert_eq!(cfg.ifname, pair.client_if);
-    let o = cfg.address.octets();
+    let std::net::IpAddr::V4(a) = cfg.address else { panic!("DHCP gave an IPv6 address: {cfg}") };
+    let o = a.octets();
     assert!(o[..3] == [192, 0, 2] && (100..=150).contains(&o[3]), "{cfg}");
     assert_eq!(cfg.prefix, 24);
     assert_eq!(cfg.gateway, Some(SERVER.parse().unwrap()));
@@ -202,4 +205,76 @@ fn unknown_mac_names_the_interfaces_present() {
     let err = up_in_client(&pair, "02:00:00:00:00:99".parse().unwrap(), None, opts).unwrap_err();
     let msg = format!("{err:#}");
     assert!(msg.contains("no network interface with MAC 02:00:00:00:00:99") && msg.contains(&pair.client_if), "{msg}");
+}
+
+/// dnsmasq sending router advertisements for 2001:db8::/64 (SLAAC only, no DHCPv6), as
+/// bootsvc's `router_advertisements.prefix` does.
+fn dnsmasq_ra(pair: &Pair, dir: &Path) -> ChildGuard {
+    pair.server.ip(&["-6", "addr", "add", "2001:db8::1/64", "dev", &pair.server_if, "nodad"]).unwrap();
+    let mut cmd = pair.server.cmd("dnsmasq");
+    cmd.args([
+        "--no-daemon",
+        "--conf-file=/dev/null",
+        "--port=0",
+        "--bind-interfaces",
+        "--user=root",
+        "--enable-ra",
+        "--dhcp-range=2001:db8::,ra-only,64",
+    ])
+    .arg(format!("--interface={}", pair.server_if))
+    .arg(format!("--pid-file={}", dir.join("pid6").display()));
+    ChildGuard::spawn("dnsmasq", &mut cmd).unwrap()
+}
+
+/// The SLAAC address of `mac` in 2001:db8::/64 (modified EUI-64).
+fn eui64_address(mac: MacAddr) -> std::net::Ipv6Addr {
+    let m = mac.octets();
+    let mut o = [0u8; 16];
+    o[..4].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8]);
+    o[8..].copy_from_slice(&[m[0] ^ 2, m[1], m[2], 0xff, 0xfe, m[3], m[4], m[5]]);
+    o.into()
+}
+
+#[test]
+fn slaac_address_from_a_router_advertisement_reaches_the_server_over_ipv6() {
+    if !ready("slaac_address_from_a_router_advertisement") {
+        return;
+    }
+    let pair = Pair::new(&format!("{SERVER}/24")).unwrap();
+    pair.client.ip(&["link", "set", &pair.client_if, "down"]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let _d = dnsmasq_ra(&pair, dir.path());
+    let mac = mac_of(&pair);
+    let opts = NetOptions { slaac_wait: Duration::from_secs(30), ..options(dir.path(), Duration::from_secs(5)) };
+    let cfg = pair.client.spawn(move || bring_up6(mac, &opts)).join().unwrap().unwrap();
+    assert_eq!((cfg.method, cfg.prefix), ("slaac", 64), "{cfg}");
+    assert_eq!(cfg.address, std::net::IpAddr::V6(eui64_address(mac)), "the EUI-64 address bootsvc identifies: {cfg}");
+    // It carries traffic: a TCP connection to the server's IPv6 address, from that address.
+    let listener = pair.server.spawn(|| {
+        let l = std::net::TcpListener::bind("[2001:db8::1]:7777")?;
+        let (_, peer) = l.accept()?;
+        Ok(peer)
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let conn = pair.client.spawn(|| {
+        let s = std::net::TcpStream::connect_timeout(&"[2001:db8::1]:7777".parse()?, Duration::from_secs(3))?;
+        Ok(s.local_addr()?)
+    });
+    let local = conn.join().unwrap().unwrap();
+    assert_eq!(listener.join().unwrap().unwrap(), local);
+    assert_eq!(local.ip(), cfg.address);
+}
+
+#[test]
+fn no_router_advertisement_gives_a_clear_error() {
+    if !ready("no_router_advertisement_gives_a_clear_error") {
+        return;
+    }
+    let pair = Pair::new(&format!("{SERVER}/24")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mac = mac_of(&pair);
+    let opts = NetOptions { slaac_wait: Duration::from_secs(3), ..options(dir.path(), Duration::from_secs(5)) };
+    let e = pair.client.spawn(move || bring_up6(mac, &opts)).join().unwrap().unwrap_err();
+    let msg = format!("{e:#}");
+    assert!(msg.contains("no global IPv6 address") && msg.contains("after 3 s") && msg.contains("fe80::"), "{msg}");
 }

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use anyhow::{ensure, Result};
+use anyhow::{bail, ensure, Result};
 use bootsvc::state::Status;
 use osie_api::Phase;
 
@@ -87,6 +87,7 @@ pub fn install(w: &mut Watch, fw: Firmware, mac: &str, limits: &Limits) -> Resul
                 .is_some()
             })?;
         }
+        Firmware::UefiHttp6 => bail!("UEFI PXE over IPv6 is watched by its own scenario (g), not this IPv4 flow"),
         Firmware::UefiHttp => {
             w.until("DHCP answer to OVMF's HTTP boot (uefi-http, arch 16, ipxe.efi URL)", limits.firmware, |t| {
                 t.first(|m| dhcp_of(m, "uefi-http", Some(16))).is_some()
@@ -203,12 +204,12 @@ pub fn check_provisioned(lab: &Lab, rec: &Record, t: &Timeline) -> Result<()> {
     let fb = lab.events(&rec.mac)?.into_iter().find(|e| e.event.phase == Phase::FirstBoot);
     let fb = fb.ok_or_else(|| anyhow::anyhow!("no first-boot event stored"))?;
     if rec.fixed_address {
-        ensure!(fb.source == Some(rec.ip), "first-boot came from {:?}, not the machine's {}", fb.source, rec.ip);
+        ensure!(fb.source == Some(rec.ip.into()), "first-boot came from {:?}, not the machine's {}", fb.source, rec.ip);
     } else {
         // Proxy mode: from an address the machine asked the site DHCP server for.
         let asked = crate::bootlog::requested(&lab.log_entries(), &rec.mac);
         ensure!(
-            fb.source.is_some_and(|s| asked.contains(&s)),
+            fb.source.is_some_and(|s| asked.iter().any(|a| std::net::IpAddr::from(*a) == s)),
             "first-boot came from {:?}, not one of the addresses the machine asked for ({asked:?})",
             fb.source
         );

@@ -44,6 +44,9 @@ pub const SERVER: &str = "192.0.2.1";
 pub const SITE_DHCP: &str = "192.0.2.5";
 pub const BRIDGE: &str = "br0";
 pub const PUBLIC_URL: &str = "http://192.0.2.1:8080";
+/// bootsvc's address on an [`Dhcp::Ipv6Only`] lab's bridge, and its base URL there.
+pub const SERVER6: &str = "2001:db8::1";
+pub const PUBLIC_URL6: &str = "http://[2001:db8::1]:8080";
 
 /// Who hands out addresses on the lab's network.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -55,6 +58,11 @@ pub enum Dhcp {
     /// booting) in its own namespace on the bridge; bootsvc in proxy mode gives boot
     /// information only. Records have no fixed address.
     ProxyBesideSite,
+    /// No IPv4 on the bridge: bootsvc's DHCPv6 (records' `ip6`, boot file URLs), router
+    /// advertisements (M and O flags, SLAAC prefix 2001:db8::/64), TFTP and HTTP on
+    /// 2001:db8::1; DHCPv4 off. (bootsvc's `listen.address` 192.0.2.1 is on the namespace's
+    /// loopback only: its IPv4 TFTP socket needs an address, no machine reaches it.)
+    Ipv6Only,
 }
 
 /// The site DHCP server of a [`Dhcp::ProxyBesideSite`] lab.
@@ -90,7 +98,11 @@ impl Lab {
         let dir = Dir::temp(&format!("osie-e2e-{scenario}-"))?;
         let launch = Launch { prepare: Some(signals::guard_child), ..Launch::new(&inputs.bootsvc) };
         let site = Site::new(launch, dir, config(inputs, dhcp))?;
-        site.bridge(BRIDGE, &format!("{SERVER}/24"), None)?;
+        if dhcp == Dhcp::Ipv6Only {
+            ipv6_only(&site)?;
+        } else {
+            site.bridge(BRIDGE, &format!("{SERVER}/24"), None)?;
+        }
         let mut lab = Lab {
             fleet: None,
             scenario: scenario.to_string(),
@@ -393,9 +405,12 @@ fn copy_logs(root: &Path, dir: &Path, dest: &Path) {
 fn config(inputs: &Inputs, dhcp: Dhcp) -> site::Config {
     let mut c = site::Config::new(BRIDGE, SERVER.parse().expect("SERVER is an address"));
     c.dhcp.mode = Some(match dhcp {
-        Dhcp::Reservation => DhcpMode::Reservation,
+        Dhcp::Reservation | Dhcp::Ipv6Only => DhcpMode::Reservation,
         Dhcp::ProxyBesideSite => DhcpMode::Proxy,
     });
+    if dhcp == Dhcp::Ipv6Only {
+        c.dhcp.enabled = Some(false);
+    }
     c.dhcp.lease_secs = Some(3600);
     c.tftp.root = inputs.tftp.clone();
     c.http.public_url = PUBLIC_URL.into();
@@ -404,4 +419,25 @@ fn config(inputs: &Inputs, dhcp: Dhcp) -> site::Config {
     c.admin = Some(Admin::with_token(&unique("osie-e2e-admin-token-")));
     c.log = Log { format: Some(LogFormat::Json), level: Some("info".into()) };
     c
+}
+
+/// An [`Dhcp::Ipv6Only`] lab's network and bootsvc settings: the bridge with 2001:db8::1/64
+/// only (no duplicate address detection: usable as soon as a tap brings it up), 192.0.2.1 on
+/// the loopback, and the IPv6 sections appended to the config the kit wrote.
+fn ipv6_only(site: &Site) -> Result<()> {
+    site.ns.ip(&["link", "add", BRIDGE, "type", "bridge", "forward_delay", "0"])?;
+    site.ns.ip(&["-6", "addr", "add", &format!("{SERVER6}/64"), "dev", BRIDGE, "nodad"])?;
+    site.ns.ip(&["link", "set", BRIDGE, "up"])?;
+    site.loopback(&[SERVER])?;
+    let text = std::fs::read_to_string(&site.config).with_context(|| format!("reading {}", site.config.display()))?;
+    let listen = format!("listen = \"{SERVER}:8080\"");
+    if !text.contains(&listen) {
+        bail!("{}: no `{listen}` to make IPv6", site.config.display());
+    }
+    let text = text.replace(&listen, "listen = \"[::]:8080\"")
+        + &format!(
+            "\n[dhcp6]\nenabled = true\naddress = \"{SERVER6}\"\n\n\
+             [router_advertisements]\nmode = \"on\"\nmanaged = true\nprefix = \"2001:db8::/64\"\n"
+        );
+    std::fs::write(&site.config, text).with_context(|| format!("writing {}", site.config.display()))
 }

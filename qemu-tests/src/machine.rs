@@ -11,6 +11,10 @@
 //! - [`Firmware::UefiHttp`]: the same with OVMF's PXE boot options switched off
 //!   (`opt/org.tianocore/IPv{4,6}PXESupport=n`), which leaves UEFI HTTP boot (arch 16,
 //!   `HTTPClient`) as its first network boot option.
+//! - [`Firmware::UefiHttp6`]: OVMF with both PXE options off, for an IPv6-only network: its
+//!   HTTP boot over IPv4 finds no DHCP server (about a minute), then UEFI HTTP boot over IPv6
+//!   (DHCPv6, arch 16, `ipxe.efi` over HTTP on IPv6). (Its PXE over IPv6 takes bootsvc's
+//!   DHCPv6 reply and then gives up, `PXE-E16`: see `qemu-tests/README.md`.)
 //!
 //! Each machine has its own copy of OVMF's variable store, so boot entries OVMF writes do not
 //! leak between machines. The machine dies with its [`Machine`] (QEMU is killed).
@@ -32,6 +36,7 @@ pub enum Firmware {
     Bios,
     UefiPxe,
     UefiHttp,
+    UefiHttp6,
 }
 
 impl Firmware {
@@ -40,6 +45,7 @@ impl Firmware {
             Firmware::Bios => "SeaBIOS with QEMU's iPXE NIC ROM",
             Firmware::UefiPxe => "OVMF, NIC ROM disabled: UEFI PXE (arch 7)",
             Firmware::UefiHttp => "OVMF, NIC ROM disabled, PXE off: UEFI HTTP boot (arch 16)",
+            Firmware::UefiHttp6 => "OVMF, NIC ROM disabled, PXE off: UEFI HTTP boot over IPv6 (DHCPv6, arch 16)",
         }
     }
 
@@ -190,18 +196,24 @@ impl Machine {
         }
         match spec.firmware {
             Firmware::Bios => q.firmware = qemu::Firmware::seabios_on_serial(&dir.join("sercon-port"))?,
-            Firmware::UefiPxe | Firmware::UefiHttp => {
+            Firmware::UefiPxe | Firmware::UefiHttp | Firmware::UefiHttp6 => {
                 let vars = dir.join("OVMF_VARS.fd");
                 q.firmware = if spec.secure_boot {
                     qemu::Firmware::ovmf_secure_boot(&vars)?
                 } else {
                     qemu::Firmware::ovmf(&vars)?
                 };
-                // An IPv4-only provisioning network, as the lab is.
-                q.fw_cfg = vec![ovmf::IPV6_OFF.into(), ovmf::IPV6_PXE_OFF.into()];
-                if spec.firmware == Firmware::UefiHttp {
-                    q.fw_cfg.push(ovmf::IPV4_PXE_OFF.into());
-                }
+                q.fw_cfg = if spec.firmware == Firmware::UefiHttp6 {
+                    // An IPv6-only network: HTTP boot (IPv4, which fails, then IPv6).
+                    vec![ovmf::IPV4_PXE_OFF.into(), ovmf::IPV6_PXE_OFF.into()]
+                } else {
+                    // An IPv4-only provisioning network, as the lab is.
+                    let mut v = vec![ovmf::IPV6_OFF.into(), ovmf::IPV6_PXE_OFF.into()];
+                    if spec.firmware == Firmware::UefiHttp {
+                        v.push(ovmf::IPV4_PXE_OFF.into());
+                    }
+                    v
+                };
             }
         }
         let mut cmd = q.command(&lab.site.ns);

@@ -26,6 +26,8 @@ pub struct Record {
     pub uefi_boot_order: Option<&'static str>,
     /// `netboot.uefi_chain`: `ipxe` or `shim-grub` (absent: the site's).
     pub uefi_chain: Option<&'static str>,
+    /// The record's `ip6` (/64): what bootsvc's DHCPv6 hands out (IPv6 labs).
+    pub ip6: Option<std::net::Ipv6Addr>,
 }
 
 #[derive(Debug, Clone)]
@@ -43,6 +45,7 @@ impl Record {
             mac: mac.to_string(),
             ip,
             fixed_address: true,
+            ip6: None,
             netboot: true,
             image: ImageRef::Named,
             nonce: osie_testkit::unique("n"),
@@ -96,6 +99,9 @@ impl Record {
         }
         if let Some(order) = self.uefi_boot_order {
             v["install"]["uefi"] = json!({ "boot_order": order });
+        }
+        if let Some(a) = self.ip6 {
+            v["ip6"] = json!({ "address": a.to_string(), "prefix": 64 });
         }
         if self.fixed_address {
             v["ip"] = json!({ "address": self.ip.to_string(), "prefix": 24, "gateway": gateway });

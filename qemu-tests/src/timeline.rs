@@ -283,7 +283,7 @@ mod tests {
         StoredEvent {
             n: secs,
             received: ts(secs),
-            source: Some(Ipv4Addr::new(192, 0, 2, 21)),
+            source: Some(Ipv4Addr::new(192, 0, 2, 21).into()),
             event: Event {
                 machine: MAC.parse::<MacAddr>().unwrap(),
                 phase,

@@ -195,6 +195,6 @@ fn after_the_kill(
     );
     ensure!(acks.iter().all(|d| d.boot_file.is_none() && d.yiaddr == Some(rec.ip)), "after the install: {acks:?}");
     let fb = events.iter().find(|e| e.event.phase == Phase::FirstBoot).context("no first-boot")?;
-    ensure!(fb.source == Some(rec.ip), "first-boot from {:?}", fb.source);
+    ensure!(fb.source == Some(rec.ip.into()), "first-boot from {:?}", fb.source);
     Ok(failover)
 }

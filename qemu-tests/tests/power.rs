@@ -121,7 +121,7 @@ fn g_installed_machine_reinstalled_by_reinstall_power_alone() {
         "{power}"
     );
     let fb = events.iter().find(|e| e.event.phase == Phase::FirstBoot).unwrap();
-    assert_eq!(fb.source, Some(rec.ip), "first-boot from the machine's own address");
+    assert_eq!(fb.source, Some(rec.ip.into()), "first-boot from the machine's own address");
     let view = check(lab.machine(mac));
     assert!(view.netboot.cleared && !view.netboot.allowed, "{:?}", view.netboot);
     assert_eq!(lv.state(), "running");

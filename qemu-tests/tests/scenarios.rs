@@ -11,6 +11,7 @@
 //! | `e_uefi_http_boot_installs_and_first_boots` | OVMF, ROM disabled, PXE off | UEFI HTTP boot (arch 16) → `ipxe.efi` over HTTP → the same as (a), the machine given as Tinkerbell's Hardware, Template and Workflow: image2disk of the image's **`.raw.gz`** form (made in the test; its digest from the manifest of the file the URL names), a writefile and a cexec (chrooted, `/proc` bound) whose markers the first boot prints; a `step` event each |
 //! | `i_missing_kernel_is_diagnosed` | SeaBIOS + iPXE NIC ROM | the kernel gone from the artifacts: iPXE fetches its script, the kernel answers 404, and the boot trace's diagnosis names that step (stopped as soon as it does) |
 //! | `f_uefi_disk_first_boots_without_the_network` | OVMF enforcing Secure Boot (Microsoft's keys), UEFI PXE, its own variables, no QEMU boot order | Debian's unsigned iPXE is refused by the firmware; the shim/GRUB chain (signed shim, GRUB, kernel; GRUB configuration from bootsvc) installs; `install.uefi.boot_order = "disk-first"`: the installer writes a boot entry for the image's signed shim and puts it first; after the reboot the firmware boots the disk without one DHCP packet, with Secure Boot on |
+//! | `j_ipv6_only_uefi_http6_installs_and_first_boots` | OVMF, ROM disabled, PXE off | a lab with no IPv4 on the bridge: UEFI HTTP boot over IPv6 (DHCPv6, arch 16, the record's `ip6`) → `ipxe.efi` over HTTP on IPv6 → iPXE's DHCPv6 (router advertisement with M/O and a SLAAC prefix) → its script over IPv6 with bracketed IPv6 URLs → kernel and initramfs over IPv6 → the installer on SLAAC: metadata, events and the image over IPv6 → `installed` → first boot |
 //!
 //! Logs of a failed scenario are kept in `qemu-tests/artifacts/<test>/`.
 
@@ -19,7 +20,7 @@ use std::time::Duration;
 use anyhow::{ensure, Context};
 use osie_api::Phase;
 use osie_qemu_tests::flow::{self, Limits};
-use osie_qemu_tests::lab::{Dhcp, PUBLIC_URL, SERVER};
+use osie_qemu_tests::lab::{Dhcp, PUBLIC_URL, PUBLIC_URL6, SERVER};
 use osie_qemu_tests::page::PageWatch;
 use osie_qemu_tests::record::ImageRef;
 use osie_qemu_tests::timeline::Step;
@@ -218,7 +219,8 @@ fn known_at_its_new_address(lab: &Lab, rec: &Record) -> anyhow::Result<String> {
     let from = |p: Phase| events.iter().find(|e| e.event.phase == p).and_then(|e| e.source);
     let installer = from(Phase::BootedInstaller).context("booted-installer has no source address")?;
     let os = from(Phase::FirstBoot).context("first-boot has no source address")?;
-    let asked = osie_qemu_tests::bootlog::requested(&lab.log_entries(), &rec.mac);
+    let asked: Vec<std::net::IpAddr> =
+        osie_qemu_tests::bootlog::requested(&lab.log_entries(), &rec.mac).into_iter().map(Into::into).collect();
     ensure!(
         os != installer && asked.first() != Some(&os),
         "the installed OS is at {os}, the installer was at {installer} (addresses asked for: {asked:?}): the \
@@ -595,4 +597,105 @@ fn i_missing_kernel_is_diagnosed() {
         kinds.starts_with(&["dhcp".into(), "dhcp".into(), "script".into()]),
         "DHCP and the script came first: {text}"
     );
+}
+
+/// (j) An IPv6-only lab (`Dhcp::Ipv6Only`: no IPv4 address on the bridge). OVMF's HTTP boot
+/// over IPv6 gets `http://[2001:db8::1]:8080/ipxe/ipxe.efi` and the record's `ip6` from
+/// bootsvc's DHCPv6; iPXE hears bootsvc's router advertisement (M, O, prefix), asks DHCPv6 as
+/// iPXE and gets its script URL, fetches the script (every URL in it bracketed IPv6), the
+/// kernel and the initramfs over IPv6; the installer forms its SLAAC address and installs
+/// over IPv6 (its events stored from an IPv6 address); the installed OS phones home. Each
+/// step is read from bootsvc's log and events in order.
+#[test]
+fn j_ipv6_only_uefi_http6_installs_and_first_boots() {
+    let test = "j_ipv6_only_uefi_http6_installs_and_first_boots";
+    let Some(inputs) = Inputs::for_test(test) else { return };
+    signals::install();
+    let mac = "52:54:00:e2:10:01";
+    let ip6 = "2001:db8::21";
+    let lab = check(Lab::start_with(test, &inputs, Dhcp::Ipv6Only));
+    let mut rec = Record::new("node1", mac, Lab::address(1));
+    rec.fixed_address = false;
+    rec.ip6 = Some(ip6.parse().unwrap());
+    check(lab.add(&rec));
+    let spec = Spec::new("node1", mac, Firmware::UefiHttp6);
+    let disk = check(lab.subdir("node1").and_then(|d| Disk::blank(&d, DISK_BYTES)));
+    let mut machine = check(Machine::power_on(&lab, &spec, &disk));
+    let efi = format!("{PUBLIC_URL6}/ipxe/ipxe.efi");
+    let script = format!("{PUBLIC_URL6}/boot/{mac}.ipxe");
+    let from6 = |l: &str| l.contains("\"[2001:db8:");
+    type Seen<'a> = Box<dyn Fn(&str, &[bootsvc::state::StoredEvent]) -> bool + 'a>;
+    let event6 = |phase: Phase| {
+        move |_: &str, evs: &[bootsvc::state::StoredEvent]| {
+            evs.iter().any(|e| e.event.phase == phase && e.source.is_some_and(|s| s.is_ipv6()))
+        }
+    };
+    let steps: Vec<(&str, Seen)> = vec![
+        (
+            "DHCPv6 to OVMF's HTTP boot (uefi-http): the record's ip6 and the ipxe.efi URL",
+            Box::new(|l: &str, _: &[_]| {
+                l.lines().any(|l| l.contains("(uefi-http)") && l.contains(&efi) && l.contains(ip6))
+            }),
+        ),
+        (
+            "ipxe.efi over HTTP on IPv6",
+            Box::new(|l: &str, _: &[_]| {
+                l.lines().any(|l| l.contains("file served: boot-program ipxe.efi") && from6(l))
+            }),
+        ),
+        (
+            "DHCPv6 to iPXE: its script URL",
+            Box::new(|l: &str, _: &[_]| l.lines().any(|l| l.contains("(ipxe)") && l.contains(&script))),
+        ),
+        (
+            "the iPXE script over IPv6",
+            Box::new(|l: &str, _: &[_]| {
+                l.lines().any(|l| l.contains("\"iPXE script\"") && l.contains("installer") && from6(l))
+            }),
+        ),
+        (
+            "the kernel and the initramfs over IPv6",
+            Box::new(|l: &str, _: &[_]| {
+                l.lines().any(|l| l.contains("file served: artifact initramfs") && from6(l))
+                    && l.lines().any(|l| l.contains("file served: artifact vmlinuz") && from6(l))
+            }),
+        ),
+        ("the installer up on IPv6 (booted-installer)", Box::new(event6(Phase::BootedInstaller))),
+        ("the image written and verified over IPv6", Box::new(event6(Phase::ImageVerified))),
+        ("installed", Box::new(event6(Phase::Installed))),
+        ("the installed OS phoned home over IPv6 (first-boot)", Box::new(event6(Phase::FirstBoot))),
+    ];
+    let started = std::time::Instant::now();
+    let mut next = 0;
+    while next < steps.len() {
+        let log = lab.log_text();
+        let events = lab.events(mac).unwrap_or_default();
+        while next < steps.len() && (steps[next].1)(&log, &events) {
+            eprintln!("{test}: +{:.1} s {}", started.elapsed().as_secs_f64(), steps[next].0);
+            next += 1;
+        }
+        if next == steps.len() {
+            break;
+        }
+        let broken = machine.check_running().err().or_else(|| lab.check_bootsvc().err());
+        if broken.is_some() || started.elapsed() > Duration::from_secs(1800) {
+            lab.failed();
+            panic!(
+                "{test}: waiting for {} ({:.0} s): {}\nbootsvc:\n{}\nconsole:\n{}",
+                steps[next].0,
+                started.elapsed().as_secs_f64(),
+                broken.map_or_else(|| "timed out".to_string(), |e| format!("{e:#}")),
+                osie_qemu_tests::console::tail(&log, 30),
+                osie_qemu_tests::console::tail(&machine.console(), 30)
+            );
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    // The script itself, as iPXE got it: every URL bracketed IPv6.
+    let body = check(lab.site.ns.run("curl", &["-sS", "-6", &format!("{PUBLIC_URL6}/boot/{mac}.ipxe")]));
+    let body = String::from_utf8_lossy(&body.stdout).to_string();
+    let kernel = body.lines().find(|l| l.starts_with("kernel ")).unwrap_or_else(|| panic!("no kernel line: {body}"));
+    assert!(kernel.contains(&format!("{PUBLIC_URL6}/artifacts/")), "{kernel}");
+    assert!(!body.contains("192.0.2."), "an IPv4 URL in an IPv6 machine's script: {body}");
+    machine.power_off();
 }

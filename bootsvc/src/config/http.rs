@@ -53,6 +53,17 @@ impl fmt::Display for AdminListen {
     }
 }
 
+impl super::Http {
+    /// The listener IPv6 callers reach: `listen` when it is an IPv6 address (`[::]` takes
+    /// IPv4 too), else `listen6`.
+    pub fn ipv6_listener(&self) -> Option<SocketAddr> {
+        match self.listen {
+            SocketAddr::V6(_) => Some(self.listen),
+            SocketAddr::V4(_) => self.listen6,
+        }
+    }
+}
+
 /// File descriptors kept for everything but HTTP connections (listeners, the state store,
 /// TFTP transfers, inventory reads, the blocking pool's open files).
 pub const FD_RESERVE: u64 = 256;

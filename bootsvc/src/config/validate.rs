@@ -10,6 +10,18 @@ use crate::problem::{Collector, Problems};
 /// Most `http.peers`: each is about 30 bytes of a kernel command line of at most 2048.
 pub const MAX_PEERS: usize = 8;
 
+/// An IPv6 address HTTP may listen on: `[::]` (every address, IPv4 too) when `any` may be,
+/// else a global or unique local address of this host.
+fn listen6_address(a: std::net::Ipv6Addr, any: bool) -> Result<(), String> {
+    if a.is_unspecified() && any {
+        return Ok(());
+    }
+    if a.to_ipv4_mapped().is_some() {
+        return Err(format!("{a} is an IPv4-mapped address: give the IPv4 address itself"));
+    }
+    checks::host_address6(a)
+}
+
 impl Config {
     /// All problems with this configuration; empty when it is usable.
     pub fn validate(&self) -> Problems {
@@ -215,6 +227,49 @@ impl Config {
         }
     }
 
+    /// `http.listen6`, `http.public_url6`, and that what DHCPv6 hands out is served: IPv6
+    /// callers need a listener (`listen` IPv6, or `listen6`) and a base URL to be given.
+    fn check_http6(&self, c: &mut Collector) {
+        let h = &self.http;
+        if let Some(l) = h.listen6 {
+            let r = match (l, h.listen) {
+                (std::net::SocketAddr::V4(_), _) => {
+                    Err(format!("{l} is not an IPv6 address, e.g. \"[2001:db8::1]:8080\""))
+                }
+                (_, std::net::SocketAddr::V6(_)) => {
+                    Err(format!("http.listen {} already accepts IPv6; remove listen6", h.listen))
+                }
+                (std::net::SocketAddr::V6(a), _) if a.port() == 0 => {
+                    Err("port 0 is not a fixed port; machines need to know it".to_string())
+                }
+                (std::net::SocketAddr::V6(a), _) => listen6_address(*a.ip(), false),
+            };
+            c.check("http.listen6", r);
+        }
+        if let Some(u) = &h.public_url6 {
+            c.check("http.public_url6", checks::base_url(u));
+        }
+        let listener = h.ipv6_listener();
+        if listener.is_some() && self.public_url6().is_none() {
+            c.add(
+                "http.public_url6",
+                "required when HTTP accepts IPv6 (or set dhcp6.address): the base URL given to callers over IPv6, \
+                 e.g. \"http://[2001:db8::1]:8080\"",
+            );
+        }
+        if listener.is_none() && (self.dhcp6.enabled || h.public_url6.is_some()) {
+            let what = if self.dhcp6.enabled { "DHCPv6 hands out IPv6 boot URLs" } else { "http.public_url6 is set" };
+            c.add(
+                "http.listen",
+                format!(
+                    "{what}, but HTTP listens on IPv4 only ({}): use \"[::]:{}\" or set http.listen6",
+                    h.listen,
+                    h.listen.port()
+                ),
+            );
+        }
+    }
+
     /// `http.peers`: base URLs like `public_url`, none of them twice or this instance's own,
     /// no comma (the separator of `osie.url`), and few enough for the kernel command line.
     fn check_peers(&self, c: &mut Collector) {
@@ -252,14 +307,13 @@ impl Config {
                 c.add("http.listen", format!("{a} cannot be listened on"));
             }
             IpAddr::V4(_) => {}
-            IpAddr::V6(_) => {
-                c.add("http.listen", "must be an IPv4 address: machines are identified by their IPv4 source address")
-            }
+            IpAddr::V6(a) => c.check("http.listen", listen6_address(a, true)),
         }
         if h.listen.port() == 0 {
             c.add("http.listen", "port 0 is not a fixed port; machines need to know it through http.public_url");
         }
         c.check("http.public_url", checks::base_url(&h.public_url));
+        self.check_http6(c);
         self.check_peers(c);
         if !(1024..=(64 << 20)).contains(&h.max_body_bytes) {
             c.add("http.max_body_bytes", format!("{} is out of range: 1 KiB to 64 MiB", h.max_body_bytes));
@@ -557,7 +611,7 @@ dir = "machines"
         let (d, mut c) = fixture();
         c.listen.address = Ipv4Addr::UNSPECIFIED;
         c.http.public_url = "192.0.2.1:8080".into();
-        c.http.listen = "[::]:8080".parse().unwrap();
+        c.http.listen = "[fe80::1]:8080".parse().unwrap();
         c.artifacts.kernel = "../vmlinuz".into();
         c.artifacts.initrd = "missing.img".into();
         c.artifacts.kernel_args = "console=ttyS0\nchain http://evil/".into();
@@ -632,14 +686,62 @@ dir = "machines"
     }
 
     #[test]
+    fn http_over_ipv6_is_checked() {
+        let (_d, mut c) = fixture();
+        // DHCPv6 hands out IPv6 URLs: HTTP must accept IPv6.
+        c.dhcp6.enabled = true;
+        c.dhcp6.address = Some("2001:db8::1".parse().unwrap());
+        assert_eq!(fields(&c.validate()), ["http.listen"]);
+        c.http.listen = "[::]:8080".parse().unwrap();
+        assert!(c.validate().is_empty(), "{}", c.validate());
+        assert_eq!(c.public_url6().as_deref(), Some("http://[2001:db8::1]:8080"));
+        // Or a second listener beside an IPv4 one; its port goes into the URLs.
+        c.http.listen = "192.0.2.1:8080".parse().unwrap();
+        c.http.listen6 = Some("[2001:db8::1]:8081".parse().unwrap());
+        assert!(c.validate().is_empty(), "{}", c.validate());
+        assert_eq!(c.public_url6().as_deref(), Some("http://[2001:db8::1]:8081"));
+        for bad in ["192.0.2.1:8082", "[fe80::1]:8080", "[::ffff:192.0.2.1]:8080", "[2001:db8::1]:0", "[::]:8081"] {
+            c.http.listen6 = Some(bad.parse().unwrap());
+            assert_eq!(fields(&c.validate()), ["http.listen6"], "{bad}");
+        }
+        c.http.listen = "[::]:8080".parse().unwrap();
+        c.http.listen6 = Some("[2001:db8::1]:8081".parse().unwrap());
+        assert_eq!(fields(&c.validate()), ["http.listen6"], "listen already takes IPv6");
+        c.http.listen6 = None;
+        // An IPv6 listener without DHCPv6 needs the base URL given to IPv6 callers.
+        c.dhcp6.enabled = false;
+        c.dhcp6.address = None;
+        assert_eq!(fields(&c.validate()), ["http.public_url6"]);
+        c.http.public_url6 = Some("http://[2001:db8::1]:8080/".into());
+        assert!(c.validate().is_empty(), "{}", c.validate());
+        c.http.public_url6 = Some("[2001:db8::1]:8080".into());
+        assert_eq!(fields(&c.validate()), ["http.public_url6"]);
+        // A base URL for IPv6 with no listener for it.
+        c.http.listen = "192.0.2.1:8080".parse().unwrap();
+        c.http.public_url6 = Some("http://[2001:db8::1]:8080".into());
+        assert_eq!(fields(&c.validate()), ["http.listen"]);
+        for bad in ["[fe80::1]:8080", "[ff02::1]:8080", "[::1]:8080"] {
+            c.http.listen = bad.parse().unwrap();
+            assert_eq!(fields(&c.validate()), ["http.listen"], "{bad}");
+        }
+    }
+
+    #[test]
     fn ipv6_settings_are_checked() {
         let (_d, mut c) = fixture();
         c.dhcp6.enabled = true;
-        assert_eq!(fields(&c.validate()), ["dhcp6.address"], "enabled needs an address");
+        c.http.listen = "[::]:8080".parse().unwrap();
+        assert_eq!(
+            fields(&c.validate()),
+            ["dhcp6.address", "http.public_url6"],
+            "enabled needs an address (and IPv6 callers a base URL)"
+        );
+        c.http.public_url6 = Some("http://[2001:db8::1]:8080".into());
         for bad in ["fe80::1", "ff02::1", "::", "::1", "::ffff:192.0.2.1"] {
             c.dhcp6.address = Some(bad.parse().unwrap());
             assert_eq!(fields(&c.validate()), ["dhcp6.address"], "{bad}");
         }
+        c.http.public_url6 = None;
         c.dhcp6.address = Some("2001:db8::1".parse().unwrap());
         c.router_advertisements.managed = true;
         c.router_advertisements.prefix = Some("2001:db8:1::/64".into());

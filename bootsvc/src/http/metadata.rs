@@ -52,7 +52,8 @@ pub async fn installer(
             return (status, format!("install.image: {e}\n")).into_response();
         }
     };
-    let meta = md::for_installer(m, caller.mac, &snap.images, &app.cfg.http.public_url, vendor.as_ref());
+    let base = crate::netboot::own_url(&app.cfg, crate::netboot::Via::of(peer));
+    let meta = md::for_installer(m, caller.mac, &snap.images, &base, vendor.as_ref());
     tracing::info!(
         mac = %caller.mac, host = %m.hostname, ip = %caller.ip, matched = %caller.how,
         plan = meta.install.is_some(), "metadata served"
@@ -75,7 +76,7 @@ fn note(app: &AppState, c: &Caller, path: &str, run_id: Option<String>) {
     if let Some(t) = &app.tracer {
         let step =
             Step::Metadata(MetadataStep { path: crate::trace::clean(path, crate::trace::MAX_TEXT), status: 200 });
-        t.step(c.mac, Some(std::net::IpAddr::V4(c.ip)), run_id, step);
+        t.step(c.mac, Some(c.ip), run_id, step);
     }
 }
 

@@ -159,18 +159,19 @@ pub fn conn_limits(cfg: &Config) -> conn::Limits {
     }
 }
 
-/// The machines' server on `listener` (bound earlier, as root).
-pub fn machines_server(app: &AppState, listener: Listener) -> HttpServer {
+/// The machines' servers, one per listener (`http.listen`, and `http.listen6` when set),
+/// bound earlier as root; they share one set of connection caps.
+pub fn machines_servers(app: &AppState, listeners: Vec<Listener>) -> Vec<HttpServer> {
     let h = &app.cfg.http;
     let caps = Caps::new(h.max_connections, h.max_connections_per_source);
-    HttpServer::new(
-        "HTTP",
-        listener,
-        machines_router(Arc::clone(app)),
-        conn_limits(&app.cfg),
-        caps,
-        Arc::clone(&app.metrics),
-    )
+    let router = machines_router(Arc::clone(app));
+    listeners
+        .into_iter()
+        .map(|l| {
+            let (r, c) = (router.clone(), Arc::clone(&caps));
+            HttpServer::new("HTTP", l, r, conn_limits(&app.cfg), c, Arc::clone(&app.metrics))
+        })
+        .collect()
 }
 
 /// The admin API's server on `listener`.

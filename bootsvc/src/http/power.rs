@@ -195,10 +195,7 @@ async fn record(app: &AppState, key: MacAddr, host: &str, by: &str, ip: Option<I
         error: report.error.iter().map(|e| e.message.clone()).collect(),
         hardware: (dmi != Dmi::default()).then(|| Hardware { dmi, ..Default::default() }),
     };
-    let source = match ip {
-        Some(IpAddr::V4(v4)) => Some(v4),
-        _ => None,
-    };
+    let source = ip.map(crate::netaddr::unmap);
     let storage = Arc::clone(&app.storage);
     let stored = tokio::task::spawn_blocking(move || storage.record_event(key, &ev, source, &now)).await;
     let outcome = report.error.as_ref().map_or("done".to_string(), |e| format!("failed: {}", e.message));

@@ -15,7 +15,7 @@
 //! - The neighbour table could not be read: nothing but a fixed address is accepted.
 
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use osie_api::MacAddr;
 use serde::{Deserialize, Serialize};
@@ -51,11 +51,15 @@ pub struct Sources {
     pub lease: bool,
     pub neighbour: bool,
     pub dhcp_request: bool,
+    /// An IPv6 source's EUI-64 interface identifier names the NIC its neighbour entry names
+    /// (`super::decide6`).
+    #[serde(default)]
+    pub eui64: bool,
 }
 
 impl Sources {
     pub fn any(&self) -> bool {
-        self.fixed_address || self.lease || self.neighbour || self.dhcp_request
+        self.fixed_address || self.lease || self.neighbour || self.dhcp_request || self.eui64
     }
 }
 
@@ -66,6 +70,7 @@ impl fmt::Display for Sources {
             (self.lease, "lease"),
             (self.neighbour, "neighbour"),
             (self.dhcp_request, "dhcp-request"),
+            (self.eui64, "eui64"),
         ];
         let on: Vec<&str> = names.iter().filter(|(b, _)| *b).map(|(_, n)| *n).collect();
         if on.is_empty() {
@@ -80,7 +85,7 @@ impl fmt::Display for Sources {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
     /// The machine has a fixed address and `source` is not it.
-    NotItsFixedAddress { fixed: Ipv4Addr },
+    NotItsFixedAddress { fixed: IpAddr },
     /// `source` is another record's fixed address.
     FixedAddressOfAnother,
     /// bootsvc's pool lease on `source` is another NIC's.
@@ -89,6 +94,9 @@ pub enum Refusal {
     NeighbourIsAnother(MacAddr),
     /// No neighbour entry, and the last DHCP REQUEST for `source` came from another NIC.
     RequestedByAnother(MacAddr),
+    /// An IPv6 source's EUI-64 interface identifier was formed from a NIC that is not the
+    /// machine's.
+    Eui64IsAnother(MacAddr),
     /// The neighbour table could not be read, so nothing can refute a dynamic source.
     NeighboursUnknown,
     /// Nothing binds `source` to the machine.
@@ -105,28 +113,40 @@ impl fmt::Display for Refusal {
                 write!(f, "its neighbour (ARP) entry says it is at {m}, not one of the machine's NICs")
             }
             Refusal::RequestedByAnother(m) => write!(f, "the last DHCP request for it came from {m}"),
+            Refusal::Eui64IsAnother(m) => {
+                write!(f, "its interface identifier was formed from {m} (EUI-64), not one of the machine's NICs")
+            }
             Refusal::NeighboursUnknown => f.write_str(
                 "the kernel's neighbour table could not be read, so only a fixed address identifies a machine",
             ),
             Refusal::NoSource => f.write_str(
                 "no lease of bootsvc's, no DHCP request and no neighbour entry binds it to the machine's NICs; \
-                 give the machine a fixed address in its record",
+                 give the machine a fixed address in its record (ip, or ip6 for IPv6)",
             ),
         }
+    }
+}
+
+/// The rule of fixed addresses, IPv4 and IPv6 alike: a machine with one is that address and
+/// no other; another machine's is never its. `None`: the dynamic sources decide.
+pub(super) fn by_fixed<A: PartialEq + Copy + Into<IpAddr>>(
+    source: A,
+    fixed: Option<A>,
+    fixed_of_other: bool,
+) -> Option<Result<Sources, Refusal>> {
+    match fixed {
+        Some(f) if f == source => Some(Ok(Sources { fixed_address: true, ..Default::default() })),
+        Some(f) => Some(Err(Refusal::NotItsFixedAddress { fixed: f.into() })),
+        None if fixed_of_other => Some(Err(Refusal::FixedAddressOfAnother)),
+        None => None,
     }
 }
 
 /// Decide whether `f.source` is the machine's address.
 pub fn decide(f: &Facts<'_>) -> Result<Sources, Refusal> {
     let ours = |m: &MacAddr| f.macs.contains(m);
-    if let Some(fixed) = f.fixed {
-        if f.source == fixed {
-            return Ok(Sources { fixed_address: true, ..Default::default() });
-        }
-        return Err(Refusal::NotItsFixedAddress { fixed });
-    }
-    if f.fixed_of_other {
-        return Err(Refusal::FixedAddressOfAnother);
+    if let Some(r) = by_fixed(f.source, f.fixed, f.fixed_of_other) {
+        return r;
     }
     let mut s = Sources::default();
     match f.lease {
@@ -178,7 +198,7 @@ mod tests {
     }
 
     fn src(lease: bool, neighbour: bool, dhcp_request: bool) -> Sources {
-        Sources { fixed_address: false, lease, neighbour, dhcp_request }
+        Sources { fixed_address: false, lease, neighbour, dhcp_request, eui64: false }
     }
 
     use DhcpMode::{Proxy, Reservation};
@@ -201,7 +221,7 @@ mod tests {
         let rows: &[Row] = &[
             // Fixed addresses: that address only, whatever else is known.
             ("fixed, other address", Reservation, Some(FIXED), Some(A1), None, Some(&[A1]), false,
-             Err(Refusal::NotItsFixedAddress { fixed: FIXED })),
+             Err(Refusal::NotItsFixedAddress { fixed: FIXED.into() })),
             ("script fetch only (no source at all)", Reservation, None, None, None, Some(&[]), false, Err(Refusal::NoSource)),
             ("pool lease, relayed", Reservation, None, Some(A2), None, Some(&[]), false, Ok(src(true, false, false))),
             ("pool lease and neighbour agree", Reservation, None, Some(A1), None, Some(&[A1]), false, Ok(src(true, true, false))),

@@ -3,6 +3,7 @@
 //! the segment can still do) is `bootsvc/docs/security.md`.
 //!
 //! - [`decide`]: the decision, a pure function of [`decide::Facts`];
+//! - [`decide6`]: the same for IPv6 sources (record `ip6`, NDP entry, EUI-64);
 //! - [`neighbours`]: the kernel's neighbour (ARP) table;
 //! - [`refused`]: refused claims, shown to the operator on the claimed machine;
 //! - [`Identity`]: gathers the facts for a source address from the storage (fixed addresses
@@ -10,18 +11,21 @@
 //!   neighbour table, and asks [`decide::decide`].
 
 pub mod decide;
+pub mod decide6;
 pub mod neighbours;
 pub mod refused;
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use osie_api::MacAddr;
 use serde::{Deserialize, Serialize};
 
+pub use crate::netaddr::unmap;
 pub use decide::{decide, Facts, Refusal, Sources};
+pub use decide6::{decide6, Facts6};
 pub use refused::RefusedClaim;
 
 use crate::config::DhcpMode;
@@ -32,7 +36,7 @@ use neighbours::Neighbours;
 /// An address bootsvc knows for a machine, and from where (the operator's view).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KnownAddress {
-    pub address: Ipv4Addr,
+    pub address: IpAddr,
     /// `fixed-address`, `lease`, `dhcp-request` or `neighbour`.
     pub source: String,
     #[serde(default)]
@@ -119,9 +123,37 @@ impl Identity {
         })
     }
 
-    /// Is `ip` the address of `m`?
-    pub fn check(&self, storage: &dyn Storage, snap: &Snapshot, m: &Machine, ip: Ipv4Addr) -> Result<Sources, Refusal> {
-        self.check_in(Records::of(storage), snap, m, ip)
+    /// Is `ip` the address of `m`? (An IPv4-mapped IPv6 address is its IPv4 address.)
+    pub fn check(&self, storage: &dyn Storage, snap: &Snapshot, m: &Machine, ip: IpAddr) -> Result<Sources, Refusal> {
+        match unmap(ip) {
+            IpAddr::V4(a) => self.check_in(Records::of(storage), snap, m, a),
+            IpAddr::V6(a) => self.check6(snap, m, a),
+        }
+    }
+
+    /// Is the IPv6 address `ip` the address of `m` ([`decide6`])? The neighbour table is read
+    /// unless `ip` is the record's `ip6`.
+    pub fn check6(&self, snap: &Snapshot, m: &Machine, ip: Ipv6Addr) -> Result<Sources, Refusal> {
+        let own = m.ip6.as_ref().is_some_and(|c| c.address == ip);
+        let neighbours = if own { Some(Vec::new()) } else { self.neighbours.lookup6(ip).ok() };
+        self.judge6(snap, neighbours.as_deref(), m, ip)
+    }
+
+    fn judge6(
+        &self,
+        snap: &Snapshot,
+        neighbours: Option<&[MacAddr]>,
+        m: &Machine,
+        ip: Ipv6Addr,
+    ) -> Result<Sources, Refusal> {
+        let fixed_of_other = snap.by_fixed_ip6(ip).is_some_and(|e| e.machine.boot_mac() != m.boot_mac());
+        decide6(&Facts6 {
+            source: ip,
+            macs: &m.macs,
+            fixed: m.ip6.as_ref().map(|c| c.address),
+            neighbours,
+            fixed_of_other,
+        })
     }
 
     /// [`Identity::check`] over the records themselves (the fuzz target's own tables).
@@ -139,9 +171,42 @@ impl Identity {
         &self,
         storage: &dyn Storage,
         snap: &Snapshot,
-        ip: Ipv4Addr,
+        ip: IpAddr,
     ) -> Result<(Entry, Sources), Option<(Entry, Refusal)>> {
-        self.by_source_in(Records::of(storage), snap, ip)
+        match unmap(ip) {
+            IpAddr::V4(a) => self.by_source_in(Records::of(storage), snap, a),
+            IpAddr::V6(a) => self.by_source6(snap, a),
+        }
+    }
+
+    /// [`Identity::by_source`] for an IPv6 address: the owner of `ip` as a record's `ip6`,
+    /// else the machines its neighbour entries and its EUI-64 name, each judged by
+    /// [`decide6`].
+    pub fn by_source6(&self, snap: &Snapshot, ip: Ipv6Addr) -> Result<(Entry, Sources), Option<(Entry, Refusal)>> {
+        if let Some(e) = snap.by_fixed_ip6(ip) {
+            return match self.judge6(snap, Some(&[]), &e.machine, ip) {
+                Ok(s) => Ok((e.clone(), s)),
+                Err(r) => Err(Some((e.clone(), r))),
+            };
+        }
+        let neighbours = self.neighbours.lookup6(ip).ok();
+        let named = neighbours.iter().flatten().copied().chain(crate::netaddr::eui64(ip));
+        let mut first_refusal = None;
+        let mut seen: Vec<MacAddr> = Vec::new();
+        for e in named.filter_map(|mac| snap.by_mac(&mac)) {
+            let Some(key) = e.machine.boot_mac() else { continue };
+            if seen.contains(&key) {
+                continue;
+            }
+            seen.push(key);
+            match self.judge6(snap, neighbours.as_deref(), &e.machine, ip) {
+                Ok(s) => return Ok((e.clone(), s)),
+                Err(r) => {
+                    first_refusal.get_or_insert((e.clone(), r));
+                }
+            }
+        }
+        Err(first_refusal)
     }
 
     /// [`Identity::by_source`] over the records themselves.
@@ -181,7 +246,7 @@ impl Identity {
 
     /// Note that `ip` claimed `m` and was refused; true when it should be logged as a
     /// warning (rate-limited per address and route, see [`refused`]).
-    pub fn refused(&self, m: &Machine, ip: Ipv4Addr, route: &str, why: &Refusal) -> bool {
+    pub fn refused(&self, m: &Machine, ip: IpAddr, route: &str, why: &Refusal) -> bool {
         match state_key(m) {
             Some(key) => self.claims.record(key, ip, route, &why.to_string(), &crate::state::now()),
             None => true,
@@ -192,12 +257,15 @@ impl Identity {
     pub fn view(&self, storage: &dyn Storage, m: &Machine) -> IdentityView {
         let mut addresses = Vec::new();
         if let Some(c) = &m.ip {
-            addresses.push(KnownAddress { address: c.address, source: "fixed-address".into(), mac: None });
+            addresses.push(KnownAddress { address: c.address.into(), source: "fixed-address".into(), mac: None });
+        }
+        if let Some(c) = &m.ip6 {
+            addresses.push(KnownAddress { address: c.address.into(), source: "fixed-address".into(), mac: None });
         }
         let neighbours = self.neighbours_by_mac();
         for mac in &m.macs {
-            let mut add = |address, source: &str| {
-                addresses.push(KnownAddress { address, source: source.into(), mac: Some(*mac) })
+            let mut add = |address: Ipv4Addr, source: &str| {
+                addresses.push(KnownAddress { address: address.into(), source: source.into(), mac: Some(*mac) })
             };
             if let Some(ip) = storage.leases().lease_of(mac) {
                 add(ip, "lease");
@@ -258,13 +326,13 @@ mod tests {
     }
     impl Probe<'_> {
         fn identify(&self, snap: &Snapshot, e: &Entry, ip: Ipv4Addr) -> Result<Sources, Refusal> {
-            self.id.check(self.st, snap, &e.machine, ip)
+            self.id.check(self.st, snap, &e.machine, ip.into())
         }
         fn entry_by_source(&self, snap: &Snapshot, ip: Ipv4Addr) -> Result<(Entry, Sources), Option<(Entry, Refusal)>> {
-            self.id.by_source(self.st, snap, ip)
+            self.id.by_source(self.st, snap, ip.into())
         }
         fn refused_claim(&self, m: &Machine, ip: Ipv4Addr, route: &str, why: &Refusal) -> bool {
-            self.id.refused(m, ip, route, why)
+            self.id.refused(m, ip.into(), route, why)
         }
         fn identity_view(&self, m: &Machine) -> IdentityView {
             self.id.view(self.st, m)
@@ -351,7 +419,7 @@ mod tests {
             ]
         );
         assert_eq!(v.refused.len(), 1);
-        assert_eq!((v.refused[0].address, v.refused[0].route.as_str()), (ip("192.0.2.66"), "/metadata"));
+        assert_eq!((v.refused[0].address, v.refused[0].route.as_str()), (ip("192.0.2.66").into(), "/metadata"));
         assert!(v.refused[0].why.contains("fixed address"), "{}", v.refused[0].why);
         assert!(b.identity_view(&fixed.machine).refused.is_empty());
     }

@@ -8,7 +8,7 @@
 //! [`LOG_EVERY`] (the rest go to debug).
 
 use std::collections::{HashMap, VecDeque};
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -23,7 +23,7 @@ const MAX_MACHINES: usize = 65536;
 /// One address's refused claims on one route.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RefusedClaim {
-    pub address: Ipv4Addr,
+    pub address: IpAddr,
     /// The route template (`/metadata`, `/events`, `/phone-home/{instance_id}`…).
     pub route: String,
     /// Why the last one was refused.
@@ -47,7 +47,7 @@ pub struct Claims {
 impl Claims {
     /// Note a refused claim on the machine keyed `key`. True when it should be logged as a
     /// warning (new, or not logged for [`LOG_EVERY`]).
-    pub fn record(&self, key: MacAddr, address: Ipv4Addr, route: &str, why: &str, now: &str) -> bool {
+    pub fn record(&self, key: MacAddr, address: IpAddr, route: &str, why: &str, now: &str) -> bool {
         let mut all = self.by_machine.lock().unwrap_or_else(|p| p.into_inner());
         if !all.contains_key(&key) && all.len() >= MAX_MACHINES {
             return false;
@@ -101,7 +101,7 @@ mod tests {
     #[test]
     fn coalesced_bounded_and_rate_limited() {
         let c = Claims::default();
-        let a = Ipv4Addr::new(192, 0, 2, 66);
+        let a = IpAddr::from([192, 0, 2, 66]);
         assert!(c.record(M, a, "/metadata", "no source", "t1"));
         for i in 0..1000 {
             assert!(!c.record(M, a, "/metadata", "no source", &format!("t2-{i:04}")), "logged once a minute");
@@ -111,11 +111,11 @@ mod tests {
         assert_eq!(v.len(), 2);
         assert_eq!((v[0].count, v[0].first.as_str(), v[0].last.as_str()), (1001, "t1", "t2-0999"));
         for i in 0..100u8 {
-            c.record(M, Ipv4Addr::new(198, 51, 100, i), "/metadata", "x", &format!("t4-{i:03}"));
+            c.record(M, IpAddr::from([198, 51, 100, i]), "/metadata", "x", &format!("t4-{i:03}"));
         }
         let v = c.of(&M);
         assert_eq!(v.len(), PER_MACHINE, "the oldest go");
-        assert_eq!(v.last().unwrap().address, Ipv4Addr::new(198, 51, 100, 99));
+        assert_eq!(v.last().unwrap().address, IpAddr::from([198, 51, 100, 99]));
         assert!(c.of(&MacAddr::new([2, 0, 0, 0, 0, 2])).is_empty());
     }
 }

@@ -63,6 +63,7 @@ pub struct Snapshot {
     entries: Vec<Entry>,
     by_mac: HashMap<MacAddr, usize>,
     by_ip: HashMap<Ipv4Addr, usize>,
+    by_ip6: HashMap<std::net::Ipv6Addr, usize>,
     by_instance: HashMap<String, usize>,
     pub images: Images,
 }
@@ -126,6 +127,9 @@ impl Snapshot {
             if let Some(ip) = &e.machine.ip {
                 s.by_ip.entry(ip.address).or_insert(i);
             }
+            if let Some(ip) = &e.machine.ip6 {
+                s.by_ip6.entry(ip.address).or_insert(i);
+            }
             s.by_instance.entry(e.machine.instance_id()).or_insert(i);
         }
         s.entries = entries;
@@ -151,6 +155,11 @@ impl Snapshot {
     /// By fixed address only (leases are the backend's business).
     pub fn by_fixed_ip(&self, ip: Ipv4Addr) -> Option<&Entry> {
         self.by_ip.get(&ip).map(|i| &self.entries[*i])
+    }
+
+    /// By the record's `ip6` address.
+    pub fn by_fixed_ip6(&self, ip: std::net::Ipv6Addr) -> Option<&Entry> {
+        self.by_ip6.get(&ip).map(|i| &self.entries[*i])
     }
 
     pub fn by_instance_id(&self, id: &str) -> Option<&Entry> {

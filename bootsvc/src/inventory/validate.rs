@@ -57,9 +57,12 @@ pub fn machine(e: &Entry, cfg: &Config, images: &Images, out: &mut Problems) {
     macs(m, &mut r);
     match &m.ip {
         Some(ip) => ip_config(ip, cfg, &mut r),
+        // An IPv6 address (the record's `ip6`, or SLAAC in the advertised prefix) is enough.
+        None if m.ip6.is_some() || cfg.router_advertisements.prefix.is_some() => {}
         None if cfg.dhcp.enabled && cfg.dhcp.mode == DhcpMode::Reservation && cfg.dhcp.pool.is_none() => r.add(
             "ip",
-            "no fixed address and dhcp.pool is not configured: the machine would get no address in reservation mode",
+            "no fixed address and dhcp.pool is not configured: the machine would get no address in reservation mode \
+             (nor an IPv6 one: no ip6, no router_advertisements.prefix)",
         ),
         None => {}
     }

@@ -9,10 +9,11 @@
 //! - the record's own `netboot.grub_config`, as written;
 //! - otherwise the installer ([`super::installer`]) with the same command line as iPXE's.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use osie_api::MacAddr;
 
+use super::Via;
 use crate::config::Config;
 use crate::grub::{self, Name};
 use crate::identity::Identity;
@@ -29,8 +30,9 @@ pub struct Choice {
     pub why: Option<String>,
 }
 
-/// The machine's configuration from its record and state (identification already done).
-pub fn choose(cfg: &Config, entry: Option<&Entry>, state: &MachineState, mac: MacAddr) -> Choice {
+/// The machine's configuration from its record and state (identification already done),
+/// for a machine that reached bootsvc `via`.
+pub fn choose(cfg: &Config, entry: Option<&Entry>, state: &MachineState, mac: MacAddr, via: Via) -> Choice {
     let Some(entry) = entry else { return unknown(mac, None) };
     let m = &entry.machine;
     if let Some(why) = super::refused(m, state, mac) {
@@ -40,7 +42,7 @@ pub fn choose(cfg: &Config, entry: Option<&Entry>, state: &MachineState, mac: Ma
         return Choice { kind: "custom", config: grub::custom(c), why: None };
     }
     let banner = format!("{} ({mac})", m.hostname);
-    let rendered = super::installer_args(cfg, m, mac).and_then(|args| {
+    let rendered = super::installer_args(cfg, m, mac, via).and_then(|args| {
         grub::installer(&grub::Installer {
             kernel: &cfg.artifacts.kernel,
             initrd: &cfg.artifacts.initrd,
@@ -65,14 +67,9 @@ fn unknown(mac: MacAddr, why: Option<String>) -> Choice {
     Choice { kind: "unknown", config: grub::local_boot(&told), why: Some(why.unwrap_or(told)) }
 }
 
-/// The answer to a request of `name` from `source` (`None`: not an IPv4 caller).
-pub fn answer(
-    cfg: &Config,
-    storage: &dyn Storage,
-    identity: &Identity,
-    name: Name,
-    source: Option<Ipv4Addr>,
-) -> Choice {
+/// The answer to a request of `name` from `source` (identified as for metadata: IPv4 or
+/// IPv6, `crate::identity`).
+pub fn answer(cfg: &Config, storage: &dyn Storage, identity: &Identity, name: Name, source: IpAddr) -> Choice {
     let mac = match name {
         Name::Entry => return Choice { kind: "entry", config: grub::entry(), why: None },
         Name::Machine(mac) => mac,
@@ -87,9 +84,7 @@ pub fn answer(
             None => unknown(mac, None),
         };
     };
-    let Some(ip) = source else {
-        return unknown(mac, Some(format!("{mac}: asked for by a caller that is not IPv4, not identified")));
-    };
+    let ip = crate::identity::unmap(source);
     if let Err(why) = identity.check(storage, &snap, &entry.machine, ip) {
         let m = &entry.machine;
         identity.refused(m, ip, "grub", &why);
@@ -98,7 +93,8 @@ pub fn answer(
         c.kind = "not-identified";
         return c;
     }
-    choose(cfg, Some(entry), &storage.state_of(&entry.machine), mac)
+    let via = if ip.is_ipv6() { Via::V6 } else { Via::V4 };
+    choose(cfg, Some(entry), &storage.state_of(&entry.machine), mac, via)
 }
 
 /// Log one answer (TFTP and HTTP alike).
@@ -126,7 +122,7 @@ mod tests {
         let e = entry(&format!(
             r#"{{"hostname":"n1","macs":["{MAC}"],"netboot":{{"allow":true,"kernel_args":"osie.debug osie.url=http://evil"}}}}"#
         ));
-        let c = choose(&cfg(), Some(&e), &MachineState::default(), MAC.parse().unwrap());
+        let c = choose(&cfg(), Some(&e), &MachineState::default(), MAC.parse().unwrap(), Via::V4);
         assert_eq!(c.kind, "installer", "{:?}", c.why);
         let linux = c.config.lines().find(|l| l.starts_with("if linux ")).unwrap();
         assert_eq!(
@@ -142,25 +138,25 @@ mod tests {
     #[test]
     fn unknown_disallowed_installed_and_custom() {
         let mac: MacAddr = MAC.parse().unwrap();
-        let c = choose(&cfg(), None, &MachineState::default(), mac);
+        let c = choose(&cfg(), None, &MachineState::default(), mac, Via::V4);
         assert_eq!(c.kind, "unknown");
         assert!(c.config.ends_with("\nexit\n") && !c.config.contains("linux"), "{}", c.config);
 
         let e = entry(&format!(r#"{{"hostname":"n1","macs":["{MAC}"]}}"#));
-        let c = choose(&cfg(), Some(&e), &MachineState::default(), mac);
+        let c = choose(&cfg(), Some(&e), &MachineState::default(), mac, Via::V4);
         assert_eq!(c.kind, "local-boot");
         assert!(c.why.unwrap().contains("not allowed"));
 
         let e = entry(&format!(r#"{{"hostname":"n1","macs":["{MAC}"],"netboot":{{"allow":true}}}}"#));
         let installed = MachineState { netboot_cleared: true, ..Default::default() };
-        let c = choose(&cfg(), Some(&e), &installed, mac);
+        let c = choose(&cfg(), Some(&e), &installed, mac, Via::V4);
         assert_eq!(c.kind, "local-boot");
         assert!(c.why.unwrap().contains("reinstall"));
 
         let e = entry(&format!(
             r#"{{"hostname":"n1","macs":["{MAC}"],"netboot":{{"allow":true,"grub_config":"echo hi\nexit","ipxe_script":"shell"}}}}"#
         ));
-        let c = choose(&cfg(), Some(&e), &MachineState::default(), mac);
+        let c = choose(&cfg(), Some(&e), &MachineState::default(), mac, Via::V4);
         assert_eq!((c.kind, c.config.as_str()), ("custom", "echo hi\nexit\n"));
     }
 
@@ -169,7 +165,7 @@ mod tests {
         let e = entry(&format!(
             r#"{{"hostname":"n1","macs":["{MAC}"],"netboot":{{"allow":true,"kernel_args":"quiet';reboot;'"}}}}"#
         ));
-        let c = choose(&cfg(), Some(&e), &MachineState::default(), MAC.parse().unwrap());
+        let c = choose(&cfg(), Some(&e), &MachineState::default(), MAC.parse().unwrap(), Via::V4);
         assert_eq!(c.kind, "error");
         assert!(!c.config.contains("reboot") && !c.config.contains("linux"), "{}", c.config);
     }

@@ -29,18 +29,45 @@ pub fn refused(m: &Machine, state: &MachineState, mac: MacAddr) -> Option<String
     })
 }
 
-/// `osie.url`: this instance's `public_url`, then each of `http.peers`, without trailing
-/// slashes.
-pub fn base_urls(cfg: &Config) -> Vec<&str> {
-    std::iter::once(cfg.http.public_url.as_str())
-        .chain(cfg.http.peers.iter().map(String::as_str))
-        .map(|u| u.trim_end_matches('/'))
+/// How a caller reached bootsvc, which decides the host of every URL it is given: a machine
+/// that came over IPv6 is given `http.public_url6` (bracketed IPv6), one over IPv4 (or an
+/// IPv4-mapped address on a dual-stack listener) `http.public_url`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    V4,
+    V6,
+}
+
+impl Via {
+    /// The family of `peer`'s address (IPv4-mapped IPv6 counts as IPv4).
+    pub fn of(peer: std::net::SocketAddr) -> Via {
+        match peer.ip() {
+            std::net::IpAddr::V6(a) if a.to_ipv4_mapped().is_none() => Via::V6,
+            _ => Via::V4,
+        }
+    }
+}
+
+/// This instance's base URL for a caller that came `via`: `http.public_url6` for IPv6 when
+/// there is one (`Config::public_url6`), else `http.public_url`. No trailing slash.
+pub fn own_url(cfg: &Config, via: Via) -> String {
+    match (via, cfg.public_url6()) {
+        (Via::V6, Some(u)) => u,
+        _ => cfg.http.public_url.trim_end_matches('/').to_string(),
+    }
+}
+
+/// `osie.url`: this instance's base URL for the caller ([`own_url`]), then each of
+/// `http.peers`, without trailing slashes.
+pub fn base_urls(cfg: &Config, via: Via) -> Vec<String> {
+    std::iter::once(own_url(cfg, via))
+        .chain(cfg.http.peers.iter().map(|u| u.trim_end_matches('/').to_string()))
         .collect()
 }
 
-/// The installer's kernel command line for `m` booting from `mac`.
-pub fn installer_args(cfg: &Config, m: &Machine, mac: MacAddr) -> Result<Vec<String>, ipxe::Unsafe> {
-    let osie_url = base_urls(cfg).join(",");
+/// The installer's kernel command line for `m` booting from `mac`, reached `via`.
+pub fn installer_args(cfg: &Config, m: &Machine, mac: MacAddr, via: Via) -> Result<Vec<String>, ipxe::Unsafe> {
+    let osie_url = base_urls(cfg, via).join(",");
     ipxe::installer_args(&osie_url, &cfg.artifacts.kernel_args, m.netboot.kernel_args.as_deref(), mac)
 }
 

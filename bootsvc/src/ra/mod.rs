@@ -12,7 +12,7 @@
 //! ([`limit::Quiet`]): where a real router serves the segment, its advertisements are the
 //! ones hosts should act on. `on` always answers, `off` opens no socket. Answers go to the
 //! soliciting host's link-local address (to all nodes when it has none yet), rate limited
-//! per source and in all ([`limit::Limiter`]); malformed packets and packets that crossed a
+//! per source and in all ([`crate::ratelimit::Limiter`], [`limit::RATES`]); malformed packets and packets that crossed a
 //! router (hop limit below 255) are dropped and counted.
 //!
 //! The raw ICMPv6 socket is opened as root in [`bind_socket`], before privileges are
@@ -34,8 +34,9 @@ use tracing::{info, warn};
 use crate::config::{Config, RaMode};
 use crate::droplog::DropLog;
 use crate::metrics::Metrics;
+use crate::ratelimit::Limiter;
 use crate::udp::set_raw;
-use limit::{Limiter, Quiet};
+use limit::Quiet;
 use packet::{Received, HOP_LIMIT, ROUTER_ADVERTISEMENT, ROUTER_SOLICITATION};
 
 const ALL_NODES: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
@@ -147,7 +148,7 @@ impl RaServer {
             advertisement: packet::advertisement(self.offer),
             metrics: &self.metrics,
             drops: &drops,
-            limiter: Limiter::new(Instant::now()),
+            limiter: Limiter::new(limit::RATES, Instant::now()),
             quiet: Quiet::default(),
             ifindex,
         };
@@ -235,8 +236,9 @@ impl Handler<'_> {
             return;
         }
         if let Err(l) = self.limiter.allow(src, now) {
-            if self.drop(l.reason(), Some(src)) {
-                info!(from = %src, reason = l.reason(), "router solicitation not answered: rate limited");
+            let reason = self.limiter.reason(l);
+            if self.drop(reason, Some(src)) {
+                info!(from = %src, reason, "router solicitation not answered: rate limited");
             }
             return;
         }

@@ -17,7 +17,6 @@ pub mod machine;
 mod trace;
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex, MutexGuard, RwLock};
 
@@ -44,7 +43,7 @@ pub struct StoredEvent {
     pub received: String,
     /// Who sent it.
     #[serde(default)]
-    pub source: Option<Ipv4Addr>,
+    pub source: Option<std::net::IpAddr>,
     pub event: Event,
 }
 
@@ -76,7 +75,7 @@ struct Job {
     ticket: u64,
     key: MacAddr,
     ev: Event,
-    source: Option<Ipv4Addr>,
+    source: Option<std::net::IpAddr>,
     now: String,
 }
 
@@ -157,7 +156,13 @@ impl Store {
     /// Store `ev` for the machine keyed `key` and update its state, durably, before
     /// returning. A re-sent event (same `run_id` and `seq`) changes nothing. Concurrent
     /// callers share commits (see the module docs).
-    pub fn record_event(&self, key: MacAddr, ev: &Event, source: Option<Ipv4Addr>, now: &str) -> Result<Recorded> {
+    pub fn record_event(
+        &self,
+        key: MacAddr,
+        ev: &Event,
+        source: Option<std::net::IpAddr>,
+        now: &str,
+    ) -> Result<Recorded> {
         let mut q = self.lock_queue();
         let ticket = q.next;
         q.next += 1;
@@ -364,7 +369,7 @@ mod tests {
     fn events_survive_reopen_and_duplicates_are_noops() {
         let d = tempfile::tempdir().unwrap();
         let key: MacAddr = "52:54:00:00:00:01".parse().unwrap();
-        let ip = Some(Ipv4Addr::new(192, 0, 2, 10));
+        let ip = Some(std::net::IpAddr::from([192, 0, 2, 10]));
         {
             let s = Store::open(d.path()).unwrap();
             assert!(!s.record_event(key, &ev(Phase::BootedInstaller, "r1", 0), ip, "t0").unwrap().duplicate);

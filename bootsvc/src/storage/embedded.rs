@@ -6,7 +6,6 @@
 //! commands use.
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -124,7 +123,7 @@ impl Storage for EmbeddedStorage {
         self.store.all()
     }
 
-    fn record_event(&self, key: MacAddr, ev: &Event, source: Option<Ipv4Addr>, now: &str) -> Result<Recorded> {
+    fn record_event(&self, key: MacAddr, ev: &Event, source: Option<std::net::IpAddr>, now: &str) -> Result<Recorded> {
         self.store.record_event(key, ev, source, now)
     }
 
@@ -293,7 +292,7 @@ pub(crate) mod tests {
             tx.send((r.kind, a.kind, a.msg.yiaddr(), b.by_ip(ip).map(|m| m.hostname.clone()))).unwrap();
         });
         let got = rx.recv_timeout(std::time::Duration::from_secs(10)).expect("the DHCP answer came (no deadlock)");
-        let ip: Ipv4Addr = "192.0.2.100".parse().unwrap();
+        let ip: std::net::Ipv4Addr = "192.0.2.100".parse().unwrap();
         assert_eq!(got, ("offer", "ack", ip, Some("pooled".to_string())));
     }
 

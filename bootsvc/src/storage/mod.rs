@@ -84,7 +84,7 @@ pub trait Storage: Send + Sync + 'static {
     fn states(&self) -> HashMap<MacAddr, MachineState>;
 
     /// Store `ev` for the machine keyed `key` and update its state, durably. May block.
-    fn record_event(&self, key: MacAddr, ev: &Event, source: Option<Ipv4Addr>, now: &str) -> Result<Recorded>;
+    fn record_event(&self, key: MacAddr, ev: &Event, source: Option<std::net::IpAddr>, now: &str) -> Result<Recorded>;
 
     /// Allow netboot again after an install, durably. May block.
     fn reinstall(&self, key: MacAddr, now: &str) -> Result<MachineState>;

@@ -8,7 +8,7 @@
 
 use std::fs::File;
 use std::io::Write;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -46,11 +46,7 @@ impl Generated {
             return None;
         }
         let g = grub::parse_name(name)?;
-        let source = match client.ip() {
-            IpAddr::V4(a) => Some(a),
-            IpAddr::V6(a) => a.to_ipv4_mapped(),
-        };
-        let c = netboot::grub::answer(&self.cfg, &*self.storage, &self.identity, g, source);
+        let c = netboot::grub::answer(&self.cfg, &*self.storage, &self.identity, g, client.ip());
         netboot::grub::log(&c, g, &client, "tftp");
         Some(in_memory(c.config.as_bytes()).map_err(|e| Refusal::Io(format!("a file in memory for {name}: {e}"))))
     }

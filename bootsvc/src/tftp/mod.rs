@@ -40,7 +40,7 @@ pub mod transfer;
 
 use std::cell::Cell;
 use std::fs::File;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -68,21 +68,35 @@ pub const MAX_WINDOW: u16 = 64;
 /// IPv4 header + UDP header + TFTP DATA header.
 const OVERHEAD: u32 = 20 + 8 + 4;
 
-/// Bind `listen.address:69` on `listen.interface` when TFTP is enabled. Needs root (or
+/// The bound sockets: `listen.address:69`, and `[dhcp6.address]:69` when there is one (the
+/// host of DHCPv6's `tftp://` boot file URLs).
+pub struct Sockets {
+    pub v4: std::net::UdpSocket,
+    pub v6: Option<std::net::UdpSocket>,
+}
+
+/// Bind `listen.address:69` on `listen.interface` when TFTP is enabled, and
+/// `[dhcp6.address]:69` beside it when `dhcp6.address` is set. Needs root (or
 /// `CAP_NET_BIND_SERVICE`), not an async runtime.
-pub fn bind_socket(cfg: &Config) -> Result<Option<std::net::UdpSocket>> {
+pub fn bind_socket(cfg: &Config) -> Result<Option<Sockets>> {
     if !cfg.tftp.enabled {
         return Ok(None);
     }
     let iface = cfg.listen.interface.as_str();
-    crate::udp::bind(SocketAddrV4::new(cfg.listen.address, TFTP_PORT), Some(iface), "TFTP").map(Some)
+    let v4 = crate::udp::bind(SocketAddrV4::new(cfg.listen.address, TFTP_PORT), Some(iface), "TFTP")?;
+    let v6 = match cfg.dhcp6.address {
+        Some(a) => {
+            Some(crate::udp::bind6(SocketAddrV6::new(a, TFTP_PORT, 0, 0), Some(iface), "TFTP over IPv6", |_| Ok(()))?)
+        }
+        None => None,
+    };
+    Ok(Some(Sockets { v4, v6 }))
 }
 
 /// The bound TFTP service (UDP 69).
 pub struct TftpServer {
     /// Nothing when TFTP is disabled.
-    bound: Option<(std::net::UdpSocket, Arc<Jail>)>,
-    address: Ipv4Addr,
+    bound: Option<(Sockets, Arc<Jail>)>,
     limits: Limits,
     caps: Caps,
     blksize_limit: u16,
@@ -100,7 +114,7 @@ impl TftpServer {
     }
 
     /// Serve on a socket bound earlier ([`bind_socket`]); opens the root.
-    pub fn new(cfg: Arc<Config>, metrics: Arc<Metrics>, socket: Option<std::net::UdpSocket>) -> Result<TftpServer> {
+    pub fn new(cfg: Arc<Config>, metrics: Arc<Metrics>, socket: Option<Sockets>) -> Result<TftpServer> {
         let iface = cfg.listen.interface.as_str();
         let bound = match socket {
             Some(socket) => Some((socket, Arc::new(Jail::new(&cfg.tftp.root)?))),
@@ -108,7 +122,6 @@ impl TftpServer {
         };
         Ok(TftpServer {
             bound,
-            address: cfg.listen.address,
             limits: Limits {
                 timeout: Duration::from_secs(cfg.tftp.timeout_secs.max(1)),
                 max_send_retries: cfg.tftp.max_send_retries,
@@ -135,19 +148,20 @@ impl TftpServer {
 
     /// Serve until the task is dropped.
     pub async fn run(self) -> Result<()> {
-        let Some((socket, jail)) = self.bound else {
+        let Some((sockets, jail)) = self.bound else {
             info!("TFTP disabled (tftp.enabled = false)");
             return std::future::pending().await;
         };
-        let addr = socket.local_addr().context("TFTP: socket address")?;
+        let addr = sockets.v4.local_addr().context("TFTP: socket address")?;
+        let addr6 = sockets.v6.as_ref().and_then(|s| s.local_addr().ok());
         info!(
-            addr = %addr, root = %jail.root().display(), blksize_limit = self.blksize_limit,
+            addr = %addr, addr6 = %addr6.map_or_else(|| "-".to_string(), |a| a.to_string()), root = %jail.root().display(), blksize_limit = self.blksize_limit,
             timeout_secs = self.limits.timeout.as_secs(), max_send_retries = self.limits.max_send_retries,
             max_transfers = self.caps.total, max_transfers_per_client = self.caps.per_client,
             "TFTP serving"
         );
-        let (address, limits, caps, blksize_limit, metrics, tracer, generated) =
-            (self.address, self.limits, self.caps, self.blksize_limit, self.metrics, self.tracer, self.generated);
+        let (limits, caps, blksize_limit, metrics, tracer, generated) =
+            (self.limits, self.caps, self.blksize_limit, self.metrics, self.tracer, self.generated);
         let active: Active = Arc::default();
         let workers =
             (0..worker_count()).map(|n| spawn_worker(n, limits, Arc::clone(&active))).collect::<Result<Vec<_>>>()?;
@@ -168,7 +182,6 @@ impl TftpServer {
                         let server = Server {
                             jail,
                             generated,
-                            address,
                             caps,
                             blksize_limit,
                             metrics,
@@ -178,9 +191,20 @@ impl TftpServer {
                             workers,
                             next: Cell::new(0),
                         };
-                        let socket = UdpSocket::from_std(socket).context("TFTP: registering the socket")?;
+                        let v4 = UdpSocket::from_std(sockets.v4).context("TFTP: registering the socket")?;
+                        let v6 = match sockets.v6 {
+                            Some(s) => Some(UdpSocket::from_std(s).context("TFTP: registering the IPv6 socket")?),
+                            None => None,
+                        };
+                        let serve6 = async {
+                            match v6 {
+                                Some(s) => server.serve(s).await,
+                                None => std::future::pending().await,
+                            }
+                        };
                         tokio::select! {
-                            r = server.serve(socket) => r,
+                            r = server.serve(v4) => r,
+                            r = serve6 => r,
                             _ = server.drops.summarize() => Ok(()),
                             _ = stopped => Ok(()),
                         }
@@ -244,7 +268,6 @@ fn spawn_worker(n: usize, limits: Limits, active: Active) -> Result<mpsc::Unboun
 struct Server {
     jail: Arc<Jail>,
     generated: Option<Arc<generated::Generated>>,
-    address: Ipv4Addr,
     caps: Caps,
     blksize_limit: u16,
     metrics: Arc<Metrics>,
@@ -264,10 +287,11 @@ impl Server {
     }
 
     async fn serve(&self, socket: UdpSocket) -> Result<()> {
+        let local = socket.local_addr().context("TFTP: socket address")?.ip();
         let mut buf = vec![0u8; 1500];
         loop {
             match socket.recv_from(&mut buf).await {
-                Ok((n, peer)) => self.request(&socket, &buf[..n], peer).await,
+                Ok((n, peer)) => self.request(&socket, local, &buf[..n], peer).await,
                 // A failed receive loses a packet, not the service.
                 Err(e) => {
                     if self.dropped("tftp-receive-error", None) {
@@ -279,7 +303,8 @@ impl Server {
         }
     }
 
-    async fn request(&self, socket: &UdpSocket, pkt: &[u8], peer: SocketAddr) {
+    /// One request that came to `local` (the socket's address: the transfer's is the same).
+    async fn request(&self, socket: &UdpSocket, local: IpAddr, pkt: &[u8], peer: SocketAddr) {
         let req = match packet::parse_request(pkt) {
             Ok(r) => r,
             Err(e) => {
@@ -362,7 +387,7 @@ impl Server {
                 return;
             }
         };
-        let sock = match transfer_socket(self.address, peer) {
+        let sock = match transfer_socket(local, peer) {
             Ok(s) => s,
             Err(e) => {
                 if self.dropped("tftp-socket", Some(peer)) {
@@ -371,7 +396,10 @@ impl Server {
                 return;
             }
         };
-        let granted = packet::negotiate(&req.options, size, self.blksize_limit, MAX_WINDOW);
+        // An IPv6 header is 20 bytes longer: blocks stay within the MTU.
+        let blksize_limit =
+            if local.is_ipv6() { self.blksize_limit.saturating_sub(20).max(512) } else { self.blksize_limit };
+        let granted = packet::negotiate(&req.options, size, blksize_limit, MAX_WINDOW);
         let oack = granted.oack.then(|| packet::oack(&req.options, &granted));
         info!(
             client = %peer, file = %name, size, blksize = granted.blksize, windowsize = granted.windowsize,
@@ -400,8 +428,8 @@ fn options(o: &[(String, String)]) -> Vec<String> {
 
 /// The transfer's own socket: a fresh port on the server's address (the transfer ID),
 /// connected to the client so the kernel drops datagrams from anyone else.
-fn transfer_socket(address: Ipv4Addr, peer: SocketAddr) -> Result<std::net::UdpSocket> {
-    let s = std::net::UdpSocket::bind(SocketAddrV4::new(address, 0)).context("binding a transfer socket")?;
+fn transfer_socket(address: IpAddr, peer: SocketAddr) -> Result<std::net::UdpSocket> {
+    let s = std::net::UdpSocket::bind(SocketAddr::new(address, 0)).context("binding a transfer socket")?;
     s.connect(peer).with_context(|| format!("connecting the transfer socket to {peer}"))?;
     s.set_nonblocking(true).context("making the transfer socket non-blocking")?;
     Ok(s)

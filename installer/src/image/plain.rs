@@ -58,7 +58,7 @@ pub fn get(url: &str, extra: &[(HeaderName, String)], t: Timeouts) -> io::Result
     if !plain_url(&u) {
         return Ok(None);
     }
-    let mut stream = connect(host, port, t.connect)?;
+    let mut stream = connect(&u, port, t.connect)?;
     stream.set_read_timeout(Some(t.read))?;
     stream.set_write_timeout(Some(t.read))?;
     stream.set_nodelay(true)?;
@@ -114,14 +114,28 @@ pub fn get(url: &str, extra: &[(HeaderName, String)], t: Timeouts) -> io::Result
     Ok(Some(Response { stream, early, early_pos: 0, remaining, status, headers }))
 }
 
-fn connect(host: &str, port: u16, timeout: Duration) -> io::Result<TcpStream> {
+/// The addresses of `u`'s host: an IP literal as it is (`host_str` of an IPv6 one is
+/// bracketed, `[2001:db8::1]`, which is no name to resolve), a name through the resolver.
+fn addresses(u: &Url, port: u16) -> io::Result<Vec<std::net::SocketAddr>> {
+    let Some(host) = u.host_str() else { return Ok(Vec::new()) };
+    if let Some(a) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        let a: std::net::Ipv6Addr = a
+            .parse()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{host} is not an IPv6 address: {e}")))?;
+        return Ok(vec![(a, port).into()]);
+    }
+    Ok((host, port).to_socket_addrs()?.collect())
+}
+
+fn connect(u: &Url, port: u16, timeout: Duration) -> io::Result<TcpStream> {
     let mut last = None;
-    for addr in (host, port).to_socket_addrs()? {
+    for addr in addresses(u, port)? {
         match TcpStream::connect_timeout(&addr, timeout) {
             Ok(s) => return Ok(s),
             Err(e) => last = Some(io::Error::new(e.kind(), format!("connecting to {addr}: {e}"))),
         }
     }
+    let host = u.host_str().unwrap_or("-");
     Err(last.unwrap_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{host} has no address"))))
 }
 
@@ -169,7 +183,10 @@ mod tests {
 
     /// Serve one connection: record the request head, answer with `answer`.
     fn serve_once(answer: Vec<u8>) -> (String, std::thread::JoinHandle<String>) {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        serve_once_on(TcpListener::bind("127.0.0.1:0").unwrap(), answer)
+    }
+
+    fn serve_once_on(l: TcpListener, answer: Vec<u8>) -> (String, std::thread::JoinHandle<String>) {
         let url = format!("http://{}/img.zst?x=1", l.local_addr().unwrap());
         let h = std::thread::spawn(move || {
             let (mut s, _) = l.accept().unwrap();
@@ -183,6 +200,32 @@ mod tests {
             String::from_utf8(req).unwrap()
         });
         (url, h)
+    }
+
+    #[test]
+    fn ipv6_literals_are_connected_to_not_resolved() {
+        let u = Url::parse("http://[2001:db8::1]:8080/images/x").unwrap();
+        assert_eq!(addresses(&u, 8080).unwrap(), ["[2001:db8::1]:8080".parse().unwrap()]);
+        let u = Url::parse("http://192.0.2.1:8080/x").unwrap();
+        assert_eq!(addresses(&u, 8080).unwrap(), ["192.0.2.1:8080".parse().unwrap()]);
+    }
+
+    /// A whole GET over IPv6 loopback, from a bracketed URL, with the Host header bracketed.
+    #[test]
+    fn gets_over_ipv6() {
+        let Ok(l) = TcpListener::bind("[::1]:0") else {
+            eprintln!("skipped: no IPv6 loopback here");
+            return;
+        };
+        let (url, h) = serve_once_on(l, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec());
+        let t = Timeouts { connect: Duration::from_secs(5), read: Duration::from_secs(5) };
+        let mut r = get(&url, &[], t).unwrap().expect("answered here, not left to reqwest");
+        let mut body = String::new();
+        r.read_to_string(&mut body).unwrap();
+        assert_eq!(body, "ok");
+        let req = h.join().unwrap();
+        let port = url.rsplit(':').next().unwrap().trim_end_matches("/img.zst?x=1");
+        assert!(req.contains(&format!("\r\nHost: [::1]:{port}\r\n")), "{req}");
     }
 
     #[test]

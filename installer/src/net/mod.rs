@@ -1,5 +1,8 @@
 //! Bringing up the boot NIC: find it by MAC (`osie.mac`), set it up over netlink, address
-//! it from DHCP or from `osie.ip=`, add the default route and write `/etc/resolv.conf`.
+//! it from DHCP or from `osie.ip=`, add the default route and write `/etc/resolv.conf`; or,
+//! when bootsvc is reached over IPv6 ([`bring_up6`]), let the kernel form an address from
+//! the router advertisement (SLAAC, EUI-64: the address bootsvc identifies the machine by)
+//! and wait until it is usable.
 //!
 //! Everything goes through netlink in the calling thread's network namespace (not
 //! `/sys/class/net`, which shows the namespace sysfs was mounted in), so tests can run
@@ -10,7 +13,7 @@ pub mod dhcp_client;
 pub mod netlink;
 pub mod resolv;
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -29,6 +32,11 @@ pub struct NetOptions {
     /// How long to wait for carrier before trying DHCP anyway (autonegotiation takes seconds
     /// on real switches).
     pub carrier_wait: Duration,
+    /// How long to wait for a global IPv6 address (router advertisement, then duplicate
+    /// address detection) in [`bring_up6`].
+    pub slaac_wait: Duration,
+    /// Where the IPv6 settings of interfaces are (`/proc/sys/net/ipv6/conf`).
+    pub ipv6_conf: PathBuf,
 }
 
 impl Default for NetOptions {
@@ -38,6 +46,8 @@ impl Default for NetOptions {
             dhcp: dhcp_client::Options::default(),
             link_wait: Duration::from_secs(60),
             carrier_wait: Duration::from_secs(15),
+            slaac_wait: Duration::from_secs(30),
+            ipv6_conf: PathBuf::from("/proc/sys/net/ipv6/conf"),
         }
     }
 }
@@ -47,12 +57,12 @@ impl Default for NetOptions {
 pub struct NetConfig {
     pub ifname: String,
     pub mac: MacAddr,
-    pub address: Ipv4Addr,
+    pub address: IpAddr,
     pub prefix: u8,
     pub gateway: Option<Ipv4Addr>,
     pub dns: Vec<Ipv4Addr>,
     pub domain: Option<String>,
-    /// `dhcp` or `static`.
+    /// `dhcp`, `static` or `slaac`.
     pub method: &'static str,
     /// The DHCP lease behind it (for renewal), `None` when static.
     pub lease: Option<dhcp::Lease>,
@@ -107,7 +117,7 @@ pub fn bring_up(mac: MacAddr, static_ip: Option<&StaticIp>, opts: &NetOptions) -
         Some(s) => NetConfig {
             ifname: link.name.clone(),
             mac,
-            address: s.address,
+            address: s.address.into(),
             prefix: s.prefix,
             gateway: s.gateway,
             dns: s.dns.clone(),
@@ -123,7 +133,7 @@ pub fn bring_up(mac: MacAddr, static_ip: Option<&StaticIp>, opts: &NetOptions) -
             NetConfig {
                 ifname: link.name.clone(),
                 mac,
-                address: lease.address,
+                address: lease.address.into(),
                 prefix: lease.prefix,
                 gateway: lease.routers.first().copied(),
                 dns: lease.dns.clone(),
@@ -133,11 +143,62 @@ pub fn bring_up(mac: MacAddr, static_ip: Option<&StaticIp>, opts: &NetOptions) -
             }
         }
     };
-    nl.add_address(&link, cfg.address, cfg.prefix)?;
+    if let IpAddr::V4(a) = cfg.address {
+        nl.add_address(&link, a, cfg.prefix)?;
+    }
     if let Some(gw) = cfg.gateway {
         nl.set_default_route(&link, gw)?;
     }
     resolv::write(&opts.resolv_conf, &cfg.dns, cfg.domain.as_deref())?;
+    tracing::info!("network: {cfg}");
+    Ok(cfg)
+}
+
+/// Bring up the NIC with `mac` for IPv6: accept router advertisements and form addresses
+/// from them (SLAAC, with EUI-64 interface identifiers), set it up, and wait for a global
+/// address that is done with duplicate address detection. The default route comes from the
+/// advertisement too (the kernel's). No DHCPv6 client: a machine needs a prefix in the
+/// advertisement (`router_advertisements.prefix`).
+pub fn bring_up6(mac: MacAddr, opts: &NetOptions) -> Result<NetConfig> {
+    let mut nl = Netlink::open()?;
+    let link = find_link(&mut nl, mac, opts.link_wait)?;
+    let conf = opts.ipv6_conf.join(&link.name);
+    // Before the link comes up: its link-local address is formed then, by these rules.
+    for (key, value) in [("disable_ipv6", "0"), ("accept_ra", "1"), ("autoconf", "1"), ("addr_gen_mode", "0")] {
+        let path = conf.join(key);
+        std::fs::write(&path, value).with_context(|| format!("setting {} to {value}", path.display()))?;
+    }
+    nl.set_up(&link, None)?;
+    wait_carrier(&mut nl, &link, opts.carrier_wait)?;
+    let start = Instant::now();
+    let a = loop {
+        let all = nl.addresses6()?;
+        if let Some(a) = all.iter().find(|a| a.index == link.index && a.usable_global()) {
+            break a.clone();
+        }
+        if start.elapsed() >= opts.slaac_wait {
+            let seen: Vec<String> =
+                all.iter().filter(|a| a.index == link.index).map(|a| format!("{}/{}", a.address, a.prefix)).collect();
+            bail!(
+                "no global IPv6 address on {} after {} s (a router advertisement with a prefix forms one;                  addresses now: {})",
+                link.name,
+                opts.slaac_wait.as_secs(),
+                if seen.is_empty() { "none".to_string() } else { seen.join(", ") }
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let cfg = NetConfig {
+        ifname: link.name.clone(),
+        mac,
+        address: a.address.into(),
+        prefix: a.prefix,
+        gateway: None,
+        dns: Vec::new(),
+        domain: None,
+        method: "slaac",
+        lease: None,
+    };
     tracing::info!("network: {cfg}");
     Ok(cfg)
 }

@@ -1,12 +1,12 @@
 //! rtnetlink over a raw `NETLINK_ROUTE` socket: list links, set one up, add an IPv4
-//! address and a default route. No `ip` binary in the initramfs, and a few message types are
+//! address and a default route, list IPv6 addresses (SLAAC's, formed by the kernel). No `ip` binary in the initramfs, and a few message types are
 //! all the installer needs. Message building and parsing are pure functions.
 //!
 //! Wire format (all host-endian): `nlmsghdr` (16 bytes) + a fixed family header
 //! (`ifinfomsg` 16, `ifaddrmsg` 8, `rtmsg` 12) + attributes (`rtattr`: len u16, type u16,
 //! data, padded to 4).
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use anyhow::{bail, Context, Result};
@@ -23,7 +23,12 @@ const NLMSG_DONE: u16 = 3;
 const RTM_NEWLINK: u16 = 16;
 const RTM_GETLINK: u16 = 18;
 const RTM_NEWADDR: u16 = 20;
+const RTM_GETADDR: u16 = 22;
 const RTM_NEWROUTE: u16 = 24;
+const IFA_FLAGS: u16 = 8;
+/// `IFA_F_DADFAILED`, `IFA_F_TENTATIVE`: the address cannot be used (yet, or at all).
+const IFA_F_DADFAILED: u32 = 0x08;
+const IFA_F_TENTATIVE: u32 = 0x40;
 const IFLA_ADDRESS: u16 = 1;
 const IFLA_IFNAME: u16 = 3;
 const IFLA_MTU: u16 = 4;
@@ -48,6 +53,25 @@ pub struct Link {
     pub up: bool,
     pub carrier: Option<bool>,
     pub mtu: Option<u32>,
+}
+
+/// One IPv6 address of an interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Addr6 {
+    pub index: u32,
+    pub address: Ipv6Addr,
+    pub prefix: u8,
+    /// `RT_SCOPE_UNIVERSE` (0) for global and unique local addresses, 253 for link-local.
+    pub scope: u8,
+    /// `IFA_F_*` (the 32-bit `IFA_FLAGS` when the kernel sends it).
+    pub flags: u32,
+}
+
+impl Addr6 {
+    /// Global scope and done with duplicate address detection: usable to reach bootsvc.
+    pub fn usable_global(&self) -> bool {
+        self.scope == RT_SCOPE_UNIVERSE && self.flags & (IFA_F_TENTATIVE | IFA_F_DADFAILED) == 0
+    }
 }
 
 /// A netlink request: header + family header + attributes, with the length filled in.
@@ -116,6 +140,31 @@ pub fn default_route_msg(seq: u32, index: u32, gateway: Ipv4Addr) -> Vec<u8> {
 
 pub fn dump_links_msg(seq: u32) -> Vec<u8> {
     message(RTM_GETLINK, NLM_F_REQUEST | NLM_F_DUMP, seq, &ifinfomsg(0, 0, 0), &[])
+}
+
+/// `RTM_GETADDR` dump of the IPv6 addresses.
+pub fn dump_addrs6_msg(seq: u32) -> Vec<u8> {
+    let h = [libc::AF_INET6 as u8, 0, 0, 0, 0, 0, 0, 0];
+    message(RTM_GETADDR, NLM_F_REQUEST | NLM_F_DUMP, seq, &h, &[])
+}
+
+/// A `RTM_NEWADDR` payload (from a dump) as an [`Addr6`]; `None` for other families or
+/// without an address.
+pub fn parse_addr6(payload: &[u8]) -> Option<Addr6> {
+    let h = payload.get(0..8)?;
+    if i32::from(h[0]) != libc::AF_INET6 {
+        return None;
+    }
+    let index = u32::from_ne_bytes(h[4..8].try_into().ok()?);
+    let (mut address, mut flags) = (None, u32::from(h[2]));
+    for (ty, data) in attrs(payload, 8) {
+        match ty {
+            IFA_ADDRESS if data.len() == 16 => address = Some(Ipv6Addr::from(<[u8; 16]>::try_from(data).ok()?)),
+            IFA_FLAGS if data.len() == 4 => flags = u32::from_ne_bytes(data.try_into().ok()?),
+            _ => {}
+        }
+    }
+    Some(Addr6 { index, address: address?, prefix: h[1], scope: h[3], flags })
 }
 
 /// Split a receive buffer into `(type, seq, payload)` messages.
@@ -250,22 +299,34 @@ impl Netlink {
 
     pub fn links(&mut self) -> Result<Vec<Link>> {
         let seq = self.next_seq();
-        self.send(&dump_links_msg(seq))?;
+        self.dump(dump_links_msg(seq), RTM_NEWLINK, "listing links", parse_link)
+    }
+
+    /// Every IPv6 address of every interface.
+    pub fn addresses6(&mut self) -> Result<Vec<Addr6>> {
+        let seq = self.next_seq();
+        self.dump(dump_addrs6_msg(seq), RTM_NEWADDR, "listing IPv6 addresses", parse_addr6)
+    }
+
+    /// Send a dump request and parse each message of type `ty` until `NLMSG_DONE`.
+    fn dump<T>(&mut self, req: Vec<u8>, ty: u16, what: &str, parse: fn(&[u8]) -> Option<T>) -> Result<Vec<T>> {
+        let seq = u32::from_ne_bytes(req[8..12].try_into().unwrap_or_default());
+        self.send(&req)?;
         let mut out = Vec::new();
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             let n = self.recv(&mut buf)?;
-            for (ty, s, payload) in split(&buf[..n]) {
+            for (t, s, payload) in split(&buf[..n]) {
                 if s != seq {
                     continue;
                 }
-                match ty {
+                match t {
                     NLMSG_DONE => return Ok(out),
                     NLMSG_ERROR => {
                         let e = parse_error(payload).unwrap_or(libc::EIO);
-                        bail!("listing links: {}", std::io::Error::from_raw_os_error(e));
+                        bail!("{what}: {}", std::io::Error::from_raw_os_error(e));
                     }
-                    RTM_NEWLINK => out.extend(parse_link(payload)),
+                    t if t == ty => out.extend(parse(payload)),
                     _ => {}
                 }
             }
@@ -360,5 +421,31 @@ mod tests {
         assert_eq!(a[0], (RTA_GATEWAY, &[192, 0, 2, 1][..]));
         assert_eq!(a[1], (RTA_OIF, &4u32.to_ne_bytes()[..]));
         assert_eq!(m[16 + 4], RT_TABLE_MAIN);
+    }
+
+    #[test]
+    fn parses_ipv6_addresses() {
+        let a: Ipv6Addr = "2001:db8::5054:ff:fe12:3456".parse().unwrap();
+        // ifaddrmsg: AF_INET6, /64, flags 0x40 (tentative) in the header, scope 0, index 3.
+        let mut p = vec![libc::AF_INET6 as u8, 64, 0x40, 0];
+        p.extend_from_slice(&3u32.to_ne_bytes());
+        p.extend_from_slice(&20u16.to_ne_bytes());
+        p.extend_from_slice(&IFA_ADDRESS.to_ne_bytes());
+        p.extend_from_slice(&a.octets());
+        let got = parse_addr6(&p).unwrap();
+        assert_eq!((got.index, got.address, got.prefix, got.scope), (3, a, 64, 0));
+        assert!(!got.usable_global(), "tentative");
+        // IFA_FLAGS (32 bits) overrides the header's 8: DAD is done.
+        p.extend_from_slice(&8u16.to_ne_bytes());
+        p.extend_from_slice(&IFA_FLAGS.to_ne_bytes());
+        p.extend_from_slice(&0x80u32.to_ne_bytes());
+        assert!(parse_addr6(&p).unwrap().usable_global());
+        // Link-local scope is not global; IPv4 and address-less messages are not IPv6 addresses.
+        p[3] = 253;
+        assert!(!parse_addr6(&p).unwrap().usable_global());
+        p[0] = libc::AF_INET as u8;
+        assert_eq!(parse_addr6(&p), None);
+        assert_eq!(parse_addr6(&[libc::AF_INET6 as u8, 64, 0, 0, 3, 0, 0, 0]), None);
+        assert_eq!(parse_addr6(&[1, 2]), None);
     }
 }

@@ -24,7 +24,7 @@ pub mod state;
 pub mod trace;
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -194,7 +194,7 @@ impl Storage for PgStorage {
 
     /// Into the database; while it is unreachable (or events wait in the spool, to keep
     /// their order), into the spool, acknowledged once synced there.
-    fn record_event(&self, key: MacAddr, ev: &Event, source: Option<Ipv4Addr>, now: &str) -> Result<Recorded> {
+    fn record_event(&self, key: MacAddr, ev: &Event, source: Option<std::net::IpAddr>, now: &str) -> Result<Recorded> {
         if self.spool.is_empty() {
             let r = self.bridge().run("storing an event", async {
                 let mut c = self.bridge().client().await?;

@@ -13,7 +13,6 @@
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
-use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -29,7 +28,7 @@ pub const FILE: &str = "events.spool";
 pub struct Spooled {
     pub key: MacAddr,
     pub event: Event,
-    pub source: Option<Ipv4Addr>,
+    pub source: Option<std::net::IpAddr>,
     /// When it was received (stored as such when replayed).
     pub received: String,
     /// The `(run_id, seq)` it is stored under.
@@ -39,7 +38,13 @@ pub struct Spooled {
 
 impl Spooled {
     /// `ev` as received now; `fallback` names an event that has no `(run_id, seq)`.
-    pub fn new(key: MacAddr, ev: &Event, source: Option<Ipv4Addr>, received: &str, fallback: (String, u64)) -> Spooled {
+    pub fn new(
+        key: MacAddr,
+        ev: &Event,
+        source: Option<std::net::IpAddr>,
+        received: &str,
+        fallback: (String, u64),
+    ) -> Spooled {
         let (run_id, seq) = match (&ev.run_id, ev.seq) {
             (Some(r), Some(s)) => (r.clone(), s),
             _ => fallback,

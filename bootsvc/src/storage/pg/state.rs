@@ -11,7 +11,7 @@
 //! memory ([`States`]) that only moves forward (by `version`).
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::sync::RwLock;
 
 use anyhow::{anyhow, Result};
@@ -131,7 +131,7 @@ pub async fn record_event(
     c: &mut deadpool_postgres::Client,
     key: MacAddr,
     ev: &Event,
-    source: Option<Ipv4Addr>,
+    source: Option<std::net::IpAddr>,
     now: &str,
     dedup: Option<(&str, u64)>,
 ) -> Result<(Recorded, i64)> {
@@ -154,10 +154,7 @@ pub async fn record_event(
         .await
         .map_err(db_err("preparing"))?;
     let stored = tx
-        .execute(
-            &ins,
-            &[&k, &n, &run_id, &seq, &ev.phase.as_str(), &now, &source.map(IpAddr::V4), &serde_json::to_value(ev)?],
-        )
+        .execute(&ins, &[&k, &n, &run_id, &seq, &ev.phase.as_str(), &now, &source, &serde_json::to_value(ev)?])
         .await
         .map_err(db_err("storing the event"))?;
     if stored == 0 {
@@ -191,10 +188,7 @@ pub async fn events(c: &impl GenericClient, key: &MacAddr, limit: usize) -> Resu
         .map_err(db_err("reading events"))?;
     let mut out = Vec::with_capacity(rows.len());
     for r in rows.iter().rev() {
-        let source = match r.get::<_, Option<IpAddr>>(2) {
-            Some(IpAddr::V4(v)) => Some(v),
-            _ => None,
-        };
+        let source = r.get::<_, Option<IpAddr>>(2);
         out.push(StoredEvent {
             n: u64::try_from(r.get::<_, i64>(0)).unwrap_or(0),
             received: r.get(1),
