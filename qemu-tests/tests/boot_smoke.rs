@@ -173,6 +173,7 @@ fn metadata_for(mac: MacAddr, image: Image, finish: Finish, disk: DiskHints) -> 
         hostname: "smoke".into(),
         mac,
         install: Some(InstallPlan { image, disk, gpt: GptPlan::default(), finish, uefi: Default::default() }),
+        erase: None,
         cloud_init: CloudInit::default(),
         ssh_keys: vec![],
         metadata_base_url: None,

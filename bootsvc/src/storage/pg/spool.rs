@@ -175,6 +175,7 @@ mod tests {
             seq,
             error: Vec::new(),
             hardware: None,
+            erase: None,
         }
     }
 
