@@ -31,6 +31,9 @@ pub struct Event {
     /// Sent with the first event of an installer run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hardware: Option<Hardware>,
+    /// For `disk-erased`: the disk, the method, bytes and seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub erase: Option<crate::erase::DiskErase>,
 }
 
 /// Where in the path of a machine an event comes from, in order.
@@ -53,6 +56,12 @@ pub enum Phase {
     Failed,
     /// Sent by the installed OS on its first boot.
     FirstBoot,
+    /// Deprovisioning: a disk being erased (progress of a long erase).
+    Erasing,
+    /// Deprovisioning: one disk erased (its report in the event's `erase`).
+    DiskErased,
+    /// Deprovisioning: every disk erased; the machine powers off.
+    Deprovisioned,
     /// A power or boot action on the machine's BMC, asked by an operator: recorded by
     /// bootsvc itself, never accepted from a machine ([`Phase::SERVICE`]).
     Power,
@@ -67,7 +76,7 @@ impl Phase {
     pub const SERVICE: [Phase; 1] = [Phase::Power];
 
     /// The phases machines send.
-    pub const ALL: [Phase; 13] = [
+    pub const ALL: [Phase; 16] = [
         Phase::BootedInstaller,
         Phase::Network,
         Phase::Metadata,
@@ -81,6 +90,9 @@ impl Phase {
         Phase::Installed,
         Phase::Failed,
         Phase::FirstBoot,
+        Phase::Erasing,
+        Phase::DiskErased,
+        Phase::Deprovisioned,
     ];
 
     pub fn as_str(&self) -> &'static str {
@@ -98,6 +110,9 @@ impl Phase {
             Phase::Installed => "installed",
             Phase::Failed => "failed",
             Phase::FirstBoot => "first-boot",
+            Phase::Erasing => "erasing",
+            Phase::DiskErased => "disk-erased",
+            Phase::Deprovisioned => "deprovisioned",
             Phase::Power => "power",
             Phase::Unknown => "unknown",
         }
@@ -105,7 +120,7 @@ impl Phase {
 
     /// True for phases that end an installer run.
     pub fn is_terminal(&self) -> bool {
-        matches!(self, Phase::Installed | Phase::Failed)
+        matches!(self, Phase::Installed | Phase::Failed | Phase::Deprovisioned)
     }
 }
 

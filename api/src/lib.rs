@@ -9,9 +9,11 @@
 //! - [`events`]: what the installer (and the installed OS) `POST /events`.
 //! - [`hardware`]: the inventory the installer sends with its first event.
 //! - [`log`]: the installer's console log, sent in chunks.
+//! - [`erase`]: deprovisioning: the erase plan and the per-disk report.
 //! - [`qcow2`]: the qcow2 header and tables, read the same way by both sides.
 
 pub mod cmdline;
+pub mod erase;
 pub mod events;
 pub mod hardware;
 pub mod log;
@@ -23,6 +25,7 @@ pub mod steps;
 pub mod time;
 
 pub use cmdline::{BootParams, StaticIp};
+pub use erase::{DiskErase, EraseMethod, ErasePlan};
 pub use events::{Event, EventAck, Phase, Progress};
 pub use hardware::Hardware;
 pub use mac::MacAddr;

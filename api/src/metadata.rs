@@ -20,6 +20,10 @@ pub struct Metadata {
     /// installer reports `failed` and does not touch any disk.
     #[serde(default)]
     pub install: Option<InstallPlan>,
+    /// Deprovisioning: erase the machine's disks and power off instead of installing
+    /// (`install` is then `None`, so an installer that predates this field touches no disk).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub erase: Option<crate::erase::ErasePlan>,
     #[serde(default)]
     pub cloud_init: CloudInit,
     #[serde(default)]

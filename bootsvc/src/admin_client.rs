@@ -144,6 +144,12 @@ impl Client {
         self.power_call(Method::POST, &format!("/admin/machines/{mac}/reinstall/power?by={}", query_value(by))).await
     }
 
+    /// Ask for the erase, boot from the network once, power-cycle (or on).
+    pub async fn deprovision_power(&self, mac: &str, by: &str, removable: bool) -> Result<PowerAnswer> {
+        let q = format!("by={}&removable={removable}", query_value(by));
+        self.power_call(Method::POST, &format!("/admin/machines/{mac}/deprovision/power?{q}")).await
+    }
+
     pub async fn machines(&self) -> Result<Vec<MachineView>> {
         self.call(Method::GET, "/admin/machines").await
     }
@@ -170,6 +176,11 @@ impl Client {
 
     pub async fn reinstall(&self, mac: &str) -> Result<MachineView> {
         self.call(Method::POST, &format!("/admin/machines/{mac}/reinstall")).await
+    }
+
+    /// The next netboot erases the disks (removable ones too with `removable`).
+    pub async fn deprovision(&self, mac: &str, removable: bool) -> Result<MachineView> {
+        self.call(Method::POST, &format!("/admin/machines/{mac}/deprovision?removable={removable}")).await
     }
 }
 

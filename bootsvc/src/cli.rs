@@ -1,4 +1,5 @@
-//! Command line: `serve`, `check`, `db …`, `machines`, `sites`, `machine <mac> …`, `reinstall MAC…`.
+//! Command line: `serve`, `check`, `db …`, `machines`, `sites`, `machine <mac> …`, `reinstall MAC…`,
+//! `deprovision MAC…`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -76,16 +77,25 @@ pub enum Command {
         macs: Vec<String>,
         #[command(flatten)]
         select: Select,
-        /// Through each machine's BMC: one-time network boot, then power cycle (or on).
+        #[command(flatten)]
+        bulk: Bulk,
+        #[command(flatten)]
+        conn: Connect,
+    },
+    /// Erase every disk of many machines at once: each one's next netboot runs the installer
+    /// in erase mode, which reports each disk and powers off; then no boot file until a
+    /// reinstall (bootsvc/docs/deprovision.md). With --power, also boot each from the network
+    /// once and power-cycle it through its BMC (through the admin API).
+    Deprovision {
+        /// The machines' MAC addresses (or choose them with --site and --label).
+        macs: Vec<String>,
+        #[command(flatten)]
+        select: Select,
+        /// Erase removable disks (USB sticks, SD cards) too.
         #[arg(long)]
-        power: bool,
-        /// Machines done at the same time.
-        #[arg(long, default_value_t = 4)]
-        parallel: usize,
-        /// With --power: then wait up to this many seconds for each machine to netboot (its
-        /// installer's first event); one that does not is a failure.
-        #[arg(long, requires = "power", value_name = "SECS")]
-        wait: Option<u64>,
+        removable: bool,
+        #[command(flatten)]
+        bulk: Bulk,
         #[command(flatten)]
         conn: Connect,
     },
@@ -104,6 +114,22 @@ pub enum Command {
 pub enum MachineAction {
     /// Allow netboot again after an install: the next boot reinstalls the machine.
     Reinstall {
+        /// And boot it now: one-time network boot and power cycle (or on) through its BMC.
+        #[arg(long)]
+        power: bool,
+        /// With --power: then wait up to this many seconds for the machine to netboot (its
+        /// installer's first event), and fail saying what was last seen if it does not.
+        #[arg(long, requires = "power", value_name = "SECS")]
+        wait: Option<u64>,
+    },
+    /// Erase every disk: the next netboot runs the installer in erase mode (NVMe sanitize or
+    /// format, discard that reads back zeros, else zero writes; read-only disks and disks in
+    /// use never), which reports each disk and powers off. Then no boot file until
+    /// `reinstall` (bootsvc/docs/deprovision.md).
+    Deprovision {
+        /// Erase removable disks (USB sticks, SD cards) too.
+        #[arg(long)]
+        removable: bool,
         /// And boot it now: one-time network boot and power cycle (or on) through its BMC.
         #[arg(long)]
         power: bool,
@@ -203,6 +229,21 @@ pub struct Connect {
     pub token_file: Option<PathBuf>,
 }
 
+/// How a bulk command (`reinstall`, `deprovision`) goes about it.
+#[derive(Debug, Args)]
+pub struct Bulk {
+    /// Through each machine's BMC: one-time network boot, then power cycle (or on).
+    #[arg(long)]
+    pub power: bool,
+    /// Machines done at the same time.
+    #[arg(long, default_value_t = 4)]
+    pub parallel: usize,
+    /// With --power: then wait up to this many seconds for each machine to netboot (its
+    /// installer's first event); one that does not is a failure.
+    #[arg(long, requires = "power", value_name = "SECS")]
+    pub wait: Option<u64>,
+}
+
 /// Machines chosen by their record's `site` and `labels` rather than by MAC.
 #[derive(Debug, Args)]
 pub struct Select {
@@ -272,43 +313,21 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Reinstall { macs, select, power, parallel, wait, conn } => {
-            let (selector, client, rt) = (select.selector()?, conn.client()?, runtime()?);
-            let macs = match (macs.is_empty(), selector.is_empty()) {
-                (false, true) => macs,
-                (true, false) => {
-                    let chosen = rt.block_on(power_cmd::choose(&client, &selector))?;
-                    println!("{}", chosen.line);
-                    chosen.macs
-                }
-                (false, false) => bail!("name the machines by MAC or choose them with --site/--label, not both"),
-                (true, true) => bail!("which machines? give their MACs, or choose them with --site and/or --label"),
-            };
-            rt.block_on(power_cmd::bulk(&client, &macs, parallel, power, wait))
+        Command::Reinstall { macs, select, bulk: b, conn } => {
+            bulk(power_cmd::Intent::Reinstall, macs, &select, &b, &conn)
+        }
+        Command::Deprovision { macs, select, removable, bulk: b, conn } => {
+            bulk(power_cmd::Intent::Deprovision { removable }, macs, &select, &b, &conn)
         }
         Command::Machine { mac, action, conn } => {
             let client = conn.client()?;
             let rt = runtime()?;
             match action {
-                MachineAction::Reinstall { power: false, .. } => {
-                    let m = rt.block_on(client.reinstall(&mac))?;
-                    println!("{} ({mac}): netboot allowed again; its next boot reinstalls it", m.hostname);
+                MachineAction::Reinstall { power, wait } => {
+                    return one(&rt, &client, &mac, power_cmd::Intent::Reinstall, power, wait);
                 }
-                MachineAction::Reinstall { power: true, wait } => {
-                    let a = rt.block_on(client.reinstall_power(&mac, &power_cmd::who()))?;
-                    println!("{}", power_cmd::answer_line(&a));
-                    if a.report.error.is_some() {
-                        return Ok(ExitCode::FAILURE);
-                    }
-                    if let Some(secs) = wait {
-                        match rt.block_on(power_cmd::wait_netboot(&client, &mac, secs)) {
-                            Ok(p) => println!("{} ({mac}): netbooted: the installer is at {p}", a.hostname),
-                            Err(e) => {
-                                println!("{} ({mac}): FAILED: {e}", a.hostname);
-                                return Ok(ExitCode::FAILURE);
-                            }
-                        }
-                    }
+                MachineAction::Deprovision { removable, power, wait } => {
+                    return one(&rt, &client, &mac, power_cmd::Intent::Deprovision { removable }, power, wait);
                 }
                 MachineAction::Power { action, json } => {
                     let a = match action.as_str() {
@@ -360,6 +379,53 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `bootsvc reinstall|deprovision`: the machines named by MAC or chosen by site and labels.
+fn bulk(intent: power_cmd::Intent, macs: Vec<String>, select: &Select, b: &Bulk, conn: &Connect) -> Result<ExitCode> {
+    let (selector, client, rt) = (select.selector()?, conn.client()?, runtime()?);
+    let macs = match (macs.is_empty(), selector.is_empty()) {
+        (false, true) => macs,
+        (true, false) => {
+            let chosen = rt.block_on(power_cmd::choose(&client, &selector))?;
+            println!("{}", chosen.line);
+            chosen.macs
+        }
+        (false, false) => bail!("name the machines by MAC or choose them with --site/--label, not both"),
+        (true, true) => bail!("which machines? give their MACs, or choose them with --site and/or --label"),
+    };
+    rt.block_on(power_cmd::bulk(&client, intent, &macs, b.parallel, b.power, b.wait))
+}
+
+/// `bootsvc machine <mac> reinstall|deprovision [--power [--wait SECS]]`.
+fn one(
+    rt: &tokio::runtime::Runtime,
+    client: &Client,
+    mac: &str,
+    intent: power_cmd::Intent,
+    power: bool,
+    wait: Option<u64>,
+) -> Result<ExitCode> {
+    if !power {
+        let m = rt.block_on(intent.ask(client, mac))?;
+        println!("{} ({mac}): {}", m.hostname, intent.done());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let a = rt.block_on(intent.ask_power(client, mac, &power_cmd::who()))?;
+    println!("{}", power_cmd::answer_line(&a));
+    if a.report.error.is_some() {
+        return Ok(ExitCode::FAILURE);
+    }
+    if let Some(secs) = wait {
+        match rt.block_on(power_cmd::wait_netboot(client, mac, secs)) {
+            Ok(p) => println!("{} ({mac}): netbooted: the installer is at {p}", a.hostname),
+            Err(e) => {
+                println!("{} ({mac}): FAILED: {e}", a.hostname);
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `bootsvc db …`.

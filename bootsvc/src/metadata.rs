@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 
 use osie_api::metadata::DigestAlgo;
-use osie_api::{Image, InstallPlan, MacAddr, Metadata};
+use osie_api::{ErasePlan, Image, InstallPlan, MacAddr, Metadata};
 
 use crate::inventory::checksums::Digest;
 use crate::inventory::images::Images;
@@ -57,13 +57,15 @@ fn resolve_image(r: &ImageRef, images: &Images, public_url: &str, vendor: Option
     })
 }
 
-/// `GET /metadata` for `m`, booted from `mac`.
+/// `GET /metadata` for `m`, booted from `mac`. With `erase` (a deprovisioning asked for),
+/// no install plan: the installer erases the disks instead.
 pub fn for_installer(
     m: &Machine,
     mac: MacAddr,
     images: &Images,
     public_url: &str,
     vendor: Option<&Digest>,
+    erase: Option<ErasePlan>,
 ) -> Metadata {
     let mut cloud_init = m.cloud_init.clone();
     if cloud_init.meta_data.is_none() {
@@ -73,7 +75,8 @@ pub fn for_installer(
         instance_id: m.instance_id(),
         hostname: m.hostname.clone(),
         mac,
-        install: install_plan(m, images, public_url, vendor),
+        install: if erase.is_some() { None } else { install_plan(m, images, public_url, vendor) },
+        erase,
         cloud_init,
         ssh_keys: m.ssh_keys.clone(),
         metadata_base_url: Some(public_url.to_string()),
@@ -214,13 +217,17 @@ mod tests {
                 "steps":[{"write_file":{"path":"/etc/motd","content":"hi","mode":"0600"}}]},
                 "ssh_keys":["ssh-ed25519 AAAA ops@example"]}"#,
         );
-        let md = for_installer(&m, m.macs[0], &images(), "http://192.0.2.1:8080", None);
+        let md = for_installer(&m, m.macs[0], &images(), "http://192.0.2.1:8080", None, None);
         // The steps reach the installer as written (the api type on both sides).
         let wire = serde_json::to_value(&md).unwrap();
         assert_eq!(
             wire["install"]["steps"],
             serde_json::json!([{"write_file":{"path":"/etc/motd","content":"hi","mode":"0600"}}])
         );
+        assert_eq!(md.erase, None);
+        let erase = Some(ErasePlan { removable: true });
+        let erasing = for_installer(&m, m.macs[0], &images(), "http://192.0.2.1:8080", None, erase);
+        assert_eq!((erasing.install, erasing.erase), (None, erase), "an erase carries no install plan");
         let plan = md.install.unwrap();
         assert_eq!(plan.image.url, "http://192.0.2.1:8080/images/deb.raw.zst");
         assert_eq!(plan.image.sha256, "ab".repeat(32));

@@ -1,7 +1,8 @@
 //! The CLI's power commands, through the admin API (the serving bootsvc holds the BMC
 //! credentials and drives the BMC): `bootsvc machine <mac> power …`, `bootsvc machine <mac>
-//! reinstall --power`, and `bootsvc reinstall [--power] --parallel N MAC…` for many machines
-//! at once, a line per machine as each finishes and a summary of the failures.
+//! reinstall|deprovision --power`, and `bootsvc reinstall|deprovision [--power] --parallel N
+//! MAC…` for many machines at once, a line per machine as each finishes and a summary of the
+//! failures.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -166,15 +167,54 @@ pub async fn choose(client: &Client, sel: &Selector) -> Result<Chosen> {
     })
 }
 
+/// What a command asks of a machine: an install, or an erase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Intent {
+    Reinstall,
+    Deprovision { removable: bool },
+}
+
+impl Intent {
+    /// Ask for it (netboot allowed, and what the next netboot does).
+    pub async fn ask(self, client: &Client, mac: &str) -> Result<MachineView> {
+        match self {
+            Intent::Reinstall => client.reinstall(mac).await,
+            Intent::Deprovision { removable } => client.deprovision(mac, removable).await,
+        }
+    }
+
+    /// Ask for it, then boot the machine from the network through its BMC.
+    pub async fn ask_power(self, client: &Client, mac: &str, by: &str) -> Result<PowerAnswer> {
+        match self {
+            Intent::Reinstall => client.reinstall_power(mac, by).await,
+            Intent::Deprovision { removable } => client.deprovision_power(mac, by, removable).await,
+        }
+    }
+
+    /// What was done, after the machine's name.
+    pub fn done(self) -> &'static str {
+        match self {
+            Intent::Reinstall => "netboot allowed again; its next boot reinstalls it",
+            Intent::Deprovision { removable: false } => {
+                "deprovisioning asked for; its next boot erases every disk (not removable ones) and powers off"
+            }
+            Intent::Deprovision { removable: true } => {
+                "deprovisioning asked for; its next boot erases every disk (removable ones too) and powers off"
+            }
+        }
+    }
+}
+
 /// What happened to one machine of a bulk run.
 struct Outcome {
     line: String,
     failed: bool,
 }
 
-/// `bootsvc reinstall [--power] --parallel N MAC…`.
+/// `bootsvc reinstall|deprovision [--power] --parallel N MAC…`.
 pub async fn bulk(
     client: &Client,
+    intent: Intent,
     macs: &[String],
     parallel: usize,
     power: bool,
@@ -191,7 +231,7 @@ pub async fn bulk(
             async move {
                 let t = Instant::now();
                 let (line, failed) = if power {
-                    match client.reinstall_power(&mac, &by).await {
+                    match intent.ask_power(client, &mac, &by).await {
                         Ok(a) if a.report.error.is_none() && wait.is_some() => {
                             match wait_netboot(client, &mac, wait.unwrap_or_default()).await {
                                 Ok(p) => (format!("{}; netbooted: the installer is at {p}", answer_line(&a)), false),
@@ -202,8 +242,8 @@ pub async fn bulk(
                         Err(e) => (format!("{mac}: FAILED: {e:#}"), true),
                     }
                 } else {
-                    match client.reinstall(&mac).await {
-                        Ok(m) => (format!("{} ({mac}): netboot allowed again", m.hostname), false),
+                    match intent.ask(client, &mac).await {
+                        Ok(m) => (format!("{} ({mac}): {}", m.hostname, intent.done()), false),
                         Err(e) => (format!("{mac}: FAILED: {e:#}"), true),
                     }
                 };

@@ -1,4 +1,4 @@
-//! The installer as an ordinary command: `install`, `write-image`, `disks`.
+//! The installer as an ordinary command: `install`, `write-image`, `disks`, `erase`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -89,6 +89,24 @@ enum Cmd {
         #[arg(long, default_value_t = 2.0)]
         progress_every: f64,
     },
+    /// Erase disks as deprovisioning does (NVMe sanitize or format, discard that reads back
+    /// zeros, else BLKZEROOUT; read-only disks and disks in use are kept) and print the
+    /// report per disk as JSON. Without --disk: every disk of this machine.
+    Erase {
+        /// Only these devices (repeatable; loop devices only when named).
+        #[arg(long = "disk", value_name = "DEV")]
+        disks: Vec<PathBuf>,
+        /// Erase removable disks too.
+        #[arg(long)]
+        removable: bool,
+        /// Use only this method (fails where the device does not offer it): nvme-sanitize-crypto,
+        /// nvme-sanitize-block, nvme-format-crypto, nvme-format, discard, zeroout.
+        #[arg(long, value_parser = erase_method)]
+        method: Option<osie_api::EraseMethod>,
+        /// Required without --disk: this erases every disk of the machine it runs on.
+        #[arg(long)]
+        all_disks_of_this_machine: bool,
+    },
     /// List the disks this machine has and why each would be refused as a target.
     Disks {
         /// Minimum size in bytes a disk must have (e.g. the image's raw size).
@@ -108,6 +126,16 @@ enum Format {
     Gzip,
     Xz,
     Qcow2,
+}
+
+/// `--method`: an erase method by its wire name (`osie_api::EraseMethod`).
+fn erase_method(s: &str) -> Result<osie_api::EraseMethod, String> {
+    match serde_json::from_value(serde_json::Value::String(s.to_string())) {
+        Ok(osie_api::EraseMethod::Unknown) | Err(_) => Err(format!(
+            "{s:?}: one of nvme-sanitize-crypto, nvme-sanitize-block, nvme-format-crypto, nvme-format, discard, zeroout"
+        )),
+        Ok(m) => Ok(m),
+    }
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -211,6 +239,16 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Disks { min_size, json } => disk::print_report(min_size, json),
+        Cmd::Erase { disks, removable, method, all_disks_of_this_machine } => {
+            if disks.is_empty() && !all_disks_of_this_machine {
+                anyhow::bail!("name the disks with --disk, or give --all-disks-of-this-machine");
+            }
+            let opts = crate::erase::Options { named: disks, only: method, ..Default::default() };
+            let reporter = Reporter::disabled(MacAddr::new([0; 6]));
+            let out = crate::erase::run(&osie_api::ErasePlan { removable }, &reporter, &opts)?;
+            println!("{}", serde_json::to_string_pretty(&out)?);
+            Ok(())
+        }
     }
 }
 

@@ -361,6 +361,7 @@ mod tests {
             hostname: "node\"1".into(),
             mac: "52:54:00:00:00:01".parse().unwrap(),
             install: None,
+            erase: None,
             cloud_init: CloudInit { user_data: Some("#cloud-config\nruncmd: [true]\n".into()), ..Default::default() },
             ssh_keys: vec!["ssh-ed25519 AAAA test@x".into()],
             metadata_base_url: Some("http://192.0.2.1:8080/m/".into()),

@@ -9,7 +9,8 @@
 //! 4. The boot NIC up, by DHCP or `osie.ip=` ([`crate::net`]).
 //! 5. The hardware inventory ([`crate::hardware`]) and the install itself
 //!    ([`crate::install::run`]).
-//! 6. What the metadata says at the end: reboot, power off, kexec ([`crate::finish`]).
+//! 6. What the metadata says at the end: reboot, power off, kexec ([`crate::finish`]); after
+//!    an erase (deprovisioning), power off.
 //!
 //! Any error or panic goes to [`crate::pid1::failure::fail`]: report `failed`, print the
 //! chain, reboot after a pause or stay up with `osie.rescue`. PID 1 never exits.
@@ -78,6 +79,11 @@ fn run() -> ! {
     let reporter = Arc::new(Reporter::new(&servers, params.mac));
     let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| boot(&params, &servers, &reporter)));
     match outcome {
+        Ok(Ok(md)) if md.erase.is_some() => {
+            // Deprovisioned (reported by the erase): the machine stays off.
+            say("osie: disks erased; powering off");
+            finish::power_off()
+        }
         Ok(Ok(md)) => {
             let action = md.install.as_ref().map(|p| p.finish).unwrap_or_default();
             say(&format!("osie: install finished; next: {}", format!("{action:?}").to_lowercase()));

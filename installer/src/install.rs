@@ -1,5 +1,6 @@
 //! The install flow: metadata → disk → image → GPT → cloud-init → the record's steps →
-//! (UEFI) boot entry → `installed`.
+//! (UEFI) boot entry → `installed`; or, when the metadata asks for an erase, metadata →
+//! [`crate::erase`].
 //!
 //! Each step reports its phase to bootsvc ([`Reporter`]); the first error ends the flow and
 //! is returned with its context — the caller reports `failed` with the chain. Nothing is
@@ -78,6 +79,16 @@ pub fn run_with(req: &InstallRequest, reporter: &Reporter, opts: &Options) -> Re
     }
     let client = opts.http.client()?;
     let md = fetch_metadata(&client, req, opts, reporter)?;
+    if let Some(plan) = &md.erase {
+        // Deprovisioning: erase instead of installing ([`crate::erase`]).
+        let named = req.disk.iter().chain(&opts.candidates).cloned().collect();
+        crate::erase::run(
+            plan,
+            reporter,
+            &crate::erase::Options { sys: opts.sys.clone(), named, ..Default::default() },
+        )?;
+        return Ok(md);
+    }
     let Some(plan) = &md.install else {
         bail!("bootsvc has no install plan for {}; no disk was touched", req.mac);
     };

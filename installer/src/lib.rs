@@ -9,13 +9,15 @@
 //! finished disk), [`metadata`], [`disk`] (enumerate, select, wipe), [`image`] (streaming,
 //! the heart, built from the [`io`] adapters), [`gpt`], [`cloudinit`], [`steps`] (the record's own steps), [`bootentry`] (the
 //! UEFI boot entry and `BootOrder`), [`report`] (events), and [`servers`] (several bootsvc
-//! instances: the one in use, failover).
+//! instances: the one in use, failover). Deprovisioning: [`erase`] (every disk erased
+//! instead of an install, when the metadata says so).
 
 pub mod backoff;
 pub mod bootentry;
 pub mod cli;
 pub mod cloudinit;
 pub mod disk;
+pub mod erase;
 pub mod finish;
 pub mod gpt;
 pub mod hardware;

@@ -15,7 +15,7 @@ use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use osie_api::{Event, EventAck, Hardware, MacAddr, Phase, Progress};
+use osie_api::{DiskErase, Event, EventAck, Hardware, MacAddr, Phase, Progress};
 use reqwest::blocking::Client;
 
 use crate::backoff::Backoff;
@@ -86,22 +86,34 @@ impl Reporter {
     }
 
     pub fn event(&self, phase: Phase, message: impl Into<String>) {
-        self.emit(phase, message.into(), None, Vec::new());
+        self.emit(phase, message.into(), None, Vec::new(), None);
     }
 
     pub fn progress(&self, phase: Phase, p: &Progress, message: impl Into<String>) {
-        self.emit(phase, message.into(), Some(p.clone()), Vec::new());
+        self.emit(phase, message.into(), Some(p.clone()), Vec::new(), None);
+    }
+
+    /// `disk-erased`, with the disk's report.
+    pub fn disk_erased(&self, r: DiskErase, message: impl Into<String>) {
+        self.emit(Phase::DiskErased, message.into(), None, Vec::new(), Some(r));
     }
 
     /// Report `failed` with the whole error chain, outermost first, and wait (bounded) until
     /// bootsvc has it: what follows a failure is a reboot.
     pub fn failed(&self, err: &anyhow::Error) {
         let chain: Vec<String> = err.chain().map(ToString::to_string).collect();
-        self.emit(Phase::Failed, format!("{err:#}"), None, chain);
+        self.emit(Phase::Failed, format!("{err:#}"), None, chain, None);
         self.flush();
     }
 
-    fn emit(&self, phase: Phase, message: String, progress: Option<Progress>, error: Vec<String>) {
+    fn emit(
+        &self,
+        phase: Phase,
+        message: String,
+        progress: Option<Progress>,
+        error: Vec<String>,
+        erase: Option<DiskErase>,
+    ) {
         if phase == Phase::Failed {
             tracing::error!("event {phase}: {message}");
         } else if progress.is_none() {
@@ -119,6 +131,7 @@ impl Reporter {
             seq: Some(self.seq.fetch_add(1, Ordering::Relaxed)),
             error,
             hardware,
+            erase,
         };
         if let Ok(tx) = tx.lock() {
             let _ = tx.send(Cmd::Send(Box::new(ev)));

@@ -294,6 +294,7 @@ mod tests {
                 seq: None,
                 error: vec![],
                 hardware: None,
+                erase: None,
             },
         }
     }

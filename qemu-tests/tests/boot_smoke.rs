@@ -180,6 +180,7 @@ fn metadata_for(mac: MacAddr, image: Image, finish: Finish, disk: DiskHints) -> 
             uefi: Default::default(),
             steps: Vec::new(),
         }),
+        erase: None,
         cloud_init: CloudInit::default(),
         ssh_keys: vec![],
         metadata_base_url: None,

@@ -7,10 +7,18 @@
 //! sets the one-time network boot and powers the machine on through the BMC, the machine
 //! netboots the installer, installs, reboots, and its new OS phones home. See
 //! `bootsvc/docs/power.md`.
+//!
+//! Then the same machine is deprovisioned by `bootsvc machine <mac> deprovision --power`
+//! alone (`bootsvc/docs/deprovision.md`): beside its installed virtio disk it has an NVMe
+//! disk (QEMU's `nvme`, which does Format NVM) and a virtio disk with discard, both full of
+//! data from the start. It netboots the installer in erase mode, which erases all three,
+//! reports each, and powers off; afterwards every byte of every disk file reads zero, and
+//! a network boot through the BMC gets no boot file.
 
 use std::time::{Duration, Instant};
 
-use osie_api::Phase;
+use bootsvc::trace::Step;
+use osie_api::{EraseMethod, Phase};
 use osie_qemu_tests::{signals, Disk, Inputs, Lab, Record};
 use osie_testkit::bmc::{self, Libvirt};
 use osie_testkit::proc::wait_for;
@@ -24,20 +32,38 @@ fn check<T>(r: anyhow::Result<T>) -> T {
 }
 
 /// The domain: as scenario (a)'s machine (1 GiB, `-cpu max`, SeaBIOS, virtio disk and NIC),
-/// booting its disk, as an installed machine does.
-fn domain_xml(name: &str, mac: &str, tap: &str, disk: &std::path::Path, serial: &std::path::Path) -> String {
+/// booting its disk, as an installed machine does; and two small disks the install does not
+/// choose (too small for the image) for the deprovisioning: a virtio disk with discard, and
+/// an NVMe disk (libvirt 9 has no emulated NVMe disk: given to QEMU directly).
+fn domain_xml(
+    name: &str,
+    mac: &str,
+    tap: &str,
+    disk: &std::path::Path,
+    serial: &std::path::Path,
+    (discarding, nvme): (&std::path::Path, &std::path::Path),
+) -> String {
     format!(
-        "<domain type='qemu'><name>{name}</name><memory unit='MiB'>1024</memory><vcpu>1</vcpu>\
+        "<domain type='qemu' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>\
+         <name>{name}</name><memory unit='MiB'>1024</memory><vcpu>1</vcpu>\
          <cpu mode='maximum'/>\
          <os><type arch='x86_64' machine='pc'>hvm</type></os><features><acpi/><apic/></features>\
          <clock offset='utc'/><on_reboot>restart</on_reboot>\
          <devices><emulator>/usr/bin/qemu-system-x86_64</emulator>\
          <disk type='file' device='disk'><driver name='qemu' type='raw' cache='unsafe'/>\
          <source file='{}'/><target dev='vda' bus='virtio'/><boot order='1'/></disk>\
+         <disk type='file' device='disk'><driver name='qemu' type='raw' cache='unsafe' discard='unmap'/>\
+         <source file='{}'/><target dev='vdb' bus='virtio'/></disk>\
          <interface type='ethernet'><mac address='{mac}'/><target dev='{tap}' managed='no'/><model type='virtio'/></interface>\
-         <serial type='file'><source path='{}'/></serial></devices></domain>",
+         <serial type='file'><source path='{}'/></serial></devices>\
+         <qemu:commandline><qemu:arg value='-drive'/>\
+         <qemu:arg value='file={},if=none,id=nvm,format=raw,cache=unsafe'/>\
+         <qemu:arg value='-device'/><qemu:arg value='nvme,serial=osie-nvme-1,drive=nvm'/></qemu:commandline>\
+         </domain>",
         disk.display(),
-        serial.display()
+        discarding.display(),
+        serial.display(),
+        nvme.display()
     )
 }
 
@@ -66,9 +92,13 @@ fn g_installed_machine_reinstalled_by_reinstall_power_alone() {
     // The installed machine, off, behind its BMC.
     let dir = check(lab.subdir("node1"));
     let disk = check(Disk::from_image(&dir, &inputs.image_file(), DISK_BYTES));
+    let (discarding, nvme) = (dir.join("vdb.img"), dir.join("nvme.img"));
+    for f in [&discarding, &nvme] {
+        fill(f, SMALL_DISK_BYTES);
+    }
     let tap = check(lab.add_tap());
     let mut lv = Libvirt::daemon(&lab.site.ns, lab.dir());
-    lv.define("node1", &domain_xml("node1", mac, &tap, &disk.path, &dir.join("serial.log")));
+    lv.define("node1", &domain_xml("node1", mac, &tap, &disk.path, &dir.join("serial.log"), (&discarding, &nvme)));
     let _sushy = bmc::sushy(&lab.site.ns, &lv, MGMT_IP, 8443, (&cert, &key), "admin", PASSWORD);
     assert_eq!(lv.state(), "shut off");
 
@@ -135,5 +165,96 @@ fn g_installed_machine_reinstalled_by_reinstall_power_alone() {
             e.event.message.chars().take(120).collect::<String>()
         );
     }
+
+    // Deprovisioning, by one command.
+    let t1 = Instant::now();
+    let out = check(lab.cli(&["machine", mac, "deprovision", "--power", "--wait", "600"]));
+    assert!(out.contains("deprovision done (power was on)"), "{out}");
+    assert!(out.contains("netbooted: the installer is at "), "{out}");
+    until("the erase to finish (deprovisioned)", Duration::from_secs(1200), Phase::Deprovisioned);
+    wait_for("the machine to power off", Duration::from_secs(180), || (lv.state() == "shut off").then_some(()))
+        .unwrap_or_else(|e| panic!("{e:#}: the domain is {}", lv.state()));
+    eprintln!("{test}: deprovisioned and off {:.0} s after the command", t1.elapsed().as_secs_f64());
+    let events = check(lab.events(mac));
+    let since = events.iter().rposition(|e| e.event.phase == Phase::Power).unwrap();
+    let erased: Vec<_> = events[since..].iter().filter_map(|e| e.event.erase.clone()).collect();
+    let mut paths: Vec<&str> = erased.iter().map(|r| r.path.as_str()).collect();
+    paths.sort();
+    assert_eq!(paths, ["/dev/nvme0n1", "/dev/vda", "/dev/vdb"], "{erased:#?}");
+    for r in &erased {
+        eprintln!(
+            "{test}: {} {} {} bytes in {:.2} s ({:.0} MB/s); fallbacks {:?}",
+            r.path,
+            r.method,
+            r.bytes,
+            r.seconds,
+            r.bytes as f64 / r.seconds.max(1e-3) / 1e6,
+            r.fallbacks
+        );
+        let want = if r.path == "/dev/vda" { DISK_BYTES } else { SMALL_DISK_BYTES };
+        assert_eq!(r.bytes, want, "{r:?}");
+        assert!(r.verified_samples > 2, "{r:?}");
+    }
+    let method = |p: &str| erased.iter().find(|r| r.path == p).map(|r| r.method).unwrap();
+    assert!(
+        matches!(method("/dev/nvme0n1"), EraseMethod::NvmeFormat | EraseMethod::NvmeFormatCrypto),
+        "QEMU's NVMe controller formats: {erased:#?}"
+    );
+    assert_eq!(method("/dev/vdb"), EraseMethod::Discard, "{erased:#?}");
+    let power = &events[since].event.message;
+    assert!(power.contains("deprovision via redfish") && power.contains("\"Pxe\""), "{power}");
+    for (f, size) in [(&disk.path, DISK_BYTES), (&discarding, SMALL_DISK_BYTES), (&nvme, SMALL_DISK_BYTES)] {
+        assert_eq!(std::fs::metadata(f).unwrap().len(), size);
+        assert_all_zero(f);
+    }
+    let view = check(lab.machine(mac));
+    assert_eq!(view.state.status.as_str(), "deprovisioned", "{:?}", view.state);
+    assert!(!view.netboot.allowed, "{:?}", view.netboot);
+
+    // Its next network boot, through the BMC: an address, no boot file.
+    let seen = check(lab.trace(mac)).steps.last().map(|s| s.n).unwrap_or(0);
+    check(lab.cli(&["machine", mac, "power", "netboot"]));
+    check(lab.cli(&["machine", mac, "power", "on"]));
+    let refusal = wait_for("its netboot to be answered without a boot file", Duration::from_secs(300), || {
+        std::thread::sleep(Duration::from_secs(2));
+        let t = lab.trace(mac).ok()?;
+        t.steps.into_iter().filter(|s| s.n > seen).find_map(|s| match s.step.step {
+            Step::Dhcp(d) if d.answer.is_some() && d.boot_file.is_none() => Some(d),
+            _ => None,
+        })
+    })
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    assert!(refusal.reason.contains("netboot not allowed"), "{refusal:?}");
+    eprintln!("{test}: netboot after deprovisioning: {} {:?}: {}", refusal.message, refusal.answer, refusal.reason);
     drop(lv);
+}
+
+const SMALL_DISK_BYTES: u64 = 256 << 20;
+
+/// A disk file of `size` bytes full of a pattern that is nowhere zero.
+fn fill(path: &std::path::Path, size: u64) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).unwrap();
+    let block: Vec<u8> = (0..1u32 << 20).map(|i| (i % 251) as u8 + 1).collect();
+    for _ in 0..size >> 20 {
+        f.write_all(&block).unwrap();
+    }
+}
+
+/// Every byte of the file reads zero.
+fn assert_all_zero(path: &std::path::Path) {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).unwrap();
+    let mut buf = vec![0u8; 4 << 20];
+    let mut at = 0u64;
+    loop {
+        let n = f.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        if let Some(i) = buf[..n].iter().position(|b| *b != 0) {
+            panic!("{}: byte {} is {:#x}, not zero", path.display(), at + i as u64, buf[i]);
+        }
+        at += n as u64;
+    }
 }

@@ -10,12 +10,15 @@
 //! - `GET /admin/machines/{mac}/trace?limit=N` (the boot trace and its diagnosis),
 //!   `GET /admin/machines/{mac}/log` (the installer's log): `bootsvc/docs/trace.md`;
 //! - `POST /admin/machines/{mac}/reinstall`: allow netboot again after an install;
+//! - `POST /admin/machines/{mac}/deprovision[?removable=true]`: erase the disks on the next
+//!   netboot, then no boot file until a reinstall (bootsvc/docs/deprovision.md);
 //! - `POST /admin/machines` (a record: add a machine), `PUT /admin/machines/{mac}` (a record:
 //!   replace the machine that has `mac`), `DELETE /admin/machines/{mac}`. A record is one
 //!   native record or Tinkerbell `Hardware` object, validated as `bootsvc check` validates
 //!   the inventory (problems answered 400, `request: <field>: <what>`), then stored through
 //!   the storage (a file in the inventory directory, or the database).
-//! - the power routes, `…/{mac}/power[/{action}]` and `…/{mac}/reinstall/power` ([`super::power`]).
+//! - the power routes, `…/{mac}/power[/{action}]`, `…/{mac}/reinstall/power` and
+//!   `…/{mac}/deprovision/power` ([`super::power`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -324,7 +327,39 @@ pub async fn events(
 }
 
 pub async fn reinstall(State(app): State<AppState>, Path(mac): Path<String>) -> Result<Json<MachineView>, AdminError> {
-    let e = find(&app, &mac)?;
+    let (e, key) = netbootable(&app, &mac)?;
+    let storage = Arc::clone(&app.storage);
+    let now = crate::state::now();
+    blocking(move || storage.reinstall(key, &now)).await?;
+    tracing::info!(mac = %key, host = %e.machine.hostname, "reinstall requested: netboot allowed again");
+    Ok(Json(view(&app, &e)))
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct DeprovisionQuery {
+    /// Erase removable disks too.
+    #[serde(default)]
+    pub removable: bool,
+}
+
+pub async fn deprovision(
+    State(app): State<AppState>,
+    Path(mac): Path<String>,
+    Query(q): Query<DeprovisionQuery>,
+) -> Result<Json<MachineView>, AdminError> {
+    let (e, key) = netbootable(&app, &mac)?;
+    let storage = Arc::clone(&app.storage);
+    let now = crate::state::now();
+    blocking(move || storage.deprovision(key, &now, q.removable)).await?;
+    tracing::warn!(mac = %key, host = %e.machine.hostname, removable = q.removable,
+        "deprovisioning requested: the next netboot erases every disk");
+    Ok(Json(view(&app, &e)))
+}
+
+/// The machine `mac` names and its state key, when its record lets it netboot (an erase or
+/// a reinstall needs the machine to netboot).
+fn netbootable(app: &AppState, mac: &str) -> Result<(Entry, MacAddr), AdminError> {
+    let e = find(app, mac)?;
     if !e.machine.netboot.allow {
         return Err(AdminError::Conflict(format!(
             "{}: netboot.allow is false in {}; set it to true there to let the machine netboot",
@@ -333,11 +368,7 @@ pub async fn reinstall(State(app): State<AppState>, Path(mac): Path<String>) -> 
         )));
     }
     let key = state_key(&e.machine).ok_or_else(|| AdminError::Internal("machine has no MAC".into()))?;
-    let storage = Arc::clone(&app.storage);
-    let now = crate::state::now();
-    blocking(move || storage.reinstall(key, &now)).await?;
-    tracing::info!(mac = %key, host = %e.machine.hostname, "reinstall requested: netboot allowed again");
-    Ok(Json(view(&app, &e)))
+    Ok((e, key))
 }
 
 /// The one record in a request body, checked as a change to the current machines.

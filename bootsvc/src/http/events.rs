@@ -157,6 +157,7 @@ pub async fn phone_home(
         seq: None,
         error: Vec::new(),
         hardware: None,
+        erase: None,
     };
     let resp = store(&app, &caller, ev).await;
     if resp.status().is_success() {
@@ -193,6 +194,6 @@ mod tests {
         let (ev, sent) = event("unknown");
         assert!(known_phase(&ev, sent.as_deref()).is_err(), "\"unknown\" is no phase either");
         let (ev, sent) = event(&"x".repeat(500));
-        assert!(known_phase(&ev, sent.as_deref()).unwrap_err().message.len() < 300, "quoted, not echoed whole");
+        assert!(known_phase(&ev, sent.as_deref()).unwrap_err().message.len() < 350, "quoted, not echoed whole");
     }
 }

@@ -39,7 +39,9 @@ pub async fn installer(
     };
     let snap = app.storage.snapshot();
     let m = &caller.entry.machine;
-    let vendor = match vendor_digest(&app, m).await {
+    // A deprovisioning asked for: erase, and no image to look up.
+    let erase = app.storage.state_of(m).deprovision.map(|d| osie_api::ErasePlan { removable: d.removable });
+    let vendor = match if erase.is_some() { Ok(None) } else { vendor_digest(&app, m).await } {
         Ok(d) => d,
         Err(e) => {
             // Refused here, where the installer asks: it reports the reason as its failure
@@ -53,10 +55,10 @@ pub async fn installer(
         }
     };
     let base = crate::netboot::own_url(&app.cfg, crate::netboot::Via::of(peer));
-    let meta = md::for_installer(m, caller.mac, &snap.images, &base, vendor.as_ref());
+    let meta = md::for_installer(m, caller.mac, &snap.images, &base, vendor.as_ref(), erase);
     tracing::info!(
         mac = %caller.mac, host = %m.hostname, ip = %caller.ip, matched = %caller.how,
-        plan = meta.install.is_some(), "metadata served"
+        plan = meta.install.is_some(), erase = meta.erase.is_some(), "metadata served"
     );
     let run = h.get(osie_api::RUN_HEADER).and_then(|v| v.to_str().ok()).map(|r| crate::trace::clean(r, 64));
     note(&app, &caller, osie_api::paths::METADATA, run);

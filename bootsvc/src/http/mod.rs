@@ -24,9 +24,9 @@
 //!
 //! Admin listener (`admin.listen`), bearer token and failed-token back-off ([`admin`],
 //! [`backoff`]): `GET /admin/machines[/{mac}[/events|/trace|/log]]`, `POST /admin/machines/{mac}/reinstall`,
-//! and the records themselves: `POST /admin/machines`, `PUT`/`DELETE /admin/machines/{mac}`.
+//! `POST /admin/machines/{mac}/deprovision`, and the records themselves: `POST /admin/machines`, `PUT`/`DELETE /admin/machines/{mac}`.
 //! BMC power and boot control ([`power`]): `GET …/{mac}/power`, `POST …/{mac}/power/{action}`,
-//! `POST …/{mac}/reinstall/power`.
+//! `POST …/{mac}/reinstall/power`, `POST …/{mac}/deprovision/power`.
 //!
 //! The status page ([`ui`]) is on the admin listener too, under `/ui/`, behind a login of its
 //! own (a session cookie, not the bearer token).
@@ -126,6 +126,8 @@ pub fn admin_router(app: AppState) -> Router {
         .route("/admin/machines/{mac}/log", get(admin::log))
         .route("/admin/machines/{mac}/reinstall", post(admin::reinstall))
         .route("/admin/machines/{mac}/reinstall/power", post(power::reinstall))
+        .route("/admin/machines/{mac}/deprovision", post(admin::deprovision))
+        .route("/admin/machines/{mac}/deprovision/power", post(power::deprovision))
         .route("/admin/machines/{mac}/power", get(power::status))
         .route("/admin/machines/{mac}/power/{action}", post(power::act))
         .route_layer(axum::middleware::from_fn_with_state(guard, admin::guard))

@@ -8,6 +8,8 @@
 //!   `cycle`, `netboot` (one-time network boot);
 //! - `POST /admin/machines/{mac}/reinstall/power?by=<name>`: allow netboot (as
 //!   `/reinstall`), then a one-time network boot and a power cycle (or on).
+//! - `POST /admin/machines/{mac}/deprovision/power?by=<name>[&removable=true]`: ask for the
+//!   erase (as `/deprovision`), then the same one-time network boot and power cycle.
 //!
 //! The answer is a [`PowerAnswer`]: 200 when the BMC did it, else 502 (the BMC failed or
 //! refused), 504 (no answer in time), 409 (no `bmc` in the record, or an action already
@@ -84,7 +86,7 @@ pub async fn act(
 ) -> Result<Response, AdminError> {
     let e = admin::find(&app, &mac)?;
     let action = match Action::parse(&action) {
-        Some(a) if a.changes() && a != Action::Reinstall => a,
+        Some(a) if a.changes() && !matches!(a, Action::Reinstall | Action::Deprovision) => a,
         _ => {
             return Err(AdminError::BadRequest(format!(
             "{action:?} is not a power action: on, off, shutdown, cycle, netboot (reinstall: POST …/reinstall/power)"
@@ -108,6 +110,23 @@ pub async fn reinstall(
     // Netboot allowed first: the machine's next boot must find its script.
     let _allowed = admin::reinstall(State(Arc::clone(&app)), Path(mac)).await?;
     run(app, e, Action::Reinstall, Some(asked)).await
+}
+
+pub async fn deprovision(
+    State(app): State<AppState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    Path(mac): Path<String>,
+    Query(who): Query<Who>,
+    Query(opts): Query<admin::DeprovisionQuery>,
+) -> Result<Response, AdminError> {
+    let asked = asker(&who, peer.map(|p| p.0 .0))?;
+    let e = admin::find(&app, &mac)?;
+    if e.machine.bmc.is_none() {
+        return Err(no_bmc(&e));
+    }
+    // The erase asked for first: the machine's next boot must find it.
+    let _asked = admin::deprovision(State(Arc::clone(&app)), Path(mac), Query(opts)).await?;
+    run(app, e, Action::Deprovision, Some(asked)).await
 }
 
 /// `alice from 127.0.0.1`, from the client's word and the connection.
@@ -194,6 +213,7 @@ async fn record(app: &AppState, key: MacAddr, host: &str, by: &str, ip: Option<I
         seq: None,
         error: report.error.iter().map(|e| e.message.clone()).collect(),
         hardware: (dmi != Dmi::default()).then(|| Hardware { dmi, ..Default::default() }),
+        erase: None,
     };
     let source = ip.map(crate::netaddr::unmap);
     let storage = Arc::clone(&app.storage);

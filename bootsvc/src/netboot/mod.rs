@@ -22,7 +22,12 @@ pub fn refused(m: &Machine, state: &MachineState, mac: MacAddr) -> Option<String
     if netboot_allowed(m, state) {
         return None;
     }
-    Some(if m.netboot.allow {
+    Some(if m.netboot.allow && state.status == crate::state::Status::Deprovisioned {
+        format!(
+            "{} is deprovisioned (disks erased), netboot was cleared (bootsvc machine {mac} reinstall installs it again)",
+            m.hostname
+        )
+    } else if m.netboot.allow {
         format!("{} is installed, netboot was cleared (bootsvc machine {mac} reinstall allows it again)", m.hostname)
     } else {
         format!("netboot is not allowed for {}", m.hostname)

@@ -40,6 +40,8 @@ pub enum Action {
     /// Netboot once, then cycle (or power on): what `reinstall --power` does after allowing
     /// netboot.
     Reinstall,
+    /// The same after asking for a deprovisioning: the machine netboots into the erase.
+    Deprovision,
 }
 
 impl Action {
@@ -52,13 +54,23 @@ impl Action {
             Action::Cycle => "cycle",
             Action::Netboot => "netboot",
             Action::Reinstall => "reinstall",
+            Action::Deprovision => "deprovision",
         }
     }
 
     pub fn parse(s: &str) -> Option<Action> {
-        [Action::Status, Action::On, Action::Off, Action::Shutdown, Action::Cycle, Action::Netboot, Action::Reinstall]
-            .into_iter()
-            .find(|a| a.as_str() == s)
+        [
+            Action::Status,
+            Action::On,
+            Action::Off,
+            Action::Shutdown,
+            Action::Cycle,
+            Action::Netboot,
+            Action::Reinstall,
+            Action::Deprovision,
+        ]
+        .into_iter()
+        .find(|a| a.as_str() == s)
     }
 
     /// Changes something on the machine (and so goes into its timeline).
@@ -254,14 +266,14 @@ fn reset_for(action: Action) -> Option<Reset> {
         Action::On => Some(Reset::On),
         Action::Off => Some(Reset::Off),
         Action::Shutdown => Some(Reset::GracefulOff),
-        Action::Cycle | Action::Reinstall => Some(Reset::Cycle),
+        Action::Cycle | Action::Reinstall | Action::Deprovision => Some(Reset::Cycle),
         Action::Status | Action::Netboot => None,
     }
 }
 
 /// Sets the one-time network boot before resetting.
 fn netboots(action: Action) -> bool {
-    matches!(action, Action::Netboot | Action::Reinstall)
+    matches!(action, Action::Netboot | Action::Reinstall | Action::Deprovision)
 }
 
 #[cfg(test)]
@@ -270,13 +282,15 @@ mod tests {
 
     #[test]
     fn actions() {
-        for a in ["status", "on", "off", "shutdown", "cycle", "netboot", "reinstall"] {
+        for a in ["status", "on", "off", "shutdown", "cycle", "netboot", "reinstall", "deprovision"] {
             assert_eq!(Action::parse(a).map(|a| a.as_str()), Some(a));
         }
         assert_eq!(Action::parse("reboot"), None);
         assert!(!Action::Status.changes() && Action::Netboot.changes());
         assert_eq!(reset_for(Action::Reinstall), Some(Reset::Cycle));
         assert!(netboots(Action::Reinstall) && !netboots(Action::Cycle));
+        assert_eq!(reset_for(Action::Deprovision), Some(Reset::Cycle));
+        assert!(netboots(Action::Deprovision));
     }
 
     #[test]

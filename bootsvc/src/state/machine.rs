@@ -35,6 +35,13 @@ pub struct MachineState {
     pub first_boot_at: Option<String>,
     #[serde(default)]
     pub reinstall_requested_at: Option<String>,
+    /// An operator asked for the machine's disks to be erased: its next netboots run the
+    /// installer in erase mode until a `deprovisioned` event (or a reinstall) ends it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deprovision: Option<Deprovision>,
+    /// When the last deprovisioning finished (`deprovisioned`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deprovisioned_at: Option<String>,
     /// Events stored for this machine; also the next event's number.
     #[serde(default)]
     pub events: u64,
@@ -51,6 +58,12 @@ pub enum Status {
     Failed,
     /// An operator allowed netboot again after an install.
     ReinstallPending,
+    /// An operator asked for the disks to be erased; the machine has not netbooted yet.
+    DeprovisionPending,
+    /// The installer is erasing the disks.
+    Erasing,
+    /// Every disk erased; no boot file until a reinstall.
+    Deprovisioned,
 }
 
 impl Status {
@@ -61,8 +74,20 @@ impl Status {
             Status::Installed => "installed",
             Status::Failed => "failed",
             Status::ReinstallPending => "reinstall-pending",
+            Status::DeprovisionPending => "deprovision-pending",
+            Status::Erasing => "erasing",
+            Status::Deprovisioned => "deprovisioned",
         }
     }
+}
+
+/// A deprovisioning asked for and not finished.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deprovision {
+    pub requested_at: String,
+    /// Erase removable disks too.
+    #[serde(default)]
+    pub removable: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -109,25 +134,43 @@ impl MachineState {
             s.run_id = ev.run_id.clone();
             s.last_seq = ev.seq;
         }
+        let erasing = s.deprovision.is_some();
         match ev.phase {
+            // An install that was running when the erase was asked for: netboot stays
+            // allowed, so the next boot erases.
+            Phase::Installed if erasing => {
+                s.status = Status::DeprovisionPending;
+                s.installed_at = Some(now.into());
+            }
             Phase::Installed => {
                 s.status = Status::Installed;
                 s.netboot_cleared = true;
                 s.installed_at = Some(now.into());
                 s.last_error.clear();
             }
+            Phase::Deprovisioned if erasing => {
+                s.status = Status::Deprovisioned;
+                s.netboot_cleared = true;
+                s.deprovision = None;
+                s.deprovisioned_at = Some(now.into());
+                s.last_error.clear();
+            }
+            // Nobody asked (or a reinstall came first): nothing to act on.
+            Phase::Deprovisioned => {}
             Phase::Failed => {
-                // Netboot stays allowed: the next boot tries again.
+                // Netboot stays allowed (and a deprovisioning pending): the next boot tries
+                // again.
                 s.status = Status::Failed;
                 s.last_error = ev.error.clone();
             }
             Phase::FirstBoot => s.first_boot_at = Some(now.into()),
             Phase::BootedInstaller => {
-                s.status = Status::Installing;
+                s.status = if erasing { Status::Erasing } else { Status::Installing };
                 s.last_error.clear();
             }
+            _ if erasing => s.status = Status::Erasing,
             _ => {
-                if s.status != Status::Installed {
+                if !matches!(s.status, Status::Installed | Status::Deprovisioned) {
                     s.status = Status::Installing;
                 }
             }
@@ -141,6 +184,17 @@ impl MachineState {
         s.netboot_cleared = false;
         s.status = Status::ReinstallPending;
         s.reinstall_requested_at = Some(now.into());
+        s.deprovision = None;
+        s
+    }
+
+    /// The state after an operator asked for the disks to be erased: netboot allowed, and
+    /// the installer told to erase ([`Deprovision`]).
+    pub fn deprovision(&self, now: &str, removable: bool) -> MachineState {
+        let mut s = self.clone();
+        s.netboot_cleared = false;
+        s.status = Status::DeprovisionPending;
+        s.deprovision = Some(Deprovision { requested_at: now.into(), removable });
         s
     }
 }
@@ -160,6 +214,7 @@ mod tests {
             seq: Some(0),
             error: Vec::new(),
             hardware: None,
+            erase: None,
         }
     }
 
@@ -180,6 +235,58 @@ mod tests {
         assert_eq!((s.status, s.first_boot_at.as_deref()), (Status::Installed, Some("t5")));
         assert_eq!(s.events, 5);
         let s = s.reinstall("t6");
+        assert_eq!((s.status, s.netboot_cleared), (Status::ReinstallPending, false));
+    }
+
+    #[test]
+    fn deprovisioning_erases_once_then_waits_for_a_reinstall() {
+        let installed = MachineState::default().apply(&ev(Phase::Installed), "t0");
+        let s = installed.deprovision("t1", true);
+        assert_eq!((s.status, s.netboot_cleared), (Status::DeprovisionPending, false));
+        assert_eq!(s.deprovision, Some(Deprovision { requested_at: "t1".into(), removable: true }));
+        let mut r2 = ev(Phase::BootedInstaller);
+        r2.run_id = Some("r2".into());
+        let s = s.apply(&r2, "t2");
+        assert_eq!(s.status, Status::Erasing);
+        let mut erased = ev(Phase::DiskErased);
+        erased.run_id = Some("r2".into());
+        erased.seq = Some(1);
+        let s = s.apply(&erased, "t3");
+        assert_eq!(s.status, Status::Erasing);
+        // A failure keeps the erase pending and netboot allowed: the next boot erases again.
+        let mut f = ev(Phase::Failed);
+        f.run_id = Some("r2".into());
+        f.seq = Some(2);
+        let failed = s.apply(&f, "t4");
+        assert_eq!(
+            (failed.status, failed.netboot_cleared, failed.deprovision.is_some()),
+            (Status::Failed, false, true)
+        );
+        let mut done = ev(Phase::Deprovisioned);
+        done.run_id = Some("r3".into());
+        let s = failed.apply(&done, "t5");
+        assert_eq!((s.status, s.netboot_cleared, s.deprovision.as_ref()), (Status::Deprovisioned, true, None));
+        assert_eq!(s.deprovisioned_at.as_deref(), Some("t5"));
+        // The installed OS's late phone-home changes nothing.
+        let s = s.apply(&ev(Phase::FirstBoot), "t6");
+        assert_eq!((s.status, s.netboot_cleared), (Status::Deprovisioned, true));
+        let s = s.reinstall("t7");
+        assert_eq!((s.status, s.netboot_cleared, s.deprovision.as_ref()), (Status::ReinstallPending, false, None));
+    }
+
+    #[test]
+    fn an_install_ending_after_the_erase_was_asked_for_does_not_cancel_it() {
+        let s = MachineState::default().apply(&ev(Phase::BootedInstaller), "t0").deprovision("t1", false);
+        let mut done = ev(Phase::Installed);
+        done.seq = Some(5);
+        let s = s.apply(&done, "t2");
+        assert_eq!((s.status, s.netboot_cleared, s.deprovision.is_some()), (Status::DeprovisionPending, false, true));
+        // `deprovisioned` from a machine nobody asked to erase is recorded, not acted on.
+        let s = MachineState::default().apply(&ev(Phase::Installed), "t").apply(&ev(Phase::Deprovisioned), "t2");
+        assert_eq!((s.status, s.netboot_cleared, s.deprovisioned_at), (Status::Installed, true, None));
+        // A reinstall asked for in the middle of an erase wins over its late `deprovisioned`.
+        let s = MachineState::default().deprovision("t1", false).reinstall("t2");
+        let s = s.apply(&ev(Phase::Deprovisioned), "t3");
         assert_eq!((s.status, s.netboot_cleared), (Status::ReinstallPending, false));
     }
 

@@ -25,7 +25,7 @@ use osie_api::{Event, MacAddr};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
-pub use machine::{EventSummary, MachineState, Status};
+pub use machine::{Deprovision, EventSummary, MachineState, Status};
 
 /// Machine key (MAC) → JSON [`MachineState`].
 const MACHINES: TableDefinition<&str, &[u8]> = TableDefinition::new("machines");
@@ -272,8 +272,18 @@ impl Store {
 
     /// Allow netboot again after an install; durable before returning.
     pub fn reinstall(&self, key: MacAddr, now: &str) -> Result<MachineState> {
-        self.update(key, Durability::Immediate, |s| Some(s.reinstall(now)))
-            .map(|s| s.unwrap_or_else(|| self.state(&key)))
+        self.change(key, |s| s.reinstall(now))
+    }
+
+    /// Erase the disks on the next netboot (`MachineState::deprovision`); durable before
+    /// returning.
+    pub fn deprovision(&self, key: MacAddr, now: &str, removable: bool) -> Result<MachineState> {
+        self.change(key, |s| s.deprovision(now, removable))
+    }
+
+    /// An operator's change to the state, durable before returning.
+    fn change(&self, key: MacAddr, f: impl FnOnce(&MachineState) -> MachineState) -> Result<MachineState> {
+        self.update(key, Durability::Immediate, |s| Some(f(s))).map(|s| s.unwrap_or_else(|| self.state(&key)))
     }
 
     fn update(
@@ -362,6 +372,7 @@ mod tests {
             seq: Some(seq),
             error: Vec::new(),
             hardware: None,
+            erase: None,
         }
     }
 
@@ -392,6 +403,12 @@ mod tests {
         let s = Store::open(d.path()).unwrap();
         assert_eq!(s.state(&key).status, Status::ReinstallPending);
         assert_eq!(s.all().len(), 1);
+        s.deprovision(key, "t6", true).unwrap();
+        drop(s);
+        let s = Store::open(d.path()).unwrap();
+        let st = s.state(&key);
+        assert_eq!((st.status, st.netboot_cleared), (Status::DeprovisionPending, false));
+        assert_eq!(st.deprovision.map(|d| (d.requested_at, d.removable)), Some(("t6".to_string(), true)));
     }
 
     #[test]

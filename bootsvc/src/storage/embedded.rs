@@ -131,6 +131,10 @@ impl Storage for EmbeddedStorage {
         self.store.reinstall(key, now)
     }
 
+    fn deprovision(&self, key: MacAddr, now: &str, removable: bool) -> Result<MachineState> {
+        self.store.deprovision(key, now, removable)
+    }
+
     fn events(&self, key: &MacAddr, limit: usize) -> Result<Vec<StoredEvent>> {
         self.store.events(key, limit)
     }
@@ -324,6 +328,7 @@ pub(crate) mod tests {
             seq: None,
             error: vec![],
             hardware: None,
+            erase: None,
         };
         let key = crate::storage::state_key(&b.by_mac(&second_nic).unwrap()).unwrap();
         b.record_event(key, &ev, None, "t").unwrap();
@@ -331,6 +336,7 @@ pub(crate) mod tests {
         assert!(!b.netboot_allowed(&"52:54:00:00:00:02".parse().unwrap()), "state is per machine, not per NIC");
         b.reinstall(key, "t2").unwrap();
         assert!(b.netboot_allowed(&second_nic));
+        crate::storage::trace_rules::deprovisioning_until_reinstall(&b, key);
         assert!(!b.netboot_allowed(&"52:54:00:00:00:99".parse().unwrap()));
     }
 }

@@ -13,7 +13,7 @@
 //! |---|---|---|---|
 //! | machines | [`Storage::snapshot`] | no: from memory (a cheap `Arc` of the current snapshot) | per DHCP packet, per HTTP request |
 //! | machine state | [`Storage::state`], [`Storage::states`] | no: from memory, kept in step with every write | per DHCP packet (is netboot allowed?), per request |
-//! | writes, history | [`Storage::record_event`], [`Storage::reinstall`], [`Storage::events`], [`Storage::put_machine`], [`Storage::remove_machine`] | **yes** (fsync; a database round trip): call them from a blocking thread (`spawn_blocking`) | per event, per admin call |
+//! | writes, history | [`Storage::record_event`], [`Storage::reinstall`], [`Storage::deprovision`], [`Storage::events`], [`Storage::put_machine`], [`Storage::remove_machine`] | **yes** (fsync; a database round trip): call them from a blocking thread (`spawn_blocking`) | per event, per admin call |
 //! | pool leases | [`Storage::leases`] → [`LeasePool`] | reads no; `offer`, `ack`, `release`, `decline` **yes** (durable before they return; a database round trip when [`LeasePool::blocks`]) | per DHCP packet, from the DHCP server's loop (one packet at a time; when the pool blocks, the loop decides each packet inside `block_in_place`, still one at a time, in arrival order) |
 //! | boot trace, installer log | [`Storage::record_steps`], [`Storage::steps`], [`Storage::record_log`], [`Storage::log`] | **yes**: the recorder (`crate::tracer`) calls `record_steps` from its own thread, in batches, never from DHCP or TFTP | per batch of steps, per log chunk, per admin call |
 //! | DHCP requests seen | [`Storage::dhcp_requests`] → [`RequestsSeen`] | no (written behind, at most every few seconds) | per DHCP packet, per identity check |
@@ -88,6 +88,10 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Allow netboot again after an install, durably. May block.
     fn reinstall(&self, key: MacAddr, now: &str) -> Result<MachineState>;
+
+    /// Allow netboot and have the next netboot erase the disks (`removable` ones too when
+    /// asked), durably. May block.
+    fn deprovision(&self, key: MacAddr, now: &str, removable: bool) -> Result<MachineState>;
 
     /// The last `limit` events of the machine keyed `key`, oldest first. May block.
     fn events(&self, key: &MacAddr, limit: usize) -> Result<Vec<StoredEvent>>;

@@ -1,5 +1,5 @@
-//! The rules of the boot trace and the installer log that every [`Storage`] keeps, as test
-//! functions run on each implementation (the embedded store, PostgreSQL).
+//! The rules of the boot trace, the installer log and deprovisioning that every [`Storage`]
+//! keeps, as test functions run on each implementation (the embedded store, PostgreSQL).
 
 use osie_api::MacAddr;
 
@@ -56,4 +56,37 @@ pub fn log_chunks_are_bounded_deduplicated_and_evicted(s: &dyn Storage) {
     let v = s.log(&k).unwrap();
     assert_eq!(v.runs.iter().map(|r| r.run_id.as_str()).collect::<Vec<_>>(), ["r2", "r3"], "r1 evicted");
     assert!(s.log(&"52:54:00:00:00:09".parse().unwrap()).unwrap().runs.is_empty());
+}
+
+/// A deprovisioning asked for is kept (with its `removable`) and allows netboot; the
+/// `deprovisioned` event clears netboot until a reinstall. `key` names a machine of `s`
+/// whose netboot its record allows.
+pub fn deprovisioning_until_reinstall(s: &dyn Storage, key: MacAddr) {
+    use osie_api::{Event, Phase};
+
+    use crate::inventory::Backend;
+    use crate::state::Status;
+    let st = s.deprovision(key, "t10", true).unwrap();
+    assert_eq!((st.status, st.netboot_cleared), (Status::DeprovisionPending, false));
+    assert_eq!(s.state(&key).deprovision.map(|d| d.removable), Some(true), "seen by reads at once");
+    assert!(s.netboot_allowed(&key));
+    let ev = |phase, seq| Event {
+        machine: key,
+        phase,
+        progress: None,
+        message: String::new(),
+        time: "t".into(),
+        run_id: Some("erase-run".into()),
+        seq: Some(seq),
+        error: vec![],
+        hardware: None,
+        erase: None,
+    };
+    assert_eq!(s.record_event(key, &ev(Phase::BootedInstaller, 0), None, "t11").unwrap().state.status, Status::Erasing);
+    let done = s.record_event(key, &ev(Phase::Deprovisioned, 1), None, "t12").unwrap().state;
+    assert_eq!((done.status, done.netboot_cleared, done.deprovision), (Status::Deprovisioned, true, None));
+    assert!(!s.netboot_allowed(&key), "no boot file until a reinstall");
+    s.reinstall(key, "t13").unwrap();
+    assert!(s.netboot_allowed(&key));
+    assert_eq!(s.state(&key).status, Status::ReinstallPending);
 }

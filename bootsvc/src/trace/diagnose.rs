@@ -246,7 +246,8 @@ fn after_event(steps: &[StoredStep], i: usize, now: u64, t: &Thresholds) -> Diag
     let at = format!("installer: {}{pct}", e.phase);
     let d = |health, cause: Option<String>| Diagnosis { health, at: at.clone(), cause, since_ms: Some(at_ms) };
     match e.phase.as_str() {
-        "first-boot" => d(Health::Done, None),
+        // Deprovisioned: the disks are erased and the machine powered off.
+        "first-boot" | "deprovisioned" => d(Health::Done, None),
         "failed" => d(Health::Stuck, Some(format!("the installer failed: {}", e.message))),
         "installed" => {
             // The installed OS's own DHCP after `installed` shows it booted at least that far.

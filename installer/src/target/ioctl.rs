@@ -12,6 +12,7 @@ nix::ioctl_read_bad!(blkpbszget, nix::request_code_none!(0x12, 123), libc::c_uin
 nix::ioctl_write_ptr_bad!(blkzeroout, nix::request_code_none!(0x12, 127), [u64; 2]);
 nix::ioctl_write_ptr_bad!(blkdiscard, nix::request_code_none!(0x12, 119), [u64; 2]);
 nix::ioctl_none!(blkrrpart, 0x12, 95);
+nix::ioctl_none!(blkflsbuf, 0x12, 97);
 
 pub fn is_block_device(f: &File) -> io::Result<bool> {
     Ok(f.metadata()?.file_type().is_block_device())
@@ -69,6 +70,17 @@ pub fn discard(f: &File, off: u64, len: u64) -> io::Result<bool> {
         Err(nix::errno::Errno::ENOTTY | nix::errno::Errno::EOPNOTSUPP) => Ok(false),
         Err(e) => Err(io::Error::from(e)),
     }
+}
+
+/// Write out and drop the device's page cache (BLKFLSBUF): after a command that changed
+/// the disk behind the kernel's back (an NVMe format), cached blocks are stale. No-op for
+/// files.
+pub fn flush_buffers(f: &File) -> io::Result<()> {
+    if !is_block_device(f)? {
+        return Ok(());
+    }
+    // SAFETY: BLKFLSBUF takes no argument.
+    unsafe { blkflsbuf(f.as_raw_fd()) }.map(|_| ()).map_err(io::Error::from)
 }
 
 /// Ask the kernel to re-read the partition table. A disk whose partitions are in use

@@ -171,6 +171,7 @@ mod tests {
             seq: None,
             error: vec![],
             hardware: None,
+            erase: None,
         }
     }
 

@@ -177,6 +177,7 @@ mod tests {
                 seq: Some(n),
                 error: vec![],
                 hardware: None,
+                erase: None,
             },
         }
     }

@@ -112,6 +112,21 @@ pub struct PgStorage {
 }
 
 impl PgStorage {
+    /// An operator's change to a machine's state, in the database and then in memory.
+    fn change(
+        &self,
+        key: MacAddr,
+        what: &'static str,
+        f: impl FnOnce(&MachineState) -> MachineState,
+    ) -> Result<MachineState> {
+        let (st, version) = self.bridge().run(what, async {
+            let mut c = self.bridge().client().await?;
+            state::change(&mut c, key, what, f).await
+        })?;
+        self.shared.states.offer(key, version, st.clone());
+        Ok(st)
+    }
+
     /// Connect, refuse a schema other than this bootsvc's, read everything, and keep it
     /// fresh from then on. Blocks; call it outside the async runtime's workers.
     pub fn open(cfg: Arc<Config>, url: &str) -> Result<PgStorage> {
@@ -223,12 +238,11 @@ impl Storage for PgStorage {
     }
 
     fn reinstall(&self, key: MacAddr, now: &str) -> Result<MachineState> {
-        let (st, version) = self.bridge().run("allowing a reinstall", async {
-            let mut c = self.bridge().client().await?;
-            state::reinstall(&mut c, key, now).await
-        })?;
-        self.shared.states.offer(key, version, st.clone());
-        Ok(st)
+        self.change(key, "allowing a reinstall", |s| s.reinstall(now))
+    }
+
+    fn deprovision(&self, key: MacAddr, now: &str, removable: bool) -> Result<MachineState> {
+        self.change(key, "asking for a deprovisioning", |s| s.deprovision(now, removable))
     }
 
     fn events(&self, key: &MacAddr, limit: usize) -> Result<Vec<StoredEvent>> {

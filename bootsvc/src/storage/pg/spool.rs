@@ -180,6 +180,7 @@ mod tests {
             seq,
             error: Vec::new(),
             hardware: None,
+            erase: None,
         }
     }
 

@@ -166,14 +166,20 @@ pub async fn record_event(
     Ok((Recorded { duplicate: false, state }, version))
 }
 
-/// Allow netboot again: the new state and its version.
-pub async fn reinstall(c: &mut deadpool_postgres::Client, key: MacAddr, now: &str) -> Result<(MachineState, i64)> {
+/// An operator's change to `key`'s state (a reinstall, a deprovisioning; `what` names it
+/// for errors): the new state and its version.
+pub async fn change(
+    c: &mut deadpool_postgres::Client,
+    key: MacAddr,
+    what: &'static str,
+    f: impl FnOnce(&MachineState) -> MachineState,
+) -> Result<(MachineState, i64)> {
     let k = key.to_string();
     let tx = c.transaction().await.map_err(db_err("starting a transaction"))?;
     let (_, current) = lock_state(&tx, &k).await?;
-    let state = current.reinstall(now);
+    let state = f(&current);
     let version = store_state(&tx, &k, &state).await?;
-    tx.commit().await.map_err(db_err("committing the reinstall"))?;
+    tx.commit().await.map_err(db_err(what))?;
     Ok((state, version))
 }
 

@@ -69,6 +69,7 @@ fn event(mac: MacAddr, phase: Phase, run: &str, seq: u64) -> Event {
         seq: Some(seq),
         error: vec![],
         hardware: None,
+        erase: None,
     }
 }
 
@@ -131,6 +132,11 @@ fn two_instances_share_machines_state_and_events() {
     z.reinstall(mac, "t2").unwrap();
     let took = within_2s("A sees the reinstall", || a.netboot_allowed(&second));
     eprintln!("reinstall on one instance seen by the other after {took:?}");
+    // A deprovisioning through Z is served by A (its metadata says erase).
+    z.deprovision(mac, "t3", false).unwrap();
+    within_2s("A sees the deprovisioning", || a.state(&mac).deprovision.is_some());
+    crate::storage::trace_rules::deprovisioning_until_reinstall(&a, mac);
+    within_2s("Z sees the reinstall after it", || z.state(&mac).status == crate::state::Status::ReinstallPending);
 
     // Many events at once through both, many sent twice: each stored once, numbered
     // without gaps.
@@ -153,9 +159,10 @@ fn two_instances_share_machines_state_and_events() {
         t.join().unwrap();
     }
     let all = a.events(&mac, 1000).unwrap();
-    assert_eq!(all.len(), 3 + 160);
+    // 3 install events, 2 of the deprovisioning, 160 here.
+    assert_eq!(all.len(), 3 + 2 + 160);
     assert!(all.iter().enumerate().all(|(i, e)| e.n == i as u64), "numbered without gaps");
-    within_2s("both agree on the count", || a.state(&mac).events == 163 && z.state(&mac).events == 163);
+    within_2s("both agree on the count", || a.state(&mac).events == 165 && z.state(&mac).events == 165);
 
     // Removed: gone from both.
     b.run("removing", async {

@@ -229,3 +229,12 @@ fn recorded_traces() {
     }
     assert!(n >= 4, "no recorded trace in {}", dir.display());
 }
+
+#[test]
+fn a_deprovisioned_machine_is_done_long_after() {
+    let mut steps = chain_until_initramfs();
+    steps.push(event("disk-erased", None));
+    steps.push(event("deprovisioned", None));
+    let d = diagnose(&trace(steps), 50_000 * S, &T);
+    assert_eq!((d.health, d.at.as_str()), (Health::Done, "installer: deprovisioned"));
+}

@@ -57,7 +57,7 @@ function fmtBytes(n) {
 // Percent done of the install: the image's bytes while it streams, else the phase's place.
 function progressOf(st) {
   if (!st || !st.phase) return 0;
-  if (st.status === "installed" || st.phase === "installed" || st.phase === "first-boot") return 100;
+  if (st.status === "installed" || st.status === "deprovisioned" || st.phase === "installed" || st.phase === "first-boot") return 100;
   const i = PHASES.indexOf(st.phase);
   if (i < 0) return 0;
   const step = 100 / (PHASES.length - 1);
@@ -293,9 +293,11 @@ function renderMachineHead(m) {
       el("dt", {}, "Progress"), el("dd", {}, el("progress", { max: 100, value: pct, id: "progress" }),
         el("span", { class: "pct" }, pct + " %" + (pr && pr.bytes_total ? " — " + fmtBytes(pr.bytes_done) + " of " + fmtBytes(pr.bytes_total) + (pr.rate ? ", " + fmtBytes(pr.rate) + "/s" : "") : ""))),
       el("dt", {}, "Last step"), el("dd", { id: "last" }, lastStep(st)),
-      el("dt", {}, "Netboot"), el("dd", {}, m.netboot.allowed ? "allowed" : (m.netboot.allow ? "cleared by the install" : "not allowed by the record")),
+      el("dt", {}, "Netboot"), el("dd", {}, m.netboot.allowed ? (st.deprovision ? "allowed: the next boot erases every disk" : "allowed") : (m.netboot.allow ? (st.status === "deprovisioned" ? "cleared: deprovisioned" : "cleared by the install") : "not allowed by the record")),
       el("dt", {}, "Installed"), el("dd", {}, st.installed_at ? fmtTime(st.installed_at) : "–"),
       el("dt", {}, "First boot"), el("dd", {}, st.first_boot_at ? fmtTime(st.first_boot_at) : "–"),
+      st.deprovision ? [el("dt", {}, "Deprovisioning"), el("dd", {}, "asked for " + fmtTime(st.deprovision.requested_at) + (st.deprovision.removable ? ", removable disks too" : ""))] : null,
+      st.deprovisioned_at ? [el("dt", {}, "Deprovisioned"), el("dd", {}, fmtTime(st.deprovisioned_at))] : null,
       el("dt", {}, "Record"), el("dd", { class: "mono" }, m.source)),
     st.last_error && st.last_error.length ? el("div", { class: "errors", id: "errors" },
       el("strong", {}, "Error chain of the last failure"),
