@@ -18,6 +18,7 @@ fn examples_are_valid() {
         name: "debian-12".into(),
         file: "debian-12.raw.zst".into(),
         format: ManifestFormat::Zstd,
+        arch: Default::default(),
         size: 1,
         raw_size: None,
         sha256: "0".repeat(64),

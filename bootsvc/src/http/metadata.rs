@@ -39,6 +39,14 @@ pub async fn installer(
     };
     let snap = app.storage.snapshot();
     let m = &caller.entry.machine;
+    // An installer that says its architecture (older ones do not) gets no image of another.
+    let arch = h.get(osie_api::ARCH_HEADER).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    if let Some(why) = arch.and_then(|a| md::wrong_arch(m, &snap.images, &a)) {
+        // 409, as for a refused checksum: the installer reports it as its failure, and no
+        // retry fixes it.
+        tracing::warn!(mac = %caller.mac, host = %m.hostname, error = %why, "metadata refused: image architecture");
+        return (StatusCode::CONFLICT, format!("install.image: {why}\n")).into_response();
+    }
     let vendor = match vendor_digest(&app, m).await {
         Ok(d) => d,
         Err(e) => {
