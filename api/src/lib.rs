@@ -38,6 +38,11 @@ pub use steps::Step;
 /// bootsvc checks it together with the source address before answering.
 pub const MAC_HEADER: &str = "X-Osie-Mac";
 
+/// HTTP header the installer sets on its metadata reads: the architecture it runs on, which
+/// is the machine's (`std::env::consts::ARCH`: `x86_64`, `aarch64`). bootsvc refuses to give
+/// it an image of another architecture, whatever the machine's record says.
+pub const ARCH_HEADER: &str = "X-Osie-Arch";
+
 /// HTTP header the installer sets on its metadata reads: its run's `run_id` (the trace id
 /// its events and log chunks carry), so bootsvc's boot trace files the read under the run.
 pub const RUN_HEADER: &str = "X-Osie-Run";

@@ -57,6 +57,27 @@ fn resolve_image(r: &ImageRef, images: &Images, public_url: &str, vendor: Option
     })
 }
 
+/// Why the installer that runs on `installer_arch` (its `X-Osie-Arch`) must not be told to
+/// write `m`'s image: the image the record names is of another architecture, so the machine
+/// would not boot it. `check` refuses such a record for the record's own `arch`; this catches
+/// the machine whose record says the wrong one (absent `arch` is x86_64), which its firmware
+/// reveals by booting the other architecture's installer. `None`: no objection (no plan, an
+/// image by URL, whose architecture bootsvc does not know, or the right one).
+pub fn wrong_arch(m: &Machine, images: &Images, installer_arch: &str) -> Option<String> {
+    let name = m.install.as_ref()?.image.name.as_ref()?;
+    let image = images.get(name)?;
+    if image.arch.as_str() == installer_arch {
+        return None;
+    }
+    Some(format!(
+        "machine {} runs the {} installer but image {name:?} is {} (\"arch\" in its manifest): the machine \
+         would not boot it; give the record the machine's \"arch\" and an image of that architecture",
+        m.hostname,
+        crate::trace::clean(installer_arch, 32),
+        image.arch.as_str()
+    ))
+}
+
 /// `GET /metadata` for `m`, booted from `mac`. With `erase` (a deprovisioning asked for),
 /// no install plan: the installer erases the disks instead.
 pub fn for_installer(
@@ -208,6 +229,40 @@ mod tests {
 
     fn images() -> Images {
         crate::inventory::images::test_images("deb")
+    }
+
+    /// The installer's architecture against the image's: an arm64 installer on a machine
+    /// whose record (no `arch`: x86_64) names the x86_64 image is refused, and the reverse;
+    /// an unknown architecture matches no image; images by URL are not judged.
+    #[test]
+    fn an_installer_is_refused_an_image_of_another_architecture() {
+        use crate::inventory::model::Arch;
+        let mut images = images();
+        let mut arm = images["deb"].clone();
+        (arm.name, arm.arch) = ("deb-arm64".into(), Arch::Aarch64);
+        images.insert(arm.name.clone(), arm);
+        let rec = |image: &str| {
+            machine(&format!(r#"{{"hostname":"n1","macs":["52:54:00:00:00:01"],"install":{{"image":{image}}}}}"#))
+        };
+        let x86 = rec(r#"{"name":"deb"}"#);
+        assert_eq!(wrong_arch(&x86, &images, "x86_64"), None);
+        assert_eq!(
+            wrong_arch(&x86, &images, "aarch64").as_deref(),
+            Some(
+                "machine n1 runs the aarch64 installer but image \"deb\" is x86_64 (\"arch\" in its manifest): the \
+                 machine would not boot it; give the record the machine's \"arch\" and an image of that architecture"
+            )
+        );
+        let arm = rec(r#"{"name":"deb-arm64"}"#);
+        assert_eq!(wrong_arch(&arm, &images, "aarch64"), None);
+        assert!(wrong_arch(&arm, &images, "x86_64")
+            .unwrap()
+            .contains("runs the x86_64 installer but image \"deb-arm64\" is aarch64"));
+        let odd = wrong_arch(&arm, &images, "riscv64\nforged: line").unwrap();
+        assert!(odd.contains("runs the riscv64") && !odd.contains('\n'), "{odd}");
+        let url = rec(&format!(r#"{{"url":"http://192.0.2.9/x.raw","sha256":"{}"}}"#, "ab".repeat(32)));
+        assert_eq!(wrong_arch(&url, &images, "aarch64"), None);
+        assert_eq!(wrong_arch(&machine(r#"{"hostname":"n1","macs":["52:54:00:00:00:01"]}"#), &images, "aarch64"), None);
     }
 
     #[test]

@@ -167,6 +167,59 @@ fn a_token_file_others_can_read_is_refused_by_check_and_serve() {
     site.start();
 }
 
+/// A record naming an image of another architecture (an x86_64 machine, `arch` absent, given
+/// the arm64 image; an aarch64 machine given the x86_64 image, whose manifest has no `arch`):
+/// `check` names each record's `install.image.name`, the machine and the image, and `serve`
+/// refuses to start with the same words; with the images swapped both pass.
+#[test]
+fn an_image_of_another_architecture_is_refused_by_check_and_serve() {
+    if !common::prerequisites("an_image_of_another_architecture_is_refused_by_check_and_serve") {
+        return;
+    }
+    let mut site = common::Site::new(Options::default());
+    common::write_arm64_image(site.dir());
+    let machines = site.path("machines");
+    let record = |name: &str, n: u8, arch: &str, image: &str| {
+        std::fs::write(
+            machines.join(format!("{name}.json")),
+            format!(
+                r#"{{"hostname":"{name}","macs":["52:54:00:00:00:0{n}"],"ip":{{"address":"192.0.2.2{n}","prefix":24}},{arch}
+                    "netboot":{{"allow":true}},"install":{{"image":{{"name":"{image}"}}}}}}"#
+            ),
+        )
+        .unwrap();
+    };
+    record("x86", 1, "", "debian-12-arm64");
+    record("arm", 2, r#""arch":"aarch64","#, "debian-12");
+    let x86_problem = "install.image.name: machine x86 is x86_64 (its record's \"arch\", absent meaning x86_64) but \
+                       image \"debian-12-arm64\" is aarch64 (\"arch\" in debian-12-arm64.json in artifacts.images_dir): \
+                       an image of another architecture is never served (its x86_64 images: debian-12)";
+    let arm_problem = "install.image.name: machine arm is aarch64 (its record's \"arch\", absent meaning x86_64) but \
+                       image \"debian-12\" is x86_64 (\"arch\" in debian-12.json in artifacts.images_dir): \
+                       an image of another architecture is never served (its aarch64 images: debian-12-arm64)";
+    let (code, out, _) = check(&site.config);
+    assert_eq!(code, 1, "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            format!("{}: {arm_problem}", site.path("machines/arm.json").display()),
+            format!("{}: {x86_problem}", site.path("machines/x86.json").display()),
+        ],
+        "{out}"
+    );
+    let (status, logs) = site.start_fails();
+    assert!(!status.success());
+    assert!(logs.contains(x86_problem) && logs.contains(arm_problem), "{logs}");
+
+    record("x86", 1, r#""arch":"x86_64","#, "debian-12");
+    record("arm", 2, r#""arch":"aarch64","#, "debian-12-arm64");
+    let (code, out, _) = check(&site.config);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("2 machines (2 may netboot), 2 images"), "{out}");
+    site.start();
+}
+
 #[test]
 fn a_connection_cap_beyond_the_open_files_limit_is_refused() {
     let d = tempfile::tempdir().unwrap();

@@ -21,6 +21,52 @@ fn fixed(host: &str, mac: &str, ip: &str, allow: bool) -> String {
     )
 }
 
+/// The installer says its architecture (`X-Osie-Arch`): one on a machine whose record says
+/// the other (n1 has no `arch`, so x86_64, and names the x86_64 image; its firmware booted
+/// the arm64 installer) gets 409 with the reason, not the image it could not boot. The
+/// matching architecture, or an installer that does not say (older ones), gets its metadata.
+#[test]
+fn metadata_refuses_an_image_of_another_architecture() {
+    if !common::prerequisites("metadata_refuses_an_image_of_another_architecture") {
+        return;
+    }
+    let mut site = Site::new(Options::default());
+    common::write_arm64_image(site.dir());
+    site.machine("n1", &fixed("n1", M1, CLIENTS[0], true));
+    let arm = fixed("n2", M2, CLIENTS[1], true)
+        .replace(r#""name":"debian-12""#, r#""name":"debian-12-arm64""#)
+        .replacen("\"macs\"", "\"arch\":\"aarch64\",\"macs\"", 1);
+    site.machine("n2", &arm);
+    site.start();
+    let md = |ip: &str, mac: &str, arch: Option<&str>| {
+        let (m, a) = (format!("X-Osie-Mac: {mac}"), arch.map(|a| format!("X-Osie-Arch: {a}")));
+        let mut args = vec!["--interface", ip, "-H", &m];
+        if let Some(a) = &a {
+            args.extend(["-H", a.as_str()]);
+        }
+        site.curl(&args, "/metadata")
+    };
+    for arch in [None, Some("x86_64")] {
+        let r = md(CLIENTS[0], M1, arch);
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert!(r.json()["install"]["image"]["url"].as_str().unwrap().ends_with("/images/debian-12.raw.zst"));
+    }
+    let r = md(CLIENTS[0], M1, Some("aarch64"));
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert_eq!(
+        r.text(),
+        "install.image: machine n1 runs the aarch64 installer but image \"debian-12\" is x86_64 (\"arch\" in its \
+         manifest): the machine would not boot it; give the record the machine's \"arch\" and an image of that \
+         architecture\n"
+    );
+    let r = md(CLIENTS[1], M2, Some("aarch64"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.json()["install"]["image"]["url"].as_str().unwrap().ends_with("/images/debian-12-arm64.raw.zst"));
+    let r = md(CLIENTS[1], M2, Some("x86_64"));
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert!(r.text().contains("machine n2 runs the x86_64 installer but image \"debian-12-arm64\" is aarch64"));
+}
+
 #[test]
 fn ipxe_scripts_for_known_unknown_and_disallowed_machines() {
     if !common::prerequisites("ipxe_scripts_for_known_unknown_and_disallowed_machines") {

@@ -27,6 +27,7 @@ pub fn fetch(client: &Client, servers: &Servers, mac: MacAddr, run_id: &str, bac
                 .get(&url)
                 .header(osie_api::MAC_HEADER, mac.to_string())
                 .header(osie_api::RUN_HEADER, run_id)
+                .header(osie_api::ARCH_HEADER, std::env::consts::ARCH)
                 .header(reqwest::header::ACCEPT, "application/json")
                 .send()
                 .map_err(|e| http::send_failure(&what, e))?;

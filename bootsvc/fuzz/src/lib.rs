@@ -72,6 +72,7 @@ pub fn images() -> Images {
         name: "debian-12".into(),
         file: "debian-12.raw.zst".into(),
         format: ManifestFormat::Zstd,
+        arch: Default::default(),
         size: 10,
         raw_size: Some(100),
         sha256: Some("ab".repeat(32)),

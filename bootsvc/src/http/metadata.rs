@@ -41,6 +41,15 @@ pub async fn installer(
     let m = &caller.entry.machine;
     // A deprovisioning asked for: erase, and no image to look up.
     let erase = app.storage.state_of(m).deprovision.map(|d| osie_api::ErasePlan { removable: d.removable });
+    // An installer that says its architecture (older ones do not) gets no image of another
+    // (an erase writes none).
+    let arch = h.get(osie_api::ARCH_HEADER).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    if let Some(why) = arch.filter(|_| erase.is_none()).and_then(|a| md::wrong_arch(m, &snap.images, &a)) {
+        // 409, as for a refused checksum: the installer reports it as its failure, and no
+        // retry fixes it.
+        tracing::warn!(mac = %caller.mac, host = %m.hostname, error = %why, "metadata refused: image architecture");
+        return (StatusCode::CONFLICT, format!("install.image: {why}\n")).into_response();
+    }
     let vendor = match if erase.is_some() { Ok(None) } else { vendor_digest(&app, m).await } {
         Ok(d) => d,
         Err(e) => {

@@ -1,16 +1,18 @@
 //! The OS images in `artifacts.images_dir`, each described by a manifest `<name>.json`:
 //!
 //! ```json
-//! {"name": "debian-12", "file": "debian-12.raw.zst", "format": "zstd", "size": 160123456,
-//!  "raw_size": 2147483648, "sha256": "…", "checksum_of": "compressed"}
+//! {"name": "debian-12", "file": "debian-12.raw.zst", "format": "zstd", "arch": "x86_64",
+//!  "size": 160123456, "raw_size": 2147483648, "sha256": "…", "checksum_of": "compressed"}
 //! ```
 //!
 //! `sha256` covers the file as served unless `checksum_of` is `raw`. Instead of `sha256`, a
 //! manifest may name the vendor's checksums file kept beside it, and its detached OpenPGP
 //! signature, as published (`"checksums_url": "SHA512SUMS", "signature_url": "SHA512SUMS.sign"`,
 //! names in the same directory, like the image): the digest is taken for `file` from it, once
-//! the signature is checked against `[images] keyring` — by `check` and `serve` alike. A
-//! machine's `install.image.name` picks a manifest; the installer gets
+//! the signature is checked against `[images] keyring` — by `check` and `serve` alike. `arch`
+//! is the architecture the image boots on (absent: `x86_64`). A machine's
+//! `install.image.name` picks a manifest of the machine's own architecture
+//! (`super::validate`); the installer gets
 //! `{public_url}/images/{file}` with its checksum and sizes.
 
 use std::collections::BTreeMap;
@@ -19,6 +21,7 @@ use std::path::Path;
 use osie_api::metadata::{ChecksumOf, ImageFormat};
 use serde::{Deserialize, Serialize};
 
+use super::model::Arch;
 use crate::checks;
 use crate::inventory::checksums::{digest_for, Algo, Digest};
 use crate::problem::{Problem, Problems};
@@ -30,6 +33,9 @@ pub struct ImageManifest {
     /// The image file, beside the manifest.
     pub file: String,
     pub format: ManifestFormat,
+    /// What the image boots on. Absent: x86_64, as every manifest was before arm64 images.
+    #[serde(default)]
+    pub arch: Arch,
     /// Bytes of `file`.
     pub size: u64,
     /// Bytes once decompressed.
@@ -277,6 +283,7 @@ pub(crate) fn test_images(name: &str) -> Images {
         name: name.into(),
         file: format!("{name}.raw.zst"),
         format: ManifestFormat::Zstd,
+        arch: Arch::X86_64,
         size: 10,
         raw_size: Some(100),
         sha256: Some("AB".repeat(32)),
@@ -354,6 +361,35 @@ mod tests {
         for (g, w) in got.iter().zip(want) {
             assert!(g.starts_with(w), "{g} does not start with {w}");
         }
+    }
+
+    /// `arch` absent is x86_64 (manifests from before arm64 images); an architecture
+    /// bootsvc does not know, or Debian's name for one, is a problem of the field.
+    #[test]
+    fn manifests_say_their_architecture() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("img.raw.zst"), b"0123456789").unwrap();
+        let sha = "ab".repeat(32);
+        for (name, arch) in [("old", ""), ("x86", r#""arch":"x86_64","#), ("arm", r#""arch":"aarch64","#)]
+            .into_iter()
+            .chain([("deb", r#""arch":"arm64","#), ("riscv", r#""arch":"riscv64","#)])
+        {
+            manifest(
+                d.path(),
+                name,
+                &format!(
+                    r#"{{"name":"{name}","file":"img.raw.zst","format":"zstd",{arch}"size":10,"sha256":"{sha}"}}"#
+                ),
+            );
+        }
+        let mut p = Problems::default();
+        let images = load(d.path(), &mut p);
+        let arches: Vec<(&str, Arch)> = images.values().map(|m| (m.name.as_str(), m.arch)).collect();
+        assert_eq!(arches, [("arm", Arch::Aarch64), ("old", Arch::X86_64), ("x86", Arch::X86_64)]);
+        let got: Vec<String> =
+            p.iter().map(|x| format!("{}:{}", x.file.file_name().unwrap().to_str().unwrap(), x.field)).collect();
+        assert_eq!(got, ["deb.json:arch", "riscv.json:arch"], "{p}");
+        assert!(p.0[0].what.contains("unknown variant `arm64`, expected `x86_64` or `aarch64`"), "{p}");
     }
 
     #[test]

@@ -70,12 +70,23 @@ pub struct Ip6Config {
     pub prefix: u8,
 }
 
+/// A machine's architecture, and an image's (`crate::inventory::images::ImageManifest`).
+/// Absent means x86_64 in both, what every record and manifest meant before arm64.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Arch {
     #[default]
     X86_64,
     Aarch64,
+}
+
+impl Arch {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x86_64",
+            Arch::Aarch64 => "aarch64",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]

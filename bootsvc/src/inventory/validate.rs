@@ -72,7 +72,7 @@ pub fn machine(e: &Entry, cfg: &Config, images: &Images, out: &mut Problems) {
     netboot(m, &mut r);
     uefi_chain(m, cfg, &mut r);
     if let Some(install) = &m.install {
-        install_plan(install, images, &mut r);
+        install_plan(m, install, images, &mut r);
     }
     for (i, k) in m.ssh_keys.iter().enumerate() {
         r.check(&format!("ssh_keys[{i}]"), checks::ssh_key(k));
@@ -197,8 +197,8 @@ fn uefi_chain(m: &Machine, cfg: &Config, r: &mut Report) {
     }
 }
 
-fn install_plan(i: &Install, images: &Images, r: &mut Report) {
-    image_ref(&i.image, images, r);
+fn install_plan(m: &Machine, i: &Install, images: &Images, r: &mut Report) {
+    image_ref(m, &i.image, images, r);
     for (n, step) in i.steps.iter().enumerate() {
         for (field, what) in step.check() {
             let at =
@@ -237,17 +237,38 @@ fn install_plan(i: &Install, images: &Images, r: &mut Report) {
     }
 }
 
-fn image_ref(img: &ImageRef, images: &Images, r: &mut Report) {
+fn image_ref(m: &Machine, img: &ImageRef, images: &Images, r: &mut Report) {
     match (&img.name, &img.url) {
         (Some(_), Some(_)) => r.add("install.image", "give name or url, not both"),
         (None, None) => r.add("install.image", "give name (an image in artifacts.images_dir) or url"),
         (Some(name), None) => {
-            if !images.contains_key(name) {
-                let known: Vec<&str> = images.keys().map(String::as_str).collect();
-                r.add(
-                    "install.image.name",
-                    format!("no image {name:?} in artifacts.images_dir (known: {})", list_or_none(&known)),
-                );
+            match images.get(name) {
+                None => {
+                    let known: Vec<&str> = images.keys().map(String::as_str).collect();
+                    r.add(
+                        "install.image.name",
+                        format!("no image {name:?} in artifacts.images_dir (known: {})", list_or_none(&known)),
+                    );
+                }
+                // The installer would write it and the machine would not boot it.
+                Some(image) if image.arch != m.arch => {
+                    let fitting: Vec<&str> =
+                        images.values().filter(|i| i.arch == m.arch).map(|i| i.name.as_str()).collect();
+                    r.add(
+                        "install.image.name",
+                        format!(
+                            "machine {} is {} (its record's \"arch\", absent meaning x86_64) but image {name:?} is \
+                             {} (\"arch\" in {name}.json in artifacts.images_dir): an image of another \
+                             architecture is never served (its {} images: {})",
+                            m.hostname,
+                            m.arch.as_str(),
+                            image.arch.as_str(),
+                            m.arch.as_str(),
+                            list_or_none(&fitting)
+                        ),
+                    );
+                }
+                Some(_) => {}
             }
             for (field, set) in [
                 ("install.image.sha256", img.sha256.is_some()),
@@ -501,6 +522,51 @@ mod tests {
             &mut out,
         );
         assert_eq!(out.0[0].field, "bmc.protocol", "{out}");
+    }
+
+    /// An x86_64 machine (`arch` absent or said) never gets an arm64 image, nor an arm64
+    /// machine an x86_64 one (a manifest without `arch` is x86_64): the problem names the
+    /// machine, both architectures and the image, and the images that would fit.
+    #[test]
+    fn an_image_of_another_architecture_is_refused() {
+        use crate::inventory::model::Arch;
+        let mut images = images();
+        let mut arm = images["debian-12"].clone();
+        arm.name = "debian-12-arm64".into();
+        arm.arch = Arch::Aarch64;
+        images.insert(arm.name.clone(), arm);
+        let problems = |arch: &str, image: &str, images: &Images| {
+            let json = format!(
+                r#"{{"hostname":"n1","macs":["52:54:00:00:00:01"],{arch}"install":{{"image":{{"name":"{image}"}}}}}}"#
+            );
+            let mut p = Problems::default();
+            let entries = parse_file(Path::new("n1.json"), &json, &mut p);
+            assert!(p.is_empty(), "{p}");
+            machine(&entries[0], &cfg(), images, &mut p);
+            p.iter().map(|p| format!("{}: {}", p.field, p.what)).collect::<Vec<_>>()
+        };
+        for arch in ["", r#""arch":"x86_64","#] {
+            assert_eq!(problems(arch, "debian-12", &images), Vec::<String>::new());
+            let p = problems(arch, "debian-12-arm64", &images);
+            assert_eq!(p.len(), 1, "{p:?}");
+            assert!(
+                p[0].starts_with(
+                    "install.image.name: machine n1 is x86_64 (its record's \"arch\", absent meaning x86_64) \
+                     but image \"debian-12-arm64\" is aarch64 (\"arch\" in debian-12-arm64.json"
+                ),
+                "{p:?}"
+            );
+            assert!(p[0].ends_with("(its x86_64 images: debian-12)"), "{p:?}");
+        }
+        let arm = r#""arch":"aarch64","#;
+        assert_eq!(problems(arm, "debian-12-arm64", &images), Vec::<String>::new());
+        let p = problems(arm, "debian-12", &images);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].contains("machine n1 is aarch64") && p[0].contains("image \"debian-12\" is x86_64"), "{p:?}");
+        assert!(p[0].ends_with("(its aarch64 images: debian-12-arm64)"), "{p:?}");
+        // No image of its architecture at all.
+        images.remove("debian-12-arm64");
+        assert!(problems(arm, "debian-12", &images)[0].ends_with("(its aarch64 images: none)"));
     }
 
     #[test]

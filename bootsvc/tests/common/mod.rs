@@ -116,6 +116,18 @@ fn write_fixtures(root: &Path) {
     std::fs::write(root.join("images/debian-12.json"), manifest.to_string()).unwrap();
 }
 
+/// The arm64 image beside the x86_64 one, as `images/build --arch arm64` names it:
+/// `debian-12-arm64`, its manifest saying `"arch": "aarch64"`.
+pub fn write_arm64_image(root: &Path) {
+    let image = pattern(64 * 1024 + 7, 5);
+    std::fs::write(root.join("images/debian-12-arm64.raw.zst"), &image).unwrap();
+    let manifest = serde_json::json!({
+        "name": "debian-12-arm64", "file": "debian-12-arm64.raw.zst", "format": "zstd", "arch": "aarch64",
+        "size": image.len(), "sha256": hex(&Sha256::digest(&image)), "checksum_of": "compressed"
+    });
+    std::fs::write(root.join("images/debian-12-arm64.json"), manifest.to_string()).unwrap();
+}
+
 pub struct Site(site::Site);
 
 impl Deref for Site {

@@ -47,7 +47,10 @@ pub fn apply(t: &Target, policy: Policy) -> Result<Outcome> {
     let files = efi_files(&mnt.dir);
     mnt.unmount()?;
     let path = choose_loader(&files).with_context(|| {
-        format!("no loader on the ESP (partition {number}): no shimx64.efi, grubx64.efi or \\EFI\\BOOT\\BOOTX64.EFI among {files:?}")
+        let (a, upper) = (super::EFI_ARCH, super::EFI_ARCH.to_ascii_uppercase());
+        format!(
+            "no loader on the ESP (partition {number}): no shim{a}.efi, grub{a}.efi or \\EFI\\BOOT\\BOOT{upper}.EFI among {files:?}"
+        )
     })?;
     // Named after the distribution's directory (`\EFI\debian\…`), as its own installer would.
     let description = match path.split('\\').nth(2) {

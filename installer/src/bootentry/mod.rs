@@ -21,11 +21,20 @@ use efivars::Vars;
 use loadopt::DiskLoader;
 pub use order::Policy;
 
+/// UEFI's suffix for the machine's architecture, in loader names (`shimx64.efi`,
+/// `BOOTAA64.EFI`): the installer runs on the machine it installs.
+pub const EFI_ARCH: &str = if cfg!(target_arch = "aarch64") { "aa64" } else { "x64" };
+
 /// The loader to boot, from the files found under the ESP's `\EFI` (paths with
 /// backslashes, as found; FAT names compare without case): a distribution's shim (it
 /// chains its GRUB and keeps Secure Boot working), else its GRUB, else the removable-media
-/// path `\EFI\BOOT\BOOTX64.EFI`.
+/// path `\EFI\BOOT\BOOTX64.EFI`; on arm64 `shimaa64.efi`, `grubaa64.efi`, `BOOTAA64.EFI`.
 pub fn choose_loader(files: &[String]) -> Option<String> {
+    choose_loader_for(EFI_ARCH, files)
+}
+
+/// [`choose_loader`] for the architecture whose UEFI suffix is `arch` (`x64`, `aa64`).
+pub fn choose_loader_for(arch: &str, files: &[String]) -> Option<String> {
     let named = |want: &str| {
         let mut found: Vec<&String> = files
             .iter()
@@ -37,9 +46,10 @@ pub fn choose_loader(files: &[String]) -> Option<String> {
         found.sort();
         found.first().map(|s| s.to_string())
     };
-    named("shimx64.efi")
-        .or_else(|| named("grubx64.efi"))
-        .or_else(|| files.iter().find(|f| f.eq_ignore_ascii_case("\\EFI\\BOOT\\BOOTX64.EFI")).cloned())
+    let fallback = format!("\\EFI\\BOOT\\BOOT{arch}.EFI");
+    named(&format!("shim{arch}.efi"))
+        .or_else(|| named(&format!("grub{arch}.efi")))
+        .or_else(|| files.iter().find(|f| f.eq_ignore_ascii_case(&fallback)).cloned())
 }
 
 /// What [`write`] did, for the event.
@@ -119,6 +129,21 @@ mod tests {
         let fallback = s(&["\\EFI\\BOOT\\bootx64.efi", "\\EFI\\BOOT\\grubx64.efi"]);
         assert_eq!(choose_loader(&fallback).as_deref(), Some("\\EFI\\BOOT\\bootx64.efi"));
         assert_eq!(choose_loader(&s(&["\\EFI\\tools\\shell.efi"])), None);
+    }
+
+    /// arm64's names (what `images/build --arch arm64` puts on the ESP); an x86 loader on
+    /// an arm64 machine's ESP is not one it can run, nor the reverse.
+    #[test]
+    fn each_architecture_boots_its_own_loader() {
+        let arm = s(&["\\EFI\\BOOT\\BOOTAA64.EFI", "\\EFI\\debian\\grubaa64.efi", "\\EFI\\debian\\shimaa64.efi"]);
+        assert_eq!(choose_loader_for("aa64", &arm).as_deref(), Some("\\EFI\\debian\\shimaa64.efi"));
+        assert_eq!(
+            choose_loader_for("aa64", &s(&["\\EFI\\BOOT\\bootaa64.efi"])).as_deref(),
+            Some("\\EFI\\BOOT\\bootaa64.efi")
+        );
+        assert_eq!(choose_loader_for("x64", &arm), None);
+        let x86 = s(&["\\EFI\\BOOT\\BOOTX64.EFI", "\\EFI\\debian\\shimx64.efi"]);
+        assert_eq!(choose_loader_for("aa64", &x86), None);
     }
 
     fn loader() -> DiskLoader {
