@@ -11,6 +11,8 @@
 //! - [`Firmware::UefiHttp`]: the same with OVMF's PXE boot options switched off
 //!   (`opt/org.tianocore/IPv{4,6}PXESupport=n`), which leaves UEFI HTTP boot (arch 16,
 //!   `HTTPClient`) as its first network boot option.
+//! - [`Firmware::Arm64UefiPxe`]: an arm64 server: QEMU's `virt` board, a Cortex-A57 and
+//!   AAVMF, the NIC ROM disabled, so AAVMF's UEFI PXE client (arch 11) boots.
 //!
 //! Each machine has its own copy of OVMF's variable store, so boot entries OVMF writes do not
 //! leak between machines. The machine dies with its [`Machine`] (QEMU is killed).
@@ -32,6 +34,7 @@ pub enum Firmware {
     Bios,
     UefiPxe,
     UefiHttp,
+    Arm64UefiPxe,
 }
 
 impl Firmware {
@@ -40,6 +43,7 @@ impl Firmware {
             Firmware::Bios => "SeaBIOS with QEMU's iPXE NIC ROM",
             Firmware::UefiPxe => "OVMF, NIC ROM disabled: UEFI PXE (arch 7)",
             Firmware::UefiHttp => "OVMF, NIC ROM disabled, PXE off: UEFI HTTP boot (arch 16)",
+            Firmware::Arm64UefiPxe => "arm64 virt (Cortex-A57), AAVMF, NIC ROM disabled: UEFI PXE (arch 11)",
         }
     }
 
@@ -164,17 +168,22 @@ impl Machine {
     pub fn power_on(lab: &Lab, spec: &Spec, disk: &Disk) -> Result<Machine> {
         let dir = lab.subdir(&spec.name)?;
         let serial = dir.join("serial.log");
-        let mut q = Qemu::new(spec.memory_mb, &serial);
+        let mut q = if spec.firmware == Firmware::Arm64UefiPxe {
+            Qemu::aarch64(spec.memory_mb, &serial, &dir.join("AAVMF_VARS.fd"))?
+        } else {
+            let mut q = Qemu::new(spec.memory_mb, &serial);
+            q.machine = Some(
+                match (spec.firmware.is_uefi(), spec.secure_boot) {
+                    (true, true) => "q35,smm=on",
+                    (true, false) => "q35",
+                    (false, _) => "pc",
+                }
+                .into(),
+            );
+            q.cpu = Some("max".into());
+            q
+        };
         q.name = Some(spec.name.clone());
-        q.machine = Some(
-            match (spec.firmware.is_uefi(), spec.secure_boot) {
-                (true, true) => "q35,smm=on",
-                (true, false) => "q35",
-                (false, _) => "pc",
-            }
-            .into(),
-        );
-        q.cpu = Some("max".into());
         q.cpus = Some(spec.cpus);
         // The machine's data lives as long as the test (cache=unsafe); the file stays sparse
         // as the installer zeroes runs of the image.
@@ -203,6 +212,7 @@ impl Machine {
                     q.fw_cfg.push(ovmf::IPV4_PXE_OFF.into());
                 }
             }
+            Firmware::Arm64UefiPxe => q.fw_cfg = vec![ovmf::IPV6_OFF.into(), ovmf::IPV6_PXE_OFF.into()],
         }
         let mut cmd = q.command(&lab.site.ns);
         let qemu_log = std::fs::File::create(dir.join("qemu.log"))?;
