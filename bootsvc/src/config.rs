@@ -323,7 +323,8 @@ pub struct Http {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Artifacts {
-    /// Directory with the installer's kernel and initramfs, served under `/artifacts/`.
+    /// Directory with the installer's kernel and initramfs, served under `/artifacts/`;
+    /// arm64 machines' under `arm64/` in it, by the same names.
     pub dir: PathBuf,
     #[serde(default = "default_kernel")]
     pub kernel: String,

@@ -19,9 +19,18 @@
 //! one single-quoted word ([`quote`]): an iPXE-safe word ([`ipxe::check_word`]: printable
 //! ASCII, no blank, no backslash) without a `'`. Free text (banners) is reduced to a
 //! harmless character set. An operator's whole custom configuration is served as written.
+//!
+//! ARM64 UEFI machines get Debian's signed network GRUB for arm64 ([`GRUB_ARM64_EFI`],
+//! `docs/arm64.md`) directly. It has the same prefix and embedded configuration (its
+//! `$prefix/arm64-efi/grub.cfg` test fails over TFTP as the x64 one's does), so it reads
+//! [`ENTRY_FILE`] too: the entry sends a GRUB built for arm64 (`$grub_cpu`, set by GRUB
+//! itself) to `boot/arm64/${net_default_mac}.grub`, whose installer names `artifacts/arm64/…`,
+//! and any other to `boot/${net_default_mac}.grub`. The GRUB that runs is the one DHCP chose
+//! from the firmware's architecture, so the files it is sent to are of that architecture.
 
 use osie_api::MacAddr;
 
+use crate::inventory::model::Arch;
 use crate::ipxe;
 
 /// Why a value cannot go into a configuration.
@@ -33,15 +42,20 @@ pub const SHIM_EFI: &str = "shimx64.efi";
 /// Debian's signed network GRUB (`grub-efi-amd64-signed`'s `grubnetx64.efi.signed`), under
 /// the name shim loads.
 pub const GRUB_EFI: &str = "grubx64.efi";
+/// Debian's signed network GRUB for arm64 (`grub-efi-arm64-signed`'s
+/// `grubnetaa64.efi.signed`), the DHCP boot file of ARM64 UEFI firmware, under the name
+/// Debian's arm64 shim would load.
+pub const GRUB_ARM64_EFI: &str = "grubaa64.efi";
 /// Where Debian's signed GRUB looks for its configuration (under its prefix `/grub`).
 pub const ENTRY_FILE: &str = "grub/grub.cfg";
 /// Where the installer's kernel and initramfs are served over TFTP (`artifacts/<name>`), as
 /// over HTTP.
 pub const ARTIFACTS_DIR: &str = "artifacts";
 
-/// The name of `mac`'s own configuration, relative to the server's root.
-pub fn machine_file(mac: MacAddr) -> String {
-    format!("boot/{mac}.grub")
+/// The name of `mac`'s own configuration for a GRUB of `arch`, relative to the server's
+/// root: `boot/<mac>.grub`, `boot/arm64/<mac>.grub`.
+pub fn machine_file(mac: MacAddr, arch: Arch) -> String {
+    format!("boot/{}{mac}.grub", arch.subdir())
 }
 
 /// What a requested name is, if bootsvc makes it rather than reads it from a directory.
@@ -49,8 +63,8 @@ pub fn machine_file(mac: MacAddr) -> String {
 pub enum Name {
     /// [`ENTRY_FILE`].
     Entry,
-    /// `boot/<mac>.grub`.
-    Machine(MacAddr),
+    /// `boot/<mac>.grub`, `boot/arm64/<mac>.grub`.
+    Machine(MacAddr, Arch),
 }
 
 /// Read a TFTP file name or HTTP path (a leading `/` allowed). `None`: not a GRUB name.
@@ -59,8 +73,9 @@ pub fn parse_name(name: &str) -> Option<Name> {
     if name == ENTRY_FILE {
         return Some(Name::Entry);
     }
-    let mac = name.strip_prefix("boot/")?.strip_suffix(".grub")?;
-    mac.parse().ok().map(Name::Machine)
+    let (arch, rest) = Arch::split_path(name.strip_prefix("boot/")?);
+    let mac = rest.strip_suffix(".grub")?;
+    mac.parse().ok().map(|m| Name::Machine(m, arch))
 }
 
 /// `w` as one single-quoted GRUB word, if it can be one.
@@ -81,22 +96,32 @@ pub fn check_args(args: &str) -> Result<(), Unsafe> {
     Ok(())
 }
 
-/// The configuration every machine's GRUB reads first: it loads the machine's own by the
-/// MAC GRUB booted from (`net_default_mac`, lower case with colons, as bootsvc names it),
-/// from the same server. When that cannot be read, GRUB exits to the firmware, which goes on
-/// to its next boot option.
+/// The configuration every machine's GRUB reads first: it loads the machine's own for the
+/// GRUB's architecture (`grub_cpu`: `arm64` or `x86_64`, GRUB's build target) by the MAC
+/// GRUB booted from (`net_default_mac`, lower case with colons, as bootsvc names it), from
+/// the same server. When that cannot be read, GRUB exits to the firmware, which goes on to
+/// its next boot option.
 pub fn entry() -> String {
     let mut s = String::from("# osie (bootsvc): load this machine's own configuration\n");
-    s += "configfile /boot/${net_default_mac}.grub\n";
+    s += "if [ \"${grub_cpu}\" = \"arm64\" ]; then\n";
+    s += &format!("  configfile /{}\n", machine_file_of_this_grub(Arch::Aarch64));
+    s += "else\n";
+    s += &format!("  configfile /{}\n", machine_file_of_this_grub(Arch::X86_64));
+    s += "fi\n";
     s += &echo("no configuration for this machine, leaving GRUB");
     s += "exit\n";
     s
 }
 
+/// [`machine_file`] with the MAC left to GRUB (`${net_default_mac}`).
+fn machine_file_of_this_grub(arch: Arch) -> String {
+    format!("boot/{}${{net_default_mac}}.grub", arch.subdir())
+}
+
 /// The installer boot over TFTP from the server GRUB was loaded from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Installer<'a> {
-    /// `artifacts.kernel`, `artifacts.initrd` (file names).
+    /// `artifacts.kernel`, `artifacts.initrd`, under `artifacts/` (`arm64/…` for arm64).
     pub kernel: &'a str,
     pub initrd: &'a str,
     /// Kernel command-line words.
@@ -105,6 +130,7 @@ pub struct Installer<'a> {
     pub banner: &'a str,
     /// The machine's own file: read again when the installer cannot be loaded.
     pub mac: MacAddr,
+    pub arch: Arch,
 }
 
 /// The installer's configuration. When the kernel or initramfs cannot be loaded (or the
@@ -127,7 +153,7 @@ pub fn installer(i: &Installer) -> Result<String, Unsafe> {
     s += "fi\n";
     s += &echo("could not load the installer, trying again in 10 seconds");
     s += "sleep 10\n";
-    s += &format!("configfile /{}\n", machine_file(i.mac));
+    s += &format!("configfile /{}\n", machine_file(i.mac, i.arch));
     Ok(s)
 }
 
@@ -189,10 +215,20 @@ mod tests {
     fn names() {
         assert_eq!(parse_name("grub/grub.cfg"), Some(Name::Entry));
         assert_eq!(parse_name("/grub/grub.cfg"), Some(Name::Entry));
-        assert_eq!(parse_name("boot/52:54:00:00:00:01.grub"), Some(Name::Machine(MAC)));
-        assert_eq!(parse_name("/boot/52:54:00:00:00:01.grub"), Some(Name::Machine(MAC)));
-        assert_eq!(machine_file(MAC), "boot/52:54:00:00:00:01.grub");
-        for other in ["grub/x86_64-efi/grub.cfg", "boot/52:54:00:00:00:01.ipxe", "boot/nonsense.grub", "grubx64.efi"] {
+        assert_eq!(parse_name("boot/52:54:00:00:00:01.grub"), Some(Name::Machine(MAC, Arch::X86_64)));
+        assert_eq!(parse_name("/boot/52:54:00:00:00:01.grub"), Some(Name::Machine(MAC, Arch::X86_64)));
+        assert_eq!(parse_name("/boot/arm64/52:54:00:00:00:01.grub"), Some(Name::Machine(MAC, Arch::Aarch64)));
+        assert_eq!(machine_file(MAC, Arch::X86_64), "boot/52:54:00:00:00:01.grub");
+        assert_eq!(machine_file(MAC, Arch::Aarch64), "boot/arm64/52:54:00:00:00:01.grub");
+        for other in [
+            "grub/x86_64-efi/grub.cfg",
+            "grub/arm64-efi/grub.cfg",
+            "boot/52:54:00:00:00:01.ipxe",
+            "boot/nonsense.grub",
+            "grubx64.efi",
+            "boot/arm64/arm64/52:54:00:00:00:01.grub",
+            "boot/x86_64/52:54:00:00:00:01.grub",
+        ] {
             assert_eq!(parse_name(other), None, "{other}");
         }
     }
@@ -206,6 +242,7 @@ mod tests {
             args: &a,
             banner: "node1 (52:54:00:00:00:01)",
             mac: MAC,
+            arch: Arch::X86_64,
         })
         .unwrap();
         let lines: Vec<&str> = s.lines().collect();
@@ -233,9 +270,9 @@ mod tests {
         }
         assert_eq!(quote("$HOME").unwrap(), "'$HOME'", "inside single quotes GRUB expands nothing");
         let a = args(&["quiet", "a';reboot;'"]);
-        let i = Installer { kernel: "vmlinuz", initrd: "i", args: &a, banner: "x", mac: MAC };
+        let i = Installer { kernel: "vmlinuz", initrd: "i", args: &a, banner: "x", mac: MAC, arch: Arch::X86_64 };
         assert!(installer(&i).is_err());
-        let i = Installer { kernel: "v'; reboot", initrd: "i", args: &[], banner: "x", mac: MAC };
+        let i = Installer { kernel: "v'; reboot", initrd: "i", args: &[], banner: "x", mac: MAC, arch: Arch::X86_64 };
         assert!(installer(&i).is_err());
     }
 
@@ -253,10 +290,34 @@ mod tests {
     }
 
     #[test]
-    fn entry_loads_the_machine_file_then_leaves() {
+    fn entry_loads_the_machine_file_of_the_grub_architecture_then_leaves() {
         let s = entry();
-        assert!(s.contains("\nconfigfile /boot/${net_default_mac}.grub\n"), "{s}");
+        // An arm64 GRUB the arm64 file, any other the x86_64 one; never both.
+        assert!(
+            s.contains(
+                "\nif [ \"${grub_cpu}\" = \"arm64\" ]; then\n  configfile /boot/arm64/${net_default_mac}.grub\n\
+                 else\n  configfile /boot/${net_default_mac}.grub\nfi\n"
+            ),
+            "{s}"
+        );
         assert!(s.ends_with("\nexit\n"), "{s}");
+    }
+
+    #[test]
+    fn arm64_installer_names_arm64_files_and_reads_its_arm64_file_again() {
+        let a = args(&["osie.mac=52:54:00:00:00:01"]);
+        let s = installer(&Installer {
+            kernel: "arm64/vmlinuz",
+            initrd: "arm64/initramfs.img",
+            args: &a,
+            banner: "n1",
+            mac: MAC,
+            arch: Arch::Aarch64,
+        })
+        .unwrap();
+        assert!(s.contains("if linux '/artifacts/arm64/vmlinuz' 'osie.mac=52:54:00:00:00:01'; then\n"), "{s}");
+        assert!(s.contains("  if initrd '/artifacts/arm64/initramfs.img'; then\n"), "{s}");
+        assert!(s.ends_with("configfile /boot/arm64/52:54:00:00:00:01.grub\n"), "{s}");
     }
 
     #[test]

@@ -24,8 +24,24 @@ pub mod reader;
 
 use osie_api::{BootParams, MacAddr};
 
+use crate::inventory::model::Arch;
+
 /// Why a value cannot go into a script.
 pub type Unsafe = String;
+
+/// The path (under `public_url`) of `mac`'s script for an iPXE built for `arch`, which
+/// DHCP hands out: `boot/<mac>.ipxe`, `boot/arm64/<mac>.ipxe`. The script names that
+/// architecture's kernel and initramfs.
+pub fn script_path(mac: MacAddr, arch: Arch) -> String {
+    format!("boot/{}{mac}.ipxe", arch.subdir())
+}
+
+/// A script path read back (no leading `/`): the MAC and the architecture.
+pub fn parse_script_path(path: &str) -> Option<(MacAddr, Arch)> {
+    let (arch, rest) = Arch::split_path(path.strip_prefix("boot/")?);
+    let mac = rest.strip_suffix(".ipxe")?.parse().ok()?;
+    Some((mac, arch))
+}
 
 /// `Ok` if `w` stays exactly one inert token in an iPXE command line.
 pub fn check_word(w: &str) -> Result<(), Unsafe> {
@@ -226,6 +242,19 @@ mod tests {
 
     fn args(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn script_paths_name_the_architecture() {
+        let mac = MacAddr::new([0x52, 0x54, 0, 0, 0, 1]);
+        assert_eq!(script_path(mac, Arch::X86_64), "boot/52:54:00:00:00:01.ipxe");
+        assert_eq!(script_path(mac, Arch::Aarch64), "boot/arm64/52:54:00:00:00:01.ipxe");
+        for arch in [Arch::X86_64, Arch::Aarch64] {
+            assert_eq!(parse_script_path(&script_path(mac, arch)), Some((mac, arch)));
+        }
+        for bad in ["boot/x86_64/52:54:00:00:00:01.ipxe", "boot/arm64/arm64/52:54:00:00:00:01.ipxe", "boot/52.ipxe"] {
+            assert_eq!(parse_script_path(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -94,8 +94,29 @@ fn udhcpc_gets_its_reservation_and_the_boot_file_for_its_class() {
         "{env}"
     );
 
-    assert_eq!(replies(&m, "offer"), 4.0);
-    assert_eq!(replies(&m, "ack"), 4.0);
+    // ARM64 firmware on this (x86_64) machine's record: its own architecture wins, so the
+    // arm64 GRUB, never an x86 program. UEFI PXE (93 = 11), then UEFI HTTP boot (93 = 19).
+    let env = udhcpc(
+        &pair.client,
+        &pair.client_if,
+        dir.path(),
+        &["-V", "PXEClient:Arch:00011:UNDI:003000", "-x", "0x5d:000b"],
+    )
+    .unwrap();
+    assert_eq!(env_value(&env, "boot_file").as_deref(), Some("grubaa64.efi"), "{env}");
+    let env =
+        udhcpc(&pair.client, &pair.client_if, dir.path(), &["-V", "HTTPClient:Arch:00019", "-x", "0x5d:0013"]).unwrap();
+    assert_eq!(env_value(&env, "bootfile").as_deref(), Some("http://192.0.2.1:8080/ipxe/grubaa64.efi"), "{env}");
+    // An arm64 iPXE (built into ARM64 firmware): the arm64 script, which names arm64 files.
+    let env = udhcpc(&pair.client, &pair.client_if, dir.path(), &["-x", "0x4d:69505845", "-x", "0x5d:000b"]).unwrap();
+    assert_eq!(
+        env_value(&env, "bootfile").as_deref(),
+        Some("http://192.0.2.1:8080/boot/arm64/02:00:00:00:0a:01.ipxe"),
+        "{env}"
+    );
+
+    assert_eq!(replies(&m, "offer"), 7.0);
+    assert_eq!(replies(&m, "ack"), 7.0);
 }
 
 #[test]

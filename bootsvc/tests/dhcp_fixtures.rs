@@ -14,6 +14,7 @@ use bootsvc::config::{DhcpMode, UefiChain};
 use bootsvc::dhcp::classify::{self, Class};
 use bootsvc::dhcp::reply::{self, Ctx, Decision, Outcome, Settings, Via};
 use bootsvc::dhcp::request::{self, code, Options, HEADER_LEN};
+use bootsvc::inventory::model::Arch;
 use bootsvc::storage::LeaseStore;
 use dhcproto::v4::{Message, MessageType};
 use dhcproto::{Decodable, Decoder};
@@ -122,8 +123,7 @@ fn rows() -> Vec<(&'static str, Vec<u8>, Class, String)> {
         ("OVMF UEFI PXE request", fixture("ovmf-pxe-request.bin"), Class::UefiPxe, "ipxe.efi".into()),
         ("arch 6 (derived)", with_arch(6), Class::UefiPxe, "ipxe.efi".into()),
         ("arch 9 (derived)", with_arch(9), Class::UefiPxe, "ipxe.efi".into()),
-        ("arch 10 (derived)", with_arch(10), Class::UefiPxeArm, "snp.efi".into()),
-        ("arch 11 (derived)", with_arch(11), Class::UefiPxeArm, "snp.efi".into()),
+        ("arch 11 (derived)", with_arch(11), Class::UefiPxeArm, "grubaa64.efi".into()),
         (
             "OVMF HTTP boot",
             fixture("ovmf-httpboot-discover.bin"),
@@ -137,7 +137,7 @@ fn rows() -> Vec<(&'static str, Vec<u8>, Class, String)> {
             format!("{PUBLIC_URL}/ipxe/ipxe.efi"),
         ),
         ("arch 15 (derived)", with_arch(15), Class::UefiHttp, format!("{PUBLIC_URL}/ipxe/ipxe.efi")),
-        ("arch 19 (derived)", with_arch(19), Class::UefiHttpArm, format!("{PUBLIC_URL}/ipxe/snp.efi")),
+        ("arch 19 (derived)", with_arch(19), Class::UefiHttpArm, format!("{PUBLIC_URL}/ipxe/grubaa64.efi")),
     ];
     for f in [
         "seabios-ipxe-rom-discover.bin",
@@ -151,7 +151,7 @@ fn rows() -> Vec<(&'static str, Vec<u8>, Class, String)> {
     ] {
         let p = fixture(f);
         let url = mac_url(&p);
-        v.push((f, p, Class::Ipxe, url));
+        v.push((f, p, Class::Ipxe(Arch::X86_64), url));
     }
     v
 }
@@ -265,7 +265,7 @@ fn option_60_decimal_arch_when_93_is_missing() {
     // 00011 is decimal eleven (ARM64), not 0x11.
     let d = decide(&no93("PXEClient:Arch:00011:UNDI:003000"), DhcpMode::Reservation, "192.0.2.10/24", true, Via::Dhcp);
     assert_eq!(d.class, Class::UefiPxeArm);
-    assert_boot_file(&wire(&d), "snp.efi");
+    assert_boot_file(&wire(&d), "grubaa64.efi");
 }
 
 #[test]
@@ -293,11 +293,14 @@ fn disallowed_and_unknown_machines_get_no_boot_file() {
         let d = reply::respond(&req, Via::Dhcp, &Ctx { settings: &s, backend: &backend, leases: &leases, now: 1 });
         assert!(matches!(d.outcome, Outcome::Ignore { reason: "dhcp-unknown-mac", .. }), "{d:?}");
     }
-    // An architecture without an iPXE build: an address, no boot file.
-    let d = decide(&with_arch(2), DhcpMode::Reservation, "192.0.2.10/24", true, Via::Dhcp);
-    assert_eq!(d.class, Class::Unsupported(2));
-    assert_eq!(wire(&d).opts.get(code::BOOTFILE), None);
-    assert_eq!(d.decline, None);
+    // An architecture osie has no boot program for: an address, no boot file. 32-bit ARM
+    // UEFI (10) is one: the arm64 GRUB would not run there.
+    for arch in [2, 10] {
+        let d = decide(&with_arch(arch), DhcpMode::Reservation, "192.0.2.10/24", true, Via::Dhcp);
+        assert_eq!(d.class, Class::Unsupported(arch));
+        assert_eq!(wire(&d).opts.get(code::BOOTFILE), None);
+        assert_eq!(d.decline, None);
+    }
 }
 
 /// UEFI PXE and HTTP boot, netboot not allowed: a boot file bootsvc does not have, so the
@@ -721,4 +724,51 @@ fn golden_decoded_replies_match_the_files_beside_the_captures() {
         "decoded replies changed (if on purpose: UPDATE_TESTDATA=1, then review the diff):\n{}",
         differ.join("\n")
     );
+}
+
+/// The firmware's own architecture wins over its record's: captured x86 firmware and iPXE
+/// packets get x86 boot files (and the x86 script) when the record says aarch64, and an
+/// ARM64 request gets the arm64 GRUB when the record says x86_64. No option 93 or 60 arch:
+/// the record decides.
+#[test]
+fn the_request_architecture_wins_over_the_record() {
+    let decide_as = |pkt: &[u8], arch: Arch| {
+        let req = request::parse(pkt).unwrap();
+        let mut m = machine("node1", &req.mac.to_string(), Some("192.0.2.10/24"), true);
+        m.arch = arch;
+        let backend = MapBackend::new(vec![m]);
+        let leases = LeaseStore::in_memory(None).unwrap();
+        let s = settings(DhcpMode::Reservation);
+        let d = reply::respond(&req, Via::Dhcp, &Ctx { settings: &s, backend: &backend, leases: &leases, now: 1 });
+        let file = d.boot_file.as_ref().map(|b| b.to_string()).unwrap_or_default();
+        (d.class, file)
+    };
+    for (f, class, file) in [
+        ("ovmf-pxe-discover.bin", Class::UefiPxe, "ipxe.efi".to_string()),
+        ("ovmf-httpboot-discover.bin", Class::UefiHttp, format!("{PUBLIC_URL}/ipxe/ipxe.efi")),
+        ("seabios-ipxe-rom-discover.bin", Class::Ipxe(Arch::X86_64), String::new()),
+        ("ovmf-pxe-chain-ipxe-efi-discover.bin", Class::Ipxe(Arch::X86_64), String::new()),
+    ] {
+        let pkt = fixture(f);
+        let (c, got) = decide_as(&pkt, Arch::Aarch64);
+        assert_eq!(c, class, "{f}");
+        if file.is_empty() {
+            let mac = request::parse(&pkt).unwrap().mac;
+            assert_eq!(got, format!("{PUBLIC_URL}/boot/{mac}.ipxe"), "{f}");
+        } else {
+            assert_eq!(got, file, "{f}");
+        }
+    }
+    assert_eq!(decide_as(&with_arch(11), Arch::X86_64), (Class::UefiPxeArm, "grubaa64.efi".into()));
+    assert_eq!(
+        decide_as(&with_arch(19), Arch::X86_64),
+        (Class::UefiHttpArm, format!("{PUBLIC_URL}/ipxe/grubaa64.efi"))
+    );
+    // Neither option 93 nor an arch in option 60: the record's arch.
+    let no_arch = rewrite(&fixture("ovmf-pxe-discover.bin"), |o| {
+        set(o, code::CLIENT_ARCH, None);
+        set(o, code::CLASS_ID, Some(b"PXEClient"));
+    });
+    assert_eq!(decide_as(&no_arch, Arch::Aarch64), (Class::UefiPxeArm, "grubaa64.efi".into()));
+    assert_eq!(decide_as(&no_arch, Arch::X86_64), (Class::BiosPxe, "undionly.kpxe".into()));
 }

@@ -7,10 +7,15 @@
 //! over TFTP; the neighbour asking for the machine's configuration gets, over TFTP and HTTP,
 //! byte for byte what an unknown MAC gets, and the refusal shows on the machine; after the
 //! machine's `installed` event its configuration sends it to its disk (one-shot).
+//!
+//! Architectures (`docs/arm64.md`): an x86_64 and an aarch64 machine each fetch, over TFTP
+//! and HTTP, the GRUB configuration and iPXE script of both architectures' paths, then the
+//! kernel and initramfs those name: every path gets its own architecture's files, byte for
+//! byte, and never the other's, whatever the record says.
 
 mod common;
 
-use common::{Options, Site};
+use common::{pattern, Options, Site};
 use osie_testkit::{require_root, require_tools, Netns};
 
 const MACHINE: &str = "02:00:00:00:5b:01";
@@ -67,7 +72,7 @@ fn grub_configs_over_tftp_and_http_follow_the_identification_and_one_shot_rules(
 
     // What GRUB reads first: the same for everyone, over either protocol.
     let entry = text(tftp(&neighbour, &dir, "grub/grub.cfg"), "grub/grub.cfg");
-    assert!(entry.contains("\nconfigfile /boot/${net_default_mac}.grub\n"), "{entry}");
+    assert!(entry.contains("\nelse\n  configfile /boot/${net_default_mac}.grub\nfi\n"), "{entry}");
     assert_eq!(site.curl_in(&neighbour, &["--interface", &neighbour_if], "/grub/grub.cfg").text(), entry);
 
     // The machine: its installer, over TFTP and HTTP alike.
@@ -108,4 +113,76 @@ fn grub_configs_over_tftp_and_http_follow_the_identification_and_one_shot_rules(
     let after = text(tftp(&machine, &dir, &own), "after installed");
     assert!(after.contains("is installed, netboot was cleared") && after.ends_with("\nexit\n"), "{after}");
     assert!(!after.contains("linux"), "{after}");
+}
+
+const X86: &str = "02:00:00:00:5c:01";
+const X86_IP: &str = "192.0.2.41";
+const ARM: &str = "02:00:00:00:5c:02";
+const ARM_IP: &str = "192.0.2.42";
+
+#[test]
+fn each_architecture_gets_only_its_own_kernel_and_initramfs_over_tftp_and_http() {
+    let t = "each_architecture_gets_only_its_own_kernel_and_initramfs_over_tftp_and_http";
+    if !require_root(t) || !require_tools(t, &["curl", "atftp"]) {
+        return;
+    }
+    let mut site = Site::new(Options::default());
+    // The arm64 files beside the x86 ones (as scripts/build lays out build/boot), with bytes
+    // of their own.
+    let art = site.dir().join("artifacts");
+    std::fs::create_dir_all(art.join("arm64")).unwrap();
+    std::fs::write(art.join("arm64/vmlinuz"), pattern(2 * 1024 * 1024 + 333, 7)).unwrap();
+    std::fs::write(art.join("arm64/initramfs.img"), pattern(512 * 1024 + 9, 8)).unwrap();
+    let files = |arch: &str| -> [(String, Vec<u8>); 2] {
+        let sub = if arch == "arm64" { "arm64/" } else { "" };
+        ["vmlinuz", "initramfs.img"].map(|f| {
+            let name = format!("artifacts/{sub}{f}");
+            let bytes = std::fs::read(site.dir().join(&name)).unwrap();
+            (name, bytes)
+        })
+    };
+    let (x86_files, arm_files) = (files("x86_64"), files("arm64"));
+    assert_ne!(x86_files[0].1, arm_files[0].1);
+    let lan = site.lan();
+    site.serve_on(&lan, true);
+    for (name, mac, ip, arch) in [("x1", X86, X86_IP, "x86_64"), ("a1", ARM, ARM_IP, "aarch64")] {
+        site.machine(
+            name,
+            &format!(
+                r#"{{"hostname":"{name}","macs":["{mac}"],"arch":"{arch}","ip":{{"address":"{ip}","prefix":24}},
+                    "netboot":{{"allow":true}},"install":{{"image":{{"name":"debian-12"}}}}}}"#
+            ),
+        );
+    }
+    site.start();
+    let dir = site.dir().to_path_buf();
+    for (mac, ip) in [(X86, X86_IP), (ARM, ARM_IP)] {
+        let (ns, nif) = site.join(&lan, mac, Some(&format!("{ip}/24")));
+        let http = |path: &str| {
+            let r = site.curl_in(&ns, &["--interface", &nif], path);
+            assert_eq!(r.status, 200, "{mac}: GET {path}");
+            r.body
+        };
+        // Each architecture's paths: the GRUB configuration (the path its GRUB's entry picks
+        // by $grub_cpu) and the iPXE script (the path DHCP hands an iPXE of that architecture).
+        for (sub, own, other) in [("", &x86_files, &arm_files), ("arm64/", &arm_files, &x86_files)] {
+            let what = format!("{mac} through boot/{sub}");
+            let grub_name = format!("boot/{sub}{mac}.grub");
+            let config = text(tftp(&ns, &dir, &grub_name), &grub_name);
+            assert_eq!(String::from_utf8(http(&format!("/{grub_name}"))).unwrap(), config, "{what}");
+            let script = String::from_utf8(http(&format!("/boot/{sub}{mac}.ipxe"))).unwrap();
+            for (name, bytes) in own.iter() {
+                assert!(config.contains(&format!("'/{name}'")), "{what}: GRUB does not name {name}:\n{config}");
+                assert!(script.contains(&format!("/{name} ")), "{what}: iPXE does not fetch {name}:\n{script}");
+                // The file that path names, over TFTP (as GRUB loads it) and HTTP (as iPXE).
+                assert!(tftp(&ns, &dir, name).as_ref() == Some(bytes), "{what}: {name} over TFTP");
+                assert!(http(&format!("/{name}")) == *bytes, "{what}: {name} over HTTP");
+            }
+            for (name, _) in other.iter() {
+                assert!(!config.contains(&format!("/{name}'")), "{what}: GRUB names {name}:\n{config}");
+                assert!(!script.contains(&format!("/{name} ")), "{what}: iPXE fetches {name}:\n{script}");
+            }
+            assert!(config.ends_with(&format!("configfile /{grub_name}\n")), "{what}: {config}");
+        }
+    }
 }

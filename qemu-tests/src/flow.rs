@@ -53,7 +53,7 @@ pub fn who(rec: &Record) -> Who {
 pub fn watch<'a>(lab: &'a Lab, machine: &'a mut Machine, rec: &Record) -> Watch<'a> {
     let mut w = Watch::new(lab, machine, who(rec));
     // The image's kernel is Debian's cloud flavour; the installer's is not.
-    w.watch_console(OS_KERNEL, "-cloud-amd64 (");
+    w.watch_console(OS_KERNEL, rec.os_kernel());
     w.watch_console(USER_DATA, &rec.marker());
     w
 }
@@ -70,6 +70,8 @@ fn dhcp_of(m: &Mark, class: &str, arch: Option<u16>) -> bool {
 pub fn install(w: &mut Watch, fw: Firmware, mac: &str, limits: &Limits) -> Result<()> {
     let script_url = format!("{PUBLIC_URL}/boot/{mac}.ipxe");
     match fw {
+        // GRUB, not iPXE: a path of its own.
+        Firmware::Arm64UefiPxe => return install_arm64(w, mac, limits),
         Firmware::Bios => {
             // The NIC ROM is iPXE: its very first DHCP gets the script URL.
             w.until("DHCP answer to the iPXE ROM (class ipxe, script URL)", limits.firmware, |t| {
@@ -133,6 +135,36 @@ pub fn install_shim_grub(w: &mut Watch, mac: &str, limits: &Limits) -> Result<()
     for f in ["shimx64.efi", "grubx64.efi", "/grub/grub.cfg", &config, "/artifacts/vmlinuz", "/artifacts/initramfs.img"]
     {
         w.until(&format!("{f} over TFTP"), limits.firmware, |t| tftp_complete(t, f))?;
+    }
+    installer_phases(w, limits)
+}
+
+/// From power-on to `installed` on an arm64 machine (`bootsvc/docs/arm64.md`): AAVMF's UEFI
+/// PXE (arch 11) gets Debian's signed arm64 GRUB, which reads the entry configuration, the
+/// machine's arm64 configuration, and the arm64 kernel and initramfs, all over TFTP.
+pub fn install_arm64(w: &mut Watch, mac: &str, limits: &Limits) -> Result<()> {
+    w.until("DHCP answer to AAVMF's PXE client (uefi-pxe-arm, arch 11, grubaa64.efi)", limits.firmware, |t| {
+        t.first(|m| {
+            m.dhcp.as_ref().is_some_and(|d| {
+                d.class == "uefi-pxe-arm" && d.arch == Some(11) && d.boot_file.as_deref() == Some("grubaa64.efi")
+            })
+        })
+        .is_some()
+    })?;
+    let config = format!("/boot/arm64/{mac}.grub");
+    for f in ["grubaa64.efi", "/grub/grub.cfg", &config, "/artifacts/arm64/vmlinuz", "/artifacts/arm64/initramfs.img"] {
+        w.until(&format!("{f} over TFTP"), limits.firmware, |t| tftp_complete(t, f))?;
+    }
+    // Never a file of the other architecture.
+    let t = w.timeline();
+    let x86 = [format!("/boot/{mac}.grub"), "/artifacts/vmlinuz".into(), "/artifacts/initramfs.img".into()];
+    for f in x86.iter().map(String::as_str).chain(["ipxe.efi", "snponly.efi", "shimx64.efi", "grubx64.efi"]) {
+        let want = format!("TFTP {f}: ");
+        ensure!(
+            t.first(|m| m.step == Step::BootProgram && m.detail.starts_with(&want)).is_none(),
+            "the arm64 machine was sent {f}:\n{}",
+            t.render()
+        );
     }
     installer_phases(w, limits)
 }

@@ -6,6 +6,9 @@
 //! | `build/boot/{vmlinuz,initramfs.img}` | `scripts/build` |
 //! | `build/images/debian-12.{json,raw.zst}` | `images/build` |
 //! | `build/tftp/{ipxe.efi,undionly.kpxe}` | `scripts/setup` |
+//! | arm64 machines: `build/boot/arm64/{vmlinuz,initramfs.img}` | `scripts/build` |
+//! | arm64 machines: `build/tftp/grubaa64.efi`, AAVMF | `scripts/setup` |
+//! | arm64 machines: `build/images/debian-12-arm64.{json,raw.zst}` (optional: without it they install the x86_64 image's bytes and stop there) | `images/build --arch arm64` |
 //! | the `bootsvc` binary | cargo (`cargo build -p bootsvc`; `cargo nextest run --workspace` builds it) |
 //!
 //! `OSIE_BUILD` moves `build/`; `OSIE_BOOTSVC` names the bootsvc binary.
@@ -18,10 +21,12 @@ use serde_json::Value;
 
 /// The OS image every scenario installs.
 pub const IMAGE: &str = "debian-12";
+/// The same for arm64 machines (`images/build --arch arm64`).
+pub const ARM64_IMAGE: &str = "debian-12-arm64";
 
 /// Programs the harness runs.
 pub const TOOLS: [&str; 3] = ["qemu-system-x86_64", "ip", "zstd"];
-pub use osie_testkit::qemu::{OVMF_CODE, OVMF_VARS};
+pub use osie_testkit::qemu::{AAVMF_CODE, AAVMF_VARS, OVMF_CODE, OVMF_VARS};
 
 #[derive(Debug, Clone)]
 pub struct Inputs {
@@ -102,6 +107,48 @@ impl Inputs {
             (build.join("tftp/ipxe.efi"), "scripts/setup"),
             (build.join("tftp/undionly.kpxe"), "scripts/setup"),
         ]
+    }
+
+    /// What an arm64 machine needs besides ([`Inputs::arm64_files`]): an error naming the
+    /// first missing and what makes it.
+    pub fn check_arm64(&self) -> Result<()> {
+        for (f, by) in Self::arm64_files(&self.build) {
+            if !f.exists() {
+                bail!("{} is missing ({by} makes it)", f.display());
+            }
+        }
+        Ok(())
+    }
+
+    /// For an arm64 test: [`Inputs::for_test`], `qemu-system-aarch64` and the arm64 files,
+    /// or skip (fail under `OSIE_REQUIRE_ALL=1`).
+    pub fn for_arm64_test(test: &str) -> Option<Inputs> {
+        if !require_tools(test, &["qemu-system-aarch64"]) {
+            return None;
+        }
+        let inputs = Inputs::for_test(test)?;
+        for (f, by) in Self::arm64_files(&inputs.build) {
+            if !require_file(test, &f, by) {
+                return None;
+            }
+        }
+        Some(inputs)
+    }
+
+    fn arm64_files(build: &Path) -> Vec<(PathBuf, &'static str)> {
+        vec![
+            (build.join("boot/arm64/vmlinuz"), "scripts/build"),
+            (build.join("boot/arm64/initramfs.img"), "scripts/build"),
+            (build.join("tftp/grubaa64.efi"), "scripts/setup"),
+            (AAVMF_CODE.into(), "scripts/setup (package qemu-efi-aarch64)"),
+            (AAVMF_VARS.into(), "scripts/setup (package qemu-efi-aarch64)"),
+        ]
+    }
+
+    /// The arm64 OS image's name, when the build has one (`images/build --arch arm64`).
+    pub fn arm64_image(&self) -> Option<&'static str> {
+        let has = |ext: &str| self.images.join(format!("{ARM64_IMAGE}.{ext}")).is_file();
+        (has("json") && has("raw.zst")).then_some(ARM64_IMAGE)
     }
 
     /// The image file (`build/images/debian-12.raw.zst`).

@@ -15,6 +15,8 @@
 //!   HTTP boot over IPv4 finds no DHCP server (about a minute), then UEFI HTTP boot over IPv6
 //!   (DHCPv6, arch 16, `ipxe.efi` over HTTP on IPv6). (Its PXE over IPv6 takes bootsvc's
 //!   DHCPv6 reply and then gives up, `PXE-E16`: see `qemu-tests/README.md`.)
+//! - [`Firmware::Arm64UefiPxe`]: an arm64 server: QEMU's `virt` board, a Cortex-A57 and
+//!   AAVMF, the NIC ROM disabled, so AAVMF's UEFI PXE client (arch 11) boots.
 //!
 //! Each machine has its own copy of OVMF's variable store, so boot entries OVMF writes do not
 //! leak between machines. The machine dies with its [`Machine`] (QEMU is killed).
@@ -37,6 +39,7 @@ pub enum Firmware {
     UefiPxe,
     UefiHttp,
     UefiHttp6,
+    Arm64UefiPxe,
 }
 
 impl Firmware {
@@ -46,6 +49,7 @@ impl Firmware {
             Firmware::UefiPxe => "OVMF, NIC ROM disabled: UEFI PXE (arch 7)",
             Firmware::UefiHttp => "OVMF, NIC ROM disabled, PXE off: UEFI HTTP boot (arch 16)",
             Firmware::UefiHttp6 => "OVMF, NIC ROM disabled, PXE off: UEFI HTTP boot over IPv6 (DHCPv6, arch 16)",
+            Firmware::Arm64UefiPxe => "arm64 virt (Cortex-A57), AAVMF, NIC ROM disabled: UEFI PXE (arch 11)",
         }
     }
 
@@ -170,17 +174,22 @@ impl Machine {
     pub fn power_on(lab: &Lab, spec: &Spec, disk: &Disk) -> Result<Machine> {
         let dir = lab.subdir(&spec.name)?;
         let serial = dir.join("serial.log");
-        let mut q = Qemu::new(spec.memory_mb, &serial);
+        let mut q = if spec.firmware == Firmware::Arm64UefiPxe {
+            Qemu::aarch64(spec.memory_mb, &serial, &dir.join("AAVMF_VARS.fd"))?
+        } else {
+            let mut q = Qemu::new(spec.memory_mb, &serial);
+            q.machine = Some(
+                match (spec.firmware.is_uefi(), spec.secure_boot) {
+                    (true, true) => "q35,smm=on",
+                    (true, false) => "q35",
+                    (false, _) => "pc",
+                }
+                .into(),
+            );
+            q.cpu = Some("max".into());
+            q
+        };
         q.name = Some(spec.name.clone());
-        q.machine = Some(
-            match (spec.firmware.is_uefi(), spec.secure_boot) {
-                (true, true) => "q35,smm=on",
-                (true, false) => "q35",
-                (false, _) => "pc",
-            }
-            .into(),
-        );
-        q.cpu = Some("max".into());
         q.cpus = Some(spec.cpus);
         // The machine's data lives as long as the test (cache=unsafe); the file stays sparse
         // as the installer zeroes runs of the image.
@@ -215,6 +224,7 @@ impl Machine {
                     v
                 };
             }
+            Firmware::Arm64UefiPxe => q.fw_cfg = vec![ovmf::IPV6_OFF.into(), ovmf::IPV6_PXE_OFF.into()],
         }
         let mut cmd = q.command(&lab.site.ns);
         let qemu_log = std::fs::File::create(dir.join("qemu.log"))?;

@@ -1,7 +1,8 @@
 //! Machine records for bootsvc's inventory (native format, `bootsvc/docs/inventory.md`),
 //! as the scenarios need them: a fixed address on the lab's network (or none, for a lab in
 //! proxy mode beside a site DHCP server), netboot allowed or not, the debian-12 image (by name, or by URL with a checksum of the scenario's choosing)
-//! and user-data whose `runcmd` prints a marker on the serial console.
+//! and user-data whose `runcmd` prints a marker on the serial console; an x86_64 machine, or
+//! an arm64 one ([`Record::arm64`]).
 
 use std::net::Ipv4Addr;
 
@@ -28,6 +29,12 @@ pub struct Record {
     pub uefi_chain: Option<&'static str>,
     /// The record's `ip6` (/64): what bootsvc's DHCPv6 hands out (IPv6 labs).
     pub ip6: Option<std::net::Ipv6Addr>,
+    /// The record's `arch` (`x86_64`, `aarch64`), which also sets the serial console the
+    /// installer and the user-data write to ([`Record::console`]); `None`: not written
+    /// (x86_64).
+    pub arch: Option<&'static str>,
+    /// The image's name in bootsvc's image directory ([`ImageRef::Named`]).
+    pub image_name: String,
 }
 
 #[derive(Debug, Clone)]
@@ -51,6 +58,32 @@ impl Record {
             nonce: osie_testkit::unique("n"),
             uefi_boot_order: None,
             uefi_chain: None,
+            arch: None,
+            image_name: IMAGE.to_string(),
+        }
+    }
+
+    /// An arm64 machine (`arch: aarch64`): its console is the PL011 of QEMU's `virt` board.
+    pub fn arm64(hostname: &str, mac: &str, ip: Ipv4Addr, image_name: &str) -> Record {
+        Record { arch: Some("aarch64"), image_name: image_name.to_string(), ..Record::new(hostname, mac, ip) }
+    }
+
+    /// The serial console's device: `ttyS0`, `ttyAMA0` on arm64.
+    pub fn console(&self) -> &'static str {
+        if self.arch == Some("aarch64") {
+            "ttyAMA0"
+        } else {
+            "ttyS0"
+        }
+    }
+
+    /// What the installed OS's kernel says on the console: Debian's cloud flavour of the
+    /// record's architecture (the installer's kernel is not that flavour).
+    pub fn os_kernel(&self) -> &'static str {
+        if self.arch == Some("aarch64") {
+            "-cloud-arm64 ("
+        } else {
+            "-cloud-amd64 ("
         }
     }
 
@@ -65,8 +98,9 @@ impl Record {
         format!(
             "#cloud-config\n\
              runcmd:\n\
-             \x20 - [ sh, -c, 'echo \"osie-e2e {} user-data ran: $((6*7))\" > /dev/ttyS0' ]\n",
-            self.nonce
+             \x20 - [ sh, -c, 'echo \"osie-e2e {} user-data ran: $((6*7))\" > /dev/{}' ]\n",
+            self.nonce,
+            self.console()
         )
     }
 
@@ -74,7 +108,7 @@ impl Record {
     /// address there).
     pub fn to_json(&self, gateway: &str) -> Value {
         let image = match &self.image {
-            ImageRef::Named => json!({ "name": IMAGE }),
+            ImageRef::Named => json!({ "name": self.image_name }),
             ImageRef::Url { url, sha256, size, raw_size } => {
                 let mut v = json!({ "url": url, "sha256": sha256, "size": size, "format": "zstd" });
                 if let Some(r) = raw_size {
@@ -94,6 +128,13 @@ impl Record {
             },
             "cloud_init": { "user_data": self.user_data() }
         });
+        if let Some(arch) = self.arch {
+            v["arch"] = json!(arch);
+        }
+        if self.console() != "ttyS0" {
+            // The site's kernel arguments name the PC's serial port; the last console= wins.
+            v["netboot"]["kernel_args"] = json!(format!("console={},115200", self.console()));
+        }
         if let Some(chain) = self.uefi_chain {
             v["netboot"]["uefi_chain"] = json!(chain);
         }
@@ -259,5 +300,14 @@ mod tests {
         assert!(r.marker().ends_with("user-data ran: 42"));
         let proxied = Record { fixed_address: false, ..r };
         assert!(proxied.to_json("192.0.2.1").get("ip").is_none(), "no fixed address");
+        assert!(v.get("arch").is_none() && v["netboot"].get("kernel_args").is_none(), "{v}");
+        let a = Record::arm64("a1", "52:54:00:a6:00:01", Ipv4Addr::new(192, 0, 2, 22), "debian-12-arm64");
+        let v = a.to_json("192.0.2.1");
+        assert_eq!(
+            (v["arch"].as_str(), v["install"]["image"]["name"].as_str()),
+            (Some("aarch64"), Some("debian-12-arm64"))
+        );
+        assert_eq!(v["netboot"]["kernel_args"], "console=ttyAMA0,115200");
+        assert!(v["cloud_init"]["user_data"].as_str().unwrap().contains("> /dev/ttyAMA0"), "{v}");
     }
 }

@@ -1,7 +1,9 @@
 //! QEMU command lines for test machines: one description ([`Qemu`]) → the arguments of
-//! `qemu-system-x86_64`, so every test starts its machines the same way (TCG, no display, the
-//! serial console in a file) and says only what differs: the firmware, the NIC and whether
-//! its option ROM runs, the disks, a kernel booted directly, `fw_cfg` switches.
+//! `qemu-system-x86_64` or `qemu-system-aarch64` ([`Target`]), so every test starts its
+//! machines the same way (TCG, no display, the serial console in a file) and says only what
+//! differs: the firmware, the NIC and whether its option ROM runs, the disks, a kernel booted
+//! directly, `fw_cfg` switches. An arm64 machine ([`Qemu::aarch64`]) is QEMU's `virt` board
+//! with AAVMF (Debian's `qemu-efi-aarch64`), the UEFI firmware ARM servers have.
 //!
 //! Devices appear on the PCI bus in the order they are added ([`Qemu::disk`], [`Qemu::nic`]),
 //! which is the order the guest enumerates them in.
@@ -22,7 +24,38 @@ pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
 pub const OVMF_CODE_SECURE_BOOT: &str = "/usr/share/OVMF/OVMF_CODE_4M.ms.fd";
 pub const OVMF_VARS_SECURE_BOOT: &str = "/usr/share/OVMF/OVMF_VARS_4M.ms.fd";
 
-/// `fw_cfg` switches of OVMF's network stack.
+/// Debian's `qemu-efi-aarch64` package: the UEFI firmware of QEMU's arm64 `virt` machine.
+pub const AAVMF_CODE: &str = "/usr/share/AAVMF/AAVMF_CODE.fd";
+pub const AAVMF_VARS: &str = "/usr/share/AAVMF/AAVMF_VARS.fd";
+
+/// Which QEMU: the emulated machine's architecture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Target {
+    #[default]
+    X86_64,
+    Aarch64,
+}
+
+impl Target {
+    pub fn program(self) -> &'static str {
+        match self {
+            Target::X86_64 => "qemu-system-x86_64",
+            Target::Aarch64 => "qemu-system-aarch64",
+        }
+    }
+
+    /// The serial console's name for the Linux kernel (`console=`): the 8250 of a PC, the
+    /// PL011 of `virt`.
+    pub fn console(self) -> &'static str {
+        match self {
+            Target::X86_64 => "ttyS0",
+            Target::Aarch64 => "ttyAMA0",
+        }
+    }
+}
+
+/// `fw_cfg` switches of OVMF's network stack (AAVMF is the same EDK II code and reads them
+/// too).
 pub mod ovmf {
     /// No IPv6 at all: OVMF reaches the disk right after its IPv4 network options fail (each
     /// IPv6 one would first wait out DHCPv6).
@@ -43,6 +76,9 @@ pub enum Firmware {
     /// OVMF enforcing Secure Boot with Microsoft's keys ([`Firmware::ovmf_secure_boot`]); the
     /// machine needs SMM (`q35,smm=on`).
     OvmfSecureBoot { vars: PathBuf },
+    /// AAVMF (arm64 `virt` machines) with the machine's own copy of its variable store
+    /// ([`Firmware::aavmf`]).
+    Aavmf { vars: PathBuf },
 }
 
 impl Firmware {
@@ -56,6 +92,12 @@ impl Firmware {
     pub fn ovmf(vars: &Path) -> Result<Firmware> {
         std::fs::copy(OVMF_VARS, vars).with_context(|| format!("copying {OVMF_VARS} to {}", vars.display()))?;
         Ok(Firmware::Ovmf { vars: vars.to_path_buf() })
+    }
+
+    /// AAVMF with a fresh copy of its variable store at `vars` (64 MiB, as the flash).
+    pub fn aavmf(vars: &Path) -> Result<Firmware> {
+        std::fs::copy(AAVMF_VARS, vars).with_context(|| format!("copying {AAVMF_VARS} to {}", vars.display()))?;
+        Ok(Firmware::Aavmf { vars: vars.to_path_buf() })
     }
 
     /// OVMF enforcing Secure Boot, with a fresh copy of its variable store (Microsoft's keys
@@ -114,6 +156,8 @@ pub struct DirectBoot {
 /// One machine.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Qemu {
+    /// Which `qemu-system-*` runs it.
+    pub target: Target,
     pub name: Option<String>,
     /// `-machine` (`pc`, `q35`); `None`: QEMU's default (`pc`).
     pub machine: Option<String>,
@@ -141,6 +185,7 @@ impl Qemu {
     /// SeaBIOS, `memory_mb`, the serial console in `serial`, no devices yet.
     pub fn new(memory_mb: u32, serial: &Path) -> Qemu {
         Qemu {
+            target: Target::X86_64,
             name: None,
             machine: None,
             cpu: None,
@@ -157,6 +202,19 @@ impl Qemu {
         }
     }
 
+    /// An arm64 server: QEMU's `virt` board with a Cortex-A57 and AAVMF (its variable store
+    /// copied to `vars`), `memory_mb`, the serial console (the PL011, `ttyAMA0`) in `serial`,
+    /// no devices yet.
+    pub fn aarch64(memory_mb: u32, serial: &Path, vars: &Path) -> Result<Qemu> {
+        Ok(Qemu {
+            target: Target::Aarch64,
+            machine: Some("virt".into()),
+            cpu: Some("cortex-a57".into()),
+            firmware: Firmware::aavmf(vars)?,
+            ..Qemu::new(memory_mb, serial)
+        })
+    }
+
     /// The next PCI device: a disk.
     pub fn disk(&mut self, drive: Drive) -> &mut Qemu {
         self.devices.push(Device::Disk(drive));
@@ -169,7 +227,7 @@ impl Qemu {
         self
     }
 
-    /// `qemu-system-x86_64`'s arguments.
+    /// The arguments of [`Target::program`].
     pub fn args(&self) -> Vec<OsString> {
         let mut a = Args::default();
         if let Some(n) = &self.name {
@@ -205,6 +263,10 @@ impl Qemu {
                 // Only SMM code may write the variable store: the OS cannot switch Secure Boot off.
                 a.push(&["-global", "driver=cfi.pflash01,property=secure,value=on"]);
                 a.push(&["-drive", &format!("if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE_SECURE_BOOT}")]);
+                a.pair("-drive", file_arg("if=pflash,format=raw,unit=1,file=", vars));
+            }
+            Firmware::Aavmf { vars } => {
+                a.push(&["-drive", &format!("if=pflash,format=raw,unit=0,readonly=on,file={AAVMF_CODE}")]);
                 a.pair("-drive", file_arg("if=pflash,format=raw,unit=1,file=", vars));
             }
         }
@@ -252,7 +314,7 @@ impl Qemu {
 
     /// The command, to run inside `ns` (where the taps are).
     pub fn command(&self, ns: &Netns) -> Command {
-        let mut cmd = ns.cmd("qemu-system-x86_64");
+        let mut cmd = ns.cmd(self.target.program());
         cmd.args(self.args());
         cmd
     }
@@ -330,6 +392,46 @@ mod tests {
             assert!(l.contains(part), "{part:?} not in {l}");
         }
         assert!(!l.contains("sercon") && !l.contains("-kernel"), "{l}");
+    }
+
+    #[test]
+    fn an_arm64_machine_is_virt_with_aavmf() {
+        let dir = std::env::temp_dir().join(format!("osie-qemu-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let vars = dir.join("AAVMF_VARS.fd");
+        // Without qemu-efi-aarch64 (scripts/setup installs it) only the copy of the variables
+        // fails: the command line is the same.
+        let mut q = Qemu::aarch64(1024, Path::new("/a/serial.log"), &vars).unwrap_or_else(|e| {
+            assert!(!Path::new(AAVMF_VARS).exists(), "{e:#}");
+            let q = Qemu::new(1024, Path::new("/a/serial.log"));
+            let firmware = Firmware::Aavmf { vars: vars.clone() };
+            Qemu {
+                target: Target::Aarch64,
+                machine: Some("virt".into()),
+                cpu: Some("cortex-a57".into()),
+                firmware,
+                ..q
+            }
+        });
+        q.disk(Drive::new(Path::new("/a/disk.raw"))).nic(Nic {
+            tap: "tap0".into(),
+            mac: Some("52:54:00:00:00:03".into()),
+            rom: false,
+            bootindex: Some(1),
+        });
+        assert_eq!(q.target.program(), "qemu-system-aarch64");
+        assert_eq!(q.target.console(), "ttyAMA0");
+        let l = line(&q);
+        for part in [
+            "-accel tcg -machine virt -cpu cortex-a57 -m 1024 -nodefaults",
+            &format!("-drive if=pflash,format=raw,unit=0,readonly=on,file={AAVMF_CODE}"),
+            &format!("-drive if=pflash,format=raw,unit=1,file={}", vars.display()),
+            "-device virtio-net-pci,netdev=net0,mac=52:54:00:00:00:03,bootindex=1,romfile=",
+        ] {
+            assert!(l.contains(part), "{part:?} not in {l}");
+        }
+        assert!(!l.contains("OVMF") && !l.contains("sercon"), "{l}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

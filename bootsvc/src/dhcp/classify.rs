@@ -6,18 +6,25 @@
 //! |---|---|---|
 //! | 0 | BIOS PXE | `undionly.kpxe` via TFTP |
 //! | 6, 7, 9 | UEFI PXE x86/x64 | `ipxe.efi` via TFTP (chain `shim-grub`, arch 7 and 9: `shimx64.efi`) |
-//! | 10, 11 | UEFI PXE ARM | `snp.efi` via TFTP |
+//! | 11 | UEFI PXE ARM64 | `grubaa64.efi` via TFTP (Debian's signed network GRUB: `docs/arm64.md`) |
 //! | 15, 16 | UEFI HTTP boot x86/x64 | `{public_url}/ipxe/ipxe.efi` (chain `shim-grub`, arch 16: `…/ipxe/shimx64.efi`), option 60 `HTTPClient` |
-//! | 19 | UEFI HTTP boot ARM64 | `{public_url}/ipxe/snp.efi`, option 60 `HTTPClient` |
-//! | any, with option 77 `iPXE` or option 175 | iPXE | `{public_url}/boot/<mac>.ipxe` |
+//! | 19 | UEFI HTTP boot ARM64 | `{public_url}/ipxe/grubaa64.efi`, option 60 `HTTPClient` |
+//! | any x86 or 11, 19, with option 77 `iPXE` or option 175 | iPXE | `{public_url}/boot/<mac>.ipxe`; arm64 (11, 19): `{public_url}/boot/arm64/<mac>.ipxe` |
+//! | others (10: 32-bit ARM, Itanium, RISC-V, U-Boot…) | unsupported | none: osie has no program for them |
 //!
 //! The chain (`boot.uefi_chain`, a record's `netboot.uefi_chain`) changes the x64 UEFI
 //! rows only: `docs/secure-boot.md`.
 //!
 //! Option 93 missing or unreadable: the decimal arch in option 60
-//! (`PXEClient:Arch:00007:UNDI:003016`). Neither: an `HTTPClient` is taken as x64 HTTP
-//! boot; otherwise the machine's arch hint decides (aarch64 → ARM UEFI, else BIOS, which
-//! is what pre-RFC 4578 PXE ROMs are).
+//! (`PXEClient:Arch:00007:UNDI:003016`). Neither: the machine's record decides the
+//! architecture (its `arch`; x86_64 for a MAC no record names), then an `HTTPClient` is
+//! taken as HTTP boot, anything else as PXE: BIOS for x86_64, which is what pre-RFC 4578 PXE
+//! ROMs are, UEFI for aarch64 (no ARM64 machine has a BIOS).
+//!
+//! The class fixes the architecture whose files the machine gets ([`Class::arch`]): its boot
+//! program here, then the kernel and initramfs its iPXE script or GRUB configuration names
+//! (`docs/arm64.md`). So a client that names its architecture gets that architecture's files
+//! whatever its record says, and an ARM64 firmware never gets an x86 program or the reverse.
 
 use std::fmt;
 
@@ -25,7 +32,7 @@ use osie_api::MacAddr;
 
 use super::request::{code, Options};
 use crate::config::UefiChain;
-use crate::grub::SHIM_EFI;
+use crate::grub::{GRUB_ARM64_EFI, SHIM_EFI};
 use crate::inventory::model::Arch;
 
 /// What option 60 says the client is.
@@ -67,8 +74,9 @@ pub enum Class {
     UefiPxeArm,
     UefiHttp,
     UefiHttpArm,
-    Ipxe,
-    /// An architecture with no iPXE build here (Itanium, RISC-V, U-Boot…).
+    /// iPXE already running, built for this architecture.
+    Ipxe(Arch),
+    /// An architecture osie has no boot program for (32-bit ARM, Itanium, RISC-V, U-Boot…).
     Unsupported(u16),
 }
 
@@ -80,7 +88,8 @@ impl fmt::Display for Class {
             Class::UefiPxeArm => f.write_str("uefi-pxe-arm"),
             Class::UefiHttp => f.write_str("uefi-http"),
             Class::UefiHttpArm => f.write_str("uefi-http-arm"),
-            Class::Ipxe => f.write_str("ipxe"),
+            Class::Ipxe(Arch::X86_64) => f.write_str("ipxe"),
+            Class::Ipxe(Arch::Aarch64) => f.write_str("ipxe-arm64"),
             Class::Unsupported(a) => write!(f, "unsupported-arch-{a}"),
         }
     }
@@ -113,7 +122,6 @@ impl fmt::Display for BootFile {
 /// Boot file names in the TFTP root (and under `{public_url}/ipxe/`).
 pub const UNDIONLY: &str = "undionly.kpxe";
 pub const IPXE_EFI: &str = "ipxe.efi";
-pub const SNP_EFI: &str = "snp.efi";
 
 /// The boot file UEFI firmware gets when its machine must not netboot. No such file is
 /// served (TFTP answers "file not found", HTTP 404 at once), so the firmware's network boot
@@ -182,30 +190,58 @@ fn user_class_is_ipxe(v: &[u8]) -> bool {
 }
 
 impl Client {
-    /// The firmware class. `hint` is the inventory's arch for this machine, used only when
-    /// the request names no architecture.
+    /// The firmware class. `hint` is the inventory's arch for this machine (`None`: no
+    /// record names it), used only when the request names no architecture.
     pub fn class(&self, hint: Option<Arch>) -> Class {
+        let Some(arch) = boot_arch(self.arch, hint) else {
+            // boot_arch is None only for an architecture the request names.
+            return Class::Unsupported(self.arch.unwrap_or_default());
+        };
         if self.ipxe {
-            return Class::Ipxe;
+            return Class::Ipxe(arch);
         }
-        match self.arch {
-            Some(0) => Class::BiosPxe,
-            Some(6 | 7 | 9) => Class::UefiPxe,
-            Some(10 | 11) => Class::UefiPxeArm,
-            Some(15 | 16) => Class::UefiHttp,
-            Some(19) => Class::UefiHttpArm,
-            Some(a) => Class::Unsupported(a),
-            None => match (self.vendor, hint) {
-                (Vendor::Http, Some(Arch::Aarch64)) => Class::UefiHttpArm,
-                (Vendor::Http, _) => Class::UefiHttp,
-                (_, Some(Arch::Aarch64)) => Class::UefiPxeArm,
-                _ => Class::BiosPxe,
-            },
+        match (self.arch, self.vendor, arch) {
+            (Some(0), _, _) => Class::BiosPxe,
+            (Some(6 | 7 | 9), _, _) => Class::UefiPxe,
+            (Some(11), _, _) => Class::UefiPxeArm,
+            (Some(15 | 16), _, _) => Class::UefiHttp,
+            (Some(19), _, _) => Class::UefiHttpArm,
+            (Some(a), _, _) => Class::Unsupported(a),
+            (None, Vendor::Http, Arch::Aarch64) => Class::UefiHttpArm,
+            (None, Vendor::Http, Arch::X86_64) => Class::UefiHttp,
+            (None, _, Arch::Aarch64) => Class::UefiPxeArm,
+            (None, _, Arch::X86_64) => Class::BiosPxe,
         }
     }
 }
 
+/// The architecture whose boot program, kernel and initramfs a netbooting client gets: the
+/// one its request names (option 93, else option 60), else its record's `arch` (`record`;
+/// `None`: no record names the MAC, taken as x86_64). `None`: the request names an
+/// architecture osie has no files for.
+pub fn boot_arch(named: Option<u16>, record: Option<Arch>) -> Option<Arch> {
+    match named {
+        // BIOS, x86 and x64 UEFI, x86 and x64 UEFI HTTP boot: the x86_64 files (Debian's
+        // iPXE for IA32 UEFI is the x64 build, as before).
+        Some(0 | 6 | 7 | 9 | 15 | 16) => Some(Arch::X86_64),
+        // ARM64 UEFI, PXE and HTTP boot.
+        Some(11 | 19) => Some(Arch::Aarch64),
+        Some(_) => None,
+        None => Some(record.unwrap_or_default()),
+    }
+}
+
 impl Class {
+    /// The architecture of the files this class gets (`None`: unsupported).
+    pub fn arch(self) -> Option<Arch> {
+        match self {
+            Class::BiosPxe | Class::UefiPxe | Class::UefiHttp => Some(Arch::X86_64),
+            Class::UefiPxeArm | Class::UefiHttpArm => Some(Arch::Aarch64),
+            Class::Ipxe(a) => Some(a),
+            Class::Unsupported(_) => None,
+        }
+    }
+
     /// The boot file for this class. `public_url` is `http.public_url` without a trailing
     /// slash; `arch` the client's option 93 (shim is x64 only: arch 7, 9 and 16). `None` for
     /// unsupported architectures.
@@ -216,10 +252,10 @@ impl Class {
             Class::UefiPxe if shim => BootFile::Tftp(SHIM_EFI),
             Class::UefiHttp if shim => BootFile::Url(format!("{public_url}/ipxe/{SHIM_EFI}")),
             Class::UefiPxe => BootFile::Tftp(IPXE_EFI),
-            Class::UefiPxeArm => BootFile::Tftp(SNP_EFI),
+            Class::UefiPxeArm => BootFile::Tftp(GRUB_ARM64_EFI),
             Class::UefiHttp => BootFile::Url(format!("{public_url}/ipxe/{IPXE_EFI}")),
-            Class::UefiHttpArm => BootFile::Url(format!("{public_url}/ipxe/{SNP_EFI}")),
-            Class::Ipxe => BootFile::Url(format!("{public_url}/boot/{mac}.ipxe")),
+            Class::UefiHttpArm => BootFile::Url(format!("{public_url}/ipxe/{GRUB_ARM64_EFI}")),
+            Class::Ipxe(arch) => BootFile::Url(format!("{public_url}/{}", crate::ipxe::script_path(*mac, arch))),
             Class::Unsupported(_) => return None,
         })
     }
@@ -270,7 +306,7 @@ mod tests {
             (6, Class::UefiPxe),
             (7, Class::UefiPxe),
             (9, Class::UefiPxe),
-            (10, Class::UefiPxeArm),
+            (10, Class::Unsupported(10)),
             (11, Class::UefiPxeArm),
             (15, Class::UefiHttp),
             (16, Class::UefiHttp),
@@ -287,10 +323,14 @@ mod tests {
         let f = |c: Class| c.boot_file(&MAC, URL, None, UefiChain::Ipxe).map(|b| b.to_string());
         assert_eq!(f(Class::BiosPxe).as_deref(), Some("undionly.kpxe"));
         assert_eq!(f(Class::UefiPxe).as_deref(), Some("ipxe.efi"));
-        assert_eq!(f(Class::UefiPxeArm).as_deref(), Some("snp.efi"));
+        assert_eq!(f(Class::UefiPxeArm).as_deref(), Some("grubaa64.efi"));
         assert_eq!(f(Class::UefiHttp).as_deref(), Some("http://192.0.2.1:8080/ipxe/ipxe.efi"));
-        assert_eq!(f(Class::UefiHttpArm).as_deref(), Some("http://192.0.2.1:8080/ipxe/snp.efi"));
-        assert_eq!(f(Class::Ipxe).as_deref(), Some("http://192.0.2.1:8080/boot/52:54:00:ab:cd:ef.ipxe"));
+        assert_eq!(f(Class::UefiHttpArm).as_deref(), Some("http://192.0.2.1:8080/ipxe/grubaa64.efi"));
+        assert_eq!(f(Class::Ipxe(Arch::X86_64)).as_deref(), Some("http://192.0.2.1:8080/boot/52:54:00:ab:cd:ef.ipxe"));
+        assert_eq!(
+            f(Class::Ipxe(Arch::Aarch64)).as_deref(),
+            Some("http://192.0.2.1:8080/boot/arm64/52:54:00:ab:cd:ef.ipxe")
+        );
         assert_eq!(f(Class::Unsupported(2)), None);
     }
 
@@ -306,19 +346,28 @@ mod tests {
         assert_eq!(f(Class::UefiPxe, Some(6)).as_deref(), Some("ipxe.efi"));
         assert_eq!(f(Class::UefiHttp, Some(15)).as_deref(), Some("http://192.0.2.1:8080/ipxe/ipxe.efi"));
         assert_eq!(f(Class::BiosPxe, Some(0)).as_deref(), Some("undionly.kpxe"));
-        assert_eq!(f(Class::UefiPxeArm, Some(11)).as_deref(), Some("snp.efi"));
-        assert_eq!(f(Class::Ipxe, Some(7)).as_deref(), Some("http://192.0.2.1:8080/boot/52:54:00:ab:cd:ef.ipxe"));
+        assert_eq!(f(Class::UefiPxeArm, Some(11)).as_deref(), Some("grubaa64.efi"));
+        assert_eq!(f(Class::UefiHttpArm, Some(19)).as_deref(), Some("http://192.0.2.1:8080/ipxe/grubaa64.efi"));
+        assert_eq!(
+            f(Class::Ipxe(Arch::X86_64), Some(7)).as_deref(),
+            Some("http://192.0.2.1:8080/boot/52:54:00:ab:cd:ef.ipxe")
+        );
         // The decline file does not depend on the chain.
         assert_eq!(Class::UefiPxe.decline_file(URL), Some(BootFile::Tftp(NO_NETBOOT)));
     }
 
     #[test]
     fn ipxe_wins_over_any_arch() {
-        assert_eq!(class_of(&[(93, &[0, 0]), (77, b"iPXE")]), Class::Ipxe);
-        assert_eq!(class_of(&[(93, &[0, 7]), (175, &[177, 5, 1, 0x10, 0xec, 0x81, 0x39])]), Class::Ipxe);
+        let ipxe = Class::Ipxe(Arch::X86_64);
+        assert_eq!(class_of(&[(93, &[0, 0]), (77, b"iPXE")]), ipxe);
+        assert_eq!(class_of(&[(93, &[0, 7]), (175, &[177, 5, 1, 0x10, 0xec, 0x81, 0x39])]), ipxe);
         // RFC 3004 encoding of the same user class.
-        assert_eq!(class_of(&[(93, &[0, 7]), (77, b"\x04iPXE")]), Class::Ipxe);
-        assert_eq!(class_of(&[(93, &[0, 7]), (77, b"\x03foo\x04iPXE")]), Class::Ipxe);
+        assert_eq!(class_of(&[(93, &[0, 7]), (77, b"\x04iPXE")]), ipxe);
+        assert_eq!(class_of(&[(93, &[0, 7]), (77, b"\x03foo\x04iPXE")]), ipxe);
+        // An arm64 iPXE (firmware with iPXE built in) gets the arm64 script.
+        assert_eq!(class_of(&[(93, &[0, 11]), (77, b"iPXE")]), Class::Ipxe(Arch::Aarch64));
+        // An iPXE of an architecture osie has no files for gets nothing.
+        assert_eq!(class_of(&[(93, &[0, 10]), (77, b"iPXE")]), Class::Unsupported(10));
         assert_eq!(class_of(&[(93, &[0, 7]), (77, b"iPXE-not")]), Class::UefiPxe);
     }
 
@@ -345,5 +394,68 @@ mod tests {
         assert_eq!(c.vendor, Vendor::Other);
         assert_eq!(c.class(Some(Arch::Aarch64)), Class::UefiPxeArm);
         assert_eq!(c.class(Some(Arch::X86_64)), Class::BiosPxe);
+    }
+
+    /// Every (option 93, record arch) pair, for firmware and for iPXE: the architecture of the
+    /// files is the one the request names, else the record's, else x86_64; the boot file
+    /// is that architecture's and never the other's.
+    #[test]
+    fn architecture_for_every_option_93_and_record_pair() {
+        use Arch::{Aarch64 as A, X86_64 as X};
+        let named: [(Option<u16>, Option<Arch>); 12] = [
+            (Some(0), Some(X)),
+            (Some(6), Some(X)),
+            (Some(7), Some(X)),
+            (Some(9), Some(X)),
+            (Some(10), None),
+            (Some(11), Some(A)),
+            (Some(15), Some(X)),
+            (Some(16), Some(X)),
+            (Some(19), Some(A)),
+            (Some(2), None),
+            (Some(25), None),
+            (None, None), // decided by the record below
+        ];
+        // Boot files of one architecture only (TFTP names and URL paths).
+        let x86_files = ["undionly.kpxe", "ipxe.efi", "shimx64.efi", "/boot/52:54:00:ab:cd:ef.ipxe"];
+        let arm_files = ["grubaa64.efi", "/boot/arm64/52:54:00:ab:cd:ef.ipxe"];
+        for (opt93, want) in named {
+            for record in [None, Some(X), Some(A)] {
+                let want = if opt93.is_none() { Some(record.unwrap_or(X)) } else { want };
+                assert_eq!(boot_arch(opt93, record), want, "option 93 {opt93:?}, record {record:?}");
+                for ipxe in [false, true] {
+                    for vendor in [&b"PXEClient"[..], b"HTTPClient"] {
+                        let mut o: Vec<(u8, &[u8])> = vec![(60, vendor)];
+                        let code = opt93.map(u16::to_be_bytes);
+                        if let Some(c) = &code {
+                            o.push((93, c));
+                        }
+                        if ipxe {
+                            o.push((77, b"iPXE"));
+                        }
+                        let class = client(MAC, &opts(&o)).class(record);
+                        let what = format!("option 93 {opt93:?}, record {record:?}, iPXE {ipxe}, {class}");
+                        assert_eq!(class.arch(), want, "{what}");
+                        if ipxe && want.is_some() {
+                            assert!(matches!(class, Class::Ipxe(_)), "{what}");
+                        }
+                        for chain in [UefiChain::Ipxe, UefiChain::ShimGrub] {
+                            let file = class.boot_file(&MAC, URL, opt93, chain).map(|b| b.to_string());
+                            let Some(file) = file else {
+                                assert_eq!(want, None, "{what}: no boot file");
+                                continue;
+                            };
+                            let (own, other) = match want {
+                                Some(X) => (&x86_files[..], &arm_files[..]),
+                                Some(A) => (&arm_files[..], &x86_files[..]),
+                                None => panic!("{what}: boot file {file} for an unsupported architecture"),
+                            };
+                            assert!(own.iter().any(|f| file.ends_with(f)), "{what}: {file}");
+                            assert!(!other.iter().any(|f| file.ends_with(f)), "{what}: {file}");
+                        }
+                    }
+                }
+            }
+        }
     }
 }

@@ -1,11 +1,14 @@
-//! `GET /boot/{mac}.ipxe`: what a machine's iPXE runs next. (`GET /boot/{mac}.grub` and
-//! `GET /grub/grub.cfg`, the shim/GRUB chain's, are answered by `netboot::grub`.) The choice is a pure function
-//! ([`choose`]) of the config, the machine's record and its state:
+//! `GET /boot/{mac}.ipxe`: what a machine's iPXE runs next; `GET /boot/arm64/{mac}.ipxe` the
+//! same for an arm64 iPXE (DHCP hands out the path of the iPXE's own architecture). (`GET
+//! /boot/[arm64/]{mac}.grub` and `GET /grub/grub.cfg`, GRUB's, are answered by
+//! `netboot::grub`.) The choice is a pure function ([`choose`]) of the config,
+//! the machine's record and its state, and the script's architecture:
 //!
 //! - unknown MAC, or netboot not allowed (by the record, or cleared by a finished install):
 //!   a script that exits to the next boot device (the local disk);
 //! - the record's own inline script, or a `chain` to its script URL;
-//! - otherwise the installer: kernel and initramfs from `/artifacts/`, with
+//! - otherwise the installer: kernel and initramfs from `/artifacts/` (`/artifacts/arm64/`
+//!   for arm64), with
 //!   `artifacts.kernel_args`, the machine's `netboot.kernel_args`, then `osie.url` and
 //!   `osie.mac` (last, so nothing before can override them). With `http.peers`, `osie.url`
 //!   lists this instance's `public_url` then each peer's, and the kernel and initramfs are
@@ -21,6 +24,7 @@ use osie_api::MacAddr;
 use super::AppState;
 use crate::config::Config;
 use crate::grub;
+use crate::inventory::model::Arch;
 use crate::inventory::Entry;
 use crate::ipxe;
 use crate::netboot::{self, Via};
@@ -36,9 +40,16 @@ pub struct Choice {
     pub why: Option<String>,
 }
 
-/// `via`: how the machine reached bootsvc, the host of every URL in its script
-/// (`netboot::Via`).
-pub fn choose(cfg: &Config, entry: Option<&Entry>, state: &MachineState, mac: MacAddr, via: Via) -> Choice {
+/// `arch`: the architecture of the boot program asking (its files are named); `via`: how the
+/// machine reached bootsvc, the host of every URL in its script (`netboot::Via`).
+pub fn choose(
+    cfg: &Config,
+    entry: Option<&Entry>,
+    state: &MachineState,
+    mac: MacAddr,
+    arch: Arch,
+    via: Via,
+) -> Choice {
     let Some(entry) = entry else {
         let why = netboot::unknown(mac);
         return Choice { kind: "unknown", script: ipxe::local_boot(&why), why: Some(why) };
@@ -53,7 +64,7 @@ pub fn choose(cfg: &Config, entry: Option<&Entry>, state: &MachineState, mac: Ma
     }
     let rendered = match &m.netboot.ipxe_script_url {
         Some(url) => ipxe::chain(url, &banner).map(|s| ("chain", s)),
-        None => installer_script(cfg, entry, mac, &banner, via).map(|s| ("installer", s)),
+        None => installer_script(cfg, entry, mac, arch, &banner, via).map(|s| ("installer", s)),
     };
     match rendered {
         Ok((kind, script)) => Choice { kind, script, why: None },
@@ -65,12 +76,18 @@ pub fn choose(cfg: &Config, entry: Option<&Entry>, state: &MachineState, mac: Ma
     }
 }
 
-fn installer_script(cfg: &Config, entry: &Entry, mac: MacAddr, banner: &str, via: Via) -> Result<String, ipxe::Unsafe> {
+fn installer_script(
+    cfg: &Config,
+    entry: &Entry,
+    mac: MacAddr,
+    arch: Arch,
+    banner: &str,
+    via: Via,
+) -> Result<String, ipxe::Unsafe> {
     let urls = netboot::base_urls(cfg, via);
     let args = netboot::installer_args(cfg, &entry.machine, mac, via)?;
-    let files = |b: &str| {
-        (format!("{b}/artifacts/{}", cfg.artifacts.kernel), format!("{b}/artifacts/{}", cfg.artifacts.initrd))
-    };
+    let (kernel, initrd) = netboot::artifacts(cfg, arch);
+    let files = |b: &str| (format!("{b}/artifacts/{kernel}"), format!("{b}/artifacts/{initrd}"));
     let (kernel_url, initrd_url) = files(&urls[0]);
     let fallbacks: Vec<(String, String)> = urls[1..].iter().map(|p| files(p)).collect();
     ipxe::installer(&ipxe::Installer {
@@ -87,25 +104,28 @@ pub async fn script(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(file): Path<String>,
 ) -> Response {
-    if let Some(name) = grub::parse_name(&format!("boot/{file}")) {
+    let path = format!("boot/{file}");
+    if let Some(name) = grub::parse_name(&path) {
         return grub_config(&app, peer, name);
     }
-    let Some(mac) = file.strip_suffix(".ipxe").and_then(|m| m.parse::<MacAddr>().ok()) else {
-        return (StatusCode::NOT_FOUND, "expected /boot/<mac>.ipxe or /boot/<mac>.grub\n").into_response();
+    let Some((mac, arch)) = ipxe::parse_script_path(&path) else {
+        return (StatusCode::NOT_FOUND, "expected /boot/[arm64/]<mac>.ipxe or /boot/[arm64/]<mac>.grub\n")
+            .into_response();
     };
     let snap = app.storage.snapshot();
     let entry = snap.by_mac(&mac);
     let state = entry.map(|e| app.storage.state_of(&e.machine)).unwrap_or_default();
-    let mut choice = choose(&app.cfg, entry, &state, mac, Via::of(peer));
+    let mut choice = choose(&app.cfg, entry, &state, mac, arch, Via::of(peer));
     if let (None, Some(site)) = (entry, app.storage.other_site(&mac)) {
         let why = format!("{mac} is a machine of site {site}: that site's instances serve it");
         choice = Choice { kind: "other-site", script: ipxe::local_boot(&why), why: Some(why) };
     }
     let host = entry.map(|e| e.machine.hostname.as_str()).unwrap_or("-");
+    let arch = arch.as_str();
     match (&choice.why, choice.kind) {
-        (Some(why), "error") => tracing::error!(%mac, host, %peer, why, "iPXE script"),
-        (Some(why), _) => tracing::info!(%mac, host, %peer, kind = choice.kind, why, "iPXE script"),
-        (None, _) => tracing::info!(%mac, host, %peer, kind = choice.kind, "iPXE script"),
+        (Some(why), "error") => tracing::error!(%mac, host, %peer, arch, why, "iPXE script"),
+        (Some(why), _) => tracing::info!(%mac, host, %peer, arch, kind = choice.kind, why, "iPXE script"),
+        (None, _) => tracing::info!(%mac, host, %peer, arch, kind = choice.kind, "iPXE script"),
     }
     // A script fetch identifies nobody: anyone who knows the MAC can fetch the script
     // (docs/security.md). Nothing is stored in the machine's state; the boot trace notes the
@@ -148,7 +168,7 @@ mod tests {
         let e = entry(&format!(
             r#"{{"hostname":"n1","macs":["{MAC}"],"netboot":{{"allow":true,"kernel_args":"osie.debug osie.url=http://evil"}}}}"#
         ));
-        let c = choose(&cfg(), Some(&e), &MachineState::default(), MAC.parse().unwrap(), Via::V4);
+        let c = choose(&cfg(), Some(&e), &MachineState::default(), MAC.parse().unwrap(), Arch::X86_64, Via::V4);
         assert_eq!(c.kind, "installer");
         let kernel = c.script.lines().find(|l| l.starts_with("kernel ")).unwrap();
         assert_eq!(
@@ -169,7 +189,7 @@ mod tests {
         let e = entry(&format!(
             r#"{{"hostname":"n1","macs":["{MAC}"],"netboot":{{"allow":true,"kernel_args":"osie.url=http://evil"}}}}"#
         ));
-        let c = choose(&cfg, Some(&e), &MachineState::default(), MAC.parse().unwrap(), Via::V4);
+        let c = choose(&cfg, Some(&e), &MachineState::default(), MAC.parse().unwrap(), Arch::X86_64, Via::V4);
         assert_eq!(c.kind, "installer", "{:?}", c.why);
         let kernels: Vec<&str> = c.script.lines().filter(|l| l.starts_with("kernel ")).collect();
         assert_eq!(kernels.len(), 1, "one line, the fallbacks after `||`: {}", c.script);
@@ -202,36 +222,60 @@ mod tests {
         cfg.dhcp6.address = Some("2001:db8::1".parse().unwrap());
         cfg.http.peers = vec!["http://192.0.2.2:8080".into()];
         let e = entry(&format!(r#"{{"hostname":"n1","macs":["{MAC}"],"netboot":{{"allow":true}}}}"#));
-        let c = choose(&cfg, Some(&e), &MachineState::default(), MAC.parse().unwrap(), Via::V6);
+        let c = choose(&cfg, Some(&e), &MachineState::default(), MAC.parse().unwrap(), Arch::X86_64, Via::V6);
         let kernel = c.script.lines().find(|l| l.starts_with("kernel ")).unwrap();
         assert!(kernel.starts_with("kernel --name vmlinuz http://[2001:db8::1]:8080/artifacts/vmlinuz "), "{kernel}");
         let params = BootParams::parse(kernel.split(" || ").next().unwrap()).unwrap();
         assert_eq!(params.urls(), ["http://[2001:db8::1]:8080", "http://192.0.2.2:8080"]);
         // IPv4 (and IPv4-mapped) callers of the same listener: `public_url`.
-        let c = choose(&cfg, Some(&e), &MachineState::default(), MAC.parse().unwrap(), Via::V4);
+        let c = choose(&cfg, Some(&e), &MachineState::default(), MAC.parse().unwrap(), Arch::X86_64, Via::V4);
         assert!(c.script.contains(" osie.url=http://192.0.2.1:8080,http://192.0.2.2:8080 "), "{}", c.script);
         assert_eq!(Via::of("[::ffff:192.0.2.9]:4000".parse().unwrap()), Via::V4);
         assert_eq!(Via::of("[2001:db8::9]:4000".parse().unwrap()), Via::V6);
         // An explicit `public_url6` wins over the one made from `dhcp6.address`.
         cfg.http.public_url6 = Some("http://[2001:db8::80]:80/".into());
-        let c = choose(&cfg, Some(&e), &MachineState::default(), MAC.parse().unwrap(), Via::V6);
+        let c = choose(&cfg, Some(&e), &MachineState::default(), MAC.parse().unwrap(), Arch::X86_64, Via::V6);
         assert!(c.script.contains(" osie.url=http://[2001:db8::80]:80,http://192.0.2.2:8080 "), "{}", c.script);
     }
 
     #[test]
+    fn the_script_names_the_files_of_its_architecture_whatever_the_record_says() {
+        let mut cfg = cfg();
+        cfg.http.peers = vec!["http://192.0.2.2:8080".into()];
+        for record in ["x86_64", "aarch64"] {
+            let e =
+                entry(&format!(r#"{{"hostname":"n1","macs":["{MAC}"],"arch":"{record}","netboot":{{"allow":true}}}}"#));
+            let x86 = choose(&cfg, Some(&e), &MachineState::default(), MAC.parse().unwrap(), Arch::X86_64, Via::V4);
+            let arm = choose(&cfg, Some(&e), &MachineState::default(), MAC.parse().unwrap(), Arch::Aarch64, Via::V4);
+            for (c, want, not) in
+                [(&x86, "/artifacts/vmlinuz ", "/arm64/"), (&arm, "/artifacts/arm64/vmlinuz ", "/artifacts/vmlinuz")]
+            {
+                assert_eq!(c.kind, "installer", "{:?}", c.why);
+                let fetches: Vec<&str> =
+                    c.script.lines().filter(|l| l.starts_with("kernel ") || l.starts_with("initrd ")).collect();
+                assert_eq!(fetches.len(), 2, "{}", c.script);
+                // Every try (this instance's and the peer's) names the script's architecture.
+                assert_eq!(fetches[0].matches(want).count(), 2, "{record}: {}", c.script);
+                assert!(!c.script.contains(not), "{record}: {}", c.script);
+            }
+            assert_eq!(arm.script.matches("/artifacts/arm64/initramfs.img").count(), 2, "{}", arm.script);
+        }
+    }
+
+    #[test]
     fn unknown_and_disallowed_machines_boot_locally() {
-        let c = choose(&cfg(), None, &MachineState::default(), MAC.parse().unwrap(), Via::V4);
+        let c = choose(&cfg(), None, &MachineState::default(), MAC.parse().unwrap(), Arch::X86_64, Via::V4);
         assert_eq!(c.kind, "unknown");
         assert!(c.script.ends_with("\nexit\n") && !c.script.contains("kernel"), "{}", c.script);
 
         let e = entry(&format!(r#"{{"hostname":"n1","macs":["{MAC}"]}}"#));
-        let c = choose(&cfg(), Some(&e), &MachineState::default(), MAC.parse().unwrap(), Via::V4);
+        let c = choose(&cfg(), Some(&e), &MachineState::default(), MAC.parse().unwrap(), Arch::X86_64, Via::V4);
         assert_eq!(c.kind, "local-boot");
         assert!(c.why.unwrap().contains("not allowed"));
 
         let e = entry(&format!(r#"{{"hostname":"n1","macs":["{MAC}"],"netboot":{{"allow":true}}}}"#));
         let installed = MachineState { netboot_cleared: true, ..Default::default() };
-        let c = choose(&cfg(), Some(&e), &installed, MAC.parse().unwrap(), Via::V4);
+        let c = choose(&cfg(), Some(&e), &installed, MAC.parse().unwrap(), Arch::X86_64, Via::V4);
         assert_eq!(c.kind, "local-boot");
         assert!(c.why.unwrap().contains("reinstall"));
     }
@@ -240,12 +284,12 @@ mod tests {
     fn custom_script_and_chain() {
         let e =
             entry(&format!(r#"{{"hostname":"n1","macs":["{MAC}"],"netboot":{{"allow":true,"ipxe_script":"shell"}}}}"#));
-        let c = choose(&cfg(), Some(&e), &MachineState::default(), MAC.parse().unwrap(), Via::V4);
+        let c = choose(&cfg(), Some(&e), &MachineState::default(), MAC.parse().unwrap(), Arch::X86_64, Via::V4);
         assert_eq!((c.kind, c.script.as_str()), ("custom", "#!ipxe\nshell\n"));
         let e = entry(&format!(
             r#"{{"hostname":"n1","macs":["{MAC}"],"netboot":{{"allow":true,"ipxe_script_url":"http://192.0.2.9/s.ipxe"}}}}"#
         ));
-        let c = choose(&cfg(), Some(&e), &MachineState::default(), MAC.parse().unwrap(), Via::V4);
+        let c = choose(&cfg(), Some(&e), &MachineState::default(), MAC.parse().unwrap(), Arch::X86_64, Via::V4);
         assert_eq!(c.kind, "chain");
         assert!(c.script.contains("\nchain --autofree http://192.0.2.9/s.ipxe || goto osie_failed\n"));
     }
@@ -256,7 +300,7 @@ mod tests {
         let e = entry(&format!(
             r#"{{"hostname":"n1","macs":["{MAC}"],"netboot":{{"allow":true,"kernel_args":"quiet\nchain http://evil/"}}}}"#
         ));
-        let c = choose(&cfg(), Some(&e), &MachineState::default(), MAC.parse().unwrap(), Via::V4);
+        let c = choose(&cfg(), Some(&e), &MachineState::default(), MAC.parse().unwrap(), Arch::X86_64, Via::V4);
         assert_eq!(c.kind, "error");
         assert!(!c.script.contains("evil") && !c.script.contains("kernel"), "{}", c.script);
     }

@@ -25,6 +25,7 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
+use crate::inventory::model::Arch;
 use crate::jail::{Jail, Refusal};
 use crate::trace::{Artifact, DownloadStep, Outcome, Step, TraceStep};
 use crate::tracer::Tracer;
@@ -295,10 +296,11 @@ async fn serve(route: Route, r: FileRequest) -> Response {
     let what = route.what();
     let (mut resp, body) = answer(route.root(&app), &rel, &method, &headers).await;
     let status = resp.status();
-    let artifact = match route {
-        Route::Artifact if rel == app.cfg.artifacts.kernel => Artifact::Kernel,
-        Route::Artifact if rel == app.cfg.artifacts.initrd => Artifact::Initramfs,
-        Route::Image => Artifact::Image,
+    // The kernel and initramfs of either architecture (`arm64/…`: docs/arm64.md).
+    let artifact = match (route, Arch::split_path(&rel).1) {
+        (Route::Artifact, f) if f == app.cfg.artifacts.kernel => Artifact::Kernel,
+        (Route::Artifact, f) if f == app.cfg.artifacts.initrd => Artifact::Initramfs,
+        (Route::Image, _) => Artifact::Image,
         _ => Artifact::File,
     };
     if let (Some(t), true) = (&app.tracer, status.is_client_error() && method == Method::GET) {

@@ -11,8 +11,8 @@
 //!
 //! | route | what |
 //! |---|---|
-//! | `GET /boot/{mac}.ipxe` | the machine's iPXE script ([`boot`]) |
-//! | `GET /boot/{mac}.grub`, `GET /grub/grub.cfg` | the shim/GRUB chain's configurations, as over TFTP (`grub::choose`) |
+//! | `GET /boot/{mac}.ipxe`, `/boot/arm64/{mac}.ipxe` | the machine's iPXE script for an iPXE of that architecture ([`boot`]) |
+//! | `GET /boot/[arm64/]{mac}.grub`, `GET /grub/grub.cfg` | GRUB's configurations, as over TFTP (`netboot::grub`) |
 //! | `GET /artifacts/{file}`, `/images/{file}`, `/ipxe/{file}` | kernel + initramfs, OS images, the TFTP root ([`files`]) |
 //! | `GET /metadata` | installer metadata, `X-Osie-Mac` + source address ([`metadata`]) |
 //! | `GET /{2009-04-04,latest}/meta-data/…`, `…/user-data` | EC2-compatible tree for the caller |
@@ -90,7 +90,7 @@ const EC2_VERSIONS: [&str; 2] = ["2009-04-04", "latest"];
 /// The machines' routes (no `/admin/…`: those answer 404 here, as any unknown path).
 pub fn machines_router(app: AppState) -> Router {
     let mut r = Router::new()
-        .route("/boot/{file}", get(boot::script))
+        .route("/boot/{*file}", get(boot::script))
         .route("/grub/grub.cfg", get(boot::grub_entry))
         .route("/artifacts/{*path}", get(files::artifact))
         .route("/images/{*path}", get(files::image))

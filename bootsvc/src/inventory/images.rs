@@ -383,7 +383,7 @@ mod tests {
             );
         }
         let mut p = Problems::default();
-        let images = load(d.path(), &mut p);
+        let images = load(d.path(), None, &mut p);
         let arches: Vec<(&str, Arch)> = images.values().map(|m| (m.name.as_str(), m.arch)).collect();
         assert_eq!(arches, [("arm", Arch::Aarch64), ("old", Arch::X86_64), ("x86", Arch::X86_64)]);
         let got: Vec<String> =

@@ -27,7 +27,8 @@ pub struct Machine {
     /// Absent: DHCPv6 gives the machine its boot file and no address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip6: Option<Ip6Config>,
-    /// Architecture hint, used when a DHCP client's own arch is ambiguous.
+    /// The machine's architecture: which boot program, kernel and initramfs it gets when its
+    /// firmware's DHCP request names none (option 93 wins: `dhcp/classify.rs`).
     #[serde(default)]
     pub arch: Arch,
     #[serde(default)]
@@ -81,6 +82,24 @@ pub enum Arch {
 }
 
 impl Arch {
+    /// Where this architecture's files sit under bootsvc's paths (`boot/`, `artifacts/`,
+    /// over HTTP and TFTP): x86_64 keeps the paths it had before there was another
+    /// architecture, aarch64's are under `arm64/` (Debian's name; `bootsvc/docs/arm64.md`).
+    pub fn subdir(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "",
+            Arch::Aarch64 => "arm64/",
+        }
+    }
+
+    /// A path under one of those directories read back: its architecture and the rest.
+    pub fn split_path(path: &str) -> (Arch, &str) {
+        match path.strip_prefix(Arch::Aarch64.subdir()) {
+            Some(rest) => (Arch::Aarch64, rest),
+            None => (Arch::X86_64, path),
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Arch::X86_64 => "x86_64",

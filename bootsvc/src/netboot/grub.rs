@@ -2,6 +2,9 @@
 //! script (`http/boot.rs`), with identification on top.
 //!
 //! - [`grub::ENTRY_FILE`]: the same for every caller ([`grub::entry`]).
+//! - a machine's file names the architecture of the GRUB asking (`boot/<mac>.grub`,
+//!   `boot/arm64/<mac>.grub`, as the entry sends it by `$grub_cpu`): its installer names
+//!   that architecture's kernel and initramfs.
 //! - `boot/<mac>.grub` asked from an address that is not `<mac>`'s machine's (the identity
 //!   rule of `docs/security.md`), or for an unknown MAC: exactly what an unknown machine
 //!   gets, so a neighbour learns nothing by asking (the refusal is logged);
@@ -17,6 +20,7 @@ use super::Via;
 use crate::config::Config;
 use crate::grub::{self, Name};
 use crate::identity::Identity;
+use crate::inventory::model::Arch;
 use crate::inventory::Entry;
 use crate::state::MachineState;
 use crate::storage::Storage;
@@ -30,9 +34,16 @@ pub struct Choice {
     pub why: Option<String>,
 }
 
-/// The machine's configuration from its record and state (identification already done),
-/// for a machine that reached bootsvc `via`.
-pub fn choose(cfg: &Config, entry: Option<&Entry>, state: &MachineState, mac: MacAddr, via: Via) -> Choice {
+/// The machine's configuration for a GRUB of `arch`, from its record and state
+/// (identification already done), for a machine that reached bootsvc `via`.
+pub fn choose(
+    cfg: &Config,
+    entry: Option<&Entry>,
+    state: &MachineState,
+    mac: MacAddr,
+    arch: Arch,
+    via: Via,
+) -> Choice {
     let Some(entry) = entry else { return unknown(mac, None) };
     let m = &entry.machine;
     if let Some(why) = super::refused(m, state, mac) {
@@ -42,14 +53,9 @@ pub fn choose(cfg: &Config, entry: Option<&Entry>, state: &MachineState, mac: Ma
         return Choice { kind: "custom", config: grub::custom(c), why: None };
     }
     let banner = format!("{} ({mac})", m.hostname);
+    let (kernel, initrd) = super::artifacts(cfg, arch);
     let rendered = super::installer_args(cfg, m, mac, via).and_then(|args| {
-        grub::installer(&grub::Installer {
-            kernel: &cfg.artifacts.kernel,
-            initrd: &cfg.artifacts.initrd,
-            args: &args,
-            banner: &banner,
-            mac,
-        })
+        grub::installer(&grub::Installer { kernel: &kernel, initrd: &initrd, args: &args, banner: &banner, mac, arch })
     });
     match rendered {
         Ok(config) => Choice { kind: "installer", config, why: None },
@@ -70,9 +76,9 @@ fn unknown(mac: MacAddr, why: Option<String>) -> Choice {
 /// The answer to a request of `name` from `source` (identified as for metadata: IPv4 or
 /// IPv6, `crate::identity`).
 pub fn answer(cfg: &Config, storage: &dyn Storage, identity: &Identity, name: Name, source: IpAddr) -> Choice {
-    let mac = match name {
+    let (mac, arch) = match name {
         Name::Entry => return Choice { kind: "entry", config: grub::entry(), why: None },
-        Name::Machine(mac) => mac,
+        Name::Machine(mac, arch) => (mac, arch),
     };
     let snap = storage.snapshot();
     let Some(entry) = snap.by_mac(&mac) else {
@@ -94,20 +100,22 @@ pub fn answer(cfg: &Config, storage: &dyn Storage, identity: &Identity, name: Na
         return c;
     }
     let via = if ip.is_ipv6() { Via::V6 } else { Via::V4 };
-    choose(cfg, Some(entry), &storage.state_of(&entry.machine), mac, via)
+    choose(cfg, Some(entry), &storage.state_of(&entry.machine), mac, arch, via)
 }
 
 /// Log one answer (TFTP and HTTP alike).
 pub fn log(c: &Choice, name: Name, peer: &dyn std::fmt::Display, via: &'static str) {
-    let mac = match name {
+    let (mac, arch) = match name {
         Name::Entry => return tracing::debug!(%peer, via, "GRUB entry configuration"),
-        Name::Machine(m) => m,
+        Name::Machine(m, arch) => (m, arch.as_str()),
     };
     match (&c.why, c.kind) {
-        (Some(why), "error") => tracing::error!(%mac, %peer, via, why, "GRUB configuration"),
-        (Some(why), "not-identified") => tracing::warn!(%mac, %peer, via, kind = c.kind, why, "GRUB configuration"),
-        (Some(why), _) => tracing::info!(%mac, %peer, via, kind = c.kind, why, "GRUB configuration"),
-        (None, _) => tracing::info!(%mac, %peer, via, kind = c.kind, "GRUB configuration"),
+        (Some(why), "error") => tracing::error!(%mac, %peer, via, arch, why, "GRUB configuration"),
+        (Some(why), "not-identified") => {
+            tracing::warn!(%mac, %peer, via, arch, kind = c.kind, why, "GRUB configuration")
+        }
+        (Some(why), _) => tracing::info!(%mac, %peer, via, arch, kind = c.kind, why, "GRUB configuration"),
+        (None, _) => tracing::info!(%mac, %peer, via, arch, kind = c.kind, "GRUB configuration"),
     }
 }
 
@@ -122,7 +130,7 @@ mod tests {
         let e = entry(&format!(
             r#"{{"hostname":"n1","macs":["{MAC}"],"netboot":{{"allow":true,"kernel_args":"osie.debug osie.url=http://evil"}}}}"#
         ));
-        let c = choose(&cfg(), Some(&e), &MachineState::default(), MAC.parse().unwrap(), Via::V4);
+        let c = choose(&cfg(), Some(&e), &MachineState::default(), MAC.parse().unwrap(), Arch::X86_64, Via::V4);
         assert_eq!(c.kind, "installer", "{:?}", c.why);
         let linux = c.config.lines().find(|l| l.starts_with("if linux ")).unwrap();
         assert_eq!(
@@ -138,26 +146,52 @@ mod tests {
     #[test]
     fn unknown_disallowed_installed_and_custom() {
         let mac: MacAddr = MAC.parse().unwrap();
-        let c = choose(&cfg(), None, &MachineState::default(), mac, Via::V4);
+        let c = choose(&cfg(), None, &MachineState::default(), mac, Arch::X86_64, Via::V4);
         assert_eq!(c.kind, "unknown");
         assert!(c.config.ends_with("\nexit\n") && !c.config.contains("linux"), "{}", c.config);
 
         let e = entry(&format!(r#"{{"hostname":"n1","macs":["{MAC}"]}}"#));
-        let c = choose(&cfg(), Some(&e), &MachineState::default(), mac, Via::V4);
+        let c = choose(&cfg(), Some(&e), &MachineState::default(), mac, Arch::X86_64, Via::V4);
         assert_eq!(c.kind, "local-boot");
         assert!(c.why.unwrap().contains("not allowed"));
 
         let e = entry(&format!(r#"{{"hostname":"n1","macs":["{MAC}"],"netboot":{{"allow":true}}}}"#));
         let installed = MachineState { netboot_cleared: true, ..Default::default() };
-        let c = choose(&cfg(), Some(&e), &installed, mac, Via::V4);
+        let c = choose(&cfg(), Some(&e), &installed, mac, Arch::X86_64, Via::V4);
         assert_eq!(c.kind, "local-boot");
         assert!(c.why.unwrap().contains("reinstall"));
 
         let e = entry(&format!(
             r#"{{"hostname":"n1","macs":["{MAC}"],"netboot":{{"allow":true,"grub_config":"echo hi\nexit","ipxe_script":"shell"}}}}"#
         ));
-        let c = choose(&cfg(), Some(&e), &MachineState::default(), mac, Via::V4);
+        let c = choose(&cfg(), Some(&e), &MachineState::default(), mac, Arch::X86_64, Via::V4);
         assert_eq!((c.kind, c.config.as_str()), ("custom", "echo hi\nexit\n"));
+    }
+
+    #[test]
+    fn each_architecture_gets_its_own_files_whatever_the_record_says() {
+        let mac: MacAddr = MAC.parse().unwrap();
+        for record in ["x86_64", "aarch64"] {
+            let e =
+                entry(&format!(r#"{{"hostname":"n1","macs":["{MAC}"],"arch":"{record}","netboot":{{"allow":true}}}}"#));
+            for (arch, kernel, initrd, again) in [
+                (Arch::X86_64, "'/artifacts/vmlinuz'", "'/artifacts/initramfs.img'", "/boot/52:54:00:00:00:01.grub"),
+                (
+                    Arch::Aarch64,
+                    "'/artifacts/arm64/vmlinuz'",
+                    "'/artifacts/arm64/initramfs.img'",
+                    "/boot/arm64/52:54:00:00:00:01.grub",
+                ),
+            ] {
+                let c = choose(&cfg(), Some(&e), &MachineState::default(), mac, arch, Via::V4);
+                assert_eq!(c.kind, "installer", "{:?}", c.why);
+                assert!(c.config.contains(&format!("if linux {kernel} ")), "{record} {arch:?}: {}", c.config);
+                assert!(c.config.contains(&format!("if initrd {initrd};")), "{record} {arch:?}: {}", c.config);
+                assert!(c.config.ends_with(&format!("configfile {again}\n")), "{record} {arch:?}: {}", c.config);
+                let other = if arch == Arch::X86_64 { "arm64/" } else { "'/artifacts/vmlinuz'" };
+                assert!(!c.config.contains(other), "{record} {arch:?}: {}", c.config);
+            }
+        }
     }
 
     #[test]
@@ -165,7 +199,7 @@ mod tests {
         let e = entry(&format!(
             r#"{{"hostname":"n1","macs":["{MAC}"],"netboot":{{"allow":true,"kernel_args":"quiet';reboot;'"}}}}"#
         ));
-        let c = choose(&cfg(), Some(&e), &MachineState::default(), MAC.parse().unwrap(), Via::V4);
+        let c = choose(&cfg(), Some(&e), &MachineState::default(), MAC.parse().unwrap(), Arch::X86_64, Via::V4);
         assert_eq!(c.kind, "error");
         assert!(!c.config.contains("reboot") && !c.config.contains("linux"), "{}", c.config);
     }

@@ -1,12 +1,13 @@
 //! What a netbooting machine is told, beyond its DHCP boot file: the rules the iPXE scripts
 //! (`http/boot`) and the GRUB configurations ([`grub`]) share (why a machine is sent to its
-//! disk, the installer's kernel command line).
+//! disk, the installer's kernel command line, which architecture's kernel and initramfs).
 
 pub mod grub;
 
 use osie_api::MacAddr;
 
 use crate::config::Config;
+use crate::inventory::model::Arch;
 use crate::inventory::Machine;
 use crate::ipxe;
 use crate::state::MachineState;
@@ -74,6 +75,16 @@ pub fn base_urls(cfg: &Config, via: Via) -> Vec<String> {
 pub fn installer_args(cfg: &Config, m: &Machine, mac: MacAddr, via: Via) -> Result<Vec<String>, ipxe::Unsafe> {
     let osie_url = base_urls(cfg, via).join(",");
     ipxe::installer_args(&osie_url, &cfg.artifacts.kernel_args, m.netboot.kernel_args.as_deref(), mac)
+}
+
+/// The installer's kernel and initramfs for `arch` machines, relative to `artifacts.dir`
+/// (and to `/artifacts/` over HTTP and TFTP): `artifacts.kernel` and `artifacts.initrd`, under
+/// `arm64/` for arm64 (`docs/arm64.md`). The architecture is the one DHCP chose for the
+/// request's boot program (`dhcp/classify.rs`), carried in the script's or configuration's
+/// path, never guessed here.
+pub fn artifacts(cfg: &Config, arch: Arch) -> (String, String) {
+    let a = &cfg.artifacts;
+    (format!("{}{}", arch.subdir(), a.kernel), format!("{}{}", arch.subdir(), a.initrd))
 }
 
 /// What the tests of the iPXE and GRUB decisions share: a config with a serial console, a

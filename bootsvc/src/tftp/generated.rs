@@ -1,10 +1,12 @@
 //! The names TFTP answers with something other than a file of `tftp.root`: the shim/GRUB
 //! chain's (`bootsvc/docs/secure-boot.md`). Debian's signed GRUB speaks only TFTP, so it
-//! reads here its configurations (`grub/grub.cfg`, `boot/<mac>.grub`, made per request by
-//! `netboot::grub` with the caller identified by its source address) and the installer's
-//! kernel and initramfs (`artifacts/<artifacts.kernel>`, `artifacts/<artifacts.initrd>`,
-//! opened through a jail on `artifacts.dir`, as `/artifacts/` over HTTP). Those names
-//! shadow the same names in `tftp.root`.
+//! reads here its configurations (`grub/grub.cfg`, `boot/<mac>.grub`, and the arm64 GRUB's
+//! `boot/arm64/<mac>.grub`, made per request by `netboot::grub` with the caller identified by
+//! its source address) and the installer's kernel and
+//! initramfs of each architecture (`artifacts/<artifacts.kernel>`,
+//! `artifacts/<artifacts.initrd>`, `artifacts/arm64/…` the same, opened through a jail on
+//! `artifacts.dir`, as `/artifacts/` over HTTP). Those names shadow the same names in
+//! `tftp.root`.
 
 use std::fs::File;
 use std::io::Write;
@@ -17,6 +19,7 @@ use anyhow::Result;
 use crate::config::Config;
 use crate::grub;
 use crate::identity::Identity;
+use crate::inventory::model::Arch;
 use crate::jail::{Jail, Refusal};
 use crate::netboot;
 use crate::storage::Storage;
@@ -39,9 +42,11 @@ impl Generated {
     pub fn open(&self, name: &str, client: SocketAddr) -> Option<Result<(File, u64), Refusal>> {
         let bare = name.strip_prefix('/').unwrap_or(name);
         if let Some(file) = bare.strip_prefix(grub::ARTIFACTS_DIR).and_then(|r| r.strip_prefix('/')) {
-            let a = &self.cfg.artifacts;
-            if file == a.kernel || file == a.initrd {
-                return Some(self.artifacts.open(Path::new(file)));
+            for arch in [Arch::X86_64, Arch::Aarch64] {
+                let (kernel, initrd) = netboot::artifacts(&self.cfg, arch);
+                if file == kernel || file == initrd {
+                    return Some(self.artifacts.open(Path::new(file)));
+                }
             }
             return None;
         }

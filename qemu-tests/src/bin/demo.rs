@@ -1,6 +1,9 @@
 //! `scripts/demo`'s engine: one empty QEMU machine provisioned end to end by bootsvc and the
 //! installer, its phases printed as they happen, then the whole timeline relative to
-//! power-on. Needs root and the build outputs (`scripts/demo` makes them first).
+//! power-on. Needs root and the build outputs (`scripts/demo` makes them first). With
+//! `--arch arm64` the machine is an arm64 server (QEMU's `virt` board with AAVMF, UEFI PXE →
+//! Debian's arm64 GRUB); without the arm64 OS image in the build it installs the x86_64
+//! image's bytes and stops at `installed`.
 //!
 //! Ctrl-C stops it cleanly: QEMU and bootsvc are stopped, the namespace deleted.
 
@@ -12,6 +15,7 @@ use clap::{Parser, ValueEnum};
 use osie_api::Phase;
 use osie_qemu_tests::clock::fmt_offset;
 use osie_qemu_tests::flow::{self, Limits};
+use osie_qemu_tests::inputs::IMAGE;
 use osie_qemu_tests::timeline::{Mark, Step, Timeline};
 use osie_qemu_tests::{signals, Disk, Firmware, Inputs, Lab, Machine, Record, Spec};
 
@@ -26,6 +30,11 @@ struct Args {
     /// The machine's firmware.
     #[arg(long, value_enum, default_value_t = Fw::Bios)]
     firmware: Fw,
+    /// The machine's architecture: arm64 is QEMU's `virt` board (Cortex-A57) with AAVMF,
+    /// whose UEFI PXE client (arch 11) loads Debian's arm64 GRUB over TFTP (the firmware
+    /// options do not apply).
+    #[arg(long, value_enum, default_value_t = Arch::X86_64, conflicts_with_all = ["uefi", "firmware"])]
+    arch: Arch,
     /// Size of the machine's blank disk, GiB.
     #[arg(long, default_value_t = 4)]
     disk_gib: u64,
@@ -39,6 +48,13 @@ enum Fw {
     Uefi,
     /// OVMF, NIC ROM disabled, PXE off: UEFI HTTP boot (arch 16) → ipxe.efi over HTTP.
     UefiHttp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Arch {
+    #[value(name = "x86_64")]
+    X86_64,
+    Arm64,
 }
 
 const MAC: &str = "52:54:00:de:00:01";
@@ -56,21 +72,42 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Args) -> Result<()> {
-    let fw = match (args.uefi, args.firmware) {
-        (true, _) | (false, Fw::Uefi) => Firmware::UefiPxe,
-        (false, Fw::Bios) => Firmware::Bios,
-        (false, Fw::UefiHttp) => Firmware::UefiHttp,
+    let fw = match (args.arch, args.uefi, args.firmware) {
+        (Arch::Arm64, _, _) => Firmware::Arm64UefiPxe,
+        (_, true, _) | (_, false, Fw::Uefi) => Firmware::UefiPxe,
+        (_, false, Fw::Bios) => Firmware::Bios,
+        (_, false, Fw::UefiHttp) => Firmware::UefiHttp,
     };
     let inputs = Inputs::locate().context("scripts/demo builds these first")?;
+    let (rec, first_boot) = if args.arch == Arch::Arm64 {
+        inputs.check_arm64().context("scripts/demo --arch arm64 builds these first")?;
+        let image = inputs.arm64_image();
+        if image.is_none() {
+            println!(
+                "no arm64 OS image in {} (images/build --arch arm64): the machine installs the {IMAGE} image's \
+                 bytes and the demo stops at `installed`\n",
+                inputs.images.display()
+            );
+        }
+        (Record::arm64("demo1", MAC, Lab::address(1), image.unwrap_or(IMAGE)), image.is_some())
+    } else {
+        (Record::new("demo1", MAC, Lab::address(1)), true)
+    };
     let lab = Lab::start("demo", &inputs)?;
-    let rec = Record::new("demo1", MAC, Lab::address(1));
     lab.add(&rec)?;
     println!("bootsvc is serving on {} in network namespace {}", osie_qemu_tests::lab::SERVER, lab.site.ns.name());
     println!("  log: {} (JSON)", lab.log().display());
+    let manifest = inputs.images.join(format!("{}.json", rec.image_name));
+    let size = std::fs::read_to_string(&manifest)
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|m| m["size"].as_f64())
+        .unwrap_or(0.0);
     println!(
-        "  machine record demo1: {MAC}, {}/24, netboot allowed, image debian-12 ({:.0} MB)",
+        "  machine record demo1: {MAC}, {}/24, netboot allowed, image {} ({:.0} MB)",
         rec.ip,
-        inputs.manifest["size"].as_f64().unwrap_or(0.0) / 1e6
+        rec.image_name,
+        size / 1e6
     );
     println!("  user-data prints \"{}\" on the serial console", rec.marker());
 
@@ -81,7 +118,7 @@ fn run(args: &Args) -> Result<()> {
     println!("\npowered on: QEMU (TCG), {}, blank {} GiB disk", fw.describe(), args.disk_gib);
     println!("  serial console: {}\n", machine.serial.display());
 
-    let result = provision(&lab, &mut machine, &rec, fw);
+    let result = provision(&lab, &mut machine, &rec, fw, first_boot);
     let timeline = match result {
         Ok(t) => t,
         Err(e) => {
@@ -99,13 +136,15 @@ fn run(args: &Args) -> Result<()> {
     Ok(())
 }
 
-fn provision(lab: &Lab, machine: &mut Machine, rec: &Record, fw: Firmware) -> Result<Timeline> {
+fn provision(lab: &Lab, machine: &mut Machine, rec: &Record, fw: Firmware, first_boot: bool) -> Result<Timeline> {
     let limits = Limits::default();
     let mut w = flow::watch(lab, machine, rec);
     let mut printed = HashSet::new();
     w.on_refresh(move |t| print_new(t, &mut printed));
     flow::install(&mut w, fw, MAC, &limits)?;
-    flow::first_boot(&mut w, &limits)?;
+    if first_boot {
+        flow::first_boot(&mut w, &limits)?;
+    }
     Ok(w.timeline().clone())
 }
 

@@ -13,6 +13,7 @@ use std::path::Path;
 
 use crate::{check_script, config, entries, images, Expect};
 use bootsvc::http::boot::choose;
+use bootsvc::inventory::model::Arch;
 use bootsvc::inventory::{validate, Snapshot};
 use bootsvc::problem::Problems;
 use bootsvc::state::MachineState;
@@ -43,7 +44,7 @@ pub fn run(data: &[u8]) {
             assert!(!valid, "a record without a MAC passed validation");
             continue;
         };
-        let choice = choose(&cfg, Some(e), &MachineState::default(), mac);
+        let choice = choose(&cfg, Some(e), &MachineState::default(), mac, Arch::X86_64);
         let want = Expect {
             cfg: &cfg,
             mac,

@@ -12,6 +12,7 @@
 use crate::{check_script, config, entry, images, Expect};
 use arbitrary::{Arbitrary, Unstructured};
 use bootsvc::http::boot::choose;
+use bootsvc::inventory::model::Arch;
 use bootsvc::inventory::validate;
 use bootsvc::problem::Problems;
 use bootsvc::state::MachineState;
@@ -106,7 +107,7 @@ pub fn input(i: Input) {
     validate::machine(&e, &cfg, &images(), &mut p);
     let state = MachineState { netboot_cleared: i.cleared, ..Default::default() };
     let known = i.known.then_some(&e);
-    let choice = choose(&cfg, known, &state, mac);
+    let choice = choose(&cfg, known, &state, mac, Arch::X86_64);
     let m = &e.machine;
     let want = Expect {
         cfg: &cfg,

@@ -1,0 +1,108 @@
+//! An arm64 server provisioned end to end (`bootsvc/docs/arm64.md`): QEMU's `virt` board
+//! under TCG with a Cortex-A57 and Debian's AAVMF, virtio-net with no option ROM, a blank
+//! disk. AAVMF's UEFI PXE (arch 11) → Debian's signed arm64 GRUB over TFTP → the machine's
+//! arm64 GRUB configuration → the arm64 kernel and initramfs over TFTP → the installer:
+//! disk chosen, image streamed and verified, GPT fixed, cloud-init seeded, `installed`, with
+//! a hardware report that names the Cortex-A57 (ACPI boot: no device tree).
+//!
+//! With the arm64 OS image in the build (`build/images/debian-12-arm64.*`, from
+//! `images/build --arch arm64`) the machine then reboots into it: the user-data's marker on
+//! the console and the OS's `first-boot` event. Without it, the machine installs the x86_64
+//! image's bytes (the installer's work is the same bytes either way) and the test stops at
+//! `installed`, saying so.
+//!
+//! Logs of a failed run are kept in `qemu-tests/artifacts/<test>/`.
+
+use std::time::Instant;
+
+use osie_api::Phase;
+use osie_qemu_tests::flow::{self, Limits};
+use osie_qemu_tests::inputs::IMAGE;
+use osie_qemu_tests::{signals, Disk, Firmware, Inputs, Lab, Machine, Record, Spec, Timeline, Watch};
+
+const DISK_BYTES: u64 = 4 << 30;
+
+fn check<T>(r: anyhow::Result<T>) -> T {
+    r.unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+#[test]
+fn j_arm64_uefi_pxe_installs() {
+    let test = "j_arm64_uefi_pxe_installs";
+    let Some(inputs) = Inputs::for_arm64_test(test) else { return };
+    signals::install();
+    let mac = "52:54:00:e2:a6:01";
+    let image = inputs.arm64_image();
+    if image.is_none() {
+        eprintln!(
+            "{test}: no arm64 OS image in {} (images/build --arch arm64): installing the {IMAGE} image's bytes, \
+             stopping at `installed`",
+            inputs.images.display()
+        );
+    }
+    let lab = check(Lab::start(test, &inputs));
+    let rec = Record::arm64("arm1", mac, Lab::address(1), image.unwrap_or(IMAGE));
+    check(lab.add(&rec));
+    let spec = Spec::new("arm1", mac, Firmware::Arm64UefiPxe);
+    let disk = check(lab.subdir("arm1").and_then(|d| Disk::blank(&d, DISK_BYTES)));
+    let started = Instant::now();
+    let mut machine = check(Machine::power_on(&lab, &spec, &disk));
+    let limits = Limits::default();
+    let mut w = flow::watch(&lab, &mut machine, &rec);
+    check(flow::install(&mut w, Firmware::Arm64UefiPxe, mac, &limits));
+    let installed_in = started.elapsed();
+    let t = w.timeline().clone();
+
+    // The installer's work, as on x86: the disk it chose, the GPT fixed for the larger disk,
+    // the cloud-init seed, and a hardware report that names the CPU.
+    let events = check(lab.events(mac));
+    for phase in [Phase::DiskSelected, Phase::ImageVerified, Phase::GptFixed, Phase::CloudInitSeeded] {
+        let Some(e) = events.iter().find(|e| e.event.phase == phase) else {
+            bad(&w, &format!("no {} event", phase.as_str()))
+        };
+        eprintln!("{test}: {}: {}", phase.as_str(), e.event.message);
+    }
+    let selected = events.iter().find(|e| e.event.phase == Phase::DiskSelected).map(|e| e.event.message.clone());
+    if !selected.as_deref().is_some_and(|m| m.starts_with("/dev/vda (4294967296 bytes")) {
+        bad(&w, &format!("disk-selected says {selected:?}, not the 4 GiB virtio disk /dev/vda"));
+    }
+    let Some(hw) = events.iter().find_map(|e| e.event.hardware.clone()) else { bad(&w, "no hardware report") };
+    eprintln!("{test}: hardware: cpu {:?}, memory {} bytes, {} disks", hw.cpu, hw.memory_bytes, hw.disks.len());
+    if hw.cpu.model != "ARM Cortex-A57" || hw.cpu.threads != 1 || hw.cpu.cores != 1 {
+        bad(&w, &format!("the hardware report's CPU is {:?} (want ARM Cortex-A57, 1 core, 1 thread)", hw.cpu));
+    }
+    if hw.secure_boot != Some(false) {
+        bad(&w, &format!("AAVMF without Secure Boot: the report says {:?}", hw.secure_boot));
+    }
+    eprintln!(
+        "{test}: TCG: installer up at {}, image verified at {}, installed at {} ({:.1} s wall)",
+        at(&t, Phase::BootedInstaller),
+        at(&t, Phase::ImageVerified),
+        at(&t, Phase::Installed),
+        installed_in.as_secs_f64()
+    );
+
+    if image.is_none() {
+        // The x86_64 image cannot boot here: stop at what the installer did.
+        return;
+    }
+    check(flow::first_boot(&mut w, &limits));
+    let t = w.timeline().clone();
+    drop(w);
+    check(flow::check_provisioned(&lab, &rec, &t));
+    eprintln!(
+        "{test}: TCG: first-boot at {} ({:.1} s wall)",
+        at(&t, Phase::FirstBoot),
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// When `p` came, relative to power-on.
+fn at(t: &Timeline, p: Phase) -> String {
+    t.event(p).map(|m| format!("{:.1} s", m.at.as_secs_f64())).unwrap_or_else(|| "-".into())
+}
+
+/// Fail with what the watch saw (the logs are kept).
+fn bad(w: &Watch, what: &str) -> ! {
+    panic!("{}", w.fail("the arm64 install", what))
+}
