@@ -42,14 +42,7 @@ pub struct Choice {
 
 /// `arch`: the architecture of the boot program asking (its files are named); `via`: how the
 /// machine reached bootsvc, the host of every URL in its script (`netboot::Via`).
-pub fn choose(
-    cfg: &Config,
-    entry: Option<&Entry>,
-    state: &MachineState,
-    mac: MacAddr,
-    arch: Arch,
-    via: Via,
-) -> Choice {
+pub fn choose(cfg: &Config, entry: Option<&Entry>, state: &MachineState, mac: MacAddr, arch: Arch, via: Via) -> Choice {
     let Some(entry) = entry else {
         let why = netboot::unknown(mac);
         return Choice { kind: "unknown", script: ipxe::local_boot(&why), why: Some(why) };

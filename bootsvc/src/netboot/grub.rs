@@ -36,14 +36,7 @@ pub struct Choice {
 
 /// The machine's configuration for a GRUB of `arch`, from its record and state
 /// (identification already done), for a machine that reached bootsvc `via`.
-pub fn choose(
-    cfg: &Config,
-    entry: Option<&Entry>,
-    state: &MachineState,
-    mac: MacAddr,
-    arch: Arch,
-    via: Via,
-) -> Choice {
+pub fn choose(cfg: &Config, entry: Option<&Entry>, state: &MachineState, mac: MacAddr, arch: Arch, via: Via) -> Choice {
     let Some(entry) = entry else { return unknown(mac, None) };
     let m = &entry.machine;
     if let Some(why) = super::refused(m, state, mac) {
