@@ -290,6 +290,70 @@ fn events_persist_and_installed_clears_netboot_until_reinstall() {
     assert!(n1["state"]["first_boot_at"].is_string());
 }
 
+/// Deprovisioning through the CLI and the admin API: the metadata asks for an erase (and
+/// carries no install plan) until the installer reports `deprovisioned`; then no boot file
+/// until a reinstall, which brings the install plan back. A record that forbids netboot is
+/// refused with the reason.
+#[test]
+fn deprovisioning_erases_once_then_no_boot_file_until_reinstall() {
+    if !common::prerequisites("deprovisioning_erases_once_then_no_boot_file_until_reinstall") {
+        return;
+    }
+    let mut site = Site::new(Options::default());
+    site.machine("n1", &fixed("n1", M1, CLIENTS[0], true));
+    site.machine("n2", &fixed("n2", M2, CLIENTS[1], false));
+    site.start();
+    let ip1 = CLIENTS[0];
+    let cfg = site.config.to_str().unwrap().to_string();
+    assert_eq!(site.post_json_as(ip1, "/events", &event(M1, "installed", 0, "")).status, 200);
+    assert!(site.get(&format!("/boot/{M1}.ipxe")).text().contains("is installed"));
+
+    let out = site.cli(&["machine", M1, "deprovision", "--removable", "--config", &cfg]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(said.contains("n1 (") && said.contains("its next boot erases every disk (removable ones too)"), "{said}");
+    assert!(site.get(&format!("/boot/{M1}.ipxe")).text().contains("kernel --name vmlinuz"), "netboot allowed");
+    let md = site.get_as(ip1, Some(M1), "/metadata").json();
+    assert_eq!(md["erase"], serde_json::json!({"removable": true}), "{md}");
+    assert!(md["install"].is_null(), "an erase carries no install plan: {md}");
+
+    let erase = |seq: u64, phase: &str, extra: &str| {
+        format!(r#"{{"machine":"{M1}","phase":"{phase}","time":"t","run_id":"run-2","seq":{seq}{extra}}}"#)
+    };
+    assert_eq!(site.post_json_as(ip1, "/events", &erase(0, "booted-installer", "")).status, 200);
+    let report =
+        r#","erase":{"path":"/dev/vda","method":"discard","bytes":4294967296,"seconds":0.3,"verified_samples":64}"#;
+    assert_eq!(site.post_json_as(ip1, "/events", &erase(1, "disk-erased", report)).status, 200);
+    let v = site.admin("GET", &format!("/admin/machines/{M1}")).json();
+    assert_eq!(v["state"]["status"], "erasing", "{v}");
+    assert_eq!(
+        site.post_json_as(ip1, "/events", &erase(2, "deprovisioned", r#","message":"1 disk erased""#)).status,
+        200
+    );
+
+    let boot = site.get(&format!("/boot/{M1}.ipxe")).text();
+    assert!(boot.contains("deprovisioned (disks erased)") && !boot.contains("kernel"), "{boot}");
+    let out = site.cli(&["machines", "--config", &cfg]);
+    let table = String::from_utf8_lossy(&out.stdout).to_string();
+    let row = table.lines().find(|l| l.starts_with("n1 ")).unwrap_or_else(|| panic!("{table}"));
+    assert!(row.contains("cleared") && row.contains("deprovisioned"), "{table}");
+    let out = site.cli(&["machine", M1, "events", "--config", &cfg, "--json"]);
+    let evs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let disk = evs.as_array().unwrap().iter().find(|e| e["event"]["phase"] == "disk-erased").unwrap();
+    assert_eq!(disk["event"]["erase"]["method"], "discard", "the report is stored whole: {disk}");
+    assert_eq!(disk["event"]["erase"]["bytes"], 4294967296u64);
+
+    let out = site.cli(&["machine", M1, "reinstall", "--config", &cfg]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let md = site.get_as(ip1, Some(M1), "/metadata").json();
+    assert!(md["erase"].is_null() && md["install"].is_object(), "{md}");
+
+    let out = site.cli(&["deprovision", M2, "--config", &cfg]);
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(said.contains("netboot.allow is false"), "{said}");
+}
+
 /// An event with a phase this bootsvc does not know is refused with 400 naming the phase,
 /// counted, and not stored; from another machine's address it is refused as any event is.
 #[test]

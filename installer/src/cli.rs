@@ -176,6 +176,10 @@ fn run(cli: Cli) -> Result<()> {
             let req = InstallRequest { servers, mac, disk, hardware: None };
             let opts = Options { http, candidates, ..Options::default() };
             match install::run_with(&req, &reporter, &opts) {
+                Ok(md) if md.erase.is_some() => {
+                    tracing::info!("disks erased; the metadata asks to power off (command mode does not)");
+                    Ok(())
+                }
                 Ok(md) => {
                     let finish = md.install.map(|p| p.finish).unwrap_or_default();
                     tracing::info!("installed; the metadata asks to {finish:?} (command mode does not)");

@@ -34,7 +34,7 @@ fn check<T>(r: anyhow::Result<T>) -> T {
 /// The domain: as scenario (a)'s machine (1 GiB, `-cpu max`, SeaBIOS, virtio disk and NIC),
 /// booting its disk, as an installed machine does; and two small disks the install does not
 /// choose (too small for the image) for the deprovisioning: a virtio disk with discard, and
-/// an NVMe disk (libvirt 9 has no emulated NVMe disk: given to QEMU directly).
+/// an NVMe disk (libvirt 9 has no emulated NVMe disk: given to QEMU directly, in a PCI slot libvirt leaves free).
 fn domain_xml(
     name: &str,
     mac: &str,
@@ -58,7 +58,7 @@ fn domain_xml(
          <serial type='file'><source path='{}'/></serial></devices>\
          <qemu:commandline><qemu:arg value='-drive'/>\
          <qemu:arg value='file={},if=none,id=nvm,format=raw,cache=unsafe'/>\
-         <qemu:arg value='-device'/><qemu:arg value='nvme,serial=osie-nvme-1,drive=nvm'/></qemu:commandline>\
+         <qemu:arg value='-device'/><qemu:arg value='nvme,serial=osie-nvme-1,drive=nvm,bus=pci.0,addr=0x1e'/></qemu:commandline>\
          </domain>",
         disk.display(),
         discarding.display(),
