@@ -247,3 +247,32 @@ fn a_connection_cap_beyond_the_open_files_limit_is_refused() {
     let out = run("check");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
 }
+
+/// A Tinkerbell Template/Workflow beside its Hardware is the machine's plan; an action osie
+/// cannot run is refused with its name and image, and the machine is not served at all.
+#[test]
+fn tinkerbell_templates_pass_and_unknown_actions_are_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = write_tree(d.path(), &Options::default());
+    let file = d.path().join("machines/tink.json");
+    std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tinkerbell/workflow-list.json"), &file)
+        .unwrap();
+    let (code, out, err) = check(&cfg);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("1 machines (1 may netboot)") || out.contains("1 machine (1 may netboot)"), "{out}");
+    // A reboot action of the kind Tinkerbell's examples end with, before the kexec.
+    edit(
+        &file,
+        r#"      - name: \"kexec-debian\""#,
+        r#"      - name: \"reboot\"\n        image: ghcr.io/jacobweinstock/waitdaemon:latest\n        environment:\n          IMAGE: alpine\n      - name: \"kexec-debian\""#,
+    );
+    let (code, out, err) = check(&cfg);
+    assert_ne!(code, 0, "{out}{err}");
+    assert!(has(&out, &file, "items[1].spec.data"), "{out}");
+    assert!(
+        out.contains(
+            r#"tasks[0].actions[3] "reboot" (ghcr.io/jacobweinstock/waitdaemon:latest): osie cannot run this action"#
+        ),
+        "{out}"
+    );
+}

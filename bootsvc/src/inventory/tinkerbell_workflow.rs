@@ -368,11 +368,9 @@ impl Builder<'_> {
                 let (Some(url), Some(disk)) = (get("IMG_URL"), get("DEST_DISK")) else {
                     return self.refuse(&at, "needs IMG_URL and DEST_DISK".into());
                 };
-                let compressed = match go_bool(get("COMPRESSED").unwrap_or("")) {
-                    Some(c) => c,
-                    None => {
-                        return self.refuse(&at, format!("COMPRESSED {:?} is not true or false", env["COMPRESSED"]))
-                    }
+                let given = get("COMPRESSED").unwrap_or("");
+                let Some(compressed) = go_bool(given) else {
+                    return self.refuse(&at, format!("COMPRESSED {given:?} is not true or false"));
                 };
                 let ann = |k: &str| self.annotations.get(k).map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
                 let tmpl = self.field.trim_end_matches(".spec.data");
