@@ -59,9 +59,11 @@ const TYPE_BIOS_BOOT: &str = "21686148-6449-6E6F-744E-656564454649";
 const TYPE_ESP: &str = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B";
 
 /// Debian's `qemu-efi-aarch64`: the UEFI of QEMU's arm64 `virt` machine (64 MiB flash
-/// images, the variable store copied per machine).
+/// images, the variable store copied per machine). The `.ms` store has Microsoft's keys
+/// enrolled and Secure Boot enforcing, as servers ship: the image boots through Debian's
+/// signed shim, GRUB and kernel, or not at all.
 const AAVMF_CODE: &str = "/usr/share/AAVMF/AAVMF_CODE.fd";
-const AAVMF_VARS: &str = "/usr/share/AAVMF/AAVMF_VARS.fd";
+const AAVMF_VARS_SECURE_BOOT: &str = "/usr/share/AAVMF/AAVMF_VARS.ms.fd";
 
 /// The image's architecture, as its manifest says it (`arch`; absent: x86_64).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -149,8 +151,10 @@ fn boot_test(test: &str, fw: Firmware) {
         return;
     }
     if let Firmware::Arm64Uefi = fw {
-        if !require_file(test, Path::new(AAVMF_CODE), "scripts/setup (package qemu-efi-aarch64)") {
-            return;
+        for f in [AAVMF_CODE, AAVMF_VARS_SECURE_BOOT] {
+            if !require_file(test, Path::new(f), "scripts/setup (package qemu-efi-aarch64)") {
+                return;
+            }
         }
     }
     let scratch = Scratch::new(test).unwrap();
@@ -286,6 +290,14 @@ fn boot(image: &Image, scratch: &Scratch, fw: Firmware) -> Result<()> {
     );
     let lease = std::fs::read_to_string(&leases).unwrap_or_default();
     ensure!(lease.contains("192.0.2."), "dnsmasq handed out no lease (leases: {lease:?})");
+    if let Firmware::Arm64Uefi = fw {
+        // The kernel's own word that the firmware enforced Secure Boot on the chain it ran.
+        let console = String::from_utf8_lossy(&std::fs::read(&serial)?).into_owned();
+        ensure!(
+            console.contains("secureboot: Secure boot enabled"),
+            "the arm64 machine booted without Secure Boot enforcing (no \"secureboot: Secure boot enabled\" on the console)"
+        );
+    }
     eprintln!(
         "{fw:?}: cloud-init runcmd marker on the console {:.1} s after QEMU started, POST received at {:.1} s",
         marker_at.as_secs_f64(),
@@ -296,11 +308,12 @@ fn boot(image: &Image, scratch: &Scratch, fw: Firmware) -> Result<()> {
 
 /// `qemu-system-aarch64` for the machine `q` describes: QEMU's `virt` machine with a Cortex-A57
 /// (what the arm64 kernel and AAVMF support everywhere; `-cpu max` would add pointer
-/// authentication, slow to emulate) under AAVMF with its own copy of the variable store in
-/// `dir`. (The test kit's machines are x86; its arguments for the rest hold for `virt` too.)
+/// authentication, slow to emulate) under AAVMF enforcing Secure Boot, with its own copy of
+/// the variable store in `dir`. (The test kit's machines are x86; its arguments for the rest hold for `virt` too.)
 fn arm64_command(q: &mut Qemu, ns: &Netns, dir: &Path) -> Result<Command> {
     let vars = dir.join("AAVMF_VARS.fd");
-    std::fs::copy(AAVMF_VARS, &vars).with_context(|| format!("copying {AAVMF_VARS} to {}", vars.display()))?;
+    std::fs::copy(AAVMF_VARS_SECURE_BOOT, &vars)
+        .with_context(|| format!("copying {AAVMF_VARS_SECURE_BOOT} to {}", vars.display()))?;
     (q.machine, q.cpu) = (Some("virt".into()), Some("cortex-a57".into()));
     let mut cmd = ns.cmd("qemu-system-aarch64");
     cmd.args(q.args());
