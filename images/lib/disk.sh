@@ -1,28 +1,32 @@
 # Disk stage of images/build (sourced, bash): root filesystem tarball -> raw GPT disk that
-# boots under BIOS and UEFI. Works on the image file itself (this host's kernel cannot
-# mount vfat, and creates no partition nodes by itself):
+# boots under BIOS and UEFI (arm64: UEFI). Works on the image file itself (this host's kernel
+# cannot mount vfat, and creates no partition nodes by itself):
 #   mkfs.ext4 -d  fills the root filesystem from a directory, at an offset in the file
 #   mkfs.vfat + mtools  make and fill the ESP at its offset
-#   grub-mkimage  builds both GRUB cores with their modules built in; grub-bios-setup
+#   grub-mkimage  builds the GRUB cores with their modules built in; grub-bios-setup
 #                 writes the BIOS boot sector and core into the image file (the one step
 #                 that needs a loop device and a read-only mount, see bios_setup)
 #
 # Layout (Debian cloud images' numbering, which the installer keeps and tests check):
-#   14  BIOS boot   sectors 2048..8191      (3 MiB)    GRUB i386-pc core.img
-#   15  ESP (vfat)  sectors 8192..262143    (124 MiB)  \EFI\BOOT\BOOTX64.EFI: Debian's signed
-#                                                     shim when the recipe installs shim-signed
-#                                                     and grub-efi-amd64-signed (Secure Boot),
-#                                                     else GRUB x86_64-efi built here
+#   14  BIOS boot   sectors 2048..8191      (3 MiB)    GRUB i386-pc core.img (x86_64 only:
+#                                                     arm64 leaves these sectors unused)
+#   15  ESP (vfat)  sectors 8192..262143    (124 MiB)  \EFI\BOOT\BOOTX64.EFI (arm64:
+#                                                     BOOTAA64.EFI): Debian's signed shim when
+#                                                     the recipe installs shim-signed and
+#                                                     grub-efi-<arch>-signed (Secure Boot), else
+#                                                     GRUB x86_64-efi (arm64-efi) built here
 #    1  root (ext4) sectors 262144..end                label "root"; last on the disk so
 #                                                     cloud-init's growpart can grow it
-# Both GRUB cores find the root filesystem by UUID and read the same /boot/grub/grub.cfg.
+# The GRUB cores find the root filesystem by UUID and read the same /boot/grub/grub.cfg.
 
 SECTOR=512
 BIOS_START=2048 BIOS_END=8191
 ESP_START=8192 ESP_END=262143
 ROOT_START=262144
-# Linux root (x86-64): the Discoverable Partitions type for /, what Debian's cloud images use.
-TYPE_ROOT=4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709
+# Linux root (x86-64, arm64): the Discoverable Partitions type for / of the image's
+# architecture, what Debian's cloud images use.
+TYPE_ROOT_AMD64=4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709
+TYPE_ROOT_ARM64=B921B045-1DF0-41C3-AF44-4C6F280D3FAE
 TYPE_ESP=C12A7328-F81F-11D2-BA4B-00A0C93EC93B
 TYPE_BIOS=21686148-6449-6E6F-744E-656564454649
 
@@ -40,9 +44,21 @@ stable_uuid() {
     printf '%s-%s-4%s-%x%s-%s\n' "${h:0:8}" "${h:8:4}" "${h:13:3}" $(( (0x${h:16:1} & 3) | 8 )) "${h:17:3}" "${h:20:12}"
 }
 
-# assemble_disk <rootfs tarball> <raw output> : needs DISK_SIZE, CMDLINE, $work.
+# What differs between the architectures: the root partition's type, the UEFI names (EFI
+# suffix x64/aa64, as in shimx64.efi and BOOTX64.EFI), the GRUB platform, BIOS or not.
+arch_settings() {
+    case $DEB_ARCH in
+        amd64) TYPE_ROOT=$TYPE_ROOT_AMD64 EFI_ARCH=x64 GRUB_EFI=x86_64-efi BIOS=1 ;;
+        arm64) TYPE_ROOT=$TYPE_ROOT_ARM64 EFI_ARCH=aa64 GRUB_EFI=arm64-efi BIOS= ;;
+        *) die "no disk layout for architecture $DEB_ARCH" ;;
+    esac
+    EFI_BOOT=BOOT$(echo "$EFI_ARCH" | tr a-z A-Z).EFI
+}
+
+# assemble_disk <rootfs tarball> <raw output> : needs DISK_SIZE, CMDLINE, DEB_ARCH, $work.
 assemble_disk() {
     local tar=$1 raw=$2
+    arch_settings
     local bytes sectors root_end
     bytes=$(numfmt --from=iec "$DISK_SIZE" 2>/dev/null) || die "recipe: DISK_SIZE=$DISK_SIZE: not a size like 2G"
     sectors=$(( bytes / SECTOR ))
@@ -54,13 +70,17 @@ assemble_disk() {
     root_uuid=$(stable_uuid root-fs)
     esp_id=$(printf 'osie-image:%s:esp' "$name" | sha256sum | cut -c1-8)
 
-    log "partitioning $DISK_SIZE (GPT: 14 BIOS boot, 15 ESP, 1 root)"
+    local bios_part=()
+    if [ -n "$BIOS" ]; then
+        bios_part=(--new=14:$BIOS_START:$BIOS_END --typecode=14:$TYPE_BIOS --change-name=14:bios
+            --partition-guid=14:"$(stable_uuid part14)")
+    fi
+    log "partitioning $DISK_SIZE (GPT: ${BIOS:+14 BIOS boot, }15 ESP, 1 root)"
     rm -f "$raw"
     truncate -s "$bytes" "$raw"
     quiet "sgdisk on $raw" sgdisk --clear \
         --disk-guid="$(stable_uuid disk)" \
-        --new=14:$BIOS_START:$BIOS_END --typecode=14:$TYPE_BIOS --change-name=14:bios \
-        --partition-guid=14:"$(stable_uuid part14)" \
+        "${bios_part[@]}" \
         --new=15:$ESP_START:$ESP_END --typecode=15:$TYPE_ESP --change-name=15:esp \
         --partition-guid=15:"$(stable_uuid part15)" \
         --new=1:$ROOT_START:$root_end --typecode=1:$TYPE_ROOT --change-name=1:root \
@@ -75,10 +95,10 @@ assemble_disk() {
     write_boot_config "$dir" "$root_uuid" "$(echo "${esp_id:0:4}-${esp_id:4:4}" | tr a-f A-F)"
     write_grub_cores "$root_uuid" "$dir"
     # Debian's signed shim and GRUB, if the recipe installed them: the ESP boots through them.
-    local signed=
-    if [ -f "$dir/usr/lib/shim/shimx64.efi.signed" ] && [ -f "$dir/usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed" ]; then
-        cp "$dir/usr/lib/shim/shimx64.efi.signed" "$work/shimx64.efi"
-        cp "$dir/usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed" "$work/grubx64.efi"
+    local signed= shim=shim$EFI_ARCH.efi grub=grub$EFI_ARCH.efi
+    if [ -f "$dir/usr/lib/shim/$shim.signed" ] && [ -f "$dir/usr/lib/grub/$GRUB_EFI-signed/$grub.signed" ]; then
+        cp "$dir/usr/lib/shim/$shim.signed" "$work/$shim"
+        cp "$dir/usr/lib/grub/$GRUB_EFI-signed/$grub.signed" "$work/$grub"
         # The signed GRUB's embedded prefix is /EFI/debian on the ESP: it sources grub.cfg from
         # there, which hands over to the root filesystem's /boot/grub/grub.cfg.
         cat > "$work/debian-grub.cfg" <<EOF
@@ -105,21 +125,24 @@ EOF
     MTOOLS_SKIP_CHECK=1 mmd -i "$esp" ::/EFI ::/EFI/BOOT
     if [ -n "$signed" ]; then
         # Where Debian's grub-install puts them (the installer's boot entry names
-        # \EFI\debian\shimx64.efi), and the removable-media path the firmware falls back to:
-        # shim as BOOTX64.EFI loads grubx64.efi from beside it.
+        # \EFI\debian\shimx64.efi, arm64 shimaa64.efi), and the removable-media path the
+        # firmware falls back to: shim as BOOTX64.EFI (BOOTAA64.EFI) loads grubx64.efi
+        # (grubaa64.efi) from beside it.
         log "ESP: Debian's signed shim and GRUB (Secure Boot)"
         MTOOLS_SKIP_CHECK=1 mmd -i "$esp" ::/EFI/debian
-        MTOOLS_SKIP_CHECK=1 mcopy -i "$esp" "$work/shimx64.efi" ::/EFI/debian/shimx64.efi
-        MTOOLS_SKIP_CHECK=1 mcopy -i "$esp" "$work/grubx64.efi" ::/EFI/debian/grubx64.efi
+        MTOOLS_SKIP_CHECK=1 mcopy -i "$esp" "$work/$shim" "::/EFI/debian/$shim"
+        MTOOLS_SKIP_CHECK=1 mcopy -i "$esp" "$work/$grub" "::/EFI/debian/$grub"
         MTOOLS_SKIP_CHECK=1 mcopy -i "$esp" "$work/debian-grub.cfg" ::/EFI/debian/grub.cfg
-        MTOOLS_SKIP_CHECK=1 mcopy -i "$esp" "$work/shimx64.efi" ::/EFI/BOOT/BOOTX64.EFI
-        MTOOLS_SKIP_CHECK=1 mcopy -i "$esp" "$work/grubx64.efi" ::/EFI/BOOT/grubx64.efi
+        MTOOLS_SKIP_CHECK=1 mcopy -i "$esp" "$work/$shim" "::/EFI/BOOT/$EFI_BOOT"
+        MTOOLS_SKIP_CHECK=1 mcopy -i "$esp" "$work/$grub" "::/EFI/BOOT/$grub"
     else
-        MTOOLS_SKIP_CHECK=1 mcopy -i "$esp" "$work/BOOTX64.EFI" ::/EFI/BOOT/BOOTX64.EFI
+        MTOOLS_SKIP_CHECK=1 mcopy -i "$esp" "$work/$EFI_BOOT" "::/EFI/BOOT/$EFI_BOOT"
     fi
 
-    log "installing GRUB for BIOS (boot sector, core in partition 14)"
-    bios_setup "$raw" "$root_end"
+    if [ -n "$BIOS" ]; then
+        log "installing GRUB for BIOS (boot sector, core in partition 14)"
+        bios_setup "$raw" "$root_end"
+    fi
     quiet "sgdisk --verify (GPT of $raw)" sgdisk --verify "$raw"
 }
 
@@ -129,13 +152,17 @@ write_boot_config() {
     mkdir -p "$dir/boot/grub" "$dir/boot/efi"
     # /vmlinuz and /initrd.img are the kernel package's symlinks to the newest kernel, so
     # kernel upgrades on the machine boot without regenerating this file.
-    cat > "$dir/boot/grub/grub.cfg" <<EOF
-# Written by the osie image recipe (images/lib/disk.sh). Read by both GRUB cores: the BIOS
-# one in partition 14 and the UEFI one in the ESP (partition 15).
-serial --unit=0 --speed=115200
+    # x86: GRUB drives the first 16550 UART itself. arm64 GRUB has no driver for the
+    # machine's UART (PL011): its console is the firmware's, which includes the serial port.
+    local serial=
+    [ -z "$BIOS" ] || serial='serial --unit=0 --speed=115200
 terminal_input console serial
-terminal_output console serial
-set timeout=0
+terminal_output console serial'
+    cat > "$dir/boot/grub/grub.cfg" <<EOF
+# Written by the osie image recipe (images/lib/disk.sh). Read by every GRUB core: the BIOS
+# one in partition 14 (x86_64) and the UEFI one in the ESP (partition 15).
+${serial:+$serial
+}set timeout=0
 set default=0
 menuentry "Debian GNU/Linux" {
     search --no-floppy --fs-uuid --set=root $uuid
@@ -151,8 +178,8 @@ EOF
 }
 
 # write_grub_cores <root fs UUID> <root dir> : <root>/boot/grub/i386-pc/{boot,core}.img,
-# where grub-bios-setup reads them (and where they stay, to reinstall from on the machine),
-# and $work/BOOTX64.EFI for the ESP.
+# where grub-bios-setup reads them (and where they stay, to reinstall from on the machine;
+# x86_64 only), and $work/BOOTX64.EFI (BOOTAA64.EFI) for the ESP.
 write_grub_cores() {
     local uuid=$1 dir=$2
     # Runs before normal mode: find the root filesystem, then normal mode reads
@@ -161,14 +188,18 @@ write_grub_cores() {
 search --no-floppy --fs-uuid --set=root $uuid
 set prefix=(\$root)/boot/grub
 EOF
-    # shellcheck disable=SC2086 # GRUB_MODULES is a word list
-    mkdir -p "$dir/boot/grub/i386-pc"
-    cp /usr/lib/grub/i386-pc/boot.img "$dir/boot/grub/i386-pc/boot.img"
-    grub-mkimage -O i386-pc -o "$dir/boot/grub/i386-pc/core.img" -c "$work/embed.cfg" -p /boot/grub \
-        biosdisk $GRUB_MODULES || die "grub-mkimage i386-pc failed"
+    if [ -n "$BIOS" ]; then
+        mkdir -p "$dir/boot/grub/i386-pc"
+        cp /usr/lib/grub/i386-pc/boot.img "$dir/boot/grub/i386-pc/boot.img"
+        # shellcheck disable=SC2086 # GRUB_MODULES is a word list
+        grub-mkimage -O i386-pc -o "$dir/boot/grub/i386-pc/core.img" -c "$work/embed.cfg" -p /boot/grub \
+            biosdisk $GRUB_MODULES || die "grub-mkimage i386-pc failed"
+    fi
+    # grub-mkimage takes the modules of the target platform from /usr/lib/grub/<platform>
+    # (arm64: the multiarch package grub-efi-arm64-bin:arm64).
     # shellcheck disable=SC2086
-    grub-mkimage -O x86_64-efi -o "$work/BOOTX64.EFI" -c "$work/embed.cfg" -p /boot/grub efi_gop $GRUB_MODULES ||
-        die "grub-mkimage x86_64-efi failed"
+    grub-mkimage -O "$GRUB_EFI" -o "$work/$EFI_BOOT" -c "$work/embed.cfg" -p /boot/grub efi_gop $GRUB_MODULES ||
+        die "grub-mkimage $GRUB_EFI failed"
 }
 
 # bios_setup <raw> <root end sector> : grub-bios-setup writes boot.img into the MBR, patched

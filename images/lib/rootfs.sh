@@ -7,8 +7,9 @@
 # same mirror or proxy the machine uses and no mirror host is named here. Without them
 # mmdebstrap would fall back to its built-in default mirror.
 #
-# Downloaded .debs are kept in $cache/debs between runs (mmdebstrap's sync-in/sync-out
-# hooks): a rebuild after a recipe change downloads only what changed.
+# Downloaded .debs are kept in $cache/debs (arm64: $cache/debs-arm64) between runs
+# (mmdebstrap's sync-in/sync-out hooks): a rebuild after a recipe change downloads only what
+# changed.
 
 # host_sources : the machine's apt sources files with an active entry for exactly $SUITE
 # (or $SUITE-updates, $SUITE-security), one path a line. Third-party repositories for other
@@ -27,16 +28,20 @@ stamp_lines() {
     while IFS= read -r line; do printf '[%4ss] %s\n' "$(( SECONDS - start ))" "$line"; done
 }
 
-# build_rootfs <tarball> : needs SUITE, KERNEL, PACKAGES from the recipe, $cache, $here.
+# build_rootfs <tarball> : needs SUITE, KERNEL, PACKAGES from the recipe, DEB_ARCH, $cache,
+# $here.
 build_rootfs() {
     local tar=$1
+    # One cache per architecture: sync-in copies the whole cache into the chroot.
     local debs=$cache/debs
+    [ "$DEB_ARCH" = amd64 ] || debs=$cache/debs-$DEB_ARCH
     mkdir -p "$debs"
     local include
     include=$(IFS=,; echo "$KERNEL,${PACKAGES[*]}")
     local args=(
         --mode=root
         --variant=apt
+        --architectures="$DEB_ARCH"
         # Merged /usr through the usr-is-merged package, as Debian 12 installs do; without
         # it apt satisfies init-system-helpers with usrmerge, which drags in all of perl.
         --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr
@@ -63,7 +68,7 @@ build_rootfs() {
     local sources
     mapfile -t sources < <(host_sources)
     [ ${#sources[@]} -gt 0 ] || die "no apt source for $SUITE in /etc/apt/sources.list{,.d/} on this machine"
-    log "mmdebstrap $SUITE from ${sources[*]}: $KERNEL ${PACKAGES[*]}"
+    log "mmdebstrap $SUITE ($DEB_ARCH) from ${sources[*]}: $KERNEL ${PACKAGES[*]}"
     # mmdebstrap's progress goes to a log file beside the cache; on failure its tail is shown.
     local mlog=$cache/$name-mmdebstrap.log
     # Each line is stamped with the seconds since the start, to see where the time goes.

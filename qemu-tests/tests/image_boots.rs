@@ -1,8 +1,10 @@
 //! The OS image that `images/build` makes boots by itself, under SeaBIOS and under OVMF, and
-//! cloud-init in it runs the machine's user-data.
+//! cloud-init in it runs the machine's user-data; so does its arm64 build
+//! (`images/build --arch arm64`) on QEMU's `virt` machine under AAVMF, the arm64 UEFI.
 //!
-//! Each test decompresses the image as bootsvc serves it (`build/images/debian-12.raw.zst`;
-//! `OSIE_TEST_IMAGE` names another), writes a NoCloud seed into its root filesystem the way
+//! Each test decompresses the image as bootsvc serves it (`build/images/debian-12.raw.zst`,
+//! arm64 `debian-12-arm64.raw.zst`; `OSIE_TEST_IMAGE` names another recipe's), writes a NoCloud
+//! seed into its root filesystem the way
 //! the installer does (ext4 mounted from a loop device, files in
 //! `/var/lib/cloud/seed/nocloud/`), and boots it in QEMU (TCG, 1 GiB, virtio disk and NIC)
 //! on a bridge in a network namespace of its own, where dnsmasq answers DHCP and a small
@@ -12,8 +14,9 @@
 //! cloud-init the seed, cloud-init's fallback network config got an address by DHCP, and
 //! curl reached a server (what phone-home needs).
 //!
-//! `image_layout_matches_manifest` checks the artifact itself: manifest sizes and checksums,
-//! partition numbers and types, filesystem label, the ESP's boot file, no seed baked in.
+//! `image_layout_matches_manifest` (and `…_arm64`) checks the artifact itself: manifest sizes,
+//! checksums and architecture, partition numbers and types, filesystem label, the ESP's boot
+//! file, no seed baked in.
 //!
 //! Skipped when the image has not been built (`images/build`); under `OSIE_REQUIRE_ALL=1`
 //! that fails instead. Serial console, dnsmasq and QEMU logs of a failed boot are kept in
@@ -32,24 +35,75 @@ use osie_testkit::qemu::{self, Drive, Nic, Qemu};
 use osie_testkit::{require_file, require_root, require_tools, unique, wait_for, workspace_root, ChildGuard, Netns};
 use serde_json::Value;
 
-/// The image under test; `OSIE_TEST_IMAGE=debian-12-generic` tests another recipe's image.
-fn image_name() -> String {
-    std::env::var("OSIE_TEST_IMAGE").unwrap_or_else(|_| "debian-12".into())
+/// The image under test; `OSIE_TEST_IMAGE=debian-12-generic` tests another recipe's image
+/// (and `debian-12-generic-arm64` for the arm64 tests).
+fn image_name(arch: Arch) -> String {
+    let recipe = std::env::var("OSIE_TEST_IMAGE").unwrap_or_else(|_| "debian-12".into());
+    match arch {
+        Arch::X86_64 => recipe,
+        // images/build's name for the recipe built with --arch arm64.
+        Arch::Aarch64 => format!("{recipe}-arm64"),
+    }
 }
 /// Boot to cloud-init's final stage takes 1.5 to 3 minutes under TCG on this 2-core
 /// machine, depending on what else runs; the limit leaves room for a loaded CI run.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(600);
+/// An arm64 machine under TCG (every instruction translated, no x86 host help) takes longer.
+const BOOT_TIMEOUT_ARM64: Duration = Duration::from_secs(1200);
 
 // GPT layout of Debian cloud images, which the image keeps and the installer relies on.
 const TYPE_ROOT_X86_64: &str = "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709";
+const TYPE_ROOT_ARM64: &str = "B921B045-1DF0-41C3-AF44-4C6F280D3FAE";
 const TYPE_LINUX_FS: &str = "0FC63DAF-8483-4772-8E79-3D69D8477DE4";
 const TYPE_BIOS_BOOT: &str = "21686148-6449-6E6F-744E-656564454649";
 const TYPE_ESP: &str = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B";
+
+/// Debian's `qemu-efi-aarch64`: the UEFI of QEMU's arm64 `virt` machine (64 MiB flash
+/// images, the variable store copied per machine). The `.ms` store has Microsoft's keys
+/// enrolled and Secure Boot enforcing, as servers ship: the image boots through Debian's
+/// signed shim, GRUB and kernel, or not at all.
+const AAVMF_CODE: &str = "/usr/share/AAVMF/AAVMF_CODE.fd";
+const AAVMF_VARS_SECURE_BOOT: &str = "/usr/share/AAVMF/AAVMF_VARS.ms.fd";
+
+/// The image's architecture, as its manifest says it (`arch`; absent: x86_64).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Arch {
+    X86_64,
+    Aarch64,
+}
+
+impl Arch {
+    fn manifest_value(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x86_64",
+            Arch::Aarch64 => "aarch64",
+        }
+    }
+
+    /// The serial console the image's kernel command line names, where the user-data writes.
+    fn serial_device(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "ttyS0",
+            Arch::Aarch64 => "ttyAMA0",
+        }
+    }
+}
 
 #[derive(Clone, Copy, Debug)]
 enum Firmware {
     Bios,
     Uefi,
+    /// AAVMF on `qemu-system-aarch64 -M virt -cpu cortex-a57`.
+    Arm64Uefi,
+}
+
+impl Firmware {
+    fn arch(self) -> Arch {
+        match self {
+            Firmware::Bios | Firmware::Uefi => Arch::X86_64,
+            Firmware::Arm64Uefi => Arch::Aarch64,
+        }
+    }
 }
 
 #[test]
@@ -63,21 +117,45 @@ fn image_boots_uefi() {
 }
 
 #[test]
+fn image_boots_arm64_uefi() {
+    boot_test("image_boots_arm64_uefi", Firmware::Arm64Uefi);
+}
+
+#[test]
 fn image_layout_matches_manifest() {
-    let test = "image_layout_matches_manifest";
-    let Some(image) = built_image(test) else { return };
+    layout_test("image_layout_matches_manifest", Arch::X86_64);
+}
+
+#[test]
+fn image_layout_matches_manifest_arm64() {
+    layout_test("image_layout_matches_manifest_arm64", Arch::Aarch64);
+}
+
+fn layout_test(test: &str, arch: Arch) {
+    let Some(image) = built_image(test, arch) else { return };
     if !require_root(test) || !require_tools(test, &["zstd", "sha256sum", "sfdisk", "blkid", "mdir", "mount"]) {
         return;
     }
     let scratch = Scratch::new(test).unwrap();
-    check_layout(&image, &scratch).unwrap();
+    check_layout(&image, arch, &scratch).unwrap();
 }
 
 fn boot_test(test: &str, fw: Firmware) {
-    let Some(image) = built_image(test) else { return };
-    let tools = ["qemu-system-x86_64", "zstd", "sfdisk", "mount", "dnsmasq", "ip"];
+    let Some(image) = built_image(test, fw.arch()) else { return };
+    let qemu = match fw.arch() {
+        Arch::X86_64 => "qemu-system-x86_64",
+        Arch::Aarch64 => "qemu-system-aarch64",
+    };
+    let tools = [qemu, "zstd", "sfdisk", "mount", "dnsmasq", "ip"];
     if !require_root(test) || !require_tools(test, &tools) {
         return;
+    }
+    if let Firmware::Arm64Uefi = fw {
+        for f in [AAVMF_CODE, AAVMF_VARS_SECURE_BOOT] {
+            if !require_file(test, Path::new(f), "scripts/setup (package qemu-efi-aarch64)") {
+                return;
+            }
+        }
     }
     let scratch = Scratch::new(test).unwrap();
     if let Err(e) = boot(&image, &scratch, fw) {
@@ -87,10 +165,14 @@ fn boot_test(test: &str, fw: Firmware) {
 }
 
 /// The built image and its manifest, or `None` (test skipped) when `images/build` has not run.
-fn built_image(test: &str) -> Option<Image> {
+fn built_image(test: &str, arch: Arch) -> Option<Image> {
     let dir = std::env::var_os("OSIE_BUILD").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("build"));
-    let manifest_path = dir.join("images").join(format!("{}.json", image_name()));
-    if !require_file(test, &manifest_path, "images/build") {
+    let manifest_path = dir.join("images").join(format!("{}.json", image_name(arch)));
+    let made_by = match arch {
+        Arch::X86_64 => "images/build",
+        Arch::Aarch64 => "images/build --arch arm64",
+    };
+    if !require_file(test, &manifest_path, made_by) {
         return None;
     }
     let text = std::fs::read_to_string(&manifest_path).unwrap();
@@ -118,12 +200,13 @@ fn boot(image: &Image, scratch: &Scratch, fw: Firmware) -> Result<()> {
     let disk = image.decompress_to(&scratch.dir)?;
     let nonce = unique("m");
     let marker = format!("osie-image-marker {nonce}-42");
+    let tty = fw.arch().serial_device();
     // The literal marker is not in the user-data (the shell computes 42), so seeing it on
     // the console means the command ran, not that something echoed the user-data.
     let user_data = format!(
         "#cloud-config\n\
          runcmd:\n\
-         \x20 - echo \"osie-image-marker {nonce}-$((6*7))\" > /dev/ttyS0\n\
+         \x20 - echo \"osie-image-marker {nonce}-$((6*7))\" > /dev/{tty}\n\
          \x20 - (ls /etc/systemd/network; ip -4 -o addr show scope global) | curl -fsS -m 20 --retry 5 \
          --retry-connrefused --data-binary @- http://192.0.2.1:8080/phone-home/{nonce}\n"
     );
@@ -151,20 +234,34 @@ fn boot(image: &Image, scratch: &Scratch, fw: Firmware) -> Result<()> {
     let mut q = Qemu::new(1024, &serial);
     (q.cpus, q.no_reboot) = (Some(1), true);
     // No option ROM: the firmware must boot the disk, not iPXE. The NIC comes first on the
-    // bus, the disk after it.
-    q.nic(Nic { tap: "tap0".into(), mac: None, rom: false, bootindex: None })
-        .disk(Drive { cache_unsafe: true, ..Drive::new(&disk) });
-    if let Firmware::Uefi = fw {
-        q.firmware = qemu::Firmware::ovmf(&scratch.dir.join("OVMF_VARS.fd"))?;
-    }
-    let mut cmd = q.command(&ns);
+    // bus, the disk after it. AAVMF drives the NIC without a ROM and would try PXE and HTTP
+    // boot on it first (minutes under TCG): the disk is its first boot option instead (QEMU's
+    // boot order, which AAVMF follows).
+    let disk_first = matches!(fw, Firmware::Arm64Uefi).then_some(1);
+    q.nic(Nic { tap: "tap0".into(), mac: None, rom: false, bootindex: None }).disk(Drive {
+        cache_unsafe: true,
+        bootindex: disk_first,
+        ..Drive::new(&disk)
+    });
+    let mut cmd = match fw {
+        Firmware::Bios => q.command(&ns),
+        Firmware::Uefi => {
+            q.firmware = qemu::Firmware::ovmf(&scratch.dir.join("OVMF_VARS.fd"))?;
+            q.command(&ns)
+        }
+        Firmware::Arm64Uefi => arm64_command(&mut q, &ns, &scratch.dir)?,
+    };
     let qemu_log = std::fs::File::create(scratch.dir.join("qemu.log"))?;
     cmd.stdout(Stdio::from(qemu_log.try_clone()?)).stderr(Stdio::from(qemu_log));
     let start = Instant::now();
     let mut vm = ChildGuard::spawn("qemu", &mut cmd)?;
 
     let mut running = Ok(());
-    let marker_at = wait_for("the user-data's marker on the serial console (cloud-init runcmd)", BOOT_TIMEOUT, || {
+    let timeout = match fw.arch() {
+        Arch::X86_64 => BOOT_TIMEOUT,
+        Arch::Aarch64 => BOOT_TIMEOUT_ARM64,
+    };
+    let marker_at = wait_for("the user-data's marker on the serial console (cloud-init runcmd)", timeout, || {
         if running.is_ok() {
             running = vm.check_running();
         }
@@ -193,6 +290,14 @@ fn boot(image: &Image, scratch: &Scratch, fw: Firmware) -> Result<()> {
     );
     let lease = std::fs::read_to_string(&leases).unwrap_or_default();
     ensure!(lease.contains("192.0.2."), "dnsmasq handed out no lease (leases: {lease:?})");
+    if let Firmware::Arm64Uefi = fw {
+        // The kernel's own word that the firmware enforced Secure Boot on the chain it ran.
+        let console = String::from_utf8_lossy(&std::fs::read(&serial)?).into_owned();
+        ensure!(
+            console.contains("secureboot: Secure boot enabled"),
+            "the arm64 machine booted without Secure Boot enforcing (no \"secureboot: Secure boot enabled\" on the console)"
+        );
+    }
     eprintln!(
         "{fw:?}: cloud-init runcmd marker on the console {:.1} s after QEMU started, POST received at {:.1} s",
         marker_at.as_secs_f64(),
@@ -201,11 +306,30 @@ fn boot(image: &Image, scratch: &Scratch, fw: Firmware) -> Result<()> {
     Ok(())
 }
 
+/// `qemu-system-aarch64` for the machine `q` describes: QEMU's `virt` machine with a Cortex-A57
+/// (what the arm64 kernel and AAVMF support everywhere; `-cpu max` would add pointer
+/// authentication, slow to emulate) under AAVMF enforcing Secure Boot, with its own copy of
+/// the variable store in `dir`. (The test kit's machines are x86; its arguments for the rest hold for `virt` too.)
+fn arm64_command(q: &mut Qemu, ns: &Netns, dir: &Path) -> Result<Command> {
+    let vars = dir.join("AAVMF_VARS.fd");
+    std::fs::copy(AAVMF_VARS_SECURE_BOOT, &vars)
+        .with_context(|| format!("copying {AAVMF_VARS_SECURE_BOOT} to {}", vars.display()))?;
+    (q.machine, q.cpu) = (Some("virt".into()), Some("cortex-a57".into()));
+    let mut cmd = ns.cmd("qemu-system-aarch64");
+    cmd.args(q.args());
+    cmd.args(["-drive", &format!("if=pflash,format=raw,unit=0,readonly=on,file={AAVMF_CODE}")]);
+    let mut vars_arg = std::ffi::OsString::from("if=pflash,format=raw,unit=1,file=");
+    vars_arg.push(&vars);
+    cmd.arg("-drive").arg(vars_arg);
+    Ok(cmd)
+}
+
 /// The last systemd / cloud-init line on the console, to say how far a failed boot came.
 fn last_phase(serial: &Path) -> String {
     let console = std::fs::read(serial).unwrap_or_default();
     let console = String::from_utf8_lossy(&console);
-    let interesting = ["Cloud-init v.", "Reached target", "Booting `", "Linux version", "BdsDxe", "Booting from"];
+    let interesting =
+        ["Cloud-init v.", "Reached target", "Booting `", "Linux version", "EFI stub", "BdsDxe", "Booting from"];
     match console.lines().rev().find(|l| interesting.iter().any(|k| l.contains(k))) {
         Some(line) => format!("last boot phase seen on the console: {}", line.trim()),
         None => "nothing recognisable on the serial console (firmware or GRUB did not start)".into(),
@@ -224,10 +348,13 @@ fn seed_nocloud(disk: &Path, mnt: &Path, meta_data: &str, user_data: &str) -> Re
     Ok(())
 }
 
-fn check_layout(image: &Image, scratch: &Scratch) -> Result<()> {
+fn check_layout(image: &Image, arch: Arch, scratch: &Scratch) -> Result<()> {
     let m = &image.manifest;
-    let name = image_name();
+    let name = image_name(arch);
     ensure!(m["name"] == name.as_str() && m["format"] == "zstd", "manifest names {name}, format zstd: {m}");
+    // Absent means x86_64, as bootsvc reads it.
+    let said = m["arch"].as_str().unwrap_or("x86_64");
+    ensure!(said == arch.manifest_value(), "manifest arch {said} but the image is {}", arch.manifest_value());
     ensure!(m["checksum_of"] == "compressed", "manifest checksum_of: {m}");
     let size = std::fs::metadata(&image.zst)?.len();
     ensure!(m["size"] == size, "manifest size {} but {} has {size} bytes", m["size"], image.zst.display());
@@ -238,14 +365,25 @@ fn check_layout(image: &Image, scratch: &Scratch) -> Result<()> {
     ensure!(m["raw_size"] == raw_size, "manifest raw_size {} but the image decompresses to {raw_size}", m["raw_size"]);
     ensure!(m["raw_sha256"] == sha256(&disk)?, "manifest raw_sha256 does not match the decompressed image");
 
-    // Partition numbers 1, 14, 15 (not renumbered), each of its type, root last on the disk.
+    // Partition numbers 1, 14, 15 (not renumbered), each of its type, root last on the disk;
+    // arm64 has no BIOS, so no 14.
     let root = partition(&disk, 1)?;
-    let bios = partition(&disk, 14)?;
     let esp = partition(&disk, 15)?;
-    ensure!(root.kind == TYPE_ROOT_X86_64 || root.kind == TYPE_LINUX_FS, "partition 1 type {}", root.kind);
-    ensure!(bios.kind == TYPE_BIOS_BOOT, "partition 14 type {}", bios.kind);
+    let root_type = match arch {
+        Arch::X86_64 => TYPE_ROOT_X86_64,
+        Arch::Aarch64 => TYPE_ROOT_ARM64,
+    };
+    ensure!(root.kind == root_type || root.kind == TYPE_LINUX_FS, "partition 1 type {}", root.kind);
     ensure!(esp.kind == TYPE_ESP, "partition 15 type {}", esp.kind);
-    ensure!(root.start > esp.start && root.start > bios.start, "root is not the last partition");
+    ensure!(root.start > esp.start, "root is not the last partition");
+    match arch {
+        Arch::X86_64 => {
+            let bios = partition(&disk, 14)?;
+            ensure!(bios.kind == TYPE_BIOS_BOOT, "partition 14 type {}", bios.kind);
+            ensure!(root.start > bios.start, "root is not the last partition");
+        }
+        Arch::Aarch64 => ensure!(partition(&disk, 14).is_err(), "an arm64 image has a partition 14 (BIOS boot)"),
+    }
 
     let probe = |p: &Partition| -> Result<String> {
         let out =
@@ -260,14 +398,20 @@ fn check_layout(image: &Image, scratch: &Scratch) -> Result<()> {
         .arg("-i")
         .arg(format!("{}@@{}", disk.display(), esp.start * 512))
         .arg("::/EFI/BOOT"))?;
-    ensure!(String::from_utf8_lossy(&esp_dir.stdout).contains("BOOTX64"), "ESP has no \\EFI\\BOOT\\BOOTX64.EFI");
+    // The removable-media path of the architecture: what firmware without boot entries runs.
+    let boot_file = match arch {
+        Arch::X86_64 => "BOOTX64",
+        Arch::Aarch64 => "BOOTAA64",
+    };
+    ensure!(String::from_utf8_lossy(&esp_dir.stdout).contains(boot_file), "ESP has no \\EFI\\BOOT\\{boot_file}.EFI");
 
     // The root filesystem: bootable, and nothing in it that must differ between machines.
     let mnt = scratch.dir.join("mnt");
     std::fs::create_dir_all(&mnt)?;
     let m = LoopMount::new(&disk, root.start * 512, root.size * 512, &mnt)?;
     let grub_cfg = std::fs::read_to_string(m.dir.join("boot/grub/grub.cfg")).context("reading /boot/grub/grub.cfg")?;
-    ensure!(grub_cfg.contains("console=ttyS0,115200"), "kernel command line lacks the serial console: {grub_cfg}");
+    let console = format!("console={},115200", arch.serial_device());
+    ensure!(grub_cfg.contains(&console), "kernel command line lacks the serial console {console}: {grub_cfg}");
     ensure!(m.dir.join("vmlinuz").exists() && m.dir.join("initrd.img").exists(), "no /vmlinuz or /initrd.img");
     ensure!(m.dir.join("usr/bin/cloud-init").exists(), "cloud-init is not installed");
     let seed = m.dir.join("var/lib/cloud/seed");
