@@ -20,9 +20,9 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 
 use crate::{config, FuzzBackend};
 use bootsvc::config::DhcpMode;
-use bootsvc::storage::{LeaseStore, Leases};
 use bootsvc::dhcp::reply::{self, Ctx, Outcome, Settings, Via};
 use bootsvc::dhcp::request::{self, code, Options, HEADER_LEN};
+use bootsvc::storage::{LeaseStore, Leases};
 
 pub fn run(data: &[u8]) {
     let [mode, ports, rest @ ..] = data else { return };

@@ -78,7 +78,11 @@ pub fn run(data: &[u8]) {
             let addr = Ipv6Addr::from(<[u8; 16]>::try_from(&a[..16]).expect("IAADDR holds an address"));
             let valid = u32::from_be_bytes(a[20..24].try_into().expect("IAADDR holds lifetimes"));
             if valid > 0 {
-                assert_eq!(Some(addr), machine.ip6.as_ref().map(|i| i.address), "handed out an address not the record's");
+                assert_eq!(
+                    Some(addr),
+                    machine.ip6.as_ref().map(|i| i.address),
+                    "handed out an address not the record's"
+                );
             }
         }
     }

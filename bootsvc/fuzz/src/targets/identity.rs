@@ -29,10 +29,10 @@ use std::sync::Arc;
 
 use bootsvc::config::DhcpMode;
 use bootsvc::identity::neighbours::Neighbours;
-use bootsvc::storage::requests::Requested;
-use bootsvc::storage::DhcpRequests;
 use bootsvc::identity::{decide, Facts, Identity, Records, Sources};
 use bootsvc::inventory::Snapshot;
+use bootsvc::storage::requests::Requested;
+use bootsvc::storage::DhcpRequests;
 use bootsvc::storage::Leases;
 use osie_api::MacAddr;
 

@@ -15,6 +15,7 @@ use crate::{check_script, config, entries, images, Expect};
 use bootsvc::http::boot::choose;
 use bootsvc::inventory::model::Arch;
 use bootsvc::inventory::{validate, Snapshot};
+use bootsvc::netboot::Via;
 use bootsvc::problem::Problems;
 use bootsvc::state::MachineState;
 
@@ -44,7 +45,7 @@ pub fn run(data: &[u8]) {
             assert!(!valid, "a record without a MAC passed validation");
             continue;
         };
-        let choice = choose(&cfg, Some(e), &MachineState::default(), mac, Arch::X86_64);
+        let choice = choose(&cfg, Some(e), &MachineState::default(), mac, Arch::X86_64, Via::V4);
         let want = Expect {
             cfg: &cfg,
             mac,
@@ -54,7 +55,7 @@ pub fn run(data: &[u8]) {
         };
         check_script(&choice, &want);
         // No vendor checksums file is fetched here: a plan that needs one does not resolve.
-        let md = bootsvc::metadata::for_installer(m, mac, &images, &cfg.http.public_url, None);
+        let md = bootsvc::metadata::for_installer(m, mac, &images, &cfg.http.public_url, None, None);
         let vendor = m.install.as_ref().is_some_and(|i| i.image.checksums_url.is_some());
         let json = serde_json::to_string(&md).expect("metadata serializes");
         let back: osie_api::Metadata = serde_json::from_str(&json).expect("metadata parses back");

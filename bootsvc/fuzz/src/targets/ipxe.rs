@@ -14,6 +14,7 @@ use arbitrary::{Arbitrary, Unstructured};
 use bootsvc::http::boot::choose;
 use bootsvc::inventory::model::Arch;
 use bootsvc::inventory::validate;
+use bootsvc::netboot::Via;
 use bootsvc::problem::Problems;
 use bootsvc::state::MachineState;
 use osie_api::MacAddr;
@@ -107,7 +108,7 @@ pub fn input(i: Input) {
     validate::machine(&e, &cfg, &images(), &mut p);
     let state = MachineState { netboot_cleared: i.cleared, ..Default::default() };
     let known = i.known.then_some(&e);
-    let choice = choose(&cfg, known, &state, mac, Arch::X86_64);
+    let choice = choose(&cfg, known, &state, mac, Arch::X86_64, Via::V4);
     let m = &e.machine;
     let want = Expect {
         cfg: &cfg,
