@@ -23,9 +23,9 @@ use osie_api::MacAddr;
 
 use super::identify::source_ipv4;
 use super::AppState;
+use crate::arch::Arch;
 use crate::config::Config;
 use crate::grub;
-use crate::inventory::model::Arch;
 use crate::inventory::Entry;
 use crate::ipxe;
 use crate::netboot;

@@ -26,7 +26,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::identify::source_ipv4;
 use super::AppState;
-use crate::inventory::model::Arch;
+use crate::arch::Arch;
 use crate::inventory::Backend;
 use crate::jail::{Jail, Refusal};
 use crate::trace::{Artifact, DownloadStep, Outcome, Step, TraceStep};

@@ -16,10 +16,10 @@ use std::net::Ipv4Addr;
 
 use osie_api::MacAddr;
 
+use crate::arch::Arch;
 use crate::config::Config;
 use crate::grub::{self, Name};
 use crate::identity::Identity;
-use crate::inventory::model::Arch;
 use crate::inventory::Entry;
 use crate::state::MachineState;
 use crate::storage::Storage;
