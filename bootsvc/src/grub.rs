@@ -30,7 +30,7 @@
 
 use osie_api::MacAddr;
 
-use crate::inventory::model::Arch;
+use crate::arch::Arch;
 use crate::ipxe;
 
 /// Why a value cannot go into a configuration.

@@ -24,7 +24,7 @@ pub mod reader;
 
 use osie_api::{BootParams, MacAddr};
 
-use crate::inventory::model::Arch;
+use crate::arch::Arch;
 
 /// Why a value cannot go into a script.
 pub type Unsafe = String;

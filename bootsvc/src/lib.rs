@@ -9,12 +9,14 @@
 //! [`trace`] (the boot trace, the installer's log, the diagnosis; recorded by [`tracer`]),
 //! [`identity`] (which machine is calling), [`power`] (a machine's BMC: Redfish, IPMI), [`serve`] (wiring) with [`privileges`] (root
 //! given up after binding), [`cli`] with [`admin_client`] and [`power_cmd`], [`logging`]. Shared pieces:
-//! [`problem`] (file/field/what errors), [`checks`] (small validators), [`jail`] (files
+//! [`problem`] (file/field/what errors), [`checks`] (small validators), [`arch`] (a
+//! machine's architecture and where its files sit), [`jail`] (files
 //! opened only inside their directory, for TFTP, HTTP and `check`) and [`droplog`] (dropped
 //! packets logged without flooding the log).
 //! Protocol logic is pure functions; the socket loops are small.
 
 pub mod admin_client;
+pub mod arch;
 pub mod checks;
 pub mod cli;
 pub mod config;

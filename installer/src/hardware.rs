@@ -22,8 +22,12 @@ pub fn collect() -> Hardware {
 pub fn collect_from(root: &Path) -> Hardware {
     let read = |p: &str| std::fs::read_to_string(root.join(p)).unwrap_or_default();
     let sys = root.join("sys");
+    let mut cpu = parse_cpuinfo(&read("proc/cpuinfo"));
+    if let Some((sockets, cores)) = topology(&sys).filter(|&(s, c)| s >= 1 && c >= s && c <= cpu.threads) {
+        (cpu.sockets, cpu.cores) = (sockets, cores);
+    }
     Hardware {
-        cpu: parse_cpuinfo(&read("proc/cpuinfo")),
+        cpu,
         memory_bytes: parse_meminfo(&read("proc/meminfo")),
         disks: disks(&sys),
         nics: nics(&sys),
@@ -102,6 +106,29 @@ pub fn parse_cpuinfo(text: &str) -> Cpu {
         cpu.threads
     };
     cpu
+}
+
+/// Sockets and cores from the kernel's CPU topology
+/// (`/sys/devices/system/cpu/cpu<N>/topology/{physical_package_id,core_id}`), which it takes
+/// from the firmware: on arm64 ACPI's PPTT or the device tree's `cpu-map` (`/proc/cpuinfo`
+/// has no topology lines there), on x86 CPUID. `None` without it.
+pub fn topology(sys: &Path) -> Option<(u32, u32)> {
+    let dir = sys.join("devices/system/cpu");
+    let mut sockets = BTreeSet::new();
+    let mut cores = BTreeSet::new();
+    for e in std::fs::read_dir(&dir).ok()?.flatten() {
+        let name = e.file_name();
+        let Some(n) = name.to_str().and_then(|n| n.strip_prefix("cpu")) else { continue };
+        if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let read = |f: &str| std::fs::read_to_string(e.path().join("topology").join(f)).ok();
+        let (Some(p), Some(c)) = (read("physical_package_id"), read("core_id")) else { continue };
+        let (p, c) = (p.trim().to_string(), c.trim().to_string());
+        sockets.insert(p.clone());
+        cores.insert((p, c));
+    }
+    (!cores.is_empty()).then_some((sockets.len() as u32, cores.len() as u32))
 }
 
 fn parse_hex(v: &str) -> Option<u32> {
@@ -249,6 +276,31 @@ mod tests {
         let x86 =
             parse_cpuinfo("processor\t: 0\nmodel name\t: Intel Xeon\nCPU part\t: 0xd07\nCPU implementer\t: 0x41\n");
         assert_eq!(x86.model, "Intel Xeon");
+    }
+
+    #[test]
+    fn cores_from_the_kernel_topology_on_arm64() {
+        // An arm64 server's cpuinfo has no topology lines; the kernel's topology (from ACPI's
+        // PPTT or the device tree) says 2 sockets of 2 cores, 2 threads each (8 CPUs).
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
+        let mut info = String::new();
+        for (i, (p, c)) in [(0, 0), (0, 0), (0, 1), (0, 1), (1, 0), (1, 0), (1, 1), (1, 1)].iter().enumerate() {
+            let t = root.join(format!("sys/devices/system/cpu/cpu{i}/topology"));
+            std::fs::create_dir_all(&t).unwrap();
+            std::fs::write(t.join("physical_package_id"), format!("{p}\n")).unwrap();
+            std::fs::write(t.join("core_id"), format!("{c}\n")).unwrap();
+            info += &format!("processor\t: {i}\nCPU implementer\t: 0x41\nCPU part\t: 0xd0c\n\n");
+        }
+        // Not CPUs: ignored.
+        std::fs::create_dir_all(root.join("sys/devices/system/cpu/cpufreq")).unwrap();
+        std::fs::create_dir_all(root.join("proc")).unwrap();
+        std::fs::write(root.join("proc/cpuinfo"), info).unwrap();
+        assert_eq!(topology(&root.join("sys")), Some((2, 4)));
+        let cpu = collect_from(root).cpu;
+        assert_eq!(cpu, Cpu { model: "ARM Neoverse-N1".into(), threads: 8, cores: 4, sockets: 2 });
+        // No topology in sysfs (the fixture tree): cpuinfo's count stands.
+        assert_eq!(topology(&fixture().join("sys")), None);
     }
 
     #[test]

@@ -242,8 +242,8 @@ fn seed_cloud_init(whole: &Target, md: &Metadata, reporter: &Reporter) -> Result
 
 /// On a UEFI machine, the installed OS's boot entry and `BootOrder` by the plan's policy
 /// ([`bootentry`]); what was done, for the `installed` event. Not fatal: without the entry
-/// the firmware still finds the disk's `\EFI\BOOT\BOOTX64.EFI` (arm64: `BOOTAA64.EFI`) once
-/// the network declines.
+/// the firmware still finds the disk's `\EFI\BOOT\BOOTX64.EFI` (`BOOTAA64.EFI`) once the
+/// network declines.
 fn boot_entry(whole: &Target, plan: &InstallPlan) -> String {
     let policy = match plan.uefi.boot_order {
         BootOrder::NetworkFirst => bootentry::Policy::NetworkFirst,

@@ -2,8 +2,9 @@
 //! under TCG with a Cortex-A57 and Debian's AAVMF, virtio-net with no option ROM, a blank
 //! disk. AAVMF's UEFI PXE (arch 11) → Debian's signed arm64 GRUB over TFTP → the machine's
 //! arm64 GRUB configuration → the arm64 kernel and initramfs over TFTP → the installer:
-//! disk chosen, image streamed and verified, GPT fixed, cloud-init seeded, `installed`, with
-//! a hardware report that names the Cortex-A57 (ACPI boot: no device tree).
+//! disk chosen, image streamed and verified, GPT fixed, cloud-init seeded, a UEFI boot entry
+//! only for an arm64 loader, `installed`, with a hardware report that names the Cortex-A57
+//! (ACPI boot: no device tree).
 //!
 //! With the arm64 OS image in the build (`build/images/debian-12-arm64.*`, from
 //! `images/build --arch arm64`) the machine then reboots into it: the user-data's marker on
@@ -82,6 +83,14 @@ fn j_arm64_uefi_pxe_installs() {
         installed_in.as_secs_f64()
     );
 
+    // The UEFI boot entry: the image's arm64 loader, never an x64 one (the x86_64 image has
+    // none for this machine, and the event says so).
+    let installed = events.iter().find(|e| e.event.phase == Phase::Installed).map(|e| e.event.message.clone());
+    let installed = installed.unwrap_or_default();
+    let want = if image.is_some() { "aa64.efi on partition" } else { "no loader for this machine on the ESP" };
+    if !installed.contains(want) || installed.contains("x64.efi on partition") {
+        bad(&w, &format!("the installed event should say {want:?}: {installed}"));
+    }
     if image.is_none() {
         // The x86_64 image cannot boot here: stop at what the installer did.
         return;

@@ -31,9 +31,9 @@ use std::fmt;
 use osie_api::MacAddr;
 
 use super::request::{code, Options};
+use crate::arch::Arch;
 use crate::config::UefiChain;
 use crate::grub::{GRUB_ARM64_EFI, SHIM_EFI};
-use crate::inventory::model::Arch;
 
 /// What option 60 says the client is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

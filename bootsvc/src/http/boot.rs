@@ -22,9 +22,9 @@ use axum::response::{IntoResponse, Response};
 use osie_api::MacAddr;
 
 use super::AppState;
+use crate::arch::Arch;
 use crate::config::Config;
 use crate::grub;
-use crate::inventory::model::Arch;
 use crate::inventory::Entry;
 use crate::ipxe;
 use crate::netboot::{self, Via};

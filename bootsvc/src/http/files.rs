@@ -25,7 +25,7 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
-use crate::inventory::model::Arch;
+use crate::arch::Arch;
 use crate::jail::{Jail, Refusal};
 use crate::trace::{Artifact, DownloadStep, Outcome, Step, TraceStep};
 use crate::tracer::Tracer;

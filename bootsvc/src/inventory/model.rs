@@ -9,6 +9,7 @@ use osie_api::{CloudInit, MacAddr, Step};
 use serde::{Deserialize, Serialize};
 
 pub use super::bmc::Bmc;
+pub use crate::arch::Arch;
 pub use crate::config::UefiChain;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,43 +70,6 @@ pub struct IpConfig {
 pub struct Ip6Config {
     pub address: Ipv6Addr,
     pub prefix: u8,
-}
-
-/// A machine's architecture, and an image's (`crate::inventory::images::ImageManifest`).
-/// Absent means x86_64 in both, what every record and manifest meant before arm64.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Arch {
-    #[default]
-    X86_64,
-    Aarch64,
-}
-
-impl Arch {
-    /// Where this architecture's files sit under bootsvc's paths (`boot/`, `artifacts/`,
-    /// over HTTP and TFTP): x86_64 keeps the paths it had before there was another
-    /// architecture, aarch64's are under `arm64/` (Debian's name; `bootsvc/docs/arm64.md`).
-    pub fn subdir(self) -> &'static str {
-        match self {
-            Arch::X86_64 => "",
-            Arch::Aarch64 => "arm64/",
-        }
-    }
-
-    /// A path under one of those directories read back: its architecture and the rest.
-    pub fn split_path(path: &str) -> (Arch, &str) {
-        match path.strip_prefix(Arch::Aarch64.subdir()) {
-            Some(rest) => (Arch::Aarch64, rest),
-            None => (Arch::X86_64, path),
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Arch::X86_64 => "x86_64",
-            Arch::Aarch64 => "aarch64",
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]

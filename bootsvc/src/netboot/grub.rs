@@ -17,10 +17,10 @@ use std::net::IpAddr;
 use osie_api::MacAddr;
 
 use super::Via;
+use crate::arch::Arch;
 use crate::config::Config;
 use crate::grub::{self, Name};
 use crate::identity::Identity;
-use crate::inventory::model::Arch;
 use crate::inventory::Entry;
 use crate::state::MachineState;
 use crate::storage::Storage;

@@ -6,8 +6,8 @@ pub mod grub;
 
 use osie_api::MacAddr;
 
+use crate::arch::Arch;
 use crate::config::Config;
-use crate::inventory::model::Arch;
 use crate::inventory::Machine;
 use crate::ipxe;
 use crate::state::MachineState;

@@ -16,10 +16,10 @@ use std::sync::Arc;
 
 use anyhow::Result;
 
+use crate::arch::Arch;
 use crate::config::Config;
 use crate::grub;
 use crate::identity::Identity;
-use crate::inventory::model::Arch;
 use crate::jail::{Jail, Refusal};
 use crate::netboot;
 use crate::storage::Storage;

@@ -10,7 +10,7 @@ use nix::mount::MsFlags;
 
 use super::efivars::{self, Vars};
 use super::loadopt::DiskLoader;
-use super::{choose_loader, Policy, Written};
+use super::{choose_loader, EfiArch, Policy, Written};
 use crate::cloudinit::{Mount, PartNode};
 use crate::gpt;
 use crate::target::Target;
@@ -46,10 +46,12 @@ pub fn apply(t: &Target, policy: Policy) -> Result<Outcome> {
         .with_context(|| format!("mounting the ESP (partition {number})"))?;
     let files = efi_files(&mnt.dir);
     mnt.unmount()?;
-    let path = choose_loader(&files).with_context(|| {
-        let (a, upper) = (super::EFI_ARCH, super::EFI_ARCH.to_ascii_uppercase());
+    let arch = EfiArch::native();
+    let path = choose_loader(&files, arch).with_context(|| {
+        let sfx = arch.suffix();
         format!(
-            "no loader on the ESP (partition {number}): no shim{a}.efi, grub{a}.efi or \\EFI\\BOOT\\BOOT{upper}.EFI among {files:?}"
+            "no loader for this machine on the ESP (partition {number}): no shim{sfx}.efi, grub{sfx}.efi or \\EFI\\BOOT\\BOOT{}.EFI among {files:?}",
+            sfx.to_ascii_uppercase()
         )
     })?;
     // Named after the distribution's directory (`\EFI\debian\…`), as its own installer would.

@@ -21,20 +21,42 @@ use efivars::Vars;
 use loadopt::DiskLoader;
 pub use order::Policy;
 
-/// UEFI's suffix for the machine's architecture, in loader names (`shimx64.efi`,
-/// `BOOTAA64.EFI`): the installer runs on the machine it installs.
-pub const EFI_ARCH: &str = if cfg!(target_arch = "aarch64") { "aa64" } else { "x64" };
-
-/// The loader to boot, from the files found under the ESP's `\EFI` (paths with
-/// backslashes, as found; FAT names compare without case): a distribution's shim (it
-/// chains its GRUB and keeps Secure Boot working), else its GRUB, else the removable-media
-/// path `\EFI\BOOT\BOOTX64.EFI`; on arm64 `shimaa64.efi`, `grubaa64.efi`, `BOOTAA64.EFI`.
-pub fn choose_loader(files: &[String]) -> Option<String> {
-    choose_loader_for(EFI_ARCH, files)
+/// A UEFI architecture, as loader file names spell it (the UEFI specification's
+/// removable-media names, `BOOTX64.EFI`, `BOOTAA64.EFI`; Debian's `shimx64.efi`,
+/// `shimaa64.efi`…).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EfiArch {
+    X64,
+    Aa64,
 }
 
-/// [`choose_loader`] for the architecture whose UEFI suffix is `arch` (`x64`, `aa64`).
-pub fn choose_loader_for(arch: &str, files: &[String]) -> Option<String> {
+impl EfiArch {
+    /// This machine's: the installer runs natively, so the one it was built for.
+    pub fn native() -> EfiArch {
+        if cfg!(target_arch = "aarch64") {
+            EfiArch::Aa64
+        } else {
+            EfiArch::X64
+        }
+    }
+
+    /// `x64`, `aa64`.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            EfiArch::X64 => "x64",
+            EfiArch::Aa64 => "aa64",
+        }
+    }
+}
+
+/// The loader to boot on an `arch` machine, from the files found under the ESP's `\EFI`
+/// (paths with backslashes, as found; FAT names compare without case): a distribution's shim
+/// (it chains its GRUB and keeps Secure Boot working), else its GRUB, else the removable-media
+/// path (`\EFI\BOOT\BOOTX64.EFI`, `BOOTAA64.EFI`). Loaders of another architecture are not
+/// candidates: the firmware could not run them.
+pub fn choose_loader(files: &[String], arch: EfiArch) -> Option<String> {
+    let sfx = arch.suffix();
+    let removable = format!("\\EFI\\BOOT\\BOOT{}.EFI", sfx.to_ascii_uppercase());
     let named = |want: &str| {
         let mut found: Vec<&String> = files
             .iter()
@@ -46,10 +68,9 @@ pub fn choose_loader_for(arch: &str, files: &[String]) -> Option<String> {
         found.sort();
         found.first().map(|s| s.to_string())
     };
-    let fallback = format!("\\EFI\\BOOT\\BOOT{arch}.EFI");
-    named(&format!("shim{arch}.efi"))
-        .or_else(|| named(&format!("grub{arch}.efi")))
-        .or_else(|| files.iter().find(|f| f.eq_ignore_ascii_case(&fallback)).cloned())
+    named(&format!("shim{sfx}.efi"))
+        .or_else(|| named(&format!("grub{sfx}.efi")))
+        .or_else(|| files.iter().find(|f| f.eq_ignore_ascii_case(&removable)).cloned())
 }
 
 /// What [`write`] did, for the event.
@@ -122,28 +143,36 @@ mod tests {
 
     #[test]
     fn shim_then_grub_then_the_fallback_path() {
+        let x64 = EfiArch::X64;
         let debian = s(&["\\EFI\\BOOT\\BOOTX64.EFI", "\\EFI\\debian\\grubx64.efi", "\\EFI\\debian\\shimx64.efi"]);
-        assert_eq!(choose_loader(&debian).as_deref(), Some("\\EFI\\debian\\shimx64.efi"));
+        assert_eq!(choose_loader(&debian, x64).as_deref(), Some("\\EFI\\debian\\shimx64.efi"));
         let no_shim = s(&["\\EFI\\BOOT\\BOOTX64.EFI", "\\EFI\\debian\\grubx64.efi"]);
-        assert_eq!(choose_loader(&no_shim).as_deref(), Some("\\EFI\\debian\\grubx64.efi"));
+        assert_eq!(choose_loader(&no_shim, x64).as_deref(), Some("\\EFI\\debian\\grubx64.efi"));
         let fallback = s(&["\\EFI\\BOOT\\bootx64.efi", "\\EFI\\BOOT\\grubx64.efi"]);
-        assert_eq!(choose_loader(&fallback).as_deref(), Some("\\EFI\\BOOT\\bootx64.efi"));
-        assert_eq!(choose_loader(&s(&["\\EFI\\tools\\shell.efi"])), None);
+        assert_eq!(choose_loader(&fallback, x64).as_deref(), Some("\\EFI\\BOOT\\bootx64.efi"));
+        assert_eq!(choose_loader(&s(&["\\EFI\\tools\\shell.efi"]), x64), None);
     }
 
-    /// arm64's names (what `images/build --arch arm64` puts on the ESP); an x86 loader on
-    /// an arm64 machine's ESP is not one it can run, nor the reverse.
     #[test]
-    fn each_architecture_boots_its_own_loader() {
-        let arm = s(&["\\EFI\\BOOT\\BOOTAA64.EFI", "\\EFI\\debian\\grubaa64.efi", "\\EFI\\debian\\shimaa64.efi"]);
-        assert_eq!(choose_loader_for("aa64", &arm).as_deref(), Some("\\EFI\\debian\\shimaa64.efi"));
+    fn each_architecture_boots_only_its_own_loaders() {
+        let aa64 = EfiArch::Aa64;
+        let debian = s(&["\\EFI\\BOOT\\BOOTAA64.EFI", "\\EFI\\debian\\grubaa64.efi", "\\EFI\\debian\\shimaa64.efi"]);
+        assert_eq!(choose_loader(&debian, aa64).as_deref(), Some("\\EFI\\debian\\shimaa64.efi"));
+        let no_shim = s(&["\\EFI\\BOOT\\BOOTAA64.EFI", "\\EFI\\debian\\grubaa64.efi"]);
+        assert_eq!(choose_loader(&no_shim, aa64).as_deref(), Some("\\EFI\\debian\\grubaa64.efi"));
         assert_eq!(
-            choose_loader_for("aa64", &s(&["\\EFI\\BOOT\\bootaa64.efi"])).as_deref(),
+            choose_loader(&s(&["\\EFI\\BOOT\\bootaa64.efi"]), aa64).as_deref(),
             Some("\\EFI\\BOOT\\bootaa64.efi")
         );
-        assert_eq!(choose_loader_for("x64", &arm), None);
-        let x86 = s(&["\\EFI\\BOOT\\BOOTX64.EFI", "\\EFI\\debian\\shimx64.efi"]);
-        assert_eq!(choose_loader_for("aa64", &x86), None);
+        // An x86_64 image's ESP on an arm64 machine, and the reverse: nothing to boot.
+        let x86 = s(&["\\EFI\\BOOT\\BOOTX64.EFI", "\\EFI\\debian\\grubx64.efi", "\\EFI\\debian\\shimx64.efi"]);
+        assert_eq!(choose_loader(&x86, aa64), None);
+        assert_eq!(choose_loader(&debian, EfiArch::X64), None);
+        // Both on one ESP: each machine its own.
+        let both: Vec<String> = x86.iter().chain(&debian).cloned().collect();
+        assert_eq!(choose_loader(&both, aa64).as_deref(), Some("\\EFI\\debian\\shimaa64.efi"));
+        assert_eq!(choose_loader(&both, EfiArch::X64).as_deref(), Some("\\EFI\\debian\\shimx64.efi"));
+        assert_eq!(EfiArch::native(), if cfg!(target_arch = "aarch64") { aa64 } else { EfiArch::X64 });
     }
 
     fn loader() -> DiskLoader {
