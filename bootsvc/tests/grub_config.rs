@@ -145,12 +145,18 @@ fn each_architecture_gets_only_its_own_kernel_and_initramfs_over_tftp_and_http()
     assert_ne!(x86_files[0].1, arm_files[0].1);
     let lan = site.lan();
     site.serve_on(&lan, true);
-    for (name, mac, ip, arch) in [("x1", X86, X86_IP, "x86_64"), ("a1", ARM, ARM_IP, "aarch64")] {
+    // The x86_64 machine names the site's (x86_64) image; the arm64 one an image by URL (a
+    // named image of another architecture is refused at start).
+    let arm_image = format!(r#"{{"url":"http://192.0.2.9/arm64.raw.zst","sha256":"{}"}}"#, "ab".repeat(32));
+    for (name, mac, ip, arch, image) in [
+        ("x1", X86, X86_IP, "x86_64", r#"{"name":"debian-12"}"#.to_string()),
+        ("a1", ARM, ARM_IP, "aarch64", arm_image),
+    ] {
         site.machine(
             name,
             &format!(
                 r#"{{"hostname":"{name}","macs":["{mac}"],"arch":"{arch}","ip":{{"address":"{ip}","prefix":24}},
-                    "netboot":{{"allow":true}},"install":{{"image":{{"name":"debian-12"}}}}}}"#
+                    "netboot":{{"allow":true}},"install":{{"image":{image}}}}}"#
             ),
         );
     }

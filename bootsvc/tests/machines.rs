@@ -117,7 +117,7 @@ fn ipxe_scripts_for_known_unknown_and_disallowed_machines() {
 
     assert_eq!(site.get("/boot/not-a-mac.ipxe").status, 404);
     assert_eq!(site.get(&format!("/boot/{M1}.txt")).status, 404);
-    assert!(site.metric("osie_http_requests_total{route=\"/boot/{file}\",status=\"200\"}") >= 5);
+    assert!(site.metric("osie_http_requests_total{route=\"/boot/{*file}\",status=\"200\"}") >= 5);
 }
 
 #[test]

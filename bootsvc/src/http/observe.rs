@@ -11,7 +11,7 @@ use super::wire::HeadError;
 use super::AppState;
 use crate::metrics::Metrics;
 
-/// Middleware: count every request under its route template (`/boot/{file}`, not the MAC).
+/// Middleware: count every request under its route template (`/boot/{*file}`, not the MAC).
 pub async fn count(State(app): State<AppState>, req: Request, next: Next) -> Response {
     let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string());
     let resp = next.run(req).await;
