@@ -170,6 +170,7 @@ fn g_installed_machine_reinstalled_by_reinstall_power_alone() {
     let t1 = Instant::now();
     let out = check(lab.cli(&["machine", mac, "deprovision", "--power", "--wait", "600"]));
     assert!(out.contains("deprovision done (power was on)"), "{out}");
+    eprintln!("{test}: {}", out.trim());
     assert!(out.contains("netbooted: the installer is at "), "{out}");
     until("the erase to finish (deprovisioned)", Duration::from_secs(1200), Phase::Deprovisioned);
     wait_for("the machine to power off", Duration::from_secs(180), || (lv.state() == "shut off").then_some(()))
