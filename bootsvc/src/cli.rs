@@ -532,8 +532,7 @@ pub fn check_all(path: &Path) -> (Problems, String) {
     if cfg.database.is_some() && cfg.inventory.is_none() {
         // The machines are in the database (validated on their way in, by `db import`).
         let mut p = Problems::default();
-        let images =
-            crate::inventory::images::load(&cfg.artifacts.images_dir, cfg.keyring().ok().flatten().as_deref(), &mut p);
+        let images = crate::inventory::images::load_configured(&cfg, &mut p);
         problems.0.extend(p.0);
         let summary = format!(
             "ok: {}: machines in the database, {} image{}",

@@ -13,7 +13,7 @@ use crate::signature::Keyring;
 
 /// A checksums file or signature larger than this is refused (Debian's SHA512SUMS for a
 /// whole release is a few KiB).
-const MAX_BYTES: usize = 4 << 20;
+pub(crate) const MAX_BYTES: usize = 4 << 20;
 const TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why an image's digest could not be had. `Unreachable` may pass (the installer retries);

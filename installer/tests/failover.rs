@@ -73,22 +73,6 @@ fn instance(bin: &Path, address: &str, image: &[u8], mtime: std::time::SystemTim
     s
 }
 
-/// The phases and messages bootsvc `site` stored for the machine, in the order it stored them.
-fn stored(site: &Site) -> Vec<(String, String)> {
-    let v = site.admin_json(&format!("/admin/machines/{MAC}/events?limit=1000"), Duration::from_secs(10)).unwrap();
-    let mut all = v.as_array().cloned().unwrap_or_default();
-    all.sort_by_key(|e| e["n"].as_u64());
-    all.iter()
-        .map(|e| {
-            let ev = &e["event"];
-            (
-                ev["phase"].as_str().unwrap_or_default().to_string(),
-                ev["message"].as_str().unwrap_or_default().to_string(),
-            )
-        })
-        .collect()
-}
-
 fn kill_mid_image(test: &str, same_mtime: bool) {
     if !disk_prereqs(test) || !osie_testkit::require_tools(test, &["curl", "ip", "tc"]) {
         return;
@@ -176,7 +160,7 @@ fn kill_mid_image(test: &str, same_mtime: bool) {
     assert_sgdisk_clean(&dev.path);
 
     // B stored the rest of the install, the first event there carrying the failover note.
-    let on_b = stored(&b);
+    let on_b = stored(&b, MAC);
     let phases: Vec<&str> = on_b.iter().map(|(p, _)| p.as_str()).collect();
     for want in ["image-verified", "gpt-fixed", "cloud-init-seeded", "installed"] {
         assert!(phases.contains(&want), "B has no {want}: {phases:?}");

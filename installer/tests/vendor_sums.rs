@@ -10,8 +10,6 @@
 
 mod support;
 
-use std::time::Duration;
-
 use osie_testkit::gpg::Gpg;
 use osie_testkit::site::config::Admin;
 use osie_testkit::site::{self, Dir, Launch, Site};
@@ -27,19 +25,6 @@ const IMAGE: &str = "vendor-cloud-amd64.raw";
 fn sha512_hex(b: &[u8]) -> String {
     use sha2::{Digest, Sha512};
     Sha512::digest(b).iter().map(|x| format!("{x:02x}")).collect()
-}
-
-/// The stored events of `mac`, as (phase, message), in order.
-fn stored(site: &Site, mac: &str) -> Vec<(String, String)> {
-    let v = site.admin_json(&format!("/admin/machines/{mac}/events?limit=1000"), Duration::from_secs(10)).unwrap();
-    let mut all = v.as_array().cloned().unwrap_or_default();
-    all.sort_by_key(|e| e["n"].as_u64());
-    all.iter()
-        .map(|e| {
-            let ev = &e["event"];
-            (ev["phase"].as_str().unwrap_or_default().into(), ev["message"].as_str().unwrap_or_default().into())
-        })
-        .collect()
 }
 
 #[test]

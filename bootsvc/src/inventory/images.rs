@@ -132,6 +132,12 @@ pub fn load(dir: &Path, keyring: Option<&Keyring>, problems: &mut Problems) -> I
     out
 }
 
+/// [`load`] of `cfg`'s `artifacts.images_dir` with its keyring (a keyring that cannot be
+/// read is the config's problem, reported by its validation: here it is none).
+pub fn load_configured(cfg: &crate::config::Config, problems: &mut Problems) -> Images {
+    load(&cfg.artifacts.images_dir, cfg.keyring().ok().flatten().as_deref(), problems)
+}
+
 fn load_one(dir: &Path, path: &Path, keyring: Option<&Keyring>, problems: &mut Problems) -> Option<ImageManifest> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
@@ -203,8 +209,9 @@ fn vendor_digest(
     sums: &str,
     keyring: Option<&Keyring>,
 ) -> Result<Digest, (&'static str, String)> {
-    // Read as the image is: plain names in the directory, no link out of it.
-    const MAX: u64 = 4 << 20;
+    // Read as the image is: plain names in the directory, no link out of it; bounded as a
+    // record's checksums file fetched over HTTP is.
+    const MAX: u64 = crate::vendor_sums::MAX_BYTES as u64;
     let read = |field: &'static str, name: &str| -> Result<Vec<u8>, (&'static str, String)> {
         checks::file_name(name).map_err(|e| (field, format!("{e} (a file beside the manifest, as published)")))?;
         let f = crate::jail::open_servable(dir, name).map_err(|e| (field, e))?;

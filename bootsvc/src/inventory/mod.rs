@@ -73,7 +73,7 @@ impl Snapshot {
     /// or a snapshot with none.
     pub fn load(cfg: &Config) -> Result<Snapshot, Problems> {
         let mut problems = Problems::default();
-        let images = images::load(&cfg.artifacts.images_dir, cfg.keyring().ok().flatten().as_deref(), &mut problems);
+        let images = images::load_configured(cfg, &mut problems);
         let entries = match &cfg.inventory {
             Some(inv) => load::read_dir(&inv.dir, &mut problems),
             None => {

@@ -204,3 +204,21 @@ pub fn assert_sgdisk_clean(dev: &Path) {
 pub fn loopdev(dir: &Path, size: u64, sector: u32) -> LoopDev {
     LoopDev::with_sector_size(dir, size, sector).expect("attaching a loop device")
 }
+
+/// The phases and messages a real bootsvc `site` stored for `mac`, in the order it stored
+/// them (its admin API).
+pub fn stored(site: &osie_testkit::site::Site, mac: &str) -> Vec<(String, String)> {
+    let path = format!("/admin/machines/{mac}/events?limit=1000");
+    let v = site.admin_json(&path, std::time::Duration::from_secs(10)).unwrap();
+    let mut all = v.as_array().cloned().unwrap_or_default();
+    all.sort_by_key(|e| e["n"].as_u64());
+    all.iter()
+        .map(|e| {
+            let ev = &e["event"];
+            (
+                ev["phase"].as_str().unwrap_or_default().to_string(),
+                ev["message"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}

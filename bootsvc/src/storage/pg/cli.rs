@@ -69,8 +69,7 @@ pub fn import(cfg: &Config, dir: &Path) -> Result<Imported> {
         bail!("{}: not a directory of machine records", dir.display());
     }
     let mut out = Imported::default();
-    let images =
-        images::load(&cfg.artifacts.images_dir, cfg.keyring().ok().flatten().as_deref(), &mut out.image_problems);
+    let images = images::load_configured(cfg, &mut out.image_problems);
     let entries = load::read_dir(dir, &mut out.problems);
     for e in &entries {
         validate::machine(e, cfg, &images, &mut out.problems);

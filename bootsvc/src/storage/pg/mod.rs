@@ -146,7 +146,7 @@ impl PgStorage {
         };
         let site = db.site().to_string();
         let mut problems = Problems::default();
-        let images = images::load(&cfg.artifacts.images_dir, cfg.keyring().ok().flatten().as_deref(), &mut problems);
+        let images = images::load_configured(&cfg, &mut problems);
         for p in problems.iter() {
             tracing::warn!(problem = %p, "an image manifest is not served: {p}");
         }
