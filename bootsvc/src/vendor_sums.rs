@@ -8,12 +8,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::inventory::checksums::{digest_for, file_name, Digest};
+use crate::inventory::checksums::{digest_for, file_name, Digest, MAX_BYTES};
 use crate::signature::Keyring;
 
-/// A checksums file or signature larger than this is refused (Debian's SHA512SUMS for a
-/// whole release is a few KiB).
-pub(crate) const MAX_BYTES: usize = 4 << 20;
 const TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why an image's digest could not be had. `Unreachable` may pass (the installer retries);

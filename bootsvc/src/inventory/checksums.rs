@@ -17,6 +17,10 @@
 
 use std::fmt;
 
+/// A checksums file or signature larger than this is refused, fetched by URL or read beside a
+/// manifest (Debian's SHA512SUMS for a whole release is a few KiB).
+pub(crate) const MAX_BYTES: usize = 4 << 20;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Algo {
     Sha256,

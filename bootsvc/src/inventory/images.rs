@@ -211,7 +211,7 @@ fn vendor_digest(
 ) -> Result<Digest, (&'static str, String)> {
     // Read as the image is: plain names in the directory, no link out of it; bounded as a
     // record's checksums file fetched over HTTP is.
-    const MAX: u64 = crate::vendor_sums::MAX_BYTES as u64;
+    const MAX: u64 = super::checksums::MAX_BYTES as u64;
     let read = |field: &'static str, name: &str| -> Result<Vec<u8>, (&'static str, String)> {
         checks::file_name(name).map_err(|e| (field, format!("{e} (a file beside the manifest, as published)")))?;
         let f = crate::jail::open_servable(dir, name).map_err(|e| (field, e))?;
