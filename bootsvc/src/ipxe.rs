@@ -213,10 +213,15 @@ pub fn custom(script: &str) -> String {
     s
 }
 
-/// Leave iPXE so the firmware boots the next device (the local disk).
+/// Boot the local disk. On BIOS iPXE boots the first hard disk itself (INT 13h drive 0x80):
+/// after `exit` it would wait 2 s at its "Press Ctrl-B" prompt (it offers the shell after
+/// every autoboot) before the BIOS moved on to the disk. A disk without a boot sector makes
+/// `sanboot` fail and the script goes on to `exit`, as do UEFI builds, whose firmware then
+/// takes its next boot option.
 pub fn local_boot(reason: &str) -> String {
     let mut s = String::from("#!ipxe\n");
     s += &echo(&format!("{reason}, booting from local disk"));
+    s += "iseq ${platform} pcbios && sanboot --no-describe --drive 0x80 ||\n";
     s += "exit\n";
     s
 }
@@ -446,8 +451,10 @@ mod tests {
     fn hostile_banners_stay_one_echo() {
         for evil in ["n1\nshell", "n1 || shell", "n1 ; shell", "${ip}", "n1 #", "n1\\", "n1\r\nkernel http://evil/"] {
             let s = local_boot(evil);
-            assert_eq!(names(&s), ["echo", "exit"], "{evil:?} -> {s:?}");
-            assert!(!s.contains("${"), "{s}");
+            assert_eq!(names(&s), ["echo", "iseq", "sanboot", "exit"], "{evil:?} -> {s:?}");
+            // The only expansion is the script's own `${platform}`, never the banner's.
+            assert_eq!(s.matches("${").count(), 1, "{s}");
+            assert!(s.contains("${platform}"), "{s}");
             let s = chain("http://s/x.ipxe", evil).unwrap();
             assert_eq!(names(&s), ["echo", "chain", "goto", "exit", ":osie_failed", "echo", "exit"]);
         }
@@ -458,9 +465,11 @@ mod tests {
         let s = chain("http://192.0.2.9/boot.ipxe", "node1").unwrap();
         let cmds = commands(&s);
         assert_eq!(cmds[1].tokens, args(&["chain", "--autofree", "http://192.0.2.9/boot.ipxe"]));
+        // BIOS iPXE boots the first disk itself; a disk it cannot boot, and UEFI, `exit`.
         assert_eq!(
             local_boot("unknown machine"),
-            "#!ipxe\necho osie: unknown machine, booting from local disk\nexit\n"
+            "#!ipxe\necho osie: unknown machine, booting from local disk\n\
+             iseq ${platform} pcbios && sanboot --no-describe --drive 0x80 ||\nexit\n"
         );
     }
 

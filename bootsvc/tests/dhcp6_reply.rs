@@ -236,12 +236,14 @@ fn netboot_not_allowed_uefi_gets_the_file_that_fails_at_once() {
     assert_eq!(get(&o, opt::BOOTFILE_URL), Some(&b"http://[2001:db8::1]:8080/ipxe/osie-no-netboot.efi"[..]));
     assert_eq!(d.no_boot, Some(reply::NOT_ALLOWED));
     assert!(get(&o, opt::IA_NA).is_some(), "the address still");
-    // iPXE gets no boot file at all.
+    // iPXE gets its own script, which is then the local boot script (as over IPv4).
     let d = decide(
         &msg(kind::INFORMATION_REQUEST, &[(opt::CLIENT_ID, &duid(DENIED)), (opt::USER_CLASS, b"\x00\x04iPXE")]),
         ll,
     );
-    assert_eq!(get(&reply_of(&d).2, opt::BOOTFILE_URL), None);
+    let want = format!("http://[2001:db8::1]:8080/boot/{DENIED}.ipxe");
+    assert_eq!(get(&reply_of(&d).2, opt::BOOTFILE_URL), Some(want.as_bytes()));
+    assert_eq!(d.no_boot, Some(reply::NOT_ALLOWED));
 }
 
 #[test]

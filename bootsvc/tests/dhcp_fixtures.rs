@@ -270,19 +270,27 @@ fn option_60_decimal_arch_when_93_is_missing() {
 
 #[test]
 fn disallowed_and_unknown_machines_get_no_boot_file() {
-    // Known, netboot not allowed, iPXE: the address, no boot file (it gives up on the
-    // network at once and boots from disk), no-pxedhcp so it does not wait to.
+    // Known, netboot not allowed, iPXE: the address, and as boot file its own script, which is
+    // then the local boot script (with no boot file iPXE would wait 2 s at its shell prompt
+    // before giving up); no-pxedhcp so it does not wait for a ProxyDHCP offer either.
     let pkt = fixture("seabios-ipxe-rom-discover.bin");
+    let script = format!("{PUBLIC_URL}/boot/{}.ipxe", request::parse(&pkt).unwrap().mac);
     let d = decide(&pkt, DhcpMode::Reservation, "192.0.2.10/24", false, Via::Dhcp);
-    assert_eq!((d.no_boot, d.decline.as_ref()), (Some("netboot not allowed"), None));
+    assert_eq!((d.no_boot, d.boot_file.as_ref()), (Some("netboot not allowed"), None));
+    assert_eq!(d.decline.as_ref().map(|f| f.to_string()), Some(script.clone()));
     let w = wire(&d);
     assert_eq!(w.msg.yiaddr(), Ipv4Addr::new(192, 0, 2, 10));
-    assert_eq!(w.opts.get(code::BOOTFILE), None);
-    assert_eq!(w.msg.fname(), None);
+    assert_boot_file(&w, &script);
     assert_eq!(w.opts.get(code::IPXE_ENCAP), Some(&reply::IPXE_NO_PXEDHCP[..]));
-    // Proxy mode has nothing else to give iPXE: silence.
+    // Proxy mode: the same script in the ProxyDHCP offer, which also ends iPXE's wait for one.
     let d = decide(&pkt, DhcpMode::Proxy, "192.0.2.10/24", false, Via::Dhcp);
-    assert!(matches!(d.outcome, Outcome::Ignore { reason: "dhcp-no-boot-file", .. }), "{d:?}");
+    let w = wire(&d);
+    assert_eq!((w.kind, w.msg.yiaddr()), ("proxy-offer", Ipv4Addr::UNSPECIFIED));
+    assert_boot_file(&w, &script);
+    // A BIOS PXE ROM (not iPXE) is left as it is: no boot file.
+    let d = decide(&bios_pxe_rom(), DhcpMode::Reservation, "192.0.2.10/24", false, Via::Dhcp);
+    assert_eq!((d.class, d.decline.as_ref()), (Class::BiosPxe, None));
+    assert_eq!(wire(&d).opts.get(code::BOOTFILE), None);
     // Unknown MAC: nothing, in either mode.
     let pkt = fixture("ovmf-pxe-discover.bin");
     let req = request::parse(&pkt).unwrap();

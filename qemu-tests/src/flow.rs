@@ -211,6 +211,14 @@ pub fn discover_to_script(t: &Timeline) -> Option<Duration> {
     Some(script.at.saturating_sub(discover.at))
 }
 
+/// From the `installed` event to the installed OS's kernel on the console: the reboot, what
+/// the firmware does on the network, the disk's boot loader. `None` until both are there.
+pub fn installed_to_os_kernel(t: &Timeline) -> Option<Duration> {
+    let installed = t.event(Phase::Installed)?;
+    let kernel = t.first_after(installed, |m| m.step == Step::Console && m.label == OS_KERNEL)?;
+    Some(kernel.at.saturating_sub(installed.at))
+}
+
 fn console_mark(t: &Timeline, label: &str) -> bool {
     t.first(|m| m.step == Step::Console && m.label == label).is_some()
 }
@@ -225,11 +233,15 @@ pub fn check_provisioned(lab: &Lab, rec: &Record, t: &Timeline) -> Result<()> {
     );
     ensure!(t.event(Phase::Failed).is_none(), "a failed event:\n{}", t.render());
     let installed = t.event(Phase::Installed).map(|m| m.time);
-    // After `installed` nothing fetched the installer again.
+    // After `installed` nothing fetched the installer again (iPXE may fetch the script that
+    // boots its disk).
+    let again = |m: &Mark| match m.step {
+        Step::Script => m.detail != "kind local-boot",
+        Step::Kernel | Step::Initrd => true,
+        _ => false,
+    };
     ensure!(
-        !t.marks
-            .iter()
-            .any(|m| Some(m.time) > installed && matches!(m.step, Step::Script | Step::Kernel | Step::Initrd)),
+        !t.marks.iter().any(|m| Some(m.time) > installed && again(m)),
         "the machine fetched the installer again after it was installed:\n{}",
         t.render()
     );

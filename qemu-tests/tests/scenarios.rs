@@ -112,6 +112,7 @@ fn install_and_first_boot(test: &str, fw: Firmware, mac: &str, dhcp: Dhcp, page:
     }
     eprintln!("{test}: iPXE DHCP DISCOVER → script request: {waited:?}");
     check(flow::first_boot(&mut w, &limits));
+    eprintln!("{test}: installed → installed OS's kernel: {:?}", flow::installed_to_os_kernel(w.timeline()));
     if image == Form::TinkerbellRawGz {
         check(template_ran(&lab, &mut w, &rec, &limits));
     }

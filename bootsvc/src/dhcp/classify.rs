@@ -260,13 +260,17 @@ impl Class {
         })
     }
 
-    /// The boot file that sends this class on to its next boot option when its machine must
-    /// not netboot ([`NO_NETBOOT`]): UEFI PXE and HTTP boot only. iPXE needs none (with no boot
-    /// file it gives up at once), and BIOS PXE ROMs are left as they are.
-    pub fn decline_file(self, public_url: &str) -> Option<BootFile> {
+    /// The boot file that sends this class on to its disk at once when its machine must not
+    /// netboot. UEFI PXE and HTTP boot get [`NO_NETBOOT`], which fails there and then, so the
+    /// firmware moves to its next boot option. iPXE gets its script, which is then the local
+    /// boot script: with no boot file iPXE would give up, wait 2 s at its "Press Ctrl-B"
+    /// prompt and return to the BIOS, which then boots the disk; the script boots the disk
+    /// itself (`ipxe::local_boot`). BIOS PXE ROMs are left as they are.
+    pub fn decline_file(self, mac: &MacAddr, public_url: &str) -> Option<BootFile> {
         match self {
             Class::UefiPxe | Class::UefiPxeArm => Some(BootFile::Tftp(NO_NETBOOT)),
             Class::UefiHttp | Class::UefiHttpArm => Some(BootFile::Url(format!("{public_url}/ipxe/{NO_NETBOOT}"))),
+            Class::Ipxe(arch) => Some(BootFile::Url(format!("{public_url}/{}", crate::ipxe::script_path(*mac, arch)))),
             _ => None,
         }
     }
@@ -352,8 +356,17 @@ mod tests {
             f(Class::Ipxe(Arch::X86_64), Some(7)).as_deref(),
             Some("http://192.0.2.1:8080/boot/52:54:00:ab:cd:ef.ipxe")
         );
-        // The decline file does not depend on the chain.
-        assert_eq!(Class::UefiPxe.decline_file(URL), Some(BootFile::Tftp(NO_NETBOOT)));
+        // The decline file does not depend on the chain; iPXE's is its own (local boot) script.
+        assert_eq!(Class::UefiPxe.decline_file(&MAC, URL), Some(BootFile::Tftp(NO_NETBOOT)));
+        assert_eq!(
+            Class::UefiHttp.decline_file(&MAC, URL),
+            Some(BootFile::Url("http://192.0.2.1:8080/ipxe/osie-no-netboot.efi".into()))
+        );
+        assert_eq!(
+            Class::Ipxe(Arch::X86_64).decline_file(&MAC, URL),
+            Some(BootFile::Url("http://192.0.2.1:8080/boot/52:54:00:ab:cd:ef.ipxe".into()))
+        );
+        assert_eq!(Class::BiosPxe.decline_file(&MAC, URL), None);
     }
 
     #[test]

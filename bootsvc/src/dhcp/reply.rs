@@ -170,7 +170,7 @@ pub fn respond(req: &Request, via: Via, ctx: &Ctx<'_>) -> Decision {
         Err(why) => {
             d.no_boot = Some(why);
             if why == NOT_ALLOWED {
-                d.decline = d.class.decline_file(&ctx.settings.public_url);
+                d.decline = d.class.decline_file(&req.mac, &ctx.settings.public_url);
             }
         }
     }

@@ -146,7 +146,7 @@ pub fn respond(req: &Request<'_>, src: Ipv6Addr, settings: &Settings, backend: &
         d.no_boot = Some(NOT_ALLOWED);
         // UEFI gets a file that fails at once, so it moves on to its next boot option
         // (`Class::decline_file`).
-        class.decline_file(&settings.public_url).ok_or(NOT_ALLOWED)
+        class.decline_file(&mac, &settings.public_url).ok_or(NOT_ALLOWED)
     } else {
         // iPXE over IPv6: Debian's signed GRUB (the shim/GRUB chain) reads its files over
         // TFTP from the IPv4 address it booted from (`bootsvc/docs/secure-boot.md`).
