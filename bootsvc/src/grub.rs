@@ -20,13 +20,20 @@
 //! ASCII, no blank, no backslash) without a `'`. Free text (banners) is reduced to a
 //! harmless character set. An operator's whole custom configuration is served as written.
 //!
-//! ARM64 UEFI machines get Debian's signed network GRUB for arm64 ([`GRUB_ARM64_EFI`],
+//! ARM64 UEFI PXE gets Debian's signed network GRUB for arm64 ([`GRUB_ARM64_EFI`],
 //! `docs/arm64.md`) directly. It has the same prefix and embedded configuration (its
 //! `$prefix/arm64-efi/grub.cfg` test fails over TFTP as the x64 one's does), so it reads
 //! [`ENTRY_FILE`] too: the entry sends a GRUB built for arm64 (`$grub_cpu`, set by GRUB
 //! itself) to `boot/arm64/${net_default_mac}.grub`, whose installer names `artifacts/arm64/…`,
 //! and any other to `boot/${net_default_mac}.grub`. The GRUB that runs is the one DHCP chose
 //! from the firmware's architecture, so the files it is sent to are of that architecture.
+//!
+//! ARM64 UEFI HTTP boot gets [`GRUB_ARM64_HTTP_EFI`] instead, a GRUB with `http` built by
+//! `scripts/setup`. Loaded from `{public_url}/ipxe/…`, its root is `(http,<server>:<port>)`
+//! and its prefix `/grub` there, so it reads the same [`ENTRY_FILE`] and machine file over
+//! HTTP. Every name here is absolute on GRUB's root (`/artifacts/…`, `/boot/…`), never
+//! naming a protocol, so each GRUB fetches them by the protocol it was booted by: TFTP after
+//! UEFI PXE, HTTP after UEFI HTTP boot.
 
 use osie_api::MacAddr;
 
@@ -43,9 +50,14 @@ pub const SHIM_EFI: &str = "shimx64.efi";
 /// the name shim loads.
 pub const GRUB_EFI: &str = "grubx64.efi";
 /// Debian's signed network GRUB for arm64 (`grub-efi-arm64-signed`'s
-/// `grubnetaa64.efi.signed`), the DHCP boot file of ARM64 UEFI firmware, under the name
+/// `grubnetaa64.efi.signed`), the DHCP boot file of ARM64 UEFI PXE, under the name
 /// Debian's arm64 shim would load.
 pub const GRUB_ARM64_EFI: &str = "grubaa64.efi";
+/// The arm64 GRUB of UEFI HTTP boot (DHCP arch 19): built by `scripts/setup` with
+/// `grub-mkimage` from `grub-efi-arm64-bin`'s modules, with `http` and an embedded
+/// configuration that reads [`ENTRY_FILE`] over HTTP from the server it was loaded from.
+/// Unsigned (`docs/arm64.md`).
+pub const GRUB_ARM64_HTTP_EFI: &str = "grubaa64-http.efi";
 /// Where Debian's signed GRUB looks for its configuration (under its prefix `/grub`).
 pub const ENTRY_FILE: &str = "grub/grub.cfg";
 /// Where the installer's kernel and initramfs are served over TFTP (`artifacts/<name>`), as
@@ -118,7 +130,7 @@ fn machine_file_of_this_grub(arch: Arch) -> String {
     format!("boot/{}${{net_default_mac}}.grub", arch.subdir())
 }
 
-/// The installer boot over TFTP from the server GRUB was loaded from.
+/// The installer boot from the server GRUB was loaded from (over TFTP or HTTP, as GRUB was).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Installer<'a> {
     /// `artifacts.kernel`, `artifacts.initrd`, under `artifacts/` (`arm64/…` for arm64).

@@ -106,7 +106,7 @@ fn udhcpc_gets_its_reservation_and_the_boot_file_for_its_class() {
     assert_eq!(env_value(&env, "boot_file").as_deref(), Some("grubaa64.efi"), "{env}");
     let env =
         udhcpc(&pair.client, &pair.client_if, dir.path(), &["-V", "HTTPClient:Arch:00019", "-x", "0x5d:0013"]).unwrap();
-    assert_eq!(env_value(&env, "bootfile").as_deref(), Some("http://192.0.2.1:8080/ipxe/grubaa64.efi"), "{env}");
+    assert_eq!(env_value(&env, "bootfile").as_deref(), Some("http://192.0.2.1:8080/ipxe/grubaa64-http.efi"), "{env}");
     // An arm64 iPXE (built into ARM64 firmware): the arm64 script, which names arm64 files.
     let env = udhcpc(&pair.client, &pair.client_if, dir.path(), &["-x", "0x4d:69505845", "-x", "0x5d:000b"]).unwrap();
     assert_eq!(

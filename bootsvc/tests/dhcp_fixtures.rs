@@ -137,7 +137,7 @@ fn rows() -> Vec<(&'static str, Vec<u8>, Class, String)> {
             format!("{PUBLIC_URL}/ipxe/ipxe.efi"),
         ),
         ("arch 15 (derived)", with_arch(15), Class::UefiHttp, format!("{PUBLIC_URL}/ipxe/ipxe.efi")),
-        ("arch 19 (derived)", with_arch(19), Class::UefiHttpArm, format!("{PUBLIC_URL}/ipxe/grubaa64.efi")),
+        ("arch 19 (derived)", with_arch(19), Class::UefiHttpArm, format!("{PUBLIC_URL}/ipxe/grubaa64-http.efi")),
     ];
     for f in [
         "seabios-ipxe-rom-discover.bin",
@@ -770,7 +770,7 @@ fn the_request_architecture_wins_over_the_record() {
     assert_eq!(decide_as(&with_arch(11), Arch::X86_64), (Class::UefiPxeArm, "grubaa64.efi".into()));
     assert_eq!(
         decide_as(&with_arch(19), Arch::X86_64),
-        (Class::UefiHttpArm, format!("{PUBLIC_URL}/ipxe/grubaa64.efi"))
+        (Class::UefiHttpArm, format!("{PUBLIC_URL}/ipxe/grubaa64-http.efi"))
     );
     // Neither option 93 nor an arch in option 60: the record's arch.
     let no_arch = rewrite(&fixture("ovmf-pxe-discover.bin"), |o| {

@@ -11,7 +11,8 @@
 //! Architectures (`docs/arm64.md`): an x86_64 and an aarch64 machine each fetch, over TFTP
 //! and HTTP, the GRUB configuration and iPXE script of both architectures' paths, then the
 //! kernel and initramfs those name: every path gets its own architecture's files, byte for
-//! byte, and never the other's, whatever the record says.
+//! byte, and never the other's, whatever the record says. Both fetch the arm64 GRUB of UEFI
+//! HTTP boot (`/ipxe/grubaa64-http.efi`) over HTTP, byte for byte.
 
 mod common;
 
@@ -143,6 +144,10 @@ fn each_architecture_gets_only_its_own_kernel_and_initramfs_over_tftp_and_http()
     };
     let (x86_files, arm_files) = (files("x86_64"), files("arm64"));
     assert_ne!(x86_files[0].1, arm_files[0].1);
+    // The arm64 GRUB of UEFI HTTP boot (DHCP arch 19 gets its URL), in the TFTP root that
+    // bootsvc serves under /ipxe/.
+    let http_grub = pattern(640 * 1024 + 5, 9);
+    std::fs::write(site.dir().join("tftp/grubaa64-http.efi"), &http_grub).unwrap();
     let lan = site.lan();
     site.serve_on(&lan, true);
     // The x86_64 machine names the site's (x86_64) image; the arm64 one an image by URL (a
@@ -169,6 +174,8 @@ fn each_architecture_gets_only_its_own_kernel_and_initramfs_over_tftp_and_http()
             assert_eq!(r.status, 200, "{mac}: GET {path}");
             r.body
         };
+        // UEFI HTTP boot's arm64 GRUB, as the firmware fetches it.
+        assert!(http("/ipxe/grubaa64-http.efi") == http_grub, "{mac}: /ipxe/grubaa64-http.efi");
         // Each architecture's paths: the GRUB configuration (the path its GRUB's entry picks
         // by $grub_cpu) and the iPXE script (the path DHCP hands an iPXE of that architecture).
         for (sub, own, other) in [("", &x86_files, &arm_files), ("arm64/", &arm_files, &x86_files)] {
@@ -180,7 +187,8 @@ fn each_architecture_gets_only_its_own_kernel_and_initramfs_over_tftp_and_http()
             for (name, bytes) in own.iter() {
                 assert!(config.contains(&format!("'/{name}'")), "{what}: GRUB does not name {name}:\n{config}");
                 assert!(script.contains(&format!("/{name} ")), "{what}: iPXE does not fetch {name}:\n{script}");
-                // The file that path names, over TFTP (as GRUB loads it) and HTTP (as iPXE).
+                // The file that path names, over TFTP (as GRUB loads it after UEFI PXE) and
+                // HTTP (as iPXE, and the arm64 GRUB after UEFI HTTP boot, load it).
                 assert!(tftp(&ns, &dir, name).as_ref() == Some(bytes), "{what}: {name} over TFTP");
                 assert!(http(&format!("/{name}")) == *bytes, "{what}: {name} over HTTP");
             }

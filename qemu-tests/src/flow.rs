@@ -43,10 +43,12 @@ impl Default for Limits {
 pub const OS_KERNEL: &str = "installed OS kernel";
 pub const USER_DATA: &str = "user-data ran";
 
-/// Who the timeline is about: the record's MAC and address, the lab's file names.
+/// Who the timeline is about: the record's MAC and address, the lab's file names (an arm64
+/// machine's under `arm64/`, as bootsvc names them: `bootsvc/docs/arm64.md`).
 pub fn who(rec: &Record) -> Who {
     let ip = rec.fixed_address.then_some(rec.ip);
-    Who { mac: rec.mac.clone(), ip, kernel: "vmlinuz".into(), initrd: "initramfs.img".into() }
+    let sub = if rec.arch == Some("aarch64") { "arm64/" } else { "" };
+    Who { mac: rec.mac.clone(), ip, kernel: format!("{sub}vmlinuz"), initrd: format!("{sub}initramfs.img") }
 }
 
 /// A watch over `machine` for `rec`, with the console lines of a provisioning run.
@@ -72,6 +74,10 @@ pub fn install(w: &mut Watch, fw: Firmware, mac: &str, limits: &Limits) -> Resul
     match fw {
         // GRUB, not iPXE: a path of its own.
         Firmware::Arm64UefiPxe => return install_arm64(w, mac, limits),
+        Firmware::Arm64UefiHttp => {
+            arm64_http_to_installer(w, mac, limits)?;
+            return installer_phases(w, limits);
+        }
         Firmware::Bios => {
             // The NIC ROM is iPXE: its very first DHCP gets the script URL.
             w.until("DHCP answer to the iPXE ROM (class ipxe, script URL)", limits.firmware, |t| {
@@ -167,6 +173,47 @@ pub fn install_arm64(w: &mut Watch, mac: &str, limits: &Limits) -> Result<()> {
         );
     }
     installer_phases(w, limits)
+}
+
+/// From power-on to the installer's first event on an arm64 machine that UEFI-HTTP-boots
+/// (`bootsvc/docs/arm64.md`): AAVMF's HTTP boot (arch 19) gets the URL of the arm64 GRUB with
+/// `http`, which reads the entry configuration, the machine's arm64 configuration, and the
+/// arm64 kernel and initramfs, all over HTTP from bootsvc; nothing over TFTP.
+pub fn arm64_http_to_installer(w: &mut Watch, mac: &str, limits: &Limits) -> Result<()> {
+    let grub = format!("{PUBLIC_URL}/ipxe/grubaa64-http.efi");
+    w.until(&format!("DHCP answer to AAVMF's HTTP boot (uefi-http-arm, arch 19, {grub})"), limits.firmware, |t| {
+        t.first(|m| {
+            m.dhcp.as_ref().is_some_and(|d| {
+                d.class == "uefi-http-arm" && d.arch == Some(19) && d.boot_file.as_deref() == Some(grub.as_str())
+            })
+        })
+        .is_some()
+    })?;
+    w.until("grubaa64-http.efi over HTTP", limits.firmware, |t| {
+        t.first(|m| m.step == Step::BootProgram && m.detail.starts_with("HTTP grubaa64-http.efi")).is_some()
+    })?;
+    // The machine's own arm64 configuration, the installer's, went out over HTTP (bootsvc's
+    // log names the protocol of each).
+    let lab = w.lab;
+    w.until("the machine's arm64 GRUB configuration over HTTP", limits.firmware, |_| {
+        lab.log_text().lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).any(|e| {
+            e["message"] == "GRUB configuration"
+                && e["mac"] == mac
+                && e["via"] == "http"
+                && e["arch"] == "aarch64"
+                && e["kind"] == "installer"
+        })
+    })?;
+    w.until("the arm64 kernel over HTTP", limits.firmware, |t| t.first(|m| m.step == Step::Kernel).is_some())?;
+    w.until("the arm64 initramfs over HTTP", limits.firmware, |t| t.first(|m| m.step == Step::Initrd).is_some())?;
+    w.phase(Phase::BootedInstaller, limits.installer)?;
+    // Everything came over HTTP: not one file over TFTP (which this GRUB would only use if
+    // it had been booted by PXE).
+    let t = w.timeline();
+    if let Some(m) = t.first(|m| m.step == Step::BootProgram && m.detail.starts_with("TFTP ")) {
+        bail!("the HTTP-booted arm64 machine fetched over TFTP: {}\n{}", m.detail, t.render());
+    }
+    Ok(())
 }
 
 /// The firmware, shim or GRUB read `file` over TFTP to its end.

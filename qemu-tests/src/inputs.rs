@@ -8,6 +8,7 @@
 //! | `build/tftp/{ipxe.efi,undionly.kpxe}` | `scripts/setup` |
 //! | arm64 machines: `build/boot/arm64/{vmlinuz,initramfs.img}` | `scripts/build` |
 //! | arm64 machines: `build/tftp/grubaa64.efi`, AAVMF | `scripts/setup` |
+//! | arm64 UEFI HTTP boot: `build/tftp/grubaa64-http.efi` (that test alone) | `scripts/setup` |
 //! | arm64 machines: `build/images/debian-12-arm64.{json,raw.zst}` (optional: without it they install the x86_64 image's bytes and stop there) | `images/build --arch arm64` |
 //! | the `bootsvc` binary | cargo (`cargo build -p bootsvc`; `cargo nextest run --workspace` builds it) |
 //!

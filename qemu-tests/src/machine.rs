@@ -17,6 +17,9 @@
 //!   DHCPv6 reply and then gives up, `PXE-E16`: see `qemu-tests/README.md`.)
 //! - [`Firmware::Arm64UefiPxe`]: an arm64 server: QEMU's `virt` board, a Cortex-A57 and
 //!   AAVMF, the NIC ROM disabled, so AAVMF's UEFI PXE client (arch 11) boots.
+//! - [`Firmware::Arm64UefiHttp`]: the same with AAVMF's PXE boot options switched off (the
+//!   same `opt/org.tianocore/…` switches as OVMF's), which leaves UEFI HTTP boot (arch 19,
+//!   `HTTPClient`) as its network boot option.
 //!
 //! Each machine has its own copy of OVMF's variable store, so boot entries OVMF writes do not
 //! leak between machines. The machine dies with its [`Machine`] (QEMU is killed).
@@ -40,6 +43,7 @@ pub enum Firmware {
     UefiHttp,
     UefiHttp6,
     Arm64UefiPxe,
+    Arm64UefiHttp,
 }
 
 impl Firmware {
@@ -50,11 +54,19 @@ impl Firmware {
             Firmware::UefiHttp => "OVMF, NIC ROM disabled, PXE off: UEFI HTTP boot (arch 16)",
             Firmware::UefiHttp6 => "OVMF, NIC ROM disabled, PXE off: UEFI HTTP boot over IPv6 (DHCPv6, arch 16)",
             Firmware::Arm64UefiPxe => "arm64 virt (Cortex-A57), AAVMF, NIC ROM disabled: UEFI PXE (arch 11)",
+            Firmware::Arm64UefiHttp => {
+                "arm64 virt (Cortex-A57), AAVMF, NIC ROM disabled, PXE off: UEFI HTTP boot (arch 19)"
+            }
         }
     }
 
     pub fn is_uefi(&self) -> bool {
         !matches!(self, Firmware::Bios)
+    }
+
+    /// An arm64 `virt` machine with AAVMF.
+    pub fn is_arm64(&self) -> bool {
+        matches!(self, Firmware::Arm64UefiPxe | Firmware::Arm64UefiHttp)
     }
 }
 
@@ -174,7 +186,7 @@ impl Machine {
     pub fn power_on(lab: &Lab, spec: &Spec, disk: &Disk) -> Result<Machine> {
         let dir = lab.subdir(&spec.name)?;
         let serial = dir.join("serial.log");
-        let mut q = if spec.firmware == Firmware::Arm64UefiPxe {
+        let mut q = if spec.firmware.is_arm64() {
             Qemu::aarch64(spec.memory_mb, &serial, &dir.join("AAVMF_VARS.fd"))?
         } else {
             let mut q = Qemu::new(spec.memory_mb, &serial);
@@ -225,6 +237,9 @@ impl Machine {
                 };
             }
             Firmware::Arm64UefiPxe => q.fw_cfg = vec![ovmf::IPV6_OFF.into(), ovmf::IPV6_PXE_OFF.into()],
+            Firmware::Arm64UefiHttp => {
+                q.fw_cfg = vec![ovmf::IPV6_OFF.into(), ovmf::IPV6_PXE_OFF.into(), ovmf::IPV4_PXE_OFF.into()]
+            }
         }
         let mut cmd = q.command(&lab.site.ns);
         let qemu_log = std::fs::File::create(dir.join("qemu.log"))?;

@@ -13,6 +13,12 @@
 //! image's bytes, given by URL (the installer's work is the same bytes either way), and the
 //! test stops at `installed`, saying so.
 //!
+//! (k, HTTP) The same server with AAVMF's PXE switched off, so it UEFI-HTTP-boots (arch 19):
+//! the arm64 GRUB with `http` that `scripts/setup` builds (`grubaa64-http.efi`) over HTTP →
+//! the entry and the machine's arm64 GRUB configuration over HTTP → the arm64 kernel and
+//! initramfs over HTTP, nothing over TFTP → the installer's first event at bootsvc. The test
+//! stops there: the install is the same as (k)'s.
+//!
 //! Logs of a failed run are kept in `qemu-tests/artifacts/<test>/`.
 
 use std::time::Instant;
@@ -22,7 +28,9 @@ use osie_qemu_tests::flow::{self, Limits};
 use osie_qemu_tests::inputs::IMAGE;
 use osie_qemu_tests::lab::PUBLIC_URL;
 use osie_qemu_tests::record::ImageRef;
+use osie_qemu_tests::timeline::Step;
 use osie_qemu_tests::{signals, Disk, Firmware, Inputs, Lab, Machine, Record, Spec, Timeline, Watch};
+use osie_testkit::require_file;
 
 const DISK_BYTES: u64 = 4 << 30;
 
@@ -45,22 +53,8 @@ fn k_arm64_uefi_pxe_installs() {
         );
     }
     let lab = check(Lab::start(test, &inputs));
-    let mut rec = Record::arm64("arm1", mac, Lab::address(1), image.unwrap_or(IMAGE));
-    if image.is_none() {
-        // By URL: bootsvc refuses an arm64 record naming an x86_64 image by its manifest
-        // (it could not boot); a URL's architecture is the operator's word.
-        rec.image = ImageRef::Url {
-            url: format!("{PUBLIC_URL}/images/{}", inputs.image_file().file_name().unwrap().to_string_lossy()),
-            sha256: inputs.image_sha256().to_string(),
-            size: inputs.manifest["size"].as_u64().unwrap(),
-            raw_size: inputs.manifest["raw_size"].as_u64(),
-        };
-    }
-    check(lab.add(&rec));
-    let spec = Spec::new("arm1", mac, Firmware::Arm64UefiPxe);
-    let disk = check(lab.subdir("arm1").and_then(|d| Disk::blank(&d, DISK_BYTES)));
     let started = Instant::now();
-    let mut machine = check(Machine::power_on(&lab, &spec, &disk));
+    let (rec, mut machine) = check(arm64_machine(&lab, &inputs, "arm1", mac, Firmware::Arm64UefiPxe));
     let limits = Limits::default();
     let mut w = flow::watch(&lab, &mut machine, &rec);
     check(flow::install(&mut w, Firmware::Arm64UefiPxe, mac, &limits));
@@ -117,6 +111,74 @@ fn k_arm64_uefi_pxe_installs() {
         at(&t, Phase::FirstBoot),
         started.elapsed().as_secs_f64()
     );
+}
+
+#[test]
+fn k_arm64_uefi_http_boots_the_installer() {
+    let test = "k_arm64_uefi_http_boots_the_installer";
+    let Some(inputs) = Inputs::for_arm64_test(test) else { return };
+    if !require_file(test, &inputs.tftp.join("grubaa64-http.efi"), "scripts/setup") {
+        return;
+    }
+    signals::install();
+    let mac = "52:54:00:e2:a6:02";
+    let lab = check(Lab::start(test, &inputs));
+    let started = Instant::now();
+    let (rec, mut machine) = check(arm64_machine(&lab, &inputs, "arm2", mac, Firmware::Arm64UefiHttp));
+    let mut w = flow::watch(&lab, &mut machine, &rec);
+    check(flow::arm64_http_to_installer(&mut w, mac, &Limits::default()));
+    let up_in = started.elapsed();
+    let t = w.timeline().clone();
+
+    let Some(first) = w.events().first().cloned() else { bad(&w, "no event") };
+    if first.event.phase != Phase::BootedInstaller {
+        bad(&w, &format!("the installer's first event is {}, not {}", first.event.phase, Phase::BootedInstaller));
+    }
+    drop(w);
+    machine.power_off();
+    eprintln!("{test}: timeline:\n{}", t.render());
+    let grub = t.first(|m| m.detail.starts_with("HTTP grubaa64-http.efi")).map(|m| m.at.as_secs_f64());
+    eprintln!(
+        "{test}: TCG: grubaa64-http.efi at {:.1} s, kernel at {}, initramfs at {}, installer up at {} ({:.1} s wall)",
+        grub.unwrap_or_default(),
+        at_step(&t, Step::Kernel),
+        at_step(&t, Step::Initrd),
+        at(&t, Phase::BootedInstaller),
+        up_in.as_secs_f64()
+    );
+}
+
+/// The lab's arm64 machine `name` with a blank disk, added to bootsvc ([`arm64_record`]) and
+/// powered on.
+fn arm64_machine(lab: &Lab, inputs: &Inputs, name: &str, mac: &str, fw: Firmware) -> anyhow::Result<(Record, Machine)> {
+    let rec = arm64_record(inputs, name, mac);
+    lab.add(&rec)?;
+    let disk = Disk::blank(&lab.subdir(name)?, DISK_BYTES)?;
+    let machine = Machine::power_on(lab, &Spec::new(name, mac, fw), &disk)?;
+    Ok((rec, machine))
+}
+
+/// The record of the arm64 machine `name`: the arm64 OS image when the build has one, else
+/// the x86_64 image's bytes by URL.
+fn arm64_record(inputs: &Inputs, name: &str, mac: &str) -> Record {
+    let image = inputs.arm64_image();
+    let mut rec = Record::arm64(name, mac, Lab::address(1), image.unwrap_or(IMAGE));
+    if image.is_none() {
+        // By URL: bootsvc refuses an arm64 record naming an x86_64 image by its manifest
+        // (it could not boot); a URL's architecture is the operator's word.
+        rec.image = ImageRef::Url {
+            url: format!("{PUBLIC_URL}/images/{}", inputs.image_file().file_name().unwrap().to_string_lossy()),
+            sha256: inputs.image_sha256().to_string(),
+            size: inputs.manifest["size"].as_u64().unwrap(),
+            raw_size: inputs.manifest["raw_size"].as_u64(),
+        };
+    }
+    rec
+}
+
+/// When the first mark of `s` came, relative to power-on.
+fn at_step(t: &Timeline, s: Step) -> String {
+    t.first(|m| m.step == s).map(|m| format!("{:.1} s", m.at.as_secs_f64())).unwrap_or_else(|| "-".into())
 }
 
 /// When `p` came, relative to power-on.

@@ -8,7 +8,7 @@
 //! | 6, 7, 9 | UEFI PXE x86/x64 | `ipxe.efi` via TFTP (chain `shim-grub`, arch 7 and 9: `shimx64.efi`) |
 //! | 11 | UEFI PXE ARM64 | `grubaa64.efi` via TFTP (Debian's signed network GRUB: `docs/arm64.md`) |
 //! | 15, 16 | UEFI HTTP boot x86/x64 | `{public_url}/ipxe/ipxe.efi` (chain `shim-grub`, arch 16: `…/ipxe/shimx64.efi`), option 60 `HTTPClient` |
-//! | 19 | UEFI HTTP boot ARM64 | `{public_url}/ipxe/grubaa64.efi`, option 60 `HTTPClient` |
+//! | 19 | UEFI HTTP boot ARM64 | `{public_url}/ipxe/grubaa64-http.efi` (an unsigned GRUB with `http`, built by `scripts/setup`: `docs/arm64.md`), option 60 `HTTPClient` |
 //! | any x86 or 11, 19, with option 77 `iPXE` or option 175 | iPXE | `{public_url}/boot/<mac>.ipxe`; arm64 (11, 19): `{public_url}/boot/arm64/<mac>.ipxe` |
 //! | others (10: 32-bit ARM, Itanium, RISC-V, U-Boot…) | unsupported | none: osie has no program for them |
 //!
@@ -33,7 +33,7 @@ use osie_api::MacAddr;
 use super::request::{code, Options};
 use crate::arch::Arch;
 use crate::config::UefiChain;
-use crate::grub::{GRUB_ARM64_EFI, SHIM_EFI};
+use crate::grub::{GRUB_ARM64_EFI, GRUB_ARM64_HTTP_EFI, SHIM_EFI};
 
 /// What option 60 says the client is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -254,7 +254,8 @@ impl Class {
             Class::UefiPxe => BootFile::Tftp(IPXE_EFI),
             Class::UefiPxeArm => BootFile::Tftp(GRUB_ARM64_EFI),
             Class::UefiHttp => BootFile::Url(format!("{public_url}/ipxe/{IPXE_EFI}")),
-            Class::UefiHttpArm => BootFile::Url(format!("{public_url}/ipxe/{GRUB_ARM64_EFI}")),
+            // Debian's signed GRUB has no `http`: this one reads everything over HTTP.
+            Class::UefiHttpArm => BootFile::Url(format!("{public_url}/ipxe/{GRUB_ARM64_HTTP_EFI}")),
             Class::Ipxe(arch) => BootFile::Url(format!("{public_url}/{}", crate::ipxe::script_path(*mac, arch))),
             Class::Unsupported(_) => return None,
         })
@@ -329,7 +330,7 @@ mod tests {
         assert_eq!(f(Class::UefiPxe).as_deref(), Some("ipxe.efi"));
         assert_eq!(f(Class::UefiPxeArm).as_deref(), Some("grubaa64.efi"));
         assert_eq!(f(Class::UefiHttp).as_deref(), Some("http://192.0.2.1:8080/ipxe/ipxe.efi"));
-        assert_eq!(f(Class::UefiHttpArm).as_deref(), Some("http://192.0.2.1:8080/ipxe/grubaa64.efi"));
+        assert_eq!(f(Class::UefiHttpArm).as_deref(), Some("http://192.0.2.1:8080/ipxe/grubaa64-http.efi"));
         assert_eq!(f(Class::Ipxe(Arch::X86_64)).as_deref(), Some("http://192.0.2.1:8080/boot/52:54:00:ab:cd:ef.ipxe"));
         assert_eq!(
             f(Class::Ipxe(Arch::Aarch64)).as_deref(),
@@ -351,7 +352,7 @@ mod tests {
         assert_eq!(f(Class::UefiHttp, Some(15)).as_deref(), Some("http://192.0.2.1:8080/ipxe/ipxe.efi"));
         assert_eq!(f(Class::BiosPxe, Some(0)).as_deref(), Some("undionly.kpxe"));
         assert_eq!(f(Class::UefiPxeArm, Some(11)).as_deref(), Some("grubaa64.efi"));
-        assert_eq!(f(Class::UefiHttpArm, Some(19)).as_deref(), Some("http://192.0.2.1:8080/ipxe/grubaa64.efi"));
+        assert_eq!(f(Class::UefiHttpArm, Some(19)).as_deref(), Some("http://192.0.2.1:8080/ipxe/grubaa64-http.efi"));
         assert_eq!(
             f(Class::Ipxe(Arch::X86_64), Some(7)).as_deref(),
             Some("http://192.0.2.1:8080/boot/52:54:00:ab:cd:ef.ipxe")
@@ -431,7 +432,7 @@ mod tests {
         ];
         // Boot files of one architecture only (TFTP names and URL paths).
         let x86_files = ["undionly.kpxe", "ipxe.efi", "shimx64.efi", "/boot/52:54:00:ab:cd:ef.ipxe"];
-        let arm_files = ["grubaa64.efi", "/boot/arm64/52:54:00:ab:cd:ef.ipxe"];
+        let arm_files = ["grubaa64.efi", "grubaa64-http.efi", "/boot/arm64/52:54:00:ab:cd:ef.ipxe"];
         for (opt93, want) in named {
             for record in [None, Some(X), Some(A)] {
                 let want = if opt93.is_none() { Some(record.unwrap_or(X)) } else { want };

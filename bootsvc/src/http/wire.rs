@@ -343,6 +343,12 @@ pub fn response_framing(method: &Method, status: StatusCode, exact: Option<u64>,
 /// what this connection does: `Connection: close` when it closes after this response
 /// (`keep-alive` to an HTTP/1.0 client that keeps it), and the framing's `Content-Length` or
 /// `Transfer-Encoding`. `Date` is added when the handler gave none.
+///
+/// The headers written here are spelt as RFC 9110 spells them, not in the lower case of the
+/// handler's map: GRUB 2.06's `http` module (the arm64 GRUB of UEFI HTTP boot,
+/// `docs/arm64.md`) matches `Content-Length: ` and `Transfer-Encoding: chunked` byte for
+/// byte. Given `content-length`, it does not know the file's size and waits for the
+/// connection to close (the keep-alive timeout), then reads nothing.
 pub fn response_head(
     status: StatusCode,
     headers: &HeaderMap,
@@ -376,23 +382,23 @@ pub fn response_head(
         }
     }
     if !headers.contains_key(header::DATE) {
-        out.extend_from_slice(b"date: ");
+        out.extend_from_slice(b"Date: ");
         out.extend_from_slice(date.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
     match framing {
         ResponseFraming::Length(n) => {
-            out.extend_from_slice(b"content-length: ");
+            out.extend_from_slice(b"Content-Length: ");
             out.extend_from_slice(n.to_string().as_bytes());
             out.extend_from_slice(b"\r\n");
         }
-        ResponseFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        ResponseFraming::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
         ResponseFraming::Empty | ResponseFraming::UntilClose => {}
     }
     if close {
-        out.extend_from_slice(b"connection: close\r\n");
+        out.extend_from_slice(b"Connection: close\r\n");
     } else if version == Version::HTTP_10 {
-        out.extend_from_slice(b"connection: keep-alive\r\n");
+        out.extend_from_slice(b"Connection: keep-alive\r\n");
     }
     out.extend_from_slice(b"\r\n");
 }
@@ -531,14 +537,24 @@ mod tests {
         };
         assert_eq!(
             text(StatusCode::OK, ResponseFraming::Length(3), false, Version::HTTP_11),
-            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ndate: Sun, 06 Nov 1994 08:49:37 GMT\r\ncontent-length: 3\r\n\r\n"
+            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\nContent-Length: 3\r\n\r\n"
         );
         let head = text(StatusCode::OK, ResponseFraming::Empty, false, Version::HTTP_10);
-        assert!(head.contains("content-length: 99\r\n") && head.ends_with("connection: keep-alive\r\n\r\n"), "{head}");
+        assert!(head.contains("content-length: 99\r\n") && head.ends_with("Connection: keep-alive\r\n\r\n"), "{head}");
         let nm = text(StatusCode::NOT_MODIFIED, ResponseFraming::Empty, true, Version::HTTP_11);
-        assert!(!nm.contains("content-length") && nm.ends_with("connection: close\r\n\r\n"), "{nm}");
+        assert!(
+            !nm.to_ascii_lowercase().contains("content-length") && nm.ends_with("Connection: close\r\n\r\n"),
+            "{nm}"
+        );
         let ch = text(StatusCode::OK, ResponseFraming::Chunked, false, Version::HTTP_11);
-        assert!(ch.contains("transfer-encoding: chunked\r\n") && !ch.contains("content-length"), "{ch}");
+        assert!(
+            ch.contains("Transfer-Encoding: chunked\r\n") && !ch.to_ascii_lowercase().contains("content-length"),
+            "{ch}"
+        );
+        // What GRUB 2.06's http module matches byte for byte (net/http.c): the framing
+        // headers in their RFC spelling, at the start of a line.
+        let grub = text(StatusCode::OK, ResponseFraming::Length(259), false, Version::HTTP_11);
+        assert!(grub.starts_with("HTTP/1.1 200 ") && grub.contains("\r\nContent-Length: 259\r\n"), "{grub}");
 
         use ResponseFraming::*;
         let (get, head_m) = (Method::GET, Method::HEAD);
