@@ -155,5 +155,5 @@ pub fn input(i: Input) {
         assert_eq!(cmds[1].tokens, ["chain", "--autofree", installer.initrd_url]);
     }
     let names = bootsvc::ipxe::reader::names(&bootsvc::ipxe::local_boot(&i.hostname));
-    assert_eq!(names, ["echo", "exit"]);
+    assert_eq!(names, ["echo", "iseq", "sanboot", "exit"]);
 }
