@@ -58,6 +58,19 @@ pub const GRUB_ARM64_EFI: &str = "grubaa64.efi";
 /// configuration that reads [`ENTRY_FILE`] over HTTP from the server it was loaded from.
 /// Unsigned (`docs/arm64.md`).
 pub const GRUB_ARM64_HTTP_EFI: &str = "grubaa64-http.efi";
+/// The name the TFTP root is asked for, as the jail should read it. Shim booted over IPv6
+/// asks for `/grubx64.efi`: it puts GRUB's name after the last `/` of the boot file URL's path
+/// (`tftp://[addr]/shimx64.efi`), the leading `/` kept (`extract_tftp_info` in shim's
+/// `netboot.c`), where over IPv4 it asks for `grubx64.efi` beside the DHCP boot file name.
+/// That one absolute name is the root's `grubx64.efi`; every other absolute name is left to
+/// the jail, which refuses it unless it names the root itself (`bootsvc/docs/tftp.md`).
+pub fn tftp_root_name(name: &str) -> &str {
+    match name.strip_prefix('/') {
+        Some(GRUB_EFI) => GRUB_EFI,
+        _ => name,
+    }
+}
+
 /// Where Debian's signed GRUB looks for its configuration (under its prefix `/grub`).
 pub const ENTRY_FILE: &str = "grub/grub.cfg";
 /// Where the installer's kernel and initramfs are served over TFTP (`artifacts/<name>`), as
@@ -242,6 +255,16 @@ mod tests {
             "boot/x86_64/52:54:00:00:00:01.grub",
         ] {
             assert_eq!(parse_name(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn shim_over_ipv6_asks_for_grub_with_a_leading_slash() {
+        assert_eq!(tftp_root_name("/grubx64.efi"), "grubx64.efi");
+        assert_eq!(tftp_root_name("grubx64.efi"), "grubx64.efi");
+        // Nothing else is re-rooted: the jail judges it as asked.
+        for other in ["/shimx64.efi", "/etc/passwd", "//grubx64.efi", "/grubx64.efi/x", "/x/grubx64.efi", "/"] {
+            assert_eq!(tftp_root_name(other), other);
         }
     }
 

@@ -6,6 +6,7 @@ mod net;
 
 use std::net::Ipv6Addr;
 
+use bootsvc::config::UefiChain;
 use bootsvc::dhcp6::packet::{self, kind, opt, status, Writer};
 use bootsvc::dhcp6::reply::{self, Decision, Outcome, Settings};
 use bootsvc::inventory::model::Ip6Config;
@@ -31,10 +32,16 @@ fn settings() -> Settings {
         address: ME.parse().unwrap(),
         public_url: format!("http://[{ME}]:8080"),
         lease_secs: 600,
+        uefi_chain: UefiChain::Ipxe,
     }
 }
 
 fn backend() -> MapBackend {
+    backend_with(None)
+}
+
+/// The machines, A's record naming `a_chain`.
+fn backend_with(a_chain: Option<UefiChain>) -> MapBackend {
     let with6 = |host, mac, last: u16| {
         let mut m = machine(host, mac, None, true);
         m.ip6 = Some(Ip6Config { address: Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, last), prefix: 64 });
@@ -42,7 +49,9 @@ fn backend() -> MapBackend {
     };
     let mut denied = with6("denied", DENIED, 0x18);
     denied.netboot.allow = false;
-    MapBackend::new(vec![with6("a", A, 0x10), with6("b", B, 0x11), machine("no6", NO_IP6, None, true), denied])
+    let mut a = with6("a", A, 0x10);
+    a.netboot.uefi_chain = a_chain;
+    MapBackend::new(vec![a, with6("b", B, 0x11), machine("no6", NO_IP6, None, true), denied])
 }
 
 fn msg(t: u8, opts: &[(u16, &[u8])]) -> Vec<u8> {
@@ -123,20 +132,92 @@ fn uefi_http_boot_solicit_gets_address_url_and_httpclient() {
     assert_eq!(get(&o, opt::VENDOR_CLASS), Some(&packet::vendor_class_body(343, b"HTTPClient")[..]));
 }
 
-#[test]
-fn uefi_pxe_gets_a_tftp_url_and_pxeclient() {
-    for arch in [7u16, 9] {
-        let d = decide(
-            &msg(
-                kind::SOLICIT,
-                &[(opt::CLIENT_ID, &duid(A)), (opt::IA_NA, &ia(None)), (opt::CLIENT_ARCH, &arch.to_be_bytes())],
-            ),
-            A_LL,
-        );
-        let (_, _, o) = reply_of(&d);
-        assert_eq!(get(&o, opt::BOOTFILE_URL), Some(&b"tftp://[2001:db8::1]/ipxe.efi"[..]), "arch {arch}");
-        assert_eq!(get(&o, opt::VENDOR_CLASS), Some(&packet::vendor_class_body(343, b"PXEClient")[..]));
+/// How EDK2's PXE over IPv6 sorts an Advertise (`PxeBcParseDhcp6Packet` in
+/// NetworkPkg/UefiPxeBcDxe/PxeBcDhcp6.c): an IA_NA without a failing status makes it a DHCP
+/// offer (else a proxy offer); a Vendor Class with enterprise 343 and `PXEClient` 6 bytes in
+/// makes it a BINL offer, which EDK2 follows with a request to a boot server on UDP 4011
+/// before it boots.
+#[derive(Debug, PartialEq, Eq)]
+enum Edk2Offer {
+    DhcpOnly,
+    DhcpBinl,
+    ProxyBinl,
+}
+
+fn edk2_offer(o: &[(u16, Vec<u8>)]) -> Edk2Offer {
+    let proxy = match get(o, opt::IA_NA) {
+        None => true,
+        Some(ia) => {
+            packet::options(&ia[12..]).unwrap().iter().any(|(c, b)| *c == opt::STATUS_CODE && b.first() != Some(&0))
+        }
+    };
+    let pxe = get(o, opt::VENDOR_CLASS)
+        .is_some_and(|v| v.len() >= 13 && v[..4] == 343u32.to_be_bytes() && &v[6..15] == b"PXEClient");
+    match (pxe, proxy) {
+        (false, _) => Edk2Offer::DhcpOnly,
+        (true, false) => Edk2Offer::DhcpBinl,
+        (true, true) => Edk2Offer::ProxyBinl,
     }
+}
+
+#[test]
+fn the_edk2_offer_model_tells_binl_offers() {
+    let with = |vc: &[u8]| vec![(opt::IA_NA, ia(None)), (opt::VENDOR_CLASS, packet::vendor_class_body(343, vc))];
+    assert_eq!(edk2_offer(&with(b"PXEClient")), Edk2Offer::DhcpBinl);
+    assert_eq!(edk2_offer(&with(b"HTTPClient")), Edk2Offer::DhcpOnly);
+    assert_eq!(edk2_offer(&with(b"PXEClient")[1..]), Edk2Offer::ProxyBinl);
+    assert_eq!(edk2_offer(&with(b"PXEClient")[..1]), Edk2Offer::DhcpOnly);
+}
+
+/// OVMF's PXE over IPv6 refused bootsvc's offer with `PXE-E16: No valid offer received`: the
+/// offer carried Vendor Class `PXEClient`, so EDK2 took it as a BINL offer and asked a boot
+/// server on UDP 4011 for the boot file; nothing answers there. The offer is now "DHCP
+/// only": an address and option 59, which EDK2 boots from.
+#[test]
+fn uefi_pxe_gets_a_tftp_url_in_a_dhcp_only_offer() {
+    for arch in [7u16, 9] {
+        for t in [kind::SOLICIT, kind::REQUEST] {
+            let (client, iana, arch_be) = (duid(A), ia(None), arch.to_be_bytes());
+            let mut opts: Vec<(u16, &[u8])> =
+                vec![(opt::CLIENT_ID, &client), (opt::IA_NA, &iana), (opt::CLIENT_ARCH, &arch_be)];
+            if t == kind::REQUEST {
+                opts.push((opt::SERVER_ID, SERVER_DUID));
+            }
+            let d = decide(&msg(t, &opts), A_LL);
+            let (_, _, o) = reply_of(&d);
+            assert_eq!(get(&o, opt::BOOTFILE_URL), Some(&b"tftp://[2001:db8::1]/ipxe.efi"[..]), "arch {arch}");
+            assert_eq!(get(&o, opt::VENDOR_CLASS), None, "arch {arch}, type {t}");
+            assert_eq!(edk2_offer(&o), Edk2Offer::DhcpOnly, "arch {arch}, type {t}");
+            assert_eq!(ia_addresses(get(&o, opt::IA_NA).unwrap())[0].0, "2001:db8::10".parse::<Ipv6Addr>().unwrap());
+        }
+    }
+}
+
+/// The shim/GRUB chain over IPv6, as over IPv4: the record's `netboot.uefi_chain`, else the
+/// site's; UEFI PXE gets shim over TFTP, HTTP boot shim's URL; iPXE keeps its script.
+#[test]
+fn the_shim_grub_chain_by_record_and_by_site() {
+    let solicit = |arch: u16| {
+        msg(
+            kind::SOLICIT,
+            &[(opt::CLIENT_ID, &duid(A)), (opt::IA_NA, &ia(None)), (opt::CLIENT_ARCH, &arch.to_be_bytes())],
+        )
+    };
+    let boot = |b: &MapBackend, s: &Settings, arch: u16| {
+        let req = solicit(arch);
+        let d = reply::respond(&packet::parse(&req).unwrap(), A_LL.parse().unwrap(), s, b);
+        String::from_utf8(get(&reply_of(&d).2, opt::BOOTFILE_URL).unwrap().to_vec()).unwrap()
+    };
+    let site_shim = Settings { uefi_chain: UefiChain::ShimGrub, ..settings() };
+    assert_eq!(boot(&backend(), &site_shim, 7), "tftp://[2001:db8::1]/shimx64.efi");
+    assert_eq!(boot(&backend(), &site_shim, 16), "http://[2001:db8::1]:8080/ipxe/shimx64.efi");
+    assert_eq!(boot(&backend(), &site_shim, 11), "tftp://[2001:db8::1]/grubaa64.efi", "arm64 has one chain");
+    assert_eq!(boot(&backend_with(Some(UefiChain::ShimGrub)), &settings(), 7), "tftp://[2001:db8::1]/shimx64.efi");
+    assert_eq!(
+        boot(&backend_with(Some(UefiChain::Ipxe)), &site_shim, 7),
+        "tftp://[2001:db8::1]/ipxe.efi",
+        "the record wins"
+    );
 }
 
 #[test]

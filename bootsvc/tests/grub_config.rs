@@ -89,6 +89,10 @@ fn grub_configs_over_tftp_and_http_follow_the_identification_and_one_shot_rules(
     assert!(kernel == std::fs::read(dir.join("artifacts/vmlinuz")).unwrap(), "artifacts/vmlinuz differs");
     assert!(tftp(&machine, &dir, "artifacts/initramfs.img").is_some());
     assert!(tftp(&machine, &dir, "artifacts/../tftp/shimx64.efi").is_none());
+    // Shim booted over IPv6 asks for GRUB as `/grubx64.efi`: the root's; no other absolute
+    // name is re-rooted.
+    assert_eq!(tftp(&machine, &dir, "/grubx64.efi").as_deref(), Some(&b"grubx64.efi stand-in"[..]));
+    assert!(tftp(&machine, &dir, "/shimx64.efi").is_none());
 
     // The neighbour asking for the machine's: what an unknown MAC gets, over both.
     let stolen = text(tftp(&neighbour, &dir, &own), "the neighbour's TFTP request");

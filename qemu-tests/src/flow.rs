@@ -95,7 +95,9 @@ pub fn install(w: &mut Watch, fw: Firmware, mac: &str, limits: &Limits) -> Resul
                 .is_some()
             })?;
         }
-        Firmware::UefiHttp6 => bail!("UEFI PXE over IPv6 is watched by its own scenario (g), not this IPv4 flow"),
+        Firmware::UefiHttp6 | Firmware::UefiPxe6 => {
+            bail!("boot over IPv6 is watched by its own scenario (j), not this IPv4 flow")
+        }
         Firmware::UefiHttp => {
             w.until("DHCP answer to OVMF's HTTP boot (uefi-http, arch 16, ipxe.efi URL)", limits.firmware, |t| {
                 t.first(|m| dhcp_of(m, "uefi-http", Some(16))).is_some()

@@ -13,8 +13,10 @@
 //!   `HTTPClient`) as its first network boot option.
 //! - [`Firmware::UefiHttp6`]: OVMF with both PXE options off, for an IPv6-only network: its
 //!   HTTP boot over IPv4 finds no DHCP server (about a minute), then UEFI HTTP boot over IPv6
-//!   (DHCPv6, arch 16, `ipxe.efi` over HTTP on IPv6). (Its PXE over IPv6 takes bootsvc's
-//!   DHCPv6 reply and then gives up, `PXE-E16`: see `qemu-tests/README.md`.)
+//!   (DHCPv6, arch 16, `ipxe.efi` over HTTP on IPv6).
+//! - [`Firmware::UefiPxe6`]: OVMF with PXE over IPv4 off, for an IPv6-only network: its
+//!   first boot option is UEFI PXE over IPv6 (DHCPv6, arch 7, the boot file over TFTP on
+//!   IPv6).
 //! - [`Firmware::Arm64UefiPxe`]: an arm64 server: QEMU's `virt` board, a Cortex-A57 and
 //!   AAVMF, the NIC ROM disabled, so AAVMF's UEFI PXE client (arch 11) boots.
 //! - [`Firmware::Arm64UefiHttp`]: the same with AAVMF's PXE boot options switched off (the
@@ -42,6 +44,7 @@ pub enum Firmware {
     UefiPxe,
     UefiHttp,
     UefiHttp6,
+    UefiPxe6,
     Arm64UefiPxe,
     Arm64UefiHttp,
 }
@@ -53,6 +56,7 @@ impl Firmware {
             Firmware::UefiPxe => "OVMF, NIC ROM disabled: UEFI PXE (arch 7)",
             Firmware::UefiHttp => "OVMF, NIC ROM disabled, PXE off: UEFI HTTP boot (arch 16)",
             Firmware::UefiHttp6 => "OVMF, NIC ROM disabled, PXE off: UEFI HTTP boot over IPv6 (DHCPv6, arch 16)",
+            Firmware::UefiPxe6 => "OVMF, NIC ROM disabled, PXE over IPv4 off: UEFI PXE over IPv6 (DHCPv6, arch 7)",
             Firmware::Arm64UefiPxe => "arm64 virt (Cortex-A57), AAVMF, NIC ROM disabled: UEFI PXE (arch 11)",
             Firmware::Arm64UefiHttp => {
                 "arm64 virt (Cortex-A57), AAVMF, NIC ROM disabled, PXE off: UEFI HTTP boot (arch 19)"
@@ -217,7 +221,7 @@ impl Machine {
         }
         match spec.firmware {
             Firmware::Bios => q.firmware = qemu::Firmware::seabios_on_serial(&dir.join("sercon-port"))?,
-            Firmware::UefiPxe | Firmware::UefiHttp | Firmware::UefiHttp6 => {
+            Firmware::UefiPxe | Firmware::UefiHttp | Firmware::UefiHttp6 | Firmware::UefiPxe6 => {
                 let vars = dir.join("OVMF_VARS.fd");
                 q.firmware = if spec.secure_boot {
                     qemu::Firmware::ovmf_secure_boot(&vars)?
@@ -227,6 +231,9 @@ impl Machine {
                 q.fw_cfg = if spec.firmware == Firmware::UefiHttp6 {
                     // An IPv6-only network: HTTP boot (IPv4, which fails, then IPv6).
                     vec![ovmf::IPV4_PXE_OFF.into(), ovmf::IPV6_PXE_OFF.into()]
+                } else if spec.firmware == Firmware::UefiPxe6 {
+                    // An IPv6-only network: PXE over IPv6 first.
+                    vec![ovmf::IPV4_PXE_OFF.into()]
                 } else {
                     // An IPv4-only provisioning network, as the lab is.
                     let mut v = vec![ovmf::IPV6_OFF.into(), ovmf::IPV6_PXE_OFF.into()];

@@ -11,7 +11,7 @@
 //! | `e_uefi_http_boot_installs_and_first_boots` | OVMF, ROM disabled, PXE off | UEFI HTTP boot (arch 16) → `ipxe.efi` over HTTP → the same as (a), the machine given as Tinkerbell's Hardware, Template and Workflow: image2disk of the image's **`.raw.gz`** form (made in the test; its digest from the manifest of the file the URL names), a writefile and a cexec (chrooted, `/proc` bound) whose markers the first boot prints; a `step` event each |
 //! | `i_missing_kernel_is_diagnosed` | SeaBIOS + iPXE NIC ROM | the kernel gone from the artifacts: iPXE fetches its script, the kernel answers 404, and the boot trace's diagnosis names that step (stopped as soon as it does) |
 //! | `f_uefi_disk_first_boots_without_the_network` | OVMF enforcing Secure Boot (Microsoft's keys), UEFI PXE, its own variables, no QEMU boot order | Debian's unsigned iPXE is refused by the firmware; the shim/GRUB chain (signed shim, GRUB, kernel; GRUB configuration from bootsvc) installs; `install.uefi.boot_order = "disk-first"`: the installer writes a boot entry for the image's signed shim and puts it first; after the reboot the firmware boots the disk without one DHCP packet, with Secure Boot on |
-//! | `j_ipv6_only_uefi_http6_installs_and_first_boots` | OVMF, ROM disabled, PXE off | a lab with no IPv4 on the bridge: UEFI HTTP boot over IPv6 (DHCPv6, arch 16, the record's `ip6`) → `ipxe.efi` over HTTP on IPv6 → iPXE's DHCPv6 (router advertisement with M/O and a SLAAC prefix) → its script over IPv6 with bracketed IPv6 URLs → kernel and initramfs over IPv6 → the installer on SLAAC: metadata, events and the image over IPv6 → `installed` → first boot |
+//! | `j_ipv6_only_uefi_http6_installs_and_first_boots` | three OVMF machines, ROM disabled: node1 PXE off; node2 and node3 PXE over IPv4 off, node3 enforcing Secure Boot | a lab with no IPv4 on the bridge: UEFI HTTP boot over IPv6 (DHCPv6, arch 16, the record's `ip6`) → `ipxe.efi` over HTTP on IPv6 → iPXE's DHCPv6 (router advertisement with M/O and a SLAAC prefix) → its script over IPv6 with bracketed IPv6 URLs → kernel and initramfs over IPv6 → the installer on SLAAC: metadata, events and the image over IPv6 → `installed` → first boot; beside it, node2: UEFI PXE over IPv6 (arch 7, a "DHCP only" offer) → `ipxe.efi` over TFTP on IPv6 → iPXE → the installer's first event; node3: UEFI PXE over IPv6 → shim → Debian's signed GRUB → its configuration, kernel and initramfs over TFTP on IPv6 → the installer's first event (Secure Boot on); both then off |
 //!
 //! Logs of a failed scenario are kept in `qemu-tests/artifacts/<test>/`.
 
@@ -31,6 +31,17 @@ const DISK_BYTES: u64 = 4 << 30;
 /// Fail the test with the error (which already says what never came and where the logs are).
 fn check<T>(r: anyhow::Result<T>) -> T {
     r.unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+/// Secure Boot's firmware and the shim/GRUB chain's programs are there (else the test is
+/// skipped, or fails under `OSIE_REQUIRE_ALL=1`).
+fn secure_boot_files(test: &str, inputs: &Inputs) -> bool {
+    let files = [
+        (std::path::PathBuf::from(osie_testkit::qemu::OVMF_CODE_SECURE_BOOT), "scripts/setup (package ovmf)"),
+        (inputs.tftp.join("shimx64.efi"), "scripts/setup"),
+        (inputs.tftp.join("grubx64.efi"), "scripts/setup"),
+    ];
+    files.iter().all(|(f, by)| osie_testkit::require_file(test, f, by))
 }
 
 /// Install a blank machine with `fw`, let it boot its OS, and check what bootsvc saw. With
@@ -450,12 +461,7 @@ fn image_first_mib(inputs: &Inputs) -> Vec<u8> {
 fn f_uefi_disk_first_boots_without_the_network() {
     let test = "f_uefi_disk_first_boots_without_the_network";
     let Some(inputs) = Inputs::for_test(test) else { return };
-    let secure_boot_files = [
-        (std::path::PathBuf::from(osie_testkit::qemu::OVMF_CODE_SECURE_BOOT), "scripts/setup (package ovmf)"),
-        (inputs.tftp.join("shimx64.efi"), "scripts/setup"),
-        (inputs.tftp.join("grubx64.efi"), "scripts/setup"),
-    ];
-    if !secure_boot_files.iter().all(|(f, by)| osie_testkit::require_file(test, f, by)) {
+    if !secure_boot_files(test, &inputs) {
         return;
     }
     signals::install();
@@ -600,97 +606,194 @@ fn i_missing_kernel_is_diagnosed() {
     );
 }
 
-/// (j) An IPv6-only lab (`Dhcp::Ipv6Only`: no IPv4 address on the bridge). OVMF's HTTP boot
-/// over IPv6 gets `http://[2001:db8::1]:8080/ipxe/ipxe.efi` and the record's `ip6` from
-/// bootsvc's DHCPv6; iPXE hears bootsvc's router advertisement (M, O, prefix), asks DHCPv6 as
-/// iPXE and gets its script URL, fetches the script, the kernel and the initramfs over IPv6
-/// (the script's URLs are IPv6 ones: the kernel is fetched from an IPv6 source); the installer forms its SLAAC address and installs
-/// over IPv6 (its events stored from an IPv6 address); the installed OS phones home. Each
-/// step is read from bootsvc's log and events in order.
+/// (j) An IPv6-only lab (`Dhcp::Ipv6Only`: no IPv4 address on the bridge), three OVMF
+/// machines at once:
+///
+/// - node1, UEFI HTTP boot over IPv6: it gets `http://[2001:db8::1]:8080/ipxe/ipxe.efi` and
+///   the record's `ip6` from bootsvc's DHCPv6; iPXE hears bootsvc's router advertisement (M,
+///   O, prefix), asks DHCPv6 as iPXE and gets its script URL, fetches the script, the kernel
+///   and the initramfs over IPv6 (the script's URLs are IPv6 ones: the kernel is fetched from
+///   an IPv6 source); the installer forms its SLAAC address and installs over IPv6 (its events
+///   stored from an IPv6 address); the installed OS phones home.
+/// - node2, UEFI PXE over IPv6 (arch 7): `tftp://[2001:db8::1]/ipxe.efi` in a "DHCP only"
+///   offer (no `PXEClient` class, which made EDK2 look for a boot server and give up with
+///   PXE-E16), `ipxe.efi` over TFTP on IPv6, iPXE's script, the installer up over IPv6; then
+///   off.
+/// - node3, the shim/GRUB chain over IPv6 with Secure Boot enforcing: UEFI PXE over IPv6 gets
+///   `tftp://[2001:db8::1]/shimx64.efi`; shim and Debian's signed GRUB over TFTP on IPv6;
+///   GRUB reads its configuration and the kernel and initramfs over TFTP on IPv6 from the
+///   DHCPv6 reply the firmware cached; the installer up over IPv6; then off.
+///
+/// Each step is read from bootsvc's log and events in order.
 #[test]
 fn j_ipv6_only_uefi_http6_installs_and_first_boots() {
     let test = "j_ipv6_only_uefi_http6_installs_and_first_boots";
     let Some(inputs) = Inputs::for_test(test) else { return };
+    if !secure_boot_files(test, &inputs) {
+        return;
+    }
     signals::install();
-    let mac = "52:54:00:e2:10:01";
-    let ip6 = "2001:db8::21";
     let lab = check(Lab::start_with(test, &inputs, Dhcp::Ipv6Only));
-    let mut rec = Record::new("node1", mac, Lab::address(1));
-    rec.fixed_address = false;
-    rec.ip6 = Some(ip6.parse().unwrap());
-    check(lab.add(&rec));
-    let spec = Spec::new("node1", mac, Firmware::UefiHttp6);
-    let disk = check(lab.subdir("node1").and_then(|d| Disk::blank(&d, DISK_BYTES)));
-    let mut machine = check(Machine::power_on(&lab, &spec, &disk));
-    let efi = format!("{PUBLIC_URL6}/ipxe/ipxe.efi");
-    let script = format!("{PUBLIC_URL6}/boot/{mac}.ipxe");
-    let from6 = |l: &str| l.contains("\"[2001:db8:");
-    type Seen<'a> = Box<dyn Fn(&str, &[bootsvc::state::StoredEvent]) -> bool + 'a>;
-    let event6 = |phase: Phase| {
-        move |_: &str, evs: &[bootsvc::state::StoredEvent]| {
-            evs.iter().any(|e| e.event.phase == phase && e.source.is_some_and(|s| s.is_ipv6()))
-        }
+    let node = |n: u8, firmware: Firmware, chain: &'static str| {
+        let (name, mac, ip6) = (format!("node{n}"), format!("52:54:00:e2:10:0{n}"), format!("2001:db8::2{n}"));
+        let mut rec = Record::new(&name, &mac, Lab::address(n));
+        rec.fixed_address = false;
+        rec.ip6 = Some(ip6.parse().unwrap());
+        rec.uefi_chain = Some(chain);
+        check(lab.add(&rec));
+        let mut spec = Spec::new(&name, &mac, firmware);
+        spec.secure_boot = chain == "shim-grub";
+        (spec, mac, ip6)
     };
-    let steps: Vec<(&str, Seen)> = vec![
+    let (spec1, mac1, ip6_1) = node(1, Firmware::UefiHttp6, "ipxe");
+    let (spec2, mac2, ip6_2) = node(2, Firmware::UefiPxe6, "ipxe");
+    let (spec3, mac3, ip6_3) = node(3, Firmware::UefiPxe6, "shim-grub");
+    let from6 = |l: &str| l.contains("\"[2001:db8:");
+    let dhcp6 = |class: &'static str, url: String, ip6: String| -> Seen {
+        Box::new(move |l: &str, _: &[_]| {
+            l.lines().any(|l| l.contains(&format!("({class})")) && l.contains(&url) && l.contains(&ip6))
+        })
+    };
+    let tftp6 = |file: &'static str, ip6: String| -> Seen {
+        Box::new(move |l: &str, _: &[_]| {
+            l.lines().any(|l| l.contains("TFTP transfer complete") && l.contains(file) && l.contains(&ip6))
+        })
+    };
+    let ipxe6 = |mac: &str| -> Seen {
+        let script = format!("{PUBLIC_URL6}/boot/{mac}.ipxe");
+        Box::new(move |l: &str, _: &[_]| l.lines().any(|l| l.contains("(ipxe)") && l.contains(&script)))
+    };
+    let event6 = |phase: Phase| -> Seen {
+        Box::new(move |_: &str, evs: &[bootsvc::state::StoredEvent]| {
+            evs.iter().any(|e| e.event.phase == phase && e.source.is_some_and(|s| s.is_ipv6()))
+        })
+    };
+    let tftp_url = |file: &str| format!("tftp://[{}]/{file}", osie_qemu_tests::lab::SERVER6);
+    let node1: Vec<(&str, Seen)> = vec![
         (
             "DHCPv6 to OVMF's HTTP boot (uefi-http): the record's ip6 and the ipxe.efi URL",
-            Box::new(|l: &str, _: &[_]| {
-                l.lines().any(|l| l.contains("(uefi-http)") && l.contains(&efi) && l.contains(ip6))
-            }),
+            dhcp6("uefi-http", format!("{PUBLIC_URL6}/ipxe/ipxe.efi"), ip6_1.clone()),
         ),
         (
             "ipxe.efi over HTTP on IPv6",
-            Box::new(|l: &str, _: &[_]| {
+            Box::new(move |l: &str, _: &[_]| {
                 l.lines().any(|l| l.contains("file served: boot-program ipxe.efi") && from6(l))
             }),
         ),
-        (
-            "DHCPv6 to iPXE: its script URL",
-            Box::new(|l: &str, _: &[_]| l.lines().any(|l| l.contains("(ipxe)") && l.contains(&script))),
-        ),
+        ("DHCPv6 to iPXE: its script URL", ipxe6(&mac1)),
         (
             "the iPXE script over IPv6",
-            Box::new(|l: &str, _: &[_]| {
+            Box::new(move |l: &str, _: &[_]| {
                 l.lines().any(|l| l.contains("\"iPXE script\"") && l.contains("installer") && from6(l))
             }),
         ),
         (
             "the kernel and the initramfs over IPv6",
-            Box::new(|l: &str, _: &[_]| {
+            Box::new(move |l: &str, _: &[_]| {
                 l.lines().any(|l| l.contains("file served: artifact initramfs") && from6(l))
                     && l.lines().any(|l| l.contains("file served: artifact vmlinuz") && from6(l))
             }),
         ),
-        ("the installer up on IPv6 (booted-installer)", Box::new(event6(Phase::BootedInstaller))),
-        ("the image written and verified over IPv6", Box::new(event6(Phase::ImageVerified))),
-        ("installed", Box::new(event6(Phase::Installed))),
-        ("the installed OS phoned home over IPv6 (first-boot)", Box::new(event6(Phase::FirstBoot))),
+        ("the installer up on IPv6 (booted-installer)", event6(Phase::BootedInstaller)),
+        ("the image written and verified over IPv6", event6(Phase::ImageVerified)),
+        ("installed", event6(Phase::Installed)),
+        ("the installed OS phoned home over IPv6 (first-boot)", event6(Phase::FirstBoot)),
     ];
+    let node2: Vec<(&str, Seen)> = vec![
+        (
+            "DHCPv6 to OVMF's PXE over IPv6 (uefi-pxe): the record's ip6 and the ipxe.efi TFTP URL",
+            dhcp6("uefi-pxe", tftp_url("ipxe.efi"), ip6_2.clone()),
+        ),
+        ("ipxe.efi over TFTP on IPv6", tftp6("ipxe.efi", ip6_2.clone())),
+        ("DHCPv6 to iPXE: its script URL", ipxe6(&mac2)),
+        ("the installer up on IPv6 (booted-installer)", event6(Phase::BootedInstaller)),
+    ];
+    let node3: Vec<(&str, Seen)> = vec![
+        (
+            "DHCPv6 to OVMF's PXE over IPv6 (uefi-pxe): the record's ip6 and the shimx64.efi TFTP URL",
+            dhcp6("uefi-pxe", tftp_url("shimx64.efi"), ip6_3.clone()),
+        ),
+        ("shimx64.efi over TFTP on IPv6", tftp6("shimx64.efi", ip6_3.clone())),
+        ("grubx64.efi over TFTP on IPv6", tftp6("grubx64.efi", ip6_3.clone())),
+        ("GRUB's entry configuration over TFTP on IPv6", tftp6("grub/grub.cfg", ip6_3.clone())),
+        (
+            "the machine's GRUB configuration (the installer) over TFTP on IPv6",
+            Box::new({
+                let mac = mac3.clone();
+                move |l: &str, _: &[_]| {
+                    l.lines()
+                        .any(|l| l.contains("GRUB configuration") && l.contains("\"installer\"") && l.contains(&mac))
+                }
+            }),
+        ),
+        (
+            "the kernel and the initramfs over TFTP on IPv6",
+            Box::new({
+                let (k, i) =
+                    (tftp6("artifacts/vmlinuz", ip6_3.clone()), tftp6("artifacts/initramfs.img", ip6_3.clone()));
+                move |l: &str, e: &[_]| k(l, e) && i(l, e)
+            }),
+        ),
+        ("the installer up on IPv6 (booted-installer)", event6(Phase::BootedInstaller)),
+    ];
+    let mut watched = Vec::new();
+    // A whole install and first boot; a boot to the installer (about 90 s, two minutes at most
+    // in the runs so far) fails well before, when PXE over IPv6 falls through to HTTP boot.
+    let (install, to_installer) = (Duration::from_secs(1800), Duration::from_secs(420));
+    for (spec, mac, steps, limit) in
+        [(spec1, mac1, node1, install), (spec2, mac2, node2, to_installer), (spec3, mac3, node3, to_installer)]
+    {
+        let disk = check(lab.subdir(&spec.name).and_then(|d| Disk::blank(&d, DISK_BYTES)));
+        let machine = check(Machine::power_on(&lab, &spec, &disk));
+        watched.push(Watched { name: spec.name.clone(), mac, machine: Some(machine), steps, next: 0, limit });
+    }
     let started = std::time::Instant::now();
-    let mut next = 0;
-    while next < steps.len() {
+    while watched.iter().any(|w| w.machine.is_some()) {
         let log = lab.log_text();
-        let events = lab.events(mac).unwrap_or_default();
-        while next < steps.len() && (steps[next].1)(&log, &events) {
-            eprintln!("{test}: +{:.1} s {}", started.elapsed().as_secs_f64(), steps[next].0);
-            next += 1;
-        }
-        if next == steps.len() {
-            break;
-        }
-        let broken = machine.check_running().err().or_else(|| lab.check_bootsvc().err());
-        if broken.is_some() || started.elapsed() > Duration::from_secs(1800) {
-            lab.failed();
-            panic!(
-                "{test}: waiting for {} ({:.0} s): {}\nbootsvc:\n{}\nconsole:\n{}",
-                steps[next].0,
-                started.elapsed().as_secs_f64(),
-                broken.map_or_else(|| "timed out".to_string(), |e| format!("{e:#}")),
-                osie_qemu_tests::console::tail(&log, 30),
-                osie_qemu_tests::console::tail(&machine.console(), 30)
-            );
+        for w in watched.iter_mut().filter(|w| w.machine.is_some()) {
+            let events = lab.events(&w.mac).unwrap_or_default();
+            while w.next < w.steps.len() && (w.steps[w.next].1)(&log, &events) {
+                eprintln!("{test}: +{:.1} s {}: {}", started.elapsed().as_secs_f64(), w.name, w.steps[w.next].0);
+                w.next += 1;
+            }
+            if w.next == w.steps.len() {
+                if let Some(m) = w.machine.take() {
+                    m.power_off();
+                }
+                continue;
+            }
+            let machine = w.machine.as_mut().expect("running");
+            let broken = machine.check_running().err().or_else(|| lab.check_bootsvc().err());
+            if broken.is_some() || signals::requested() || started.elapsed() > w.limit {
+                lab.failed();
+                panic!(
+                    "{test}: {}: waiting for {} ({:.0} s): {}\nbootsvc:\n{}\nconsole:\n{}",
+                    w.name,
+                    w.steps[w.next].0,
+                    started.elapsed().as_secs_f64(),
+                    broken.map_or_else(
+                        || if signals::requested() { "stopped by a signal" } else { "timed out" }.to_string(),
+                        |e| format!("{e:#}")
+                    ),
+                    osie_qemu_tests::console::tail(&log, 30),
+                    osie_qemu_tests::console::tail(&machine.console(), 30)
+                );
+            }
         }
         std::thread::sleep(Duration::from_secs(2));
     }
-    machine.power_off();
+}
+
+type Seen<'a> = Box<dyn Fn(&str, &[bootsvc::state::StoredEvent]) -> bool + 'a>;
+
+/// One machine of scenario (j), the steps it must show in order, and how far it got; off
+/// (`machine` taken) once it showed them all.
+struct Watched<'a> {
+    name: String,
+    mac: String,
+    machine: Option<Machine>,
+    steps: Vec<(&'a str, Seen<'a>)>,
+    next: usize,
+    /// From power on to its last step.
+    limit: Duration,
 }

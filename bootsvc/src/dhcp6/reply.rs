@@ -15,8 +15,9 @@
 //! RFC 8415 18.2.3).
 //!
 //! The boot file follows the DHCPv4 table (`dhcp::classify`) with URLs: option 59 is
-//! `tftp://[addr]/ipxe.efi` for UEFI PXE (arch 7, 9), `http://[addr]:port/ipxe/ipxe.efi`
-//! with vendor class `HTTPClient` for UEFI HTTP boot (arch 16), and iPXE (user class
+//! `tftp://[addr]/ipxe.efi` for UEFI PXE (arch 7, 9; no vendor class, see [`answer`]),
+//! `http://[addr]:port/ipxe/ipxe.efi` with vendor class `HTTPClient` for UEFI HTTP boot
+//! (arch 16), and iPXE (user class
 //! `iPXE`) gets its script URL, `http://[addr]:port/boot/<mac>.ipxe`.
 
 use std::net::Ipv6Addr;
@@ -24,13 +25,14 @@ use std::net::Ipv6Addr;
 use osie_api::MacAddr;
 
 use super::packet::{self, kind, opt, status, Request, Writer};
+use crate::config::UefiChain;
 use crate::dhcp::classify::{self, ArchSource, BootFile, Class, Client, Vendor};
 use crate::inventory::{Backend, Machine};
 
 /// Why a known netboot client gets no boot file when its record does not allow netboot.
 pub const NOT_ALLOWED: &str = "netboot not allowed";
-/// The enterprise number in bootsvc's Vendor Class option (Intel's, as EDK2 sends it; UEFI
-/// firmware compares only the class text).
+/// The enterprise number in bootsvc's Vendor Class option (Intel's, as EDK2 sends it; EDK2's
+/// HTTP boot compares only the class text).
 const ENTERPRISE: u32 = 343;
 
 pub const CLIENT_PORT: u16 = 546;
@@ -46,6 +48,8 @@ pub struct Settings {
     /// `http://[address]:port`, no trailing slash.
     pub public_url: String,
     pub lease_secs: u32,
+    /// `boot.uefi_chain`: the site's chain for UEFI machines whose record names none.
+    pub uefi_chain: UefiChain,
 }
 
 /// The outcome of one message, with everything its log line says.
@@ -148,11 +152,10 @@ pub fn respond(req: &Request<'_>, src: Ipv6Addr, settings: &Settings, backend: &
         // (`Class::decline_file`).
         class.decline_file(&mac, &settings.public_url).ok_or(NOT_ALLOWED)
     } else {
-        // iPXE over IPv6: Debian's signed GRUB (the shim/GRUB chain) reads its files over
-        // TFTP from the IPv4 address it booted from (`bootsvc/docs/secure-boot.md`).
-        class
-            .boot_file(&mac, &settings.public_url, c.arch, crate::config::UefiChain::Ipxe)
-            .ok_or("no boot file for this architecture")
+        // The chain as over IPv4: Debian's signed GRUB reads the DHCPv6 reply UEFI PXE
+        // cached and its files over TFTP on IPv6 (`bootsvc/docs/secure-boot.md`).
+        let chain = machine.uefi_chain(settings.uefi_chain);
+        class.boot_file(&mac, &settings.public_url, c.arch, chain).ok_or("no boot file for this architecture")
     };
     match file {
         Ok(f) => d.boot_file = Some(url(&f, settings.address)),
@@ -196,11 +199,14 @@ fn answer(req: &Request<'_>, machine: &Machine, class: Class, d: &mut Decision, 
     }
     if let Some(f) = &d.boot_file {
         w.opt(opt::BOOTFILE_URL, f.as_bytes());
-        // UEFI takes an offer as a PXE or HTTP boot offer by this class (EDK2 reads it 6 bytes
-        // into the option).
+        // UEFI HTTP boot takes an offer as an HTTP boot offer by this class (EDK2 reads it 6
+        // bytes into the option). UEFI PXE gets none: EDK2's PXE over IPv6 takes an offer
+        // with `PXEClient` as a BINL offer and, before booting, asks a boot server on UDP
+        // 4011 for the boot file (`PxeBcRetryDhcp6Binl`); nothing answers there, and it
+        // gives up with PXE-E16. Without the class the offer is "DHCP only", and its option
+        // 59 is the boot file.
         let vc: Option<&[u8]> = match class {
             Class::UefiHttp | Class::UefiHttpArm => Some(b"HTTPClient"),
-            Class::UefiPxe | Class::UefiPxeArm => Some(b"PXEClient"),
             _ => None,
         };
         if let Some(vc) = vc {

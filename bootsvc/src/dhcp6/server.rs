@@ -67,7 +67,13 @@ pub fn bind_socket(cfg: &Config) -> Result<Option<Bound>> {
         crate::udp::set_raw(fd, libc::IPPROTO_IPV6, libc::IPV6_ADD_MEMBERSHIP, &group)
             .with_context(|| format!("{what}: joining ff02::1:2 (IPv6 off on {iface}?)"))
     })?;
-    let settings = Settings { server_duid: packet::duid_ll(&mac), address, public_url, lease_secs: d.lease_secs };
+    let settings = Settings {
+        server_duid: packet::duid_ll(&mac),
+        address,
+        public_url,
+        lease_secs: d.lease_secs,
+        uefi_chain: cfg.boot.uefi_chain,
+    };
     Ok(Some(Bound { sock, settings }))
 }
 

@@ -354,7 +354,7 @@ impl Server {
         }
         let opened = match self.generated.as_ref().and_then(|g| g.open(&name, peer)) {
             Some(r) => r,
-            None => self.jail.open(Path::new(&name)),
+            None => self.jail.open(Path::new(crate::grub::tftp_root_name(&name))),
         };
         let (file, size) = match opened {
             Ok(f) => f,

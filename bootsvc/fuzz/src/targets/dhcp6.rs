@@ -13,7 +13,10 @@
 //! - every address handed out with a lifetime is the machine's record `ip6`; a machine
 //!   without one, or an Information-request, gets none;
 //! - a boot file URL is bootsvc's (`http://[2001:db8::1]:8080/…` or `tftp://[2001:db8::1]/…`),
-//!   and a machine that may not netboot gets at most the file that declines.
+//!   and a machine that may not netboot gets at most the file that declines;
+//! - no reply carries the Vendor Class `PXEClient` (EDK2's PXE over IPv6 would take it as a
+//!   BINL offer and give up, `bootsvc/docs/dhcp.md`, "IPv6"); an HTTP boot URL comes with
+//!   `HTTPClient`.
 use std::net::Ipv6Addr;
 
 use bootsvc::dhcp6::packet::{self, kind, opt};
@@ -31,6 +34,7 @@ fn settings() -> Settings {
         address: SERVER,
         public_url: format!("http://[{SERVER}]:8080"),
         lease_secs: 600,
+        uefi_chain: bootsvc::config::UefiChain::Ipxe,
     }
 }
 
@@ -97,5 +101,10 @@ pub fn run(data: &[u8]) {
         if !machine.netboot.allow {
             assert!(url.ends_with("/osie-no-netboot.efi"), "a machine that may not netboot got {url}");
         }
+    }
+    for vc in all(opt::VENDOR_CLASS) {
+        assert!(vc.get(6..) == Some(b"HTTPClient"), "vendor class {vc:?}: only HTTP boot gets one");
+        let url = all(opt::BOOTFILE_URL).next().expect("a vendor class comes with a boot file");
+        assert!(url.starts_with(b"http://"), "HTTPClient with {url:?}");
     }
 }
