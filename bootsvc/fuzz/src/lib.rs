@@ -2,6 +2,7 @@
 //!
 //! - [`config`], [`images`], [`entry`]: a fixed service config and image catalog, and a
 //!   machine record built from JSON the way the inventory loader builds it;
+//! - [`world_record`]: a machine of the identity targets' small worlds;
 //! - [`FuzzBackend`]: a [`Backend`] whose answer is a pure function of the MAC, so every MAC
 //!   the fuzzer invents is one of a few kinds of machine;
 //! - [`check_script`]: the iPXE oracle: a rendered script, read the way iPXE reads it
@@ -14,9 +15,11 @@ pub mod targets {
     pub mod dhcp;
     pub mod dhcp6;
     pub mod identity;
+    pub mod identity6;
     pub mod inventory;
     pub mod ipxe;
     pub mod qcow2;
+    pub mod ra;
     pub mod tftp;
 }
 
@@ -94,6 +97,15 @@ pub fn entries(json: &str) -> (Vec<Entry>, Problems) {
 /// The first record of `json`, if it parses.
 pub fn entry(json: &str) -> Option<Entry> {
     entries(json).0.into_iter().next()
+}
+
+/// Machine `m<i>` of an identity target's world: its NICs and, when given, one more field
+/// (`"ip":{…}` or `"ip6":{…}`).
+pub fn world_record(i: usize, macs: &[MacAddr], field: Option<String>) -> Entry {
+    let macs: Vec<String> = macs.iter().map(|m| format!("\"{m}\"")).collect();
+    let field = field.map(|f| format!(",{f}")).unwrap_or_default();
+    let json = format!(r#"{{"hostname":"m{i}","macs":[{}]{field}}}"#, macs.join(","));
+    entry(&json).unwrap_or_else(|| panic!("the fuzz world's record does not parse: {json}"))
 }
 
 /// Machines by the last byte of their MAC (`mac[5] % 4`): 0 unknown, 1 fixed address

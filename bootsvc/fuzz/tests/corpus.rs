@@ -34,6 +34,16 @@ fn identity() {
 }
 
 #[test]
+fn identity6() {
+    replay("identity6", bootsvc_fuzz::targets::identity6::run);
+}
+
+#[test]
+fn ra() {
+    replay("ra", bootsvc_fuzz::targets::ra::run);
+}
+
+#[test]
 fn tftp() {
     replay("tftp", bootsvc_fuzz::targets::tftp::run);
 }

@@ -42,6 +42,11 @@ pub struct Facts6<'a> {
 pub fn decide6(f: &Facts6<'_>) -> Result<Sources, Refusal> {
     let ours = |m: &MacAddr| f.macs.contains(m);
     match by_fixed(f.source, f.fixed, f.fixed_of_other) {
+        // Another record's `ip6` is never this machine's, even from this machine's NIC (found
+        // by the fuzz target `identity6`: a machine with an `ip6` of its own was accepted there).
+        Some(Err(Refusal::NotItsFixedAddress { .. })) if f.fixed_of_other => {
+            return Err(Refusal::FixedAddressOfAnother)
+        }
         // Not its `ip6`: its other addresses are judged below.
         Some(Err(Refusal::NotItsFixedAddress { .. })) | None => {}
         Some(r) => return r,
@@ -107,6 +112,8 @@ mod tests {
              Err(Refusal::NoSource)),
             ("its EUI-64, table unreadable", "2001:db8::5054:ff:fe00:a01", None, None, false, Err(Refusal::NeighboursUnknown)),
             ("another record's ip6", "2001:db8::20", None, Some(&[A1]), true, Err(Refusal::FixedAddressOfAnother)),
+            ("another record's ip6 at its NIC, it has an ip6 of its own", "2001:db8::20", Some("2001:db8::10"),
+             Some(&[A1]), true, Err(Refusal::FixedAddressOfAnother)),
         ];
         for (what, source, fixed, neighbours, other, want) in rows {
             let f = Facts6 {

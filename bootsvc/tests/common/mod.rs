@@ -10,6 +10,8 @@
 //! is a change of the site.
 #![allow(dead_code)]
 
+pub mod dhcp6;
+
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::process::Output;
