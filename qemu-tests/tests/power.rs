@@ -212,21 +212,32 @@ fn g_installed_machine_reinstalled_by_reinstall_power_alone() {
     assert_eq!(view.state.status.as_str(), "deprovisioned", "{:?}", view.state);
     assert!(!view.netboot.allowed, "{:?}", view.netboot);
 
-    // Its next network boot, through the BMC: an address, no boot file.
+    // Its next network boot, through the BMC: an address and no installer; iPXE is given only
+    // the script that boots the (now empty) disk.
     let seen = check(lab.trace(mac)).steps.last().map(|s| s.n).unwrap_or(0);
     check(lab.cli(&["machine", mac, "power", "netboot"]));
     check(lab.cli(&["machine", mac, "power", "on"]));
-    let refusal = wait_for("its netboot to be answered without a boot file", Duration::from_secs(300), || {
-        std::thread::sleep(Duration::from_secs(2));
-        let t = lab.trace(mac).ok()?;
-        t.steps.into_iter().filter(|s| s.n > seen).find_map(|s| match s.step.step {
-            Step::Dhcp(d) if d.answer.is_some() && d.boot_file.is_none() => Some(d),
-            _ => None,
-        })
-    })
+    let script = format!("/boot/{mac}.ipxe");
+    let after = |t: &bootsvc::trace::TraceView, f: &dyn Fn(&Step) -> bool| {
+        t.steps.iter().any(|s| s.n > seen && f(&s.step.step))
+    };
+    let t = wait_for(
+        "its netboot answered without the installer, then its local boot script",
+        Duration::from_secs(300),
+        || {
+            std::thread::sleep(Duration::from_secs(2));
+            let t = lab.trace(mac).ok()?;
+            let refused = after(&t, &|s| {
+                matches!(s, Step::Dhcp(d) if d.answer.is_some() && d.reason.contains("netboot not allowed")
+                && d.boot_file.as_deref().is_none_or(|f| f.ends_with(&script)))
+            });
+            let local = after(&t, &|s| matches!(s, Step::Script(x) if x.script == "local"));
+            (refused && local).then_some(t)
+        },
+    )
     .unwrap_or_else(|e| panic!("{e:#}"));
-    assert!(refusal.reason.contains("netboot not allowed"), "{refusal:?}");
-    eprintln!("{test}: netboot after deprovisioning: {} {:?}: {}", refusal.message, refusal.answer, refusal.reason);
+    assert!(!after(&t, &|s| matches!(s, Step::Script(x) if x.script != "local") || matches!(s, Step::Download(_))));
+    eprintln!("{test}: netboot after deprovisioning: an address, the local boot script, no installer");
     drop(lv);
 }
 
