@@ -136,8 +136,11 @@ pub(super) fn by_fixed<A: PartialEq + Copy + Into<IpAddr>>(
 ) -> Option<Result<Sources, Refusal>> {
     match fixed {
         Some(f) if f == source => Some(Ok(Sources { fixed_address: true, ..Default::default() })),
+        // Another record's fixed address is never this machine's, whether or not it has one
+        // of its own (IPv6 goes on to judge a machine's other addresses after
+        // `NotItsFixedAddress`, so the order matters there).
+        _ if fixed_of_other => Some(Err(Refusal::FixedAddressOfAnother)),
         Some(f) => Some(Err(Refusal::NotItsFixedAddress { fixed: f.into() })),
-        None if fixed_of_other => Some(Err(Refusal::FixedAddressOfAnother)),
         None => None,
     }
 }

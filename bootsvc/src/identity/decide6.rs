@@ -42,11 +42,6 @@ pub struct Facts6<'a> {
 pub fn decide6(f: &Facts6<'_>) -> Result<Sources, Refusal> {
     let ours = |m: &MacAddr| f.macs.contains(m);
     match by_fixed(f.source, f.fixed, f.fixed_of_other) {
-        // Another record's `ip6` is never this machine's, even from this machine's NIC (found
-        // by the fuzz target `identity6`: a machine with an `ip6` of its own was accepted there).
-        Some(Err(Refusal::NotItsFixedAddress { .. })) if f.fixed_of_other => {
-            return Err(Refusal::FixedAddressOfAnother)
-        }
         // Not its `ip6`: its other addresses are judged below.
         Some(Err(Refusal::NotItsFixedAddress { .. })) | None => {}
         Some(r) => return r,
