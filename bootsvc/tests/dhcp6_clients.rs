@@ -7,9 +7,9 @@
 
 mod common;
 
-use common::dhcp6::{dhclient6, enable};
+use common::dhcp6::enable;
 use common::{link_local_ready, Options, Site};
-use osie_testkit::dhcp::env_value;
+use osie_testkit::dhcp::{dhclient6, env_value};
 use osie_testkit::{require_root, require_tools};
 
 const MAC_A: &str = "02:00:00:00:6b:01";
@@ -46,7 +46,7 @@ fn a_machine_gets_its_address_and_a_neighbour_with_its_duid_gets_nothing() {
     link_local_ready(b, b_if);
 
     // A's own dhclient (its DUID-LLT names its MAC): the record's address.
-    let env = dhclient6(a, a_if, dir.path(), "a", None).unwrap_or_else(|| panic!("A got no lease\n{}", site.logs()));
+    let env = dhclient6(a, a_if, dir.path(), None).unwrap_or_else(|| panic!("A got no lease\n{}", site.logs()));
     assert_eq!(env_value(&env, "new_ip6_address").as_deref(), Some(A6), "{env}");
     let metrics = site.get("/metrics").text();
     assert!(metrics.contains("dhcp6-reply"), "{metrics}");
@@ -60,7 +60,7 @@ fn a_machine_gets_its_address_and_a_neighbour_with_its_duid_gets_nothing() {
 
     // B asks with A's DUID-LL from its own link-local address: nothing.
     let a_duid = format!("00030001{}", MAC_A.replace(':', ""));
-    let got = dhclient6(b, b_if, dir.path(), "b", Some(&a_duid));
+    let got = dhclient6(b, b_if, dir.path(), Some(&a_duid));
     assert_eq!(got, None, "the neighbour was answered\n{}", site.logs());
     let dropped = site.metric("osie_dropped_packets_total{reason=\"dhcp6-mac-mismatch\"}");
     assert!(dropped >= 1, "no mismatch counted\n{}", site.logs());

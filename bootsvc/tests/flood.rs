@@ -256,7 +256,7 @@ fn a_dhcp6_flood_is_counted_and_a_real_client_still_gets_its_address() {
         // messages, then 1000 valid Solicits from the looping machine's own address and DUID;
         // rounds go on until the client is done, 3 at least.
         let answered0 = advertised(&site);
-        let client = s.spawn(|| common::dhcp6::dhclient6(machine, machine_if, dir.path(), "m", None));
+        let client = s.spawn(|| osie_testkit::dhcp::dhclient6(machine, machine_if, dir.path(), None));
         let start = Instant::now();
         let mut rounds = 0u32;
         while rounds < 3 || !client.is_finished() {

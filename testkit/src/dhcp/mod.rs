@@ -22,4 +22,4 @@ pub mod real;
 
 pub use client::{ClientConfig, DhcpClient, ExchangeError, Lease};
 pub use packet::Identity;
-pub use real::{dhclient, env_value, udhcpc};
+pub use real::{dhclient, dhclient6, env_value, udhcpc};

@@ -13,7 +13,7 @@ use crate::{unique, wait_for, ChildGuard, Netns};
 fn env_script(dir: &Path, out: &Path) -> anyhow::Result<PathBuf> {
     let p = dir.join(format!("hook-{}.sh", unique("")));
     let body = format!(
-        "#!/bin/sh\ncase \"$1$reason\" in bound|renew|BOUND|RENEW|REBOOT) env > {out}.tmp && mv {out}.tmp {out} ;; esac\nexit 0\n",
+        "#!/bin/sh\ncase \"$1$reason\" in bound|renew|BOUND|RENEW|REBOOT|BOUND6|REBOOT6) env > {out}.tmp && mv {out}.tmp {out} ;; esac\nexit 0\n",
         out = out.display()
     );
     std::fs::write(&p, body).with_context(|| format!("writing {}", p.display()))?;
@@ -56,23 +56,67 @@ pub fn dhclient(ns: &Netns, iface: &str, dir: &Path, old_lease: Option<&str>) ->
         None => String::new(),
     };
     std::fs::write(&leases, lease_text)?;
+    until_bound(ns, "-4", iface, dir, Files { conf: &conf, script: &script, leases: &leases, out: &out }, 30)
+}
+
+/// ISC `dhclient -6` in the foreground until it is bound, with `duid` (hex) as its DUID when
+/// given; it asks for the boot file URL and sends architecture 16 (option 61), as UEFI HTTP
+/// boot over IPv6 does. The environment its script saw on `BOUND6`; `None` when it got no
+/// lease within its timeout. The script only records; it configures nothing.
+pub fn dhclient6(ns: &Netns, iface: &str, dir: &Path, duid: Option<&str>) -> Option<String> {
+    let out = dir.join(unique("dhclient6-env"));
+    let script = env_script(dir, &out).ok()?;
+    let conf = dir.join(unique("dhclient6.conf"));
+    std::fs::write(
+        &conf,
+        "option dhcp6.arch code 61 = unsigned integer 16;\nsend dhcp6.arch 16;\n\
+         also request dhcp6.bootfile-url;\ntimeout 8;\ninitial-interval 1;\n",
+    )
+    .ok()?;
+    let leases = dir.join(unique("dhclient6.leases"));
+    // dhclient takes its DUID from the lease file's `default-duid` (octal-escaped bytes).
+    let lease_text = duid.map_or_else(String::new, |hex| {
+        let octal: String = (0..hex.len() / 2)
+            .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).expect("the DUID is given in hex"))
+            .map(|b| format!("\\{b:03o}"))
+            .collect();
+        format!("default-duid \"{octal}\";\n")
+    });
+    std::fs::write(&leases, lease_text).ok()?;
+    until_bound(ns, "-6", iface, dir, Files { conf: &conf, script: &script, leases: &leases, out: &out }, 12).ok()
+}
+
+/// The files one dhclient run reads and writes.
+struct Files<'a> {
+    conf: &'a Path,
+    script: &'a Path,
+    leases: &'a Path,
+    /// Where its hook script saves the lease's environment.
+    out: &'a Path,
+}
+
+/// Run dhclient (`-4` or `-6`) in the foreground on `iface` until its hook script has saved
+/// a lease, at most `secs` seconds; the client is stopped either way.
+fn until_bound(ns: &Netns, family: &str, iface: &str, dir: &Path, f: Files<'_>, secs: u64) -> anyhow::Result<String> {
     let pid = dir.join(unique("dhclient.pid"));
     let _c = ChildGuard::spawn(
         "dhclient",
         ns.cmd("dhclient")
-            .args(["-4", "-d", "-1", "-v", "-cf"])
-            .arg(&conf)
+            .args([family, "-d", "-1", "-v", "-cf"])
+            .arg(f.conf)
             .arg("-sf")
-            .arg(&script)
+            .arg(f.script)
             .arg("-lf")
-            .arg(&leases)
+            .arg(f.leases)
             .arg("-pf")
             .arg(&pid)
             .arg(iface)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null()),
     )?;
-    wait_for("dhclient to be bound", Duration::from_secs(30), || std::fs::read_to_string(&out).ok())
+    wait_for(&format!("dhclient {family} to be bound"), Duration::from_secs(secs), || {
+        std::fs::read_to_string(f.out).ok()
+    })
 }
 
 /// `KEY=value` lines (as the hook scripts above write them) → the value of `key`.
