@@ -31,7 +31,7 @@ use bootsvc::config::Config;
 use bootsvc::http::boot::Choice;
 use bootsvc::inventory::images::{ImageManifest, Images, ManifestFormat};
 use bootsvc::inventory::model::{Arch, Ip6Config, IpConfig, Machine, Netboot};
-use bootsvc::inventory::{Backend, Entry};
+use bootsvc::inventory::{Backend, Entry, Snapshot};
 use bootsvc::ipxe::reader;
 use bootsvc::problem::Problems;
 use osie_api::{BootParams, MacAddr};
@@ -99,13 +99,28 @@ pub fn entry(json: &str) -> Option<Entry> {
     entries(json).0.into_iter().next()
 }
 
-/// Machine `m<i>` of an identity target's world: its NICs and, when given, one more field
-/// (`"ip":{…}` or `"ip6":{…}`).
-pub fn world_record(i: usize, macs: &[MacAddr], field: Option<String>) -> Entry {
-    let macs: Vec<String> = macs.iter().map(|m| format!("\"{m}\"")).collect();
-    let field = field.map(|f| format!(",{f}")).unwrap_or_default();
-    let json = format!(r#"{{"hostname":"m{i}","macs":[{}]{field}}}"#, macs.join(","));
-    entry(&json).unwrap_or_else(|| panic!("the fuzz world's record does not parse: {json}"))
+/// An identity target's world as the service holds it: machine `m<i>` has its NICs and,
+/// when given, its fixed address as `"<field>":{"address":…,"prefix":<prefix>}` (`ip` or
+/// `ip6`).
+pub fn world_snapshot<A: std::fmt::Display>(
+    machines: &[(Vec<MacAddr>, Option<A>)],
+    field: &str,
+    prefix: u8,
+) -> Snapshot {
+    let entries = machines
+        .iter()
+        .enumerate()
+        .map(|(i, (macs, fixed))| {
+            let macs: Vec<String> = macs.iter().map(|m| format!("\"{m}\"")).collect();
+            let fixed = fixed
+                .as_ref()
+                .map(|a| format!(r#","{field}":{{"address":"{a}","prefix":{prefix}}}"#))
+                .unwrap_or_default();
+            let json = format!(r#"{{"hostname":"m{i}","macs":[{}]{fixed}}}"#, macs.join(","));
+            entry(&json).unwrap_or_else(|| panic!("the fuzz world's record does not parse: {json}"))
+        })
+        .collect();
+    Snapshot::new(entries, Default::default())
 }
 
 /// Machines by the last byte of their MAC (`mac[5] % 4`): 0 unknown, 1 fixed address

@@ -30,7 +30,6 @@ use std::sync::Arc;
 use bootsvc::config::DhcpMode;
 use bootsvc::identity::neighbours::Neighbours;
 use bootsvc::identity::{decide, Facts, Identity, Records, Sources};
-use bootsvc::inventory::Snapshot;
 use bootsvc::storage::requests::Requested;
 use bootsvc::storage::DhcpRequests;
 use bootsvc::storage::Leases;
@@ -145,16 +144,7 @@ pub fn run(data: &[u8]) {
     let mode = if w.proxy { DhcpMode::Proxy } else { DhcpMode::Reservation };
 
     // The same world as the service holds it.
-    let entries: Vec<_> = w
-        .machines
-        .iter()
-        .enumerate()
-        .map(|(i, (macs, fixed))| {
-            let ip = fixed.map(|a| format!(r#""ip":{{"address":"{a}","prefix":24}}"#));
-            crate::world_record(i, macs, ip)
-        })
-        .collect();
-    let snap = Snapshot::new(entries, Default::default());
+    let snap = crate::world_snapshot(&w.machines, "ip", 24);
     let identity = Identity::with_neighbours(mode, Arc::new(Table(w.neighbours.clone(), w.unreadable)));
     let leases = LeaseMap(w.lease.clone());
     let rec = Records { leases: &leases, requests: &*requests };

@@ -35,7 +35,6 @@ use std::sync::Arc;
 use bootsvc::config::DhcpMode;
 use bootsvc::identity::neighbours::Neighbours;
 use bootsvc::identity::{decide6, Facts6, Identity, Sources};
-use bootsvc::inventory::Snapshot;
 use osie_api::MacAddr;
 
 const MACHINES: usize = 4;
@@ -114,16 +113,7 @@ fn world(b: &[u8]) -> World {
 
 pub fn run(data: &[u8]) {
     let w = world(data);
-    let entries: Vec<_> = w
-        .machines
-        .iter()
-        .enumerate()
-        .map(|(i, (macs, ip6))| {
-            let ip6 = ip6.map(|a| format!(r#""ip6":{{"address":"{a}","prefix":64}}"#));
-            crate::world_record(i, macs, ip6)
-        })
-        .collect();
-    let snap = Snapshot::new(entries, Default::default());
+    let snap = crate::world_snapshot(&w.machines, "ip6", 64);
     // The mode is IPv4's business (which DHCP records count); IPv6 has one rule for both.
     let identity =
         Identity::with_neighbours(DhcpMode::Reservation, Arc::new(Table(w.neighbours.clone(), w.unreadable)));
